@@ -1,0 +1,3 @@
+"""centile: a customer-analytics engine over order histories."""
+
+__version__ = "0.1.0"

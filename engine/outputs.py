@@ -1,0 +1,126 @@
+"""Atomic output folders and the run manifest.
+
+Every job writes into a hidden temporary folder beside the target and renames
+each file into place only when the whole job succeeded, so a failed run never
+leaves a half-written table and never destroys the results of an earlier run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+
+
+@dataclass
+class Staging:
+    """A temporary folder whose files are moved into ``target`` on commit."""
+
+    target: Path
+    tmp: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        """Where to write output ``name`` while the job runs."""
+        p = self.tmp / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = round(time.perf_counter() - t0, 4)
+
+
+@contextlib.contextmanager
+def staged_output(target: str | os.PathLike[str]) -> Iterator[Staging]:
+    """Stage outputs for ``target``; move them into place only if the block succeeds.
+
+    Files of an earlier run that the new run does not write are kept; files it
+    does write are replaced one by one with ``os.replace`` (atomic per file on
+    the same file system). Sub-folders (e.g. partitioned tables) are replaced
+    whole.
+    """
+    target = Path(target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {target}: {exc.strerror}; "
+                          "choose a writable --out folder") from exc
+    tmp = Path(tempfile.mkdtemp(prefix=".centile-tmp-", dir=target))
+    staging = Staging(target=target, tmp=tmp)
+    try:
+        yield staging
+        for item in sorted(tmp.iterdir()):
+            dest = target / item.name
+            if item.is_dir():
+                if dest.exists():
+                    old = target / f".centile-old-{item.name}-{os.getpid()}"
+                    os.replace(dest, old)
+                    os.replace(item, dest)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(item, dest)
+            else:
+                os.replace(item, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fingerprint(path: Path, *, full_hash_limit: int = 64 << 20) -> dict[str, Any]:
+    """Size, mtime and a content fingerprint of one input file.
+
+    Files up to ``full_hash_limit`` bytes are hashed whole; larger ones by
+    their size plus first and last 4 MiB, which catches every rewrite that
+    matters in practice without reading gigabytes.
+    """
+    st = path.stat()
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        if st.st_size <= full_hash_limit:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+            kind = "blake2b"
+        else:
+            h.update(fh.read(4 << 20))
+            fh.seek(st.st_size - (4 << 20))
+            h.update(fh.read(4 << 20))
+            h.update(str(st.st_size).encode())
+            kind = "blake2b-head-tail"
+    return {"path": str(path), "bytes": st.st_size, "mtime": int(st.st_mtime),
+            "fingerprint": f"{kind}:{h.hexdigest()}"}
+
+
+def versions() -> dict[str, str]:
+    """Versions of centile and the libraries whose behaviour shapes the results."""
+    from importlib import metadata
+
+    out = {}
+    for dist in ("centile", "duckdb", "polars", "numba", "numpy", "pyarrow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def write_manifest(staging: Staging, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` into the staging folder (merging timings)."""
+    doc = {**manifest, "timings_s": {**manifest.get("timings_s", {}), **staging.timings}}
+    doc.setdefault("versions", versions())
+    p = staging.path("manifest.json")
+    p.write_text(json.dumps(doc, indent=2, default=str, sort_keys=False) + "\n")
+    return p

@@ -1,0 +1,1 @@
+"""Feature queries as plain `.sql` files, run by DuckDB (see engine.sqlfiles)."""
