@@ -1,0 +1,238 @@
+"""A DuckDB connection with the inputs registered, validated and summarised.
+
+Every job starts here: ``open_session(cfg)`` reads the configured tables,
+sets invalid rows aside (or fails under ``strict``), fixes ``as_of`` and
+exposes the valid rows as views named after the contract's tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from .config import CONTRACT, Config
+from .errors import InputError, ValidationError
+from .sources import Registered, register_tables, stage_tables
+from .sqlfiles import ident
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TableSummary:
+    """What was read from one table."""
+
+    name: str
+    files: list[str]
+    rows_read: int
+    rows_filtered: int
+    rows_valid: int
+    rejects: dict[str, int]
+    columns: dict[str, str | None]
+    date_min: dt.datetime | None = None
+    date_max: dt.datetime | None = None
+    customers: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files, "rows_read": self.rows_read, "rows_filtered_by_config": self.rows_filtered,
+            "rows_valid": self.rows_valid, "rows_rejected": sum(self.rejects.values()),
+            "rejects_by_reason": self.rejects, "columns": self.columns,
+            "date_min": self.date_min.isoformat() if self.date_min else None,
+            "date_max": self.date_max.isoformat() if self.date_max else None,
+            "customers": self.customers,
+        }
+
+
+@dataclass
+class Session:
+    """An open connection plus what was learnt about the inputs."""
+
+    con: duckdb.DuckDBPyConnection
+    cfg: Config
+    tables: dict[str, Registered]
+    as_of: dt.date
+    summaries: dict[str, TableSummary] = field(default_factory=dict)
+    lines_after_as_of: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def has(self, table: str, column: str | None = None) -> bool:
+        """Is the table (and the column, if given) present in the inputs?"""
+        reg = self.tables.get(table)
+        if reg is None:
+            return False
+        return column is None or reg.has(column)
+
+    def frame(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run a query and return its result as a Polars DataFrame."""
+        return self.con.sql(sql, params=params or None).pl()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def total_rejects(self) -> int:
+        return sum(sum(s.rejects.values()) for s in self.summaries.values())
+
+
+def connect(cfg: Config) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB connection set up for the run."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET preserve_insertion_order = false")
+    if cfg.threads:
+        con.execute(f"SET threads = {int(cfg.threads)}")
+    if cfg.memory_limit:
+        con.execute("SELECT current_setting('memory_limit')")
+        try:
+            con.execute(f"SET memory_limit = '{str(cfg.memory_limit).replace(chr(39), '')}'")
+        except duckdb.Error as exc:
+            raise InputError(f"memory_limit {cfg.memory_limit!r}: {exc}; use e.g. '8GB'") from None
+    return con
+
+
+def _first_reject(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    row = con.execute(
+        f"SELECT reject_reason, __centile_file, __record FROM {ident(table + '_staged')} "
+        "WHERE reject_reason IS NOT NULL LIMIT 1").fetchone()
+    return f"first: {row[0]} in {row[1]}: {row[2]}" if row else ""
+
+
+def _orders_view(con: duckdb.DuckDBPyConnection, s: Session) -> None:
+    """The valid order lines before as_of, with the contract's defaults applied."""
+    reg = s.tables["orders"]
+    order_id = "order_id" if reg.has("order_id") else "CAST(order_ts AS DATE)"
+    category = "category"
+    join = ""
+    if not reg.has("category") and s.has("products", "category") and reg.has("product_id"):
+        category = "p.category"
+        join = " LEFT JOIN products AS p USING (product_id)"
+    elif reg.has("category") and s.has("products", "category") and reg.has("product_id"):
+        category = "coalesce(o.category, p.category)"
+        join = " LEFT JOIN products AS p USING (product_id)"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW orders AS
+        SELECT o.customer_id, {order_id} AS order_id, o.order_ts,
+               coalesce(o.quantity, 1.0) AS quantity, o.unit_price, o.product_id,
+               {category} AS category, o.unit_cost,
+               coalesce(o.returned_quantity, 0.0) AS returned_quantity, o.channel
+        FROM orders_staged AS o{join}
+        WHERE o.reject_reason IS NULL AND o.order_ts < TIMESTAMP '{s.as_of.isoformat()}'
+    """)
+
+
+def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, str]) -> None:
+    cols = []
+    for col, (family, _req) in CONTRACT[table].items():
+        t = {"id": id_types["id"], "product": id_types["product"], "key": "VARCHAR",
+             "timestamp": "TIMESTAMP", "double": "DOUBLE", "integer": "INTEGER"}.get(family, "VARCHAR")
+        cols.append(f"CAST(NULL AS {t}) AS {ident(col)}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS SELECT {', '.join(cols)} WHERE false")
+
+
+def open_session(cfg: Config, progress: Progress | None = None) -> Session:
+    """Register, validate and summarise the inputs of ``cfg``.
+
+    Raises
+    ------
+    InputError
+        A file cannot be read or a required column is missing.
+    ValidationError
+        ``cfg.strict`` is set and some rows break the data contract.
+    """
+    con = connect(cfg)
+    try:
+        tables, id_types = register_tables(con, cfg, progress)
+        stage_tables(con, tables, progress)
+        return _finish(con, cfg, tables, id_types)
+    except BaseException:
+        con.close()
+        raise
+
+
+def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
+            id_types: dict[str, str]) -> Session:
+    rejects_sql = []
+    summaries: dict[str, TableSummary] = {}
+    for name, reg in tables.items():
+        counts = dict(con.execute(
+            f"SELECT reject_reason, count(*) FROM {ident(name + '_staged')} "
+            "WHERE reject_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        valid = reg.rows_after_filter - sum(counts.values())
+        summaries[name] = TableSummary(
+            name, list(reg.spec.paths), reg.rows_in_files, reg.rows_in_files - reg.rows_after_filter,
+            valid, {k: int(v) for k, v in counts.items()},
+            {c: col.source for c, col in reg.columns.items()})
+        key = next((c for c in ("customer_id", "product_id") if c in reg.columns), None)
+        rejects_sql.append(
+            f"SELECT '{name}' AS \"table\", reject_reason AS reason, __centile_file AS file, "
+            f"CAST({ident(key)} AS VARCHAR) AS key, __record AS record "
+            f"FROM {ident(name + '_staged')} WHERE reject_reason IS NOT NULL")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_valid')} AS "
+                    f"SELECT * EXCLUDE (reject_reason, __record, __centile_file) "
+                    f"FROM {ident(name + '_staged')} WHERE reject_reason IS NULL")
+    con.execute("CREATE OR REPLACE TEMP VIEW rejects AS " + " UNION ALL ".join(rejects_sql))
+
+    if cfg.strict:
+        bad = {n: s for n, s in summaries.items() if s.rejects}
+        if bad:
+            parts = []
+            for n, s in bad.items():
+                reasons = ", ".join(f"{v} × {k}" for k, v in s.rejects.items())
+                parts.append(f"{n}: {sum(s.rejects.values())} invalid rows ({reasons}); {_first_reject(con, n)}")
+            raise ValidationError("--strict: input rows break the data contract:\n  " + "\n  ".join(parts)
+                                  + "\nFix the data, map the columns differently, or run without --strict "
+                                  "to set these rows aside into rejects.parquet.")
+
+    newest = con.execute("SELECT max(order_ts) FROM orders_valid").fetchone()[0]
+    if newest is None:
+        raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
+                         f"({summaries['orders'].rows_read} rows read, "
+                         f"{sum(summaries['orders'].rejects.values())} rejected"
+                         f"{'; ' + _first_reject(con, 'orders') if summaries['orders'].rejects else ''})")
+    as_of = cfg.as_of or (newest.date() + dt.timedelta(days=1))
+
+    # the valid rows under the contract's table names, empty typed views for absent tables
+    s = Session(con, cfg, tables, as_of, summaries)
+    for name in CONTRACT:
+        if name == "orders":
+            continue
+        if name in tables:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM {ident(name + '_valid')}")
+        else:
+            _empty_view(con, name, id_types)
+    _orders_view(con, s)
+
+    o = summaries["orders"]
+    row = con.execute("SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
+                      "count(*) FILTER (WHERE order_ts >= CAST($a AS TIMESTAMP)) FROM orders_valid",
+                      {"a": as_of}).fetchone()
+    o.date_min, o.date_max, o.customers, s.lines_after_as_of = row[0], row[1], int(row[2]), int(row[3])
+    if s.lines_after_as_of:
+        s.notes.append(f"orders: {s.lines_after_as_of} valid lines on or after as_of {as_of} are outside "
+                       "every window and not used")
+    for name, tcol in (("email_events", "ts"), ("contacts", "sent_ts"), ("touchpoints", "ts")):
+        if name in summaries:
+            r = con.execute(f"SELECT min({tcol}), max({tcol}), count(DISTINCT customer_id) "
+                            f"FROM {ident(name + '_valid')}").fetchone()
+            summaries[name].date_min, summaries[name].date_max, summaries[name].customers = r[0], r[1], int(r[2])
+    if "customers" in summaries:
+        summaries["customers"].customers = summaries["customers"].rows_valid
+    for name, summ in summaries.items():
+        if summ.rejects:
+            log.warning("%s: %d rows set aside into rejects (%s)", name, sum(summ.rejects.values()),
+                        ", ".join(f"{v} × {k}" for k, v in summ.rejects.items()))
+    return s

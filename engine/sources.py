@@ -1,0 +1,291 @@
+"""Input tables → DuckDB views with the canonical columns, typed and validated.
+
+For each configured table this module registers, in one DuckDB connection:
+
+``src_<t>``     the raw file(s), after the config's row filter;
+``<t>_typed``   canonical column names and types (``TRY_CAST`` where the
+                source is text, so bad values become NULL instead of errors),
+                plus the raw values as ``__raw_<col>``;
+``<t>_staged``  a temporary table: typed columns plus ``reject_reason``
+                computed by ``sql/stage_<t>.sql`` (NULL = valid);
+``<t>``         the valid rows (for orders: only lines before ``as_of``).
+
+and ``rejects`` (table, reason, file, record) over all tables.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .config import CONTRACT, Config, TableSpec
+from .errors import ConfigError, InputError
+from .sqlfiles import ident, literal, read_sql
+
+log = logging.getLogger(__name__)
+
+_INT_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+              "UINTEGER", "UBIGINT", "UHUGEINT"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
+_CSV_OPTIONS = {"delim", "sep", "header", "quote", "escape", "dateformat", "timestampformat",
+                "decimal_separator", "skip", "all_varchar", "null_padding", "nullstr", "encoding",
+                "compression", "comment", "new_line"}
+
+
+def _is_numeric(t: str) -> bool:
+    return t in _INT_TYPES or t in _FLOAT_TYPES or t.startswith("DECIMAL")
+
+
+def _is_text(t: str) -> bool:
+    return t == "VARCHAR" or t.startswith("VARCHAR")
+
+
+@dataclass(frozen=True)
+class Column:
+    """How one canonical column is computed from the source."""
+
+    name: str
+    source: str | None  # source column name or expression text; None = absent
+    raw_sql: str        # SQL of the raw value (NULL when absent)
+    typed_sql: str      # SQL of the canonical typed value
+    source_type: str | None
+    checked: bool       # a cast that can fail row by row (raw non-null, typed null)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A table registered in the connection."""
+
+    spec: TableSpec
+    columns: dict[str, Column]
+    source_columns: tuple[str, ...]
+    rows_in_files: int
+    rows_after_filter: int
+
+    def has(self, col: str) -> bool:
+        return self.columns[col].source is not None
+
+    @property
+    def files(self) -> str:
+        paths = self.spec.paths
+        return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
+
+
+def _reader(spec: TableSpec) -> str:
+    """SQL table function reading the spec's files (paths quoted as literals)."""
+    files: list[str] = []
+    for p in spec.paths:
+        if os.path.isdir(p):
+            ext = "csv" if spec.format == "csv" else "parquet"
+            files.append(str(Path(p) / "**" / f"*.{ext}"))
+        else:
+            files.append(p)
+    file_list = "[" + ", ".join(literal(f) for f in files) + "]"
+    if spec.format == "parquet":
+        return (f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true, "
+                f"filename = '__centile_file')")
+    opts = []
+    for k, v in spec.options.items():
+        if k not in _CSV_OPTIONS:
+            raise ConfigError(f"[tables.{spec.name}.csv]: option {k!r} is not supported; "
+                              f"use one of {sorted(_CSV_OPTIONS)}")
+        if isinstance(v, bool):
+            opts.append(f"{k} = {'true' if v else 'false'}")
+        elif isinstance(v, int | float):
+            opts.append(f"{k} = {v}")
+        else:
+            opts.append(f"{k} = {literal(str(v))}")
+    extra = "".join(", " + o for o in opts)
+    return f"read_csv({file_list}, filename = '__centile_file', union_by_name = true{extra})"
+
+
+def _describe(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[str, str]]:
+    return [(r[0], r[1]) for r in con.execute(f"DESCRIBE {sql}").fetchall()]
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    lowered = [o for o in options if o.lower().replace(" ", "_") == name]
+    hits = lowered or close
+    return f"; did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+
+
+def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[list[tuple[str, str]], int, int]:
+    """Create ``src_<table>`` and return its (column, type) list and row counts before/after filter."""
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('raw_' + spec.name)} AS SELECT * FROM {_reader(spec)}")
+        cols = _describe(con, f"SELECT * FROM {ident('raw_' + spec.name)}")
+    except duckdb.Error as exc:
+        raise InputError(f"{spec.name}: cannot read {spec.paths[0]}"
+                         f"{' (+more)' if len(spec.paths) > 1 else ''} as {spec.format}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    where = ""
+    if spec.filter:
+        where = f" WHERE ({spec.filter})"
+        try:
+            _describe(con, f"SELECT * FROM {ident('raw_' + spec.name)}{where}")
+        except duckdb.Error as exc:
+            raise ConfigError(f"[tables.{spec.name}].filter {spec.filter!r} is not a valid SQL predicate over "
+                              f"the source columns ({', '.join(c for c, _ in cols if c != '__centile_file')}): "
+                              f"{str(exc).splitlines()[0]}") from None
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('src_' + spec.name)} AS "
+                f"SELECT * FROM {ident('raw_' + spec.name)}{where}")
+    total = con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchone()[0]
+    kept = total if not spec.filter else con.execute(
+        f"SELECT count(*) FROM {ident('src_' + spec.name)}").fetchone()[0]
+    return cols, int(total), int(kept)
+
+
+def _resolve_columns(con: duckdb.DuckDBPyConnection, spec: TableSpec,
+                     cols: list[tuple[str, str]]) -> dict[str, tuple[str | None, str | None, str | None]]:
+    """canonical -> (source text, raw SQL, source type) for every contract column."""
+    src = ident("src_" + spec.name)
+    names = [c for c, _ in cols if c != "__centile_file"]
+    types = dict(cols)
+    by_lower = {c.lower(): c for c in names}
+    out: dict[str, tuple[str | None, str | None, str | None]] = {}
+    for col, (_family, required) in CONTRACT[spec.name].items():
+        mapped = spec.columns.get(col)
+        if mapped is None:
+            hit = by_lower.get(col)
+            if hit is None:
+                if required:
+                    raise InputError(
+                        f"{spec.name}: required column `{col}` not found in {spec.paths[0]} "
+                        f"(columns: {', '.join(names)}){_suggest(col, names)}; map it in the config: "
+                        f"[tables.{spec.name}.columns] {col} = \"<your column or SQL expression>\"")
+                out[col] = (None, None, None)
+                continue
+            out[col] = (hit, ident(hit), types[hit])
+            continue
+        if mapped in types:
+            out[col] = (mapped, ident(mapped), types[mapped])
+            continue
+        if mapped.lower() in by_lower:
+            hit = by_lower[mapped.lower()]
+            out[col] = (hit, ident(hit), types[hit])
+            continue
+        try:
+            t = _describe(con, f"SELECT ({mapped}) AS x FROM {src}")[0][1]
+        except duckdb.Error as exc:
+            raise ConfigError(
+                f"[tables.{spec.name}.columns].{col} = {mapped!r}: neither a column of {spec.paths[0]} "
+                f"(columns: {', '.join(names)}){_suggest(mapped, names)} nor a valid SQL expression over "
+                f"them: {str(exc).splitlines()[0]}") from None
+        out[col] = (mapped, f"({mapped})", t)
+    return out
+
+
+def _id_sql(raw: str, t: str, as_text: bool) -> tuple[str, bool]:
+    """Typed SQL for an identifier column; returns (sql, can_fail_per_row)."""
+    if t in _INT_TYPES:
+        return (f"CAST({raw} AS VARCHAR)" if as_text else f"TRY_CAST({raw} AS BIGINT)"), not as_text
+    if t in _FLOAT_TYPES or t.startswith("DECIMAL"):
+        # exported files often carry integer ids as floats (17850.0)
+        integral = f"CASE WHEN {raw} = floor({raw}) THEN TRY_CAST({raw} AS BIGINT) END"
+        return (f"CAST({integral} AS VARCHAR)" if as_text else integral), True
+    text = f"nullif(regexp_replace(trim(CAST({raw} AS VARCHAR)), '^([0-9]+)\\.0+$', '\\1'), '')"
+    return text, True
+
+
+def _typed(spec: TableSpec, col: str, family: str, raw: str, t: str, id_text: dict[str, bool]) -> tuple[str, bool]:
+    where = f"{spec.name}: column `{col}`"
+    if family in ("id", "product"):
+        return _id_sql(raw, t, id_text[family])
+    if family == "key":
+        if t in _FLOAT_TYPES or t.startswith("DECIMAL"):
+            return f"CASE WHEN {raw} = floor({raw}) THEN TRY_CAST({raw} AS BIGINT) END", True
+        return raw, False
+    if family == "timestamp":
+        if t.startswith("TIMESTAMP") or t == "DATE":
+            return f"CAST({raw} AS TIMESTAMP)", False
+        if _is_text(t):
+            if spec.timestamp_format and col in ("order_ts", "ts", "sent_ts", "signup_ts"):
+                return f"try_strptime({raw}, {literal(spec.timestamp_format)})", True
+            return f"TRY_CAST({raw} AS TIMESTAMP)", True
+        raise InputError(
+            f"{where} has type {t} in {spec.paths[0]}, expected a timestamp, date or text; map it to an "
+            f"expression, e.g. {col} = \"strptime(CAST(<column> AS VARCHAR), '%Y%m%d')\"")
+    if family in ("double", "integer"):
+        target = "DOUBLE" if family == "double" else "INTEGER"
+        if _is_numeric(t):
+            return f"CAST({raw} AS {target})", family == "integer"
+        if _is_text(t):
+            return f"TRY_CAST({raw} AS {target})", True
+        raise InputError(f"{where} has type {t} in {spec.paths[0]}, expected a number; "
+                         f"map it to a numeric column or expression in [tables.{spec.name}.columns]")
+    return f"CAST({raw} AS VARCHAR)", False
+
+
+def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
+                    progress: Callable[[str], None] | None = None
+                    ) -> tuple[dict[str, Registered], dict[str, str]]:
+    """Register every configured table as ``src_<t>`` and ``<t>_typed`` views.
+
+    Returns the registered tables and the SQL types chosen for customer and
+    product identifiers (``{"id": ..., "product": ...}``).
+    """
+    resolved: dict[str, Any] = {}
+    for name, spec in cfg.tables.items():
+        if progress:
+            progress(f"reading {name}")
+        cols, total, kept = register_source(con, spec)
+        resolved[name] = (spec, cols, total, kept, _resolve_columns(con, spec, cols))
+
+    # identifiers: integers when every table agrees, text as soon as one table has text ids
+    id_text = {"id": False, "product": False}
+    for _spec, _cols, _t, _k, mapping in resolved.values():
+        for col, (srcname, _raw, t) in mapping.items():
+            family = CONTRACT[_spec.name][col][0]
+            if family in id_text and srcname is not None and not (_is_numeric(t)):
+                id_text[family] = True
+    id_type = {f: ("VARCHAR" if v else "BIGINT") for f, v in id_text.items()}
+
+    out: dict[str, Registered] = {}
+    for name, (spec, cols, total, kept, mapping) in resolved.items():
+        columns: dict[str, Column] = {}
+        for col, (family, _req) in CONTRACT[name].items():
+            srcname, raw, t = mapping[col]
+            if srcname is None:
+                sql_type = {"id": id_type["id"], "product": id_type["product"], "key": "VARCHAR",
+                            "timestamp": "TIMESTAMP", "double": "DOUBLE", "integer": "INTEGER"}.get(family, "VARCHAR")
+                columns[col] = Column(col, None, "NULL", f"CAST(NULL AS {sql_type})", None, False)
+                continue
+            typed, checked = _typed(spec, col, family, raw, t, id_text)
+            columns[col] = Column(col, srcname, raw, typed, t, checked)
+        select = ",\n  ".join(
+            [f"{c.typed_sql} AS {ident(c.name)}" for c in columns.values()]
+            + [f"{c.raw_sql} AS {ident('__raw_' + c.name)}" for c in columns.values()]
+            + ["__centile_file"])
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_typed')} AS SELECT\n  {select}\n"
+                    f"FROM {ident('src_' + name)}")
+        out[name] = Registered(spec, columns, tuple(c for c, _ in cols if c != "__centile_file"), total, kept)
+    return out, id_type
+
+
+def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
+                 progress: Callable[[str], None] | None = None) -> None:
+    """Materialise ``<t>_staged`` (typed rows plus ``reject_reason``) for every table.
+
+    The reject rules live in ``sql/stage_<t>.sql``. Rejected rows keep their
+    raw values as JSON in ``__record`` so an error can quote them.
+    """
+    for name, reg in tables.items():
+        if progress:
+            progress(f"validating {name}")
+        cols = list(reg.columns)
+        record = "to_json(struct_pack(" + ", ".join(
+            f"{ident(c)} := {ident('__raw_' + c)}" for c in cols if reg.has(c)) + "))"
+        typed_cols = ", ".join(ident(c) for c in cols)
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {ident(name + '_staged')} AS\n"
+            f"SELECT {typed_cols}, __centile_file, reject_reason,\n"
+            f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record\n"
+            f"FROM (\n{read_sql('stage_' + name)}\n) staged")

@@ -1,0 +1,11 @@
+-- purpose : net revenue per customer and category (for category shares)
+-- grain   : one row per (customer_id, category)
+-- input   : orders (category from the line, else from products)
+-- params  : none
+-- output  : customer_id, category VARCHAR, net_revenue DOUBLE
+SELECT customer_id, category,
+       sum(CASE WHEN quantity > 0 THEN (quantity - returned_quantity) * unit_price
+                ELSE quantity * unit_price END) AS net_revenue
+FROM orders
+WHERE category IS NOT NULL
+GROUP BY customer_id, category
