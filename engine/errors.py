@@ -31,3 +31,9 @@ class OutputError(CentileError):
     """An output folder cannot be written or a previous run cannot be read."""
 
     exit_code = 5
+
+
+class QueryError(CentileError):
+    """An ad-hoc SQL query failed."""
+
+    exit_code = 6

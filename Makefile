@@ -1,0 +1,37 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11 and make:
+#   make demo   generate the built-in demo dataset and run the main job on it
+#   make test   run the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DEMO   := demo
+
+.PHONY: demo test install bench lint clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/centile generate --customers 50000 --seed 7 --out $(DEMO)/data
+	$(BIN)/centile run --data $(DEMO)/data --out $(DEMO)/out
+	@echo "Results are in $(DEMO)/out/ (features.parquet, ranks.parquet, clubs.parquet, club_summary.parquet, manifest.json)."
+	@echo "Explore them with: $(BIN)/centile sql \"SELECT club, tier, count(*) FROM clubs GROUP BY ALL ORDER BY ALL\" --results $(DEMO)/out"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine kernels tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_clubs.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) build dist *.egg-info .pytest_cache .hypothesis

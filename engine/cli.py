@@ -1,0 +1,222 @@
+"""The ``centile`` command line: each command parses options, loads the config,
+calls one engine function and renders a summary.
+
+Imports of the engine (DuckDB, Polars, numba) happen inside the commands so
+``centile --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from . import __version__
+
+app = typer.Typer(
+    name="centile",
+    help="centile: rank every customer on hard criteria, form overlap-free 1 % clubs and "
+         "measure what campaigns changed, from order histories in Parquet or CSV.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+# piped output (CI logs, files) gets a readable fixed width instead of rich's 80 columns
+_width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+out_console = Console(width=_width)
+err_console = Console(stderr=True, width=_width)
+log = logging.getLogger("centile")
+
+# ---------------------------------------------------------------------------
+# shared options
+
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", "-d", help="Folder holding the input tables by name (orders*, products*, email_events*, "
+    "contacts*, customers*, touchpoints*; Parquet files, folders or CSV).", show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="TOML config mapping paths and column names (see README).", show_default=False)]
+AsOfOpt = Annotated[str | None, typer.Option(
+    "--as-of", help="Analysis date YYYY-MM-DD; windows end the day before. Default: the day after "
+    "the newest order.", show_default=False)]
+StrictOpt = Annotated[bool | None, typer.Option(
+    "--strict/--lenient", help="--strict fails on any invalid row; --lenient (default) sets invalid "
+    "rows aside into rejects.parquet.", show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", help="Worker threads for DuckDB and numba (default: all cores).", show_default=False)]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; files replaced atomically).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out_console.print(f"centile {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")] = 0,
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(message)s", force=True,
+                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the library's typed errors into ``Error: ...`` on stderr and an exit code."""
+    from .errors import CentileError
+
+    try:
+        yield
+    except CentileError as exc:
+        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err_console.print("Interrupted; nothing was written.")
+        raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def _status(label: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr whose text the engine updates through a callback."""
+    t0 = time.perf_counter()
+    if not err_console.is_terminal:
+        yield lambda msg: log.info(msg)
+        return
+    with err_console.status(label) as status:
+        yield lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.0f} s)")
+
+
+def _config(config: Path | None, data: Path | None, **overrides: Any):
+    from .config import load_config
+
+    return load_config(config, data=data, **overrides)
+
+
+def _print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------------
+# commands
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generated tables to.")] = Path("demo/data"),
+    customers: Annotated[int, typer.Option("--customers", "-n", min=1, help="Number of customers.")] = 50_000,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed; the same seed gives the same data.")] = 0,
+    json_: JsonOpt = False,
+) -> None:
+    """Generate a synthetic order history with planted truth (every table of the data contract).
+
+    Purchases follow a BG/NBD process, spend a Gamma-Gamma model; returns, e-mail
+    engagement, price-insensitive buyers and campaign effects are planted too.
+    The truth (parameters and per-customer latent values) is written to OUT/truth/.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .generate import generate as run_generate
+
+    with _errors(), Progress(TextColumn("generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} customers"),
+                             TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        task = bar.add_task("generate", total=customers)
+        res = run_generate(out, customers, seed, progress=lambda done, total: bar.update(task, completed=done))
+    if json_:
+        _print_json({"out": str(res.out), "rows": res.rows, "seconds": res.seconds})
+        return
+    rows = ", ".join(f"{k} {v:,}" for k, v in res.rows.items())
+    out_console.print(f"Wrote {out} in {res.seconds:.1f} s: {rows}")
+
+
+@app.command()
+def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = None, strict: StrictOpt = None,
+             threads: ThreadsOpt = None, json_: JsonOpt = False) -> None:
+    """Check the inputs against the data contract: row counts, date range, customers,
+    rejects by reason and which features are available. Writes nothing.
+
+    Exit code 0 when the inputs are usable, 4 when --strict finds invalid rows.
+    """
+    from .features import availability, session_summary
+    from .session import open_session
+
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        with _status("validating") as progress, open_session(cfg, progress) as s:
+            summary = session_summary(s)
+            avail, skipped = availability(s)
+    summary["features_available"] = avail
+    summary["features_skipped"] = skipped
+    if json_:
+        _print_json(summary)
+        return
+    from .render import print_validation
+
+    print_validation(out_console, summary)
+
+
+@app.command()
+def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+             as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+             json_: JsonOpt = False) -> None:
+    """Compute the customer feature table (features.parquet, rejects.parquet, manifest.json)."""
+    from .features import run_features
+
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        with _status("features") as progress:
+            res = run_features(cfg, out, progress)
+    if json_:
+        _print_json(res.summary)
+        return
+    from .render import print_features
+
+    print_features(out_console, res)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="A DuckDB SELECT over the input tables (orders, products, "
+                                              "email_events, contacts, customers, touchpoints, rejects) "
+                                              "and the outputs in --results (features, clubs, ...).")],
+    data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = None,
+    results: Annotated[Path, typer.Option("--results", "-r", help="Output folder of an earlier run whose "
+                                          "Parquet files are registered as views by file name.")] = Path("centile-out"),
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")] = "table",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file "
+                                             "instead of stdout (required for parquet).")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows shown in table format.")] = 50,
+) -> None:
+    """Run ad-hoc SQL (DuckDB) over the inputs and the results of a run."""
+    from .query import run_query
+
+    with _errors():
+        cfg = _config(config, data, as_of=as_of) if (data or config) else None
+        with _status("querying") as progress:
+            df = run_query(query, cfg, results, progress)
+        from .render import emit_frame
+
+        emit_frame(out_console, df, fmt, out, limit)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,72 @@
+"""Ad-hoc SQL over the inputs and the outputs of a run (``centile sql``)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from .config import Config
+from .errors import QueryError
+from .session import Progress, connect, open_session
+from .sqlfiles import ident, literal
+
+_INTERNAL = ("src_", "raw_")
+_INTERNAL_SUFFIX = ("_typed", "_valid", "_staged")
+
+
+def register_results(con: duckdb.DuckDBPyConnection, results: Path, skip: set[str] = frozenset()) -> list[str]:
+    """Register each ``*.parquet`` file or Parquet folder in ``results`` as a view named by its
+    stem, except names in ``skip`` (the input tables win)."""
+    names = []
+    if not results.is_dir():
+        return names
+    for p in sorted(results.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_file() and p.suffix == ".parquet":
+            name, target = p.stem, str(p)
+        elif p.is_dir() and any(p.glob("**/*.parquet")):
+            name, target = p.name, str(p / "**" / "*.parquet")
+        else:
+            continue
+        if name in skip:
+            continue
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM read_parquet({literal(target)})")
+        names.append(name)
+    return names
+
+
+def run_query(query: str, cfg: Config | None = None, results: str | Path | None = None,
+              progress: Progress | None = None) -> pl.DataFrame:
+    """Run a DuckDB query and return the result as a Polars DataFrame.
+
+    With ``cfg`` the validated inputs are registered under the contract's
+    names (``orders``, ``products``, ...; valid rows only) plus ``rejects``;
+    with ``results`` every Parquet output of that run folder under its file
+    name (``features``, ``clubs``, ...).
+    """
+    with contextlib.ExitStack() as stack:
+        if cfg is not None:
+            con = stack.enter_context(open_session(cfg, progress)).con
+        else:
+            con = connect(Config(tables={}))
+            stack.callback(con.close)
+        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal").fetchall()
+                 if not r[0].startswith(_INTERNAL) and not r[0].endswith(_INTERNAL_SUFFIX)}
+        if results is not None:
+            views |= set(register_results(con, Path(results), views))
+        try:
+            rel = con.sql(query)
+        except duckdb.Error as exc:
+            hint = (f"; tables: {', '.join(sorted(views))}" if views else
+                    "; no tables are registered: pass --data/-c for the inputs or --results for a run's outputs")
+            raise QueryError(f"{str(exc).splitlines()[0]}{hint}") from None
+        if rel is None:
+            raise QueryError("the statement returned no rows; `centile sql` runs SELECT queries")
+        try:
+            return rel.pl()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).splitlines()[0]) from None
