@@ -60,12 +60,12 @@ _TS = pa.timestamp("us")
 _STR = pa.string()
 
 # name, popularity, cheapest and dearest list price
-CATEGORIES = (("fashion", 0.16, 4.99, 300.0), ("shoes", 0.08, 14.99, 250.0),
-              ("accessories", 0.08, 1.99, 150.0), ("home", 0.10, 2.99, 500.0),
-              ("kitchen", 0.08, 1.99, 300.0), ("garden", 0.05, 2.99, 800.0),
-              ("toys", 0.07, 1.99, 200.0), ("books", 0.07, 2.99, 80.0),
-              ("electronics", 0.09, 4.99, 2000.0), ("beauty", 0.08, 0.99, 120.0),
-              ("sports", 0.07, 2.99, 600.0), ("food", 0.07, 0.99, 60.0))
+CATEGORIES = (("fashion", 0.16, 2.99, 300.0), ("shoes", 0.08, 9.99, 250.0),
+              ("accessories", 0.08, 0.99, 150.0), ("home", 0.10, 1.99, 500.0),
+              ("kitchen", 0.08, 0.99, 300.0), ("garden", 0.05, 1.99, 800.0),
+              ("toys", 0.07, 0.99, 200.0), ("books", 0.07, 1.99, 80.0),
+              ("electronics", 0.09, 2.99, 2000.0), ("beauty", 0.08, 0.99, 120.0),
+              ("sports", 0.07, 1.99, 600.0), ("food", 0.07, 0.49, 60.0))
 # name, share, leading digits of the postal code
 REGIONS = (("east", 0.12, (0, 1)), ("north", 0.12, (2,)), ("northwest", 0.10, (3,)),
            ("west", 0.20, (4, 5)), ("central", 0.10, (6,)), ("southwest", 0.14, (7,)),
@@ -443,8 +443,9 @@ def _lines(rng: np.random.Generator, cu: dict, od: dict, plan: _Plan) -> dict[st
     pool = np.where(insensitive, np.where(u_pool < prm.insensitive_above_share, 1, 0),
                     np.where(u_pool < prm.sensitive_below_share, 2, 0))
     product, qty = synth.choose_line_products(
-        cust, value[line_order] * share, discount, qty0, rng.random(k), pool,
-        np.cumsum(cu["aff"], axis=1), plan.pool_offsets, plan.pool_log_price, plan.pool_product)
+        line_order, cust, value[line_order] * share, discount, qty0, rng.random(k), pool,
+        np.cumsum(cu["aff"], axis=1), plan.pool_offsets, plan.pool_log_price, plan.pool_product,
+        plan.product_list)
     price = np.round(plan.product_list[product] * (1.0 - discount), 2)
     returned = rng.binomial(qty, cu["rho"][cust]).astype(np.int32)
     separate = (returned > 0) & (rng.random(k) < prm.negative_return_share)

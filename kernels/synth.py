@@ -131,6 +131,7 @@ def _segmented_cumsum(values, counts, out):
 
 
 def choose_line_products(
+    line_order: np.ndarray,
     line_customer: np.ndarray,
     line_value: np.ndarray,
     discount: np.ndarray,
@@ -141,6 +142,7 @@ def choose_line_products(
     pool_offsets: np.ndarray,
     pool_log_price: np.ndarray,
     pool_product: np.ndarray,
+    list_price: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick a product and a quantity for every order line so the line is worth its target value.
 
@@ -149,12 +151,16 @@ def choose_line_products(
     price pool (e.g. products priced above market), the product is the one
     whose list price, after the line's discount, times the quantity comes
     nearest (in log price) to the target value. The proposed quantity is
-    raised when even the dearest product is too cheap, and lowered when even
-    the cheapest is too dear, so an order's lines add up to its target value
-    within the spacing of the price list.
+    raised when even the dearest product is too cheap; a line worth less than
+    the cheapest product of its category buys the nearest-priced product of
+    any category instead (small add-on items). What a line misses its target by is carried to
+    the next line of the same order (error diffusion), so an order's lines add
+    up to the order's value except for a remainder on its last line.
 
     Parameters
     ----------
+    line_order : ndarray of int64, shape (n,)
+        Order of each line; the lines of one order are contiguous.
     line_customer : ndarray of int64, shape (n,)
         Row of ``cum_affinity`` for each line.
     line_value : ndarray of float64, shape (n,)
@@ -177,20 +183,24 @@ def choose_line_products(
         Log list prices, sorted within each (pool, category) slice.
     pool_product : ndarray of int64
         Product index of each entry of ``pool_log_price``.
+    list_price : ndarray of float64, shape (products,)
+        List price of each product.
 
     Returns
     -------
     product : ndarray of int64, shape (n,)
     quantity : ndarray of int32, shape (n,)
     """
-    line_customer, quantity, pool = _i64(line_customer), _i64(quantity), _i64(pool)
+    line_order, line_customer = _i64(line_order), _i64(line_customer)
+    quantity, pool, list_price = _i64(quantity), _i64(pool), _f64(list_price)
     line_value, discount, u_category = _f64(line_value), _f64(discount), _f64(u_category)
     cum_affinity = np.ascontiguousarray(cum_affinity, dtype=np.float64)
     pool_offsets = np.ascontiguousarray(pool_offsets, dtype=np.int64)
     pool_log_price, pool_product = _f64(pool_log_price), _i64(pool_product)
     n = line_customer.shape[0]
-    for name, arr in (("line_value", line_value), ("discount", discount), ("quantity", quantity),
-                      ("u_category", u_category), ("pool", pool)):
+    for name, arr in (("line_order", line_order), ("line_value", line_value),
+                      ("discount", discount), ("quantity", quantity), ("u_category", u_category),
+                      ("pool", pool)):
         if arr.shape[0] != n:
             raise ValueError(f"{name} has {arr.shape[0]} entries, line_customer has {n}")
     if cum_affinity.ndim != 2 or pool_offsets.shape[1] != cum_affinity.shape[1] + 1:
@@ -202,21 +212,51 @@ def choose_line_products(
     if n and not (np.all(line_value > 0) and np.all((discount >= 0) & (discount < 1))
                   and quantity.min() >= 1):
         raise ValueError("need line_value > 0, 0 <= discount < 1 and quantity >= 1")
+    if pool_product.size and (pool_product.min() < 0 or pool_product.max() >= list_price.size):
+        raise ValueError("pool_product out of range of list_price")
+    if not np.all(list_price > 0):
+        raise ValueError("list_price must be > 0")
     if np.any(np.diff(pool_offsets[0]) == 0):
         raise ValueError("every category needs at least one product in pool 0")
     product = np.empty(n, dtype=np.int64)
     qty = np.empty(n, dtype=np.int32)
-    _choose_line_products(line_customer, line_value, discount, quantity, u_category, pool,
-                          cum_affinity, pool_offsets, pool_log_price, pool_product, product, qty)
+    order = np.argsort(list_price, kind="stable")
+    _choose_line_products(line_order, line_customer, line_value, discount, quantity, u_category,
+                          pool, cum_affinity, pool_offsets, pool_log_price, pool_product,
+                          list_price, np.log(list_price[order]), order.astype(np.int64),
+                          product, qty)
     return product, qty
 
 
 @njit(**JIT)
-def _choose_line_products(line_customer, line_value, discount, quantity, u_category, pool,
-                          cum_affinity, pool_offsets, pool_log_price, pool_product,
-                          product, qty):
+def _nearest(log_price, lo, hi, target):
+    """Index in ``[lo, hi)`` of the sorted ``log_price`` nearest to ``target``."""
+    a = lo
+    b = hi
+    while a < b:
+        mid = (a + b) // 2
+        if log_price[mid] < target:
+            a = mid + 1
+        else:
+            b = mid
+    if a == hi:
+        return hi - 1
+    if a > lo and target - log_price[a - 1] < log_price[a] - target:
+        return a - 1
+    return a
+
+
+@njit(**JIT)
+def _choose_line_products(line_order, line_customer, line_value, discount, quantity, u_category,
+                          pool, cum_affinity, pool_offsets, pool_log_price, pool_product,
+                          list_price, any_log_price, any_product, product, qty):
     n_cat = cum_affinity.shape[1]
+    carry = 0.0
     for i in range(line_customer.shape[0]):
+        if i == 0 or line_order[i] != line_order[i - 1]:
+            carry = 0.0
+        # an earlier line overshot: still buy something worth a fair part of this line
+        want = max(line_value[i] + carry, 0.25 * line_value[i])
         row = line_customer[i]
         c = 0
         while c < n_cat - 1 and u_category[i] >= cum_affinity[row, c]:
@@ -227,8 +267,7 @@ def _choose_line_products(line_customer, line_value, discount, quantity, u_categ
         if hi == lo:
             lo = pool_offsets[0, c]
             hi = pool_offsets[0, c + 1]
-        # the line buys q units at list * (1 - d) each
-        net = line_value[i] / (1.0 - discount[i])
+        net = want / (1.0 - discount[i])  # value at list price
         k = quantity[i]
         cheapest = math.exp(pool_log_price[lo])
         dearest = math.exp(pool_log_price[hi - 1])
@@ -236,19 +275,12 @@ def _choose_line_products(line_customer, line_value, discount, quantity, u_categ
             k = int(math.ceil(net / dearest))
         elif net / k < cheapest:
             k = max(1, int(round(net / cheapest)))
-        target = math.log(net / k)
-        # first entry >= target
-        a = lo
-        b = hi
-        while a < b:
-            mid = (a + b) // 2
-            if pool_log_price[mid] < target:
-                a = mid + 1
-            else:
-                b = mid
-        if a == hi:
-            a = hi - 1
-        elif a > lo and target - pool_log_price[a - 1] < pool_log_price[a] - target:
-            a = a - 1
-        product[i] = pool_product[a]
+        if net < cheapest:
+            # too small for this category: the nearest small item of any category
+            a = _nearest(any_log_price, 0, any_log_price.shape[0], math.log(net))
+            product[i] = any_product[a]
+        else:
+            a = _nearest(pool_log_price, lo, hi, math.log(net / k))
+            product[i] = pool_product[a]
         qty[i] = k
+        carry += line_value[i] - k * list_price[product[i]] * (1.0 - discount[i])
