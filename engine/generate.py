@@ -134,10 +134,13 @@ class SynthParams:
     # Gamma-Gamma spend: nu ~ Gamma(gg_q, rate gg_gamma), order value ~ Gamma(gg_p, rate nu)
     gg_p: float = 6.0
     gg_q: float = 4.0
-    gg_gamma: float = 15.0
-    # order lines: 1 + Binomial(lines_max - 1, lines_p) lines; value split by Dirichlet(2, ..)
+    gg_gamma: float = 30.0
+    # order lines: 1 + Binomial(lines_max - 1, lines_p), at most one per line_min_value of
+    # the order's value; the value is split by Dirichlet(line_concentration, ..)
     lines_max: int = 6
-    lines_p: float = 0.4
+    lines_p: float = 0.6
+    line_min_value: float = 10.0
+    line_concentration: float = 4.0
     quantity_probs: tuple[float, ...] = (0.80, 0.13, 0.05, 0.02)
     discount_share: float = 0.15
     discounts: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
@@ -424,7 +427,8 @@ def _lines(rng: np.random.Generator, cu: dict, od: dict, plan: _Plan) -> dict[st
     prm = plan.params
     n_orders = od["cust"].size
     value = rng.gamma(prm.gg_p, 1.0 / cu["nu"][od["cust"]])
-    n_lines = 1 + rng.binomial(prm.lines_max - 1, prm.lines_p, n_orders)
+    n_lines = np.minimum(1 + rng.binomial(prm.lines_max - 1, prm.lines_p, n_orders),
+                         np.maximum(1, np.floor(value / prm.line_min_value)).astype(np.int64))
     loyal = rng.random(n_orders) < prm.channel_loyalty
     channel = np.where(loyal, cu["channel"][od["cust"]],
                        _categorical(rng, [c[1] for c in ORDER_CHANNELS], n_orders))
@@ -432,7 +436,7 @@ def _lines(rng: np.random.Generator, cu: dict, od: dict, plan: _Plan) -> dict[st
 
     line_order = np.repeat(np.arange(n_orders), n_lines)
     k = line_order.size
-    share = rng.gamma(2.0, 1.0, k)
+    share = rng.gamma(prm.line_concentration, 1.0, k)
     share /= np.bincount(line_order, weights=share, minlength=n_orders)[line_order]
     cust = od["cust"][line_order]
     discount = np.where(rng.random(k) < prm.discount_share,

@@ -1,0 +1,298 @@
+"""Percentile ranks of customers on one or many metrics.
+
+For every eligible, non-NaN value (within its group, if groups are given):
+
+* ``rank`` -- 1-based *descending* competition rank: ``1 + #{strictly greater}``,
+  so ties share the best rank (SQL ``rank() OVER (ORDER BY v DESC)``);
+* ``pct_rank`` -- exactly DuckDB's ``percent_rank() OVER (ORDER BY v)`` over the
+  *ascending* metric: ``(rank_asc - 1) / (m - 1)`` with
+  ``rank_asc = 1 + #{strictly smaller}`` and ``m`` the eligible count of the
+  group; ``0.0`` when ``m == 1``.
+
+Ineligible and NaN values get ``rank == 0`` (the engine turns it into null) and
+``pct_rank == NaN``. ``-0.0`` and ``0.0`` are equal (they tie).
+
+The sort is a stable LSD radix sort on order-preserving ``uint64`` images of
+the float64 bits (IEEE 754 bits with the sign bit flipped for positives and all
+bits flipped for negatives, Knuth TAOCP 5.2.5 / Terdiman's "radix tricks").
+Only the bit span that actually varies is sorted, in balanced digits of at
+most 11 bits, and digits on which all keys agree are skipped -- integer-valued
+metrics (order counts) typically need one or two passes instead of six.
+
+The radix helpers here are shared with :mod:`centile.kernels.topk`.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._flags import JIT, JIT_PARALLEL
+
+_SIGN = np.uint64(0x8000000000000000)
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_ONE = np.uint64(1)
+_MAX_DIGIT_BITS = 11
+
+
+# --------------------------------------------------------------------------
+# radix helpers (also used by topk)
+# --------------------------------------------------------------------------
+@njit(**JIT)
+def _asc_key(v, b):
+    """Order-preserving uint64 image of a non-NaN float64 ``v`` with bits ``b``."""
+    if v == 0.0:  # -0.0 == 0.0: one key for both
+        return _SIGN
+    if b & _SIGN:
+        return b ^ _ONES
+    return b | _SIGN
+
+
+@njit(**JIT)
+def _bit_span(vary):
+    """``(lo, hi)``: lowest set bit and one past the highest set bit of ``vary != 0``."""
+    lo = 0
+    while (vary >> np.uint64(lo)) & _ONE == 0:
+        lo += 1
+    hi = 64
+    while (vary >> np.uint64(hi - 1)) & _ONE == 0:
+        hi -= 1
+    return lo, hi
+
+
+@njit(**JIT)
+def _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
+    """Stable ascending LSD radix sort of ``keys[a:b]``, carrying ``idx[a:b]``.
+
+    ``kbuf``/``ibuf`` are scratch of the same types and at least ``b`` long.
+    Returns True when the sorted data ended up in the buffers (odd number of
+    scatter passes), False when it is in ``keys``/``idx``.
+    """
+    s = b - a
+    if s < 2:
+        return False
+    k0 = keys[a]
+    vary = np.uint64(0)
+    for i in range(a + 1, b):
+        vary |= keys[i] ^ k0
+    if vary == 0:
+        return False
+    lo, hi = _bit_span(vary)
+    width = hi - lo
+    npass = (width + _MAX_DIGIT_BITS - 1) // _MAX_DIGIT_BITS
+    dbits = (width + npass - 1) // npass
+    nb = 1 << dbits
+    mask = np.uint64(nb - 1)
+    ulo = np.uint64(lo)
+    hist = np.zeros((npass, nb), np.int64)
+    for i in range(a, b):
+        kk = keys[i] >> ulo
+        for p in range(npass):
+            hist[p, np.intp((kk >> np.uint64(p * dbits)) & mask)] += 1
+    src_k, src_i, dst_k, dst_i = keys, idx, kbuf, ibuf
+    in_buf = False
+    for p in range(npass):
+        shift = np.uint64(lo + p * dbits)
+        h = hist[p]
+        if h[np.intp((k0 >> shift) & mask)] == s:
+            continue  # every key has the same digit: nothing to reorder
+        total = a
+        for d in range(nb):
+            c = h[d]
+            h[d] = total
+            total += c
+        for i in range(a, b):
+            kk = src_k[i]
+            d = np.intp((kk >> shift) & mask)
+            pos = h[d]
+            h[d] = pos + 1
+            dst_k[pos] = kk
+            dst_i[pos] = src_i[i]
+        src_k, dst_k = dst_k, src_k
+        src_i, dst_i = dst_i, src_i
+        in_buf = not in_buf
+    return in_buf
+
+
+@njit(**JIT)
+def _radix_sort_inplace(keys, idx, kbuf, ibuf, a, b):
+    """:func:`_radix_sort_range`, with the result always left in ``keys``/``idx``."""
+    if _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
+        keys[a:b] = kbuf[a:b]
+        idx[a:b] = ibuf[a:b]
+
+
+# --------------------------------------------------------------------------
+# ranking kernels
+# --------------------------------------------------------------------------
+@njit(**JIT)
+def _assign_run(sk, si, start, end, rank, pct):
+    """Ranks of the sorted (ascending) segment ``sk[start:end]`` of one group."""
+    m = end - start
+    i = start
+    while i < end:
+        j = i + 1
+        while j < end and sk[j] == sk[i]:
+            j += 1
+        r = 1 + (end - j)  # 1 + number strictly greater
+        p = 0.0 if m == 1 else (i - start) / (m - 1)  # DuckDB: double(rank-1)/double(m-1)
+        for t in range(i, j):
+            rank[si[t]] = r
+            pct[si[t]] = p
+        i = j
+
+
+@njit(**JIT)
+def _rank_row(vals, bits, elig, groups, has_groups, g, rank, pct, idx_proto):
+    n = vals.size
+    keys = np.empty(n, np.uint64)
+    idx = np.empty(n, idx_proto.dtype)
+    s = 0
+    for i in range(n):
+        v = vals[i]
+        rank[i] = 0
+        pct[i] = np.nan
+        if elig[i] and not np.isnan(v) and (not has_groups or groups[i] >= 0):
+            keys[s] = _asc_key(v, bits[i])
+            idx[s] = i
+            s += 1
+    kbuf = np.empty(s, np.uint64)
+    ibuf = np.empty(s, idx_proto.dtype)
+    if _radix_sort_range(keys, idx, kbuf, ibuf, 0, s):
+        sk, si, ok, oi = kbuf, ibuf, keys, idx
+    else:
+        sk, si, ok, oi = keys, idx, kbuf, ibuf
+    if not has_groups:
+        _assign_run(sk, si, 0, s, rank, pct)
+        return
+    # stable counting sort by group code on top of the value order
+    start = np.zeros(g + 1, np.int64)
+    for t in range(s):
+        start[groups[si[t]] + 1] += 1
+    for q in range(g):
+        start[q + 1] += start[q]
+    cur = start[:g].copy()
+    for t in range(s):
+        q = groups[si[t]]
+        pos = cur[q]
+        cur[q] = pos + 1
+        ok[pos] = sk[t]
+        oi[pos] = si[t]
+    for q in range(g):
+        if start[q + 1] > start[q]:
+            _assign_run(ok, oi, start[q], start[q + 1], rank, pct)
+
+
+@njit(**JIT_PARALLEL)
+def _rank_many(vals, bits, elig, groups, has_groups, g, rank, pct, idx_proto):
+    """Rank every row of ``vals[k, n]`` (one metric per row), in parallel over metrics."""
+    for j in prange(vals.shape[0]):
+        _rank_row(vals[j], bits[j], elig[j], groups, has_groups, g, rank[j], pct[j], idx_proto)
+
+
+# --------------------------------------------------------------------------
+# public wrappers
+# --------------------------------------------------------------------------
+def _coerce_groups(groups, n):
+    if groups is None:
+        return np.zeros(1, np.int64), False, 1
+    gr = np.ascontiguousarray(groups, dtype=np.int64)
+    if gr.shape != (n,):
+        raise ValueError(f"groups must have shape ({n},), got {gr.shape}")
+    g = int(gr.max()) + 1 if n else 1
+    return gr, True, max(g, 1)
+
+
+def _idx_proto(n):
+    return np.empty(0, np.int32 if n < 2**31 - 1 else np.int64)
+
+
+def rank_pct(values, eligible=None, groups=None):
+    """Descending competition rank and DuckDB ``percent_rank`` of one metric.
+
+    Parameters
+    ----------
+    values : array_like of float, shape (n,)
+        The metric; converted to float64. NaN means "not ranked".
+    eligible : array_like of bool, shape (n,), optional
+        Rows that take part in the ranking; default all rows.
+    groups : array_like of int, shape (n,), optional
+        Dense group codes ``0 .. g-1``; ranks are computed within each group
+        (``PARTITION BY``). A negative code (a null group) makes the row
+        ineligible.
+
+    Returns
+    -------
+    rank : ndarray of int64, shape (n,)
+        ``1 + #{eligible values in the group strictly greater}``; 0 for
+        ineligible/NaN rows.
+    pct_rank : ndarray of float64, shape (n,)
+        ``(rank_asc - 1) / (m - 1)`` where ``rank_asc = 1 + #{strictly
+        smaller}`` and ``m`` is the eligible count of the group (0.0 when
+        ``m == 1``): identical to DuckDB ``percent_rank() OVER (PARTITION BY
+        group ORDER BY value)`` on the eligible rows. NaN for ineligible rows.
+
+    Notes
+    -----
+    O(n * p) time for p radix passes (1 <= p <= 6, see module docstring) and
+    O(n) memory; -0.0 ties with 0.0; +-inf are ordinary values.
+    """
+    v = np.ascontiguousarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {v.shape}")
+    n = v.size
+    if eligible is None:
+        e = np.ones(n, np.bool_)
+    else:
+        e = np.ascontiguousarray(eligible, dtype=np.bool_)
+        if e.shape != (n,):
+            raise ValueError(f"eligible must have shape ({n},), got {e.shape}")
+    gr, has_groups, g = _coerce_groups(groups, n)
+    rank = np.empty((1, n), np.int64)
+    pct = np.empty((1, n), np.float64)
+    _rank_many(v.reshape(1, n), v.view(np.uint64).reshape(1, n), e.reshape(1, n),
+               gr, has_groups, g, rank, pct, _idx_proto(n))
+    return rank[0], pct[0]
+
+
+def rank_pct_many(matrix, eligible=None, groups=None):
+    """:func:`rank_pct` for k metrics at once, in parallel over the metrics.
+
+    Parameters
+    ----------
+    matrix : array_like of float, shape (n, k)
+        One metric per column; converted to float64. A Fortran-ordered array
+        (what ``polars.DataFrame.to_numpy()`` returns) is used without a copy;
+        a C-ordered one is transposed into a copy first.
+    eligible : array_like of bool, shape (n, k), optional
+        Per-metric eligibility; default all rows. NaN is never eligible.
+    groups : array_like of int, shape (n,), optional
+        Dense group codes shared by all metrics, as in :func:`rank_pct`.
+
+    Returns
+    -------
+    rank : ndarray of int64, shape (n, k)
+    pct_rank : ndarray of float64, shape (n, k)
+        Column ``j`` equals ``rank_pct(matrix[:, j], eligible[:, j], groups)``.
+        Both are Fortran-ordered (each column contiguous).
+
+    Notes
+    -----
+    Results do not depend on the number of threads: each thread ranks whole
+    metrics and writes only their columns.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"matrix must be 2-D (n, k), got shape {m.shape}")
+    n, k = m.shape
+    vt = np.ascontiguousarray(m.T)  # (k, n): a view when m is Fortran-ordered
+    if eligible is None:
+        et = np.ones((k, n), np.bool_)
+    else:
+        e = np.asarray(eligible, dtype=np.bool_)
+        if e.shape != (n, k):
+            raise ValueError(f"eligible must have shape ({n}, {k}), got {e.shape}")
+        et = np.ascontiguousarray(e.T)
+    gr, has_groups, g = _coerce_groups(groups, n)
+    rank = np.empty((k, n), np.int64)
+    pct = np.empty((k, n), np.float64)
+    _rank_many(vt, vt.view(np.uint64), et, gr, has_groups, g, rank, pct, _idx_proto(n))
+    return rank.T, pct.T
