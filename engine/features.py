@@ -14,6 +14,7 @@ import polars as pl
 from .config import Config
 from .outputs import Staging, fingerprint, staged_output, write_manifest
 from .session import Progress, Session, open_session
+from .sources import input_files
 from .sqlfiles import ident, literal, read_sql
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,12 @@ FEATURE_NEEDS = {
     "premium_margin_12m": "products.market_price and orders.product_id",
     "emails_sent_12m, open_rate_12m, click_rate_12m": "email_events",
     "preferred_channel": "orders.channel",
-    "share_<category>, top_category": "orders.category or products.category",
+    "share_<category>, top_category": "orders.category, else products.category",
 }
+
+
+#: The tables the feature job reads (the others are not validated by it).
+FEATURE_TABLES = ("orders", "products", "email_events", "customers")
 
 
 @dataclass(frozen=True)
@@ -79,32 +84,36 @@ def run_sql(s: Session, name: str, params: dict[str, Any], *, table: str | None 
     s.con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(table or name)} AS\n{sql}", _params_for(sql, params))
 
 
-def _category_columns(s: Session, base: pl.DataFrame) -> pl.DataFrame:
-    """Shares of net revenue for the top categories, and each customer's top category."""
+def _with_categories(s: Session, base_sql: str, params: dict[str, Any]) -> pl.DataFrame:
+    """The feature table plus each customer's top category and the shares of lifetime net
+    revenue of the top categories (``share_<category>``)."""
     k = s.cfg.top_categories
     top = [r[0] for r in s.con.execute(
         "SELECT category FROM f_category GROUP BY category ORDER BY sum(net_revenue) DESC, category "
         "LIMIT $k", {"k": k}).fetchall()]
-    long = s.frame("SELECT customer_id, category, net_revenue FROM f_category")
-    top_cat = (long.filter(pl.col("net_revenue") > 0)
-                   .sort(["customer_id", "net_revenue", "category"], descending=[False, True, False])
-                   .group_by("customer_id", maintain_order=True).first()
-                   .select("customer_id", pl.col("category").alias("top_category")))
-    out = base.join(top_cat, on="customer_id", how="left")
-    used: set[str] = set()
+    names: list[str] = []
     for cat in top:
-        slug = re.sub(r"[^0-9a-z]+", "_", str(cat).lower()).strip("_") or "blank"
-        name = f"share_{slug}"
-        while name in used or name in out.columns:
+        name = "share_" + (re.sub(r"[^0-9a-z]+", "_", str(cat).lower()).strip("_") or "blank")
+        while name in names:
             name += "_"
-        used.add(name)
-        part = long.filter(pl.col("category") == cat).select("customer_id", pl.col("net_revenue").alias("_cat"))
-        out = (out.join(part, on="customer_id", how="left")
-                  .with_columns(pl.when(pl.col("net_revenue_lifetime") > 0)
-                                  .then(pl.col("_cat").fill_null(0.0) / pl.col("net_revenue_lifetime"))
-                                  .otherwise(None).cast(pl.Float64).alias(name))
-                  .drop("_cat"))
-    return out
+        names.append(name)
+    cat_params = {f"c{i}": cat for i, cat in enumerate(top)}
+    pivot = "".join(f", sum(net_revenue) FILTER (WHERE category = $c{i}) AS {ident(n)}"
+                    for i, n in enumerate(names))
+    shares = "".join(f", CAST(CASE WHEN f.net_revenue_lifetime > 0 THEN coalesce(c.{ident(n)}, 0) "
+                     f"/ f.net_revenue_lifetime END AS DOUBLE) AS {ident(n)}" for n in names)
+    sql = f"""
+        WITH f AS ({base_sql}),
+        c AS (
+          SELECT customer_id,
+                 first(category ORDER BY net_revenue DESC, category) FILTER (WHERE net_revenue > 0)
+                   AS top_category{pivot}
+          FROM f_category GROUP BY customer_id
+        )
+        SELECT f.*, CAST(c.top_category AS VARCHAR) AS top_category{shares}
+        FROM f LEFT JOIN c USING (customer_id)
+        ORDER BY f.cidx"""
+    return s.frame(sql, {**params, **cat_params}).drop("cidx")
 
 
 def compute_features(s: Session, progress: Progress | None = None) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str]]:
@@ -137,9 +146,10 @@ def compute_features(s: Session, progress: Progress | None = None) -> tuple[pl.D
     p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     if progress:
         progress("features: joining")
-    df = s.frame(sql, p)
     if avail["category"]:
-        df = _category_columns(s, df)
+        df = _with_categories(s, sql, p)
+    else:
+        df = s.frame(sql, p).drop("cidx")
     return df, avail, skipped
 
 
@@ -150,7 +160,8 @@ def session_summary(s: Session) -> dict[str, Any]:
         "as_of_source": "config" if s.cfg.as_of else "day after the newest valid order",
         "tables": {n: t.as_dict() for n, t in s.summaries.items()},
         "absent_tables": [t for t in ("products", "email_events", "contacts", "customers", "touchpoints")
-                          if t not in s.tables],
+                          if t not in s.tables and t not in s.unread],
+        "not_read_by_this_job": list(s.unread),
         "rows_rejected": s.total_rejects,
         "order_lines_after_as_of": s.lines_after_as_of,
         "notes": list(s.notes),
@@ -166,12 +177,7 @@ def write_rejects(s: Session, path: Path) -> int:
 
 def input_fingerprints(s: Session) -> dict[str, list[dict[str, Any]]]:
     """Sizes and fingerprints of every input file (for the manifest)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name, reg in s.tables.items():
-        files = [r[0] for r in s.con.execute(
-            f"SELECT DISTINCT __centile_file FROM {ident(name + '_staged')} ORDER BY 1").fetchall()]
-        out[name] = [fingerprint(Path(f)) for f in files]
-    return out
+    return {name: [fingerprint(Path(f)) for f in input_files(s.con, reg.spec)] for name, reg in s.tables.items()}
 
 
 def write_features(s: Session, staging: Staging, progress: Progress | None = None) -> FeaturesResult:
@@ -206,7 +212,7 @@ def run_features(cfg: Config, out: str | Path | None = None, progress: Progress 
     Returns a :class:`FeaturesResult` whose ``features`` is a Polars DataFrame
     with one row per customer of the universe.
     """
-    with open_session(cfg, progress) as s:
+    with open_session(cfg, progress, only=FEATURE_TABLES) as s:
         if out is None:
             df, avail, skipped = compute_features(s, progress)
             summary = session_summary(s)

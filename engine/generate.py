@@ -247,11 +247,12 @@ def _make_plan(seed: int, end: date, years: int, prm: SynthParams) -> _Plan:
         if start <= dt.date() < stop:
             sends.append(wk(dt))
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    first_c = origin + timedelta(days=91, hours=8)
-    last_c = datetime(stop.year, stop.month, stop.day, 8) - timedelta(days=prm.effect_window_days + 1)
-    span = max((last_c - first_c).total_seconds(), 0.0)
+    # contact campaigns: evenly spaced days at 08:00, from day 91 to one effect window before the end
+    first_day = 91
+    last_day = max((stop - start).days - prm.effect_window_days - 1, first_day)
     k = prm.n_campaigns
-    camp = [wk(first_c + timedelta(seconds=round(span * i / max(k - 1, 1)))) for i in range(k)]
+    camp = [wk(origin + timedelta(days=first_day + round((last_day - first_day) * i / max(k - 1, 1)),
+                                  hours=8)) for i in range(k)]
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     w = np.array([c[1] for c in CATEGORIES])
@@ -339,6 +340,7 @@ class _Chunk:
 
 
 def _customers(rng: np.random.Generator, n: int, plan: _Plan) -> dict[str, np.ndarray]:
+    """Per-customer latent values and demographics (times in weeks since the window start)."""
     prm = plan.params
     nonbuyer = rng.random(n) < prm.nonbuyer_share
     t0 = rng.random(n) * plan.weeks

@@ -63,6 +63,7 @@ class Session:
     summaries: dict[str, TableSummary] = field(default_factory=dict)
     lines_after_as_of: int = 0
     notes: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -115,23 +116,23 @@ def _orders_view(con: duckdb.DuckDBPyConnection, s: Session) -> None:
     """The valid order lines before as_of, with the contract's defaults applied."""
     reg = s.tables["orders"]
     order_id = "order_id" if reg.has("order_id") else "CAST(order_ts AS DATE)"
-    category = "category"
-    join = ""
-    if not reg.has("category") and s.has("products", "category") and reg.has("product_id"):
-        category = "p.category"
-        join = " LEFT JOIN products AS p USING (product_id)"
-    elif reg.has("category") and s.has("products", "category") and reg.has("product_id"):
-        category = "coalesce(o.category, p.category)"
-        join = " LEFT JOIN products AS p USING (product_id)"
+    # products.category is joined only into order_categories (read by feat_category.sql),
+    # never here: this view is scanned by every feature query
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW orders AS
-        SELECT o.customer_id, {order_id} AS order_id, o.order_ts,
-               coalesce(o.quantity, 1.0) AS quantity, o.unit_price, o.product_id,
-               {category} AS category, o.unit_cost,
-               coalesce(o.returned_quantity, 0.0) AS returned_quantity, o.channel
-        FROM orders_staged AS o{join}
-        WHERE o.reject_reason IS NULL AND o.order_ts < TIMESTAMP '{s.as_of.isoformat()}'
+        SELECT customer_id, {order_id} AS order_id, order_ts,
+               coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
+               coalesce(returned_quantity, 0.0) AS returned_quantity, channel
+        FROM orders_staged
+        WHERE reject_reason IS NULL AND order_ts < TIMESTAMP '{s.as_of.isoformat()}'
     """)
+    # the line's own category wins; products.category only when the lines have no category column
+    if not reg.has("category") and s.has("products", "category") and reg.has("product_id"):
+        con.execute("CREATE OR REPLACE TEMP VIEW order_categories AS "
+                    "SELECT o.* REPLACE (p.category AS category) FROM orders AS o "
+                    "LEFT JOIN products AS p USING (product_id)")
+    else:
+        con.execute("CREATE OR REPLACE TEMP VIEW order_categories AS SELECT * FROM orders")
 
 
 def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, str]) -> None:
@@ -143,8 +144,11 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, 
     con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS SELECT {', '.join(cols)} WHERE false")
 
 
-def open_session(cfg: Config, progress: Progress | None = None) -> Session:
+def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
+
+    ``only`` limits validation to the tables a job reads (every table's
+    columns are still checked); the others are listed in ``Session.unread``.
 
     Raises
     ------
@@ -156,15 +160,17 @@ def open_session(cfg: Config, progress: Progress | None = None) -> Session:
     con = connect(cfg)
     try:
         tables, id_types = register_tables(con, cfg, progress)
+        unread = [t for t in tables if only is not None and t not in only]
+        tables = {n: r for n, r in tables.items() if n not in unread}
         stage_tables(con, tables, progress)
-        return _finish(con, cfg, tables, id_types)
+        return _finish(con, cfg, tables, id_types, unread)
     except BaseException:
         con.close()
         raise
 
 
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
-            id_types: dict[str, str]) -> Session:
+            id_types: dict[str, str], unread: list[str]) -> Session:
     rejects_sql = []
     summaries: dict[str, TableSummary] = {}
     for name, reg in tables.items():
@@ -206,9 +212,9 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     as_of = cfg.as_of or (newest.date() + dt.timedelta(days=1))
 
     # the valid rows under the contract's table names, empty typed views for absent tables
-    s = Session(con, cfg, tables, as_of, summaries)
+    s = Session(con, cfg, tables, as_of, summaries, unread=unread)
     for name in CONTRACT:
-        if name == "orders":
+        if name == "orders" or name in s.unread:
             continue
         if name in tables:
             con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM {ident(name + '_valid')}")

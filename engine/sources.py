@@ -78,16 +78,15 @@ class Registered:
         return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
 
 
+def _patterns(spec: TableSpec) -> list[str]:
+    """The file paths or globs a spec reads (a folder means every file of its format below it)."""
+    ext = "csv" if spec.format == "csv" else "parquet"
+    return [str(Path(p) / "**" / f"*.{ext}") if os.path.isdir(p) else p for p in spec.paths]
+
+
 def _reader(spec: TableSpec) -> str:
     """SQL table function reading the spec's files (paths quoted as literals)."""
-    files: list[str] = []
-    for p in spec.paths:
-        if os.path.isdir(p):
-            ext = "csv" if spec.format == "csv" else "parquet"
-            files.append(str(Path(p) / "**" / f"*.{ext}"))
-        else:
-            files.append(p)
-    file_list = "[" + ", ".join(literal(f) for f in files) + "]"
+    file_list = "[" + ", ".join(literal(f) for f in _patterns(spec)) + "]"
     if spec.format == "parquet":
         return (f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true, "
                 f"filename = '__centile_file')")
@@ -270,6 +269,12 @@ def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
     return out, id_type
 
 
+def input_files(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> list[str]:
+    """The files a table spec reads (folders and globs expanded)."""
+    return [r[0] for pattern in _patterns(spec)
+            for r in con.execute("SELECT file FROM glob($p) ORDER BY file", {"p": pattern}).fetchall()]
+
+
 def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
                  progress: Callable[[str], None] | None = None) -> None:
     """Materialise ``<t>_staged`` (typed rows plus ``reject_reason``) for every table.
@@ -284,8 +289,11 @@ def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
         record = "to_json(struct_pack(" + ", ".join(
             f"{ident(c)} := {ident('__raw_' + c)}" for c in cols if reg.has(c)) + "))"
         typed_cols = ", ".join(ident(c) for c in cols)
+        # the file name and raw record are kept for rejected rows only: a path
+        # per valid row would cost memory for nothing
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {ident(name + '_staged')} AS\n"
-            f"SELECT {typed_cols}, __centile_file, reject_reason,\n"
+            f"SELECT {typed_cols}, reject_reason,\n"
+            f"  CASE WHEN reject_reason IS NOT NULL THEN __centile_file END AS __centile_file,\n"
             f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record\n"
             f"FROM (\n{read_sql('stage_' + name)}\n) staged")

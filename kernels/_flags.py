@@ -7,5 +7,5 @@ at a user cache directory before the first kernel is imported.
 """
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-JIT = {"nopython": True, "nogil": True, "cache": True, "fastmath": FASTMATH}
+JIT = {"nogil": True, "cache": True, "fastmath": FASTMATH}
 JIT_PARALLEL = {**JIT, "parallel": True}

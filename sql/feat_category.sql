@@ -1,11 +1,13 @@
 -- purpose : net revenue per customer and category (for category shares)
 -- grain   : one row per (customer_id, category)
--- input   : orders (category from the line, else from products)
+-- input   : order_categories (the valid lines with their category: the line's
+--           own category column if the orders table has one, else the
+--           product's category from products)
 -- params  : none
 -- output  : customer_id, category VARCHAR, net_revenue DOUBLE
 SELECT customer_id, category,
        sum(CASE WHEN quantity > 0 THEN (quantity - returned_quantity) * unit_price
                 ELSE quantity * unit_price END) AS net_revenue
-FROM orders
+FROM order_categories
 WHERE category IS NOT NULL
 GROUP BY customer_id, category

@@ -1,28 +1,30 @@
--- purpose : max_price_kept_24m: the highest unit_price of a product the
---           customer bought in the 24-month window and did not return in full
--- grain   : one row per customer with such a product
+-- purpose : max_price_kept_24m: the highest unit_price among the items the
+--           customer bought in the 24-month window and kept
+-- grain   : one row per customer with a kept item
 -- input   : orders
 -- params  : $s24 (TIMESTAMP window start)
 -- output  : customer_id, max_price_kept_24m DOUBLE
--- notes   : per (customer, product): kept = positive quantity - returned
---           quantity - |negative quantity| > 0; lines without product_id are
---           judged one by one.
+-- notes   : a line is kept when quantity - returned_quantity > 0; when the
+--           customer also sent the product back on negative-quantity lines,
+--           the product counts only if its net quantity over the window
+--           (bought - returned - |negative|) stays positive. Only the few
+--           products with negative lines are aggregated per product, so the
+--           query is one scan and a small anti-join.
 WITH w AS (
-  SELECT * FROM orders WHERE order_ts >= $s24
+  SELECT customer_id, product_id, unit_price, quantity, returned_quantity
+  FROM orders
+  WHERE order_ts >= $s24
 ),
-per_product AS (
-  SELECT customer_id,
-         max(unit_price) FILTER (WHERE quantity > 0) AS price,
-         sum(CASE WHEN quantity > 0 THEN quantity - returned_quantity ELSE quantity END) AS kept
-  FROM w
-  WHERE product_id IS NOT NULL
-  GROUP BY customer_id, product_id
-  UNION ALL
-  SELECT customer_id, unit_price AS price, quantity - returned_quantity AS kept
-  FROM w
-  WHERE product_id IS NULL AND quantity > 0
+sent_back AS (
+  SELECT DISTINCT customer_id, product_id FROM w WHERE quantity < 0 AND product_id IS NOT NULL
+),
+gone AS (
+  SELECT w.customer_id, w.product_id
+  FROM w SEMI JOIN sent_back USING (customer_id, product_id)
+  GROUP BY w.customer_id, w.product_id
+  HAVING sum(CASE WHEN quantity > 0 THEN quantity - returned_quantity ELSE quantity END) <= 0
 )
-SELECT customer_id, max(price) AS max_price_kept_24m
-FROM per_product
-WHERE kept > 0 AND price IS NOT NULL
-GROUP BY customer_id
+SELECT w.customer_id, max(w.unit_price) AS max_price_kept_24m
+FROM w ANTI JOIN gone USING (customer_id, product_id)
+WHERE w.quantity - w.returned_quantity > 0 AND w.quantity > 0
+GROUP BY w.customer_id

@@ -3,7 +3,8 @@
 -- input   : universe, f_orders, f_kept, f_premium, f_email, f_channel, f_category
 -- params  : $as_of (DATE); $has_premium, $has_email (BOOLEAN: is the source
 --           table available? if not the feature is NULL, never zero-filled)
--- output  : see the casts below: the schema is a contract
+-- output  : see the casts below: the schema is a contract; cidx (the dense
+--           index) comes last and is dropped by the engine after ordering
 SELECT
   u.customer_id,
   CAST(date_diff('day', CAST(o.last_order_ts AS DATE), $as_of) AS INTEGER) AS recency_days,
@@ -26,7 +27,8 @@ SELECT
   CAST(CASE WHEN $has_email THEN coalesce(e.emails_sent_12m, 0) END AS INTEGER) AS emails_sent_12m,
   CAST(e.opened_12m / nullif(e.emails_sent_12m, 0) AS DOUBLE) AS open_rate_12m,
   CAST(e.clicked_12m / nullif(e.emails_sent_12m, 0) AS DOUBLE) AS click_rate_12m,
-  CAST(c.preferred_channel AS VARCHAR) AS preferred_channel
+  CAST(c.preferred_channel AS VARCHAR) AS preferred_channel,
+  u.cidx
 FROM universe AS u
 LEFT JOIN f_orders AS o USING (customer_id)
 LEFT JOIN f_kept AS k USING (customer_id)

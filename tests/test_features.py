@@ -8,7 +8,6 @@ import math
 
 import polars as pl
 import pytest
-
 from centile.config import load_config
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.features import run_features
@@ -165,7 +164,7 @@ def test_csv_with_mapping_expressions_filter_and_no_order_id(tmp_path):
     emails = tmp_path / "email_events.csv"
     emails.write_text("customer_id,ts,event,campaign_id\n17850,2024-01-10,sent,1\n17850,2024-01-11,open,1\n")
     cfg = tmp_path / "centile.toml"
-    cfg.write_text(f"""
+    cfg.write_text("""
 as_of = "2024-06-01"
 [tables.orders]
 path = "retail.csv"

@@ -1,0 +1,57 @@
+"""Shared helpers for the benchmarks: isolated timed runs, medians, JSON results."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def run_isolated(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh Python process; it must print one JSON object on its last line.
+
+    Returns that object plus ``wall_s`` (whole process) and ``peak_rss_mb``
+    (that child's own maximum resident set size, from ``os.wait4``).
+    """
+    import os
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out, stderr=err, text=True)
+        _pid, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if p.returncode != 0:
+        raise RuntimeError(f"benchmark step failed:\n{stderr[-3000:]}")
+    doc = json.loads(stdout.strip().splitlines()[-1])
+    doc["wall_s"] = wall
+    doc["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    return doc
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def machine() -> dict:
+    import os
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+
+
+def save(name: str, doc: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
