@@ -186,6 +186,64 @@ def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
     from .render import print_features
 
     print_features(out_console, res)
+    out_console.print(f"written to {res.out}/")
+
+
+StrategyOpt = Annotated[str | None, typer.Option(
+    "--strategy", help="Overlap removal: 'priority' (clubs in config order take their best free "
+    "customers) or 'best-rank' (each customer goes where their percentile is best; stable matching).",
+    show_default=False)]
+PreviousOpt = Annotated[Path | None, typer.Option(
+    "--previous", help="Output folder of an earlier run: report per club who stayed, joined and left.",
+    show_default=False)]
+
+
+def _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_) -> None:
+    from .pipeline import run_clubs
+
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy)
+        with _status("clubs") as progress:
+            res = run_clubs(cfg, out, features=features, strategy=strategy, previous=previous, progress=progress)
+    if json_:
+        from .clubs import clubs_summary_doc
+
+        _print_json({"out": str(res.out), **clubs_summary_doc(res.clubs)})
+        return
+    from .render import print_clubs, print_features
+
+    if res.features is not None:
+        print_features(out_console, res.features)
+    print_clubs(out_console, res.clubs)
+    out_console.print(f"written to {res.out}/")
+
+
+@app.command()
+def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+          strategy: StrategyOpt = None, previous: PreviousOpt = None,
+          features: Annotated[Path | None, typer.Option(
+              "--features", help="Use this feature table (features.parquet) instead of computing it "
+              "from the inputs.", show_default=False)] = None,
+          as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+          json_: JsonOpt = False) -> None:
+    """Rank every customer on each club metric and form overlap-free 1 % clubs with tiers.
+
+    Writes ranks.parquet, clubs.parquet, club_summary.parquet (and club_stability.parquet
+    with --previous), plus features.parquet when the features are computed here.
+    """
+    if features is None and data is None and config is None:
+        err_console.print("Error: pass --data DIR or -c centile.toml (or --features FILE)")
+        raise typer.Exit(2)
+    _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_)
+
+
+@app.command()
+def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+        strategy: StrategyOpt = None, previous: PreviousOpt = None, as_of: AsOfOpt = None,
+        strict: StrictOpt = None, threads: ThreadsOpt = None, json_: JsonOpt = False) -> None:
+    """Run the whole pipeline: validate → features → ranks → clubs, into one output folder
+    with a manifest.json."""
+    _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, None, json_)
 
 
 @app.command()

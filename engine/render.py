@@ -58,13 +58,45 @@ def print_validation(console: Console, summary: dict[str, Any]) -> None:
 def print_features(console: Console, res: Any) -> None:
     """A short account of a features run."""
     df: pl.DataFrame = res.features
-    console.print(f"features.parquet: {df.height:,} customers × {df.width} columns, as_of {res.as_of}")
     s = res.summary
-    console.print(f"rejected rows: {s['rows_rejected']:,} (see rejects.parquet)")
+    console.print(f"features: {df.height:,} customers × {df.width} columns, as_of {res.as_of}; "
+                  f"{s['rows_rejected']:,} rejected rows (rejects.parquet)")
     for k, why in res.skipped.items():
-        console.print(f"skipped {k}: {why}")
-    if res.out is not None:
-        console.print(f"written to {res.out}/")
+        console.print(f"  skipped {k}: {why}")
+    for note in s.get("notes", []):
+        console.print(f"  note: {note}")
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None else f"{100 * v:.1f} %"
+
+
+def print_clubs(console: Console, res: Any) -> None:
+    """The club summary table, then notes and the stability table."""
+    t = Table(title=f"Clubs ({res.strategy}; {res.universe:,} customers, {res.clubs.height:,} members)",
+              title_justify="left")
+    for col in ("club", "tier", "size", "eligible", "threshold", "taken", "revenue", "orders",
+                "AOV", "returns", "open", "click"):
+        t.add_column(col, justify="left" if col == "club" else "right", no_wrap=col == "club")
+    for r in res.summary.iter_rows(named=True):
+        size = _n(r["size"]) + ("" if r["size"] == r["target_size"] else f" / {_n(r['target_size'])}")
+        t.add_row(r["club"], str(r["tier"]), size, _n(r["eligible"]), _n(r["threshold"]),
+                  _n(r["taken_by_earlier"]), _pct(r["revenue_share_12m"]), _n(r["orders_12m_mean"]),
+                  _n(r["aov_12m"]), _pct(r["return_rate_12m"]), _pct(r["open_rate_12m"]),
+                  _pct(r["click_rate_12m"]))
+    console.print(t)
+    console.print("size: members (/ target when short); threshold: score of the tier's last member; "
+                  "taken: customers ranked above that member who are in another club; revenue: share of "
+                  "all net revenue (12m); orders, AOV, returns, open, click: member averages (12m).")
+    for note in res.notes:
+        console.print(f"note: {note}")
+    if res.stability is not None:
+        st = Table(title="Stability against --previous", title_justify="left")
+        for col in ("club", "members", "stayed", "joined", "left"):
+            st.add_column(col, justify="left" if col == "club" else "right")
+        for r in res.stability.iter_rows(named=True):
+            st.add_row(r["club"], _n(r["members"]), _n(r["stayed"]), _n(r["joined"]), _n(r["left"]))
+        console.print(st)
 
 
 def emit_frame(console: Console, df: pl.DataFrame, fmt: str, out: Path | None, limit: int) -> None:
