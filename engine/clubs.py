@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -19,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from .config import ClubSpec, Config
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,9 @@ def club_inputs(features: pl.DataFrame, cfg: Config) -> ClubInputs:
         groups, labels = None, []
         if cfg.group_by:
             g = _eval(con, {"g": cfg.group_by}, f"group_by {cfg.group_by!r}")["g"]
-            codes = g.cast(pl.String).fill_null("(none)").cast(pl.Categorical)
-            labels = codes.cat.get_categories().to_list()
-            groups = codes.to_physical().cast(pl.Int64).to_numpy()
+            text = g.cast(pl.String).fill_null("(none)")
+            labels = text.unique().sort().to_list()
+            groups = (text.rank("dense") - 1).cast(pl.Int64).to_numpy()
     finally:
         con.close()
     keys = np.stack(blocks) if blocks else np.empty((0, n, m))
