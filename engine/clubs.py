@@ -31,7 +31,7 @@ class ClubInputs:
 
     clubs: tuple[ClubSpec, ...]
     keys: np.ndarray          # float64[C, n, m]: oriented so larger is better; NaN primary = ineligible
-    scores: np.ndarray        # float64[C, n]: the primary metric as defined (not oriented)
+    signs: np.ndarray         # float64[C]: +1 (desc) or -1 (asc); metric = sign * keys[c, :, 0]
     groups: np.ndarray | None  # int64[n] dense group codes, or None
     group_labels: list[Any]
     skipped: dict[str, str]
@@ -63,62 +63,83 @@ def _eval(con: duckdb.DuckDBPyConnection, exprs: dict[str, str], what: str) -> p
                           f"{', '.join(names)}") from None
 
 
-def _numeric(s: pl.Series, where: str) -> np.ndarray:
-    if s.dtype == pl.Boolean:
-        s = s.cast(pl.Float64)
-    if not s.dtype.is_numeric():
-        raise ConfigError(f"{where} is of type {s.dtype}, not a number")
-    return s.cast(pl.Float64).fill_null(np.nan).to_numpy().astype(np.float64, copy=False)
+def _club_exprs(j: int, club: ClubSpec) -> dict[str, str]:
+    exprs = {f"m{j}": club.metric, f"e{j}": club.eligible or "TRUE"}
+    exprs.update({f"t{j}_{i}": t for i, t in enumerate(club.tie_break)})
+    return exprs
+
+
+def _check_numeric(df: pl.DataFrame, col: str, where: str) -> pl.Expr:
+    dtype = df.schema[col]
+    if dtype == pl.Boolean:
+        return pl.col(col).cast(pl.Float64)
+    if not dtype.is_numeric() and dtype != pl.Null:
+        raise ConfigError(f"{where} is of type {dtype}, not a number")
+    return pl.col(col).cast(pl.Float64)
 
 
 def club_inputs(features: pl.DataFrame, cfg: Config) -> ClubInputs:
     """Evaluate every club's metric, tie-breakers and eligibility over ``features``.
 
-    A club whose metric is NULL for every customer (its source table or
-    column is absent) is skipped with a note, never filled with zeros.
+    All expressions are evaluated by DuckDB in one pass. A club whose metric
+    is NULL for every customer (its source table or column is absent) is
+    skipped with a note, never filled with zeros.
     """
     n = features.height
+    exprs: dict[str, str] = {}
+    for j, club in enumerate(cfg.clubs):
+        exprs.update(_club_exprs(j, club))
+    if cfg.group_by:
+        exprs["g"] = cfg.group_by
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET preserve_insertion_order = true")
         con.register("features", features)
-        kept: list[ClubSpec] = []
-        skipped: dict[str, str] = {}
-        blocks, scores, eligible = [], [], {}
-        m = 1 + max((len(c.tie_break) for c in cfg.clubs), default=0)
-        for club in cfg.clubs:
-            exprs = {"metric": club.metric, "eligible": club.eligible or "TRUE"}
-            exprs.update({f"tb{i}": t for i, t in enumerate(club.tie_break)})
-            df = _eval(con, exprs, f"club {club.name}")
-            metric = _numeric(df["metric"], f"club {club.name}: metric {club.metric!r}")
-            if n and np.isnan(metric).all():
-                skipped[club.name] = (f"metric {club.metric!r} is null for every customer "
-                                      "(its input table or column is absent)")
-                continue
-            if df["eligible"].dtype != pl.Boolean:
-                raise ConfigError(f"club {club.name}: eligibility {club.eligible!r} is not a true/false "
-                                  "predicate")
-            elig = df["eligible"].fill_null(False).to_numpy() & ~np.isnan(metric)
-            sign = -1.0 if club.direction == "asc" else 1.0
-            key = np.full((n, m), np.nan)
-            key[:, 0] = np.where(elig, sign * metric, np.nan)
-            for i, t in enumerate(club.tie_break):
-                key[:, 1 + i] = sign * _numeric(df[f"tb{i}"], f"club {club.name}: tie_break {t!r}")
-            blocks.append(key)
-            scores.append(metric)
-            eligible[club.name] = int(elig.sum())
-            kept.append(club)
-        groups, labels = None, []
-        if cfg.group_by:
-            g = _eval(con, {"g": cfg.group_by}, f"group_by {cfg.group_by!r}")["g"]
-            text = g.cast(pl.String).fill_null("(none)")
-            labels = text.unique().sort().to_list()
-            groups = (text.rank("dense") - 1).cast(pl.Int64).to_numpy()
+        try:
+            df = con.sql("SELECT " + ", ".join(f"({e}) AS \"{k}\"" for k, e in exprs.items())
+                         + " FROM features").pl()
+        except duckdb.Error:
+            # find the culprit, for an error that names it
+            for j, club in enumerate(cfg.clubs):
+                _eval(con, _club_exprs(j, club), f"club {club.name}")
+            _eval(con, {"g": cfg.group_by or "1"}, f"group_by {cfg.group_by!r}")
+            raise
     finally:
         con.close()
-    keys = np.stack(blocks) if blocks else np.empty((0, n, m))
-    sc = np.stack(scores) if scores else np.empty((0, n))
-    return ClubInputs(tuple(kept), np.ascontiguousarray(keys), sc, groups, labels, skipped, eligible)
+
+    kept: list[int] = []
+    skipped: dict[str, str] = {}
+    for j, club in enumerate(cfg.clubs):
+        if n and df[f"m{j}"].null_count() == n:
+            skipped[club.name] = (f"metric {club.metric!r} is null for every customer "
+                                  "(its input table or column is absent)")
+            continue
+        if df.schema[f"e{j}"] not in (pl.Boolean, pl.Null):
+            raise ConfigError(f"club {club.name}: eligibility {club.eligible!r} is not a true/false predicate")
+        kept.append(j)
+    m = 1 + max((len(cfg.clubs[j].tie_break) for j in kept), default=0)
+    keys = np.full((len(kept), n, m), np.nan)
+    eligible: dict[str, int] = {}
+    for c, j in enumerate(kept):
+        club = cfg.clubs[j]
+        sign = -1.0 if club.direction == "asc" else 1.0
+        metric = _check_numeric(df, f"m{j}", f"club {club.name}: metric {club.metric!r}")
+        elig = pl.col(f"e{j}").fill_null(False) & metric.is_not_null() & ~metric.is_nan()
+        cols = [pl.when(elig).then(metric * sign).alias("k0")]
+        cols += [(_check_numeric(df, f"t{j}_{i}", f"club {club.name}: tie_break {t!r}") * sign).alias(f"k{i + 1}")
+                 for i, t in enumerate(club.tie_break)]
+        block = df.select(cols)
+        for i in range(block.width):
+            keys[c, :, i] = block[:, i].to_numpy()  # nulls become NaN
+        eligible[club.name] = n - block["k0"].null_count() - int(block["k0"].is_nan().sum())
+    groups, labels = None, []
+    if cfg.group_by:
+        text = df["g"].cast(pl.String).fill_null("(none)")
+        labels = text.unique().sort().to_list()
+        groups = (text.rank("dense") - 1).cast(pl.Int64).to_numpy()
+    clubs = tuple(cfg.clubs[j] for j in kept)
+    signs = np.array([-1.0 if c.direction == "asc" else 1.0 for c in clubs])
+    return ClubInputs(clubs, keys, signs, groups, labels, skipped, eligible)
 
 
 def tier_sizes(clubs: tuple[ClubSpec, ...], universe: int) -> np.ndarray:
@@ -158,20 +179,21 @@ def set_threads(threads: int | None) -> None:
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
-def compute_ranks(features: pl.DataFrame, inputs: ClubInputs) -> tuple[pl.DataFrame, np.ndarray]:
+def compute_ranks(features: pl.DataFrame, inputs: ClubInputs) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """``ranks.parquet``: customer_id plus ``<club>_rank`` and ``<club>_pct_rank`` per club metric.
 
     The rank is 1-based and descending in the club's direction (ties share
     the best rank); pct_rank is DuckDB's ``percent_rank()`` over the metric in
     the club's direction, so 1.0 is the best eligible customer. Also returns
-    the pct matrix (C, n) used by the best-rank strategy.
+    the raw rank matrix (n, C; 0 = not ranked) and the pct matrix (C, n) used
+    by the best-rank strategy.
     """
     from centile.kernels.percentile import rank_pct_many
 
     c = len(inputs.clubs)
     cols: dict[str, Any] = {"customer_id": features["customer_id"]}
     if c == 0:
-        return pl.DataFrame(cols), np.empty((0, features.height))
+        return pl.DataFrame(cols), np.empty((features.height, 0), np.int64), np.empty((0, features.height))
     primary = np.asfortranarray(inputs.keys[:, :, 0].T)
     rank, pct = rank_pct_many(primary)
     group_rank = group_pct = None
@@ -186,7 +208,7 @@ def compute_ranks(features: pl.DataFrame, inputs: ClubInputs) -> tuple[pl.DataFr
             cols[f"{club.name}_group_pct_rank"] = pl.Series(group_pct[:, j]).fill_nan(None)
     if inputs.groups is not None:
         cols["rank_group"] = pl.Series(inputs.group_labels, dtype=pl.String).gather(inputs.groups)
-    return pl.DataFrame(cols), np.ascontiguousarray(pct.T)
+    return pl.DataFrame(cols), rank, np.ascontiguousarray(pct.T)
 
 
 def assign(inputs: ClubInputs, universe: int, strategy: str, hashes: np.ndarray,
@@ -203,68 +225,93 @@ def assign(inputs: ClubInputs, universe: int, strategy: str, hashes: np.ndarray,
     return {**dict(zip(names, out, strict=True)), "target": sizes}
 
 
-def members_table(features: pl.DataFrame, inputs: ClubInputs, ranks: pl.DataFrame,
-                  a: dict[str, np.ndarray]) -> pl.DataFrame:
-    """``clubs.parquet``: one row per club member."""
-    club, tier = a["club"], a["tier"]
+def _member_index(a: dict[str, np.ndarray]) -> np.ndarray:
+    """Indices of all members, ordered by club priority, tier and position in the club."""
+    club, tier, pos = a["club"], a["tier"], a["position"]
     idx = np.flatnonzero(club >= 0)
+    n = max(len(club), 1)
+    key = (club[idx].astype(np.int64) * 256 + tier[idx]) * n + pos[idx]
+    return idx[np.argsort(key, kind="stable")]
+
+
+def _qualified_lists(qualified: np.ndarray, names: list[str]) -> pl.Series:
+    """``qualified_for`` lists from a bool matrix (members × clubs), built once per combination."""
+    if not len(qualified):
+        return pl.Series([], dtype=pl.List(pl.String))
+    bits = np.packbits(qualified, axis=1, bitorder="little")
+    if bits.shape[1] <= 2:  # up to 16 clubs: a lookup table over all combinations
+        mask = bits[:, 0].astype(np.int64) | (bits[:, 1].astype(np.int64) << 8 if bits.shape[1] == 2 else 0)
+        present = np.zeros(1 << 16, dtype=bool)
+        present[mask] = True
+        uniq = np.flatnonzero(present)
+        lookup = np.zeros(1 << 16, dtype=np.int64)
+        lookup[uniq] = np.arange(len(uniq))
+        inverse = lookup[mask]
+    else:
+        rows = np.ascontiguousarray(bits).view(np.dtype((np.void, bits.shape[1]))).ravel()
+        _u, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+        uniq = first
+        qualified_u = qualified[first]
+    if bits.shape[1] <= 2:
+        qualified_u = np.array([[u >> j & 1 for j in range(len(names))] for u in uniq], dtype=bool)
+    combos = pl.Series([[n for j, n in enumerate(names) if row[j]] for row in qualified_u],
+                       dtype=pl.List(pl.String))
+    return combos.gather(np.asarray(inverse).ravel())
+
+
+def members_table(features: pl.DataFrame, inputs: ClubInputs, rank: np.ndarray, pct: np.ndarray,
+                  a: dict[str, np.ndarray]) -> pl.DataFrame:
+    """``clubs.parquet``: one row per club member, by club priority, tier and position."""
+    idx = _member_index(a)
     names = [c.name for c in inputs.clubs]
-    cidx = club[idx]
-    score = inputs.scores[cidx, idx] if len(names) else np.empty(0)
-    rank_cols = ranks.select([f"{n}_rank" for n in names]).to_numpy() if names else np.empty((0, 0))
-    pct_cols = ranks.select([f"{n}_pct_rank" for n in names]).to_numpy() if names else np.empty((0, 0))
-    qualified = a["qualified"][idx]
-    qual_lists = [[names[j] for j in np.flatnonzero(row)] for row in qualified]
+    cidx = a["club"][idx]
+    empty = not len(idx)
     return pl.DataFrame({
         "customer_id": features["customer_id"].gather(idx),
-        "club": pl.Series(names, dtype=pl.String).gather(cidx) if len(idx) else pl.Series([], dtype=pl.String),
-        "tier": pl.Series(tier[idx], dtype=pl.Int8),
-        "score": pl.Series(score, dtype=pl.Float64),
-        "rank": pl.Series(rank_cols[idx, cidx] if len(idx) else [], dtype=pl.Int64),
-        "pct_rank": pl.Series(pct_cols[idx, cidx] if len(idx) else [], dtype=pl.Float64),
+        "club": pl.Series([], dtype=pl.String) if empty else pl.Series(names, dtype=pl.String).gather(cidx),
+        "tier": pl.Series(a["tier"][idx], dtype=pl.Int8),
+        "score": pl.Series(inputs.signs[cidx] * inputs.keys[cidx, idx, 0] if not empty else [], dtype=pl.Float64),
+        "rank": pl.Series(rank[idx, cidx] if not empty else [], dtype=pl.Int64),
+        "pct_rank": pl.Series(pct[cidx, idx] if not empty else [], dtype=pl.Float64),
         "position": pl.Series(a["position"][idx], dtype=pl.Int64),
-        "qualified_for": pl.Series(qual_lists, dtype=pl.List(pl.String)),
-    }).sort(["club", "tier", "position"])
+        "qualified_for": _qualified_lists(a["qualified"][idx], names),
+    })
 
 
-def _kpi(features: pl.DataFrame, col: str) -> pl.Expr:
-    return pl.col(col) if col in features.columns else pl.lit(None, dtype=pl.Float64)
-
-
-def summary_table(features: pl.DataFrame, inputs: ClubInputs, members: pl.DataFrame,
-                  a: dict[str, np.ndarray]) -> pl.DataFrame:
+def summary_table(features: pl.DataFrame, inputs: ClubInputs, a: dict[str, np.ndarray]) -> pl.DataFrame:
     """``club_summary.parquet``: per club and tier, size, threshold, overlap and member KPIs."""
     rows = []
     for j, club in enumerate(inputs.clubs):
-        sign = -1.0 if club.direction == "asc" else 1.0
-        for t in range(a["target"].shape[1]):
-            if t >= len(club.shares):
-                continue
+        for t in range(len(club.shares)):
             thr = float(a["threshold"][j, t])
-            rows.append({"club": club.name, "tier": t + 1, "share": club.shares[t],
+            rows.append({"club": club.name, "_c": j, "tier": t + 1, "share": club.shares[t],
                          "target_size": int(a["target"][j, t]), "size": int(a["size"][j, t]),
                          "eligible": inputs.eligible[club.name],
-                         "threshold": None if math.isnan(thr) else sign * thr,
+                         "threshold": None if math.isnan(thr) else float(inputs.signs[j]) * thr,
                          "taken_by_earlier": int(a["skipped"][j, t])})
-    base = pl.DataFrame(rows, schema={"club": pl.String, "tier": pl.Int8, "share": pl.Float64,
+    base = pl.DataFrame(rows, schema={"club": pl.String, "_c": pl.Int32, "tier": pl.Int8, "share": pl.Float64,
                                       "target_size": pl.Int64, "size": pl.Int64, "eligible": pl.Int64,
                                       "threshold": pl.Float64, "taken_by_earlier": pl.Int64})
-    total_net = features["net_revenue_12m"].sum() if "net_revenue_12m" in features.columns else None
-    joined = members.select("customer_id", "club", "tier").join(features, on="customer_id", how="left")
-    kpis = joined.group_by("club", "tier").agg(
-        (_kpi(joined, "net_revenue_12m").sum() / (total_net or float("nan"))).alias("revenue_share_12m"),
-        _kpi(joined, "orders_12m").mean().alias("orders_12m_mean"),
-        (_kpi(joined, "gross_revenue_12m").sum() / _kpi(joined, "orders_12m").sum()).alias("aov_12m"),
-        (_kpi(joined, "returned_value_12m").sum() / _kpi(joined, "gross_revenue_12m").sum()).alias("return_rate_12m"),
-        _kpi(joined, "open_rate_12m").mean().alias("open_rate_12m"),
-        _kpi(joined, "click_rate_12m").mean().alias("click_rate_12m"),
+    kpi_cols = ["net_revenue_12m", "orders_12m", "gross_revenue_12m", "returned_value_12m",
+                "open_rate_12m", "click_rate_12m"]
+    idx = np.flatnonzero(a["club"] >= 0)
+    present = [c for c in kpi_cols if c in features.columns]
+    members = features.select(present).gather(idx).with_columns(
+        pl.Series("_c", a["club"][idx], dtype=pl.Int32), pl.Series("tier", a["tier"][idx], dtype=pl.Int8),
+        *[pl.lit(None, dtype=pl.Float64).alias(c) for c in kpi_cols if c not in present])
+    total_net = features["net_revenue_12m"].sum() if "net_revenue_12m" in present else None
+    kpis = members.group_by("_c", "tier").agg(
+        (pl.col("net_revenue_12m").sum() / (total_net or float("nan"))).alias("revenue_share_12m"),
+        pl.col("orders_12m").mean().alias("orders_12m_mean"),
+        (pl.col("gross_revenue_12m").sum() / pl.col("orders_12m").sum()).alias("aov_12m"),
+        (pl.col("returned_value_12m").sum() / pl.col("gross_revenue_12m").sum()).alias("return_rate_12m"),
+        pl.col("open_rate_12m").mean().alias("open_rate_12m"),
+        pl.col("click_rate_12m").mean().alias("click_rate_12m"),
     )
-    out = base.join(kpis, on=["club", "tier"], how="left")
-    order = {c.name: i for i, c in enumerate(inputs.clubs)}
-    return (out.with_columns(pl.col("club").replace_strict(order, return_dtype=pl.Int32).alias("_o"))
-               .sort("_o", "tier").drop("_o")
-               .with_columns(pl.col(c).fill_nan(None) for c in ("revenue_share_12m", "aov_12m",
-                                                                "return_rate_12m")))
+    return (base.join(kpis, on=["_c", "tier"], how="left").sort("_c", "tier").drop("_c")
+                .with_columns(pl.col(c).cast(pl.Float64).fill_nan(None)
+                              for c in ("revenue_share_12m", "orders_12m_mean", "aov_12m", "return_rate_12m",
+                                        "open_rate_12m", "click_rate_12m")))
 
 
 def stability(members: pl.DataFrame, previous: str | Path) -> pl.DataFrame:
@@ -317,18 +364,17 @@ def form_clubs(features: pl.DataFrame, cfg: Config, *, strategy: str | None = No
     set_threads(cfg.threads)
     inputs = club_inputs(features, cfg)
     hashes = customer_hashes(features["customer_id"], cfg.seed)
-    ranks, pct = compute_ranks(features, inputs)
+    ranks, rank, pct = compute_ranks(features, inputs)
     a = assign(inputs, features.height, strategy, hashes, pct)
-    members = members_table(features, inputs, ranks, a)
-    summary = summary_table(features, inputs, members, a)
+    members = members_table(features, inputs, rank, pct, a)
+    summary = summary_table(features, inputs, a)
     notes = [f"club {name} skipped: {why}" for name, why in inputs.skipped.items()]
-    lowest = {c.name: np.nanmin(inputs.scores[j][~np.isnan(inputs.keys[j, :, 0])]) if inputs.eligible[c.name]
-              else None for j, c in enumerate(inputs.clubs)}
-    highest = {c.name: np.nanmax(inputs.scores[j][~np.isnan(inputs.keys[j, :, 0])]) if inputs.eligible[c.name]
-               else None for j, c in enumerate(inputs.clubs)}
+    worst = {}
+    for j, c in enumerate(inputs.clubs):
+        # the worst eligible primary key, back in the metric's own sign
+        worst[c.name] = float(inputs.signs[j] * np.nanmin(inputs.keys[j, :, 0])) if inputs.eligible[c.name] else None
     for row, club in zip(summary.iter_rows(named=True), [c for c in inputs.clubs for _ in c.shares], strict=True):
-        worst = lowest[club.name] if club.direction == "desc" else highest[club.name]
-        if row["size"] and row["threshold"] is not None and row["threshold"] == worst:
+        if row["size"] and row["threshold"] is not None and row["threshold"] == worst[club.name]:
             notes.append(f"club {row['club']} tier {row['tier']}: its threshold {row['threshold']:g} is the "
                          "worst eligible score, so members there are chosen among equals by the tie-breakers "
                          "and the id hash")
