@@ -8,9 +8,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
+
 from centile import __version__
 from centile.cli import app
-from typer.testing import CliRunner
 
 from .test_features import AS_OF, _emails, _orders, _products
 

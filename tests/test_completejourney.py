@@ -7,8 +7,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from centile.cli import app
 from typer.testing import CliRunner
+
+from centile.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "completejourney"

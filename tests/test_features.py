@@ -8,6 +8,7 @@ import math
 
 import polars as pl
 import pytest
+
 from centile.config import load_config
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.features import run_features

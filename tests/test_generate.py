@@ -12,11 +12,12 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from centile.errors import ConfigError
 from centile.generate import GenerateResult, SynthParams, generate
 from centile.kernels import synth
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 N = 20_000
 CHUNK = 7_000  # three order parts

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from centile.sqlfiles import read_sql, sql_names
 
 ROOT = Path(__file__).resolve().parents[1]
