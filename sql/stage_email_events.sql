@@ -3,13 +3,14 @@
 -- input   : email_events_typed
 -- params  : none
 -- output  : every column of email_events_typed with event normalised to
---           sent / open / click, reject_reason VARCHAR (NULL = valid)
+--           ENUM ('sent', 'open', 'click'), reject_reason VARCHAR (NULL = valid)
 SELECT * REPLACE (
-    CASE lower(trim(event))
+    -- an ENUM is one byte per row: the e-mail table is often larger than the orders
+    CAST(CASE lower(trim(event))
       WHEN 'sent' THEN 'sent' WHEN 'send' THEN 'sent' WHEN 'delivered' THEN 'sent'
       WHEN 'open' THEN 'open' WHEN 'opened' THEN 'open'
       WHEN 'click' THEN 'click' WHEN 'clicked' THEN 'click'
-    END AS event),
+    END AS ENUM ('sent', 'open', 'click')) AS event),
   CASE
     WHEN __raw_customer_id IS NULL THEN 'customer_id is null'
     WHEN customer_id IS NULL THEN 'customer_id is not a valid id'
