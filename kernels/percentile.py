@@ -12,16 +12,22 @@ For every eligible, non-NaN value (within its group, if groups are given):
 Ineligible and NaN values get ``rank == 0`` (the engine turns it into null) and
 ``pct_rank == NaN``. ``-0.0`` and ``0.0`` are equal (they tie).
 
-The sort is a stable LSD radix sort on order-preserving ``uint64`` images of
-the float64 bits (IEEE 754 bits with the sign bit flipped for positives and all
-bits flipped for negatives, Knuth TAOCP 5.2.5 / Terdiman's "radix tricks").
-Only the bit span that actually varies is sorted, in balanced digits of at
-most 11 bits, and digits on which all keys agree are skipped -- integer-valued
-metrics (order counts) typically need one or two passes instead of six.
+The sort is a stable radix sort on order-preserving ``uint64`` images of the
+float64 bits (IEEE 754 bits with the sign bit flipped for positives and all
+bits flipped for negatives; Knuth, TAOCP 5.2.5; Terdiman, "Radix sort
+revisited"), no ``argsort``. Only the bit span that actually varies is
+sorted, and digits on which all keys agree are skipped: integer-valued
+metrics (order counts) need one or two LSD passes of at most 11 bits.
+Long arrays of wide keys (money, rates) get one MSD pass on the top
+``log2(n) - 10`` varying bits and then 8-bit LSD passes inside each
+cache-sized bucket -- two trips through main memory instead of six. Ranks
+are then written with one scattered 8-byte store per row (``#smaller`` and
+``#greater`` packed) and decoded in a sequential pass.
 
 The radix helpers here are shared with :mod:`centile.kernels.topk`.
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -31,6 +37,8 @@ _SIGN = np.uint64(0x8000000000000000)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ONE = np.uint64(1)
 _MAX_DIGIT_BITS = 11
+_INSERTION = 24  # ranges this short use insertion sort
+_MSD_MIN = 1 << 16  # ranges this long (and wide keys) start with one MSD pass
 
 
 # --------------------------------------------------------------------------
@@ -59,57 +67,141 @@ def _bit_span(vary):
 
 
 @njit(**JIT)
-def _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
-    """Stable ascending LSD radix sort of ``keys[a:b]``, carrying ``idx[a:b]``.
+def _insertion_sort(keys, idx, a, b):
+    for i in range(a + 1, b):
+        k = keys[i]
+        x = idx[i]
+        j = i - 1
+        while j >= a and keys[j] > k:
+            keys[j + 1] = keys[j]
+            idx[j + 1] = idx[j]
+            j -= 1
+        keys[j + 1] = k
+        idx[j + 1] = x
 
-    ``kbuf``/``ibuf`` are scratch of the same types and at least ``b`` long.
-    Returns True when the sorted data ended up in the buffers (odd number of
-    scatter passes), False when it is in ``keys``/``idx``.
+
+@njit(**JIT)
+def _lsd(keys, idx, kbuf, ibuf, a, b, lo, hi, maxbits, hist):
+    """Stable LSD passes over bits ``[lo, hi)`` of ``keys[a:b]`` (all other bits equal).
+
+    Digits are balanced and at most ``maxbits`` wide; ``hist`` is scratch of
+    shape at least ``(passes, 2**maxbits)``. Returns True when the result is in
+    ``kbuf``/``ibuf``.
     """
     s = b - a
-    if s < 2:
-        return False
-    k0 = keys[a]
-    vary = np.uint64(0)
-    for i in range(a + 1, b):
-        vary |= keys[i] ^ k0
-    if vary == 0:
-        return False
-    lo, hi = _bit_span(vary)
     width = hi - lo
-    npass = (width + _MAX_DIGIT_BITS - 1) // _MAX_DIGIT_BITS
+    npass = (width + maxbits - 1) // maxbits
     dbits = (width + npass - 1) // npass
     nb = 1 << dbits
     mask = np.uint64(nb - 1)
     ulo = np.uint64(lo)
-    hist = np.zeros((npass, nb), np.int64)
+    for p in range(npass):
+        for d in range(nb):
+            hist[p, d] = 0
     for i in range(a, b):
         kk = keys[i] >> ulo
         for p in range(npass):
             hist[p, np.intp((kk >> np.uint64(p * dbits)) & mask)] += 1
+    k0 = keys[a]
     src_k, src_i, dst_k, dst_i = keys, idx, kbuf, ibuf
     in_buf = False
     for p in range(npass):
         shift = np.uint64(lo + p * dbits)
-        h = hist[p]
-        if h[np.intp((k0 >> shift) & mask)] == s:
+        if hist[p, np.intp((k0 >> shift) & mask)] == s:
             continue  # every key has the same digit: nothing to reorder
         total = a
         for d in range(nb):
-            c = h[d]
-            h[d] = total
+            c = hist[p, d]
+            hist[p, d] = total
             total += c
         for i in range(a, b):
             kk = src_k[i]
             d = np.intp((kk >> shift) & mask)
-            pos = h[d]
-            h[d] = pos + 1
+            pos = hist[p, d]
+            hist[p, d] = pos + 1
             dst_k[pos] = kk
             dst_i[pos] = src_i[i]
         src_k, dst_k = dst_k, src_k
         src_i, dst_i = dst_i, src_i
         in_buf = not in_buf
     return in_buf
+
+
+@njit(**JIT)
+def _vary(keys, a, b):
+    k0 = keys[a]
+    vary = np.uint64(0)
+    for i in range(a + 1, b):
+        vary |= keys[i] ^ k0
+    return vary
+
+
+@njit(**JIT)
+def _small_sort(keys, idx, kbuf, ibuf, a, b, hist8):
+    """In-cache sort of a short range, result left in ``keys``/``idx``."""
+    if b - a <= _INSERTION:
+        _insertion_sort(keys, idx, a, b)
+        return
+    vary = _vary(keys, a, b)
+    if vary == 0:
+        return
+    lo, hi = _bit_span(vary)
+    if _lsd(keys, idx, kbuf, ibuf, a, b, lo, hi, 8, hist8):
+        keys[a:b] = kbuf[a:b]
+        idx[a:b] = ibuf[a:b]
+
+
+@njit(**JIT)
+def _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
+    """Stable ascending radix sort of ``keys[a:b]``, carrying ``idx[a:b]``.
+
+    ``kbuf``/``ibuf`` are scratch of the same types and at least ``b`` long.
+    Returns True when the sorted data ended up in the buffers, False when it
+    is in ``keys``/``idx``.
+
+    Short ranges and narrow keys (<= 2 digits) use LSD passes. Long ranges of
+    wide keys use one MSD pass on the top ``~log2(s) - 10`` varying bits into
+    the buffers and then sort each (cache-sized) bucket in place with 8-bit
+    LSD passes: two passes over main memory instead of up to six.
+    """
+    s = b - a
+    if s <= _INSERTION:
+        _insertion_sort(keys, idx, a, b)
+        return False
+    vary = _vary(keys, a, b)
+    if vary == 0:
+        return False
+    lo, hi = _bit_span(vary)
+    width = hi - lo
+    if s < _MSD_MIN or width <= 2 * _MAX_DIGIT_BITS:
+        maxbits = _MAX_DIGIT_BITS if s >= 4096 else 8
+        hist = np.empty(((width + maxbits - 1) // maxbits, 1 << maxbits), np.int64)
+        return _lsd(keys, idx, kbuf, ibuf, a, b, lo, hi, maxbits, hist)
+    nbits = 0
+    while (s >> nbits) > 1:
+        nbits += 1
+    dbits = min(max(nbits - 10, 8), 16, width)
+    shift = np.uint64(hi - dbits)
+    nb = 1 << dbits
+    mask = np.uint64(nb - 1)
+    start = np.zeros(nb + 1, np.int64)
+    for i in range(a, b):
+        start[np.intp((keys[i] >> shift) & mask) + 1] += 1
+    start[0] = a
+    for d in range(nb):
+        start[d + 1] += start[d]
+    cur = start[:nb].copy()
+    for i in range(a, b):
+        kk = keys[i]
+        d = np.intp((kk >> shift) & mask)
+        pos = cur[d]
+        cur[d] = pos + 1
+        kbuf[pos] = kk
+        ibuf[pos] = idx[i]
+    hist8 = np.empty((8, 256), np.int64)
+    for d in range(nb):
+        _small_sort(kbuf, ibuf, keys, idx, start[d], start[d + 1], hist8)
+    return True
 
 
 @njit(**JIT)
@@ -124,68 +216,103 @@ def _radix_sort_inplace(keys, idx, kbuf, ibuf, a, b):
 # ranking kernels
 # --------------------------------------------------------------------------
 @njit(**JIT)
-def _assign_run(sk, si, start, end, rank, pct):
-    """Ranks of the sorted (ascending) segment ``sk[start:end]`` of one group."""
+def _assign_run(sk, si, start, end, rank, pct, packed):
+    """Ranks of one group's sorted (ascending) segment ``sk[start:end]``.
+
+    With ``packed`` it writes ``(#smaller << 32) | #greater`` into ``rank``
+    only -- one random write per row instead of two -- and :func:`_rank_row`
+    decodes it sequentially (needs n < 2**31). Otherwise it writes both final
+    values directly.
+    """
     m = end - start
     i = start
     while i < end:
         j = i + 1
         while j < end and sk[j] == sk[i]:
             j += 1
-        r = 1 + (end - j)  # 1 + number strictly greater
-        p = 0.0 if m == 1 else (i - start) / (m - 1)  # DuckDB: double(rank-1)/double(m-1)
-        for t in range(i, j):
-            rank[si[t]] = r
-            pct[si[t]] = p
+        smaller = i - start
+        greater = end - j
+        if packed:
+            v = (smaller << 32) | greater
+            for t in range(i, j):
+                rank[si[t]] = v
+        else:
+            p = 0.0 if m == 1 else smaller / (m - 1)
+            for t in range(i, j):
+                rank[si[t]] = 1 + greater
+                pct[si[t]] = p
         i = j
 
 
 @njit(**JIT)
-def _rank_row(vals, bits, elig, groups, has_groups, g, rank, pct, idx_proto):
+def _rank_row(vals, bits, elig, groups, has_groups, g, rank, pct, keys, idx, kbuf, ibuf):
     n = vals.size
-    keys = np.empty(n, np.uint64)
-    idx = np.empty(n, idx_proto.dtype)
     s = 0
     for i in range(n):
         v = vals[i]
         rank[i] = 0
-        pct[i] = np.nan
         if elig[i] and not np.isnan(v) and (not has_groups or groups[i] >= 0):
             keys[s] = _asc_key(v, bits[i])
             idx[s] = i
             s += 1
-    kbuf = np.empty(s, np.uint64)
-    ibuf = np.empty(s, idx_proto.dtype)
+            pct[i] = 0.0
+        else:
+            pct[i] = np.nan
     if _radix_sort_range(keys, idx, kbuf, ibuf, 0, s):
         sk, si, ok, oi = kbuf, ibuf, keys, idx
     else:
         sk, si, ok, oi = keys, idx, kbuf, ibuf
+    packed = n < 2**31
+    size = np.full(1, s, np.int64)
     if not has_groups:
-        _assign_run(sk, si, 0, s, rank, pct)
+        _assign_run(sk, si, 0, s, rank, pct, packed)
+    else:
+        # stable counting sort by group code on top of the value order
+        start = np.zeros(g + 1, np.int64)
+        for t in range(s):
+            start[groups[si[t]] + 1] += 1
+        for q in range(g):
+            start[q + 1] += start[q]
+        cur = start[:g].copy()
+        for t in range(s):
+            q = groups[si[t]]
+            pos = cur[q]
+            cur[q] = pos + 1
+            ok[pos] = sk[t]
+            oi[pos] = si[t]
+        for q in range(g):
+            if start[q + 1] > start[q]:
+                _assign_run(ok, oi, start[q], start[q + 1], rank, pct, packed)
+        size = start[1:] - start[:-1]
+    if not packed:
         return
-    # stable counting sort by group code on top of the value order
-    start = np.zeros(g + 1, np.int64)
-    for t in range(s):
-        start[groups[si[t]] + 1] += 1
-    for q in range(g):
-        start[q + 1] += start[q]
-    cur = start[:g].copy()
-    for t in range(s):
-        q = groups[si[t]]
-        pos = cur[q]
-        cur[q] = pos + 1
-        ok[pos] = sk[t]
-        oi[pos] = si[t]
-    for q in range(g):
-        if start[q + 1] > start[q]:
-            _assign_run(ok, oi, start[q], start[q + 1], rank, pct)
+    # decode sequentially: rank = 1 + #greater, pct = #smaller / (m - 1) (DuckDB)
+    low = np.int64(0xFFFFFFFF)
+    for i in range(n):
+        if pct[i] == 0.0:
+            m = size[groups[i]] if has_groups else s
+            v = rank[i]
+            rank[i] = 1 + (v & low)
+            pct[i] = 0.0 if m == 1 else (v >> 32) / (m - 1)
 
 
 @njit(**JIT_PARALLEL)
-def _rank_many(vals, bits, elig, groups, has_groups, g, rank, pct, idx_proto):
-    """Rank every row of ``vals[k, n]`` (one metric per row), in parallel over metrics."""
-    for j in prange(vals.shape[0]):
-        _rank_row(vals[j], bits[j], elig[j], groups, has_groups, g, rank[j], pct[j], idx_proto)
+def _rank_many(vals, bits, elig, groups, has_groups, g, rank, pct, idx_proto, nslots):
+    """Rank every row of ``vals[k, n]`` (one metric per row), in parallel over metrics.
+
+    Metrics are dealt round-robin to ``nslots`` workers, each with its own
+    scratch (allocated once: fresh pages are expensive); every metric is
+    ranked independently, so the result does not depend on ``nslots``.
+    """
+    k, n = vals.shape
+    for slot in prange(nslots):
+        keys = np.empty(n, np.uint64)
+        idx = np.empty(n, idx_proto.dtype)
+        kbuf = np.empty(n, np.uint64)
+        ibuf = np.empty(n, idx_proto.dtype)
+        for j in range(slot, k, nslots):
+            _rank_row(vals[j], bits[j], elig[j], groups, has_groups, g, rank[j], pct[j],
+                      keys, idx, kbuf, ibuf)
 
 
 # --------------------------------------------------------------------------
@@ -249,7 +376,7 @@ def rank_pct(values, eligible=None, groups=None):
     rank = np.empty((1, n), np.int64)
     pct = np.empty((1, n), np.float64)
     _rank_many(v.reshape(1, n), v.view(np.uint64).reshape(1, n), e.reshape(1, n),
-               gr, has_groups, g, rank, pct, _idx_proto(n))
+               gr, has_groups, g, rank, pct, _idx_proto(n), 1)
     return rank[0], pct[0]
 
 
@@ -294,5 +421,6 @@ def rank_pct_many(matrix, eligible=None, groups=None):
     gr, has_groups, g = _coerce_groups(groups, n)
     rank = np.empty((k, n), np.int64)
     pct = np.empty((k, n), np.float64)
-    _rank_many(vt, vt.view(np.uint64), et, gr, has_groups, g, rank, pct, _idx_proto(n))
+    nslots = max(1, min(k, numba.get_num_threads()))
+    _rank_many(vt, vt.view(np.uint64), et, gr, has_groups, g, rank, pct, _idx_proto(n), nslots)
     return rank.T, pct.T

@@ -1,0 +1,28 @@
+"""Shared test configuration: hypothesis profiles.
+
+``fast`` (the default) keeps the whole suite quick on a laptop; ``ci`` runs
+many more examples and is selected when the environment has ``CI=true``.
+``HYPOTHESIS_PROFILE`` overrides both. No test has a deadline: the first
+call of a kernel includes numba compilation (or loading it from the cache).
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "fast",
+    max_examples=40,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "ci",
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+_default = "ci" if os.environ.get("CI", "").strip().lower() in {"true", "1"} else "fast"
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default))
