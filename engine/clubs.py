@@ -9,8 +9,10 @@ stable-matching assignment) → ``ranks.parquet``, ``clubs.parquet``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,7 @@ class ClubInputs:
 
 @dataclass(frozen=True)
 class ClubsResult:
-    """What ``run_clubs`` produced."""
+    """What ``form_clubs`` produced: memberships, summary, ranks (Polars DataFrames)."""
 
     clubs: pl.DataFrame
     summary: pl.DataFrame
@@ -171,12 +173,20 @@ def customer_hashes(ids: pl.Series, seed: int) -> np.ndarray:
     return hash_strings(np.ascontiguousarray(off), buf, seed)
 
 
-def set_threads(threads: int | None) -> None:
-    """Limit numba's worker threads (None: all cores)."""
-    if threads:
-        import numba
+@contextlib.contextmanager
+def numba_threads(threads: int | None) -> Iterator[None]:
+    """Limit numba's worker threads for the block (None: leave as is), then restore."""
+    if not threads:
+        yield
+        return
+    import numba
 
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def compute_ranks(features: pl.DataFrame, inputs: ClubInputs) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
@@ -208,7 +218,7 @@ def compute_ranks(features: pl.DataFrame, inputs: ClubInputs) -> tuple[pl.DataFr
             cols[f"{club.name}_group_pct_rank"] = pl.Series(group_pct[:, j]).fill_nan(None)
     if inputs.groups is not None:
         cols["rank_group"] = pl.Series(inputs.group_labels, dtype=pl.String).gather(inputs.groups)
-    return pl.DataFrame(cols), rank, np.ascontiguousarray(pct.T)
+    return pl.DataFrame(cols), rank, pct.T  # pct is column-major, so pct.T is C-contiguous
 
 
 def assign(inputs: ClubInputs, universe: int, strategy: str, hashes: np.ndarray,
@@ -361,11 +371,11 @@ def form_clubs(features: pl.DataFrame, cfg: Config, *, strategy: str | None = No
         raise ConfigError("the feature table has no customer_id column")
     if features["customer_id"].null_count() or features["customer_id"].n_unique() != features.height:
         raise ConfigError("the feature table must have one row per customer_id (no nulls, no duplicates)")
-    set_threads(cfg.threads)
     inputs = club_inputs(features, cfg)
-    hashes = customer_hashes(features["customer_id"], cfg.seed)
-    ranks, rank, pct = compute_ranks(features, inputs)
-    a = assign(inputs, features.height, strategy, hashes, pct)
+    with numba_threads(cfg.threads):
+        hashes = customer_hashes(features["customer_id"], cfg.seed)
+        ranks, rank, pct = compute_ranks(features, inputs)
+        a = assign(inputs, features.height, strategy, hashes, pct)
     members = members_table(features, inputs, rank, pct, a)
     summary = summary_table(features, inputs, a)
     notes = [f"club {name} skipped: {why}" for name, why in inputs.skipped.items()]

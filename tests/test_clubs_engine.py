@@ -220,3 +220,19 @@ def test_cli_run_then_clubs_from_features_with_previous(tmp_path):
     doc = json.loads(r.stdout)
     assert all(row["joined"] == 0 and row["left"] == 0 for row in doc["stability"])
     assert pl.read_parquet(out2 / "clubs.parquet").equals(pl.read_parquet(out / "clubs.parquet"))
+
+
+@pytest.mark.parametrize("strategy", ["priority", "best-rank"])
+def test_same_clubs_with_one_thread_and_all_threads(tmp_path, strategy):
+    import numba
+
+    f = _features(3000)
+    all_threads = numba.get_num_threads()
+    try:
+        one = form_clubs(f, _cfg(tmp_path, "threads = 1\n"), strategy=strategy)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = form_clubs(f, _cfg(tmp_path), strategy=strategy)
+    finally:
+        numba.set_num_threads(all_threads)
+    assert one.clubs.equals(many.clubs)
+    assert one.ranks.equals(many.ranks)
