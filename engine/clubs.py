@@ -33,6 +33,7 @@ class ClubInputs:
 
     clubs: tuple[ClubSpec, ...]
     keys: np.ndarray          # float64[C, n, m]: oriented so larger is better; NaN primary = ineligible
+    primary: np.ndarray       # float64[n, C], column-major: keys[:, :, 0] laid out for the rank kernel
     signs: np.ndarray         # float64[C]: +1 (desc) or -1 (asc); metric = sign * keys[c, :, 0]
     groups: np.ndarray | None  # int64[n] dense group codes, or None
     group_labels: list[Any]
@@ -54,94 +55,104 @@ class ClubsResult:
     universe: int = 0
 
 
-def _eval(con: duckdb.DuckDBPyConnection, exprs: dict[str, str], what: str) -> pl.DataFrame:
-    """Evaluate named SQL expressions over the registered ``features`` (row order kept)."""
+def _duck_type(con: duckdb.DuckDBPyConnection, expr: str, what: str) -> str:
+    """DuckDB's type of ``expr`` over the features (raises ConfigError naming ``what``)."""
+    return _eval_types(con, {"x": expr}, what)["x"]
+
+
+def _eval_types(con: duckdb.DuckDBPyConnection, exprs: dict[str, str], what: str) -> dict[str, str]:
     cols = ", ".join(f"({e}) AS \"{n}\"" for n, e in exprs.items())
     try:
-        return con.sql(f"SELECT {cols} FROM features").pl()
+        return {r[0]: r[1] for r in con.execute(f"DESCRIBE SELECT {cols} FROM features").fetchall()}
     except duckdb.Error as exc:
         names = [r[0] for r in con.execute("DESCRIBE features").fetchall()]
         raise ConfigError(f"{what}: {str(exc).splitlines()[0]}; the features table has: "
                           f"{', '.join(names)}") from None
 
 
-def _club_exprs(j: int, club: ClubSpec) -> dict[str, str]:
-    exprs = {f"m{j}": club.metric, f"e{j}": club.eligible or "TRUE"}
-    exprs.update({f"t{j}_{i}": t for i, t in enumerate(club.tie_break)})
-    return exprs
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+            "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN", '"NULL"')
 
 
-def _check_numeric(df: pl.DataFrame, col: str, where: str) -> pl.Expr:
-    dtype = df.schema[col]
-    if dtype == pl.Boolean:
-        return pl.col(col).cast(pl.Float64)
-    if not dtype.is_numeric() and dtype != pl.Null:
-        raise ConfigError(f"{where} is of type {dtype}, not a number")
-    return pl.col(col).cast(pl.Float64)
+def _check_club(con: duckdb.DuckDBPyConnection, club: ClubSpec) -> None:
+    what = f"club {club.name}"
+    t = _duck_type(con, club.metric, f"{what}: metric {club.metric!r}")
+    if not t.startswith(_NUMERIC):
+        raise ConfigError(f"{what}: metric {club.metric!r} is of type {t}, not a number")
+    for tb in club.tie_break:
+        t = _duck_type(con, tb, f"{what}: tie_break {tb!r}")
+        if not t.startswith(_NUMERIC):
+            raise ConfigError(f"{what}: tie_break {tb!r} is of type {t}, not a number")
+    if club.eligible:
+        t = _duck_type(con, club.eligible, f"{what}: eligible {club.eligible!r}")
+        if t not in ("BOOLEAN", '"NULL"'):
+            raise ConfigError(f"{what}: eligibility {club.eligible!r} is of type {t}, not a true/false predicate")
 
 
 def club_inputs(features: pl.DataFrame, cfg: Config) -> ClubInputs:
     """Evaluate every club's metric, tie-breakers and eligibility over ``features``.
 
-    All expressions are evaluated by DuckDB in one pass. A club whose metric
-    is NULL for every customer (its source table or column is absent) is
-    skipped with a note, never filled with zeros.
+    DuckDB evaluates the config's SQL in two passes: counts (to skip a club
+    whose metric is NULL for every customer: its input table or column is
+    absent; such a club is never filled with zeros), then one column per
+    club key, oriented so larger is better and NULL where not eligible.
     """
     n = features.height
-    exprs: dict[str, str] = {}
-    for j, club in enumerate(cfg.clubs):
-        exprs.update(_club_exprs(j, club))
-    if cfg.group_by:
-        exprs["g"] = cfg.group_by
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET preserve_insertion_order = true")
         con.register("features", features)
-        try:
-            df = con.sql("SELECT " + ", ".join(f"({e}) AS \"{k}\"" for k, e in exprs.items())
-                         + " FROM features").pl()
-        except duckdb.Error:
-            # find the culprit, for an error that names it
-            for j, club in enumerate(cfg.clubs):
-                _eval(con, _club_exprs(j, club), f"club {club.name}")
-            _eval(con, {"g": cfg.group_by or "1"}, f"group_by {cfg.group_by!r}")
-            raise
+        for club in cfg.clubs:
+            _check_club(con, club)
+        counts = con.execute("SELECT " + ", ".join(f"count(({c.metric}))" for c in cfg.clubs)
+                             + " FROM features").fetchall()[0] if cfg.clubs else ()
+        kept = [j for j, _c in enumerate(cfg.clubs) if not n or counts[j] > 0]
+        skipped = {c.name: (f"metric {c.metric!r} is null for every customer "
+                            "(its input table or column is absent)")
+                   for j, c in enumerate(cfg.clubs) if j not in kept}
+        clubs = tuple(cfg.clubs[j] for j in kept)
+        signs = np.array([-1.0 if c.direction == "asc" else 1.0 for c in clubs])
+        m = 1 + max((len(c.tie_break) for c in clubs), default=0)
+        cols = []
+        for c, club in enumerate(clubs):
+            sign = "-" if club.direction == "asc" else ""
+            elig = f"coalesce(({club.eligible}), false) AND " if club.eligible else ""
+            # NaN, not NULL, for "no value": the columns then convert to NumPy without a copy
+            cols.append(f"coalesce(CASE WHEN {elig}({club.metric}) IS NOT NULL "
+                        f"THEN {sign}CAST(({club.metric}) AS DOUBLE) END, 'NaN'::DOUBLE) AS k{c}_0")
+            cols += [f"coalesce({sign}CAST(({t}) AS DOUBLE), 'NaN'::DOUBLE) AS k{c}_{i + 1}"
+                     for i, t in enumerate(club.tie_break)]
+        if cfg.group_by:
+            _duck_type(con, cfg.group_by, f"group_by {cfg.group_by!r}")
+            cols.append(f"CAST(({cfg.group_by}) AS VARCHAR) AS g")
+        keys = np.full((len(clubs), n, m), np.nan)
+        # primary keys also column by column (n, C), the layout the rank kernel reads without a copy
+        primary = np.empty((n, len(clubs)), order="F")
+        group_text: list[pl.Series] = []
+        if cols:
+            # stream the result in batches straight into the key arrays: the evaluated table is
+            # never held whole next to them
+            reader = con.sql("SELECT " + ", ".join(cols) + " FROM features").to_arrow_reader(1 << 22)
+            start = 0
+            for batch in reader:
+                stop = start + batch.num_rows
+                part = pl.from_arrow(batch)
+                for c, club in enumerate(clubs):
+                    for i in range(1 + len(club.tie_break)):
+                        keys[c, start:stop, i] = part[f"k{c}_{i}"].to_numpy()
+                    primary[start:stop, c] = keys[c, start:stop, 0]
+                if cfg.group_by:
+                    group_text.append(part["g"])
+                start = stop
     finally:
         con.close()
-
-    kept: list[int] = []
-    skipped: dict[str, str] = {}
-    for j, club in enumerate(cfg.clubs):
-        if n and df[f"m{j}"].null_count() == n:
-            skipped[club.name] = (f"metric {club.metric!r} is null for every customer "
-                                  "(its input table or column is absent)")
-            continue
-        if df.schema[f"e{j}"] not in (pl.Boolean, pl.Null):
-            raise ConfigError(f"club {club.name}: eligibility {club.eligible!r} is not a true/false predicate")
-        kept.append(j)
-    m = 1 + max((len(cfg.clubs[j].tie_break) for j in kept), default=0)
-    keys = np.full((len(kept), n, m), np.nan)
-    eligible: dict[str, int] = {}
-    for c, j in enumerate(kept):
-        club = cfg.clubs[j]
-        sign = -1.0 if club.direction == "asc" else 1.0
-        metric = _check_numeric(df, f"m{j}", f"club {club.name}: metric {club.metric!r}")
-        elig = pl.col(f"e{j}").fill_null(False) & metric.is_not_null() & ~metric.is_nan()
-        cols = [pl.when(elig).then(metric * sign).alias("k0")]
-        cols += [(_check_numeric(df, f"t{j}_{i}", f"club {club.name}: tie_break {t!r}") * sign).alias(f"k{i + 1}")
-                 for i, t in enumerate(club.tie_break)]
-        block = df.select(cols)
-        for i in range(block.width):
-            keys[c, :, i] = block[:, i].to_numpy()  # nulls become NaN
-        eligible[club.name] = n - block["k0"].null_count() - int(block["k0"].is_nan().sum())
+    eligible = {club.name: int(np.count_nonzero(~np.isnan(primary[:, c]))) for c, club in enumerate(clubs)}
     groups, labels = None, []
     if cfg.group_by:
-        text = df["g"].cast(pl.String).fill_null("(none)")
+        text = pl.concat(group_text).fill_null("(none)")
         labels = text.unique().sort().to_list()
         groups = (text.rank("dense") - 1).cast(pl.Int64).to_numpy()
-    clubs = tuple(cfg.clubs[j] for j in kept)
-    signs = np.array([-1.0 if c.direction == "asc" else 1.0 for c in clubs])
-    return ClubInputs(clubs, keys, signs, groups, labels, skipped, eligible)
+    return ClubInputs(clubs, keys, primary, signs, groups, labels, skipped, eligible)
 
 
 def tier_sizes(clubs: tuple[ClubSpec, ...], universe: int) -> np.ndarray:
@@ -189,6 +200,18 @@ def numba_threads(threads: int | None) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
+def _nullable(values: np.ndarray, null: np.ndarray) -> pl.Series:
+    """A Polars column over ``values`` without copying them; ``null`` marks missing entries."""
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values)
+    validity = pa.py_buffer(np.packbits(~null, bitorder="little"))
+    kind = pa.int64() if values.dtype == np.int64 else pa.float64()
+    arr = pa.Array.from_buffers(kind, len(values), [validity, pa.py_buffer(values)],
+                                null_count=int(np.count_nonzero(null)))
+    return pl.Series(arr)
+
+
 def compute_ranks(features: pl.DataFrame, inputs: ClubInputs) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
     """``ranks.parquet``: customer_id plus ``<club>_rank`` and ``<club>_pct_rank`` per club metric.
 
@@ -204,18 +227,17 @@ def compute_ranks(features: pl.DataFrame, inputs: ClubInputs) -> tuple[pl.DataFr
     cols: dict[str, Any] = {"customer_id": features["customer_id"]}
     if c == 0:
         return pl.DataFrame(cols), np.empty((features.height, 0), np.int64), np.empty((0, features.height))
-    primary = np.asfortranarray(inputs.keys[:, :, 0].T)
+    primary = inputs.primary
     rank, pct = rank_pct_many(primary)
     group_rank = group_pct = None
     if inputs.groups is not None:
         group_rank, group_pct = rank_pct_many(primary, groups=inputs.groups)
     for j, club in enumerate(inputs.clubs):
-        r = rank[:, j]
-        cols[f"{club.name}_rank"] = pl.Series(r).replace(0, None).cast(pl.Int64)
-        cols[f"{club.name}_pct_rank"] = pl.Series(pct[:, j]).fill_nan(None)
+        cols[f"{club.name}_rank"] = _nullable(rank[:, j], rank[:, j] == 0)
+        cols[f"{club.name}_pct_rank"] = _nullable(pct[:, j], np.isnan(pct[:, j]))
         if group_rank is not None:
-            cols[f"{club.name}_group_rank"] = pl.Series(group_rank[:, j]).replace(0, None).cast(pl.Int64)
-            cols[f"{club.name}_group_pct_rank"] = pl.Series(group_pct[:, j]).fill_nan(None)
+            cols[f"{club.name}_group_rank"] = _nullable(group_rank[:, j], group_rank[:, j] == 0)
+            cols[f"{club.name}_group_pct_rank"] = _nullable(group_pct[:, j], np.isnan(group_pct[:, j]))
     if inputs.groups is not None:
         cols["rank_group"] = pl.Series(inputs.group_labels, dtype=pl.String).gather(inputs.groups)
     return pl.DataFrame(cols), rank, pct.T  # pct is column-major, so pct.T is C-contiguous
@@ -240,8 +262,8 @@ def _member_index(a: dict[str, np.ndarray]) -> np.ndarray:
     club, tier, pos = a["club"], a["tier"], a["position"]
     idx = np.flatnonzero(club >= 0)
     n = max(len(club), 1)
-    key = (club[idx].astype(np.int64) * 256 + tier[idx]) * n + pos[idx]
-    return idx[np.argsort(key, kind="stable")]
+    key = (club[idx].astype(np.int64) * 256 + tier[idx]) * n + pos[idx]  # unique per member
+    return idx[pl.Series(key).arg_sort().to_numpy()]
 
 
 def _qualified_lists(qualified: np.ndarray, names: list[str]) -> pl.Series:

@@ -106,10 +106,10 @@ def connect(cfg: Config) -> duckdb.DuckDBPyConnection:
 
 
 def _first_reject(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    row = con.execute(
+    rows = con.execute(
         f"SELECT reject_reason, __centile_file, __record FROM {ident(table + '_staged')} "
-        "WHERE reject_reason IS NOT NULL LIMIT 1").fetchone()
-    return f"first: {row[0]} in {row[1]}: {row[2]}" if row else ""
+        "WHERE reject_reason IS NOT NULL LIMIT 1").fetchall()
+    return f"first: {rows[0][0]} in {rows[0][1]}: {rows[0][2]}" if rows else ""
 
 
 def _orders_view(con: duckdb.DuckDBPyConnection, s: Session) -> None:
@@ -203,7 +203,7 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                                   + "\nFix the data, map the columns differently, or run without --strict "
                                   "to set these rows aside into rejects.parquet.")
 
-    newest = con.execute("SELECT max(order_ts) FROM orders_valid").fetchone()[0]
+    newest = con.execute("SELECT max(order_ts) FROM orders_valid").fetchall()[0][0]
     if newest is None:
         raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
                          f"({summaries['orders'].rows_read} rows read, "
@@ -225,7 +225,7 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     o = summaries["orders"]
     row = con.execute("SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
                       "count(*) FILTER (WHERE order_ts >= CAST($a AS TIMESTAMP)) FROM orders_valid",
-                      {"a": as_of}).fetchone()
+                      {"a": as_of}).fetchall()[0]
     o.date_min, o.date_max, o.customers, s.lines_after_as_of = row[0], row[1], int(row[2]), int(row[3])
     if s.lines_after_as_of:
         s.notes.append(f"orders: {s.lines_after_as_of} valid lines on or after as_of {as_of} are outside "
@@ -233,7 +233,7 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     for name, tcol in (("email_events", "ts"), ("contacts", "sent_ts"), ("touchpoints", "ts")):
         if name in summaries:
             r = con.execute(f"SELECT min({tcol}), max({tcol}), count(DISTINCT customer_id) "
-                            f"FROM {ident(name + '_valid')}").fetchone()
+                            f"FROM {ident(name + '_valid')}").fetchall()[0]
             summaries[name].date_min, summaries[name].date_max, summaries[name].customers = r[0], r[1], int(r[2])
     if "customers" in summaries:
         summaries["customers"].customers = summaries["customers"].rows_valid

@@ -136,9 +136,9 @@ def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[li
                               f"{str(exc).splitlines()[0]}") from None
     con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('src_' + spec.name)} AS "
                 f"SELECT * FROM {ident('raw_' + spec.name)}{where}")
-    total = con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchone()[0]
+    total = con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchall()[0][0]
     kept = total if not spec.filter else con.execute(
-        f"SELECT count(*) FROM {ident('src_' + spec.name)}").fetchone()[0]
+        f"SELECT count(*) FROM {ident('src_' + spec.name)}").fetchall()[0][0]
     return cols, int(total), int(kept)
 
 
