@@ -2,7 +2,8 @@
 
 ``fast`` (the default) keeps the whole suite quick on a laptop; ``ci`` runs
 many more examples and is selected when the environment has ``CI=true``.
-``HYPOTHESIS_PROFILE`` overrides both. No test has a deadline: the first
+``HYPOTHESIS_PROFILE`` overrides both. Both are derandomized (seeded
+randomness only: a failure reproduces). No test has a deadline: the first
 call of a kernel includes numba compilation (or loading it from the cache).
 """
 
@@ -14,13 +15,14 @@ settings.register_profile(
     "fast",
     max_examples=40,
     deadline=None,
-    derandomize=False,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile(
     "ci",
     max_examples=400,
     deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
