@@ -30,6 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check engine kernels tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[bench]"
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_clubs.py
 

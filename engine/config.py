@@ -51,6 +51,8 @@ CONTRACT: Mapping[str, Mapping[str, tuple[str, bool]]] = MappingProxyType({
 })
 
 TABLES = tuple(CONTRACT)
+#: Config sections owned by later jobs, kept raw in :attr:`Config.sections`.
+JOB_SECTIONS = ("clv", "segments", "uplift", "holdout", "report")
 FORMATS = ("parquet", "csv")
 
 
@@ -122,6 +124,13 @@ class Config:
     group_by: str | None = None
     seed: int = 0
     source: str | None = None
+    #: Raw TOML sections of the later jobs (``[clv]``, ``[segments]``, ``[uplift]``,
+    #: ``[holdout]``, ``[report]``); each job parses and validates its own section.
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """The raw TOML section ``[name]`` (empty when the config has none)."""
+        return self.sections.get(name, MappingProxyType({}))
 
     def with_(self, **changes: Any) -> Config:
         """A copy with some fields replaced (the config itself is immutable)."""
@@ -146,6 +155,7 @@ class Config:
             "clubs": [{"name": c.name, "metric": c.metric, "direction": c.direction,
                        "eligible": c.eligible, "tie_break": list(c.tie_break),
                        "shares": list(c.shares)} for c in self.clubs],
+            "sections": {k: dict(v) for k, v in self.sections.items()},
         }
 
 
@@ -328,7 +338,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: str | os.Pa
             raise ConfigError(f"config file {p}: invalid TOML: {exc}") from None
         base = p.resolve().parent
         source = str(p)
-    known = {"data", "as_of", "strict", "threads", "memory_limit", "seed", "tables", "features", "clubs"}
+    known = {"data", "as_of", "strict", "threads", "memory_limit", "seed", "tables", "features", "clubs",
+             *JOB_SECTIONS}
     extra = set(doc) - known
     if extra:
         raise ConfigError(f"config: unknown top-level key(s) {sorted(extra)}; allowed: {sorted(known)}")
@@ -393,4 +404,13 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: str | os.Pa
         group_by=settings.get("group_by") or None,
         seed=_as_int(settings.get("seed") or 0, "seed"),
         source=source,
+        sections=MappingProxyType({k: MappingProxyType(dict(_section(doc, k))) for k in JOB_SECTIONS
+                                   if k in doc}),
     )
+
+
+def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = doc[name]
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{name}] must be a table (a TOML section), got {type(value).__name__}")
+    return value
