@@ -52,7 +52,10 @@ StrictOpt = Annotated[bool | None, typer.Option(
     "--strict/--lenient", help="--strict fails on any invalid row; --lenient (default) sets invalid "
     "rows aside into rejects.parquet.", show_default=False)]
 ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", help="Worker threads for DuckDB and numba (default: all cores).", show_default=False)]
+    "--threads", help="Worker threads for DuckDB, Polars and numba (default: all cores).", show_default=False)]
+MemoryOpt = Annotated[str | None, typer.Option(
+    "--memory-limit", help="DuckDB memory limit, e.g. 8GB; DuckDB spills to disk beyond it.",
+    show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; files replaced atomically).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
@@ -72,8 +75,9 @@ def _main(
     level = logging.WARNING - 10 * min(verbose, 2)
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=level, format="%(message)s", force=True,
-                        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)])
+    # the console shows WARNING and up (-v: INFO, -vv: DEBUG); a run's log file takes INFO on its own
+    handler = RichHandler(console=err_console, show_path=False, show_time=False, level=level)
+    logging.basicConfig(level=level, format="%(message)s", force=True, handlers=[handler])
 
 
 @contextlib.contextmanager
@@ -89,6 +93,14 @@ def _errors() -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print("Interrupted; nothing was written.")
         raise typer.Exit(130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug, not a user error: exit code 2, traceback only with -vv
+        log.debug("internal error", exc_info=True)
+        err_console.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}\n"
+                          "This is a bug in centile, not in your data; rerun with -vv for the traceback "
+                          "and report it. Nothing was written.", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @contextlib.contextmanager
@@ -149,7 +161,7 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
     """Check the inputs against the data contract: row counts, date range, customers,
     rejects by reason and which features are available. Writes nothing.
 
-    Exit code 0 when the inputs are usable, 4 when --strict finds invalid rows.
+    Exit code 0 when the inputs are usable, 1 when they are not (or --strict finds invalid rows).
     """
     from .features import availability, session_summary
     from .session import open_session
@@ -240,10 +252,74 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
 @app.command()
 def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
         strategy: StrategyOpt = None, previous: PreviousOpt = None, as_of: AsOfOpt = None,
-        strict: StrictOpt = None, threads: ThreadsOpt = None, json_: JsonOpt = False) -> None:
-    """Run the whole pipeline: validate → features → ranks → clubs, into one output folder
-    with a manifest.json."""
-    _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, None, json_)
+        strict: StrictOpt = None, threads: ThreadsOpt = None, memory_limit: MemoryOpt = None,
+        force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even those whose "
+                                            "inputs and config did not change since the run in --out.")] = False,
+        json_: JsonOpt = False) -> None:
+    """Run every stage the inputs allow (features → ranks → clubs → segments → CLV → uplift)
+    and write report.html, manifest.json and centile.log into one output folder.
+
+    The folder is replaced whole only when every stage succeeded: a failed or killed run
+    leaves the previous results untouched. Stages whose inputs and config did not change
+    since the run already in --out are reused, not recomputed (--force recomputes).
+    Exit codes: 0 success, 1 user or data error, 2 internal error.
+    """
+    from .run import run_pipeline
+
+    if data is None and config is None:
+        err_console.print("Error: pass --data DIR or -c centile.toml")
+        raise typer.Exit(1)
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
+                      memory_limit=memory_limit)
+        with _stage_progress() as progress:
+            res = run_pipeline(cfg, out, force=force, previous=previous, progress=progress)
+    if json_:
+        _print_json(res.as_dict())
+        return
+    from .render import print_run
+
+    print_run(out_console, res)
+
+
+@contextlib.contextmanager
+def _stage_progress() -> Iterator[Callable[[str], None]]:
+    """Per-stage progress lines on stderr: a spinner on a terminal, log lines otherwise."""
+    t0 = time.perf_counter()
+    if not err_console.is_terminal:
+        yield lambda msg: err_console.print(f"[{time.perf_counter() - t0:6.1f} s] {msg}", highlight=False,
+                                            markup=False)
+        return
+    with err_console.status("starting") as status:
+        last = [""]
+
+        def update(msg: str) -> None:
+            stage = msg.split(":", 1)[0]
+            if stage != last[0] and last[0]:
+                err_console.print(f"[green]✓[/] {last[0]}", highlight=False)
+            last[0] = stage
+            status.update(f"{msg} ({time.perf_counter() - t0:.0f} s)")
+        yield update
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Output folder of a run.")] = Path("centile-out"),
+    config: ConfigOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the HTML "
+                                             "(default: RESULTS/report.html).", show_default=False)] = None,
+) -> None:
+    """Render report.html (self-contained, works offline) over the outputs of a run."""
+    from .report import write_report
+
+    with _errors():
+        cfg = _config(config, None) if config else None
+        if not (results / "manifest.json").exists():
+            from .errors import InputError
+
+            raise InputError(f"--results {results}: no manifest.json there; pass the --out folder of a centile run")
+        path = write_report(results, out or results / "report.html", cfg)
+    out_console.print(f"report written to {path}")
 
 
 @app.command()
@@ -272,8 +348,32 @@ def sql(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. Exit codes: 0 success, 1 user or data error (including
+    bad options), 2 internal error."""
+    from typer._click import exceptions as click_exc  # typer vendors click since 0.2x
+
+    threads = _threads_from_argv(sys.argv)
+    if threads:
+        # Polars reads its pool size once, at import: set it before anything imports polars
+        os.environ.setdefault("POLARS_MAX_THREADS", threads)
+    try:
+        code = app(standalone_mode=False)
+    except click_exc.UsageError as exc:
+        exc.show()
+        sys.exit(1)
+    except (click_exc.Abort, typer.Abort):
+        err_console.print("Aborted.")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _threads_from_argv(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--threads="):
+            return a.split("=", 1)[1]
+    return os.environ.get("CENTILE_THREADS")
 
 
 if __name__ == "__main__":  # pragma: no cover

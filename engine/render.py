@@ -125,3 +125,27 @@ def emit_frame(console: Console, df: pl.DataFrame, fmt: str, out: Path | None, l
     else:
         Path(out).write_text(text)
         console.print(f"wrote {df.height:,} rows to {out}")
+
+
+def print_run(console: Console, res: Any) -> None:
+    """The final summary of ``centile run``: one row per stage, then where the results are."""
+    t = Table(title=f"centile run: {res.seconds:.1f} s", title_justify="left")
+    for col in ("stage", "status", "seconds", "rows written", "note"):
+        t.add_column(col, justify="right" if col in ("seconds",) else "left")
+    for name, rec in res.stages.items():
+        rows = ", ".join(f"{k} {v:,}" for k, v in (rec.get("rows") or {}).items())
+        secs = "—" if rec.get("seconds") is None else f"{rec['seconds']:.2f}"
+        t.add_row(name, rec["status"], secs, rows, rec.get("reason") or "")
+    console.print(t)
+    clubs = Path(res.out) / "club_summary.parquet"
+    if res.stages.get("clubs", {}).get("status") in ("ran", "reused") and clubs.exists():
+        ct = Table(title="Clubs", title_justify="left")
+        for col in ("club", "tier", "size", "threshold", "revenue (12m)", "orders", "AOV"):
+            ct.add_column(col, justify="left" if col == "club" else "right", no_wrap=col == "club")
+        for r in pl.read_parquet(clubs).iter_rows(named=True):
+            ct.add_row(r["club"], str(r["tier"]), _n(r["size"]), _n(r["threshold"]), _pct(r["revenue_share_12m"]),
+                       _n(r["orders_12m_mean"]), _n(r["aov_12m"]))
+        console.print(ct)
+    for note in getattr(res, "notes", []) or []:
+        console.print(f"note: {note}")
+    console.print(f"results in {res.out}/" + (f"; report: {res.report}" if res.report else ""))

@@ -59,7 +59,7 @@ def test_validate_prints_counts_and_json(data):
 
 def test_validate_strict_exit_code(data):
     r = runner.invoke(app, ["validate", "--data", str(data), "--strict"])
-    assert r.exit_code == 4
+    assert r.exit_code == 1
     assert "Error:" in r.stderr and "invalid rows" in r.stderr
 
 
@@ -86,10 +86,10 @@ def test_features_writes_files_and_sql_reads_them(data, tmp_path):
 
 def test_sql_errors_list_the_tables(data, tmp_path):
     r = runner.invoke(app, ["sql", "SELECT * FROM nope", "-d", str(data)])
-    assert r.exit_code == 6
+    assert r.exit_code == 1
     assert "nope" in r.stderr and "orders" in r.stderr
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path):
     r = runner.invoke(app, ["features", "-d", str(tmp_path / "nowhere")])
-    assert r.exit_code == 2 and "not a folder" in r.stderr
+    assert r.exit_code == 1 and "not a folder" in r.stderr
