@@ -328,20 +328,40 @@ def summary_table(features: pl.DataFrame, inputs: ClubInputs, a: dict[str, np.nd
                 "open_rate_12m", "click_rate_12m"]
     idx = np.flatnonzero(a["club"] >= 0)
     present = [c for c in kpi_cols if c in features.columns]
-    members = features.select(present).gather(idx).with_columns(
-        pl.Series("_c", a["club"][idx], dtype=pl.Int32), pl.Series("tier", a["tier"][idx], dtype=pl.Int8),
-        *[pl.lit(None, dtype=pl.Float64).alias(c) for c in kpi_cols if c not in present])
-    total_net = features["net_revenue_12m"].sum() if "net_revenue_12m" in present else None
-    kpis = members.group_by("_c", "tier").agg(
-        (pl.col("net_revenue_12m").sum() / (total_net or float("nan"))).alias("revenue_share_12m"),
-        pl.col("orders_12m").mean().alias("orders_12m_mean"),
-        (pl.col("gross_revenue_12m").sum() / pl.col("orders_12m").sum()).alias("aov_12m"),
-        (pl.col("returned_value_12m").sum() / pl.col("gross_revenue_12m").sum()).alias("return_rate_12m"),
-        pl.col("open_rate_12m").mean().alias("open_rate_12m"),
-        pl.col("click_rate_12m").mean().alias("click_rate_12m"),
-    )
+    n_tiers = max((len(c.shares) for c in inputs.clubs), default=1)
+    group = a["club"][idx].astype(np.int64) * n_tiers + (a["tier"][idx].astype(np.int64) - 1)
+    n_groups = len(inputs.clubs) * n_tiers
+
+    # np.bincount adds in row order, so the sums (and the file's bytes) are the
+    # same on every run; a threaded group-by may add in any order
+    def total(col: str) -> np.ndarray:
+        if col not in present:
+            return np.full(n_groups, np.nan)
+        v = features[col].cast(pl.Float64).to_numpy()[idx]
+        ok = ~np.isnan(v)
+        return np.bincount(group[ok], weights=v[ok], minlength=n_groups)
+
+    def count(col: str) -> np.ndarray:
+        if col not in present:
+            return np.zeros(n_groups)
+        v = features[col].cast(pl.Float64).to_numpy()[idx]
+        return np.bincount(group[~np.isnan(v)], minlength=n_groups).astype(np.float64)
+
+    total_net = float(np.sum(features["net_revenue_12m"].cast(pl.Float64).to_numpy())) \
+        if "net_revenue_12m" in present else float("nan")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kpis = pl.DataFrame({
+            "_c": np.repeat(np.arange(len(inputs.clubs)), n_tiers).astype(np.int32),
+            "tier": np.tile(np.arange(1, n_tiers + 1), len(inputs.clubs)).astype(np.int8),
+            "revenue_share_12m": total("net_revenue_12m") / (total_net or float("nan")),
+            "orders_12m_mean": total("orders_12m") / count("orders_12m"),
+            "aov_12m": total("gross_revenue_12m") / total("orders_12m"),
+            "return_rate_12m": total("returned_value_12m") / total("gross_revenue_12m"),
+            "open_rate_12m": total("open_rate_12m") / count("open_rate_12m"),
+            "click_rate_12m": total("click_rate_12m") / count("click_rate_12m"),
+        })
     return (base.join(kpis, on=["_c", "tier"], how="left").sort("_c", "tier").drop("_c")
-                .with_columns(pl.col(c).cast(pl.Float64).fill_nan(None)
+                .with_columns(pl.col(c).cast(pl.Float64).fill_nan(None).replace([np.inf, -np.inf], None)
                               for c in ("revenue_share_12m", "orders_12m_mean", "aov_12m", "return_rate_12m",
                                         "open_rate_12m", "click_rate_12m")))
 

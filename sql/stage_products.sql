@@ -14,7 +14,8 @@ SELECT *,
     WHEN list_price < 0 THEN 'list_price is negative'
     WHEN __raw_market_price IS NOT NULL AND market_price IS NULL THEN 'market_price is not a number'
     WHEN market_price < 0 THEN 'market_price is negative'
-    WHEN __raw_unit_cost IS NOT NULL AND unit_cost IS NULL THEN 'unit_cost is not a number'
+    WHEN __raw_unit_cost IS NOT NULL AND (unit_cost IS NULL OR isnan(unit_cost) OR isinf(unit_cost)) THEN 'unit_cost is not a number'
+    WHEN unit_cost >= 1e13 THEN 'unit_cost is 1e13 or more'
     WHEN unit_cost < 0 THEN 'unit_cost is negative'
   END AS reject_reason
 FROM products_typed

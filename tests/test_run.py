@@ -1,0 +1,140 @@
+"""``centile run``: end to end, idempotence, stage reuse, atomicity under failure, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from centile import run as run_mod
+from centile.cli import app
+from centile.config import load_config
+from centile.run import run_pipeline
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from centile.generate import generate
+
+    d = tmp_path_factory.mktemp("run") / "data"
+    generate(d, 2000, seed=11)
+    return d
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_run_end_to_end_writes_every_output(data, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", "--data", str(data), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["stages"]["features"]["status"] == "ran" and doc["stages"]["clubs"]["status"] == "ran"
+    names = {p.name for p in out.iterdir()}
+    assert {"features.parquet", "rejects.parquet", "ranks.parquet", "clubs.parquet", "club_summary.parquet",
+            "manifest.json", "report.html", "centile.log"} <= names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["job"] == "run" and manifest["as_of"]
+    assert manifest["rows"]["features"] == pl.read_parquet(out / "features.parquet").height
+    assert manifest["stages"]["clubs"]["files"] == ["club_summary.parquet", "clubs.parquet", "ranks.parquet"]
+    assert "orders" in manifest["inputs"] and manifest["inputs"]["orders"][0]["fingerprint"]
+    assert "stage clubs ran" in (out / "centile.log").read_text()
+    assert not list(tmp_path.glob(".out.centile-*")), "temporary folder left behind"
+
+
+def test_two_runs_give_identical_parquet_bytes(data, tmp_path):
+    cfg = load_config(data=data)
+    run_pipeline(cfg, tmp_path / "a")
+    run_pipeline(cfg, tmp_path / "b", force=True)
+    a, b = _snapshot(tmp_path / "a"), _snapshot(tmp_path / "b")
+    parquet = [n for n in a if n.endswith(".parquet")]
+    assert len(parquet) >= 5
+    for name in parquet:
+        assert a[name] == b[name], f"{name} differs between two runs over the same inputs"
+
+
+def test_rerun_reuses_unchanged_stages_and_reruns_changed_ones(data, tmp_path):
+    out = tmp_path / "out"
+    first = run_pipeline(load_config(data=data), out)
+    before = _snapshot(out)
+    again = run_pipeline(load_config(data=data), out)
+    assert {k: v["status"] for k, v in again.stages.items()} == {k: "reused" for k in first.stages}
+    after = _snapshot(out)
+    assert all(after[n] == before[n] for n in before if n.endswith(".parquet"))
+    # a change of the club shares only: features are reused, clubs recomputed
+    cfg_file = tmp_path / "centile.toml"
+    cfg_file.write_text(f'data = "{data}"\n[clubs]\nshares = [0.02]\n')
+    third = run_pipeline(load_config(cfg_file), out)
+    assert third.stages["features"]["status"] == "reused"
+    assert third.stages["clubs"]["status"] == "ran"
+    assert set(pl.read_parquet(out / "clubs.parquet")["tier"].unique()) == {1}
+    forced = run_pipeline(load_config(cfg_file), out, force=True)
+    assert {v["status"] for v in forced.stages.values()} == {"ran"}
+
+
+def test_failed_stage_leaves_previous_results_untouched(data, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    run_pipeline(load_config(data=data), out)
+    before = _snapshot(out)
+
+    def broken(ctx):
+        # write part of an output, then fail, as a crash mid-stage would
+        ctx.staging.path("clubs.parquet").write_bytes(b"partial")
+        raise RuntimeError("injected failure in the clubs stage")
+
+    stages = [run_mod.Stage(**{**s.__dict__, "run": broken}) if s.name == "clubs" else s for s in run_mod.STAGES]
+    monkeypatch.setattr(run_mod, "STAGES", stages)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_pipeline(load_config(data=data), out, force=True)
+    assert _snapshot(out) == before
+    assert not list(tmp_path.glob(".out.centile-*")), "temporary folder left behind"
+
+    r = runner.invoke(app, ["run", "--data", str(data), "--out", str(out), "--force"])
+    assert r.exit_code == 2, r.output
+    assert "Internal error" in r.stderr and "injected failure" in r.stderr
+    assert _snapshot(out) == before
+
+
+def test_stale_temporary_folder_of_a_killed_run_is_removed(data, tmp_path):
+    out = tmp_path / "out"
+    stale = tmp_path / ".out.centile-tmp-99999"
+    stale.mkdir()
+    (stale / "features.parquet").write_bytes(b"half")
+    run_pipeline(load_config(data=data), out)
+    assert not stale.exists()
+    assert pl.read_parquet(out / "features.parquet").height > 0
+
+
+def test_bad_input_exits_1_with_a_clear_message(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    pl.DataFrame({"customer_id": [1, 2], "order_ts": ["2024-01-01", "2024-02-01"]}).write_parquet(
+        data / "orders.parquet")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", "--data", str(data), "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    assert "unit_price" in r.stderr and "orders" in r.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_unknown_option_exits_1(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "centile.cli", "run", "--dta", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "No such option" in p.stderr
+
+
+def test_output_path_that_is_a_file_is_a_user_error(data, tmp_path):
+    f = tmp_path / "taken"
+    f.write_text("not a folder")
+    r = runner.invoke(app, ["run", "--data", str(data), "--out", str(f)])
+    assert r.exit_code == 1 and "is a file" in r.stderr
+    assert f.read_text() == "not a folder"
