@@ -46,7 +46,7 @@ th{background:#f0f3f7;position:sticky;top:0} td.l,th.l{text-align:left}
 .ok{color:#fff;background:#009E73;padding:1px 6px;border-radius:3px} .warn{color:#1a1a1a;background:#E69F00;padding:1px 6px;border-radius:3px}
 .tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
 .tile{border:1px solid #ddd;border-radius:6px;padding:10px 12px;background:#fafafa}
-.tile .v{font-size:20px;font-weight:650} .tile .k{font-size:12px;color:#444}
+.tile .v{font-size:20px;font-weight:650;overflow-wrap:anywhere} .tile .k{font-size:12px;color:#444}
 .chart{overflow-x:auto;margin:8px 0} .chart svg{max-width:100%;height:auto}
 nav a{margin-right:12px;color:#0057a0} .scroll{overflow-x:auto}
 """
