@@ -1,0 +1,174 @@
+"""Behavioural clusters: k-means, or density-based (HDBSCAN / DBSCAN) extended to everyone.
+
+Preparation (both methods): every configured feature column is turned into
+``sign(x) · log1p(|x|)`` (a log that keeps zero and negative net revenue),
+missing values are filled -- ``recency_days`` of customers without orders
+with the largest observed recency, every other feature with 0 (no orders,
+no e-mails) -- and each column is standardised to mean 0 and standard
+deviation 1 over all customers. Constant columns are dropped.
+
+k-means (scikit-learn ``KMeans``, seeded) is fitted on a seeded sample of at
+most ``fit_sample`` customers and then assigns every customer to the
+nearest centre. With ``k = "auto"`` each k in ``k_range`` is fitted and the
+k with the best silhouette score on a seeded sample of ``silhouette_sample``
+customers wins. Clusters are named ``k1``, ``k2``, … by size, largest first.
+
+Density-based clustering is fitted on a seeded sample of ``density_sample``
+customers. Each clustered (non-noise) sample point gets a radius: DBSCAN's
+``eps`` for its core points; for HDBSCAN its core distance (the distance to
+its ``min_samples``-th neighbour in the sample). Every customer then takes
+the cluster of the nearest such point if it lies within that point's
+radius, and is ``noise`` otherwise -- one KD-tree query per customer, so it
+runs on millions. Clusters are named ``d1``, ``d2``, … by size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+NOISE = "noise"
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    """Labels per customer plus what was chosen."""
+
+    labels: pl.Series           # String, one per customer
+    method: str
+    k: int
+    features: tuple[str, ...]
+    silhouette: dict[int, float] = field(default_factory=dict)
+    centres: pl.DataFrame | None = None  # cluster centres in original units (k-means)
+
+
+def prepare_matrix(features: pl.DataFrame, cols: tuple[str, ...]
+                   ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, np.ndarray]:
+    """Standardised signed-log1p matrix (n, p) of ``cols`` (constant columns dropped), the kept
+    columns, and their means and standard deviations before standardising."""
+    missing = [c for c in cols if c not in features.columns]
+    if missing:
+        raise ConfigError(f"[segments] cluster_features: {missing} not in the feature table; it has: "
+                          f"{', '.join(features.columns)}")
+    exprs = []
+    for c in cols:
+        x = pl.col(c).cast(pl.Float64).fill_nan(None)
+        if c == "recency_days":
+            x = x.fill_null(x.max())
+        x = x.fill_null(0.0)
+        exprs.append((x.sign() * x.abs().log1p()).alias(c))
+    z = features.select(exprs).to_numpy().astype(np.float64, copy=False)
+    mean = z.mean(axis=0)
+    sd = z.std(axis=0)
+    keep = sd > 1e-12
+    if not keep.any():
+        raise ConfigError(f"[segments] cluster_features {list(cols)}: every column is constant; nothing to cluster")
+    z = (z[:, keep] - mean[keep]) / sd[keep]
+    return (np.ascontiguousarray(z), tuple(c for c, k in zip(cols, keep, strict=True) if k),
+            mean[keep], sd[keep])
+
+
+def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    return np.arange(n) if n <= size else np.sort(rng.choice(n, size, replace=False))
+
+
+def _by_size(raw: np.ndarray, prefix: str, noise: np.ndarray | None = None) -> tuple[pl.Series, np.ndarray]:
+    """Rename raw cluster ids ``0..k-1`` to ``<prefix>1..`` by size (largest first, ties by id)."""
+    k = int(raw.max()) + 1 if raw.size and raw.max() >= 0 else 0
+    counts = np.bincount(raw[raw >= 0], minlength=k)
+    order = np.lexsort((np.arange(k), -counts))
+    rename = np.empty(k, np.int64)
+    rename[order] = np.arange(k)
+    names = np.array([f"{prefix}{i + 1}" for i in range(k)] + [NOISE], dtype=object)
+    idx = np.where(raw >= 0, rename[np.maximum(raw, 0)] if k else 0, k)
+    return pl.Series("cluster", names[idx], dtype=pl.String), order
+
+
+def kmeans_clusters(z: np.ndarray, k: int | str, *, k_range: tuple[int, int], seed: int, fit_sample: int,
+                    silhouette_sample: int, n_init: int) -> tuple[pl.Series, int, dict[int, float], np.ndarray]:
+    """k-means labels of every row of ``z`` (names ``k1..`` by size), the k used, silhouettes, centres."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    n = z.shape[0]
+    rng = np.random.default_rng(seed)
+    fit_idx = _sample(n, fit_sample, rng)
+    zf = z[fit_idx]
+    scores: dict[int, float] = {}
+    models = {}
+    if k == "auto":
+        sil_idx = _sample(zf.shape[0], silhouette_sample, rng)
+        for kk in range(k_range[0], min(k_range[1], zf.shape[0] - 1) + 1):
+            km = KMeans(kk, n_init=n_init, random_state=seed).fit(zf)
+            lab = km.labels_[sil_idx]
+            if len(np.unique(lab)) < 2:
+                continue
+            scores[kk] = float(silhouette_score(zf[sil_idx], lab))
+            models[kk] = km
+        if not scores:
+            raise ConfigError("[segments] k = 'auto': too few distinct customers to choose k by silhouette")
+        k_used = max(scores, key=lambda kk: (scores[kk], -kk))
+        model = models[k_used]
+        log.info("k-means: k=%d chosen by silhouette %s", k_used, {a: round(b, 3) for a, b in scores.items()})
+    else:
+        k_used = int(k)
+        if zf.shape[0] < k_used:
+            raise ConfigError(f"[segments] k = {k_used}: only {zf.shape[0]} customers to cluster")
+        model = KMeans(k_used, n_init=n_init, random_state=seed).fit(zf)
+    raw = model.predict(z).astype(np.int64) if fit_idx.size < n else model.labels_.astype(np.int64)
+    labels, order = _by_size(raw, "k")
+    return labels, k_used, scores, model.cluster_centers_[order]
+
+
+def density_clusters(z: np.ndarray, *, method: str, seed: int, sample: int, min_cluster_size: int,
+                     min_samples: int | None, eps: float) -> tuple[pl.Series, int]:
+    """HDBSCAN/DBSCAN fitted on a sample, extended to every row by the nearest clustered point."""
+    from sklearn.cluster import DBSCAN, HDBSCAN
+    from sklearn.neighbors import KDTree
+
+    n = z.shape[0]
+    rng = np.random.default_rng(seed)
+    idx = _sample(n, sample, rng)
+    zs = z[idx]
+    ms = min_samples or min_cluster_size
+    if method == "hdbscan":
+        fit = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=ms, copy=True).fit(zs)
+        lab = fit.labels_
+        ok = lab >= 0
+        # radius of a clustered sample point: its core distance (min_samples-th neighbour, self included)
+        tree_all = KDTree(zs)
+        kq = min(ms, zs.shape[0])
+        radius = tree_all.query(zs[ok], k=kq)[0][:, -1]
+        centres, clab = zs[ok], lab[ok]
+    else:
+        fit = DBSCAN(eps=eps, min_samples=ms).fit(zs)
+        core = np.zeros(zs.shape[0], bool)
+        core[fit.core_sample_indices_] = True
+        centres, clab = zs[core], fit.labels_[core]
+        radius = np.full(centres.shape[0], eps)
+    raw = np.full(n, -1, np.int64)
+    if centres.shape[0]:
+        tree = KDTree(centres)
+        step = 1 << 18
+        for a in range(0, n, step):  # chunks bound the memory of the query
+            d, j = tree.query(z[a:a + step], k=1)
+            d, j = d[:, 0], j[:, 0]
+            raw[a:a + step] = np.where(d <= radius[j] * (1 + 1e-9), clab[j], -1)
+    labels, _order = _by_size(raw, "d")
+    k = int(raw.max()) + 1 if raw.size else 0
+    return labels, k
+
+
+def centres_frame(centres: np.ndarray, cols: tuple[str, ...], mean: np.ndarray, sd: np.ndarray) -> pl.DataFrame:
+    """k-means centres back in original units (inverse of the standardisation and signed log1p)."""
+    x = centres * sd + mean
+    orig = np.sign(x) * np.expm1(np.abs(x))
+    df = pl.DataFrame(orig, schema=list(cols), orient="row")
+    return df.insert_column(0, pl.Series("cluster", [f"k{i + 1}" for i in range(centres.shape[0])]))

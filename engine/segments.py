@@ -1,0 +1,463 @@
+"""Segmentation of existing customers: RFM, rule-based segments, clusters and their profiles.
+
+Data flow: features (+ the ``customers`` table, + clubs if given)
+→ RFM scores and named segments (:mod:`centile.rfm`, tie-aware quantile
+kernel) → rule-based segmentations evaluated by DuckDB from the config's SQL
+→ k-means and optional density clusters (:mod:`centile.clusters`)
+→ ``segments.parquet`` (customer_id plus one column per segmentation),
+``segment_profiles.parquet`` (:mod:`centile.profiles`) and ``rfm_grid.parquet``.
+
+Config (``[segments]``, every key optional)::
+
+    [segments]
+    rfm_bins = 5                 # number of R, F and M scores
+    default_rules = true         # add lifecycle, value, age_band, gender, region
+    cluster = true               # k-means column "cluster"
+    cluster_features = ["recency_days", "orders_12m", "net_revenue_12m",
+                        "avg_order_value_12m", "return_rate_12m", "open_rate_12m"]
+    k = "auto"                   # or a number of clusters
+    k_range = [2, 8]             # candidates for k = "auto" (best silhouette)
+    fit_sample = 200000          # k-means is fitted on at most this many customers
+    silhouette_sample = 5000
+    n_init = 3
+    density = "none"             # "hdbscan" or "dbscan": adds a "density_cluster" column
+    density_sample = 50000
+    min_cluster_size = 500
+    min_samples = 0              # 0: same as min_cluster_size
+    eps = 0.5                    # DBSCAN radius in standardised units
+    seed = 0                     # default: the top-level seed
+
+    [segments.rules]             # first matching rule wins; the rest is "other"
+    buyer_type = [["new", "tenure_days < 90"], ["regular", "orders_12m >= 4"],
+                  ["occasional", "orders_12m >= 1"]]
+    region = { expr = "region", other = "unknown" }   # label = the expression's value
+    value = { rules = [["top", "net_revenue_12m > 500"]], other = "rest" }
+
+Predicates are DuckDB SQL over the feature columns, the ``customers``
+columns (``signup_ts``, ``birth_year``, ``gender``, ``region``,
+``postal_code``) and ``age`` (= year of as_of − birth_year); window
+functions such as ``cume_dist() OVER (ORDER BY net_revenue_12m DESC)`` work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from .config import Config
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLUSTER_FEATURES = ("recency_days", "orders_12m", "net_revenue_12m", "avg_order_value_12m",
+                            "return_rate_12m", "open_rate_12m")
+CUSTOMER_COLUMNS = ("signup_ts", "birth_year", "gender", "region", "postal_code")
+_TOP = "cume_dist() OVER (ORDER BY net_revenue_12m DESC)"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """One rule-based segmentation: ordered (label, predicate) rules, or one label expression."""
+
+    name: str
+    rules: tuple[tuple[str, str], ...] = ()
+    expr: str | None = None
+    other: str = "other"
+    default: bool = False
+
+
+DEFAULT_RULES: tuple[RuleSet, ...] = (
+    RuleSet("lifecycle", (("no purchase", "orders_total = 0"), ("new", "tenure_days < 90"),
+                          ("regular", "orders_12m >= 4"), ("occasional", "orders_12m >= 1"),
+                          ("lapsed", "orders_12m = 0")), default=True),
+    RuleSet("value", (("top 10 %", f"net_revenue_12m > 0 AND {_TOP} <= 0.10"),
+                      ("next 40 %", f"net_revenue_12m > 0 AND {_TOP} <= 0.50"),
+                      ("no 12-month revenue", "coalesce(net_revenue_12m, 0) <= 0")), other="bottom 50 %", default=True),
+    RuleSet("age_band", (("under 30", "age < 30"), ("30-44", "age < 45"), ("45-59", "age < 60"),
+                         ("60+", "age >= 60")), other="unknown", default=True),
+    RuleSet("gender", expr="gender", other="unknown", default=True),
+    RuleSet("region", expr="region", other="unknown", default=True),
+)
+MAX_EXPR_LABELS = 64
+
+
+@dataclass(frozen=True)
+class SegmentsConfig:
+    """The parsed ``[segments]`` section (see the module docstring)."""
+
+    rfm_bins: int = 5
+    rules: tuple[RuleSet, ...] = DEFAULT_RULES
+    cluster: bool = True
+    cluster_features: tuple[str, ...] = DEFAULT_CLUSTER_FEATURES
+    k: int | str = "auto"
+    k_range: tuple[int, int] = (2, 8)
+    fit_sample: int = 200_000
+    silhouette_sample: int = 5_000
+    n_init: int = 3
+    density: str = "none"
+    density_sample: int = 50_000
+    min_cluster_size: int = 500
+    min_samples: int = 0
+    eps: float = 0.5
+    seed: int = 0
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int | None = None) -> int:
+    v = raw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        rng = f"{lo} .. {hi}" if hi is not None else f">= {lo}"
+        raise ConfigError(f"[segments] {key} = {v!r}: must be an integer {rng}")
+    return v
+
+
+def _ruleset(name: str, spec: Any) -> RuleSet:
+    where = f"[segments.rules] {name}"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ConfigError(f"{where}: the name must be a plain identifier (letters, digits, _)")
+    other = "other"
+    rules_raw: Any = spec
+    expr = None
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"rules", "expr", "other"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; use rules, expr, other")
+        other = spec.get("other", "other")
+        if not isinstance(other, str) or not other:
+            raise ConfigError(f"{where}: other = {other!r} must be a non-empty string")
+        expr = spec.get("expr")
+        rules_raw = spec.get("rules", [])
+        if expr is not None and (not isinstance(expr, str) or not expr.strip()):
+            raise ConfigError(f"{where}: expr must be a SQL expression string")
+        if expr is not None and rules_raw:
+            raise ConfigError(f"{where}: give either rules or expr, not both")
+    if expr is None:
+        if not isinstance(rules_raw, list) or not rules_raw:
+            raise ConfigError(f"{where}: expected a list of [label, predicate] pairs, e.g. "
+                              "[[\"new\", \"tenure_days < 90\"], [\"regular\", \"orders_12m >= 4\"]]")
+        rules = []
+        for i, r in enumerate(rules_raw):
+            if (not isinstance(r, list | tuple) or len(r) != 2 or not all(isinstance(x, str) and x.strip() for x in r)):
+                raise ConfigError(f"{where}: rule {i + 1} = {r!r} must be a [label, predicate] pair of strings")
+            rules.append((r[0], r[1]))
+        labels = [r[0] for r in rules] + [other]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"{where}: labels must be distinct (including other = {other!r}): {labels}")
+        return RuleSet(name, tuple(rules), None, other)
+    return RuleSet(name, (), expr, other)
+
+
+def segments_config(cfg: Config) -> SegmentsConfig:
+    """Parse and validate ``[segments]`` into a :class:`SegmentsConfig` (raises ConfigError)."""
+    raw = dict(cfg.section("segments"))
+    known = set(SegmentsConfig.__dataclass_fields__) | {"default_rules"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"[segments]: unknown key(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    rules_raw = raw.get("rules", {})
+    if not isinstance(rules_raw, Mapping):
+        raise ConfigError("[segments] rules must be a table: [segments.rules] name = [[label, predicate], ...]")
+    default_rules = raw.get("default_rules", True)
+    if not isinstance(default_rules, bool):
+        raise ConfigError(f"[segments] default_rules = {default_rules!r}: must be true or false")
+    user = tuple(_ruleset(n, s) for n, s in rules_raw.items())
+    names = {r.name for r in user}
+    rules = tuple(r for r in DEFAULT_RULES if default_rules and r.name not in names) + user
+    reserved = {"customer_id", "club", "rfm_segment", "r", "f", "m", "cluster", "density_cluster"}
+    bad = names & reserved
+    if bad:
+        raise ConfigError(f"[segments.rules]: {sorted(bad)} is a reserved column name; choose another")
+    k = raw.get("k", "auto")
+    if not (k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= 100)):
+        raise ConfigError(f"[segments] k = {k!r}: must be \"auto\" or an integer 2 .. 100")
+    kr = raw.get("k_range", [2, 8])
+    if (not isinstance(kr, list) or len(kr) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in kr)
+            or not 2 <= kr[0] <= kr[1] <= 50):
+        raise ConfigError(f"[segments] k_range = {kr!r}: must be [low, high] with 2 <= low <= high <= 50")
+    feats = raw.get("cluster_features", list(DEFAULT_CLUSTER_FEATURES))
+    if not isinstance(feats, list) or not feats or not all(isinstance(x, str) for x in feats):
+        raise ConfigError(f"[segments] cluster_features = {feats!r}: must be a non-empty list of feature columns")
+    density = raw.get("density", "none")
+    if density not in ("none", "hdbscan", "dbscan"):
+        raise ConfigError(f"[segments] density = {density!r}: use \"none\", \"hdbscan\" or \"dbscan\"")
+    cluster = raw.get("cluster", True)
+    if not isinstance(cluster, bool):
+        raise ConfigError(f"[segments] cluster = {cluster!r}: must be true or false")
+    eps = raw.get("eps", 0.5)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps > 0:
+        raise ConfigError(f"[segments] eps = {eps!r}: must be a positive number")
+    seed = raw.get("seed", cfg.seed)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"[segments] seed = {seed!r}: must be a non-negative integer")
+    return SegmentsConfig(
+        rfm_bins=_int(raw, "rfm_bins", 5, 2, 100), rules=rules, cluster=cluster, cluster_features=tuple(feats),
+        k=k, k_range=(kr[0], kr[1]), fit_sample=_int(raw, "fit_sample", 200_000, 100),
+        silhouette_sample=_int(raw, "silhouette_sample", 5_000, 100), n_init=_int(raw, "n_init", 3, 1, 100),
+        density=density, density_sample=_int(raw, "density_sample", 50_000, 100),
+        min_cluster_size=_int(raw, "min_cluster_size", 500, 2), min_samples=_int(raw, "min_samples", 0, 0),
+        eps=float(eps), seed=seed)
+
+
+@dataclass(frozen=True)
+class SegmentsResult:
+    """What :func:`form_segments` produced (Polars DataFrames)."""
+
+    segments: pl.DataFrame             # customer_id + one column per segmentation (+ r, f, m scores)
+    profiles: pl.DataFrame             # one row per segmentation and segment (+ "all customers")
+    rfm_grid: pl.DataFrame             # R x F cells: customers, revenue share
+    segmentations: tuple[str, ...]
+    cluster_centres: pl.DataFrame | None = None
+    k: int | None = None
+    silhouette: dict[int, float] = field(default_factory=dict)
+    density_clusters: int | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date | None) -> pl.DataFrame:
+    """Features left-joined with the customer attributes (feature columns win), plus ``age``."""
+    if customers is None or customers.is_empty() or "customer_id" not in customers.columns:
+        return features
+    extra = [c for c in customers.columns if c != "customer_id" and c not in features.columns]
+    cust = customers.select("customer_id", *extra).unique("customer_id", keep="first")
+    if cust["customer_id"].dtype != features["customer_id"].dtype:
+        cust = cust.with_columns(pl.col("customer_id").cast(features["customer_id"].dtype, strict=False))
+    base = features.join(cust, on="customer_id", how="left", maintain_order="left")
+    if "birth_year" in base.columns and "age" not in base.columns:
+        year = (as_of or dt.date.today()).year
+        base = base.with_columns((pl.lit(year) - pl.col("birth_year").cast(pl.Int32)).alias("age"))
+    return base
+
+
+def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl.DataFrame, list[str]]:
+    """Evaluate every rule set over ``base`` (first match wins); returns labels and notes.
+
+    A default rule set whose columns are absent (no customers table) is
+    skipped with a note; a configured one raises :class:`ConfigError`.
+    """
+    con = duckdb.connect(":memory:")
+    notes: list[str] = []
+    out: dict[str, pl.Series] = {}
+    try:
+        con.register("base", base.with_row_index("__row"))
+        cols = {r[0] for r in con.execute("DESCRIBE base").fetchall()}
+        selects: list[tuple[RuleSet, str]] = []
+        for rs in rulesets:
+            if rs.expr is not None:
+                sel = f"CAST(({rs.expr}) AS VARCHAR)"
+            else:
+                whens = " ".join(f"WHEN coalesce(({p}), false) THEN {i}" for i, (_l, p) in enumerate(rs.rules))
+                sel = f"CAST(CASE {whens} ELSE {len(rs.rules)} END AS SMALLINT)"
+            try:
+                con.execute(f"DESCRIBE SELECT {sel} FROM base").fetchall()
+            except duckdb.Error as exc:
+                if rs.default:
+                    notes.append(f"segmentation {rs.name} skipped: {str(exc).splitlines()[0]}")
+                    continue
+                raise ConfigError(f"[segments.rules] {rs.name}: {str(exc).splitlines()[0]}; columns available: "
+                                  f"{', '.join(sorted(cols - {'__row'}))}") from None
+            selects.append((rs, sel))
+        if selects:
+            sql = ", ".join(f"{sel} AS s{i}" for i, (_rs, sel) in enumerate(selects))
+            try:
+                res = con.sql(f"SELECT {sql} FROM base ORDER BY __row").pl()
+            except duckdb.Error as exc:
+                raise ConfigError(f"[segments.rules]: {str(exc).splitlines()[0]}") from None
+            for i, (rs, _sel) in enumerate(selects):
+                col = res[f"s{i}"]
+                if rs.expr is not None:
+                    n_labels = col.n_unique()
+                    if n_labels > MAX_EXPR_LABELS:
+                        msg = (f"segmentation {rs.name}: expr {rs.expr!r} has {n_labels} distinct values "
+                               f"(more than {MAX_EXPR_LABELS}); group them with rules instead")
+                        if rs.default:
+                            notes.append(msg + "; skipped")
+                            continue
+                        raise ConfigError(f"[segments.rules] {msg}")
+                    if col.null_count() == col.len() and rs.default:
+                        notes.append(f"segmentation {rs.name} skipped: {rs.expr} is null for every customer")
+                        continue
+                    out[rs.name] = col.fill_null(rs.other).alias(rs.name)
+                else:
+                    labels = [lab for lab, _p in rs.rules] + [rs.other]
+                    out[rs.name] = pl.Series(rs.name, np.asarray(labels, dtype=object)[col.to_numpy()],
+                                             dtype=pl.String)
+    finally:
+        con.close()
+    return pl.DataFrame(list(out.values())) if out else pl.DataFrame(), notes
+
+
+def _club_labels(features: pl.DataFrame, clubs: pl.DataFrame) -> pl.Series:
+    """Club per customer (tier 1: the club's name; later tiers: '<club> tier <t>'); null outside clubs."""
+    c = clubs.select("customer_id", pl.when(pl.col("tier") > 1)
+                     .then(pl.format("{} tier {}", pl.col("club"), pl.col("tier")))
+                     .otherwise(pl.col("club").cast(pl.String)).alias("club"))
+    return features.select("customer_id").join(c, on="customer_id", how="left", maintain_order="left")["club"]
+
+
+def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFrame | None = None,
+                  clubs: pl.DataFrame | None = None, as_of: dt.date | None = None) -> SegmentsResult:
+    """All segmentations and their profiles over a feature table. Writes nothing.
+
+    Parameters
+    ----------
+    features : polars.DataFrame
+        One row per customer (``features.parquet`` or ``run_features(...).features``).
+    cfg : Config
+        ``[segments]`` section and ``seed``.
+    customers : polars.DataFrame, optional
+        Customer attributes (``customers`` table): demographic rules and mix.
+        Extra columns are allowed and usable in rule predicates.
+    clubs : polars.DataFrame, optional
+        ``clubs.parquet`` (customer_id, club, tier): adds the ``club`` segmentation.
+    as_of : date, optional
+        For ``age``; default today.
+    """
+    from .clusters import centres_frame, density_clusters, kmeans_clusters, prepare_matrix
+    from .profiles import profile_table
+    from .rfm import RFM_COLUMNS, rf_grid, rfm_scores, segment_labels
+
+    sc = segments_config(cfg)
+    missing = [c for c in ("customer_id", *RFM_COLUMNS) if c not in features.columns]
+    if missing:
+        raise ConfigError(f"the feature table lacks {missing}; pass features.parquet of centile features")
+    if features["customer_id"].null_count() or features["customer_id"].n_unique() != features.height:
+        raise ConfigError("the feature table must have one row per customer_id (no nulls, no duplicates)")
+    notes: list[str] = []
+    cols: dict[str, pl.Series] = {"customer_id": features["customer_id"]}
+    if clubs is not None:
+        cols["club"] = _club_labels(features, clubs)
+    sc_rfm = rfm_scores(features["recency_days"].to_numpy(), features["orders_12m"].to_numpy(),
+                        features["net_revenue_12m"].to_numpy(), sc.rfm_bins)
+    cols["rfm_segment"] = segment_labels(sc_rfm.segment)
+    for name, arr in (("r", sc_rfm.r), ("f", sc_rfm.f), ("m", sc_rfm.m)):
+        cols[name] = pl.Series(name, arr, dtype=pl.Int8).replace(0, None)
+    grid = rf_grid(sc_rfm.r, sc_rfm.f, features["net_revenue_12m"].to_numpy(), sc.rfm_bins)
+    base = _base(features, customers, as_of)
+    ruled, rule_notes = rule_segments(base, sc.rules)
+    notes += rule_notes
+    for c in ruled.columns:
+        cols[c] = ruled[c]
+    centres, k, sil, n_density = None, None, {}, None
+    if (sc.cluster or sc.density != "none") and features.height >= 3:
+        z, used, mean, sd = prepare_matrix(features, sc.cluster_features)
+        if sc.cluster:
+            labels, k, sil, cen = kmeans_clusters(z, sc.k, k_range=sc.k_range, seed=sc.seed, fit_sample=sc.fit_sample,
+                                                  silhouette_sample=sc.silhouette_sample, n_init=sc.n_init)
+            cols["cluster"] = labels
+            centres = centres_frame(cen, used, mean, sd)
+        if sc.density != "none":
+            labels, n_density = density_clusters(z, method=sc.density, seed=sc.seed, sample=sc.density_sample,
+                                                 min_cluster_size=sc.min_cluster_size,
+                                                 min_samples=sc.min_samples or None, eps=sc.eps)
+            cols["density_cluster"] = labels
+            if n_density == 0:
+                notes.append(f"{sc.density}: no cluster found on the sample (every customer is noise); "
+                             "lower min_cluster_size or raise eps")
+    segments = pl.DataFrame(list(cols.values()))
+    names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
+    prof_base = base.with_columns(segments.select(names))
+    profiles = profile_table(prof_base, list(names))
+    return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes))
+
+
+def write_segments(res: SegmentsResult, staging: Any) -> dict[str, int]:
+    """Write segments, segment_profiles and rfm_grid (and cluster_centres) Parquet files into ``staging``."""
+    res.segments.write_parquet(staging.path("segments.parquet"), compression="zstd")
+    res.profiles.write_parquet(staging.path("segment_profiles.parquet"), compression="zstd")
+    res.rfm_grid.write_parquet(staging.path("rfm_grid.parquet"), compression="zstd")
+    rows = {"segments": res.segments.height, "segment_profiles": res.profiles.height, "rfm_grid": res.rfm_grid.height}
+    if res.cluster_centres is not None:
+        res.cluster_centres.write_parquet(staging.path("cluster_centres.parquet"), compression="zstd")
+        rows["cluster_centres"] = res.cluster_centres.height
+    return rows
+
+
+def segments_summary_doc(res: SegmentsResult) -> dict[str, Any]:
+    """JSON-friendly account of a segments run (manifest and ``--json``)."""
+    sizes = {s: dict(res.segments[s].cast(pl.String).fill_null("(none)").value_counts(sort=True).iter_rows())
+             for s in res.segmentations}
+    return {"customers": res.segments.height, "segmentations": list(res.segmentations), "sizes": sizes,
+            "k": res.k, "silhouette": {str(k): v for k, v in res.silhouette.items()},
+            "density_clusters": res.density_clusters, "notes": list(res.notes)}
+
+
+SEGMENT_TABLES = ("orders", "products", "email_events", "customers")
+
+
+def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = None,
+                 clubs: str | Path | None = None, progress: Any = None) -> SegmentsResult:
+    """Features (computed, or read from ``features``) → segments, written atomically to ``out``.
+
+    ``clubs`` is a ``clubs.parquet`` (or the folder holding it) whose club
+    becomes the ``club`` segmentation.
+    """
+    from .features import manifest, write_features
+    from .outputs import fingerprint, staged_output, versions, write_manifest
+    from .pipeline import read_features
+    from .session import open_session
+
+    club_df = None
+    if clubs is not None:
+        p = Path(clubs)
+        p = p / "clubs.parquet" if p.is_dir() else p
+        if not p.exists():
+            from .errors import InputError
+
+            raise InputError(f"--clubs {clubs}: no clubs.parquet there; pass the --out folder of centile clubs")
+        club_df = pl.read_parquet(p, columns=["customer_id", "club", "tier"])
+    segments_config(cfg)  # fail on a bad config before reading anything
+    with staged_output(out) as staging:
+        if features is not None:
+            with staging.timed("read_features"):
+                table = read_features(features)
+            if progress:
+                progress("segments")
+            with staging.timed("segments"):
+                res = form_segments(table, cfg, clubs=club_df, as_of=cfg.as_of)
+            rows = write_segments(res, staging)
+            p = Path(features)
+            p = p / "features.parquet" if p.is_dir() else p
+            write_manifest(staging, {
+                "job": "segments", "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "inputs": {"features": [fingerprint(p)]}, "config": cfg.as_dict(), "rows": rows,
+                "summary": {"segments": segments_summary_doc(res)}, "versions": versions()})
+            return res
+        with open_session(cfg, progress, only=SEGMENT_TABLES) as s:
+            fres = write_features(s, staging, progress)
+            customers = s.frame("SELECT * FROM customers") if s.has("customers") else None
+            if progress:
+                progress("segments")
+            with staging.timed("segments"):
+                res = form_segments(fres.features, cfg, customers=customers, clubs=club_df, as_of=s.as_of)
+            rows: dict[str, Any] = {"features": fres.features.height, "rejects": s.total_rejects}
+            rows.update(write_segments(res, staging))
+            write_manifest(staging, manifest(s, "segments", {**fres.summary, "segments": segments_summary_doc(res)},
+                                             rows))
+        return res
+
+
+def print_segments(console: Any, res: SegmentsResult) -> None:
+    """A rich summary: RFM segment sizes and every segmentation's profile lines."""
+    from rich.table import Table
+
+    t = Table(title="Segments", show_lines=False)
+    for c in ("segmentation", "segment", "customers", "share", "revenue share", "description"):
+        t.add_column(c, justify="right" if c in ("customers", "share", "revenue share") else "left")
+    prof = res.profiles.filter(pl.col("segment") != "all customers")
+    for row in prof.iter_rows(named=True):
+        rs = row.get("revenue_share")
+        t.add_row(row["segmentation"], str(row["segment"]), f"{row['customers']:,}", f"{row['share'] * 100:.1f} %",
+                  "" if rs is None else f"{rs * 100:.1f} %", row["description"])
+    console.print(t)
+    if res.k:
+        console.print(f"k-means: k = {res.k}" + (f" (silhouette {res.silhouette[res.k]:.3f})" if res.silhouette else ""))
+    for n in res.notes:
+        console.print(f"note: {n}")
