@@ -347,6 +347,39 @@ def sql(
         emit_frame(out_console, df, fmt, out, limit)
 
 
+@app.command()
+def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+             features: Annotated[Path | None, typer.Option(
+                 "--features", help="Use this feature table (features.parquet) instead of computing it "
+                 "from the inputs (no customers table then: demographic rules are skipped).",
+                 show_default=False)] = None,
+             clubs: Annotated[Path | None, typer.Option(
+                 "--clubs", help="clubs.parquet (or the output folder of centile clubs): adds the club "
+                 "segmentation.", show_default=False)] = None,
+             as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+             json_: JsonOpt = False) -> None:
+    """RFM scores and named segments, rule-based segments ([segments.rules]), clusters and a
+    profile per segment.
+
+    Writes segments.parquet, segment_profiles.parquet, rfm_grid.parquet, cluster_centres.parquet
+    (plus features.parquet when the features are computed here).
+    """
+    if features is None and data is None and config is None:
+        err_console.print("Error: pass --data DIR or -c centile.toml (or --features FILE)")
+        raise typer.Exit(1)
+    from .segments import print_segments, run_segments, segments_summary_doc
+
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        with _status("segments") as progress:
+            res = run_segments(cfg, out, features=features, clubs=clubs, progress=progress)
+    if json_:
+        _print_json({"out": str(out), **segments_summary_doc(res)})
+        return
+    print_segments(out_console, res)
+    out_console.print(f"written to {out}/")
+
+
 def main() -> None:
     """Console-script entry point. Exit codes: 0 success, 1 user or data error (including
     bad options), 2 internal error."""
