@@ -380,6 +380,56 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
     out_console.print(f"written to {out}/")
 
 
+SegmentsOpt = Annotated[Path | None, typer.Option(
+    "--segments", help="Parquet/CSV with customer_id plus segment columns (e.g. segments.parquet, "
+    "clubs.parquet) for the breakdowns / strata.", show_default=False)]
+
+
+@app.command()
+def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+            segments: SegmentsOpt = None, as_of: AsOfOpt = None, strict: StrictOpt = None,
+            threads: ThreadsOpt = None, json_: JsonOpt = False) -> None:
+    """Assign every customer to campaign arms from a seeded hash of (customer_id, campaign salt):
+    control groups, multi-arm splits, strata and a global long-term holdout ([holdout] in the config).
+
+    Writes assignments.parquet (customer_id, campaign, arm) and assignment_shares.parquet.
+    """
+    from .holdout import holdout_summary_doc, print_holdout, run_holdout
+
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        with _status("holdout") as progress:
+            target, res = run_holdout(cfg, out, segments=segments, progress=progress)
+    if json_:
+        _print_json({"out": str(target), **holdout_summary_doc(res)})
+        return
+    print_holdout(out_console, res)
+    out_console.print(f"written to {target}/")
+
+
+@app.command()
+def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+           segments: SegmentsOpt = None, as_of: AsOfOpt = None, strict: StrictOpt = None,
+           threads: ThreadsOpt = None, json_: JsonOpt = False) -> None:
+    """Uplift of each campaign arm against control, overall and per segment: intervals (Newcombe,
+    Welch, Poisson bootstrap), CUPED, Holm/BH p-values, SRM checks, ROI, Qini with a score.
+
+    Reads contacts + orders, or the flat results table in [uplift] path. Writes uplift.parquet,
+    uplift_srm.parquet (and uplift_qini*.parquet with [uplift] score).
+    """
+    from .uplift import print_uplift, run_uplift, uplift_summary_doc
+
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        with _status("uplift") as progress:
+            target, res = run_uplift(cfg, out, segments=segments, progress=progress)
+    if json_:
+        _print_json({"out": str(target), **uplift_summary_doc(res)})
+        return
+    print_uplift(out_console, res)
+    out_console.print(f"written to {target}/")
+
+
 def main() -> None:
     """Console-script entry point. Exit codes: 0 success, 1 user or data error (including
     bad options), 2 internal error."""

@@ -688,29 +688,34 @@ def uplift_summary_doc(res: UpliftResult) -> dict[str, Any]:
     return {**res.summary, "notes": list(res.notes), "overall": overall.to_dicts()}
 
 
-def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = ("newcombe", "welch", "bootstrap"),
+def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = ("bootstrap", "newcombe", "welch"),
                  limit: int = 60) -> None:
-    """Rich table of the overall rows (and the SRM failures) on ``console``."""
+    """Rich table of the overall rows (one method per outcome) and the notes (SRM failures in red)."""
     from rich.table import Table
 
-    df = res.uplift.filter(pl.col("breakdown") == "overall", pl.col("method").is_in(list(methods)))
+    # one row per (campaign, arm, outcome): the first available method of ``methods``
+    rank = {m: i for i, m in enumerate(methods)}
+    df = (res.uplift.filter(pl.col("breakdown") == "overall", pl.col("method").is_in(list(methods)))
+          .with_columns(_r=pl.col("method").replace_strict(rank, return_dtype=pl.Int32))
+          .with_row_index("_i").sort("campaign", "arm", "_r", "_i")
+          .unique(["campaign", "arm", "outcome"], keep="first", maintain_order=True).sort("_i"))
     t = Table(title=f"Uplift vs control (overall; {res.summary['units']:,} contacts, "
-                    f"{res.summary['campaigns']} campaigns)", title_justify="left")
-    for c in ("campaign", "arm", "outcome", "method", "n arm", "n ctrl", "arm", "control", "uplift",
-              "95 % CI", "rel", "p", "p_holm", "ROI", "SRM p"):
-        t.add_column(c, justify="left" if c in ("campaign", "arm", "outcome", "method") else "right")
+                    f"{res.summary['campaigns']} campaigns; all rows in uplift.parquet)", title_justify="left",
+              padding=(0, 1), collapse_padding=True)
+    for c in ("campaign", "arm", "outcome", "method", "n arm / ctrl", "uplift", "95 % CI", "rel", "p", "ROI",
+              "SRM p"):
+        t.add_column(c, justify="left" if c in ("campaign", "arm", "outcome", "method") else "right", no_wrap=True)
 
     def f(v: Any, pct: bool = False) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "—"
-        return f"{v:+.1%}" if pct else f"{v:,.4g}"
+        return f"{v:+.1%}" if pct else f"{v:.3g}"
 
     for r in df.head(limit).iter_rows(named=True):
         srm = f(r["srm_p_value"]) + (" FAIL" if r["srm_flag"] else "")
-        t.add_row(r["campaign"], r["arm"], r["outcome"], r["method"], f"{r['n_arm']:,}", f"{r['n_control']:,}",
-                  f(r["mean_arm"]), f(r["mean_control"]), f(r["uplift"]),
-                  f"[{f(r['uplift_ci_low'])}, {f(r['uplift_ci_high'])}]", f(r["rel_uplift"], True),
-                  f(r["p_value"]), f(r["p_holm"]), f(r["roi"]), srm,
+        t.add_row(r["campaign"], r["arm"], r["outcome"], r["method"], f"{r['n_arm']:,} / {r['n_control']:,}",
+                  f(r["uplift"]), f"{f(r['uplift_ci_low'])} .. {f(r['uplift_ci_high'])}", f(r["rel_uplift"], True),
+                  f(r["p_value"]), f(r["roi"]), srm,
                   style="bold red" if r["srm_flag"] else None)
     console.print(t)
     if df.height > limit:
