@@ -1,0 +1,137 @@
+"""Poisson bootstrap kernel: weights, sums against a NumPy reference, thread independence."""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
+from scipy import stats
+
+from centile.kernels.bootstrap import (
+    THRESHOLDS32,
+    poisson_bootstrap_sums,
+    poisson_weights,
+    replicate_seeds,
+)
+from centile.uplift_stats import poisson_bootstrap_sums_numpy, poisson_weights_numpy
+
+
+def test_thresholds_are_the_poisson1_cdf():
+    cdf = stats.poisson.cdf(np.arange(8), 1.0)
+    assert np.allclose(THRESHOLDS32[:8].astype(np.float64) / 2.0**32, cdf, atol=1e-9)
+    assert np.all(np.diff(THRESHOLDS32.astype(np.int64)) >= 0)
+
+
+def test_weights_follow_poisson1():
+    w = poisson_weights(replicate_seeds(5, 1)[0], 400_000)
+    assert w.min() >= 0 and np.all(w == np.round(w))
+    counts = np.bincount(w.astype(np.int64))
+    k = 6  # pool the tail: k >= 6
+    obs = np.append(counts[:k], counts[k:].sum())
+    exp = np.append(stats.poisson.pmf(np.arange(k), 1.0), stats.poisson.sf(k - 1, 1.0)) * w.size
+    assert stats.chisquare(obs, exp).pvalue > 1e-4
+    assert abs(w.mean() - 1.0) < 5 / math.sqrt(w.size)
+    assert w.max() >= 7  # the tail pass runs
+
+
+def test_weights_of_replicates_are_uncorrelated():
+    s = replicate_seeds(9, 2)
+    a, b = poisson_weights(s[0], 200_000), poisson_weights(s[1], 200_000)
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / math.sqrt(a.size)
+    # neighbouring rows (the two halves of one hash, rows j and j + 1024) too
+    assert abs(np.corrcoef(a[:1024], a[1024:2048])[0, 1]) < 0.15
+    assert abs(np.corrcoef(a[:-1], a[1:])[0, 1]) < 5 / math.sqrt(a.size)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1023, 1024, 2047, 2048, 2049, 5000])
+def test_numpy_weights_match_kernel_weights(n):
+    seed = int(replicate_seeds(1, 1)[0])
+    assert np.array_equal(poisson_weights(seed, n), poisson_weights_numpy(seed, n))
+
+
+def _reference(values, offsets, seeds):
+    """Plain loops over the kernel's own weights."""
+    k, n = values.shape
+    g = len(offsets) - 1
+    out = np.zeros((len(seeds), g, k + 1))
+    for b, sd in enumerate(seeds):
+        w = poisson_weights(sd, n)
+        for j in range(g):
+            for i in range(offsets[j], offsets[j + 1]):
+                out[b, j, 0] += w[i]
+                for c in range(k):
+                    out[b, j, 1 + c] += w[i] * values[c, i]
+    return out
+
+
+@given(sizes=hs.lists(hs.integers(0, 1500), min_size=1, max_size=5),
+       k=hs.integers(1, 3), reps=hs.integers(0, 5), seed=hs.integers(0, 2**32),
+       const=hs.booleans())
+def test_sums_match_reference(sizes, k, reps, seed, const):
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = int(offsets[-1])
+    rng = np.random.default_rng(seed)
+    values = np.full((k, n), 2.5) if const else rng.gamma(0.5, 10.0, (k, n))
+    seeds = replicate_seeds(seed, reps)
+    got = poisson_bootstrap_sums(values, offsets, seeds)
+    assert got.shape == (reps, len(sizes), k + 1)
+    np.testing.assert_allclose(got, _reference(values, offsets, seeds), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(got, poisson_bootstrap_sums_numpy(values, offsets, seeds), rtol=1e-12, atol=1e-9)
+    # empty groups sum to zero
+    assert np.all(got[:, np.asarray(sizes) == 0, :] == 0)
+
+
+def test_identical_at_one_thread_and_all_threads():
+    rng = np.random.default_rng(3)
+    n = 50_000
+    values = np.vstack([rng.lognormal(2, 1.5, n), rng.poisson(0.3, n).astype(float)])
+    offsets = np.array([0, 7, 20_000, 20_000, 33_333, n])
+    seeds = replicate_seeds(42, 67)  # not a multiple of the block size
+    all_threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = poisson_bootstrap_sums(values, offsets, seeds)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = poisson_bootstrap_sums(values, offsets, seeds)
+    finally:
+        numba.set_num_threads(all_threads)
+    assert np.array_equal(one, many)
+    # the parallel block size is speed only
+    assert np.array_equal(one, poisson_bootstrap_sums(values, offsets, seeds, block=1))
+    assert np.array_equal(one, poisson_bootstrap_sums(values, offsets, seeds, block=1000))
+    # and the same seed gives the same replicates
+    assert np.array_equal(one, poisson_bootstrap_sums(values, offsets, replicate_seeds(42, 67)))
+
+
+def test_replicate_seeds_prefix_and_distinct():
+    a = replicate_seeds((7, 1, 0), 100)
+    assert np.array_equal(a[:10], replicate_seeds((7, 1, 0), 10))
+    assert np.unique(a).size == 100
+    assert not np.array_equal(a[:10], replicate_seeds((7, 1, 1), 10))
+
+
+def test_bootstrap_variance_of_a_mean():
+    """The replicate means spread like the sampling distribution: sd ~ sigma / sqrt(n)."""
+    rng = np.random.default_rng(11)
+    n = 4000
+    y = rng.normal(10.0, 3.0, n)
+    sums = poisson_bootstrap_sums(y, [0, n], replicate_seeds(2, 400))
+    means = sums[:, 0, 1] / sums[:, 0, 0]
+    se = y.std(ddof=1) / math.sqrt(n)
+    assert 0.85 < means.std(ddof=1) / se < 1.15
+    assert abs(means.mean() - y.mean()) < 0.2 * se
+
+
+def test_input_checks():
+    with pytest.raises(ValueError, match="NaN"):
+        poisson_bootstrap_sums(np.array([[1.0, np.nan]]), [0, 2], replicate_seeds(0, 2))
+    with pytest.raises(ValueError, match="offsets"):
+        poisson_bootstrap_sums(np.ones((1, 3)), [0, 2], replicate_seeds(0, 2))
+    with pytest.raises(ValueError, match="offsets"):
+        poisson_bootstrap_sums(np.ones((1, 3)), [0, 2, 1, 3], replicate_seeds(0, 2))
+    with pytest.raises(ValueError, match="replicates"):
+        replicate_seeds(0, -1)
+    out = poisson_bootstrap_sums(np.ones((2, 0)), [0, 0], replicate_seeds(0, 3))
+    assert out.shape == (3, 1, 3) and not out.any()
