@@ -334,8 +334,10 @@ def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
                    notes: list[str] | None = None) -> UpliftResult:
     """The uplift table, SRM checks and (with a score) Qini curves from a unit table."""
     notes = list(notes or [])
+    # outcomes: the numeric columns that are not ids, cost, pre-period values, segments or the score
     outcomes = [c for c in units.columns if c not in ("customer_id", "campaign", "arm", "cost")
-                and not c.startswith(PRE) and c not in spec.segments and c != spec.score]
+                and not c.startswith(PRE) and c not in spec.segments and c != spec.score
+                and units[c].dtype.is_numeric()]
     for name, (num, den) in spec.ratios.items():
         if num not in outcomes or den not in outcomes:
             raise ConfigError(f"[uplift] ratio {name}: {num} and {den} must both be outcomes "
