@@ -435,6 +435,51 @@ def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("c
     out_console.print(f"written to {target}/")
 
 
+@app.command()
+def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+        model: Annotated[str | None, typer.Option(
+            "--model", help="Purchase model: bgnbd or pareto-nbd (default from [clv], else bgnbd).",
+            show_default=False)] = None,
+        calibration_end: Annotated[str | None, typer.Option(
+            "--calibration-end", help="Last day of the calibration period, YYYY-MM-DD (default: the day "
+            "before as-of).", show_default=False)] = None,
+        holdout_end: Annotated[str | None, typer.Option(
+            "--holdout-end", help="Last day of a holdout period after --calibration-end: also report "
+            "predicted vs actual transactions there (clv_holdout.parquet).", show_default=False)] = None,
+        horizon: Annotated[float | None, typer.Option(
+            "--horizon", help="Prediction horizon in time units (default 52).", show_default=False)] = None,
+        time_unit: Annotated[str | None, typer.Option(
+            "--time-unit", help="day or week (default week).", show_default=False)] = None,
+        groups: Annotated[list[str] | None, typer.Option(
+            "--groups", help="FILE[:COLUMN] with customer_id and a group column (e.g. clubs.parquet:club); "
+            "repeatable; writes clv_groups.parquet.", show_default=False)] = None,
+        as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+        json_: JsonOpt = False) -> None:
+    """Fit BG/NBD (or Pareto/NBD) and Gamma-Gamma; predict per customer P(alive), churn risk,
+    expected transactions, repurchase probability, expected order value and CLV.
+
+    Writes clv.parquet and clv_model.json (plus clv_holdout.parquet with --holdout-end and
+    clv_groups.parquet with --groups).
+    """
+    from .clv import clv_settings, clv_summary_doc, print_clv, read_groups, run_clv
+
+    if data is None and config is None:
+        err_console.print("Error: pass --data DIR or -c centile.toml")
+        raise typer.Exit(1)
+    with _errors():
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        st = clv_settings(cfg, model=model, calibration_end=calibration_end, holdout_end=holdout_end,
+                          horizon=horizon, time_unit=time_unit)
+        frames = [read_groups(g) for g in groups or []]
+        with _status("clv") as progress:
+            res = run_clv(cfg, out, settings=st, groups=frames or None, progress=progress)
+    if json_:
+        _print_json({"out": str(out), **clv_summary_doc(res)})
+        return
+    print_clv(out_console, res)
+    out_console.print(f"written to {out}/")
+
+
 def main() -> None:
     """Console-script entry point. Exit codes: 0 success, 1 user or data error (including
     bad options), 2 internal error."""
