@@ -102,33 +102,32 @@ def kmeans_clusters(z: np.ndarray, k: int | str, *, k_range: tuple[int, int], se
     fit_idx = _sample(n, fit_sample, rng)
     zf = z[fit_idx]
     scores: dict[int, float] = {}
-    models = {}
     if k == "auto":
-        sil_idx = _sample(zf.shape[0], silhouette_sample, rng)
-        for kk in range(k_range[0], min(k_range[1], zf.shape[0] - 1) + 1):
-            km = KMeans(kk, n_init=n_init, random_state=seed).fit(zf)
+        # candidates are fitted on a smaller sample (4 × the silhouette sample) and scored on part of it
+        sel = zf[_sample(zf.shape[0], 4 * silhouette_sample, rng)]
+        sil_idx = _sample(sel.shape[0], silhouette_sample, rng)
+        for kk in range(k_range[0], min(k_range[1], sel.shape[0] - 1) + 1):
+            km = KMeans(kk, n_init=n_init, random_state=seed).fit(sel)
             lab = km.labels_[sil_idx]
             if len(np.unique(lab)) < 2:
                 continue
-            scores[kk] = float(silhouette_score(zf[sil_idx], lab))
-            models[kk] = km
+            scores[kk] = float(silhouette_score(sel[sil_idx], lab))
         if not scores:
             raise ConfigError("[segments] k = 'auto': too few distinct customers to choose k by silhouette")
         k_used = max(scores, key=lambda kk: (scores[kk], -kk))
-        model = models[k_used]
         log.info("k-means: k=%d chosen by silhouette %s", k_used, {a: round(b, 3) for a, b in scores.items()})
     else:
         k_used = int(k)
-        if zf.shape[0] < k_used:
-            raise ConfigError(f"[segments] k = {k_used}: only {zf.shape[0]} customers to cluster")
-        model = KMeans(k_used, n_init=n_init, random_state=seed).fit(zf)
+    if zf.shape[0] < k_used:
+        raise ConfigError(f"[segments] k = {k_used}: only {zf.shape[0]} customers to cluster")
+    model = KMeans(k_used, n_init=n_init, random_state=seed).fit(zf)
     raw = model.predict(z).astype(np.int64) if fit_idx.size < n else model.labels_.astype(np.int64)
     labels, order = _by_size(raw, "k")
     return labels, k_used, scores, model.cluster_centers_[order]
 
 
 def density_clusters(z: np.ndarray, *, method: str, seed: int, sample: int, min_cluster_size: int,
-                     min_samples: int | None, eps: float) -> tuple[pl.Series, int]:
+                     min_samples: int, eps: float) -> tuple[pl.Series, int]:
     """HDBSCAN/DBSCAN fitted on a sample, extended to every row by the nearest clustered point."""
     from sklearn.cluster import DBSCAN, HDBSCAN
     from sklearn.neighbors import KDTree
@@ -137,7 +136,7 @@ def density_clusters(z: np.ndarray, *, method: str, seed: int, sample: int, min_
     rng = np.random.default_rng(seed)
     idx = _sample(n, sample, rng)
     zs = z[idx]
-    ms = min_samples or min_cluster_size
+    ms = min_samples
     if method == "hdbscan":
         fit = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=ms, copy=True).fit(zs)
         lab = fit.labels_

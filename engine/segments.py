@@ -21,9 +21,9 @@ Config (``[segments]``, every key optional)::
     silhouette_sample = 5000
     n_init = 3
     density = "none"             # "hdbscan" or "dbscan": adds a "density_cluster" column
-    density_sample = 50000
+    density_sample = 20000
     min_cluster_size = 500
-    min_samples = 0              # 0: same as min_cluster_size
+    min_samples = 10             # neighbours that make a core point
     eps = 0.5                    # DBSCAN radius in standardised units
     seed = 0                     # default: the top-level seed
 
@@ -104,9 +104,9 @@ class SegmentsConfig:
     silhouette_sample: int = 5_000
     n_init: int = 3
     density: str = "none"
-    density_sample: int = 50_000
-    min_cluster_size: int = 500
-    min_samples: int = 0
+    density_sample: int = 20_000
+    min_cluster_size: int = 200
+    min_samples: int = 10
     eps: float = 0.5
     seed: int = 0
 
@@ -201,8 +201,8 @@ def segments_config(cfg: Config) -> SegmentsConfig:
         rfm_bins=_int(raw, "rfm_bins", 5, 2, 100), rules=rules, cluster=cluster, cluster_features=tuple(feats),
         k=k, k_range=(kr[0], kr[1]), fit_sample=_int(raw, "fit_sample", 200_000, 100),
         silhouette_sample=_int(raw, "silhouette_sample", 5_000, 100), n_init=_int(raw, "n_init", 3, 1, 100),
-        density=density, density_sample=_int(raw, "density_sample", 50_000, 100),
-        min_cluster_size=_int(raw, "min_cluster_size", 500, 2), min_samples=_int(raw, "min_samples", 0, 0),
+        density=density, density_sample=_int(raw, "density_sample", 20_000, 100),
+        min_cluster_size=_int(raw, "min_cluster_size", 200, 2), min_samples=_int(raw, "min_samples", 10, 1),
         eps=float(eps), seed=seed)
 
 
@@ -356,7 +356,7 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
         if sc.density != "none":
             labels, n_density = density_clusters(z, method=sc.density, seed=sc.seed, sample=sc.density_sample,
                                                  min_cluster_size=sc.min_cluster_size,
-                                                 min_samples=sc.min_samples or None, eps=sc.eps)
+                                                 min_samples=sc.min_samples, eps=sc.eps)
             cols["density_cluster"] = labels
             if n_density == 0:
                 notes.append(f"{sc.density}: no cluster found on the sample (every customer is noise); "
