@@ -22,7 +22,7 @@ Config (``[segments]``, every key optional)::
     n_init = 3
     density = "none"             # "hdbscan" or "dbscan": adds a "density_cluster" column
     density_sample = 20000
-    min_cluster_size = 500
+    min_cluster_size = 200       # smallest density cluster (customers in the sample)
     min_samples = 10             # neighbours that make a core point
     eps = 0.5                    # DBSCAN radius in standardised units
     seed = 0                     # default: the top-level seed
