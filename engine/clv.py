@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from .clubs import numba_threads
 from .config import Config
 from .errors import CentileError, ConfigError, InputError
 from .outputs import staged_output, write_manifest
@@ -46,6 +47,7 @@ MONTH_DAYS = 365.25 / 12
 PARAM_NAMES = {"bgnbd": ("r", "alpha", "a", "b"), "pareto-nbd": ("r", "alpha", "s", "beta"),
                "gamma-gamma": ("p", "q", "gamma")}
 LABELS = {"bgnbd": "BG/NBD", "pareto-nbd": "Pareto/NBD", "gamma-gamma": "Gamma-Gamma"}
+_SERIAL_BELOW = 20_000  # rows: below this, one numba thread beats the parallel start-up cost
 _LOG_BOUND = 25.0  # log-parameters live in [-25, 25]; an optimum on the bound is a failed fit
 
 
@@ -352,8 +354,9 @@ def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 
     W = float(w.sum())
     mx = float(np.average(x, weights=w))
     x0 = np.log([1.0, max(float(np.average(T, weights=w)) / max(mx, 0.05), 1e-3), 1.0, 1.0])
-    lp, ll, it, ok, _ = _minimize("bgnbd", fg, x0, W, penalty, numeric=False)
-    se = _standard_errors("bgnbd", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
+    with numba_threads(1 if x.size < _SERIAL_BELOW else None):
+        lp, ll, it, ok, _ = _minimize("bgnbd", fg, x0, W, penalty, numeric=False)
+        se = _standard_errors("bgnbd", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
     return FitResult("bgnbd", dict(zip(PARAM_NAMES["bgnbd"], (float(v) for v in np.exp(lp)), strict=True)),
                      se, float(ll), ok, it, n, x.size, penalty)
 
@@ -392,8 +395,9 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
     mx = float(np.average(x, weights=w))
     mT = float(np.average(T, weights=w))
     x0 = np.log([1.0, max(mT / max(mx, 0.05), 1e-3), 1.0, max(mT, 1e-3)])
-    lp, ll, it, ok, _ = _minimize("pareto-nbd", fg, x0, W, penalty, numeric=True)
-    se = _standard_errors("pareto-nbd", _penalised_total_grad(lambda th: fg(th, 1e-5), penalty, W), lp, 1e-4)
+    with numba_threads(1 if x.size < _SERIAL_BELOW else None):
+        lp, ll, it, ok, _ = _minimize("pareto-nbd", fg, x0, W, penalty, numeric=True)
+        se = _standard_errors("pareto-nbd", _penalised_total_grad(lambda th: fg(th, 1e-5), penalty, W), lp, 1e-4)
     return FitResult("pareto-nbd", dict(zip(PARAM_NAMES["pareto-nbd"], (float(v) for v in np.exp(lp)),
                                             strict=True)), se, float(ll), ok, it, n, x.size, penalty)
 
@@ -424,8 +428,9 @@ def fit_gamma_gamma(x: Any, m: Any, *, weights: Any = None, penalty: float = 0.0
 
     W = float(w.sum())
     x0 = np.log([1.0, 2.0, float(np.average(m, weights=w))])
-    lp, ll, it, ok, _ = _minimize("gamma-gamma", fg, x0, W, penalty, numeric=False)
-    se = _standard_errors("gamma-gamma", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
+    with numba_threads(1 if x.size < _SERIAL_BELOW else None):
+        lp, ll, it, ok, _ = _minimize("gamma-gamma", fg, x0, W, penalty, numeric=False)
+        se = _standard_errors("gamma-gamma", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
     return FitResult("gamma-gamma", dict(zip(PARAM_NAMES["gamma-gamma"], (float(v) for v in np.exp(lp)),
                                              strict=True)), se, float(ll), ok, it, n, x.size, penalty)
 
@@ -456,10 +461,11 @@ def predict(purchase: FitResult, spend: FitResult | None, x: Any, tx: Any, T: An
     from .kernels import btyd
 
     steps, disc = discount_steps(horizon, time_unit, discount_rate_monthly)
-    if purchase.model == "bgnbd":
-        out = btyd.bgnbd_predict(purchase.values, x, tx, T, horizon, steps, disc, interval)
-    else:
-        out = btyd.pareto_nbd_predict(purchase.values, x, tx, T, horizon, steps, disc)
+    with numba_threads(1 if np.size(x) < _SERIAL_BELOW else None):
+        if purchase.model == "bgnbd":
+            out = btyd.bgnbd_predict(purchase.values, x, tx, T, horizon, steps, disc, interval)
+        else:
+            out = btyd.pareto_nbd_predict(purchase.values, x, tx, T, horizon, steps, disc)
     n = out["p_alive"].size
     if spend is not None and spend.params["q"] > 1.0:
         ev = btyd.gamma_gamma_expected(spend.values, x, np.asarray(m, dtype=np.float64))
@@ -593,7 +599,7 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
     fallback = float(s.con.execute(
         "SELECT avg(v) FROM (SELECT sum((quantity - returned_quantity) * unit_price) AS v FROM orders "
         "WHERE quantity > 0 AND CAST(order_ts AS DATE) <= $c GROUP BY customer_id, CAST(order_ts AS DATE))",
-        {"c": summ.calibration_end}).fetchone()[0] or math.nan)
+        {"c": summ.calibration_end}).fetchall()[0][0] or math.nan)
     if spend is not None and spend.params["q"] <= 1.0:
         notes.append(f"Gamma-Gamma q = {spend.params['q']:.3g} <= 1: customers without repeat purchases get "
                      "the mean transaction value instead of the (infinite) population mean")
@@ -632,6 +638,11 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
                     "clv_total": float(np.nansum(pred["clv"])), "p_alive_mean": float(pred["p_alive"].mean())})
     if rep.sum() > 2:
         summary["spend_frequency_correlation"] = float(np.corrcoef(x[rep], m[rep])[0, 1])
+    for fr in models:
+        if not all(math.isfinite(v) for v in fr.se.values()):
+            notes.append(f"{LABELS[fr.model]}: no standard errors (the Hessian is not positive definite: "
+                         "some parameter is drifting towards 0 or infinity, the data barely identify it; "
+                         "a small penalty helps)")
     for note in notes:
         log.info(note)
     return ClvResult(customers, tuple(models), replace(st, calibration_end=summ.calibration_end), summ.calibration_end,
@@ -684,7 +695,7 @@ def run_clv(cfg: Config, out: str | Path, *, settings: ClvSettings | None = None
 
     st = settings or clv_settings(cfg)
     with staged_output(out) as staging, open_session(cfg, progress, only=("orders",)) as s:
-        with staging.timed("clv"):
+        with staging.timed("clv"), numba_threads(cfg.threads):
             res = compute_clv(s, st, groups=groups, progress=progress)
         rows = write_clv(res, staging)
         rows["rejects"] = s.total_rejects
