@@ -356,7 +356,8 @@ def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
     qini_parts: list[pl.DataFrame] = []
     qsum: list[dict[str, Any]] = []
     for ci, camp in enumerate(campaigns):
-        u = units.filter(pl.col("campaign") == camp)
+        u = units if len(campaigns) == 1 and units["campaign"].n_unique() == 1 else units.filter(
+            pl.col("campaign") == camp)
         arm_codes, arms = _codes(u["arm"])
         if spec.control not in arms:
             notes.append(f"campaign {camp}: no '{spec.control}' arm (arms: {', '.join(arms)}); skipped")
@@ -452,7 +453,8 @@ def _bootstrap(code: np.ndarray, n_cells: int, y: dict[str, np.ndarray], boot: l
     from centile.kernels.bootstrap import poisson_bootstrap_sums, replicate_seeds
 
     names = list(dict.fromkeys([*boot, *(c for pair in ratios.values() for c in pair)]))
-    order = np.argsort(code, kind="stable")
+    # stable sort by cell; 16-bit keys take NumPy's radix sort (10x faster than a merge sort)
+    order = np.argsort(code.astype(np.uint16) if n_cells <= 65536 else code, kind="stable")
     offsets = np.zeros(n_cells + 1, np.int64)
     np.cumsum(np.bincount(code, minlength=n_cells), out=offsets[1:])
     values = np.empty((len(names), code.size))

@@ -1,0 +1,158 @@
+"""The full uplift table at scale, and its Poisson bootstrap against a NumPy implementation.
+
+    python benchmarks/bench_uplift.py [--customers 10000000] [--segments 20] [--replicates 1000]
+                                      [--runs 3] [--numpy-replicates 10]
+
+A unit table (one campaign, 2 arms: treatment 80 % / control 20 %, 20
+segments) is generated with NumPy and written once to
+``bench-data/uplift_<N>.parquet``: response (0/1), orders (Poisson), revenue
+and margin (zero-inflated, heavy-tailed), the pre-period revenue (CUPED) and a
+ratio metric revenue per order. Each step runs in a fresh process:
+
+* ``table``: ``centile.uplift.compute_uplift`` with 1,000 bootstrap
+  replicates -- the whole table: Newcombe, Welch, CUPED, bootstrap (orders,
+  revenue, margin, revenue per order), Holm/BH, SRM -- overall and per
+  segment; wall time of the call (data already in memory);
+* ``kernel``: the numba kernel alone on the same sorted arrays (3 outcome
+  columns x 40 cells x 1,000 replicates = 10**10 Poisson weights at 10M);
+* ``numpy``: the same estimator with NumPy array operations
+  (``centile.uplift_stats.poisson_bootstrap_sums_numpy``: same counter-based
+  weights, ``np.bincount`` sums), on ``--numpy-replicates`` replicates and
+  scaled linearly to 1,000 (each replicate is the same independent work; the
+  full run would take ~20 minutes per round). Its replicates are checked
+  equal to the kernel's.
+
+Writes ``benchmarks/results/uplift.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, median_of, run_isolated, save  # noqa: E402
+
+DATA = Path(__file__).resolve().parent.parent / "bench-data"
+
+
+def make_units(n: int, segments: int, path: Path) -> None:
+    import polars as pl
+
+    rng = np.random.default_rng(2027)
+    seg = rng.integers(0, segments, n)
+    treated = rng.random(n) < 0.8
+    effect = 0.004 * (seg % 5)  # planted: up to +1.6 points response
+    base = 0.08 + 0.002 * seg
+    orders = rng.poisson(np.where(treated, base + effect, base) * 1.3)
+    value = rng.lognormal(3.6, 0.9, n)
+    revenue = orders * value
+    margin = revenue * rng.uniform(0.2, 0.45, n)
+    pre = rng.poisson(base * 1.3 * 3) * rng.lognormal(3.6, 0.9, n) * 0.5 + 0.3 * revenue
+    pl.DataFrame({
+        "customer_id": np.arange(n, dtype=np.int64), "campaign": "spring",
+        "arm": np.where(treated, "treatment", "control"), "cost": np.where(treated, 0.4, 0.0),
+        "response": (orders > 0).astype(np.float64), "orders": orders.astype(np.float64),
+        "revenue": revenue, "margin": margin, "pre__revenue": pre,
+        "segment": pl.Series([f"s{i:02d}" for i in seg], dtype=pl.String),
+    }).write_parquet(path)
+
+
+TABLE = r"""
+import json, sys, time
+import polars as pl
+from centile.uplift import compute_uplift, parse_uplift_spec
+units = pl.read_parquet(sys.argv[1])
+spec = parse_uplift_spec({"segments": ["segment"], "replicates": int(sys.argv[2]),
+                          "planned": {"control": 0.2, "treatment": 0.8},
+                          "ratios": {"revenue_per_order": ["revenue", "orders"]}})
+small = units.head(5000)
+compute_uplift(small, spec)  # compile / load the kernels outside the timing
+t0 = time.perf_counter()
+res = compute_uplift(units, spec, seed=1)
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "rows": res.uplift.height, "srm_failed": res.summary["srm_failed"]}))
+"""
+
+KERNEL = r"""
+import json, sys, time
+import numpy as np, polars as pl
+from centile.kernels.bootstrap import poisson_bootstrap_sums, replicate_seeds
+from centile.uplift_stats import poisson_bootstrap_sums_numpy
+units = pl.read_parquet(sys.argv[1], columns=["arm", "segment", "orders", "revenue", "margin"])
+reps, np_reps, which = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+seg = units["segment"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
+code = seg * 2 + (units["arm"] == "control").to_numpy()
+order = np.argsort(code, kind="stable")
+n_cells = int(code.max()) + 1
+off = np.zeros(n_cells + 1, np.int64)
+np.cumsum(np.bincount(code, minlength=n_cells), out=off[1:])
+vals = np.vstack([units[c].to_numpy()[order] for c in ("orders", "revenue", "margin")])
+seeds = replicate_seeds(1, reps)
+poisson_bootstrap_sums(vals[:, :5000], [0, 5000], seeds[:2])
+if which == "kernel":
+    t0 = time.perf_counter()
+    out = poisson_bootstrap_sums(vals, off, seeds)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "draws": int(vals.shape[1]) * reps}))
+else:
+    t0 = time.perf_counter()
+    ref = poisson_bootstrap_sums_numpy(vals, off, seeds[:np_reps])
+    dt = time.perf_counter() - t0
+    out = poisson_bootstrap_sums(vals, off, seeds[:np_reps])
+    err = float(np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1.0)))
+    print(json.dumps({"seconds": dt, "replicates": np_reps, "seconds_per_replicate": dt / np_reps,
+                      "max_rel_diff_vs_kernel": err}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, default=10_000_000)
+    ap.add_argument("--segments", type=int, default=20)
+    ap.add_argument("--replicates", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--numpy-replicates", type=int, default=10)
+    a = ap.parse_args()
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"uplift_{a.customers}_{a.segments}.parquet"
+    if not path.exists():
+        make_units(a.customers, a.segments, path)
+    runs: dict[str, list[dict]] = {"table": [], "kernel": [], "numpy": []}
+    for r in range(a.runs):
+        runs["table"].append(run_isolated(TABLE, str(path), str(a.replicates)))
+        runs["kernel"].append(run_isolated(KERNEL, str(path), str(a.replicates), "0", "kernel"))
+        if r == 0 or a.runs < 3:
+            runs["numpy"].append(run_isolated(KERNEL, str(path), str(a.replicates), str(a.numpy_replicates),
+                                              "numpy"))
+        print(f"round {r + 1}: table {runs['table'][-1]['seconds']:.1f} s, "
+              f"kernel {runs['kernel'][-1]['seconds']:.1f} s, "
+              f"numpy {runs['numpy'][-1]['seconds_per_replicate']:.2f} s/replicate", flush=True)
+    table_s = median_of(runs["table"], "seconds")
+    kernel_s = median_of(runs["kernel"], "seconds")
+    numpy_per = median_of(runs["numpy"], "seconds_per_replicate")
+    numpy_s = numpy_per * a.replicates
+    doc = {
+        "benchmark": "uplift", "customers": a.customers, "segments": a.segments, "arms": 2,
+        "replicates": a.replicates, "runs": a.runs, "machine": machine(),
+        "table_seconds_median": round(table_s, 2),
+        "kernel_seconds_median": round(kernel_s, 2),
+        "kernel_ns_per_weight": round(kernel_s / (a.customers * a.replicates) * 1e9, 3),
+        "numpy_seconds_per_replicate": round(numpy_per, 3),
+        "numpy_seconds_for_all_replicates_extrapolated": round(numpy_s, 1),
+        "numpy_replicates_measured": a.numpy_replicates,
+        "speedup_kernel_vs_numpy": round(numpy_s / kernel_s, 1),
+        "numpy_max_rel_diff_vs_kernel": max(r["max_rel_diff_vs_kernel"] for r in runs["numpy"]),
+        "table_rows": runs["table"][0]["rows"],
+        "runs_detail": runs,
+    }
+    out = save("uplift", doc)
+    print(f"table {table_s:.1f} s; kernel {kernel_s:.1f} s ({doc['kernel_ns_per_weight']} ns/weight); NumPy "
+          f"{numpy_per:.2f} s/replicate -> {numpy_s:.0f} s for {a.replicates}; speed-up "
+          f"{doc['speedup_kernel_vs_numpy']}x; written {out}")
+
+
+if __name__ == "__main__":
+    main()
