@@ -289,6 +289,13 @@ def test_cli_segments_writes_outputs(generated):
     assert pl.read_parquet(out / "rfm_grid.parquet").height == 25
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["job"] == "segments" and manifest["rows"]["segments"] == 20_000
+    from centile.segments_report import rfm_section, segments_section
+
+    html = rfm_section(out)
+    assert html.startswith('<section id="rfm">') and "<svg" in html and "Champions" in html
+    html = segments_section(out)
+    assert 'id="segments-lifecycle"' in html and 'id="segments-cluster"' in html
+    assert rfm_section(root) == "" and segments_section(root) == ""
     # --features and --clubs: the club segmentation
     r = CliRunner().invoke(app, ["clubs", "--data", str(root / "data"), "--out", str(root / "clubs")])
     assert r.exit_code == 0, r.output
