@@ -39,7 +39,7 @@ import datetime as dt
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,14 +238,26 @@ def units_from_session(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None =
     return units.sort("campaign", "customer_id"), notes
 
 
+def auto_segments(segments: pl.DataFrame, max_levels: int = 100) -> tuple[str, ...]:
+    """Breakdown columns of a segments frame when ``[uplift] segments`` is not set: its text,
+    categorical and boolean columns, and integer columns with at most ``max_levels`` values."""
+    out = []
+    for c, t in segments.schema.items():
+        if c == "customer_id":
+            continue
+        if t in (pl.String, pl.Categorical, pl.Boolean) or isinstance(t, pl.Enum) or (
+                t.is_integer() and segments[c].n_unique() <= max_levels):
+            out.append(c)
+    return tuple(out)
+
+
 def _join_segments(units: pl.DataFrame, spec: UpliftSpec, segments: pl.DataFrame | None, s: Any) -> pl.DataFrame:
     want = list(spec.segments) + ([spec.score] if spec.score else [])
     have = set(units.columns)
     if segments is not None:
         if "customer_id" not in segments.columns:
             raise InputError("the segments frame needs a customer_id column")
-        cols = [c for c in segments.columns if c != "customer_id" and c not in have
-                and (not want or c in want)]
+        cols = [c for c in segments.columns if c != "customer_id" and c not in have and c in want]
         seg = segments.select("customer_id", *cols).unique("customer_id", keep="first", maintain_order=True)
         units = units.join(seg.with_columns(pl.col("customer_id").cast(units["customer_id"].dtype)),
                            on="customer_id", how="left")
@@ -613,6 +625,8 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     spec = parse_uplift_spec(cfg.section("uplift"))
     from .clubs import numba_threads
 
+    if not spec.segments and segments is not None:
+        spec = replace(spec, segments=auto_segments(segments))
     if spec.path:
         units, notes = units_from_table(spec, segments)
     else:

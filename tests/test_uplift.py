@@ -322,7 +322,10 @@ def test_cli_uplift_writes_files(synth, tmp_path):
     segs = tmp_path / "seg.parquet"
     pl.read_parquet(synth / "truth" / "customers.parquet").select("customer_id", "segment").write_parquet(segs)
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'data = "{synth}"\n[uplift]\nwindow_days = 30\nsegments = ["segment"]\nreplicates = 100\n'
+    # no [uplift] segments: the text columns of --segments are the breakdowns
+    pl.read_parquet(synth / "truth" / "customers.parquet").select(
+        "customer_id", "segment", "gg_nu").write_parquet(segs)
+    cfg.write_text(f'data = "{synth}"\n[uplift]\nwindow_days = 30\nreplicates = 100\n'
                    'ratios = { revenue_per_order = ["revenue", "orders"] }\n')
     out = tmp_path / "out"
     r = CliRunner().invoke(app, ["uplift", "-c", str(cfg), "--segments", str(segs), "--out", str(out), "--json"])
