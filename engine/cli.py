@@ -351,7 +351,7 @@ def sql(
 def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
              features: Annotated[Path | None, typer.Option(
                  "--features", help="Use this feature table (features.parquet) instead of computing it "
-                 "from the inputs (no customers table then: demographic rules are skipped).",
+                 "from the inputs; the customers table is still read from --data / -c when there is one.",
                  show_default=False)] = None,
              clubs: Annotated[Path | None, typer.Option(
                  "--clubs", help="clubs.parquet (or the output folder of centile clubs): adds the club "

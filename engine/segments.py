@@ -418,10 +418,14 @@ def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = 
         if features is not None:
             with staging.timed("read_features"):
                 table = read_features(features)
+            customers, as_of = None, cfg.as_of
+            if "customers" in cfg.tables:  # demographic rules need the validated customers table
+                with staging.timed("read_customers"), open_session(cfg, progress, only=("orders", "customers")) as s:
+                    customers, as_of = s.frame("SELECT * FROM customers"), s.as_of
             if progress:
                 progress("segments")
             with staging.timed("segments"):
-                res = form_segments(table, cfg, clubs=club_df, as_of=cfg.as_of)
+                res = form_segments(table, cfg, customers=customers, clubs=club_df, as_of=as_of)
             rows = write_segments(res, staging)
             p = Path(features)
             p = p / "features.parquet" if p.is_dir() else p
