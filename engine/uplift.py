@@ -465,14 +465,22 @@ def _bootstrap(code: np.ndarray, n_cells: int, y: dict[str, np.ndarray], boot: l
     from centile.kernels.bootstrap import poisson_bootstrap_sums, replicate_seeds
 
     names = list(dict.fromkeys([*boot, *(c for pair in ratios.values() for c in pair)]))
+    # rows whose bootstrapped outcomes are all 0 (non-responders) are collapsed into one
+    # Poisson(count) weight per cell (see centile.kernels.bootstrap): same estimator, less work
+    nonzero = np.zeros(code.size, bool)
+    for nm in names:
+        nonzero |= y[nm] != 0
+    idx = np.flatnonzero(nonzero)
+    sub = code[idx]
     # stable sort by cell; 16-bit keys take NumPy's radix sort (10x faster than a merge sort)
-    order = np.argsort(code.astype(np.uint16) if n_cells <= 65536 else code, kind="stable")
+    order = idx[np.argsort(sub.astype(np.uint16) if n_cells <= 65536 else sub, kind="stable")]
     offsets = np.zeros(n_cells + 1, np.int64)
-    np.cumsum(np.bincount(code, minlength=n_cells), out=offsets[1:])
-    values = np.empty((len(names), code.size))
+    np.cumsum(np.bincount(sub, minlength=n_cells), out=offsets[1:])
+    zeros = np.bincount(code, minlength=n_cells) - np.diff(offsets)
+    values = np.empty((len(names), order.size))
     for k, nm in enumerate(names):
         np.take(y[nm], order, out=values[k])
-    sums = poisson_bootstrap_sums(values, offsets, replicate_seeds(list(seed), replicates))
+    sums = poisson_bootstrap_sums(values, offsets, replicate_seeds(list(seed), replicates), zeros=zeros)
     return {"names": names, "sums": sums}
 
 

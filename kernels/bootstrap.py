@@ -19,6 +19,12 @@ What the kernel returns is, for each replicate ``b`` and group ``g``,
 over the rows ``i`` of group ``g`` (rows sorted by group, ``offsets`` giving
 the group boundaries). The engine turns these into replicate statistics.
 
+Rows whose outcomes are all zero (customers who did not respond: usually
+most of them) need not be listed: they only add their weights to
+``out[..., 0]``, and a sum of ``m`` independent Poisson(1) weights is a single
+Poisson(``m``) draw, so ``zeros[g]`` such rows cost one draw per group and
+replicate (the sufficient-statistic form of the same bootstrap).
+
 Random numbers
 --------------
 ``seeds[b]`` (drawn outside the kernel from a ``numpy.random.SeedSequence``)
@@ -41,7 +47,8 @@ rows of ``out``); inside a block, tile by tile, every replicate of the block
 generates the tile's weights into a per-block buffer and adds one dot product
 per (group, outcome) while the tile's values are still in cache.
 
-Cost: ``n * b`` weights (10**10 for 10M rows x 1,000 replicates); see
+Cost: ``n * b`` weights for the ``n`` listed rows (10**10 for 10M rows x
+1,000 replicates if all are listed), plus ``g * b`` block draws; see
 ``benchmarks/bench_uplift.py``.
 """
 
@@ -108,9 +115,63 @@ def _tile_weights(seed, tile, thr, buf):
             buf[j] = np.float64(k)
 
 
+_STREAM = np.uint64(0xA0761D6478BD642F)  # separates the block streams from the row counters
+
+
+@njit(**JIT)
+def _next_uniform(state):
+    """SplitMix64 step: ``(state + golden, mix64(state) / 2**64)`` at 53-bit resolution."""
+    return state + _GOLDEN, np.float64(_mix64(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(**JIT)
+def _poisson_block(seed, g, mu):
+    """A Poisson(``mu``) draw for group ``g`` of the replicate seeded ``seed``.
+
+    Stream: SplitMix64 from ``seed ^ mix64(g + 0xA0761D6478BD642F)``. ``mu < 10``:
+    multiplication method; otherwise PTRS, the transformed rejection of Hörmann
+    (1993), "The transformed rejection method for generating Poisson random
+    variables" (the algorithm and constants NumPy uses).
+    """
+    if mu <= 0.0:
+        return 0.0
+    state = seed ^ _mix64(np.uint64(g) + _STREAM)
+    if mu < 10.0:
+        enlam = math.exp(-mu)
+        x = 0
+        prod = 1.0
+        while True:
+            state, u = _next_uniform(state)
+            prod *= u
+            if prod > enlam:
+                x += 1
+            else:
+                return np.float64(x)
+    slam = math.sqrt(mu)
+    loglam = math.log(mu)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    invalpha = 1.1239 + 1.1328 / (b - 3.4)
+    vr = 0.9277 - 3.6224 / (b - 2.0)
+    while True:
+        state, u = _next_uniform(state)
+        u -= 0.5
+        state, v = _next_uniform(state)
+        us = 0.5 - abs(u)
+        k = math.floor((2.0 * a / us + b) * u + mu + 0.43)
+        if us >= 0.07 and v <= vr:
+            return np.float64(k)
+        if k < 0 or (us < 0.013 and v > us):
+            continue
+        if (math.log(v) + math.log(invalpha) - math.log(a / (us * us) + b)) <= (
+                -mu + k * loglam - math.lgamma(k + 1.0)):
+            return np.float64(k)
+
+
 @njit(**JIT_PARALLEL)
-def _poisson_sums(values, offsets, seeds, thr, block, out):
+def _poisson_sums(values, offsets, zeros, seeds, thr, block, out):
     n_rep = seeds.size
+    n_groups = offsets.size - 1
     n = values.shape[1]
     n_out = values.shape[0]
     n_tiles = (n + _TILE - 1) // _TILE
@@ -145,6 +206,10 @@ def _poisson_sums(values, offsets, seeds, thr, block, out):
                             s += w[j] * y[j]
                         out[b, g, 1 + k] += s
                     lo = hi
+        for b in range(b0, b1):  # the collapsed all-zero rows: one Poisson(count) per group
+            for g in range(n_groups):
+                if zeros[g] > 0:
+                    out[b, g, 0] += _poisson_block(seeds[b], g, np.float64(zeros[g]))
 
 
 def replicate_seeds(seed, replicates):
@@ -166,7 +231,7 @@ def replicate_seeds(seed, replicates):
     return np.random.SeedSequence(seed).generate_state(int(replicates), dtype=np.uint64)
 
 
-def poisson_bootstrap_sums(values, offsets, seeds, *, block=_BLOCK):
+def poisson_bootstrap_sums(values, offsets, seeds, *, zeros=None, block=_BLOCK):
     """Poisson-bootstrap replicate sums of grouped outcomes.
 
     Parameters
@@ -180,6 +245,14 @@ def poisson_bootstrap_sums(values, offsets, seeds, *, block=_BLOCK):
         ``offsets[0] == 0`` and ``offsets[-1] == n``.
     seeds : array_like of uint64, shape (b,)
         One seed per replicate (see :func:`replicate_seeds`).
+    zeros : array_like of int, shape (g,), optional
+        Rows whose outcomes are all 0, left out of ``values`` and counted here
+        per group. Their weights only enter ``[..., 0]``, and a sum of ``m``
+        independent Poisson(1) weights is one Poisson(``m``) draw, so the
+        result has exactly the distribution of listing them as rows -- at the
+        cost of one draw per group instead of ``m`` (most customers do not
+        respond to a campaign). Drawn from a stream of the replicate's seed
+        separate from the row weights.
     block : int
         Replicates per parallel task (speed only; the result does not depend on it).
 
@@ -203,9 +276,12 @@ def poisson_bootstrap_sums(values, offsets, seeds, *, block=_BLOCK):
     sd = np.ascontiguousarray(seeds, dtype=np.uint64).reshape(-1)
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
+    z = np.zeros(off.size - 1, np.int64) if zeros is None else np.ascontiguousarray(zeros, dtype=np.int64)
+    if z.shape != (off.size - 1,) or np.any(z < 0):
+        raise ValueError(f"zeros must hold {off.size - 1} non-negative counts, got {z!r}")
     out = np.zeros((sd.size, off.size - 1, vals.shape[0] + 1), np.float64)
-    if sd.size and vals.shape[1]:
-        _poisson_sums(vals, off, sd, THRESHOLDS32, int(block), out)
+    if sd.size and (vals.shape[1] or z.any()):
+        _poisson_sums(vals, off, z, sd, THRESHOLDS32, int(block), out)
     return out
 
 

@@ -135,3 +135,58 @@ def test_input_checks():
         replicate_seeds(0, -1)
     out = poisson_bootstrap_sums(np.ones((2, 0)), [0, 0], replicate_seeds(0, 3))
     assert out.shape == (3, 1, 3) and not out.any()
+
+
+def test_collapsed_zero_rows():
+    """All-zero rows passed as counts: the outcome sums are untouched, the weight total gains
+    one Poisson(count) draw per group, the same numbers as the plain-Python port."""
+    rng = np.random.default_rng(6)
+    values = rng.gamma(1.0, 5.0, (2, 3000))
+    offsets = np.array([0, 1000, 1000, 3000])
+    zeros = np.array([3, 0, 400])
+    seeds = replicate_seeds(8, 40)
+    base = poisson_bootstrap_sums(values, offsets, seeds)
+    got = poisson_bootstrap_sums(values, offsets, seeds, zeros=zeros)
+    assert np.array_equal(got[:, :, 1:], base[:, :, 1:])
+    assert np.array_equal(got[:, 1, 0], base[:, 1, 0])
+    extra = got[:, :, 0] - base[:, :, 0]
+    assert np.all(extra == np.round(extra)) and np.all(extra >= 0)
+    np.testing.assert_allclose(got, poisson_bootstrap_sums_numpy(values, offsets, seeds, zeros), rtol=1e-12)
+    with pytest.raises(ValueError, match="zeros"):
+        poisson_bootstrap_sums(values, offsets, seeds, zeros=[1, 2])
+    only = poisson_bootstrap_sums(np.zeros((1, 0)), [0, 0], seeds, zeros=[5])
+    assert only[:, 0, 0].sum() > 0 and not only[:, 0, 1].any()
+
+
+@pytest.mark.parametrize("mu", [0.5, 3.0, 9.5, 25.0, 700.0])
+def test_block_draws_are_poisson(mu):
+    """The per-group draw is Poisson(mu): multiplication method below 10, PTRS above."""
+    seeds = replicate_seeds(int(mu * 10), 4000)
+    d = poisson_bootstrap_sums(np.zeros((1, 0)), [0, 0], seeds, zeros=[int(mu)] if mu == int(mu) else [0])[:, 0, 0]
+    if mu != int(mu):  # a fractional mean goes through the Python port only
+        from centile.uplift_stats import poisson_block_py
+
+        d = np.array([poisson_block_py(int(s), 0, mu) for s in seeds])
+    lo, hi = stats.poisson.ppf(0.001, mu), stats.poisson.ppf(0.999, mu)
+    edges = np.unique(np.linspace(lo, hi + 1, 12).astype(np.int64))
+    obs = np.histogram(np.clip(d, lo, hi), bins=edges)[0]
+    cdf = stats.poisson.cdf(edges - 1, mu)
+    cdf[0], cdf[-1] = 0.0, 1.0
+    exp = np.diff(cdf) * d.size
+    assert stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4
+    assert abs(d.mean() - mu) < 5 * math.sqrt(mu / d.size)
+
+
+def test_collapsed_identical_at_one_thread_and_all_threads():
+    rng = np.random.default_rng(4)
+    values = rng.gamma(1.0, 5.0, (1, 9000))
+    offsets, zeros, seeds = np.array([0, 4000, 9000]), np.array([100_000, 37]), replicate_seeds(3, 50)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = poisson_bootstrap_sums(values, offsets, seeds, zeros=zeros)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = poisson_bootstrap_sums(values, offsets, seeds, zeros=zeros)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(one, many)
