@@ -354,7 +354,7 @@ def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
         if num not in outcomes or den not in outcomes:
             raise ConfigError(f"[uplift] ratio {name}: {num} and {den} must both be outcomes "
                               f"(have {', '.join(outcomes)})")
-    binary = {o: bool(units[o].is_in([0.0, 1.0]).all()) for o in outcomes}
+    binary = {o: bool(units[o].cast(pl.Float64).fill_null(0.0).is_in([0.0, 1.0]).all()) for o in outcomes}
     boot = list(spec.bootstrap) if spec.bootstrap is not None else [o for o in outcomes if not binary[o]]
     boot = [o for o in boot if o in outcomes] if spec.replicates else []
     ratios = dict(spec.ratios) if spec.replicates else {}
@@ -433,6 +433,10 @@ def _srm(camp: str, bname: str, labels: list[str], arms: list[str], counts: np.n
         missing = [a for a in arms if a not in spec.planned]
         if missing:
             raise ConfigError(f"[uplift] planned has no share for arm(s) {', '.join(missing)} of campaign {camp}")
+        # a planned arm with no rows at all is a mismatch too: count it as 0
+        absent = [a for a, sh in spec.planned.items() if a not in arms and sh > 0]
+        arms = arms + absent
+        counts = np.hstack([counts, np.zeros((counts.shape[0], len(absent)), counts.dtype)])
         shares = np.array([spec.planned[a] for a in arms])
     else:
         tot = counts.sum(axis=0).astype(np.float64)

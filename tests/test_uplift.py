@@ -241,6 +241,15 @@ def test_srm_flags_unbalanced_and_passes_balanced(caplog):
     assert "SAMPLE RATIO MISMATCH" in caplog.text
 
 
+def test_srm_flags_a_planned_arm_without_rows():
+    units = units_from_table(parse_uplift_spec({"arm": "grp", "outcomes": ["conversion"]}), frame=_flat(n=5000))[0]
+    spec = parse_uplift_spec({"planned": {"control": 0.2, "A": 0.4, "B": 0.3, "C": 0.1}, "replicates": 0})
+    res = compute_uplift(units, spec)
+    assert res.srm.filter(pl.col("arm") == "C")["n"].to_list() == [0]
+    assert res.uplift["srm_flag"].all()
+    assert set(res.uplift["arm"]) == {"A", "B"}
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="unknown"):
         parse_uplift_spec({"windows": 3})
