@@ -47,7 +47,8 @@ MONTH_DAYS = 365.25 / 12
 PARAM_NAMES = {"bgnbd": ("r", "alpha", "a", "b"), "pareto-nbd": ("r", "alpha", "s", "beta"),
                "gamma-gamma": ("p", "q", "gamma")}
 LABELS = {"bgnbd": "BG/NBD", "pareto-nbd": "Pareto/NBD", "gamma-gamma": "Gamma-Gamma"}
-_SERIAL_BELOW = 20_000  # rows: below this, one numba thread beats the parallel start-up cost
+_SERIAL_BELOW = 20_000
+_WARM_ABOVE = 200_000  # rows: above this, a fit starts from the fit on an evenly spaced 1-in-k subsample  # rows: below this, one numba thread beats the parallel start-up cost
 _LOG_BOUND = 25.0  # log-parameters live in [-25, 25]; an optimum on the bound is a failed fit
 
 
@@ -234,7 +235,7 @@ def _collapse(cols: Sequence[np.ndarray], weights: np.ndarray | None) -> tuple[l
     names = [f"c{i}" for i in range(len(cols))]
     df = pl.DataFrame({**dict(zip(names, cols, strict=True)),
                        "w": weights if weights is not None else np.ones(cols[0].size)})
-    g = df.group_by(names).agg(pl.col("w").sum())
+    g = df.group_by(names, maintain_order=True).agg(pl.col("w").sum())  # deterministic order
     return [g[c].to_numpy() for c in names], g["w"].to_numpy()
 
 
@@ -253,7 +254,7 @@ def _minimize(model: str, fg: Callable[[np.ndarray], tuple[float, np.ndarray]], 
         return f, grad
 
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * x0.size
-    opts = {"maxiter": 2000, "ftol": 1e-15, "gtol": 1e-10 if not numeric else 1e-8, "maxls": 50}
+    opts = {"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9 if not numeric else 1e-8, "maxls": 50}
     res = minimize(obj, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
     f, grad = obj(res.x)
     # L-BFGS-B stops "abnormally" at machine precision; a vanishing gradient is convergence too
@@ -273,12 +274,14 @@ def _minimize(model: str, fg: Callable[[np.ndarray], tuple[float, np.ndarray]], 
 
 
 def _hessian(gradient: Callable[[np.ndarray], np.ndarray], lp: np.ndarray, h: float) -> np.ndarray:
+    """Forward differences of the gradient (k + 1 evaluations), symmetrised."""
     k = lp.size
     H = np.empty((k, k))
+    g0 = gradient(lp)
     for j in range(k):
         e = np.zeros(k)
         e[j] = h
-        H[:, j] = (gradient(lp + e) - gradient(lp - e)) / (2 * h)
+        H[:, j] = (gradient(lp + e) - g0) / h
     return 0.5 * (H + H.T)
 
 
@@ -303,6 +306,23 @@ def _penalised_total_grad(fg: Callable, penalty: float, W: float) -> Callable[[n
         _ll, g = fg(theta)
         return -g * theta + 2.0 * penalty * W * theta * theta
     return grad
+
+
+def _warm_start(fit: Callable[..., FitResult], cols: tuple[np.ndarray, ...], weights: Any,
+                penalty: float) -> FitResult | None:
+    """For large inputs, the fit on an evenly spaced subsample of ~100k rows: a starting
+    point a few iterations from the optimum (the objective is a mean, so it has the same
+    scale). None for small inputs or when the subsample fit fails."""
+    n = cols[0].size
+    if n <= _WARM_ABOVE:
+        return None
+    step = n // 100_000
+    sub = tuple(c[::step] for c in cols)
+    w = None if weights is None else np.asarray(weights, np.float64)[::step]
+    try:
+        return fit(*sub, weights=w, penalty=penalty)
+    except FitError:
+        return None
 
 
 def _check_rfm(x: np.ndarray, tx: np.ndarray, T: np.ndarray, label: str) -> None:
@@ -340,6 +360,7 @@ def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 
 
     x, tx, T = btyd._rfm(x, tx, T)
     _check_rfm(x, tx, T, "BG/NBD")
+    warm = _warm_start(fit_bgnbd, (x, tx, T), weights, penalty)
     w = btyd._weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
@@ -354,6 +375,8 @@ def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 
     W = float(w.sum())
     mx = float(np.average(x, weights=w))
     x0 = np.log([1.0, max(float(np.average(T, weights=w)) / max(mx, 0.05), 1e-3), 1.0, 1.0])
+    if warm is not None:
+        x0 = np.log(warm.values)
     with numba_threads(1 if x.size < _SERIAL_BELOW else None):
         lp, ll, it, ok, _ = _minimize("bgnbd", fg, x0, W, penalty, numeric=False)
         se = _standard_errors("bgnbd", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
@@ -373,6 +396,7 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
 
     x, tx, T = btyd._rfm(x, tx, T)
     _check_rfm(x, tx, T, "Pareto/NBD")
+    warm = _warm_start(fit_pareto_nbd, (x, tx, T), weights, penalty)
     w = btyd._weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
@@ -395,6 +419,8 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
     mx = float(np.average(x, weights=w))
     mT = float(np.average(T, weights=w))
     x0 = np.log([1.0, max(mT / max(mx, 0.05), 1e-3), 1.0, max(mT, 1e-3)])
+    if warm is not None:
+        x0 = np.log(warm.values)
     with numba_threads(1 if x.size < _SERIAL_BELOW else None):
         lp, ll, it, ok, _ = _minimize("pareto-nbd", fg, x0, W, penalty, numeric=True)
         se = _standard_errors("pareto-nbd", _penalised_total_grad(lambda th: fg(th, 1e-5), penalty, W), lp, 1e-4)
@@ -403,17 +429,19 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
 
 
 def fit_gamma_gamma(x: Any, m: Any, *, weights: Any = None, penalty: float = 0.0,
-                    collapse: bool = True) -> FitResult:
+                    collapse: bool = False) -> FitResult:
     """Fit the Gamma-Gamma spend model (Fader & Hardie 2013) on repeat buyers.
 
     ``x`` is the number of repeat transactions (> 0) and ``m`` their mean value (> 0).
-    Arguments and errors as :func:`fit_bgnbd`.
+    Arguments and errors as :func:`fit_bgnbd`; ``collapse`` is off by default because
+    mean spends rarely repeat.
     """
     from .kernels import btyd
 
     x, m = btyd._spend(x, m)
     if x.size < 2:
         raise FitError(f"Gamma-Gamma fit: {x.size} repeat buyer(s) with a positive mean spend; need more")
+    warm = _warm_start(fit_gamma_gamma, (x, m), weights, penalty)
     w = btyd._weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
@@ -428,6 +456,8 @@ def fit_gamma_gamma(x: Any, m: Any, *, weights: Any = None, penalty: float = 0.0
 
     W = float(w.sum())
     x0 = np.log([1.0, 2.0, float(np.average(m, weights=w))])
+    if warm is not None:
+        x0 = np.log(warm.values)
     with numba_threads(1 if x.size < _SERIAL_BELOW else None):
         lp, ll, it, ok, _ = _minimize("gamma-gamma", fg, x0, W, penalty, numeric=False)
         se = _standard_errors("gamma-gamma", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
@@ -447,6 +477,14 @@ def discount_steps(horizon: float, time_unit: str, rate_monthly: float) -> tuple
     return steps, (1.0 + rate_monthly) ** -(steps / month)
 
 
+def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (x, T) pairs and each row's index into them (hash join in Polars)."""
+    df = pl.DataFrame({"x": x, "T": T})
+    u = df.unique(["x", "T"]).with_row_index("i")
+    idx = df.join(u, on=["x", "T"], how="left", maintain_order="left")["i"].to_numpy()
+    return u["x"].to_numpy(), u["T"].to_numpy(), idx
+
+
 def predict(purchase: FitResult, spend: FitResult | None, x: Any, tx: Any, T: Any, m: Any, *,
             horizon: float, time_unit: str = "week", discount_rate_monthly: float = 0.01, margin: float = 1.0,
             interval: float | None = 0.9, fallback_spend: float = math.nan) -> dict[str, np.ndarray]:
@@ -463,7 +501,8 @@ def predict(purchase: FitResult, spend: FitResult | None, x: Any, tx: Any, T: An
     steps, disc = discount_steps(horizon, time_unit, discount_rate_monthly)
     with numba_threads(1 if np.size(x) < _SERIAL_BELOW else None):
         if purchase.model == "bgnbd":
-            out = btyd.bgnbd_predict(purchase.values, x, tx, T, horizon, steps, disc, interval)
+            out = btyd.bgnbd_predict(purchase.values, x, tx, T, horizon, steps, disc, interval,
+                                     pairs=_pairs(np.asarray(x, np.float64), np.asarray(T, np.float64)))
         else:
             out = btyd.pareto_nbd_predict(purchase.values, x, tx, T, horizon, steps, disc)
     n = out["p_alive"].size

@@ -261,22 +261,30 @@ def _bgnbd_quantiles(r, alpha, a, b, x, T, t, p_alive, q_lo, q_hi):
 
 
 @njit(**JIT_PARALLEL)
-def _bgnbd_predict(r, alpha, a, b, x, tx, T, horizon, steps, disc, q_lo, q_hi, want_pi,
+def _bgnbd_alive_terms(r, alpha, a, b, ux, uT, horizon, steps, disc, e_h, e_disc):
+    """Per distinct (x, T): E[X(T, T+horizon) | alive] and its monthly discounted sum."""
+    for j in prange(ux.size):
+        e_h[j] = _bgnbd_future_alive(r, alpha, a, b, ux[j], uT[j], horizon)
+        acc = 0.0
+        prev = 0.0
+        for k in range(steps.size):
+            cur = _bgnbd_future_alive(r, alpha, a, b, ux[j], uT[j], steps[k])
+            acc += (cur - prev) * disc[k]
+            prev = cur
+        e_disc[j] = acc
+
+
+@njit(**JIT_PARALLEL)
+def _bgnbd_predict(r, alpha, a, b, x, tx, T, idx, e_h, e_disc, horizon, q_lo, q_hi, want_pi,
                    p_alive, expected, p_any, disc_tx, lo, hi):
     for i in prange(x.size):
         xi = x[i]
         pa = _p_from_log_odds(_bgnbd_log_odds_dead(r, alpha, a, b, xi, tx[i], T[i]))
         p_alive[i] = pa
-        expected[i] = pa * _bgnbd_future_alive(r, alpha, a, b, xi, T[i], horizon)
+        expected[i] = pa * e_h[idx[i]]
+        disc_tx[i] = pa * e_disc[idx[i]]
         # alive: a purchase happens in (T, T+t] iff the Poisson clock rings, lambda ~ Gamma(r+x, alpha+T)
         p_any[i] = pa * -math.expm1((r + xi) * math.log((alpha + T[i]) / (alpha + T[i] + horizon)))
-        acc = 0.0
-        prev = 0.0
-        for j in range(steps.size):
-            cur = _bgnbd_future_alive(r, alpha, a, b, xi, T[i], steps[j])
-            acc += (cur - prev) * disc[j]
-            prev = cur
-        disc_tx[i] = pa * acc
         if want_pi:
             lo[i], hi[i] = _bgnbd_quantiles(r, alpha, a, b, xi, T[i], horizon, pa, q_lo, q_hi)
 
@@ -480,6 +488,11 @@ def _weights(w, n):
 
 
 def _by_x(x, w):
+    """Distinct x and their summed weights (a bincount when x is a small whole number)."""
+    if x.size and x.max() < 1e6 and np.array_equal(x, np.floor(x)):
+        wx = np.bincount(x.astype(np.int64), weights=w)
+        ux = np.flatnonzero(wx).astype(np.float64)
+        return ux, np.ascontiguousarray(wx[ux.astype(np.int64)])
     ux, inv = np.unique(x, return_inverse=True)
     return np.ascontiguousarray(ux), np.bincount(inv.ravel(), weights=w, minlength=ux.size)
 
@@ -583,7 +596,7 @@ def _steps(horizon, steps, disc):
     return steps, disc
 
 
-def bgnbd_predict(params, x, tx, T, horizon, steps=None, disc=None, interval=None):
+def bgnbd_predict(params, x, tx, T, horizon, steps=None, disc=None, interval=None, pairs=None):
     """Per-customer BG/NBD predictions over ``(T, T + horizon]``.
 
     Parameters
@@ -597,6 +610,10 @@ def bgnbd_predict(params, x, tx, T, horizon, steps=None, disc=None, interval=Non
         ``discounted`` is sum_j disc[j] * E[X(T, T + steps[j]) - X(T, T + steps[j-1])].
     interval : float, optional
         Central probability (e.g. 0.9) of a prediction interval for X(T, T + horizon).
+    pairs : (ux, uT, idx), optional
+        The distinct ``(x, T)`` pairs and each customer's pair index: the conditional
+        expectations (a 2F1 series per step) depend on ``(x, T)`` only and are computed
+        once per pair. Default: every customer is its own pair.
 
     Returns
     -------
@@ -614,7 +631,17 @@ def bgnbd_predict(params, x, tx, T, horizon, steps=None, disc=None, interval=Non
     lo = np.zeros(n if want else 0, np.int64)
     hi = np.zeros(n if want else 0, np.int64)
     q = 0.5 * (1.0 - float(interval)) if want else 0.0
-    _bgnbd_predict(r, al, a, b, x, tx, T, float(horizon), steps, disc, q, 1.0 - q, want,
+    if pairs is None:
+        ux, uT, idx = x, T, np.arange(n, dtype=np.int64)
+    else:
+        ux, uT = _f64(pairs[0], "pairs"), _f64(pairs[1], "pairs")
+        idx = np.ascontiguousarray(pairs[2], dtype=np.int64)
+        if idx.size != n or ux.size != uT.size or (n and (idx.min() < 0 or idx.max() >= ux.size)):
+            raise ValueError("pairs must be (ux, uT, idx) with one index per customer into ux/uT")
+    e_h = np.empty(ux.size)
+    e_disc = np.empty(ux.size)
+    _bgnbd_alive_terms(r, al, a, b, ux, uT, float(horizon), steps, disc, e_h, e_disc)
+    _bgnbd_predict(r, al, a, b, x, tx, T, idx, e_h, e_disc, float(horizon), q, 1.0 - q, want,
                    out["p_alive"], out["expected"], out["p_any"], out["discounted"], lo, hi)
     if want:
         out["lo"], out["hi"] = lo, hi
