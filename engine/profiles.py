@@ -55,6 +55,8 @@ TRAITS = {"orders_12m": "orders_12m", "recency_days": "recency_days", "net_reven
           "premium_margin_12m": "premium_margin_12m", "tenure_days": "tenure_days",
           "max_price_kept_24m": "max_price_kept_24m"}
 MIN_EFFECT = 0.25
+_ORDER_TRAITS = {"orders_12m", "recency_days", "net_revenue_12m", "avg_order_value_12m", "return_rate_12m",
+                 "tenure_days", "max_price_kept_24m", "premium_margin_12m"}
 
 
 def _agg_exprs(cols: set[str], share_cols: list[str]) -> list[pl.Expr]:
@@ -191,8 +193,10 @@ def _phrase(trait: str, seg: float, avg: float) -> str:
             return f"hardly orders ({seg:.2f} orders in 12 months vs {avg:.1f})"
         return f"orders {r:.1f}× as often as average"
     if trait == "recency_days":
-        return (f"last ordered long ago ({seg:.0f} days vs {avg:.0f})" if hi
-                else f"ordered recently ({seg:.0f} days ago vs {avg:.0f})")
+        if hi:
+            return f"last ordered long ago ({seg:.0f} days vs {avg:.0f} on average)"
+        word = "recently" if seg <= avg / 2 else "more recently than average"
+        return f"ordered {word} ({seg:.0f} days ago vs {avg:.0f})"
     if trait == "net_revenue_12m":
         return f"{r:.1f}× the average 12-month net revenue"
     if trait == "aov_12m":
@@ -235,8 +239,11 @@ def describe(prof: pl.DataFrame, base: pl.DataFrame) -> list[str]:
             out.append(f"All {row['customers']:,} customers.")
             continue
         cands: list[tuple[float, str]] = []
+        never = row.get("recency_days_mean") is None and "recency_days" in stats
+        if never:  # nobody in the segment has an order: say so first, skip the order-based traits
+            cands.append((np.inf, "has never ordered"))
         for feat, col in TRAITS.items():
-            if feat not in stats:
+            if feat not in stats or (never and feat in _ORDER_TRAITS):
                 continue
             seg_v = row.get(col) if col in RATIOS else row.get(f"{col}_mean")
             avg_v = allrow.get(col) if col in RATIOS else allrow.get(f"{col}_mean")

@@ -16,7 +16,7 @@ Config (``[segments]``, every key optional)::
     cluster_features = ["recency_days", "orders_12m", "net_revenue_12m",
                         "avg_order_value_12m", "return_rate_12m", "open_rate_12m"]
     k = "auto"                   # or a number of clusters
-    k_range = [2, 8]             # candidates for k = "auto" (best silhouette)
+    k_range = [3, 8]             # candidates for k = "auto" (best silhouette)
     fit_sample = 200000          # k-means is fitted on at most this many customers
     silhouette_sample = 5000
     n_init = 3
@@ -99,7 +99,7 @@ class SegmentsConfig:
     cluster: bool = True
     cluster_features: tuple[str, ...] = DEFAULT_CLUSTER_FEATURES
     k: int | str = "auto"
-    k_range: tuple[int, int] = (2, 8)
+    k_range: tuple[int, int] = (3, 8)
     fit_sample: int = 200_000
     silhouette_sample: int = 5_000
     n_init: int = 3
@@ -178,7 +178,7 @@ def segments_config(cfg: Config) -> SegmentsConfig:
     k = raw.get("k", "auto")
     if not (k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= 100)):
         raise ConfigError(f"[segments] k = {k!r}: must be \"auto\" or an integer 2 .. 100")
-    kr = raw.get("k_range", [2, 8])
+    kr = raw.get("k_range", [3, 8])
     if (not isinstance(kr, list) or len(kr) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in kr)
             or not 2 <= kr[0] <= kr[1] <= 50):
         raise ConfigError(f"[segments] k_range = {kr!r}: must be [low, high] with 2 <= low <= high <= 50")
@@ -302,6 +302,29 @@ def _club_labels(features: pl.DataFrame, clubs: pl.DataFrame) -> pl.Series:
     return features.select("customer_id").join(c, on="customer_id", how="left", maintain_order="left")["club"]
 
 
+def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str, pl.Series],
+                     notes: list[str]) -> tuple[pl.DataFrame | None, int | None, dict[int, float], int | None]:
+    """Add the ``cluster`` / ``density_cluster`` columns to ``cols``; returns centres, k, silhouettes, #density."""
+    from .clusters import centres_frame, density_clusters, kmeans_clusters, prepare_matrix
+
+    centres, k, sil, n_density = None, None, {}, None
+    z, used, mean, sd = prepare_matrix(features, sc.cluster_features)
+    if sc.cluster:
+        labels, k, sil, cen = kmeans_clusters(z, sc.k, k_range=sc.k_range, seed=sc.seed, fit_sample=sc.fit_sample,
+                                              silhouette_sample=sc.silhouette_sample, n_init=sc.n_init)
+        cols["cluster"] = labels
+        centres = centres_frame(cen, used, mean, sd)
+    if sc.density != "none":
+        labels, n_density = density_clusters(z, method=sc.density, seed=sc.seed, sample=sc.density_sample,
+                                             min_cluster_size=sc.min_cluster_size, min_samples=sc.min_samples,
+                                             eps=sc.eps)
+        cols["density_cluster"] = labels
+        if n_density == 0:
+            notes.append(f"{sc.density}: no cluster found on the sample (every customer is noise); "
+                         "lower min_cluster_size or raise eps")
+    return centres, k, sil, n_density
+
+
 def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFrame | None = None,
                   clubs: pl.DataFrame | None = None, as_of: dt.date | None = None) -> SegmentsResult:
     """All segmentations and their profiles over a feature table. Writes nothing.
@@ -320,7 +343,6 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
     as_of : date, optional
         For ``age``; default today.
     """
-    from .clusters import centres_frame, density_clusters, kmeans_clusters, prepare_matrix
     from .profiles import profile_table
     from .rfm import RFM_COLUMNS, rf_grid, rfm_scores, segment_labels
 
@@ -347,20 +369,12 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
         cols[c] = ruled[c]
     centres, k, sil, n_density = None, None, {}, None
     if (sc.cluster or sc.density != "none") and features.height >= 3:
-        z, used, mean, sd = prepare_matrix(features, sc.cluster_features)
-        if sc.cluster:
-            labels, k, sil, cen = kmeans_clusters(z, sc.k, k_range=sc.k_range, seed=sc.seed, fit_sample=sc.fit_sample,
-                                                  silhouette_sample=sc.silhouette_sample, n_init=sc.n_init)
-            cols["cluster"] = labels
-            centres = centres_frame(cen, used, mean, sd)
-        if sc.density != "none":
-            labels, n_density = density_clusters(z, method=sc.density, seed=sc.seed, sample=sc.density_sample,
-                                                 min_cluster_size=sc.min_cluster_size,
-                                                 min_samples=sc.min_samples, eps=sc.eps)
-            cols["density_cluster"] = labels
-            if n_density == 0:
-                notes.append(f"{sc.density}: no cluster found on the sample (every customer is noise); "
-                             "lower min_cluster_size or raise eps")
+        from threadpoolctl import threadpool_limits
+
+        # scikit-learn's OpenMP loops run on cfg.threads (default 1): with all cores they were 5-25x
+        # slower on a shared 2-core machine (threads spin while others hold the cores)
+        with threadpool_limits(cfg.threads or 1):
+            centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes)
     segments = pl.DataFrame([s.alias(n) for n, s in cols.items()])
     names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
     prof_base = base.with_columns(segments.select(names))
