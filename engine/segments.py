@@ -479,3 +479,27 @@ def print_segments(console: Any, res: SegmentsResult) -> None:
         console.print(f"k-means: k = {res.k}" + (f" (silhouette {res.silhouette[res.k]:.3f})" if res.silhouette else ""))
     for n in res.notes:
         console.print(f"note: {n}")
+
+
+def _stage_segments(ctx: Any) -> dict[str, int]:
+    """``centile run`` stage: segments over this run's features (and clubs, customers when present)."""
+    s = ctx.open()
+    customers = s.frame("SELECT * FROM customers") if s.has("customers") else None
+    clubs = ctx.frame("clubs") if ctx.has("clubs") else None
+    ctx.say("segments: RFM, rules, clusters, profiles")
+    with ctx.staging.timed("segments"):
+        res = form_segments(ctx.frame("features"), ctx.cfg, customers=customers, clubs=clubs, as_of=s.as_of)
+    ctx.frames.update(segments=res.segments, segment_profiles=res.profiles, rfm_grid=res.rfm_grid)
+    ctx.summaries["segments"] = segments_summary_doc(res)
+    ctx.notes.extend(res.notes)
+    return write_segments(res, ctx.staging)
+
+
+def pipeline_stage() -> Any:
+    """The segments stage for :func:`centile.run.register_stage` (reads customers; after features, clubs)."""
+    from .run import Stage
+
+    def config_part(cfg: Config) -> dict[str, Any]:
+        return {"seed": cfg.seed, "segments": cfg.as_dict().get("sections", {}).get("segments")}
+
+    return Stage("segments", ("customers",), ("features", "clubs"), config_part, lambda ctx: None, _stage_segments)

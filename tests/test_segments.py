@@ -316,3 +316,21 @@ def _bad_config(root):
     p = root / "bad.toml"
     p.write_text(f'data = "{root / "data"}"\n[segments]\nrfm_bins = 1\n')
     return p
+
+
+def test_pipeline_stage_in_centile_run(generated):
+    from centile import run as run_mod
+    from centile.segments import pipeline_stage
+
+    root, cfg, _fres, _truth, _customers = generated
+    before = list(run_mod.STAGES)
+    run_mod.register_stage(pipeline_stage())
+    try:
+        res = run_mod.run_pipeline(cfg.with_(sections={"segments": {"k": 3}}), root / "run", report=False)
+    finally:
+        run_mod.STAGES[:] = before
+    seg = pl.read_parquet(root / "run" / "segments.parquet")
+    clubs = pl.read_parquet(root / "run" / "clubs.parquet")
+    assert seg.height == 20_000 and seg["club"].is_not_null().sum() == clubs.height
+    assert seg["cluster"].n_unique() == 3 and "age_band" in seg.columns
+    assert (root / "run" / "segment_profiles.parquet").exists() and res is not None
