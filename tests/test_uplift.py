@@ -377,3 +377,22 @@ def test_interval_coverage_over_many_seeds(tmp_path, request):
     for method, (rate, n) in _coverage(tmp_path).items():
         assert n >= 1000
         assert 0.93 <= rate <= 0.97, (method, rate, n)
+
+
+def test_uplift_table_identical_at_one_thread_and_all_threads():
+    import numba
+
+    units = units_from_table(parse_uplift_spec({"arm": "grp", "outcomes": ["conversion", "spend"],
+                                                "segments": ["region"]}), frame=_flat(n=8000, seed=9))[0]
+    spec = parse_uplift_spec({"segments": ["region"], "replicates": 300,
+                              "ratios": {"spend_per_conversion": ["spend", "conversion"]}})
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = compute_uplift(units, spec, seed=4).uplift
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = compute_uplift(units, spec, seed=4).uplift
+    finally:
+        numba.set_num_threads(before)
+    assert one.equals(many)
+    assert not one.equals(compute_uplift(units, spec, seed=5).uplift)  # the seed matters
