@@ -218,6 +218,8 @@ class FitResult:
     n: int
     patterns: int
     penalty: float = 0.0
+    #: covariance of the log-parameters (inverse Hessian of the negative penalised log-likelihood)
+    cov_log: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def values(self) -> tuple[float, ...]:
@@ -239,9 +241,40 @@ def _collapse(cols: Sequence[np.ndarray], weights: np.ndarray | None) -> tuple[l
     return [g[c].to_numpy() for c in names], g["w"].to_numpy()
 
 
+def _collapse_rfm(x: np.ndarray, tx: np.ndarray, T: np.ndarray, w: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Collapse identical (x, tx, T) rows into weights.
+
+    Customers without repeat purchases differ by T only (one sort). The others are
+    grouped when a 1-in-k sample of 50,000 of them shows at least 30 % duplicates: with
+    years of history and many customers they rarely repeat, and grouping would cost
+    more than it saves.
+    """
+    zero = x == 0
+    uT, inv = np.unique(T[zero], return_inverse=True)
+    w0 = np.bincount(inv.ravel(), weights=w[zero], minlength=uT.size)
+    pos = ~zero
+    cols = [x[pos], tx[pos], T[pos]]
+    wp = w[pos]
+    n = cols[0].size
+    if n:
+        step = max(n // 50_000, 1)
+        sample = pl.DataFrame({"x": cols[0][::step], "t": cols[1][::step], "T": cols[2][::step]})
+        if n <= 50_000 or sample.n_unique() <= 0.7 * sample.height:
+            cols, wp = _collapse(cols, wp)
+    return (np.concatenate([np.zeros(uT.size), cols[0]]), np.concatenate([np.zeros(uT.size), cols[1]]),
+            np.concatenate([uT, cols[2]]), np.concatenate([w0, wp]))
+
+
 def _minimize(model: str, fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, W: float,
-              penalty: float, numeric: bool) -> tuple[np.ndarray, float, int, bool, np.ndarray]:
-    """Minimise the mean penalised negative log-likelihood over log-parameters."""
+              penalty: float, numeric: bool, warm: FitResult | None = None
+              ) -> tuple[np.ndarray, float, int, bool, np.ndarray]:
+    """Minimise the mean penalised negative log-likelihood over log-parameters.
+
+    With a ``warm`` fit on a subsample, first Newton steps with the subsample's Hessian
+    held fixed (one gradient per step, converging fast because the two Hessians differ
+    by sampling noise only); L-BFGS-B from wherever that stops otherwise.
+    """
     from scipy.optimize import minimize
 
     def obj(lp: np.ndarray) -> tuple[float, np.ndarray]:
@@ -253,8 +286,22 @@ def _minimize(model: str, fg: Callable[[np.ndarray], tuple[float, np.ndarray]], 
             return 1e300, np.zeros_like(lp)
         return f, grad
 
+    gtol_opt = 1e-9 if not numeric else 1e-8
+    if warm is not None and warm.cov_log is not None:
+        lp = np.log(np.asarray(warm.values))
+        H = np.linalg.inv(np.asarray(warm.cov_log)) / warm.n  # Hessian of the mean objective
+        f, grad = obj(lp)
+        for step in range(1, 16):
+            nxt = lp - np.linalg.solve(H, grad)
+            fn, gn = obj(nxt)
+            if not fn <= f + 1e-12 * abs(f) or np.any(np.abs(nxt) >= _LOG_BOUND):
+                break
+            lp, f, grad = nxt, fn, gn
+            if np.max(np.abs(grad)) < gtol_opt:
+                return lp, -f * W + penalty * W * float(np.exp(lp) @ np.exp(lp)), step, True, grad
+        x0 = lp
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * x0.size
-    opts = {"maxiter": 2000, "ftol": 1e-14, "gtol": 1e-9 if not numeric else 1e-8, "maxls": 50}
+    opts = {"maxiter": 2000, "ftol": 1e-14, "gtol": gtol_opt, "maxls": 50}
     res = minimize(obj, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
     f, grad = obj(res.x)
     # L-BFGS-B stops "abnormally" at machine precision; a vanishing gradient is convergence too
@@ -286,18 +333,20 @@ def _hessian(gradient: Callable[[np.ndarray], np.ndarray], lp: np.ndarray, h: fl
 
 
 def _standard_errors(model: str, gradient: Callable[[np.ndarray], np.ndarray], lp: np.ndarray,
-                     h: float) -> dict[str, float]:
+                     h: float) -> tuple[dict[str, float], tuple[tuple[float, ...], ...] | None]:
     """SE of the natural parameters: theta * sqrt(diag(H^-1)) with H the Hessian of the total
-    negative (penalised) log-likelihood in log-parameters."""
+    negative (penalised) log-likelihood in log-parameters; and H^-1 itself."""
     H = _hessian(gradient, lp, h)
     try:
         np.linalg.cholesky(H)
         cov = np.linalg.inv(H)
         se = np.exp(lp) * np.sqrt(np.diag(cov))
+        cov_t = tuple(tuple(float(v) for v in row) for row in cov)
     except np.linalg.LinAlgError:
         log.warning("%s: the Hessian is not positive definite; standard errors are NaN", LABELS[model])
         se = np.full(lp.size, np.nan)
-    return dict(zip(PARAM_NAMES[model], (float(v) for v in se), strict=True))
+        cov_t = None
+    return dict(zip(PARAM_NAMES[model], (float(v) for v in se), strict=True)), cov_t
 
 
 def _penalised_total_grad(fg: Callable, penalty: float, W: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -364,24 +413,22 @@ def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 
     w = btyd._weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
-        (x, tx, T), w = _collapse([x, tx, T], w)
-    ux, wx = btyd._by_x(x, w)
+        x, tx, T, w = _collapse_rfm(x, tx, T, w)
+    prep = btyd.bgnbd_prepare(x, tx, T, w)
     grad = np.empty(4)
 
     def fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        ll = btyd._bgnbd_ll_grad(theta[0], theta[1], theta[2], theta[3], ux, wx, x, tx, T, w, grad)
+        ll = btyd._bgnbd_ll_grad(theta[0], theta[1], theta[2], theta[3], *prep, grad)
         return ll, grad.copy()
 
     W = float(w.sum())
     mx = float(np.average(x, weights=w))
     x0 = np.log([1.0, max(float(np.average(T, weights=w)) / max(mx, 0.05), 1e-3), 1.0, 1.0])
-    if warm is not None:
-        x0 = np.log(warm.values)
     with numba_threads(1 if x.size < _SERIAL_BELOW else None):
-        lp, ll, it, ok, _ = _minimize("bgnbd", fg, x0, W, penalty, numeric=False)
-        se = _standard_errors("bgnbd", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
+        lp, ll, it, ok, _ = _minimize("bgnbd", fg, x0, W, penalty, numeric=False, warm=warm)
+        se, cov = _standard_errors("bgnbd", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
     return FitResult("bgnbd", dict(zip(PARAM_NAMES["bgnbd"], (float(v) for v in np.exp(lp)), strict=True)),
-                     se, float(ll), ok, it, n, x.size, penalty)
+                     se, float(ll), ok, it, n, x.size, penalty, cov)
 
 
 def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 0.0,
@@ -400,7 +447,7 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
     w = btyd._weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
-        (x, tx, T), w = _collapse([x, tx, T], w)
+        x, tx, T, w = _collapse_rfm(x, tx, T, w)
 
     def ll_at(theta: np.ndarray) -> float:
         return float(btyd._pnbd_ll_sum(theta[0], theta[1], theta[2], theta[3], x, tx, T, w))
@@ -419,13 +466,11 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
     mx = float(np.average(x, weights=w))
     mT = float(np.average(T, weights=w))
     x0 = np.log([1.0, max(mT / max(mx, 0.05), 1e-3), 1.0, max(mT, 1e-3)])
-    if warm is not None:
-        x0 = np.log(warm.values)
     with numba_threads(1 if x.size < _SERIAL_BELOW else None):
-        lp, ll, it, ok, _ = _minimize("pareto-nbd", fg, x0, W, penalty, numeric=True)
-        se = _standard_errors("pareto-nbd", _penalised_total_grad(lambda th: fg(th, 1e-5), penalty, W), lp, 1e-4)
+        lp, ll, it, ok, _ = _minimize("pareto-nbd", fg, x0, W, penalty, numeric=True, warm=warm)
+        se, cov = _standard_errors("pareto-nbd", _penalised_total_grad(lambda th: fg(th, 1e-5), penalty, W), lp, 1e-4)
     return FitResult("pareto-nbd", dict(zip(PARAM_NAMES["pareto-nbd"], (float(v) for v in np.exp(lp)),
-                                            strict=True)), se, float(ll), ok, it, n, x.size, penalty)
+                                            strict=True)), se, float(ll), ok, it, n, x.size, penalty, cov)
 
 
 def fit_gamma_gamma(x: Any, m: Any, *, weights: Any = None, penalty: float = 0.0,
@@ -456,13 +501,11 @@ def fit_gamma_gamma(x: Any, m: Any, *, weights: Any = None, penalty: float = 0.0
 
     W = float(w.sum())
     x0 = np.log([1.0, 2.0, float(np.average(m, weights=w))])
-    if warm is not None:
-        x0 = np.log(warm.values)
     with numba_threads(1 if x.size < _SERIAL_BELOW else None):
-        lp, ll, it, ok, _ = _minimize("gamma-gamma", fg, x0, W, penalty, numeric=False)
-        se = _standard_errors("gamma-gamma", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
+        lp, ll, it, ok, _ = _minimize("gamma-gamma", fg, x0, W, penalty, numeric=False, warm=warm)
+        se, cov = _standard_errors("gamma-gamma", _penalised_total_grad(fg, penalty, W), lp, 1e-5)
     return FitResult("gamma-gamma", dict(zip(PARAM_NAMES["gamma-gamma"], (float(v) for v in np.exp(lp)),
-                                             strict=True)), se, float(ll), ok, it, n, x.size, penalty)
+                                             strict=True)), se, float(ll), ok, it, n, x.size, penalty, cov)
 
 
 # ---------------------------------------------------------------------------
@@ -477,12 +520,24 @@ def discount_steps(horizon: float, time_unit: str, rate_monthly: float) -> tuple
     return steps, (1.0 + rate_monthly) ** -(steps / month)
 
 
-def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (x, T) pairs and each row's index into them (hash join in Polars)."""
-    df = pl.DataFrame({"x": x, "T": T})
-    u = df.unique(["x", "T"]).with_row_index("i")
-    idx = df.join(u, on=["x", "T"], how="left", maintain_order="left")["i"].to_numpy()
-    return u["x"].to_numpy(), u["T"].to_numpy(), idx
+def _pairs(x: np.ndarray, T: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Distinct (x, T) pairs and each row's index into them; None when pairs would barely
+    repeat (T continuous) or x is not a small whole number."""
+    if x.size < 1000 or x.max() > 1e5 or not np.array_equal(x, np.floor(x)):
+        return None
+    uT, iT = np.unique(T, return_inverse=True)
+    if uT.size > x.size // 4:
+        return None
+    key = x.astype(np.int64) * uT.size + iT.ravel()
+    span = (int(x.max()) + 1) * uT.size
+    if span <= 4 * x.size + 1_000_000:
+        present = np.bincount(key, minlength=span) > 0
+        ukey = np.flatnonzero(present)
+        dense = np.cumsum(present) - 1
+        idx = dense[key]
+    else:
+        ukey, idx = np.unique(key, return_inverse=True)
+    return (ukey // uT.size).astype(np.float64), uT[ukey % uT.size], idx.astype(np.int64).ravel()
 
 
 def predict(purchase: FitResult, spend: FitResult | None, x: Any, tx: Any, T: Any, m: Any, *,

@@ -106,9 +106,14 @@ def _bgnbd_ll_each(r, alpha, a, b, x, tx, T, out):
 
 
 @njit(**JIT_PARALLEL)
-def _bgnbd_ll_grad(r, alpha, a, b, ux, wx, x, tx, T, w, grad):
-    """Weighted log-likelihood sum and its gradient in (r, alpha, a, b)."""
-    # terms of x only, once per distinct x
+def _bgnbd_ll_grad(r, alpha, a, b, ux, wx, T0, w0, ix1, tx1, T1, w1, grad):
+    """Weighted log-likelihood sum and its gradient in (r, alpha, a, b).
+
+    Input as prepared by :func:`bgnbd_prepare`: distinct ``ux`` with summed weights
+    ``wx``; customers with x = 0 (``T0``, ``w0``); customers with x > 0 by their index
+    ``ix1`` into ``ux`` (``tx1``, ``T1``, ``w1``). The loops have no data-dependent
+    branches.
+    """
     ll = 0.0
     g0 = 0.0
     g1 = 0.0
@@ -121,6 +126,10 @@ def _bgnbd_ll_grad(r, alpha, a, b, ux, wx, x, tx, T, w, grad):
     pr = _digamma(r)
     pab = _digamma(a + b)
     pb = _digamma(b)
+    la_ = math.log(a)
+    # terms of x only, once per distinct x; c_j = log a - log(b + x - 1) for the x > 0 branch
+    c = np.zeros(ux.size)
+    ib = np.zeros(ux.size)
     for j in range(ux.size):
         xv = ux[j]
         wj = wx[j]
@@ -131,35 +140,33 @@ def _bgnbd_ll_grad(r, alpha, a, b, ux, wx, x, tx, T, w, grad):
         g1 += wj * r / alpha
         g2 += wj * (pab - pabx)
         g3 += wj * (pab + _digamma(b + xv) - pb - pabx)
-    # per-customer part: log[(alpha+T)^-(r+x) + [x>0] a/(b+x-1) (alpha+tx)^-(r+x)]
-    la_ = math.log(a)
-    for i in prange(x.size):
-        xi = x[i]
-        wi = w[i]
-        lT = math.log(alpha + T[i])
-        a3 = -(r + xi) * lT
-        if xi > 0:
-            lt = math.log(alpha + tx[i])
-            bx = b + xi - 1.0
-            a4 = la_ - math.log(bx) - (r + xi) * lt
-            if a3 >= a4:
-                e = math.exp(a4 - a3)
-                lse = a3 + math.log1p(e)
-                w4 = e / (1.0 + e)
-            else:
-                e = math.exp(a3 - a4)
-                lse = a4 + math.log1p(e)
-                w4 = 1.0 / (1.0 + e)
-            w3 = 1.0 - w4
-            ll += wi * lse
-            g0 -= wi * (w3 * lT + w4 * lt)
-            g1 -= wi * (r + xi) * (w3 / (alpha + T[i]) + w4 / (alpha + tx[i]))
-            g2 += wi * w4 / a
-            g3 -= wi * w4 / bx
-        else:
-            ll += wi * a3
-            g0 -= wi * lT
-            g1 -= wi * (r + xi) / (alpha + T[i])
+        if xv > 0:
+            c[j] = la_ - math.log(b + xv - 1.0)
+            ib[j] = 1.0 / (b + xv - 1.0)
+    # x = 0: log (alpha+T)^-r
+    for i in prange(T0.size):
+        wi = w0[i]
+        ll -= wi * r * math.log(alpha + T0[i])
+        g0 -= wi * math.log(alpha + T0[i])
+        g1 -= wi * r / (alpha + T0[i])
+    # x > 0: log[(alpha+T)^-(r+x) + a/(b+x-1) (alpha+tx)^-(r+x)] = a3 + max(d, 0) + log1p(e^-|d|)
+    ia = 1.0 / a
+    for i in prange(T1.size):
+        j = ix1[i]
+        wi = w1[i]
+        rx = r + ux[j]
+        lT = math.log(alpha + T1[i])
+        lt = math.log(alpha + tx1[i])
+        d = c[j] - rx * (lt - lT)  # a4 - a3
+        e = math.exp(-abs(d))
+        q = 1.0 / (1.0 + e)
+        w4 = q if d >= 0.0 else e * q
+        w3 = 1.0 - w4
+        ll += wi * (max(d, 0.0) + math.log1p(e) - rx * lT)
+        g0 -= wi * (w3 * lT + w4 * lt)
+        g1 -= wi * rx * (w3 / (alpha + T1[i]) + w4 / (alpha + tx1[i]))
+        g2 += wi * w4 * ia
+        g3 -= wi * w4 * ib[j]
     grad[0] = g0
     grad[1] = g1
     grad[2] = g2
@@ -529,11 +536,22 @@ def bgnbd_loglik(params, x, tx, T, weights=None):
     """
     r, al, a, b = _params(params, 4, "BG/NBD")
     x, tx, T = _rfm(x, tx, T)
-    w = _weights(weights, x.size)
-    ux, wx = _by_x(x, w)
+    prep = bgnbd_prepare(x, tx, T, _weights(weights, x.size))
     grad = np.empty(4)
-    ll = _bgnbd_ll_grad(r, al, a, b, ux, wx, x, tx, T, w, grad)
+    ll = _bgnbd_ll_grad(r, al, a, b, *prep, grad)
     return ll, grad
+
+
+def bgnbd_prepare(x, tx, T, w):
+    """Arrays for the BG/NBD likelihood kernel, computed once per fit: distinct x with
+    summed weights, the x = 0 rows (T, w) and the x > 0 rows (index into the distinct
+    x, tx, T, w)."""
+    ux, wx = _by_x(x, w)
+    zero = x == 0
+    pos = ~zero
+    ix1 = np.searchsorted(ux, x[pos]).astype(np.int64)
+    c = np.ascontiguousarray
+    return ux, wx, c(T[zero]), c(w[zero]), ix1, c(tx[pos]), c(T[pos]), c(w[pos])
 
 
 def pareto_nbd_loglik_each(params, x, tx, T):

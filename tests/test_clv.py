@@ -288,3 +288,18 @@ def test_cli_writes_outputs(cdnow_sample, tmp_path):
     bad = runner.invoke(app, ["clv", "--data", str(cdnow_sample), "--out", str(tmp_path / "o2"),
                               "--model", "nope"])
     assert bad.exit_code == 1 and "model" in bad.output
+
+
+def test_predict_once_per_distinct_x_and_T_matches_per_customer():
+    from centile.kernels import btyd
+
+    rng = np.random.default_rng(9)
+    x, tx, T = simulate_bgnbd(rng, 3000, 0.6, 5.0, 1.2, 3.0, 52.0)
+    fit = clv.fit_bgnbd(x, tx, T)
+    assert clv._pairs(x, T) is not None
+    got = clv.predict(fit, None, x, tx, T, np.zeros(x.size), horizon=26.0, interval=0.9, fallback_spend=1.0)
+    steps, disc = clv.discount_steps(26.0, "week", 0.01)
+    want = btyd.bgnbd_predict(fit.values, x, tx, T, 26.0, steps, disc, 0.9)
+    np.testing.assert_allclose(got["expected_transactions"], want["expected"], rtol=1e-13)
+    np.testing.assert_allclose(got["clv"], want["discounted"], rtol=1e-13)
+    np.testing.assert_array_equal(got["transactions_hi"], want["hi"])
