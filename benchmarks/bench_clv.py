@@ -31,6 +31,7 @@ intervals are timed separately as ``centile_with_intervals``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -72,6 +73,9 @@ import numpy as np
 from centile import clv
 d = np.load(sys.argv[1]); x, tx, T, m = d["x"], d["tx"], d["T"], d["m"]
 intervals = sys.argv[2] == "1"
+if sys.argv[3] != "all":
+    import numba
+    numba.set_num_threads(int(sys.argv[3]))
 k = 5000  # warm-up: load the compiled kernels
 w = clv.fit_bgnbd(x[:k], tx[:k], T[:k]); clv.predict(w, None, x[:k], tx[:k], T[:k], m[:k], horizon=52.0)
 t0 = time.perf_counter()
@@ -128,11 +132,13 @@ def main() -> None:
     path = Path(__file__).resolve().parents[1] / "bench-data" / f"clv_{n}.npz"
     if not path.exists():
         make_summary(n, path)
-    runs: dict[str, list[dict]] = {"centile": [], "centile_with_intervals": [], "lifetimes": []}
+    runs: dict[str, list[dict]] = {"centile": [], "centile_1_thread": [], "centile_with_intervals": [],
+                                   "lifetimes": []}
     for i in range(max(args.runs, args.lifetimes_runs or args.runs)):
         if i < args.runs:
-            runs["centile"].append(run_isolated(CENTILE, str(path), "0"))
-            runs["centile_with_intervals"].append(run_isolated(CENTILE, str(path), "1"))
+            runs["centile"].append(run_isolated(CENTILE, str(path), "0", "all"))
+            runs["centile_1_thread"].append(run_isolated(CENTILE, str(path), "0", "1"))
+            runs["centile_with_intervals"].append(run_isolated(CENTILE, str(path), "1", "all"))
         if i < (args.lifetimes_runs or args.runs):
             runs["lifetimes"].append(run_isolated(LIFETIMES, str(path)))
         print(f"round {i + 1}: centile {runs['centile'][-1]['total_s']:.2f} s, "
@@ -145,7 +151,7 @@ def main() -> None:
                                                         "peak_rss_mb")}
         summary[name]["params"] = rs[0]["params"]
     ratio = summary["lifetimes"]["total_s"] / summary["centile"]["total_s"]
-    doc = {"benchmark": "clv", "customers": n, "repeat_buyers": None, "runs": args.runs,
+    doc = {"benchmark": "clv", "load_average_after": list(os.getloadavg()), "customers": n, "repeat_buyers": None, "runs": args.runs,
            "truth": TRUTH, "machine": machine(), "results": summary, "param_rel_diff": rel,
            "max_param_rel_diff": max(rel.values()), "speedup_total": ratio,
            "speedup_fit_bgnbd": summary["lifetimes"]["fit_bgnbd_s"] / summary["centile"]["fit_bgnbd_s"],
@@ -156,7 +162,8 @@ def main() -> None:
     print(f"{n:,} customers: centile {summary['centile']['total_s']:.2f} s "
           f"(fit BG/NBD {summary['centile']['fit_bgnbd_s']:.2f}, GG {summary['centile']['fit_gg_s']:.2f}, "
           f"predict {summary['centile']['predict_s']:.2f}; with intervals "
-          f"{summary['centile_with_intervals']['total_s']:.2f}), lifetimes {summary['lifetimes']['total_s']:.2f} s "
+          f"{summary['centile_with_intervals']['total_s']:.2f}; one thread {summary['centile_1_thread']['total_s']:.2f}), "
+          f"lifetimes {summary['lifetimes']['total_s']:.2f} s "
           f"→ {ratio:.1f}x; max parameter difference {doc['max_param_rel_diff']:.1e}; wrote {out}")
     if doc["max_param_rel_diff"] > 1e-4:
         raise SystemExit(f"parameters disagree: {rel}")

@@ -38,8 +38,9 @@ def bgnbd_expected(r, alpha, a, b, x, tx, T, t):
 
 def bgnbd_pmf(r, alpha, a, b, t, k):
     """FHL (2005) eq. 8: P(X(t) = k) for a new customer."""
-    nb = lambda j: math.exp(special.gammaln(r + j) - special.gammaln(r) - special.gammaln(j + 1)) * (
-        alpha / (alpha + t)) ** r * (t / (alpha + t)) ** j
+    def nb(j):
+        return math.exp(special.gammaln(r + j) - special.gammaln(r) - special.gammaln(j + 1)) * (
+            alpha / (alpha + t)) ** r * (t / (alpha + t)) ** j
     p = special.beta(a, b + k) / special.beta(a, b) * nb(k)
     if k > 0:
         p += special.beta(a + 1, b + k - 1) / special.beta(a, b) * (1 - sum(nb(j) for j in range(k)))
@@ -49,11 +50,13 @@ def bgnbd_pmf(r, alpha, a, b, t, k):
 def pareto_nbd_ll(r, alpha, s, beta, x, tx, T):
     """Fader & Hardie (2005) note, eqs. 19-22, with scipy's hyp2f1 as printed."""
     if alpha >= beta:
-        F = lambda y: special.hyp2f1(r + s + x, s + 1, r + s + x + 1, (alpha - beta) / (alpha + y)) / (
-            alpha + y) ** (r + s + x)
+        def F(y):
+            return special.hyp2f1(r + s + x, s + 1, r + s + x + 1, (alpha - beta) / (alpha + y)) / (
+                    alpha + y) ** (r + s + x)
     else:
-        F = lambda y: special.hyp2f1(r + s + x, r + x, r + s + x + 1, (beta - alpha) / (beta + y)) / (
-            beta + y) ** (r + s + x)
+        def F(y):
+            return special.hyp2f1(r + s + x, r + x, r + s + x + 1, (beta - alpha) / (beta + y)) / (
+                    beta + y) ** (r + s + x)
     a0 = F(tx) - F(T)
     c = math.exp(special.gammaln(r + x) - special.gammaln(r)) * alpha ** r * beta ** s
     return math.log(c * (1 / ((alpha + T) ** (r + x) * (beta + T) ** s) + s / (r + s + x) * a0))

@@ -157,6 +157,7 @@ def test_bgnbd_interval_pmf_mean_is_the_conditional_expectation(x, tx, T):
     got = btyd.bgnbd_predict(CDNOW_BG, [x], [tx], [T], t, interval=0.9)
     assert got["lo"][0] == int(np.searchsorted(cdf, 0.05 - 1e-12))
     assert got["hi"][0] == int(np.searchsorted(cdf, 0.95 - 1e-12))
+    assert got["p_any"][0] == pytest.approx(1 - pmf[0], rel=1e-10)  # P(at least one purchase)
 
 
 def test_extreme_inputs_stay_finite():
