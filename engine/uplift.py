@@ -463,6 +463,41 @@ def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFr
         return staging.target, res
 
 
+def _stage_uplift(ctx: Any) -> dict[str, int]:
+    """``centile run`` stage: uplift over contacts + orders (or [uplift] path), broken down by
+    this run's segments (or clubs) when they exist."""
+    s = None if parse_uplift_spec(ctx.cfg.section("uplift")).path else ctx.open()
+    seg = ctx.frame("segments") if ctx.has("segments") else (
+        ctx.frame("clubs").select("customer_id", "club") if ctx.has("clubs") else None)
+    ctx.say("uplift: intervals, CUPED, SRM, bootstrap")
+    with ctx.staging.timed("uplift"):
+        res = uplift_from_session(s, ctx.cfg, seg)
+    ctx.frames.update(uplift=res.uplift, uplift_srm=res.srm)
+    ctx.summaries["uplift"] = uplift_summary_doc(res)
+    ctx.notes.extend(res.notes)
+    return write_uplift(res, ctx.staging)
+
+
+def _skip_uplift(ctx: Any) -> str | None:
+    if parse_uplift_spec(ctx.cfg.section("uplift")).path:
+        return None
+    return None if ctx.open().has("contacts") else "no contacts table"
+
+
+def pipeline_stage() -> Any:
+    """The uplift stage for :func:`centile.run.register_stage` (reads orders, products, contacts,
+    customers; after features and clubs; uses the segments stage's output when it ran)."""
+    from .run import Stage
+
+    def config_part(cfg: Config) -> dict[str, Any]:
+        sections = cfg.as_dict().get("sections", {})
+        return {"seed": cfg.seed, "as_of": cfg.as_dict().get("as_of"), "uplift": sections.get("uplift"),
+                "segments": sections.get("segments")}
+
+    return Stage("uplift", ("orders", "products", "contacts", "customers"), ("features", "clubs"),
+                 config_part, _skip_uplift, _stage_uplift)
+
+
 def uplift_summary_doc(res: UpliftResult) -> dict[str, Any]:
     """JSON-friendly summary: counts, notes and the overall rows (for ``--json`` and the manifest)."""
     overall = res.uplift.filter(pl.col("breakdown") == "overall").select(

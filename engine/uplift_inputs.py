@@ -186,17 +186,11 @@ def units_from_session(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None =
     return units.sort("campaign", "customer_id"), notes
 
 
-def auto_segments(segments: pl.DataFrame, max_levels: int = 100) -> tuple[str, ...]:
+def auto_segments(segments: pl.DataFrame) -> tuple[str, ...]:
     """Breakdown columns of a segments frame when ``[uplift] segments`` is not set: its text,
-    categorical and boolean columns, and integer columns with at most ``max_levels`` values."""
-    out = []
-    for c, t in segments.schema.items():
-        if c == "customer_id":
-            continue
-        if t in (pl.String, pl.Categorical, pl.Boolean) or isinstance(t, pl.Enum) or (
-                t.is_integer() and segments[c].n_unique() <= max_levels):
-            out.append(c)
-    return tuple(out)
+    categorical and boolean columns (numeric codes such as RFM scores or tiers must be named)."""
+    return tuple(c for c, t in segments.schema.items() if c != "customer_id" and (
+        t in (pl.String, pl.Categorical, pl.Boolean) or isinstance(t, pl.Enum)))
 
 
 def _join_segments(units: pl.DataFrame, spec: UpliftSpec, segments: pl.DataFrame | None, s: Any) -> pl.DataFrame:
