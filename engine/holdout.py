@@ -169,7 +169,31 @@ def _stratified(u: np.ndarray, strata: np.ndarray, shares: np.ndarray) -> np.nda
 
 def assign(customers: pl.DataFrame, spec: HoldoutSpec, *, seed: int = 0,
            as_of: dt.date | None = None) -> HoldoutResult:
-    """Assign every customer of ``customers`` (customer_id [+ stratify_by column]) to an arm per campaign."""
+    """Assign every customer to an arm of every campaign in ``spec``.
+
+    Parameters
+    ----------
+    customers : polars.DataFrame
+        ``customer_id`` (integer or text, unique) plus the ``spec.stratify_by`` column.
+    spec : HoldoutSpec
+        The parsed ``[holdout]`` section.
+    seed : int
+        ``cfg.seed``; with the campaign salt it seeds the hash.
+    as_of : datetime.date, optional
+        The global holdout is not applied after ``spec.global_until``.
+
+    Returns
+    -------
+    HoldoutResult
+        ``assignments`` (customer_id, campaign, arm[, stratum]: one row per customer
+        and campaign), ``shares`` (n, share and planned share per campaign, stratum
+        and arm) and ``notes``.
+
+    Raises
+    ------
+    InputError
+        Duplicate customer ids or a missing ``stratify_by`` column.
+    """
     if "customer_id" not in customers.columns:
         raise InputError("holdout needs a customer_id column")
     if spec.stratify_by and spec.stratify_by not in customers.columns:

@@ -111,7 +111,33 @@ def _cells(code: np.ndarray, n_cells: int, y: np.ndarray, x: np.ndarray | None) 
 
 def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
                    notes: list[str] | None = None) -> UpliftResult:
-    """The uplift table, SRM checks and (with a score) Qini curves from a unit table."""
+    """The uplift table, SRM checks and (with a score) Qini curves from a unit table.
+
+    Parameters
+    ----------
+    units : polars.DataFrame
+        One row per (customer, campaign): ``customer_id``, ``campaign``, ``arm``,
+        ``cost``, numeric outcome columns, optional ``pre__<outcome>`` columns, the
+        ``spec.segments`` columns and ``spec.score`` (see :mod:`centile.uplift_inputs`).
+    spec : UpliftSpec
+        The parsed ``[uplift]`` section.
+    seed : int
+        Seeds the bootstrap replicates (``SeedSequence((seed, campaign, breakdown))``).
+    notes : list of str, optional
+        Notes from building the units, carried into the result.
+
+    Returns
+    -------
+    UpliftResult
+        ``uplift`` (long table, columns ``UPLIFT_COLUMNS``), ``srm`` (per campaign,
+        breakdown, segment and arm), ``qini`` / ``qini_summary`` (None without a
+        score), ``notes`` (SRM failures first-class) and a JSON-friendly ``summary``.
+
+    Raises
+    ------
+    ConfigError
+        A ratio names a column that is not an outcome, or ``planned`` lacks an arm.
+    """
     notes = list(notes or [])
     # outcomes: the numeric columns that are not ids, cost, pre-period values, segments or the score
     outcomes = [c for c in units.columns if c not in ("customer_id", "campaign", "arm", "cost")
