@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +350,8 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
     missing = [c for c in ("customer_id", *RFM_COLUMNS) if c not in features.columns]
     if missing:
         raise ConfigError(f"the feature table lacks {missing}; pass features.parquet of centile features")
+    if features.is_empty():
+        raise InputError("the feature table has no customers: nothing to segment")
     if features["customer_id"].null_count() or features["customer_id"].n_unique() != features.height:
         raise ConfigError("the feature table must have one row per customer_id (no nulls, no duplicates)")
     notes: list[str] = []
@@ -423,8 +425,6 @@ def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = 
         p = Path(clubs)
         p = p / "clubs.parquet" if p.is_dir() else p
         if not p.exists():
-            from .errors import InputError
-
             raise InputError(f"--clubs {clubs}: no clubs.parquet there; pass the --out folder of centile clubs")
         club_df = pl.read_parquet(p, columns=["customer_id", "club", "tier"])
     segments_config(cfg)  # fail on a bad config before reading anything

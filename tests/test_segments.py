@@ -88,6 +88,20 @@ def test_rules_first_match_other_bucket_and_expr(tmp_path):
         form_segments(f, _cfg(tmp_path, default_rules=False, rules={"x": [["a", "nope > 1"]]}))
 
 
+def test_tiny_and_empty_tables(tmp_path):
+    from centile.errors import InputError
+
+    for n in (1, 2, 5):
+        res = form_segments(_features(5).head(n), _cfg(tmp_path))
+        assert res.segments.height == n
+        assert res.profiles.filter(pl.col("segment") != "all customers").group_by("segmentation").agg(
+            pl.col("customers").sum())["customers"].to_list() == [n] * len(res.segmentations)
+    with pytest.raises(InputError, match="no customers"):
+        form_segments(_features(5).head(0), _cfg(tmp_path))
+    with pytest.raises(ConfigError, match="one row per customer_id"):
+        form_segments(pl.concat([_features(5), _features(5)]), _cfg(tmp_path))
+
+
 def test_default_rules_without_customers_are_skipped(tmp_path):
     res = form_segments(_features(500), _cfg(tmp_path, cluster=False))
     assert "lifecycle" in res.segmentations and "age_band" not in res.segmentations
