@@ -743,6 +743,16 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
                      holdout, gt, tuple(notes), summary)
 
 
+FEATURE_COLUMNS = ("p_alive", "churn_risk", "expected_transactions", "p_repurchase", "expected_order_value",
+                   "expected_revenue", "clv")
+
+
+def clv_features(res: ClvResult) -> pl.DataFrame:
+    """customer_id plus the predictions as ``clv_``-prefixed columns, to join onto the
+    feature table (clubs, segments and budgets can then use them)."""
+    return res.customers.select("customer_id", *(pl.col(c).alias(f"clv_{c}") for c in FEATURE_COLUMNS))
+
+
 def model_doc(res: ClvResult) -> dict[str, Any]:
     """The content of ``clv_model.json``."""
     return {"settings": res.settings.as_dict(), "calibration_end": res.calibration_end.isoformat(),

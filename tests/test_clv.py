@@ -210,6 +210,8 @@ def test_compute_clv_columns_groups_and_units(small):
     assert ((c["p_repurchase"] >= 0) & (c["p_repurchase"] <= c["p_alive"] + 1e-12)).all()
     assert (c["transactions_lo"] <= c["transactions_hi"]).all()
     assert (c["clv"] <= c["expected_revenue"] + 1e-9).all()  # discounting only lowers value
+    feats = clv.clv_features(res)
+    assert feats.columns[0] == "customer_id" and "clv_p_alive" in feats.columns and feats.height == c.height
     g = res.groups
     assert set(g["group"]) == {"a", "b"} and g["customers"].sum() == c.height
     assert g["clv_total"].sum() == pytest.approx(c["clv"].sum())
