@@ -124,7 +124,12 @@ def _mix(df: pl.DataFrame, seg: str, col: str, top: int) -> pl.DataFrame:
 def _one(df: pl.DataFrame, seg: str, share_cols: list[str]) -> pl.DataFrame:
     cols = set(df.columns)
     prof = _finish(df.group_by(seg).agg(_agg_exprs(cols, share_cols)))
-    for col, top in (("preferred_channel", 3), ("gender", 4), ("region", 3), ("top_category", 3)):
+    if "age" in cols:
+        a = pl.col("age")
+        df = df.with_columns(pl.when(a < 30).then(pl.lit("<30")).when(a < 45).then(pl.lit("30-44"))
+                             .when(a < 60).then(pl.lit("45-59")).when(a >= 60).then(pl.lit("60+")).alias("age_group"))
+        cols = cols | {"age_group"}
+    for col, top in (("preferred_channel", 3), ("gender", 4), ("age_group", 4), ("region", 3), ("top_category", 3)):
         if col in cols:
             prof = prof.join(_mix(df, seg, col, top), on=seg, how="left")
     return prof
