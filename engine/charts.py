@@ -62,7 +62,7 @@ def heatmap(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
     """A labelled heatmap (cividis); each cell shows its value (and ``note`` below it)."""
     plt = _plt()
     m = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1.0 * len(col_labels) + 1.8, 0.7 * len(row_labels) + 1.2))
+    fig, ax = plt.subplots(figsize=(0.75 * len(col_labels) + 1.6, 0.55 * len(row_labels) + 1.1))
     im = ax.imshow(m, cmap="cividis", aspect="auto")
     ax.set_xticks(range(len(col_labels)), col_labels)
     ax.set_yticks(range(len(row_labels)), row_labels)

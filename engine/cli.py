@@ -88,7 +88,9 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except CentileError as exc:
-        err_console.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("Interrupted; nothing was written.")
@@ -97,7 +99,9 @@ def _errors() -> Iterator[None]:
         raise
     except Exception as exc:  # a bug, not a user error: exit code 2, traceback only with -vv
         log.debug("internal error", exc_info=True)
-        err_console.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {exc}\n"
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]Internal error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
                           "This is a bug in centile, not in your data; rerun with -vv for the traceback "
                           "and report it. Nothing was written.", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None

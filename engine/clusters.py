@@ -169,5 +169,10 @@ def centres_frame(centres: np.ndarray, cols: tuple[str, ...], mean: np.ndarray, 
     """k-means centres back in original units (inverse of the standardisation and signed log1p)."""
     x = centres * sd + mean
     orig = np.sign(x) * np.expm1(np.abs(x))
+    # 9 significant digits of each column's scale: k-means centres may differ in the last bits
+    # between runs (BLAS reductions), and the table should not change bytes for that
+    scale = np.abs(orig).max(axis=0)
+    quantum = 10.0 ** (np.floor(np.log10(np.where(scale > 0, scale, 1.0))) - 8)
+    orig = np.round(orig / quantum) * quantum + 0.0  # + 0.0 turns -0.0 into 0.0
     df = pl.DataFrame(orig, schema=list(cols), orient="row")
     return df.insert_column(0, pl.Series("cluster", [f"k{i + 1}" for i in range(centres.shape[0])]))

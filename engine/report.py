@@ -47,7 +47,8 @@ th{background:#f0f3f7;position:sticky;top:0} td.l,th.l{text-align:left}
 .tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
 .tile{border:1px solid #ddd;border-radius:6px;padding:10px 12px;background:#fafafa}
 .tile .v{font-size:20px;font-weight:650;overflow-wrap:anywhere} .tile .k{font-size:12px;color:#444}
-.chart{overflow-x:auto;margin:8px 0} .chart svg{max-width:100%;height:auto}
+.chart{overflow-x:auto;margin:8px 12px 8px 0;display:inline-block;vertical-align:top;max-width:100%} .chart svg{max-width:100%;height:auto}
+td[data-col=description]{min-width:340px} td[data-col=top_categories]{min-width:160px}
 nav a{margin-right:12px;color:#0057a0} .scroll{overflow-x:auto}
 """
 
@@ -262,12 +263,19 @@ SECTIONS: list[tuple[str, Callable[[Path, Config | None], str]]] = [
 ]
 
 
+def sections() -> list[tuple[str, Callable[[Path, Config | None], str]]]:
+    """Every section in page order: the ones above, then those of the later jobs."""
+    from .segments_report import rfm_section, segments_section
+
+    return [*SECTIONS, ("rfm", rfm_section), ("segments", segments_section)]
+
+
 def render_report(results: str | Path, cfg: Config | None = None, *, name: str | None = None) -> str:
     """The report over an output folder, as an HTML string (``name``: the folder shown in the title)."""
     results = Path(results)
     manifest = _read_json(results, "manifest.json") or {}
     parts = [_header(results, manifest)]
-    for _name, render in SECTIONS:
+    for _name, render in sections():
         parts.append(render(results, cfg))
     body = "".join(p for p in parts if p)
     ids = [s.split('"')[1] for s in body.split('<section id=')[1:]]

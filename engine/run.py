@@ -88,7 +88,9 @@ class Stage:
     ``tables``: input tables it reads (their files go into its key);
     ``config``: the part of the config it depends on; ``after``: stages whose
     outputs it reads; ``skip``: a reason not to run (missing inputs) or None;
-    ``run``: computes and writes into ``ctx.staging``, returns rows per file.
+    ``run``: computes and writes into ``ctx.staging``, returns rows per file;
+    ``uses``: stages whose outputs it reads when they ran (their keys go into
+    its key, but it runs without them).
     """
 
     name: str
@@ -97,6 +99,7 @@ class Stage:
     config: Callable[[Config], Any]
     skip: Callable[[Context], str | None]
     run: Callable[[Context], dict[str, int]]
+    uses: tuple[str, ...] = ()
 
 
 def _stage_features(ctx: Context) -> dict[str, int]:
@@ -140,6 +143,14 @@ STAGES: list[Stage] = [
 ]
 
 
+def _register_job_stages() -> None:
+    """The later jobs, in dependency order after features and clubs."""
+    from . import segments, uplift
+
+    for job in (segments, uplift):
+        register_stage(job.pipeline_stage())
+
+
 def register_stage(stage: Stage) -> None:
     """Add (or replace) a stage; later jobs plug themselves into ``centile run`` this way."""
     for i, s in enumerate(STAGES):
@@ -147,6 +158,9 @@ def register_stage(stage: Stage) -> None:
             STAGES[i] = stage
             return
     STAGES.append(stage)
+
+
+_register_job_stages()
 
 
 # ---------------------------------------------------------------------------
@@ -169,12 +183,28 @@ def input_fingerprints(cfg: Config) -> dict[str, list[dict[str, Any]]]:
         con.close()
 
 
+def code_fingerprint() -> str:
+    """A hash of centile's own code (engine, kernels, SQL): a changed installation never reuses
+    outputs of another, even at the same version number."""
+    h = hashlib.blake2b(digest_size=12)
+    root = Path(__file__).resolve().parent
+    from . import kernels, sql
+
+    for folder in (root, Path(kernels.__file__).resolve().parent, Path(sql.__path__[0]).resolve()):
+        for f in sorted(folder.glob("*.py")) + sorted(folder.glob("*.sql")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _stage_keys(cfg: Config, fps: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
     keys: dict[str, str] = {}
+    code = code_fingerprint()
     for st in STAGES:
         inputs = {t: [(f["path"], f["bytes"], f["fingerprint"]) for f in fps.get(t, [])] for t in st.tables}
-        keys[st.name] = _digest({"stage": st.name, "version": __version__, "inputs": inputs,
-                                 "config": st.config(cfg), "after": [keys.get(a) for a in st.after]})
+        keys[st.name] = _digest({"stage": st.name, "version": __version__, "code": code, "inputs": inputs,
+                                 "config": st.config(cfg),
+                                 "after": [keys.get(a) for a in (*st.after, *st.uses)]})
     return keys
 
 
@@ -186,13 +216,17 @@ def _previous_manifest(out: Path) -> dict[str, Any]:
         return {}
 
 
+def _reuse_possible(prev_dir: Path, rec: dict[str, Any], key: str) -> bool:
+    files = rec.get("files") or []
+    return (rec.get("key") == key and rec.get("status") in ("ran", "reused") and bool(files)
+            and all((prev_dir / f).is_file() for f in files))
+
+
 def _reuse(prev_dir: Path, prev: dict[str, Any], stage: Stage, key: str, staging: Staging) -> dict[str, int] | None:
     rec = (prev.get("stages") or {}).get(stage.name) or {}
-    if rec.get("key") != key or rec.get("status") not in ("ran", "reused"):
+    if not _reuse_possible(prev_dir, rec, key):
         return None
-    files = rec.get("files") or []
-    if not files or not all((prev_dir / f).is_file() for f in files):
-        return None
+    files = rec["files"]
     for f in files:
         dest = staging.path(f)
         try:
@@ -278,10 +312,12 @@ class PipelineResult:
     summaries: dict[str, Any]
     seconds: float
     report: Path | None
+    notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "seconds": round(self.seconds, 3), "stages": self.stages,
-                "rows": self.rows, "report": str(self.report) if self.report else None}
+                "rows": self.rows, "report": str(self.report) if self.report else None,
+                "notes": list(self.notes)}
 
 
 def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous: str | Path | None = None,
@@ -320,7 +356,15 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
         with ctx._stack:
             for st in STAGES:
                 missing = [a for a in st.after if records.get(a, {}).get("status") not in ("ran", "reused")]
-                reason = (f"needs {', '.join(missing)}" if missing else st.skip(ctx))
+                prev_rec = (prev_doc.get("stages") or {}).get(st.name) or {}
+                if missing:
+                    reason = f"needs {', '.join(missing)}"
+                elif prev_rec.get("key") == keys[st.name] and prev_rec.get("status") == "skipped":
+                    reason = prev_rec.get("reason")  # same inputs and config: skipped again, no need to look
+                elif _reuse_possible(out, prev_rec, keys[st.name]):
+                    reason = None
+                else:
+                    reason = st.skip(ctx)
                 if reason:
                     records[st.name] = {"status": "skipped", "reason": reason, "key": keys[st.name]}
                     ctx.notes.append(f"{st.name}: skipped ({reason})")
@@ -374,7 +418,7 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
         seconds = time.perf_counter() - t0
         log.info("run finished in %.2f s", seconds)
     return PipelineResult(out.resolve(), records, dict(ctx.rows), summary, seconds,
-                          out.resolve() / "report.html" if report_path else None)
+                          out.resolve() / "report.html" if report_path else None, tuple(ctx.notes))
 
 
 def _files(staging: Staging) -> list[str]:

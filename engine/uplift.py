@@ -250,7 +250,9 @@ def _srm(camp: str, bname: str, labels: list[str], arms: list[str], counts: np.n
         if flag:
             split = ", ".join(f"{arm} {counts[j, a] / n:.1%} (planned {shares[a]:.1%})" for a, arm in enumerate(arms))
             msg = (f"SAMPLE RATIO MISMATCH: campaign {camp}, {bname} = {lab}: p = {pv:.2g} < {spec.srm_alpha:g}; "
-                   f"{split}. The assignment or the data is broken; do not trust these uplifts.")
+                   f"{split}. The assignment or the data is broken, or this breakdown was measured after the "
+                   f"campaign (then the campaign moved customers between its segments); do not trust these "
+                   f"uplifts.")
             log.warning(msg)
             notes.append(msg)
     return p
@@ -489,12 +491,27 @@ def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFr
         return staging.target, res
 
 
+#: breakdowns of ``centile run`` when ``[uplift] segments`` is not set: attributes of the
+#: customers table (via the segments stage), which no campaign changes
+PRE_TREATMENT_BREAKDOWNS = ("age_band", "gender", "region")
+
+
 def _stage_uplift(ctx: Any) -> dict[str, int]:
     """``centile run`` stage: uplift over contacts + orders (or [uplift] path), broken down by
     this run's segments (or clubs) when they exist."""
-    s = None if parse_uplift_spec(ctx.cfg.section("uplift")).path else ctx.open()
-    seg = ctx.frame("segments") if ctx.has("segments") else (
-        ctx.frame("clubs").select("customer_id", "club") if ctx.has("clubs") else None)
+    spec = parse_uplift_spec(ctx.cfg.section("uplift"))
+    s = None if spec.path else ctx.open()
+    seg = ctx.frame("segments") if ctx.has("segments") else None
+    if seg is not None and not spec.segments:
+        # Segments and clubs are measured at as_of, after the campaigns: a campaign moves
+        # customers between them, so breakdowns by them are biased (and fail the SRM check).
+        # By default only the customer attributes, fixed before any campaign, break down.
+        keep = [c for c in PRE_TREATMENT_BREAKDOWNS if c in seg.columns]
+        seg = seg.select("customer_id", *keep) if keep else None
+        ctx.notes.append(
+            "uplift: broken down by customer attributes only (" + (", ".join(keep) or "none present") + "); "
+            "clubs, RFM and behavioural segments are measured at as_of, after the campaigns, and would bias "
+            "per-segment uplifts. Name pre-campaign segment columns in [uplift] segments to add breakdowns.")
     ctx.say("uplift: intervals, CUPED, SRM, bootstrap")
     with ctx.staging.timed("uplift"):
         res = uplift_from_session(s, ctx.cfg, seg)
@@ -521,7 +538,7 @@ def pipeline_stage() -> Any:
                 "segments": sections.get("segments")}
 
     return Stage("uplift", ("orders", "products", "contacts", "customers"), ("features", "clubs"),
-                 config_part, _skip_uplift, _stage_uplift)
+                 config_part, _skip_uplift, _stage_uplift, uses=("segments",))
 
 
 def uplift_summary_doc(res: UpliftResult) -> dict[str, Any]:
