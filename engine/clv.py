@@ -287,8 +287,10 @@ def _minimize(model: str, fg: Callable[[np.ndarray], tuple[float, np.ndarray]], 
         return f, grad
 
     gtol_opt = 1e-9 if not numeric else 1e-8
+    if warm is not None:
+        x0 = np.log(np.asarray(warm.values))
     if warm is not None and warm.cov_log is not None:
-        lp = np.log(np.asarray(warm.values))
+        lp = x0
         H = np.linalg.inv(np.asarray(warm.cov_log)) / warm.n  # Hessian of the mean objective
         f, grad = obj(lp)
         for step in range(1, 16):
@@ -449,8 +451,10 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
     if collapse:
         x, tx, T, w = _collapse_rfm(x, tx, T, w)
 
+    prep = btyd.pareto_nbd_prepare(x, tx, T)
+
     def ll_at(theta: np.ndarray) -> float:
-        return float(btyd._pnbd_ll_sum(theta[0], theta[1], theta[2], theta[3], x, tx, T, w))
+        return btyd.pareto_nbd_loglik(theta, x, tx, T, w, prepared=prep)
 
     def fg(theta: np.ndarray, h: float = 1e-6) -> tuple[float, np.ndarray]:
         ll = ll_at(theta)

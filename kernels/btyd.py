@@ -348,10 +348,23 @@ def _pnbd_ll_each(r, alpha, s, beta, x, tx, T, out):
 
 
 @njit(**JIT_PARALLEL)
-def _pnbd_ll_sum(r, alpha, s, beta, x, tx, T, w):
+def _pnbd_tails(r, alpha, s, ux, uy, beta, out):
+    """log of int_y^inf (alpha+u)^-(r+x) (beta+u)^-(s+1) du for each distinct (x, y)."""
+    for j in prange(ux.size):
+        out[j] = _log_tail(r + ux[j], s + 1.0, alpha, beta, uy[j])
+
+
+@njit(**JIT_PARALLEL)
+def _pnbd_ll_sum(r, alpha, s, beta, x, T, w, itx, iT, tails):
+    """Weighted Pareto/NBD log-likelihood from the tail integrals of the (x, tx), (x, T) pairs."""
+    base = -math.lgamma(r) + r * math.log(alpha) + s * math.log(beta)
+    ls = math.log(s)
     ll = 0.0
     for i in prange(x.size):
-        ll += w[i] * _pnbd_ll_one(r, alpha, s, beta, x[i], tx[i], T[i])
+        xi = x[i]
+        t1 = -(r + xi) * math.log(alpha + T[i]) - s * math.log(beta + T[i])
+        t2 = ls + _log_diff(tails[itx[i]], tails[iT[i]])
+        ll += w[i] * (base + math.lgamma(r + xi) + _logaddexp(t1, t2))
     return ll
 
 
@@ -567,11 +580,36 @@ def pareto_nbd_loglik_each(params, x, tx, T):
     return out
 
 
-def pareto_nbd_loglik(params, x, tx, T, weights=None):
-    """Weighted sum of the Pareto/NBD log-likelihood."""
+def pareto_nbd_loglik(params, x, tx, T, weights=None, prepared=None):
+    """Weighted sum of the Pareto/NBD log-likelihood.
+
+    ``prepared`` (from :func:`pareto_nbd_prepare` on the same x, tx, T) saves the
+    pair search when the likelihood is evaluated many times (a fit).
+    """
     r, al, s, be = _params(params, 4, "Pareto/NBD")
     x, tx, T = _rfm(x, tx, T)
-    return float(_pnbd_ll_sum(r, al, s, be, x, tx, T, _weights(weights, x.size)))
+    ux, uy, itx, iT = prepared if prepared is not None else pareto_nbd_prepare(x, tx, T)
+    tails = np.empty(ux.size)
+    _pnbd_tails(r, al, s, ux, uy, be, tails)
+    return float(_pnbd_ll_sum(r, al, s, be, x, T, _weights(weights, x.size), itx, iT, tails))
+
+
+def pareto_nbd_prepare(x, tx, T):
+    """Distinct (x, y) pairs over y in tx and T, with each customer's index for its
+    (x, tx) and (x, T) pair: the 2F1 terms are evaluated once per pair."""
+    x, tx, T = _rfm(x, tx, T)
+    n = x.size
+    y = np.concatenate([tx, T])
+    xx = np.concatenate([x, x])
+    if n and x.max() < 1e5 and np.array_equal(x, np.floor(x)):
+        uy, iy = np.unique(y, return_inverse=True)
+        key = xx.astype(np.int64) * uy.size + iy.ravel()
+        ukey, inv = np.unique(key, return_inverse=True)
+        inv = inv.ravel().astype(np.int64)
+        return ((ukey // uy.size).astype(np.float64), np.ascontiguousarray(uy[ukey % uy.size]),
+                np.ascontiguousarray(inv[:n]), np.ascontiguousarray(inv[n:]))
+    idx = np.arange(2 * n, dtype=np.int64)
+    return xx, y, idx[:n].copy(), idx[n:].copy()
 
 
 def _spend(x, m):
