@@ -41,8 +41,26 @@ def test_report_is_self_contained(run_dir):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the report references the network"
     assert "@import" not in page and not re.search(r"url\((?!#)", page), "only in-page url(#id) references"
     assert page.count("<svg") >= 1
-    for section in ("data", "kpis", "clubs"):
+    for section in ("data", "kpis", "clubs", "rfm", "segments", "uplift"):
         assert f'<section id="{section}"' in page
+
+
+def test_uplift_section_shows_one_interval_per_outcome(run_dir):
+    from centile.report import UPLIFT_METHODS, _preferred
+
+    page = (run_dir / "report.html").read_text()
+    u = pl.read_parquet(run_dir / "uplift.parquet")
+    overall = _preferred(u).filter(pl.col("breakdown") == "overall")
+    # one row per campaign, arm and outcome, with the first available method
+    assert overall.height == u.filter(pl.col("breakdown") == "overall").select(
+        "campaign", "arm", "outcome").n_unique()
+    for r in overall.iter_rows(named=True):
+        have = set(u.filter(pl.col("breakdown") == "overall", pl.col("campaign") == r["campaign"],
+                            pl.col("outcome") == r["outcome"])["method"])
+        assert r["method"] == next(m for m in UPLIFT_METHODS if m in have)
+    body = page.split('id="uplift-overall"')[1].split("</table>")[0]
+    assert body.count("<tr>") == overall.height + 1  # header row
+    assert 'id="srm-flags"' in page
 
 
 def test_kpi_table_matches_a_direct_computation(run_dir):
@@ -97,7 +115,7 @@ def test_report_renders_in_headless_chromium(run_dir):
 
             assert errors == [], f"console errors: {errors}"
             assert requests == [url], f"the report made requests besides loading itself: {requests}"
-            for section in ("data", "kpis", "clubs"):
+            for section in ("data", "kpis", "clubs", "rfm", "segments", "uplift"):
                 assert page.locator(f"section#{section}").count() == 1, section
                 assert page.locator(f"section#{section}").is_visible()
 
