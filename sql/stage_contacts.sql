@@ -2,8 +2,9 @@
 -- grain   : one row per source contact
 -- input   : contacts_typed
 -- params  : none
--- output  : every column of contacts_typed with group normalised to
---           treatment / control, reject_reason VARCHAR (NULL = valid)
+-- output  : every column of contacts_typed with group (the arm: control,
+--           treatment, or any name of a multi-arm test) normalised to lower
+--           case without surrounding blanks; reject_reason VARCHAR (NULL = valid)
 SELECT * REPLACE (lower(trim("group")) AS "group"),
   CASE
     WHEN __raw_customer_id IS NULL THEN 'customer_id is null'
@@ -14,7 +15,6 @@ SELECT * REPLACE (lower(trim("group")) AS "group"),
     WHEN sent_ts IS NULL THEN 'sent_ts is not a timestamp'
     WHEN __raw_cost IS NOT NULL AND cost IS NULL THEN 'cost is not a number'
     WHEN cost < 0 THEN 'cost is negative'
-    WHEN "group" IS NOT NULL AND lower(trim("group")) NOT IN ('treatment', 'control')
-      THEN 'group is not treatment or control'
+    WHEN "group" IS NOT NULL AND trim("group") = '' THEN 'group is blank (use control, treatment or an arm name)'
   END AS reject_reason
 FROM contacts_typed
