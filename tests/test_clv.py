@@ -305,3 +305,23 @@ def test_predict_once_per_distinct_x_and_T_matches_per_customer():
     np.testing.assert_allclose(got["expected_transactions"], want["expected"], rtol=1e-13)
     np.testing.assert_allclose(got["clv"], want["discounted"], rtol=1e-13)
     np.testing.assert_array_equal(got["transactions_hi"], want["hi"])
+
+
+def test_same_fit_and_predictions_with_one_and_all_threads(monkeypatch):
+    rng = np.random.default_rng(12)
+    x, tx, T = simulate_bgnbd(rng, 4000, 0.6, 5.0, 1.2, 3.0, 52.0)
+    m = np.where(x > 0, rng.gamma(6.0, 5.0, x.size), 0.0)
+    rep = x > 0
+
+    def run():
+        bg, gg = clv.fit_bgnbd(x, tx, T), clv.fit_gamma_gamma(x[rep], m[rep])
+        return bg, gg, clv.predict(bg, gg, x, tx, T, m, horizon=26.0)
+
+    one = run()
+    monkeypatch.setattr(clv_models, "_SERIAL_BELOW", 0)  # the parallel kernels
+    many = run()
+    for a, b in zip(one[:2], many[:2], strict=True):
+        for k in a.params:
+            assert a.params[k] == pytest.approx(b.params[k], rel=1e-7)
+    for k, v in one[2].items():
+        np.testing.assert_allclose(v, many[2][k], rtol=1e-6)
