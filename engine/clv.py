@@ -259,15 +259,24 @@ def group_table(customers: pl.DataFrame, groups: Sequence[pl.DataFrame]) -> pl.D
         col = cols[0]
         key = g.select(pl.col("customer_id").cast(customers.schema["customer_id"], strict=False),
                        pl.col(col).cast(pl.String).alias("group")).drop_nulls().unique("customer_id")
-        agg = (customers.join(key, on="customer_id", how="inner").group_by("group").agg(
-            pl.len().alias("customers"), pl.col("p_alive").mean().alias("p_alive_mean"),
-            pl.col("churn_risk").mean().alias("churn_risk_mean"),
-            pl.col("p_repurchase").mean().alias("p_repurchase_mean"),
-            pl.col("expected_transactions").sum().alias("expected_transactions"),
-            pl.col("expected_revenue").sum().alias("expected_revenue"),
-            pl.col("clv").sum().alias("clv_total"), pl.col("clv").mean().alias("clv_mean"),
-            pl.col("clv").median().alias("clv_median"))
-            .with_columns(pl.lit(col).alias("grouping")))
+        joined = customers.join(key, on="customer_id", how="inner").sort("group", "customer_id")
+        labels, code = np.unique(joined["group"].to_numpy().astype(str), return_inverse=True)
+        n = np.bincount(code, minlength=labels.size).astype(np.float64)
+
+        # np.bincount adds in row order: the same bytes on every run (a threaded group-by may not)
+        def total(col: str) -> np.ndarray:
+            return np.bincount(code, weights=joined[col].cast(pl.Float64).fill_null(0.0).to_numpy(),
+                               minlength=labels.size)
+
+        medians = joined.group_by("group").agg(pl.col("clv").median().alias("clv_median"))
+        agg = pl.DataFrame({
+            "group": labels, "customers": n.astype(np.uint32),
+            "p_alive_mean": total("p_alive") / n, "churn_risk_mean": total("churn_risk") / n,
+            "p_repurchase_mean": total("p_repurchase") / n,
+            "expected_transactions": total("expected_transactions"),
+            "expected_revenue": total("expected_revenue"), "clv_total": total("clv"),
+            "clv_mean": total("clv") / n,
+        }).join(medians, on="group", how="left").with_columns(pl.lit(col).alias("grouping"))
         parts.append(agg)
     if not parts:
         return pl.DataFrame()

@@ -40,7 +40,8 @@ h1{font-size:24px;margin:0 0 4px} h2{font-size:18px;margin:0 0 12px;border-botto
 h3{font-size:15px;margin:16px 0 8px}
 section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:16px 20px;margin:16px 0}
 table{border-collapse:collapse;width:100%;font-size:12.5px;margin:8px 0}
-th,td{border-bottom:1px solid #e3e3e3;padding:4px 8px;text-align:right;vertical-align:top}
+th,td{border-bottom:1px solid #e3e3e3;padding:4px 8px;text-align:right;vertical-align:top;white-space:nowrap}
+td[data-col=description],td[data-col=top_categories],td[data-col=parameters],td[data-col=files]{white-space:normal}
 th{background:#f0f3f7;position:sticky;top:0} td.l,th.l{text-align:left}
 .muted{color:#5a5a5a;font-size:12.5px} .flag{color:#fff;background:#D55E00;padding:1px 6px;border-radius:3px;font-weight:600}
 .ok{color:#fff;background:#009E73;padding:1px 6px;border-radius:3px} .warn{color:#1a1a1a;background:#E69F00;padding:1px 6px;border-radius:3px}
@@ -313,6 +314,42 @@ def _uplift(results: Path) -> str:
                     pct=("rel_uplift",)) + "".join(charts_html) + "</section>")
 
 
+def _clv(results: Path) -> str:
+    model = _read_json(results, "clv_model.json")
+    clv = _read(results, "clv")
+    if model is None or clv is None:
+        return ""
+    st = model.get("settings", {})
+    rows = [{"model": m["name"], "parameters": ", ".join(f"{k} = {fmt(v)} ± {fmt(m['se'].get(k))}"
+                                                         for k, v in m["params"].items()),
+             "log_likelihood": m["loglik"], "customers": m["n"], "converged": m["converged"]}
+            for m in model.get("models", [])]
+    head = (f'<p class="muted">Calibration to {_esc(model.get("calibration_end"))}; horizon {fmt(st.get("horizon"))} '
+            f'{_esc(st.get("time_unit"))}s; monthly discount rate {fmt(st.get("discount_rate_monthly"), True)}; '
+            f'margin {fmt(st.get("margin"), True)}. Parameters ± standard errors (from the Hessian).</p>')
+    parts = [head, table(pl.DataFrame(rows), left=("model", "parameters"), table_id="clv-models")]
+    svg = charts.histogram(clv["clv"].to_numpy(), title="Customer lifetime value over the horizon",
+                           xlabel="CLV (log scale)", log_x=True)
+    q = clv.select(pl.col("clv").sum().alias("total"), pl.col("clv").mean().alias("mean"),
+                   pl.col("clv").median().alias("median"), pl.col("p_alive").mean().alias("p_alive_mean"),
+                   pl.col("p_repurchase").mean().alias("p_repurchase_mean"))
+    parts += [table(q, table_id="clv-totals"), _chart(svg, "CLV distribution (customers with CLV > 0)")]
+    hold = _read(results, "clv_holdout")
+    if hold is not None:
+        by = hold.filter(pl.col("frequency") != "all")
+        svg = charts.paired_bars(by["frequency"].to_list(), by["actual_mean"].to_list(), by["predicted_mean"].to_list(),
+                                 a_label="actual", b_label="predicted", title="Holdout transactions per customer",
+                                 xlabel="repeat transactions in the calibration period", ylabel="mean per customer")
+        parts += ["<h3>Holdout accuracy</h3>", table(hold, left=("frequency",), table_id="clv-holdout"),
+                  _chart(svg, "Predicted vs actual holdout transactions by calibration frequency")]
+    groups = _read(results, "clv_groups")
+    if groups is not None:
+        parts += ["<h3>Per club and RFM segment</h3>",
+                  table(groups, left=("grouping", "group"), table_id="clv-groups",
+                        pct=("p_alive_mean", "churn_risk_mean", "p_repurchase_mean"))]
+    return f'<section id="clv"><h2>Customer value</h2>{"".join(parts)}</section>'
+
+
 #: later sections (segments, RFM grid, CLV, uplift) register here: name -> renderer(results, cfg)
 SECTIONS: list[tuple[str, Callable[[Path, Config | None], str]]] = [
     ("kpis", _kpis),
@@ -325,7 +362,7 @@ def sections() -> list[tuple[str, Callable[[Path, Config | None], str]]]:
     from .segments_report import rfm_section, segments_section
 
     return [*SECTIONS, ("rfm", rfm_section), ("segments", segments_section),
-            ("uplift", lambda results, cfg: _uplift(results))]
+            ("clv", lambda results, cfg: _clv(results)), ("uplift", lambda results, cfg: _uplift(results))]
 
 
 def render_report(results: str | Path, cfg: Config | None = None, *, name: str | None = None) -> str:

@@ -1,6 +1,6 @@
 """``centile run``: every stage the inputs allow, in dependency order, into one output folder.
 
-Stages: features → clubs (ranks) → segments → clv → uplift → report. Each stage
+Stages: features → clv → clubs (ranks) → segments → clv_groups → uplift → report. Each stage
 declares the input tables and config it reads; its *key* is a hash of those
 inputs' fingerprints, that config, the keys of the stages it builds on and the
 centile version. When ``out`` already holds a run whose manifest records the
@@ -80,6 +80,25 @@ class Context:
     def has(self, name: str) -> bool:
         return name in self.frames or (self.staging.tmp / f"{name}.parquet").exists()
 
+    def features(self) -> pl.DataFrame:
+        """The feature table, with the CLV predictions (``clv_*`` columns) when that stage ran,
+        so clubs and segments can rank and describe customers by them."""
+        if "features+clv" not in self.frames:
+            f = self.frame("features")
+            if self.has("clv"):
+                from .clv import FEATURE_COLUMNS
+
+                cols = [pl.col(c).alias(f"clv_{c}") for c in FEATURE_COLUMNS]
+                clv = self.frame("clv").select(pl.col("customer_id").cast(f.schema["customer_id"]), *cols)
+                f = f.join(clv, on="customer_id", how="left", maintain_order="left")
+            self.frames["features+clv"] = f
+        return self.frames["features+clv"]
+
+
+class StageSkipped(Exception):
+    """Raised by a stage that cannot produce a meaningful result on these inputs (e.g. a
+    model that does not fit): the run goes on, the stage is recorded as skipped with the reason."""
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -115,7 +134,7 @@ def _stage_features(ctx: Context) -> dict[str, int]:
 def _stage_clubs(ctx: Context) -> dict[str, int]:
     from .clubs import clubs_summary_doc, form_clubs, write_clubs
 
-    res = form_clubs(ctx.frame("features"), ctx.cfg, previous=ctx.previous)
+    res = form_clubs(ctx.features(), ctx.cfg, previous=ctx.previous)
     ctx.frames.update(clubs=res.clubs, club_summary=res.summary, ranks=res.ranks)
     ctx.summaries["clubs"] = clubs_summary_doc(res)
     return write_clubs(res, ctx.staging)
@@ -123,6 +142,35 @@ def _stage_clubs(ctx: Context) -> dict[str, int]:
 
 def _always(ctx: Context) -> str | None:
     return None
+
+
+def _stage_clv(ctx: Context) -> dict[str, int]:
+    from .clv import clv_settings, clv_summary_doc, compute_clv, write_clv
+    from .clv_models import FitError
+
+    try:
+        res = compute_clv(ctx.open(), clv_settings(ctx.cfg), progress=ctx.say)
+    except FitError as exc:
+        raise StageSkipped(f"the customer-value model did not fit: {exc}") from None
+    ctx.frames["clv"] = res.customers
+    ctx.summaries["clv"] = clv_summary_doc(res)
+    ctx.notes.extend(f"clv: {n}" for n in res.notes)
+    return write_clv(res, ctx.staging)
+
+
+def _stage_clv_groups(ctx: Context) -> dict[str, int]:
+    from .clv import group_table
+
+    groups = []
+    if ctx.has("clubs"):
+        groups.append(ctx.frame("clubs").select("customer_id", "club"))
+    if ctx.has("segments") and "rfm_segment" in ctx.frame("segments").columns:
+        groups.append(ctx.frame("segments").select("customer_id", "rfm_segment"))
+    if not groups:
+        raise StageSkipped("no clubs or segments to aggregate by")
+    table = group_table(ctx.frame("clv"), groups)
+    table.write_parquet(ctx.staging.path("clv_groups.parquet"), compression="zstd")
+    return {"clv_groups": table.height}
 
 
 def _config_part(*keys: str) -> Callable[[Config], Any]:
@@ -138,8 +186,10 @@ _FEATURES_CONFIG = _config_part("as_of", "strict", "windows_days", "top_categori
 STAGES: list[Stage] = [
     Stage("features", ("orders", "products", "email_events", "customers"), (), _FEATURES_CONFIG,
           _always, _stage_features),
+    Stage("clv", ("orders",), ("features",), _config_part("as_of", "strict", "tables", "clv"),
+          _always, _stage_clv),
     Stage("clubs", (), ("features",), _config_part("clubs", "strategy", "group_by", "seed"),
-          _always, _stage_clubs),
+          _always, _stage_clubs, uses=("clv",)),
 ]
 
 
@@ -147,8 +197,10 @@ def _register_job_stages() -> None:
     """The later jobs, in dependency order after features and clubs."""
     from . import segments, uplift
 
-    for job in (segments, uplift):
-        register_stage(job.pipeline_stage())
+    register_stage(segments.pipeline_stage())
+    register_stage(Stage("clv_groups", (), ("clv",), lambda cfg: None, _always, _stage_clv_groups,
+                         uses=("clubs", "segments")))
+    register_stage(uplift.pipeline_stage())
 
 
 def register_stage(stage: Stage) -> None:
@@ -379,7 +431,15 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
                 status = "reused"
                 if rows is None:
                     ctx.say(f"{st.name}: running")
-                    rows = st.run(ctx)
+                    try:
+                        rows = st.run(ctx)
+                    except StageSkipped as exc:
+                        for f in set(_files(staging)) - before:
+                            (staging.tmp / f).unlink()  # nothing half-written survives a skipped stage
+                        records[st.name] = {"status": "skipped", "reason": str(exc), "key": keys[st.name]}
+                        ctx.notes.append(f"{st.name}: skipped ({exc})")
+                        log.warning("stage %s skipped: %s", st.name, exc)
+                        continue
                     status = "ran"
                 else:
                     ctx.say(f"{st.name}: unchanged inputs, reusing {out}/")

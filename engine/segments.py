@@ -488,7 +488,7 @@ def _stage_segments(ctx: Any) -> dict[str, int]:
     clubs = ctx.frame("clubs") if ctx.has("clubs") else None
     ctx.say("segments: RFM, rules, clusters, profiles")
     with ctx.staging.timed("segments"):
-        res = form_segments(ctx.frame("features"), ctx.cfg, customers=customers, clubs=clubs, as_of=s.as_of)
+        res = form_segments(ctx.features(), ctx.cfg, customers=customers, clubs=clubs, as_of=s.as_of)
     ctx.frames.update(segments=res.segments, segment_profiles=res.profiles, rfm_grid=res.rfm_grid)
     ctx.summaries["segments"] = segments_summary_doc(res)
     ctx.notes.extend(res.notes)
@@ -502,4 +502,5 @@ def pipeline_stage() -> Any:
     def config_part(cfg: Config) -> dict[str, Any]:
         return {"seed": cfg.seed, "segments": cfg.as_dict().get("sections", {}).get("segments")}
 
-    return Stage("segments", ("customers",), ("features", "clubs"), config_part, lambda ctx: None, _stage_segments)
+    return Stage("segments", ("customers",), ("features", "clubs"), config_part, lambda ctx: None, _stage_segments,
+                 uses=("clv",))

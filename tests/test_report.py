@@ -41,7 +41,7 @@ def test_report_is_self_contained(run_dir):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "the report references the network"
     assert "@import" not in page and not re.search(r"url\((?!#)", page), "only in-page url(#id) references"
     assert page.count("<svg") >= 1
-    for section in ("data", "kpis", "clubs", "rfm", "segments", "uplift"):
+    for section in ("data", "kpis", "clubs", "rfm", "segments", "clv", "uplift"):
         assert f'<section id="{section}"' in page
 
 
@@ -115,7 +115,7 @@ def test_report_renders_in_headless_chromium(run_dir):
 
             assert errors == [], f"console errors: {errors}"
             assert requests == [url], f"the report made requests besides loading itself: {requests}"
-            for section in ("data", "kpis", "clubs", "rfm", "segments", "uplift"):
+            for section in ("data", "kpis", "clubs", "rfm", "segments", "clv", "uplift"):
                 assert page.locator(f"section#{section}").count() == 1, section
                 assert page.locator(f"section#{section}").is_visible()
 
