@@ -138,3 +138,31 @@ def test_output_path_that_is_a_file_is_a_user_error(data, tmp_path):
     r = runner.invoke(app, ["run", "--data", str(data), "--out", str(f)])
     assert r.exit_code == 1 and "is a file" in r.stderr
     assert f.read_text() == "not a folder"
+
+
+def test_a_model_that_does_not_fit_skips_its_stage_and_the_run_goes_on(data, tmp_path, monkeypatch):
+    from centile import clv
+    from centile.clv_models import FitError
+
+    def no_fit(*args, **kwargs):
+        raise FitError("BG/NBD did not converge; try penalty = 0.001")
+
+    monkeypatch.setattr(clv, "compute_clv", no_fit)
+    res = run_pipeline(load_config(data=data), tmp_path / "out")
+    assert res.stages["clv"]["status"] == "skipped" and "did not converge" in res.stages["clv"]["reason"]
+    assert res.stages["clv_groups"]["status"] == "skipped"
+    assert res.stages["clubs"]["status"] == "ran"
+    assert not (tmp_path / "out" / "clv.parquet").exists()
+    assert any("did not converge" in n for n in res.notes)
+
+
+def test_clubs_can_rank_by_the_clv_predictions(data, tmp_path):
+    cfg = tmp_path / "centile.toml"
+    cfg.write_text(f'data = "{data}"\n[[clubs.club]]\nname = "future_value"\nmetric = "clv_clv"\n'
+                   'eligible = "clv_p_alive > 0.5"\n')
+    run_pipeline(load_config(cfg), tmp_path / "out")
+    clubs = pl.read_parquet(tmp_path / "out" / "clubs.parquet")
+    clv = pl.read_parquet(tmp_path / "out" / "clv.parquet")
+    top = clubs.filter(pl.col("tier") == 1).join(clv, on="customer_id")
+    assert top.height > 0 and (top["p_alive"] > 0.5).all()
+    assert top["clv"].min() >= clv.filter(pl.col("p_alive") > 0.5)["clv"].quantile(0.95)
