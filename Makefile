@@ -34,6 +34,9 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[bench]"
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_clubs.py
+	$(BIN)/python benchmarks/bench_segments.py
+	$(BIN)/python benchmarks/bench_clv.py
+	$(BIN)/python benchmarks/bench_uplift.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) build dist *.egg-info .pytest_cache .hypothesis
