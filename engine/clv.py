@@ -264,9 +264,9 @@ def group_table(customers: pl.DataFrame, groups: Sequence[pl.DataFrame]) -> pl.D
         n = np.bincount(code, minlength=labels.size).astype(np.float64)
 
         # np.bincount adds in row order: the same bytes on every run (a threaded group-by may not)
-        def total(col: str) -> np.ndarray:
-            return np.bincount(code, weights=joined[col].cast(pl.Float64).fill_null(0.0).to_numpy(),
-                               minlength=labels.size)
+        def total(col: str, joined: pl.DataFrame = joined, code: np.ndarray = code,
+                  k: int = labels.size) -> np.ndarray:
+            return np.bincount(code, weights=joined[col].cast(pl.Float64).fill_null(0.0).to_numpy(), minlength=k)
 
         medians = joined.group_by("group").agg(pl.col("clv").median().alias("clv_median"))
         agg = pl.DataFrame({
