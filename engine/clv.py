@@ -46,7 +46,7 @@ from .clv_models import (
     fit_pareto_nbd,
     predict,
 )
-from .config import Config
+from .config import Config, as_date
 from .errors import ConfigError, InputError
 from .outputs import staged_output, write_manifest
 from .session import Progress, Session, open_session
@@ -106,16 +106,7 @@ def _num(value: Any, key: str, lo: float, hi: float, *, lo_open: bool = False) -
 
 
 def _date(value: Any, key: str) -> dt.date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError:
-        raise ConfigError(f"[clv] {key} = {value!r}: expected a date YYYY-MM-DD") from None
+    return as_date(value, f"[clv] {key}")
 
 
 def clv_settings(cfg: Config | None = None, **overrides: Any) -> ClvSettings:

@@ -214,7 +214,8 @@ def resolve_paths(table: str, path: str, base: Path) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------
 # loading
 
-def _as_date(value: Any, where: str) -> dt.date | None:
+def as_date(value: Any, where: str) -> dt.date | None:
+    """A date from TOML (a date, a datetime or 'YYYY-MM-DD' text); ConfigError naming ``where``."""
     if value is None or value == "":
         return None
     if isinstance(value, dt.datetime):
@@ -393,7 +394,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: str | os.Pa
     threads = settings.get("threads")
     return Config(
         tables=MappingProxyType(tables),
-        as_of=_as_date(settings.get("as_of"), "as_of"),
+        as_of=as_date(settings.get("as_of"), "as_of"),
         strict=_as_bool(settings.get("strict") or False, "strict"),
         windows=windows,
         top_categories=_as_int(feats.get("top_categories", 8), "features.top_categories"),

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .config import Config
+from .config import Config, as_date
 from .errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -109,11 +109,7 @@ def parse_holdout_spec(section: Mapping[str, Any]) -> HoldoutSpec:
             raise ConfigError(f"[holdout] global_share must be in [0, 1), got {v!r}")
         kw["global_share"] = float(v)
     if "global_until" in section:
-        v = section["global_until"]
-        try:
-            kw["global_until"] = v if isinstance(v, dt.date) else dt.date.fromisoformat(str(v))
-        except ValueError:
-            raise ConfigError(f"[holdout] global_until must be a date YYYY-MM-DD, got {v!r}") from None
+        kw["global_until"] = as_date(section["global_until"], "[holdout] global_until")
     spec = HoldoutSpec(**kw)
     if spec.method == "stratified" and not spec.stratify_by:
         raise ConfigError("[holdout] method = 'stratified' needs stratify_by = '<segment column>'")
