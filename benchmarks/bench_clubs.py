@@ -38,7 +38,7 @@ CLUBS = [  # name, metric, tie-break, eligibility (the defaults of centile.confi
     ("high_price_buyers", "max_price_kept_24m", None, "max_price_kept_24m > 0"),
     ("responders_without_purchase", "click_rate_12m", "open_rate_12m", "emails_sent_12m >= 3 AND orders_12m = 0"),
     ("price_ignorers", "premium_margin_12m", None, "premium_margin_12m > 0"),
-    ("heavy_returners", "returned_value_12m", None, "orders_12m >= 2"),
+    ("heavy_returners", "returned_value_12m", None, "orders_12m >= 2 AND returned_value_12m > 0"),
     ("lifetime_heroes", "net_revenue_lifetime", "tenure_days", "tenure_days >= 365"),
 ]
 SHARES = (0.01, 0.05)

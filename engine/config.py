@@ -102,7 +102,7 @@ DEFAULT_CLUBS: tuple[ClubSpec, ...] = (
     ClubSpec("responders_without_purchase", "click_rate_12m",
              eligible="emails_sent_12m >= 3 AND orders_12m = 0", tie_break=("open_rate_12m",)),
     ClubSpec("price_ignorers", "premium_margin_12m", eligible="premium_margin_12m > 0"),
-    ClubSpec("heavy_returners", "returned_value_12m", eligible="orders_12m >= 2"),
+    ClubSpec("heavy_returners", "returned_value_12m", eligible="orders_12m >= 2 AND returned_value_12m > 0"),
     ClubSpec("lifetime_heroes", "net_revenue_lifetime", eligible="tenure_days >= 365",
              tie_break=("tenure_days",)),
 )

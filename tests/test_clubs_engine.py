@@ -89,7 +89,7 @@ def test_pct_rank_matches_duckdb_percent_rank(tmp_path):
     want = duckdb.sql("""
         SELECT customer_id, percent_rank() OVER (ORDER BY returned_value_12m) AS p,
                rank() OVER (ORDER BY returned_value_12m DESC) AS r
-        FROM f WHERE orders_12m >= 2""").pl()
+        FROM f WHERE orders_12m >= 2 AND returned_value_12m > 0""").pl()
     both = got.join(want, on="customer_id", how="left")
     eligible = both.filter(pl.col("p").is_not_null())
     assert (eligible["heavy_returners_pct_rank"] == eligible["p"]).all()
