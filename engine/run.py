@@ -137,6 +137,7 @@ def _stage_clubs(ctx: Context) -> dict[str, int]:
     res = form_clubs(ctx.features(), ctx.cfg, previous=ctx.previous)
     ctx.frames.update(clubs=res.clubs, club_summary=res.summary, ranks=res.ranks)
     ctx.summaries["clubs"] = clubs_summary_doc(res)
+    ctx.notes.extend(f"clubs: {n}" for n in res.notes)
     return write_clubs(res, ctx.staging)
 
 

@@ -259,7 +259,11 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
                 con.execute(f"DESCRIBE SELECT {sel} FROM base").fetchall()
             except duckdb.Error as exc:
                 if rs.default:
-                    notes.append(f"segmentation {rs.name} skipped: {str(exc).splitlines()[0]}")
+                    m = re.search(r'column "([^"]+)" not found', str(exc))
+                    col = m.group(1) if m else None
+                    why = (("needs birth_year in the customers table" if col == "age" else
+                            f"needs the column {col!r} (customers table)") if col else str(exc).splitlines()[0])
+                    notes.append(f"segmentation {rs.name} skipped: {why}")
                     continue
                 raise ConfigError(f"[segments.rules] {rs.name}: {str(exc).splitlines()[0]}; columns available: "
                                   f"{', '.join(sorted(cols - {'__row'}))}") from None

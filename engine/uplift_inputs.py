@@ -147,14 +147,15 @@ def units_from_session(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None =
     sql = f"""
     WITH c AS (
       SELECT customer_id, CAST(campaign_id AS VARCHAR) AS campaign, min(sent_ts) AS sent_ts,
-             coalesce(min("group"), 'treatment') AS arm, sum(coalesce(cost, 0)) AS cost
+             coalesce(min("group"), 'treatment') AS arm, sum(coalesce(cost, 0)::DECIMAL(18, 4)) AS cost
       FROM contacts GROUP BY customer_id, campaign_id),
     o AS (
       SELECT o.customer_id, o.order_id, min(o.order_ts) AS ts, bool_or(o.quantity > 0) AS is_order,
-             sum(o.unit_price * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
-                                     ELSE o.quantity END) AS revenue,
-             sum((o.unit_price - {cost}) * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
-                                                 ELSE o.quantity END) AS margin
+             -- money summed as DECIMAL: exact, so the same bytes whatever order threads add in
+             sum((o.unit_price * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
+                                      ELSE o.quantity END)::DECIMAL(18, 4)) AS revenue,
+             sum(((o.unit_price - {cost}) * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
+                                                  ELSE o.quantity END)::DECIMAL(18, 4)) AS margin
       FROM orders AS o {join}
       WHERE o.customer_id IN (SELECT customer_id FROM c)
       GROUP BY o.customer_id, o.order_id)

@@ -13,7 +13,8 @@ SELECT * REPLACE (lower(trim("group")) AS "group"),
     WHEN campaign_id IS NULL THEN 'campaign_id is not a valid id'
     WHEN __raw_sent_ts IS NULL THEN 'sent_ts is null'
     WHEN sent_ts IS NULL THEN 'sent_ts is not a timestamp'
-    WHEN __raw_cost IS NOT NULL AND cost IS NULL THEN 'cost is not a number'
+    WHEN __raw_cost IS NOT NULL AND (cost IS NULL OR isnan(cost) OR isinf(cost)) THEN 'cost is not a number'
+    WHEN cost >= 1e13 THEN 'cost is 1e13 or more'
     WHEN cost < 0 THEN 'cost is negative'
     WHEN "group" IS NOT NULL AND trim("group") = '' THEN 'group is blank (use control, treatment or an arm name)'
   END AS reject_reason
