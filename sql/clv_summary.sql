@@ -17,7 +17,8 @@
 WITH days AS (
   SELECT customer_id,
          CAST(order_ts AS DATE) AS day,
-         sum((quantity - returned_quantity) * unit_price) AS value
+         -- DECIMAL: exact sums, the same bytes whatever order parallel threads add in
+         sum(((quantity - returned_quantity) * unit_price)::DECIMAL(18, 4)) AS value
   FROM orders
   WHERE quantity > 0 AND CAST(order_ts AS DATE) <= $hold_end
   GROUP BY customer_id, CAST(order_ts AS DATE)
