@@ -260,8 +260,10 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
         force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even those whose "
                                             "inputs and config did not change since the run in --out.")] = False,
         json_: JsonOpt = False) -> None:
-    """Run every stage the inputs allow (features → ranks → clubs → segments → CLV → uplift)
-    and write report.html, manifest.json and centile.log into one output folder.
+    """Run every stage the inputs allow (features → CLV → ranks and clubs → segments → CLV per
+    club and segment → uplift) and write report.html, manifest.json and centile.log into one
+    output folder. Configure the stages in the config's [clubs], [segments], [clv], [uplift]
+    and [report] sections (see README).
 
     The folder is replaced whole only when every stage succeeded: a failed or killed run
     leaves the previous results untouched. Stages whose inputs and config did not change
