@@ -144,6 +144,38 @@ def test_report_renders_in_headless_chromium(run_dir):
             everyone = page.locator('.tile[data-segment="all customers"]')
             assert "3,000 customers" in everyone.inner_text()
             assert "target" in everyone.inner_text()
+            def cells(table_id: str) -> list[dict[str, str]]:
+                return page.evaluate(
+                    "id => [...document.querySelectorAll('#' + id + ' tbody tr')].map(tr => Object.fromEntries("
+                    "[...tr.querySelectorAll('td')].map(td => [td.dataset.col, td.dataset.value])))", table_id)
+
+            # RFM segments: customers per segment as in segment_profiles.parquet
+            prof = pl.read_parquet(run_dir / "segment_profiles.parquet").filter(
+                pl.col("segmentation") == "rfm_segment", pl.col("segment") != "all customers")
+            got = {r["segment"]: int(r["customers"]) for r in cells("rfm-segments")}
+            assert got == dict(zip(prof["segment"].cast(pl.String), prof["customers"], strict=True))
+
+            # customer value: the fitted parameters of clv_model.json, with their standard errors
+            model = json.loads((run_dir / "clv_model.json").read_text())
+            rows = cells("clv-models")
+            assert [r["model"] for r in rows] == [m["name"] for m in model["models"]]
+            assert float(rows[0]["log_likelihood"]) == pytest.approx(model["models"][0]["loglik"])
+            totals = cells("clv-totals")[0]
+            assert float(totals["total"]) == pytest.approx(pl.read_parquet(run_dir / "clv.parquet")["clv"].sum())
+
+            # uplift: every overall row's estimate and interval as in uplift.parquet
+            from centile.report import _preferred
+
+            want = _preferred(pl.read_parquet(run_dir / "uplift.parquet")).filter(pl.col("breakdown") == "overall")
+            rows = cells("uplift-overall")
+            assert len(rows) == want.height
+            for r, w in zip(rows, want.iter_rows(named=True), strict=True):
+                assert (r["campaign"], r["arm"], r["outcome"], r["method"]) == (
+                    w["campaign"], w["arm"], w["outcome"], w["method"])
+                assert float(r["uplift"]) == pytest.approx(w["uplift"])
+                assert float(r["uplift_ci_low"]) == pytest.approx(w["uplift_ci_low"])
+            assert page.locator("#srm-flags").count() == 1
+
             svg_w = page.evaluate("() => Math.max(...[...document.querySelectorAll('svg')].map(s => "
                                   "s.getBoundingClientRect().width))")
             assert svg_w > 200, "charts did not render"
