@@ -147,5 +147,5 @@ def print_run(console: Console, res: Any) -> None:
                        _n(r["orders_12m_mean"]), _n(r["aov_12m"]))
         console.print(ct)
     for note in getattr(res, "notes", []) or []:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, highlight=False)
     console.print(f"results in {res.out}/" + (f"; report: {res.report}" if res.report else ""))

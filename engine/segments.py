@@ -314,10 +314,18 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
     centres, k, sil, n_density = None, None, {}, None
     z, used, mean, sd = prepare_matrix(features, sc.cluster_features)
     if sc.cluster:
-        labels, k, sil, cen = kmeans_clusters(z, sc.k, k_range=sc.k_range, seed=sc.seed, fit_sample=sc.fit_sample,
-                                              silhouette_sample=sc.silhouette_sample, n_init=sc.n_init)
-        cols["cluster"] = labels
-        centres = centres_frame(cen, used, mean, sd)
+        try:
+            labels, k, sil, cen = kmeans_clusters(z, sc.k, k_range=sc.k_range, seed=sc.seed,
+                                                  fit_sample=sc.fit_sample, silhouette_sample=sc.silhouette_sample,
+                                                  n_init=sc.n_init)
+        except ConfigError as exc:
+            if sc.k != "auto":
+                raise
+            # a tiny customer base: no k to choose; the other segmentations still stand
+            notes.append(f"clustering skipped: {exc}")
+        else:
+            cols["cluster"] = labels
+            centres = centres_frame(cen, used, mean, sd)
     if sc.density != "none":
         labels, n_density = density_clusters(z, method=sc.density, seed=sc.seed, sample=sc.density_sample,
                                              min_cluster_size=sc.min_cluster_size, min_samples=sc.min_samples,
