@@ -13,7 +13,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -417,14 +417,18 @@ def form_clubs(features: pl.DataFrame, cfg: Config, *, strategy: str | None = No
     with numba_threads(cfg.threads):
         hashes = customer_hashes(features["customer_id"], cfg.seed)
         ranks, rank, pct = compute_ranks(features, inputs)
+        # the rank kernel's layout of the primary keys is not needed any more: free it (n × clubs doubles)
+        inputs = replace(inputs, primary=np.empty((0, len(inputs.clubs)), order="F"))
         a = assign(inputs, features.height, strategy, hashes, pct)
     members = members_table(features, inputs, rank, pct, a)
-    summary = summary_table(features, inputs, a)
-    notes = [f"club {name} skipped: {why}" for name, why in inputs.skipped.items()]
     worst = {}
     for j, c in enumerate(inputs.clubs):
         # the worst eligible primary key, back in the metric's own sign
         worst[c.name] = float(inputs.signs[j] * np.nanmin(inputs.keys[j, :, 0])) if inputs.eligible[c.name] else None
+    # nor the keys (clubs × n × keys doubles): the summary needs only the assignment
+    inputs = replace(inputs, keys=np.empty((len(inputs.clubs), 0, 1)))
+    summary = summary_table(features, inputs, a)
+    notes = [f"club {name} skipped: {why}" for name, why in inputs.skipped.items()]
     for row, club in zip(summary.iter_rows(named=True), [c for c in inputs.clubs for _ in c.shares], strict=True):
         if row["size"] and row["threshold"] is not None and row["threshold"] == worst[club.name]:
             notes.append(f"club {row['club']} tier {row['tier']}: its threshold {row['threshold']:g} is the "
