@@ -372,8 +372,9 @@ def _coverage(tmp_path, seeds=range(40)):
 def test_interval_coverage_over_many_seeds(tmp_path, request):
     """Over 40 generated data sets (1,280 intervals per method) the 95 % intervals cover 93-97 %."""
     marks = request.config.getoption("-m") or ""
-    if not os.environ.get("CENTILE_SLOW") and ("slow" not in marks or "not slow" in marks):
-        pytest.skip("slow (about 30 s): run with -m slow or CENTILE_SLOW=1")
+    in_ci = os.environ.get("CI", "").strip().lower() in {"true", "1"}
+    if not (os.environ.get("CENTILE_SLOW") or in_ci) and ("slow" not in marks or "not slow" in marks):
+        pytest.skip("slow (about 30 s): runs in CI (CI=true), or with -m slow or CENTILE_SLOW=1")
     for method, (rate, n) in _coverage(tmp_path).items():
         assert n >= 1000
         assert 0.93 <= rate <= 0.97, (method, rate, n)
