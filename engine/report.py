@@ -142,7 +142,8 @@ def _header(results: Path, manifest: dict[str, Any]) -> str:
     conf = (f'<p class="muted">Config: {_esc(cfg.get("source") or "--data folder")}; windows (days) '
             f'{_esc(cfg.get("windows_days"))}; club strategy {_esc(cfg.get("strategy"))}; seed {_esc(cfg.get("seed"))}. '
             f'Versions: {_esc(", ".join(f"{k} {v}" for k, v in ver.items()))}. Run created {_esc(manifest.get("created"))}.</p>')
-    notes = "".join(f"<li>{_esc(n)}</li>" for n in (manifest.get("notes") or []) + (inputs.get("notes") or []))
+    unread = [f"{t}: present, not read by any stage yet (not validated)" for t in inputs.get("not_read_by_this_job") or []]
+    notes = "".join(f"<li>{_esc(n)}</li>" for n in (manifest.get("notes") or []) + (inputs.get("notes") or []) + unread)
     return (f'<section id="data"><h2>Data and run</h2>{freshness}{counts}'
             + (table(st, left=("stage", "status", "files", "note"), table_id="stages") if st is not None else "")
             + (f'<ul class="muted">{notes}</ul>' if notes else "") + conf + "</section>")

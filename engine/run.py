@@ -65,7 +65,9 @@ class Context:
         if self.session is None:
             from .session import open_session
 
-            self.session = self._stack.enter_context(open_session(self.cfg, self.say))
+            # validate only the tables some stage reads (touchpoints wait for attribution)
+            read = tuple(dict.fromkeys(t for st in STAGES for t in st.tables))
+            self.session = self._stack.enter_context(open_session(self.cfg, self.say, only=read))
         return self.session
 
     def frame(self, name: str) -> pl.DataFrame:
