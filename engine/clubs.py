@@ -332,20 +332,21 @@ def summary_table(features: pl.DataFrame, inputs: ClubInputs, a: dict[str, np.nd
     group = a["club"][idx].astype(np.int64) * n_tiers + (a["tier"][idx].astype(np.int64) - 1)
     n_groups = len(inputs.clubs) * n_tiers
 
+    # members' values, gathered once per column (null -> NaN)
+    member = {c: features[c].cast(pl.Float64).gather(idx).to_numpy() for c in present}
+
     # np.bincount adds in row order, so the sums (and the file's bytes) are the
     # same on every run; a threaded group-by may add in any order
     def total(col: str) -> np.ndarray:
-        if col not in present:
+        if col not in member:
             return np.full(n_groups, np.nan)
-        v = features[col].cast(pl.Float64).to_numpy()[idx]
-        ok = ~np.isnan(v)
-        return np.bincount(group[ok], weights=v[ok], minlength=n_groups)
+        ok = ~np.isnan(member[col])
+        return np.bincount(group[ok], weights=member[col][ok], minlength=n_groups)
 
     def count(col: str) -> np.ndarray:
-        if col not in present:
+        if col not in member:
             return np.zeros(n_groups)
-        v = features[col].cast(pl.Float64).to_numpy()[idx]
-        return np.bincount(group[~np.isnan(v)], minlength=n_groups).astype(np.float64)
+        return np.bincount(group[~np.isnan(member[col])], minlength=n_groups).astype(np.float64)
 
     total_net = float(np.sum(features["net_revenue_12m"].cast(pl.Float64).to_numpy())) \
         if "net_revenue_12m" in present else float("nan")

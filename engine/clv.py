@@ -375,10 +375,12 @@ FEATURE_COLUMNS = ("p_alive", "churn_risk", "expected_transactions", "p_repurcha
                    "expected_revenue", "clv")
 
 
-def clv_features(res: ClvResult) -> pl.DataFrame:
+def clv_features(res: ClvResult | pl.DataFrame) -> pl.DataFrame:
     """customer_id plus the predictions as ``clv_``-prefixed columns, to join onto the
-    feature table (clubs, segments and budgets can then use them)."""
-    return res.customers.select("customer_id", *(pl.col(c).alias(f"clv_{c}") for c in FEATURE_COLUMNS))
+    feature table (clubs, segments and budgets can then use them). Takes a
+    :class:`ClvResult` or its ``customers`` frame (``clv.parquet``)."""
+    customers = res.customers if isinstance(res, ClvResult) else res
+    return customers.select("customer_id", *(pl.col(c).alias(f"clv_{c}") for c in FEATURE_COLUMNS))
 
 
 def model_doc(res: ClvResult) -> dict[str, Any]:

@@ -258,25 +258,13 @@ def _clubs(results: Path) -> str:
             f"are in an earlier club.</p>{t}{_chart(svg, 'Revenue share per club, tier 1')}{st}</section>")
 
 
-#: the interval shown per outcome when several methods exist (first available)
-UPLIFT_METHODS = ("bootstrap", "newcombe", "welch")
-
-
-def _preferred(u: pl.DataFrame) -> pl.DataFrame:
-    """One row per (campaign, breakdown, segment, arm, outcome): the first method of UPLIFT_METHODS."""
-    rank = {m: i for i, m in enumerate(UPLIFT_METHODS)}
-    return (u.filter(pl.col("method").is_in(list(UPLIFT_METHODS)))
-             .with_columns(_r=pl.col("method").replace_strict(rank, return_dtype=pl.Int32))
-             .sort("campaign", "breakdown", "segment", "arm", "outcome", "_r")
-             .unique(["campaign", "breakdown", "segment", "arm", "outcome"], keep="first", maintain_order=True)
-             .drop("_r"))
-
-
 def _uplift(results: Path) -> str:
+    from .uplift import PREFERRED_METHODS, preferred_rows
+
     u = _read(results, "uplift")
     if u is None or u.is_empty():
         return ""
-    best = _preferred(u)
+    best = preferred_rows(u)
     overall = best.filter(pl.col("breakdown") == "overall").select(
         "campaign", "arm", "outcome", "method", "n_arm", "n_control", "mean_arm", "mean_control", "uplift",
         "uplift_ci_low", "uplift_ci_high", "rel_uplift", "p_holm", "incremental", "roi", "srm_flag")
@@ -308,7 +296,7 @@ def _uplift(results: Path) -> str:
         more = f" ({part.height - 60} more rows in uplift.parquet)" if part.height > 60 else ""
         charts_html.append(_chart(svg, f"Uplift by {bname}; diamonds: failed sample-ratio check{more}"))
     return (f'<section id="uplift"><h2>Uplift against control groups</h2>{srm_html}<p class="muted">Per campaign and '
-            f"arm; intervals: {', '.join(UPLIFT_METHODS)} (first available per outcome); p_holm adjusted over "
+            f"arm; intervals: {', '.join(PREFERRED_METHODS)} (first available per outcome); p_holm adjusted over "
             "segments and arms; ROI = (incremental margin − contact cost) / contact cost. Every method and "
             "breakdown is in uplift.parquet.</p>"
             + table(overall, left=("campaign", "arm", "outcome", "method"), table_id="uplift-overall",

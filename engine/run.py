@@ -88,10 +88,10 @@ class Context:
         if "features+clv" not in self.frames:
             f = self.frame("features")
             if self.has("clv"):
-                from .clv import FEATURE_COLUMNS
+                from .clv import clv_features
 
-                cols = [pl.col(c).alias(f"clv_{c}") for c in FEATURE_COLUMNS]
-                clv = self.frame("clv").select(pl.col("customer_id").cast(f.schema["customer_id"]), *cols)
+                clv = clv_features(self.frame("clv")).with_columns(
+                    pl.col("customer_id").cast(f.schema["customer_id"]))
                 f = f.join(clv, on="customer_id", how="left", maintain_order="left")
             self.frames["features+clv"] = f
         return self.frames["features+clv"]
@@ -271,24 +271,21 @@ def _previous_manifest(out: Path) -> dict[str, Any]:
         return {}
 
 
-def _reuse_possible(prev_dir: Path, rec: dict[str, Any], key: str) -> bool:
+def _reusable(prev_dir: Path, rec: dict[str, Any], key: str) -> bool:
+    """Did the run in ``prev_dir`` compute this stage with the same key, and are its files there?"""
     files = rec.get("files") or []
     return (rec.get("key") == key and rec.get("status") in ("ran", "reused") and bool(files)
             and all((prev_dir / f).is_file() for f in files))
 
 
-def _reuse(prev_dir: Path, prev: dict[str, Any], stage: Stage, key: str, staging: Staging) -> dict[str, int] | None:
-    rec = (prev.get("stages") or {}).get(stage.name) or {}
-    if not _reuse_possible(prev_dir, rec, key):
-        return None
-    files = rec["files"]
+def _link_files(prev_dir: Path, files: list[str], staging: Staging) -> None:
+    """Hard-link (or copy, across file systems) a previous run's files into the staging folder."""
     for f in files:
         dest = staging.path(f)
         try:
             os.link(prev_dir / f, dest)
         except OSError:
             shutil.copy2(prev_dir / f, dest)
-    return dict(rec.get("rows") or {})
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -412,14 +409,14 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
             for st in STAGES:
                 missing = [a for a in st.after if records.get(a, {}).get("status") not in ("ran", "reused")]
                 prev_rec = (prev_doc.get("stages") or {}).get(st.name) or {}
+                # club stability against --previous depends on that folder, so never reuse clubs then
+                reusable = _reusable(out, prev_rec, keys[st.name]) and not (st.name == "clubs" and previous)
                 if missing:
                     reason = f"needs {', '.join(missing)}"
                 elif prev_rec.get("key") == keys[st.name] and prev_rec.get("status") == "skipped":
                     reason = prev_rec.get("reason")  # same inputs and config: skipped again, no need to look
-                elif _reuse_possible(out, prev_rec, keys[st.name]):
-                    reason = None
                 else:
-                    reason = st.skip(ctx)
+                    reason = None if reusable else st.skip(ctx)
                 if reason:
                     records[st.name] = {"status": "skipped", "reason": reason, "key": keys[st.name]}
                     ctx.notes.append(f"{st.name}: skipped ({reason})")
@@ -428,11 +425,13 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
                 before = set(_files(staging))
                 summaries_before = set(ctx.summaries)
                 t1 = time.perf_counter()
-                # club stability against --previous depends on that folder, so never reuse it then
-                reusable = not (st.name == "clubs" and previous)
-                rows = _reuse(out, prev_doc, st, keys[st.name], staging) if reusable else None
-                status = "reused"
-                if rows is None:
+                if reusable:
+                    _link_files(out, prev_rec["files"], staging)
+                    rows, status = dict(prev_rec.get("rows") or {}), "reused"
+                    ctx.say(f"{st.name}: unchanged inputs, reusing {out}/")
+                    ctx.summaries.update({k: prev_doc.get("summary", {}).get(k)
+                                          for k in prev_rec.get("summary_keys", [])})
+                else:
                     ctx.say(f"{st.name}: running")
                     try:
                         rows = st.run(ctx)
@@ -444,11 +443,6 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
                         log.warning("stage %s skipped: %s", st.name, exc)
                         continue
                     status = "ran"
-                else:
-                    ctx.say(f"{st.name}: unchanged inputs, reusing {out}/")
-                    prev_rec = prev_doc["stages"][st.name]
-                    ctx.summaries.update({k: prev_doc.get("summary", {}).get(k)
-                                          for k in prev_rec.get("summary_keys", [])})
                 secs = round(time.perf_counter() - t1, 3)
                 files = sorted(set(_files(staging)) - before - {"centile.log"})
                 records[st.name] = {"status": status, "key": keys[st.name], "seconds": secs,

@@ -549,17 +549,28 @@ def uplift_summary_doc(res: UpliftResult) -> dict[str, Any]:
     return {**res.summary, "notes": list(res.notes), "overall": overall.to_dicts()}
 
 
-def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = ("bootstrap", "newcombe", "welch"),
+#: the interval shown per outcome when several methods exist (the first available)
+PREFERRED_METHODS = ("bootstrap", "newcombe", "welch")
+
+
+def preferred_rows(uplift: pl.DataFrame, methods: tuple[str, ...] = PREFERRED_METHODS) -> pl.DataFrame:
+    """One row per (campaign, breakdown, segment, arm, outcome) of ``uplift.parquet``: the first
+    available method of ``methods``, in the table's own row order."""
+    rank = {m: i for i, m in enumerate(methods)}
+    return (uplift.filter(pl.col("method").is_in(list(methods)))
+            .with_columns(_r=pl.col("method").replace_strict(rank, return_dtype=pl.Int32))
+            .with_row_index("_i").sort("campaign", "breakdown", "segment", "arm", "outcome", "_r", "_i")
+            .unique(["campaign", "breakdown", "segment", "arm", "outcome"], keep="first", maintain_order=True)
+            .sort("_i").drop("_r", "_i"))
+
+
+def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = PREFERRED_METHODS,
                  limit: int = 60) -> None:
     """Rich table of the overall rows (one method per outcome) and the notes (SRM failures in red)."""
+    from rich.markup import escape
     from rich.table import Table
 
-    # one row per (campaign, arm, outcome): the first available method of ``methods``
-    rank = {m: i for i, m in enumerate(methods)}
-    df = (res.uplift.filter(pl.col("breakdown") == "overall", pl.col("method").is_in(list(methods)))
-          .with_columns(_r=pl.col("method").replace_strict(rank, return_dtype=pl.Int32))
-          .with_row_index("_i").sort("campaign", "arm", "_r", "_i")
-          .unique(["campaign", "arm", "outcome"], keep="first", maintain_order=True).sort("_i"))
+    df = preferred_rows(res.uplift.filter(pl.col("breakdown") == "overall"), methods)
     t = Table(title=f"Uplift vs control (overall; {res.summary['units']:,} contacts, "
                     f"{res.summary['campaigns']} campaigns; all rows in uplift.parquet)", title_justify="left",
               padding=(0, 1), collapse_padding=True)
@@ -582,5 +593,5 @@ def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = 
     if df.height > limit:
         console.print(f"... {df.height - limit} more rows in uplift.parquet")
     for note in res.notes:
-        console.print(f"[bold red]{note}[/]" if note.startswith("SAMPLE RATIO") else f"Note: {note}",
+        console.print(f"[bold red]{escape(note)}[/]" if note.startswith("SAMPLE RATIO") else f"Note: {escape(note)}",
                       highlight=False)

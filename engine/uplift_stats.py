@@ -108,15 +108,20 @@ def relative_interval(m1: np.ndarray, v1: np.ndarray, n1: np.ndarray, m0: np.nda
         return rel, np.where(pos, np.expm1(lr - z * se), np.nan), np.where(pos, np.expm1(lr + z * se), np.nan)
 
 
+def _ordered(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``p`` as float, an all-NaN output of its shape, and the indices of its non-NaN entries
+    in ascending order of p (stable)."""
+    p = np.asarray(p, dtype=np.float64)
+    idx = np.flatnonzero(~np.isnan(p))
+    return p, np.full(p.shape, np.nan), idx[np.argsort(p[idx], kind="stable")]
+
+
 def holm(p: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values (NaN entries are left out and stay NaN)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(~np.isnan(p))
-    m = idx.size
+    p, out, order = _ordered(p)
+    m = order.size
     if m == 0:
         return out
-    order = idx[np.argsort(p[idx], kind="stable")]
     adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
     out[order] = np.minimum(adj, 1.0)
     return out
@@ -124,13 +129,10 @@ def holm(p: np.ndarray) -> np.ndarray:
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg step-up adjusted p-values (q-values; NaN entries stay NaN)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(~np.isnan(p))
-    m = idx.size
+    p, out, order = _ordered(p)
+    m = order.size
     if m == 0:
         return out
-    order = idx[np.argsort(p[idx], kind="stable")]
     adj = p[order] * m / np.arange(1, m + 1)
     adj = np.minimum.accumulate(adj[::-1])[::-1]
     out[order] = np.minimum(adj, 1.0)

@@ -46,18 +46,18 @@ def test_report_is_self_contained(run_dir):
 
 
 def test_uplift_section_shows_one_interval_per_outcome(run_dir):
-    from centile.report import UPLIFT_METHODS, _preferred
+    from centile.uplift import PREFERRED_METHODS, preferred_rows
 
     page = (run_dir / "report.html").read_text()
     u = pl.read_parquet(run_dir / "uplift.parquet")
-    overall = _preferred(u).filter(pl.col("breakdown") == "overall")
+    overall = preferred_rows(u).filter(pl.col("breakdown") == "overall")
     # one row per campaign, arm and outcome, with the first available method
     assert overall.height == u.filter(pl.col("breakdown") == "overall").select(
         "campaign", "arm", "outcome").n_unique()
     for r in overall.iter_rows(named=True):
         have = set(u.filter(pl.col("breakdown") == "overall", pl.col("campaign") == r["campaign"],
                             pl.col("outcome") == r["outcome"])["method"])
-        assert r["method"] == next(m for m in UPLIFT_METHODS if m in have)
+        assert r["method"] == next(m for m in PREFERRED_METHODS if m in have)
     body = page.split('id="uplift-overall"')[1].split("</table>")[0]
     assert body.count("<tr>") == overall.height + 1  # header row
     assert 'id="srm-flags"' in page
@@ -164,9 +164,9 @@ def test_report_renders_in_headless_chromium(run_dir):
             assert float(totals["total"]) == pytest.approx(pl.read_parquet(run_dir / "clv.parquet")["clv"].sum())
 
             # uplift: every overall row's estimate and interval as in uplift.parquet
-            from centile.report import _preferred
+            from centile.uplift import preferred_rows
 
-            want = _preferred(pl.read_parquet(run_dir / "uplift.parquet")).filter(pl.col("breakdown") == "overall")
+            want = preferred_rows(pl.read_parquet(run_dir / "uplift.parquet")).filter(pl.col("breakdown") == "overall")
             rows = cells("uplift-overall")
             assert len(rows) == want.height
             for r, w in zip(rows, want.iter_rows(named=True), strict=True):
