@@ -74,7 +74,7 @@ from centile import clv
 d = np.load(sys.argv[1]); x, tx, T, m = d["x"], d["tx"], d["T"], d["m"]
 intervals = sys.argv[2] == "1"
 if sys.argv[3] == "parallel":  # numba's parallel kernels even below centile's serial threshold
-    from centile import clv_models
+    from centile.clv import models as clv_models
     clv_models._SERIAL_BELOW = 0
 k = 5000  # warm-up: load the compiled kernels
 w = clv.fit_bgnbd(x[:k], tx[:k], T[:k]); clv.predict(w, None, x[:k], tx[:k], T[:k], m[:k], horizon=52.0)

@@ -67,7 +67,7 @@ def main() -> None:
     data = args.data or Path("bench-data") / f"c{args.customers}"
     if not (data / "orders").exists():
         print(f"generating {args.customers:,} customers into {data} ...", file=sys.stderr)
-        run_isolated("import sys; from centile.generate import generate; import json; "
+        run_isolated("import sys; from centile.synth import generate; import json; "
                      "r = generate(sys.argv[1], int(sys.argv[2]), seed=1); print(json.dumps(r.rows))",
                      str(data), str(args.customers))
     lines = run_isolated(LINES, str(data))["lines"]

@@ -9,7 +9,7 @@ once to ``bench-data/segments_<N>/``. Then each contestant runs in a fresh
 process (peak memory per process) on the loaded tables:
 
 * ``centile_rfm``: R, F, M scores (tie-aware quantile kernel), named
-  segments and the R×F grid (:func:`centile.rfm.rfm_scores`, ``rf_grid``);
+  segments and the R×F grid (:func:`centile.segments.rfm.rfm_scores`, ``rf_grid``);
 * ``duckdb_rfm``: the same in SQL: ``1 + floor(5 * (rank() OVER (ORDER BY x)
   - 1) / count(*) OVER ())`` per score, a CASE for the named segments and a
   GROUP BY for the grid;
@@ -84,7 +84,7 @@ f = pl.read_parquet(folder + "/features.parquet")
 """
 
 CENTILE_RFM = PRELUDE + """
-from centile.rfm import rfm_scores, rf_grid, RFM_SEGMENTS
+from centile.segments.rfm import rfm_scores, rf_grid, RFM_SEGMENTS
 rfm_scores(np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([1.0, 2.0]))  # compile / load cache
 t0 = time.perf_counter()
 s = rfm_scores(f["recency_days"].to_numpy(), f["orders_12m"].to_numpy(), f["net_revenue_12m"].to_numpy(), 5)
@@ -164,7 +164,7 @@ CENTILE_SEGMENTS = PRELUDE + """
 import datetime as dt
 from centile.config import Config
 from centile.segments import form_segments
-from centile.rfm import rfm_scores
+from centile.segments.rfm import rfm_scores
 c = pl.read_parquet(folder + "/customers.parquet")
 rfm_scores(np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([1.0, 2.0]))  # compile / load cache
 density = sys.argv[2]

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ConfigError
+from centile.errors import ConfigError
 
 #: Canonical tables and their columns: name -> (SQL type family, required).
 #: "id" columns keep an integer type when every table agrees, otherwise VARCHAR.

@@ -30,10 +30,10 @@ from typing import Any
 
 import polars as pl
 
-from . import __version__
-from .config import Config
-from .errors import OutputError
-from .outputs import Staging, fingerprint, versions
+from centile import __version__
+from centile.config import Config
+from centile.errors import OutputError
+from centile.io.outputs import Staging, fingerprint, versions
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Context:
     def open(self) -> Any:
         """The validated inputs (opened once, on first use)."""
         if self.session is None:
-            from .session import open_session
+            from centile.backend.session import open_session
 
             # validate only the tables some stage reads (touchpoints wait for attribution)
             read = tuple(dict.fromkeys(t for st in STAGES for t in st.tables))
@@ -88,7 +88,7 @@ class Context:
         if "features+clv" not in self.frames:
             f = self.frame("features")
             if self.has("clv"):
-                from .clv import clv_features
+                from centile.clv.compute import clv_features
 
                 clv = clv_features(self.frame("clv")).with_columns(
                     pl.col("customer_id").cast(f.schema["customer_id"]))
@@ -124,7 +124,7 @@ class Stage:
 
 
 def _stage_features(ctx: Context) -> dict[str, int]:
-    from .features import write_features
+    from centile.features.compute import write_features
 
     s = ctx.open()
     res = write_features(s, ctx.staging, ctx.say)
@@ -134,7 +134,7 @@ def _stage_features(ctx: Context) -> dict[str, int]:
 
 
 def _stage_clubs(ctx: Context) -> dict[str, int]:
-    from .clubs import clubs_summary_doc, form_clubs, write_clubs
+    from centile.clubs.compute import clubs_summary_doc, form_clubs, write_clubs
 
     res = form_clubs(ctx.features(), ctx.cfg, previous=ctx.previous)
     ctx.frames.update(clubs=res.clubs, club_summary=res.summary, ranks=res.ranks)
@@ -148,8 +148,8 @@ def _always(ctx: Context) -> str | None:
 
 
 def _stage_clv(ctx: Context) -> dict[str, int]:
-    from .clv import clv_settings, clv_summary_doc, compute_clv, write_clv
-    from .clv_models import FitError
+    from centile.clv.compute import clv_settings, clv_summary_doc, compute_clv, write_clv
+    from centile.clv.models import FitError
 
     try:
         res = compute_clv(ctx.open(), clv_settings(ctx.cfg), progress=ctx.say)
@@ -162,7 +162,7 @@ def _stage_clv(ctx: Context) -> dict[str, int]:
 
 
 def _stage_clv_groups(ctx: Context) -> dict[str, int]:
-    from .clv import group_table
+    from centile.clv.compute import group_table
 
     groups = []
     if ctx.has("clubs"):
@@ -198,7 +198,8 @@ STAGES: list[Stage] = [
 
 def _register_job_stages() -> None:
     """The later jobs, in dependency order after features and clubs."""
-    from . import segments, uplift
+    from centile.segments import compute as segments
+    from centile.uplift import compute as uplift
 
     register_stage(segments.pipeline_stage())
     register_stage(Stage("clv_groups", (), ("clv",), lambda cfg: None, _always, _stage_clv_groups,
@@ -229,7 +230,7 @@ def input_fingerprints(cfg: Config) -> dict[str, list[dict[str, Any]]]:
     """Fingerprints of every configured input file, without validating anything."""
     import duckdb
 
-    from .sources import input_files
+    from centile.backend.sources import input_files
 
     con = duckdb.connect(":memory:")
     try:
@@ -243,11 +244,11 @@ def code_fingerprint() -> str:
     outputs of another, even at the same version number."""
     h = hashlib.blake2b(digest_size=12)
     root = Path(__file__).resolve().parent
-    from . import kernels, sql
+    from centile import kernels, sql
 
     for folder in (root, Path(kernels.__file__).resolve().parent, Path(sql.__path__[0]).resolve()):
-        for f in sorted(folder.glob("*.py")) + sorted(folder.glob("*.sql")):
-            h.update(f.name.encode())
+        for f in sorted(folder.rglob("*.py")) + sorted(folder.rglob("*.sql")):
+            h.update(f.relative_to(folder).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()
 
@@ -395,7 +396,7 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
         Per stage: ``status`` (ran, reused, skipped), ``reason`` when skipped,
         ``key``, ``seconds``, ``files``.
     """
-    from .clubs import numba_threads
+    from centile.clubs.compute import numba_threads
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -468,7 +469,7 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
             staging.path("manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
             report_path = None
             if report:
-                from .report import write_report
+                from centile.report.page import write_report
 
                 ctx.say("report: rendering report.html")
                 report_path = write_report(staging.tmp, staging.path("report.html"), cfg, name=str(out))

@@ -198,7 +198,7 @@ def test_stability_against_previous(tmp_path):
 
 
 def test_cli_run_then_clubs_from_features_with_previous(tmp_path):
-    from centile.generate import generate
+    from centile.synth import generate
 
     data = tmp_path / "data"
     generate(data, 3000, seed=5)

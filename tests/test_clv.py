@@ -12,11 +12,12 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from centile import clv, clv_models
+from centile import clv
+from centile.backend import open_session
 from centile.cli import app
+from centile.clv import models as clv_models
 from centile.config import load_config
 from centile.errors import ConfigError, InputError
-from centile.session import open_session
 
 CDNOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow"
 needs_cdnow = pytest.mark.skipif(not (CDNOW / "CDNOW_sample.txt").exists(),
@@ -106,7 +107,7 @@ def test_cdnow_master_fits_and_predicts(tmp_path):
 # planted parameters
 
 def test_recovers_planted_bgnbd_parameters(tmp_path):
-    from centile.generate import SynthParams, generate
+    from centile.synth import SynthParams, generate
 
     # no campaign-induced orders (they are not part of the BG/NBD process) and a purchase
     # rate low enough that two purchases on one day (merged into one transaction) are rare

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from centile.errors import ConfigError
-from centile.generate import GenerateResult, SynthParams, generate
 from centile.kernels import synth
+from centile.synth import GenerateResult, SynthParams, generate
 
 N = 20_000
 CHUNK = 7_000  # three order parts

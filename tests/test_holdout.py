@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from centile.errors import ConfigError, InputError
-from centile.holdout import GLOBAL_ARM, assign, parse_holdout_spec, uniforms
+from centile.uplift.holdout import GLOBAL_ARM, assign, parse_holdout_spec, uniforms
 
 ARMS = {"A": 0.45, "B": 0.35, "control": 0.2}
 
@@ -133,7 +133,7 @@ def test_cli_holdout(tmp_path):
     from typer.testing import CliRunner
 
     from centile.cli import app
-    from centile.generate import generate
+    from centile.synth import generate
 
     data = tmp_path / "data"
     generate(data, 3_000, seed=4, years=1)

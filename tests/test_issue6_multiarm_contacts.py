@@ -8,8 +8,8 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
+from centile.backend import open_session
 from centile.config import load_config
-from centile.session import open_session
 from centile.uplift import uplift_from_session
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from centile.sqlfiles import read_sql, sql_names
+from centile.io.sqlfiles import read_sql, sql_names
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.stem for p in (ROOT / "sql").glob("*.sql"))
@@ -42,7 +42,7 @@ def test_sql_found_from_an_installed_wheel(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target),
                         str(wheel)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import centile.sqlfiles as s; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import centile.io.sqlfiles as s; "
             "assert s.__file__.startswith(sys.argv[1]), s.__file__; print(','.join(s.sql_names()))")
     r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -24,7 +24,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from centile.generate import generate
+    from centile.synth import generate
 
     base = tmp_path_factory.mktemp("report")
     generate(base / "data", 3000, seed=3)

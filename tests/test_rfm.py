@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from centile.kernels.binning import tie_quantile_bins
-from centile.rfm import NO_PURCHASE, RFM_SEGMENTS, named_segments, rf_grid, rfm_scores, to_five
+from centile.segments.rfm import (
+    NO_PURCHASE,
+    RFM_SEGMENTS,
+    named_segments,
+    rf_grid,
+    rfm_scores,
+    to_five,
+)
 
 
 def ref_bins(values, bins):
@@ -63,7 +70,7 @@ def test_hand_computed_table():
                      "Need Attention", "Hibernating", "Lost", "Lost", "Lost", NO_PURCHASE]
 
 
-#: The documented table (README and centile.rfm), written out cell by cell: (R, FM) -> segment
+#: The documented table (README and centile.segments.rfm), written out cell by cell: (R, FM) -> segment
 DOCUMENTED = {}
 for _r, _fm, _name in [
     (5, (4, 5), "Champions"), ((3, 4), (4, 5), "Loyal Customers"), ((4, 5), (2, 3), "Potential Loyalists"),

@@ -19,7 +19,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from centile.generate import generate
+    from centile.synth import generate
 
     d = tmp_path_factory.mktemp("run") / "data"
     generate(d, 2000, seed=11)
@@ -141,8 +141,8 @@ def test_output_path_that_is_a_file_is_a_user_error(data, tmp_path):
 
 
 def test_a_model_that_does_not_fit_skips_its_stage_and_the_run_goes_on(data, tmp_path, monkeypatch):
-    from centile import clv
-    from centile.clv_models import FitError
+    from centile.clv import compute as clv
+    from centile.clv.models import FitError
 
     def no_fit(*args, **kwargs):
         raise FitError("BG/NBD did not converge; try penalty = 0.001")

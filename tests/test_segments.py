@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from centile.cli import app
 from centile.config import load_config
 from centile.errors import ConfigError
-from centile.profiles import profile_table
 from centile.segments import form_segments, rule_segments, segments_config
+from centile.segments.profiles import profile_table
 
 
 def _cfg(tmp_path, **section):
@@ -248,7 +248,7 @@ def test_profiles_table_shape_and_descriptions(tmp_path):
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     from centile.features import run_features
-    from centile.generate import generate
+    from centile.synth import generate
 
     root = tmp_path_factory.mktemp("gen")
     generate(root / "data", 20_000, 7)
@@ -303,7 +303,7 @@ def test_cli_segments_writes_outputs(generated):
     assert pl.read_parquet(out / "rfm_grid.parquet").height == 25
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["job"] == "segments" and manifest["rows"]["segments"] == 20_000
-    from centile.segments_report import rfm_section, segments_section
+    from centile.segments.report import rfm_section, segments_section
 
     html = rfm_section(out)
     assert html.startswith('<section id="rfm">') and "<svg" in html and "Champions" in html
@@ -333,16 +333,10 @@ def _bad_config(root):
 
 
 def test_pipeline_stage_in_centile_run(generated):
-    from centile import run as run_mod
-    from centile.segments import pipeline_stage
+    from centile.run import run_pipeline
 
     root, cfg, _fres, _truth, _customers = generated
-    before = list(run_mod.STAGES)
-    run_mod.register_stage(pipeline_stage())
-    try:
-        res = run_mod.run_pipeline(cfg.with_(sections={"segments": {"k": 3}}), root / "run", report=False)
-    finally:
-        run_mod.STAGES[:] = before
+    res = run_pipeline(cfg.with_(sections={"segments": {"k": 3}}), root / "run", report=False)
     seg = pl.read_parquet(root / "run" / "segments.parquet")
     clubs = pl.read_parquet(root / "run" / "clubs.parquet")
     assert seg.height == 20_000 and seg["club"].is_not_null().sum() == clubs.height

@@ -16,11 +16,10 @@ from statsmodels.stats.proportion import (
     proportions_ztest,
 )
 
-from centile import uplift_stats as st
+from centile.backend import open_session
 from centile.config import load_config
 from centile.errors import ConfigError
-from centile.generate import SynthParams, generate
-from centile.session import open_session
+from centile.synth import SynthParams, generate
 from centile.uplift import (
     UPLIFT_COLUMNS,
     compute_uplift,
@@ -28,6 +27,7 @@ from centile.uplift import (
     units_from_session,
     units_from_table,
 )
+from centile.uplift import stats as st
 
 # --------------------------------------------------------------------------- interval methods
 

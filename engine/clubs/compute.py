@@ -21,8 +21,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from .config import ClubSpec, Config
-from .errors import ConfigError, OutputError
+from centile.config import ClubSpec, Config
+from centile.errors import ConfigError, OutputError
 
 log = logging.getLogger(__name__)
 

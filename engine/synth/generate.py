@@ -46,10 +46,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import __version__
-from .errors import ConfigError
-from .kernels import synth
-from .outputs import staged_output
+from centile import __version__
+from centile.errors import ConfigError
+from centile.io.outputs import staged_output
+from centile.kernels import synth
 
 __all__ = ["SynthParams", "GenerateResult", "generate", "SCHEMAS"]
 

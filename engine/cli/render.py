@@ -10,7 +10,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from .errors import ConfigError
+from centile.errors import ConfigError
 
 
 def _n(v: Any) -> str:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from . import charts
-from .config import Config
-from .report import _chart, _esc, _read, table
+from centile.config import Config
+from centile.report import charts
+from centile.report.page import _chart, _esc, _read, table
 
 
 def rfm_section(results: Path, cfg: Config | None = None) -> str:

@@ -8,10 +8,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from .config import Config
-from .errors import QueryError
-from .session import Progress, connect, open_session
-from .sqlfiles import ident, literal
+from centile.backend.session import Progress, connect, open_session
+from centile.config import Config
+from centile.errors import QueryError
+from centile.io.sqlfiles import ident, literal
 
 _INTERNAL = ("src_", "raw_")
 _INTERNAL_SUFFIX = ("_typed", "_valid", "_staged")

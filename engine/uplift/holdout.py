@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .config import Config, as_date
-from .errors import ConfigError, InputError
+from centile.config import Config, as_date
+from centile.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def salt_seed(salt: str, seed: int) -> int:
 
 def uniforms(ids: pl.Series, salt: str, seed: int) -> np.ndarray:
     """``hash(customer_id, salt) / 2**64`` in [0, 1), one per id (53-bit resolution)."""
-    from .clubs import customer_hashes
+    from centile.clubs.compute import customer_hashes
 
     h = customer_hashes(ids, salt_seed(salt, seed))
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
@@ -252,7 +252,7 @@ def customers_for_holdout(s: Any, spec: HoldoutSpec, segments: pl.DataFrame | No
             df = df.join(seg.with_columns(pl.col("customer_id").cast(df["customer_id"].dtype)),
                          on="customer_id", how="left")
         elif s.has("customers", col):
-            from .sqlfiles import ident
+            from centile.io.sqlfiles import ident
 
             df = df.join(s.frame(f"SELECT customer_id, {ident(col)} FROM customers").unique("customer_id"),
                          on="customer_id", how="left")
@@ -271,10 +271,10 @@ def write_holdout(res: HoldoutResult, staging: Any) -> dict[str, int]:
 def run_holdout(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFrame | None = None,
                 progress: Any = None) -> tuple[Path, HoldoutResult]:
     """``centile holdout``: read the customers, assign arms, write atomically with a manifest."""
-    from .features import manifest
-    from .outputs import staged_output, write_manifest
-    from .session import open_session
-    from .uplift import read_segments
+    from centile.backend.session import open_session
+    from centile.features.compute import manifest
+    from centile.io.outputs import staged_output, write_manifest
+    from centile.uplift.compute import read_segments
 
     spec = parse_holdout_spec(cfg.section("holdout"))
     seg = segments if isinstance(segments, pl.DataFrame) or segments is None else read_segments(segments)

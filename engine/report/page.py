@@ -19,9 +19,9 @@ from typing import Any
 
 import polars as pl
 
-from . import charts
-from .config import Config
-from .errors import ConfigError
+from centile.config import Config
+from centile.errors import ConfigError
+from centile.report import charts
 
 #: KPIs of the tiles: feature column, label, larger-is-better, percent format
 KPIS: dict[str, tuple[str, bool, bool]] = {
@@ -259,7 +259,7 @@ def _clubs(results: Path) -> str:
 
 
 def _uplift(results: Path) -> str:
-    from .uplift import PREFERRED_METHODS, preferred_rows
+    from centile.uplift.compute import PREFERRED_METHODS, preferred_rows
 
     u = _read(results, "uplift")
     if u is None or u.is_empty():
@@ -348,7 +348,7 @@ SECTIONS: list[tuple[str, Callable[[Path, Config | None], str]]] = [
 
 def sections() -> list[tuple[str, Callable[[Path, Config | None], str]]]:
     """Every section in page order: the ones above, then those of the later jobs."""
-    from .segments_report import rfm_section, segments_section
+    from centile.segments.report import rfm_section, segments_section
 
     return [*SECTIONS, ("rfm", rfm_section), ("segments", segments_section),
             ("clv", lambda results, cfg: _clv(results)), ("uplift", lambda results, cfg: _uplift(results))]

@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from . import uplift_stats as st
-from .config import Config
-from .errors import ConfigError
-from .uplift_inputs import (  # noqa: F401  (re-exported: the uplift API in one place)
+from centile.config import Config
+from centile.errors import ConfigError
+from centile.uplift import stats as st
+from centile.uplift.inputs import (  # noqa: F401  (re-exported: the uplift API in one place)
     PRE,
     UpliftSpec,
     auto_segments,
@@ -430,7 +430,7 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     """The uplift job on an open session: ``[uplift] path`` (a flat results table) if set,
     else ``contacts`` + ``orders``; ``segments`` (customer_id + columns) for the breakdowns."""
     spec = parse_uplift_spec(cfg.section("uplift"))
-    from .clubs import numba_threads
+    from centile.clubs.compute import numba_threads
 
     if not spec.segments and segments is not None:
         spec = replace(spec, segments=auto_segments(segments))
@@ -460,16 +460,16 @@ def write_uplift(res: UpliftResult, staging: Any) -> dict[str, int]:
 def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFrame | None = None,
                progress: Any = None) -> tuple[Path, UpliftResult]:
     """``centile uplift``: compute and write the uplift tables atomically with a manifest."""
-    from .features import manifest
-    from .outputs import staged_output, write_manifest
-    from .session import open_session
+    from centile.backend.session import open_session
+    from centile.features.compute import manifest
+    from centile.io.outputs import staged_output, write_manifest
 
     seg = segments if isinstance(segments, pl.DataFrame) or segments is None else read_segments(segments)
     spec = parse_uplift_spec(cfg.section("uplift"))
     if spec.path:  # a flat results table: no other input is read
         import datetime as _dt
 
-        from .outputs import fingerprint, versions
+        from centile.io.outputs import fingerprint, versions
 
         with staged_output(out) as staging:
             with staging.timed("uplift"):
@@ -530,7 +530,7 @@ def _skip_uplift(ctx: Any) -> str | None:
 def pipeline_stage() -> Any:
     """The uplift stage for :func:`centile.run.register_stage` (reads orders, products, contacts,
     customers; after features and clubs; uses the segments stage's output when it ran)."""
-    from .run import Stage
+    from centile.run import Stage
 
     def config_part(cfg: Config) -> dict[str, Any]:
         sections = cfg.as_dict().get("sections", {})

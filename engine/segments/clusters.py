@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from .errors import ConfigError
+from centile.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from .config import CONTRACT, Config
-from .errors import InputError, ValidationError
-from .sources import Registered, register_tables, stage_tables
-from .sqlfiles import ident
+from centile.backend.sources import Registered, register_tables, stage_tables
+from centile.config import CONTRACT, Config
+from centile.errors import InputError, ValidationError
+from centile.io.sqlfiles import ident
 
 log = logging.getLogger(__name__)
 

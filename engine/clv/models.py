@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .clubs import numba_threads
-from .errors import CentileError
+from centile.clubs.compute import numba_threads
+from centile.errors import CentileError
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 
     FitError
         Degenerate data, no convergence or a diverging parameter.
     """
-    from .kernels import btyd
+    from centile.kernels import btyd
 
     x, tx, T = btyd._rfm(x, tx, T)
     _check_rfm(x, tx, T, "BG/NBD")
@@ -281,7 +281,7 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
     CDNOW estimates come from; gradients by central differences in log-parameters.
     Arguments and errors as :func:`fit_bgnbd`.
     """
-    from .kernels import btyd
+    from centile.kernels import btyd
 
     x, tx, T = btyd._rfm(x, tx, T)
     _check_rfm(x, tx, T, "Pareto/NBD")
@@ -325,7 +325,7 @@ def fit_gamma_gamma(x: Any, m: Any, *, weights: Any = None, penalty: float = 0.0
     Arguments and errors as :func:`fit_bgnbd`; ``collapse`` is off by default because
     mean spends rarely repeat.
     """
-    from .kernels import btyd
+    from centile.kernels import btyd
 
     x, m = btyd._spend(x, m)
     if x.size < 2:
@@ -395,7 +395,7 @@ def predict(purchase: FitResult, spend: FitResult | None, x: Any, tx: Any, T: An
     (undiscounted), ``clv`` (margin x expected order value x monthly discounted expected
     transactions) and, for BG/NBD with ``interval``, ``transactions_lo``/``transactions_hi``.
     """
-    from .kernels import btyd
+    from centile.kernels import btyd
 
     steps, disc = discount_steps(horizon, time_unit, discount_rate_monthly)
     with numba_threads(1 if np.size(x) < _SERIAL_BELOW else None):

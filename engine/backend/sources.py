@@ -25,9 +25,9 @@ from typing import Any
 
 import duckdb
 
-from .config import CONTRACT, Config, TableSpec
-from .errors import ConfigError, InputError
-from .sqlfiles import ident, literal, read_sql
+from centile.config import CONTRACT, Config, TableSpec
+from centile.errors import ConfigError, InputError
+from centile.io.sqlfiles import ident, literal, read_sql
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from . import __version__
+from centile import __version__
 
 app = typer.Typer(
     name="centile",
@@ -83,7 +83,7 @@ def _main(
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """Turn the library's typed errors into ``Error: ...`` on stderr and an exit code."""
-    from .errors import CentileError
+    from centile.errors import CentileError
 
     try:
         yield
@@ -119,7 +119,7 @@ def _status(label: str) -> Iterator[Callable[[str], None]]:
 
 
 def _config(config: Path | None, data: Path | None, **overrides: Any):
-    from .config import load_config
+    from centile.config import load_config
 
     return load_config(config, data=data, **overrides)
 
@@ -146,7 +146,7 @@ def generate(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .generate import generate as run_generate
+    from centile.synth.generate import generate as run_generate
 
     with _errors(), Progress(TextColumn("generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} customers"),
                              TimeElapsedColumn(), console=err_console, transient=True) as bar:
@@ -167,8 +167,8 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
 
     Exit code 0 when the inputs are usable, 1 when they are not (or --strict finds invalid rows).
     """
-    from .features import availability, session_summary
-    from .session import open_session
+    from centile.backend.session import open_session
+    from centile.features.compute import availability, session_summary
 
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
@@ -180,7 +180,7 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
     if json_:
         _print_json(summary)
         return
-    from .render import print_validation
+    from centile.cli.render import print_validation
 
     print_validation(out_console, summary)
 
@@ -190,7 +190,7 @@ def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
              json_: JsonOpt = False) -> None:
     """Compute the customer feature table (features.parquet, rejects.parquet, manifest.json)."""
-    from .features import run_features
+    from centile.features.compute import run_features
 
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
@@ -199,7 +199,7 @@ def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
     if json_:
         _print_json(res.summary)
         return
-    from .render import print_features
+    from centile.cli.render import print_features
 
     print_features(out_console, res)
     out_console.print(f"written to {res.out}/")
@@ -215,18 +215,18 @@ PreviousOpt = Annotated[Path | None, typer.Option(
 
 
 def _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_) -> None:
-    from .pipeline import run_clubs
+    from centile.clubs.job import run_clubs
 
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy)
         with _status("clubs") as progress:
             res = run_clubs(cfg, out, features=features, strategy=strategy, previous=previous, progress=progress)
     if json_:
-        from .clubs import clubs_summary_doc
+        from centile.clubs.compute import clubs_summary_doc
 
         _print_json({"out": str(res.out), **clubs_summary_doc(res.clubs)})
         return
-    from .render import print_clubs, print_features
+    from centile.cli.render import print_clubs, print_features
 
     if res.features is not None:
         print_features(out_console, res.features)
@@ -270,7 +270,7 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
     since the run already in --out are reused, not recomputed (--force recomputes).
     Exit codes: 0 success, 1 user or data error, 2 internal error.
     """
-    from .run import run_pipeline
+    from centile.run import run_pipeline
 
     if data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml")
@@ -283,7 +283,7 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
     if json_:
         _print_json(res.as_dict())
         return
-    from .render import print_run
+    from centile.cli.render import print_run
 
     print_run(out_console, res)
 
@@ -316,12 +316,12 @@ def report(
                                              "(default: RESULTS/report.html).", show_default=False)] = None,
 ) -> None:
     """Render report.html (self-contained, works offline) over the outputs of a run."""
-    from .report import write_report
+    from centile.report.page import write_report
 
     with _errors():
         cfg = _config(config, None) if config else None
         if not (results / "manifest.json").exists():
-            from .errors import InputError
+            from centile.errors import InputError
 
             raise InputError(f"--results {results}: no manifest.json there; pass the --out folder of a centile run")
         path = write_report(results, out or results / "report.html", cfg)
@@ -342,13 +342,13 @@ def sql(
     limit: Annotated[int, typer.Option("--limit", help="Rows shown in table format.")] = 50,
 ) -> None:
     """Run ad-hoc SQL (DuckDB) over the inputs and the results of a run."""
-    from .query import run_query
+    from centile.io.query import run_query
 
     with _errors():
         cfg = _config(config, data, as_of=as_of) if (data or config) else None
         with _status("querying") as progress:
             df = run_query(query, cfg, results, progress)
-        from .render import emit_frame
+        from centile.cli.render import emit_frame
 
         emit_frame(out_console, df, fmt, out, limit)
 
@@ -373,11 +373,11 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
     if features is None and data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml (or --features FILE)")
         raise typer.Exit(1)
-    from .segments import print_segments, run_segments, segments_summary_doc
+    from centile.segments.compute import print_segments, run_segments, segments_summary_doc
 
     with _errors():
         if data is None and config is None:  # --features alone: no inputs to describe
-            from .config import Config
+            from centile.config import Config
 
             cfg = Config(tables={}, threads=threads)
         else:
@@ -405,7 +405,7 @@ def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("
 
     Writes assignments.parquet (customer_id, campaign, arm) and assignment_shares.parquet.
     """
-    from .holdout import holdout_summary_doc, print_holdout, run_holdout
+    from centile.uplift.holdout import holdout_summary_doc, print_holdout, run_holdout
 
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
@@ -428,7 +428,7 @@ def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("c
     Reads contacts + orders, or the flat results table in [uplift] path. Writes uplift.parquet,
     uplift_srm.parquet (and uplift_qini*.parquet with [uplift] score).
     """
-    from .uplift import print_uplift, run_uplift, uplift_summary_doc
+    from centile.uplift.compute import print_uplift, run_uplift, uplift_summary_doc
 
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
@@ -467,7 +467,7 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
     Writes clv.parquet and clv_model.json (plus clv_holdout.parquet with --holdout-end and
     clv_groups.parquet with --groups).
     """
-    from .clv import clv_settings, clv_summary_doc, print_clv, read_groups, run_clv
+    from centile.clv.compute import clv_settings, clv_summary_doc, print_clv, read_groups, run_clv
 
     if data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml")

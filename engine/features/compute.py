@@ -11,11 +11,11 @@ from typing import Any
 
 import polars as pl
 
-from .config import Config
-from .outputs import Staging, fingerprint, staged_output, write_manifest
-from .session import Progress, Session, open_session
-from .sources import input_files
-from .sqlfiles import ident, literal, read_sql
+from centile.backend.session import Progress, Session, open_session
+from centile.backend.sources import input_files
+from centile.config import Config
+from centile.io.outputs import Staging, fingerprint, staged_output, write_manifest
+from centile.io.sqlfiles import ident, literal, read_sql
 
 log = logging.getLogger(__name__)
 

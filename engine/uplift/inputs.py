@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import ConfigError, InputError
+from centile.errors import ConfigError, InputError
 
 PRE = "pre__"
 
@@ -207,7 +207,7 @@ def _join_segments(units: pl.DataFrame, spec: UpliftSpec, segments: pl.DataFrame
     missing = [c for c in want if c not in units.columns]
     for c in list(missing):
         if s is not None and s.has("customers", c):
-            from .sqlfiles import ident
+            from centile.io.sqlfiles import ident
 
             extra = s.frame(f"SELECT customer_id, {ident(c)} FROM customers")
             units = units.join(extra.unique("customer_id", keep="first"), on="customer_id", how="left")

@@ -53,8 +53,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from .config import Config
-from .errors import ConfigError, InputError
+from centile.config import Config
+from centile.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,12 @@ def _club_labels(features: pl.DataFrame, clubs: pl.DataFrame) -> pl.Series:
 def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str, pl.Series],
                      notes: list[str]) -> tuple[pl.DataFrame | None, int | None, dict[int, float], int | None]:
     """Add the ``cluster`` / ``density_cluster`` columns to ``cols``; returns centres, k, silhouettes, #density."""
-    from .clusters import centres_frame, density_clusters, kmeans_clusters, prepare_matrix
+    from centile.segments.clusters import (
+        centres_frame,
+        density_clusters,
+        kmeans_clusters,
+        prepare_matrix,
+    )
 
     centres, k, sil, n_density = None, None, {}, None
     z, used, mean, sd = prepare_matrix(features, sc.cluster_features)
@@ -355,8 +360,8 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
     as_of : date, optional
         For ``age``; default today.
     """
-    from .profiles import profile_table
-    from .rfm import RFM_COLUMNS, rf_grid, rfm_scores, segment_labels
+    from centile.segments.profiles import profile_table
+    from centile.segments.rfm import RFM_COLUMNS, rf_grid, rfm_scores, segment_labels
 
     sc = segments_config(cfg)
     missing = [c for c in ("customer_id", *RFM_COLUMNS) if c not in features.columns]
@@ -427,10 +432,10 @@ def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = 
     ``clubs`` is a ``clubs.parquet`` (or the folder holding it) whose club
     becomes the ``club`` segmentation.
     """
-    from .features import manifest, write_features
-    from .outputs import fingerprint, staged_output, versions, write_manifest
-    from .pipeline import read_features
-    from .session import open_session
+    from centile.backend.session import open_session
+    from centile.clubs.job import read_features
+    from centile.features.compute import manifest, write_features
+    from centile.io.outputs import fingerprint, staged_output, versions, write_manifest
 
     club_df = None
     if clubs is not None:
@@ -509,7 +514,7 @@ def _stage_segments(ctx: Any) -> dict[str, int]:
 
 def pipeline_stage() -> Any:
     """The segments stage for :func:`centile.run.register_stage` (reads customers; after features, clubs)."""
-    from .run import Stage
+    from centile.run import Stage
 
     def config_part(cfg: Config) -> dict[str, Any]:
         return {"seed": cfg.seed, "segments": cfg.as_dict().get("sections", {}).get("segments")}

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .clubs import numba_threads
-from .clv_models import (
+from centile.backend.session import Progress, Session, open_session
+from centile.clubs.compute import numba_threads
+from centile.clv.models import (
     LABELS,
     MONTH_DAYS,
     PARAM_NAMES,
@@ -46,11 +47,10 @@ from .clv_models import (
     fit_pareto_nbd,
     predict,
 )
-from .config import Config, as_date
-from .errors import ConfigError, InputError
-from .outputs import staged_output, write_manifest
-from .session import Progress, Session, open_session
-from .sqlfiles import read_sql
+from centile.config import Config, as_date
+from centile.errors import ConfigError, InputError
+from centile.io.outputs import staged_output, write_manifest
+from centile.io.sqlfiles import read_sql
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ def read_groups(spec: str) -> pl.DataFrame:
 def run_clv(cfg: Config, out: str | Path, *, settings: ClvSettings | None = None,
             groups: Sequence[pl.DataFrame] | None = None, progress: Progress | None = None) -> ClvResult:
     """Open the session, compute CLV and write it atomically into ``out`` with a manifest."""
-    from .features import manifest
+    from centile.features.compute import manifest
 
     st = settings or clv_settings(cfg)
     with staged_output(out) as staging, open_session(cfg, progress, only=("orders",)) as s:

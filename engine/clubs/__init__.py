@@ -1,0 +1,17 @@
+"""1 % clubs: exact percentile ranks of every customer and overlap-free clubs with their tiers."""
+
+from centile.clubs.compute import (
+    ClubInputs,
+    ClubsResult,
+    club_inputs,
+    clubs_summary_doc,
+    compute_ranks,
+    form_clubs,
+    stability,
+    tier_sizes,
+    write_clubs,
+)
+from centile.clubs.job import RunResult, read_features, run_clubs
+
+__all__ = ["ClubInputs", "ClubsResult", "RunResult", "club_inputs", "clubs_summary_doc", "compute_ranks",
+           "form_clubs", "read_features", "run_clubs", "stability", "tier_sizes", "write_clubs"]

@@ -1,0 +1,32 @@
+"""Customer value: BG/NBD, Pareto/NBD and Gamma-Gamma fits, per-customer predictions and CLV."""
+
+from centile.clv.compute import (
+    MODELS,
+    ClvResult,
+    ClvSettings,
+    clv_features,
+    clv_settings,
+    compute_clv,
+    group_table,
+    holdout_table,
+    run_clv,
+    summarize,
+    write_clv,
+)
+from centile.clv.models import (
+    LABELS,
+    MONTH_DAYS,
+    PARAM_NAMES,
+    TIME_UNITS,
+    FitError,
+    FitResult,
+    discount_steps,
+    fit_bgnbd,
+    fit_gamma_gamma,
+    fit_pareto_nbd,
+    predict,
+)
+
+__all__ = ["LABELS", "MONTH_DAYS", "PARAM_NAMES", "TIME_UNITS", "discount_steps", "predict", "MODELS", "ClvResult", "ClvSettings", "FitError", "FitResult", "clv_features", "clv_settings",
+           "compute_clv", "fit_bgnbd", "fit_gamma_gamma", "fit_pareto_nbd", "group_table", "holdout_table",
+           "run_clv", "summarize", "write_clv"]
