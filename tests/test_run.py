@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,7 +10,6 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from centile import run as run_mod
 from centile.cli import app
 from centile.config import load_config
 from centile.run import run_pipeline
@@ -88,8 +88,9 @@ def test_failed_stage_leaves_previous_results_untouched(data, tmp_path, monkeypa
         ctx.staging.path("clubs.parquet").write_bytes(b"partial")
         raise RuntimeError("injected failure in the clubs stage")
 
-    stages = [run_mod.Stage(**{**s.__dict__, "run": broken}) if s.name == "clubs" else s for s in run_mod.STAGES]
-    monkeypatch.setattr(run_mod, "STAGES", stages)
+    from centile.pipeline import STAGES
+
+    monkeypatch.setitem(STAGES._items, "clubs", dataclasses.replace(STAGES["clubs"], run=broken))
     with pytest.raises(RuntimeError, match="injected"):
         run_pipeline(load_config(data=data), out, force=True)
     assert _snapshot(out) == before

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +19,10 @@ from centile.backend.sources import Registered, register_tables, stage_tables
 from centile.config import CONTRACT, Config
 from centile.errors import InputError, ValidationError
 from centile.io.sqlfiles import ident
+from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -90,10 +89,11 @@ class Session:
         return sum(sum(s.rejects.values()) for s in self.summaries.values())
 
 
-def connect(cfg: Config) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory DuckDB connection set up for the run."""
+def connect(cfg: Config, *, preserve_order: bool = False) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB connection set up for the run (``preserve_order``: results keep
+    the row order of their inputs, as evaluating expressions over a frame needs)."""
     con = duckdb.connect(":memory:")
-    con.execute("SET preserve_insertion_order = false")
+    con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
     if cfg.threads:
         con.execute(f"SET threads = {int(cfg.threads)}")
     if cfg.memory_limit:

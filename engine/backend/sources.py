@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import duckdb
 
 from centile.config import CONTRACT, Config, TableSpec
 from centile.errors import ConfigError, InputError
+from centile.io.outputs import fingerprint
 from centile.io.sqlfiles import ident, literal, read_sql
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,20 @@ def input_files(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> list[str]:
     """The files a table spec reads (folders and globs expanded)."""
     return [r[0] for pattern in _patterns(spec)
             for r in con.execute("SELECT file FROM glob($p) ORDER BY file", {"p": pattern}).fetchall()]
+
+
+def input_fingerprints(tables: Mapping[str, TableSpec],
+                       con: duckdb.DuckDBPyConnection | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Sizes and fingerprints of every file of every table (for stage keys and the manifest)."""
+
+
+    own = con is None
+    con = duckdb.connect(":memory:") if own else con
+    try:
+        return {name: [fingerprint(Path(f)) for f in input_files(con, spec)] for name, spec in tables.items()}
+    finally:
+        if own:
+            con.close()
 
 
 def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],

@@ -9,10 +9,8 @@ stable-matching assignment) → ``ranks.parquet``, ``clubs.parquet``,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,10 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from centile.backend import open_backend
 from centile.config import ClubSpec, Config
 from centile.errors import ConfigError, OutputError
+from centile.runtime import numba_threads
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +98,7 @@ def club_inputs(features: pl.DataFrame, cfg: Config) -> ClubInputs:
     club key, oriented so larger is better and NULL where not eligible.
     """
     n = features.height
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET preserve_insertion_order = true")
-        con.register("features", features)
+    with open_backend(cfg).local_sql({"features": features}) as con:
         for club in cfg.clubs:
             _check_club(con, club)
         counts = con.execute("SELECT " + ", ".join(f"count(({c.metric}))" for c in cfg.clubs)
@@ -144,8 +141,6 @@ def club_inputs(features: pl.DataFrame, cfg: Config) -> ClubInputs:
                 if cfg.group_by:
                     group_text.append(part["g"])
                 start = stop
-    finally:
-        con.close()
     eligible = {club.name: int(np.count_nonzero(~np.isnan(primary[:, c]))) for c, club in enumerate(clubs)}
     groups, labels = None, []
     if cfg.group_by:
@@ -182,22 +177,6 @@ def customer_hashes(ids: pl.Series, seed: int) -> np.ndarray:
     off = np.frombuffer(offsets, dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
     buf = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
     return hash_strings(np.ascontiguousarray(off), buf, seed)
-
-
-@contextlib.contextmanager
-def numba_threads(threads: int | None) -> Iterator[None]:
-    """Limit numba's worker threads for the block (None: leave as is), then restore."""
-    if not threads:
-        yield
-        return
-    import numba
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
 
 
 def _nullable(values: np.ndarray, null: np.ndarray) -> pl.Series:

@@ -10,12 +10,13 @@ from typing import Any
 
 import polars as pl
 
-from centile.backend.session import Progress, open_session
+from centile.backend.session import open_session
 from centile.clubs.compute import ClubsResult, clubs_summary_doc, form_clubs, write_clubs
 from centile.config import Config
 from centile.errors import InputError
 from centile.features.compute import FEATURE_TABLES, FeaturesResult, manifest, write_features
 from centile.io.outputs import fingerprint, staged_output, versions, write_manifest
+from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
 

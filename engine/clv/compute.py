@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.backend.session import Progress, Session, open_session
-from centile.clubs.compute import numba_threads
+from centile.backend.session import Session, open_session
 from centile.clv.models import (
     LABELS,
     MONTH_DAYS,
@@ -51,6 +50,7 @@ from centile.config import Config, as_date
 from centile.errors import ConfigError, InputError
 from centile.io.outputs import staged_output, write_manifest
 from centile.io.sqlfiles import read_sql
+from centile.runtime import Progress, numba_threads
 
 log = logging.getLogger(__name__)
 

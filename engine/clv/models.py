@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.clubs.compute import numba_threads
 from centile.errors import CentileError
+from centile.runtime import numba_threads
 
 log = logging.getLogger(__name__)
 

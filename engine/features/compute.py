@@ -11,11 +11,12 @@ from typing import Any
 
 import polars as pl
 
-from centile.backend.session import Progress, Session, open_session
-from centile.backend.sources import input_files
+from centile.backend.session import Session, open_session
+from centile.backend.sources import input_fingerprints
 from centile.config import Config
-from centile.io.outputs import Staging, fingerprint, staged_output, write_manifest
+from centile.io.outputs import Staging, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +176,6 @@ def write_rejects(s: Session, path: Path) -> int:
     return s.total_rejects
 
 
-def input_fingerprints(s: Session) -> dict[str, list[dict[str, Any]]]:
-    """Sizes and fingerprints of every input file (for the manifest)."""
-    return {name: [fingerprint(Path(f)) for f in input_files(s.con, reg.spec)] for name, reg in s.tables.items()}
-
-
 def write_features(s: Session, staging: Staging, progress: Progress | None = None) -> FeaturesResult:
     """Compute features and write ``features.parquet`` and ``rejects.parquet`` into ``staging``."""
     with staging.timed("features"):
@@ -199,7 +195,7 @@ def manifest(s: Session, job: str, summary: dict[str, Any], rows: dict[str, int]
         "job": job,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "as_of": s.as_of.isoformat(),
-        "inputs": input_fingerprints(s),
+        "inputs": input_fingerprints({n: r.spec for n, r in s.tables.items()}, s.con),
         "config": s.cfg.as_dict(),
         "rows": rows,
         "summary": summary,

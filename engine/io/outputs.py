@@ -124,3 +124,48 @@ def write_manifest(staging: Staging, manifest: dict[str, Any]) -> Path:
     p = staging.path("manifest.json")
     p.write_text(json.dumps(doc, indent=2, default=str, sort_keys=False) + "\n")
     return p
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False if unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Staging]:
+    """A temporary folder beside ``out`` that replaces ``out`` whole when the block succeeds."""
+    out = out.resolve()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out.parent}: {exc.strerror}; choose a writable --out folder") from None
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file; pass a folder")
+    for stale in out.parent.glob(f".{out.name}.centile-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left behind by a killed run
+    tmp = out.parent / f".{out.name}.centile-tmp-{os.getpid()}"
+    tmp.mkdir()
+    staging = Staging(target=out, tmp=tmp)
+    try:
+        yield staging
+        if not out.exists():
+            os.replace(tmp, out)
+        elif exchange(tmp, out):
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the previous run
+        else:
+            old = out.parent / f".{out.name}.centile-old-{os.getpid()}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

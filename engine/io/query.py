@@ -8,10 +8,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from centile.backend.session import Progress, connect, open_session
+from centile.backend.session import connect, open_session
 from centile.config import Config
 from centile.errors import QueryError
 from centile.io.sqlfiles import ident, literal
+from centile.runtime import Progress
 
 _INTERNAL = ("src_", "raw_")
 _INTERNAL_SUFFIX = ("_typed", "_valid", "_staged")

@@ -53,6 +53,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from centile.backend import local_sql
 from centile.config import Config
 from centile.errors import ConfigError, InputError
 
@@ -242,11 +243,9 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
     A default rule set whose columns are absent (no customers table) is
     skipped with a note; a configured one raises :class:`ConfigError`.
     """
-    con = duckdb.connect(":memory:")
     notes: list[str] = []
     out: dict[str, pl.Series] = {}
-    try:
-        con.register("base", base.with_row_index("__row"))
+    with local_sql({"base": base.with_row_index("__row")}) as con:
         cols = {r[0] for r in con.execute("DESCRIBE base").fetchall()}
         selects: list[tuple[RuleSet, str]] = []
         for rs in rulesets:
@@ -293,8 +292,6 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
                     labels = [lab for lab, _p in rs.rules] + [rs.other]
                     out[rs.name] = pl.Series(rs.name, np.asarray(labels, dtype=object)[col.to_numpy()],
                                              dtype=pl.String)
-    finally:
-        con.close()
     return pl.DataFrame(list(out.values())) if out else pl.DataFrame(), notes
 
 
@@ -496,28 +493,3 @@ def print_segments(console: Any, res: SegmentsResult) -> None:
         console.print(f"k-means: k = {res.k}" + (f" (silhouette {res.silhouette[res.k]:.3f})" if res.silhouette else ""))
     for n in res.notes:
         console.print(f"note: {n}")
-
-
-def _stage_segments(ctx: Any) -> dict[str, int]:
-    """``centile run`` stage: segments over this run's features (and clubs, customers when present)."""
-    s = ctx.open()
-    customers = s.frame("SELECT * FROM customers") if s.has("customers") else None
-    clubs = ctx.frame("clubs") if ctx.has("clubs") else None
-    ctx.say("segments: RFM, rules, clusters, profiles")
-    with ctx.staging.timed("segments"):
-        res = form_segments(ctx.features(), ctx.cfg, customers=customers, clubs=clubs, as_of=s.as_of)
-    ctx.frames.update(segments=res.segments, segment_profiles=res.profiles, rfm_grid=res.rfm_grid)
-    ctx.summaries["segments"] = segments_summary_doc(res)
-    ctx.notes.extend(res.notes)
-    return write_segments(res, ctx.staging)
-
-
-def pipeline_stage() -> Any:
-    """The segments stage for :func:`centile.run.register_stage` (reads customers; after features, clubs)."""
-    from centile.run import Stage
-
-    def config_part(cfg: Config) -> dict[str, Any]:
-        return {"seed": cfg.seed, "segments": cfg.as_dict().get("sections", {}).get("segments")}
-
-    return Stage("segments", ("customers",), ("features", "clubs"), config_part, lambda ctx: None, _stage_segments,
-                 uses=("clv",))

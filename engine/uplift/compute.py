@@ -430,7 +430,7 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     """The uplift job on an open session: ``[uplift] path`` (a flat results table) if set,
     else ``contacts`` + ``orders``; ``segments`` (customer_id + columns) for the breakdowns."""
     spec = parse_uplift_spec(cfg.section("uplift"))
-    from centile.clubs.compute import numba_threads
+    from centile.runtime import numba_threads
 
     if not spec.segments and segments is not None:
         spec = replace(spec, segments=auto_segments(segments))
@@ -489,56 +489,6 @@ def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFr
             rows = write_uplift(res, staging)
             write_manifest(staging, manifest(s, "uplift", {"uplift": uplift_summary_doc(res)}, rows))
         return staging.target, res
-
-
-#: breakdowns of ``centile run`` when ``[uplift] segments`` is not set: attributes of the
-#: customers table (via the segments stage), which no campaign changes
-PRE_TREATMENT_BREAKDOWNS = ("age_band", "gender", "region")
-
-
-def _stage_uplift(ctx: Any) -> dict[str, int]:
-    """``centile run`` stage: uplift over contacts + orders (or [uplift] path), broken down by
-    this run's segments (or clubs) when they exist."""
-    spec = parse_uplift_spec(ctx.cfg.section("uplift"))
-    s = None if spec.path else ctx.open()
-    seg = ctx.frame("segments") if ctx.has("segments") else None
-    if seg is not None and not spec.segments:
-        # Segments and clubs are measured at as_of, after the campaigns: a campaign moves
-        # customers between them, so breakdowns by them are biased (and fail the SRM check).
-        # By default only the customer attributes, fixed before any campaign, break down.
-        keep = [c for c in PRE_TREATMENT_BREAKDOWNS if c in seg.columns]
-        seg = seg.select("customer_id", *keep) if keep else None
-        ctx.notes.append(
-            "uplift: broken down by customer attributes only (" + (", ".join(keep) or "none present") + "); "
-            "clubs, RFM and behavioural segments are measured at as_of, after the campaigns, and would bias "
-            "per-segment uplifts. Name pre-campaign segment columns in [uplift] segments to add breakdowns.")
-    ctx.say("uplift: intervals, CUPED, SRM, bootstrap")
-    with ctx.staging.timed("uplift"):
-        res = uplift_from_session(s, ctx.cfg, seg)
-    ctx.frames.update(uplift=res.uplift, uplift_srm=res.srm)
-    ctx.summaries["uplift"] = uplift_summary_doc(res)
-    ctx.notes.extend(res.notes)
-    return write_uplift(res, ctx.staging)
-
-
-def _skip_uplift(ctx: Any) -> str | None:
-    if parse_uplift_spec(ctx.cfg.section("uplift")).path:
-        return None
-    return None if ctx.open().has("contacts") else "no contacts table"
-
-
-def pipeline_stage() -> Any:
-    """The uplift stage for :func:`centile.run.register_stage` (reads orders, products, contacts,
-    customers; after features and clubs; uses the segments stage's output when it ran)."""
-    from centile.run import Stage
-
-    def config_part(cfg: Config) -> dict[str, Any]:
-        sections = cfg.as_dict().get("sections", {})
-        return {"seed": cfg.seed, "as_of": cfg.as_dict().get("as_of"), "uplift": sections.get("uplift"),
-                "segments": sections.get("segments")}
-
-    return Stage("uplift", ("orders", "products", "contacts", "customers"), ("features", "clubs"),
-                 config_part, _skip_uplift, _stage_uplift, uses=("segments",))
 
 
 def uplift_summary_doc(res: UpliftResult) -> dict[str, Any]:

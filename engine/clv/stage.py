@@ -1,0 +1,45 @@
+"""``centile run`` stages of customer value: the models and predictions (clv), then the
+per-club and per-segment table (clv_groups). CLV publishes ``clv_features`` (the ``clv_*``
+columns) so clubs and segments can rank and describe customers by them."""
+
+from __future__ import annotations
+
+from centile.clv import compute
+from centile.clv.models import FitError
+from centile.pipeline import Context, Stage, StageSkipped, register_stage
+from centile.pipeline.parts import config_part
+
+
+def _run(ctx: Context) -> dict[str, int]:
+    try:
+        res = compute.compute_clv(ctx.open(), compute.clv_settings(ctx.cfg), progress=ctx.say)
+    except FitError as exc:
+        raise StageSkipped(f"the customer-value model did not fit: {exc}") from None
+    ctx.publish(clv=res.customers)
+    ctx.summaries["clv"] = compute.clv_summary_doc(res)
+    ctx.notes.extend(f"clv: {n}" for n in res.notes)
+    return compute.write_clv(res, ctx.staging)
+
+
+def _run_groups(ctx: Context) -> dict[str, int]:
+    groups = []
+    clubs = ctx.frame_or_none("clubs")
+    if clubs is not None:
+        groups.append(clubs.select("customer_id", "club"))
+    segments = ctx.frame_or_none("segments")
+    if segments is not None and "rfm_segment" in segments.columns:
+        groups.append(segments.select("customer_id", "rfm_segment"))
+    if not groups:
+        raise StageSkipped("no clubs or segments to aggregate by")
+    table = compute.group_table(ctx.frame("clv"), groups)
+    table.write_parquet(ctx.staging.path("clv_groups.parquet"), compression="zstd")
+    return {"clv_groups": table.height}
+
+
+STAGE = register_stage(Stage(
+    "clv", _run, writes=("clv", "clv_holdout"), tables=("orders",),
+    config=config_part("as_of", "strict", "tables", "clv"),
+    derived={"clv_features": lambda ctx: compute.clv_features(ctx.frame("clv"))}))
+
+GROUPS_STAGE = register_stage(Stage(
+    "clv_groups", _run_groups, writes=("clv_groups",), reads=("clv",), uses=("clubs", "segments")))

@@ -1,0 +1,165 @@
+"""Run stages in dependency order into one output folder, atomically, reusing unchanged stages.
+
+The runner knows the stage contract only: it never names a stage. The whole
+output folder is written into a temporary folder beside ``out`` that replaces
+``out`` in one rename when every stage succeeded (:func:`centile.io.outputs.staged_folder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from centile.backend import open_backend
+from centile.backend.sources import input_fingerprints
+from centile.config import Config
+from centile.io.outputs import Staging, staged_folder, versions
+from centile.pipeline.dag import dependencies, order, producers
+from centile.pipeline.keys import link_files, previous_manifest, reusable, stage_keys
+from centile.pipeline.stage import Context, Stage, StageSkipped
+from centile.runtime import Progress, numba_threads
+
+log = logging.getLogger(__name__)
+
+#: renders the report over the staged folder: (results folder, html path, cfg, name) -> path
+ReportWriter = Callable[[Path, Path, Config, str], Path]
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What ``run_pipeline`` did: one record per stage, and where the results are."""
+
+    out: Path
+    stages: dict[str, dict[str, Any]]
+    rows: dict[str, int]
+    summaries: dict[str, Any]
+    seconds: float
+    report: Path | None
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "seconds": round(self.seconds, 3), "stages": self.stages,
+                "rows": self.rows, "report": str(self.report) if self.report else None,
+                "notes": list(self.notes)}
+
+
+@contextlib.contextmanager
+def _log_file(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("centile")
+    before = root.level
+    root.addHandler(handler)
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(before)
+        handler.close()
+
+
+def _files(staging: Staging) -> list[str]:
+    return [p.name for p in staging.tmp.iterdir() if p.is_file()]
+
+
+def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = False,
+            options: Mapping[str, Any] | None = None, progress: Progress | None = None,
+            report: ReportWriter | None = None) -> PipelineResult:
+    """Run ``stages`` (ordered from their declared frames) into ``out``; see :func:`centile.run.run_pipeline`."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    options = dict(options or {})
+    stages = order(stages)
+    made_by = producers(stages)
+    fps = input_fingerprints(cfg.tables)
+    keys = stage_keys(stages, cfg, fps, options)
+    prev_doc = {} if force else previous_manifest(out)
+    records: dict[str, dict[str, Any]] = {}
+    # validate only the tables some stage reads
+    read = tuple(dict.fromkeys(t for st in stages for t in st.tables))
+    backend = open_backend(cfg)
+    with staged_folder(out) as staging, _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
+        with contextlib.ExitStack() as stack:
+            ctx = Context(cfg, staging, options, progress,
+                          open_inputs=lambda: stack.enter_context(backend.open(only=read, progress=ctx.say)))
+            for st in stages:
+                needs, _uses = dependencies(st, made_by)
+                missing = [a for a in needs if records.get(a, {}).get("status") not in ("ran", "reused")]
+                key = keys[st.name]
+                prev_rec = (prev_doc.get("stages") or {}).get(st.name) or {}
+                can_reuse = reusable(out, prev_rec, key)
+                if missing:
+                    reason = f"needs {', '.join(missing)}"
+                elif prev_rec.get("key") == key and prev_rec.get("status") == "skipped":
+                    reason = prev_rec.get("reason")  # same inputs and config: skipped again, no need to look
+                else:
+                    reason = None if can_reuse or st.skip is None else st.skip(ctx)
+                if reason:
+                    records[st.name] = {"status": "skipped", "reason": reason, "key": key}
+                    ctx.notes.append(f"{st.name}: skipped ({reason})")
+                    log.info("stage %s skipped: %s", st.name, reason)
+                    continue
+                before = set(_files(staging))
+                summaries_before = set(ctx.summaries)
+                t1 = time.perf_counter()
+                if can_reuse:
+                    link_files(out, prev_rec["files"], staging)
+                    rows, status = dict(prev_rec.get("rows") or {}), "reused"
+                    ctx.say(f"{st.name}: unchanged inputs, reusing {out}/")
+                    ctx.summaries.update({k: prev_doc.get("summary", {}).get(k)
+                                          for k in prev_rec.get("summary_keys", [])})
+                else:
+                    ctx.say(f"{st.name}: running")
+                    try:
+                        rows = st.run(ctx)
+                    except StageSkipped as exc:
+                        for f in set(_files(staging)) - before:
+                            (staging.tmp / f).unlink()  # nothing half-written survives a skipped stage
+                        for f in st.frames:
+                            ctx.frames.pop(f, None)
+                        records[st.name] = {"status": "skipped", "reason": str(exc), "key": key}
+                        ctx.notes.append(f"{st.name}: skipped ({exc})")
+                        log.warning("stage %s skipped: %s", st.name, exc)
+                        continue
+                    status = "ran"
+                ctx.loaders.update(st.derived)
+                secs = round(time.perf_counter() - t1, 3)
+                files = sorted(set(_files(staging)) - before - {"centile.log"})
+                records[st.name] = {"status": status, "key": key, "seconds": secs, "files": files, "rows": rows,
+                                    "summary_keys": sorted(set(ctx.summaries) - summaries_before)}
+                ctx.rows.update(rows)
+                log.info("stage %s %s in %.2f s: %s", st.name, status, secs, ", ".join(files))
+            as_of = ctx.session.as_of.isoformat() if ctx.session is not None else prev_doc.get("as_of")
+            summary = dict(ctx.summaries)
+            manifest = {
+                "job": "run",
+                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "as_of": as_of,
+                "inputs": fps,
+                "config": cfg.as_dict(),
+                "stages": records,
+                "rows": ctx.rows,
+                "notes": ctx.notes,
+                "summary": summary,
+                "versions": versions(),
+                "timings_s": {k: r.get("seconds") for k, r in records.items() if "seconds" in r},
+            }
+            staging.path("manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+            report_path = None
+            if report is not None:
+                ctx.say("report: rendering report.html")
+                report_path = report(staging.tmp, staging.path("report.html"), cfg, str(out))
+        seconds = time.perf_counter() - t0
+        log.info("run finished in %.2f s", seconds)
+    return PipelineResult(out.resolve(), records, dict(ctx.rows), summary, seconds,
+                          out.resolve() / "report.html" if report_path else None, tuple(ctx.notes))

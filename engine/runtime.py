@@ -1,0 +1,31 @@
+"""Threads and progress: what every job shares about how it runs, not what it computes.
+
+``--threads`` reaches DuckDB through the backend's connection settings, Polars
+through ``POLARS_MAX_THREADS`` (set by the CLI before Polars is imported),
+scikit-learn through its ``n_jobs`` arguments, and numba through
+:func:`numba_threads`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+#: a callback that shows what a long job is doing ("features: orders", ...)
+Progress = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def numba_threads(threads: int | None) -> Iterator[None]:
+    """Limit numba's worker threads for the block (None: leave as is), then restore."""
+    if not threads:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

@@ -1,0 +1,55 @@
+"""``centile run`` stage of the uplift: contacts + orders (or ``[uplift] path``), broken down by
+the pre-treatment customer attributes of this run's segments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from centile.config import Config
+from centile.pipeline import Context, Stage, register_stage
+from centile.uplift.compute import uplift_from_session, uplift_summary_doc, write_uplift
+from centile.uplift.inputs import parse_uplift_spec
+
+#: breakdowns of ``centile run`` when ``[uplift] segments`` is not set: attributes of the
+#: customers table (via the segments stage), which no campaign changes
+PRE_TREATMENT_BREAKDOWNS = ("age_band", "gender", "region")
+
+
+def _run(ctx: Context) -> dict[str, int]:
+    spec = parse_uplift_spec(ctx.cfg.section("uplift"))
+    s = None if spec.path else ctx.open()
+    seg = ctx.frame_or_none("segments")
+    if seg is not None and not spec.segments:
+        # Segments and clubs are measured at as_of, after the campaigns: a campaign moves
+        # customers between them, so breakdowns by them are biased (and fail the SRM check).
+        # By default only the customer attributes, fixed before any campaign, break down.
+        keep = [c for c in PRE_TREATMENT_BREAKDOWNS if c in seg.columns]
+        seg = seg.select("customer_id", *keep) if keep else None
+        ctx.notes.append(
+            "uplift: broken down by customer attributes only (" + (", ".join(keep) or "none present") + "); "
+            "clubs, RFM and behavioural segments are measured at as_of, after the campaigns, and would bias "
+            "per-segment uplifts. Name pre-campaign segment columns in [uplift] segments to add breakdowns.")
+    ctx.say("uplift: intervals, CUPED, SRM, bootstrap")
+    with ctx.staging.timed("uplift"):
+        res = uplift_from_session(s, ctx.cfg, seg)
+    ctx.publish(uplift=res.uplift, uplift_srm=res.srm)
+    ctx.summaries["uplift"] = uplift_summary_doc(res)
+    ctx.notes.extend(res.notes)
+    return write_uplift(res, ctx.staging)
+
+
+def _skip(ctx: Context) -> str | None:
+    if parse_uplift_spec(ctx.cfg.section("uplift")).path:
+        return None
+    return None if ctx.open().has("contacts") else "no contacts table"
+
+
+def _config(cfg: Config) -> dict[str, Any]:
+    sections = cfg.as_dict().get("sections", {})
+    return {"seed": cfg.seed, "as_of": cfg.as_dict().get("as_of"), "uplift": sections.get("uplift"),
+            "segments": sections.get("segments")}
+
+
+STAGE = register_stage(Stage(
+    "uplift", _run, writes=("uplift", "uplift_srm", "uplift_qini", "uplift_qini_summary"),
+    uses=("segments",), tables=("orders", "products", "contacts", "customers"), config=_config, skip=_skip))
