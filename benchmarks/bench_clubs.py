@@ -48,7 +48,7 @@ def make_features(n: int, path: Path) -> None:
     """A synthetic feature table: integer-valued metrics (many ties), nulls, and the id hash."""
     import polars as pl
 
-    from centile.kernels._hash import hash_int64
+    from centile.kernels.hashing import hash_int64
 
     rng = np.random.default_rng(2026)
     ids = rng.permutation(np.arange(1, n + 1, dtype=np.int64))

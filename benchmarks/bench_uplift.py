@@ -17,7 +17,7 @@ ratio metric revenue per order. Each step runs in a fresh process:
   with a non-zero outcome listed, the all-zero rows (non-responders) collapsed
   into one Poisson(count) draw per cell;
 * ``numpy``: the same estimator with NumPy array operations
-  (``centile.uplift.stats.poisson_bootstrap_sums_numpy``: the same
+  (``tests/reference_bootstrap.poisson_bootstrap_sums_numpy``: the same
   counter-based weights, ``np.bincount`` sums), all 1,000 replicates, checked
   equal to the kernel's;
 * ``kernel_all`` / ``numpy_all``: every row listed (3 outcome columns x 40
@@ -85,7 +85,8 @@ KERNEL = r"""
 import json, sys, time
 import numpy as np, polars as pl
 from centile.kernels.bootstrap import poisson_bootstrap_sums, replicate_seeds
-from centile.uplift.stats import poisson_bootstrap_sums_numpy
+sys.path.insert(0, __ROOT__)  # the NumPy baseline lives with the tests, not in the library
+from tests.reference_bootstrap import poisson_bootstrap_sums_numpy
 units = pl.read_parquet(sys.argv[1], columns=["arm", "segment", "orders", "revenue", "margin"])
 reps, np_reps, which = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 seg = units["segment"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
@@ -117,6 +118,7 @@ else:
     print(json.dumps({"seconds": dt, "replicates": np_reps, "seconds_per_replicate": dt / np_reps,
                       "max_rel_diff_vs_kernel": err}))
 """
+KERNEL = KERNEL.replace("__ROOT__", repr(str(Path(__file__).resolve().parent.parent)))
 
 
 def main() -> None:

@@ -1,59 +1,31 @@
 """One frozen configuration object: TOML file, then ``CENTILE_*`` environment, then CLI flags.
 
 The config is passed explicitly to every job; nothing reads it globally.
+
+Every section is validated when the config is loaded, before anything runs:
+the core keys here, and each capability's section (``[clv]``, ``[segments]``,
+``[uplift]``, ...) by the parser it registers with
+:func:`register_config_section`. An unknown section or key, a wrong type or a
+club metric over a column no stage computes fails at once with the file, the
+key, the value and a did-you-mean suggestion.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import glob
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from centile.contract import CONTRACT, FORMATS, TABLES
 from centile.errors import ConfigError
-
-#: Canonical tables and their columns: name -> (SQL type family, required).
-#: "id" columns keep an integer type when every table agrees, otherwise VARCHAR.
-CONTRACT: Mapping[str, Mapping[str, tuple[str, bool]]] = MappingProxyType({
-    "orders": {
-        "customer_id": ("id", True), "order_id": ("key", False), "order_ts": ("timestamp", True),
-        "unit_price": ("double", True), "quantity": ("double", False),
-        "product_id": ("product", False), "category": ("varchar", False),
-        "unit_cost": ("double", False), "returned_quantity": ("double", False),
-        "channel": ("varchar", False),
-    },
-    "products": {
-        "product_id": ("product", True), "category": ("varchar", False),
-        "list_price": ("double", False), "market_price": ("double", False),
-        "unit_cost": ("double", False),
-    },
-    "email_events": {
-        "customer_id": ("id", True), "ts": ("timestamp", True), "event": ("varchar", True),
-        "campaign_id": ("key", False),
-    },
-    "contacts": {
-        "customer_id": ("id", True), "campaign_id": ("key", True), "sent_ts": ("timestamp", True),
-        "medium": ("varchar", False), "cost": ("double", False), "group": ("varchar", False),
-    },
-    "customers": {
-        "customer_id": ("id", True), "signup_ts": ("timestamp", False),
-        "birth_year": ("integer", False), "gender": ("varchar", False),
-        "region": ("varchar", False), "postal_code": ("varchar", False),
-    },
-    "touchpoints": {
-        "customer_id": ("id", True), "ts": ("timestamp", True), "channel": ("varchar", True),
-    },
-})
-
-TABLES = tuple(CONTRACT)
-#: Config sections owned by later jobs, kept raw in :attr:`Config.sections`.
-JOB_SECTIONS = ("clv", "segments", "uplift", "holdout", "report")
-FORMATS = ("parquet", "csv")
+from centile.registry import Registry, load_builtin
 
 
 @dataclass(frozen=True)
@@ -124,13 +96,23 @@ class Config:
     group_by: str | None = None
     seed: int = 0
     source: str | None = None
-    #: Raw TOML sections of the later jobs (``[clv]``, ``[segments]``, ``[uplift]``,
-    #: ``[holdout]``, ``[report]``); each job parses and validates its own section.
+    #: Raw TOML sections of the capabilities (``[clv]``, ``[segments]``, ``[uplift]``, ...),
+    #: validated at load; :meth:`settings` gives each as its capability's typed, frozen object.
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+    _parsed: dict[str, Any] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     def section(self, name: str) -> Mapping[str, Any]:
         """The raw TOML section ``[name]`` (empty when the config has none)."""
         return self.sections.get(name, MappingProxyType({}))
+
+    def settings(self, name: str) -> Any:
+        """Section ``[name]`` parsed by the parser its capability registered (defaults when absent)."""
+        if name not in self._parsed:
+            spec = config_sections().get(name)
+            if spec is None:
+                raise KeyError(f"no config section {name!r} is registered")
+            self._parsed[name] = spec.parse(self)
+        return self._parsed[name]
 
     def with_(self, **changes: Any) -> Config:
         """A copy with some fields replaced (the config itself is immutable)."""
@@ -157,6 +139,57 @@ class Config:
                        "shares": list(c.shares)} for c in self.clubs],
             "sections": {k: dict(v) for k, v in self.sections.items()},
         }
+
+
+# ---------------------------------------------------------------------------
+# the registry of capability sections
+
+@dataclass(frozen=True)
+class ConfigSection:
+    """A capability's config section: ``parse(cfg)`` returns its typed, frozen settings or raises
+    :class:`ConfigError` naming the key."""
+
+    name: str
+    parse: Callable[[Config], Any]
+
+
+CONFIG_SECTIONS: Registry[ConfigSection] = Registry("config section")
+
+#: top-level keys and sections of the core (everything else is a capability's section)
+CORE_KEYS = ("data", "as_of", "strict", "threads", "memory_limit", "seed", "tables", "features", "clubs")
+FEATURE_KEYS = ("window_6m", "window_12m", "window_24m", "top_categories")
+CLUBS_KEYS = ("strategy", "group_by", "shares", "club")
+CLUB_KEYS = ("name", "metric", "direction", "eligible", "tie_break", "shares")
+
+
+def register_config_section(name: str, parse: Callable[[Config], Any]) -> ConfigSection:
+    """Let ``[name]`` appear in the config, validated at load by ``parse``; a taken name raises."""
+    if name in CORE_KEYS:
+        from centile.registry import RegistryError
+
+        raise RegistryError(f"config section {name!r} belongs to the core; pick another name")
+    return CONFIG_SECTIONS.add(name, ConfigSection(name, parse))
+
+
+def config_sections() -> Registry[ConfigSection]:
+    """The registered sections, built-in capabilities loaded."""
+    load_builtin()
+    return CONFIG_SECTIONS
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """" (did you mean 'x'?)" for the closest choice, or ""."""
+    hit = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {hit[0]!r}?)" if hit else ""
+
+
+def check_keys(where: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` for the first key of ``given`` not in ``known``, with a suggestion."""
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}{suggest(unknown[0], known)}; "
+                          f"known keys: {', '.join(known)}")
 
 
 # ---------------------------------------------------------------------------
@@ -252,11 +285,9 @@ def _as_int(value: Any, where: str, *, minimum: int = 0) -> int:
 def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
                      discovered: Mapping[str, TableSpec]) -> TableSpec:
     if name not in CONTRACT:
-        raise ConfigError(f"[tables.{name}]: unknown table; the contract has {', '.join(TABLES)}")
-    known = {"path", "format", "columns", "filter", "timestamp_format", "csv"}
-    extra = set(doc) - known
-    if extra:
-        raise ConfigError(f"[tables.{name}]: unknown key(s) {sorted(extra)}; allowed: {sorted(known)}")
+        raise ConfigError(f"[tables.{name}]: unknown table{suggest(name, TABLES)}; the contract has "
+                          f"{', '.join(TABLES)}")
+    check_keys(f"[tables.{name}]", doc, ("path", "format", "columns", "filter", "timestamp_format", "csv"))
     if "path" in doc:
         paths = resolve_paths(name, str(doc["path"]), base)
         fmt = doc.get("format") or _format_of(paths[0])
@@ -267,10 +298,10 @@ def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
     if fmt not in FORMATS:
         raise ConfigError(f"[tables.{name}].format: {fmt!r} is not one of {FORMATS}")
     columns = dict(doc.get("columns", {}))
-    unknown = set(columns) - set(CONTRACT[name])
+    unknown = sorted(set(columns) - set(CONTRACT[name]))
     if unknown:
-        raise ConfigError(f"[tables.{name}.columns]: {sorted(unknown)} not in the contract; "
-                          f"{name} has {', '.join(CONTRACT[name])}")
+        raise ConfigError(f"[tables.{name}.columns]: {unknown[0]!r} is not a column of the contract"
+                          f"{suggest(unknown[0], CONTRACT[name])}; {name} has {', '.join(CONTRACT[name])}")
     for k, v in columns.items():
         if not isinstance(v, str) or not v.strip():
             raise ConfigError(f"[tables.{name}.columns].{k}: expected a column name or SQL expression")
@@ -278,7 +309,24 @@ def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
                      doc.get("timestamp_format") or None, MappingProxyType(dict(doc.get("csv", {}))))
 
 
-def _clubs_from_toml(items: list[Any], default_shares: tuple[float, ...]) -> tuple[ClubSpec, ...]:
+def _shares(value: Any, where: str) -> tuple[float, ...]:
+    if not isinstance(value, list | tuple) or not all(
+            isinstance(s, int | float) and not isinstance(s, bool) for s in value):
+        raise ConfigError(f"{where} = {value!r}: expected a list of fractions, e.g. [0.01, 0.05]")
+    shares = tuple(float(s) for s in value)
+    _check_shares(shares, where)
+    return shares
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} = {value!r}: expected a non-empty string")
+    return value
+
+
+def _clubs_from_toml(items: Any, default_shares: tuple[float, ...]) -> tuple[ClubSpec, ...]:
+    if not isinstance(items, list):
+        raise ConfigError("[clubs] club: write each club as a [[clubs.club]] table")
     clubs = []
     seen = set()
     for i, item in enumerate(items):
@@ -286,6 +334,7 @@ def _clubs_from_toml(items: list[Any], default_shares: tuple[float, ...]) -> tup
         if not isinstance(item, Mapping) or "name" not in item or "metric" not in item:
             raise ConfigError(f"{where}: each club needs `name` and `metric`")
         name = str(item["name"])
+        check_keys(f"{where} ({name})", item, CLUB_KEYS)
         if not name.replace("_", "").isalnum():
             raise ConfigError(f"{where}: club name {name!r} may use letters, digits and _ only")
         if name in seen:
@@ -294,12 +343,12 @@ def _clubs_from_toml(items: list[Any], default_shares: tuple[float, ...]) -> tup
         direction = str(item.get("direction", "desc")).lower()
         if direction not in ("desc", "asc"):
             raise ConfigError(f"{where} ({name}): direction must be 'desc' (larger is better) or 'asc'")
-        shares = tuple(float(s) for s in item.get("shares", default_shares))
-        _check_shares(shares, f"{where} ({name}).shares")
+        shares = _shares(item["shares"], f"{where} ({name}).shares") if "shares" in item else default_shares
         tie = item.get("tie_break", ())
-        tie = (tie,) if isinstance(tie, str) else tuple(str(t) for t in tie)
-        clubs.append(ClubSpec(name, str(item["metric"]), direction, item.get("eligible") or None,
-                              tie, shares))
+        tie = (tie,) if isinstance(tie, str) else tuple(_text(t, f"{where} ({name}).tie_break") for t in tie)
+        eligible = item.get("eligible") or None
+        clubs.append(ClubSpec(name, _text(item["metric"], f"{where} ({name}).metric"), direction,
+                              _text(eligible, f"{where} ({name}).eligible") if eligible else None, tie, shares))
     return tuple(clubs)
 
 
@@ -309,23 +358,100 @@ def _check_shares(shares: tuple[float, ...], where: str) -> None:
                           "e.g. [0.01, 0.05]")
 
 
+def expression_columns(expr: str, where: str) -> list[str]:
+    """The column names a SQL expression refers to (DuckDB's parser); ConfigError on a syntax error."""
+    import json
+
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        doc = json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": f"SELECT ({expr}) AS x"}).fetchone()[0])
+    finally:
+        con.close()
+    if doc.get("error"):
+        msg = str(doc.get("error_message") or "syntax error").splitlines()[0]
+        raise ConfigError(f"{where} = {expr!r}: not a SQL expression ({msg})")
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
+                found.append(str(node["column_names"][-1]))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc.get("statements"))
+    return list(dict.fromkeys(found))
+
+
+def check_club_columns(cfg: Config, columns: Iterable[str] | None = None) -> None:
+    """Every column a club metric, tie-breaker, eligibility or ``group_by`` names must exist in the
+    customer table: ``columns`` when given (a feature table built elsewhere), else the columns the
+    features and the stages that publish per-customer columns declare."""
+    if columns is not None:
+        names, patterns = {c: "features" for c in columns}, {}
+    else:
+        from centile.contract import customer_columns
+
+        names, patterns = customer_columns()
+    from centile.contract import is_customer_column
+
+    exprs = [(f"[[clubs.club]] club {c.name}: {k}", e) for c in cfg.clubs
+             for k, e in (("metric", c.metric), ("eligible", c.eligible),
+                          *(("tie_break", t) for t in c.tie_break)) if e]
+    if cfg.group_by:
+        exprs.append(("[clubs] group_by", cfg.group_by))
+    for where, expr in exprs:
+        for col in expression_columns(expr, where):
+            if not is_customer_column(col, names, patterns):
+                raise ConfigError(
+                    f"{where} = {expr!r}: no customer column {col!r}{suggest(col, names)}; the customer table "
+                    f"has {', '.join(sorted(names))}" + (f" and {', '.join(sorted(patterns))}" if patterns else ""))
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, data: str | os.PathLike[str] | None = None,
-                env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-    """Build the run configuration.
+                env: Mapping[str, str] | None = None, feature_columns: Iterable[str] | None = None,
+                **overrides: Any) -> Config:
+    """Build the run configuration and validate every section of it.
 
     Precedence, lowest first: the TOML file at ``path``; ``CENTILE_*``
     environment variables (``CENTILE_DATA``, ``CENTILE_AS_OF``,
     ``CENTILE_STRICT``, ``CENTILE_THREADS``, ``CENTILE_MEMORY_LIMIT``); then
     ``data`` and keyword ``overrides`` (``as_of``, ``strict``, ``threads``,
     ``memory_limit``, ``strategy``, ``seed``, ``group_by``) as given on the
-    command line. ``None`` overrides are ignored.
+    command line. ``None`` overrides are ignored. ``feature_columns``: the
+    columns of a feature table built elsewhere, which club metrics may use.
+
+    Raises
+    ------
+    ConfigError
+        An unknown section or key, a wrong type or value, or a club over a column no
+        stage computes; the message names the file and the key.
 
     Examples
     --------
     >>> cfg = load_config(data="demo/data")                    # doctest: +SKIP
     >>> cfg = load_config("centile.toml", as_of="2024-01-01")  # doctest: +SKIP
     """
-    env = os.environ if env is None else env
+    source = str(path) if path is not None else None
+    try:
+        cfg = _load(path, data, os.environ if env is None else env, overrides)
+        for spec in config_sections().items():
+            cfg.settings(spec.name)
+        check_club_columns(cfg, feature_columns)
+    except ConfigError as exc:
+        if source and not str(exc).startswith(source):
+            raise ConfigError(f"{source}: {exc}") from None
+        raise
+    return cfg
+
+
+def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | None,
+          env: Mapping[str, str], overrides: Mapping[str, Any]) -> Config:
     doc: dict[str, Any] = {}
     base = Path.cwd()
     source = None
@@ -339,11 +465,14 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: str | os.Pa
             raise ConfigError(f"config file {p}: invalid TOML: {exc}") from None
         base = p.resolve().parent
         source = str(p)
-    known = {"data", "as_of", "strict", "threads", "memory_limit", "seed", "tables", "features", "clubs",
-             *JOB_SECTIONS}
-    extra = set(doc) - known
-    if extra:
-        raise ConfigError(f"config: unknown top-level key(s) {sorted(extra)}; allowed: {sorted(known)}")
+    sections = config_sections().names()
+    for key in doc:
+        if key not in CORE_KEYS and key not in sections:
+            known = [*CORE_KEYS, *sections]
+            raise ConfigError(f"unknown section or key {key!r}{suggest(key, known)}; known: {', '.join(known)}")
+    for key in ("tables", "features", "clubs", *sections):
+        if key in doc and not isinstance(doc[key], Mapping):
+            raise ConfigError(f"[{key}] must be a table (a TOML section), got {type(doc[key]).__name__} {doc[key]!r}")
 
     data_dir: Path | None = None
     if doc.get("data"):
@@ -370,7 +499,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: str | os.Pa
         if env.get(f"CENTILE_{key.upper()}"):
             settings[key] = env[f"CENTILE_{key.upper()}"]
     feats = doc.get("features", {}) or {}
+    check_keys("[features]", feats, FEATURE_KEYS)
     clubs_doc = doc.get("clubs", {}) or {}
+    check_keys("[clubs]", clubs_doc, CLUBS_KEYS)
     settings["strategy"] = clubs_doc.get("strategy")
     settings["group_by"] = clubs_doc.get("group_by")
     for k, v in overrides.items():
@@ -378,40 +509,34 @@ def load_config(path: str | os.PathLike[str] | None = None, *, data: str | os.Pa
             settings[k] = v
 
     windows = Windows(
-        _as_int(feats.get("window_6m", 182), "features.window_6m", minimum=1),
-        _as_int(feats.get("window_12m", 365), "features.window_12m", minimum=1),
-        _as_int(feats.get("window_24m", 730), "features.window_24m", minimum=1),
+        _as_int(feats.get("window_6m", 182), "[features] window_6m", minimum=1),
+        _as_int(feats.get("window_12m", 365), "[features] window_12m", minimum=1),
+        _as_int(feats.get("window_24m", 730), "[features] window_24m", minimum=1),
     )
-    default_shares = tuple(float(s) for s in clubs_doc.get("shares", (0.01, 0.05)))
-    _check_shares(default_shares, "clubs.shares")
+    default_shares = _shares(clubs_doc["shares"], "[clubs] shares") if "shares" in clubs_doc else (0.01, 0.05)
     if "club" in clubs_doc:
-        clubs = _clubs_from_toml(list(clubs_doc["club"]), default_shares)
+        clubs = _clubs_from_toml(clubs_doc["club"], default_shares)
     else:
         clubs = tuple(replace(c, shares=default_shares) for c in DEFAULT_CLUBS)
     strategy = str(settings.get("strategy") or "priority")
     if strategy not in ("priority", "best-rank"):
-        raise ConfigError(f"clubs strategy {strategy!r}: use 'priority' or 'best-rank'")
+        raise ConfigError(f"[clubs] strategy = {strategy!r}: use 'priority' or 'best-rank'{suggest(strategy, ('priority', 'best-rank'))}")
+    group_by = settings.get("group_by") or None
+    if group_by is not None:
+        _text(group_by, "[clubs] group_by")
     threads = settings.get("threads")
     return Config(
         tables=MappingProxyType(tables),
         as_of=as_date(settings.get("as_of"), "as_of"),
         strict=_as_bool(settings.get("strict") or False, "strict"),
         windows=windows,
-        top_categories=_as_int(feats.get("top_categories", 8), "features.top_categories"),
+        top_categories=_as_int(feats.get("top_categories", 8), "[features] top_categories"),
         threads=None if threads in (None, "", 0, "0") else _as_int(threads, "threads", minimum=1),
-        memory_limit=settings.get("memory_limit") or None,
+        memory_limit=str(settings["memory_limit"]) if settings.get("memory_limit") else None,
         clubs=clubs,
         strategy=strategy,
-        group_by=settings.get("group_by") or None,
+        group_by=group_by,
         seed=_as_int(settings.get("seed") or 0, "seed"),
         source=source,
-        sections=MappingProxyType({k: MappingProxyType(dict(_section(doc, k))) for k in JOB_SECTIONS
-                                   if k in doc}),
+        sections=MappingProxyType({k: MappingProxyType(dict(doc[k])) for k in sections if k in doc}),
     )
-
-
-def _section(doc: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-    value = doc[name]
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"[{name}] must be a table (a TOML section), got {type(value).__name__}")
-    return value

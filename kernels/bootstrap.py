@@ -58,7 +58,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._flags import JIT, JIT_PARALLEL
-from ._hash import _GOLDEN, _mix64
+from .hashing import _GOLDEN, _mix64
 
 _U64_MAX = (1 << 64) - 1
 

@@ -737,3 +737,41 @@ def gamma_gamma_expected(params, x, m):
         return out
     _gg_expected(p, q, g, x, np.where(np.isnan(m), 0.0, m), out)
     return out
+
+
+# ---------------------------------------------------------------------------
+# public wrappers for fitters (checked inputs, preallocated gradient)
+
+def check_rfm(x, tx, T):
+    """``x, tx, T`` as contiguous float64 arrays; ValueError on NaN, unequal lengths or tx > T."""
+    return _rfm(x, tx, T)
+
+
+def check_spend(x, m):
+    """``x, m`` of the repeat buyers as contiguous float64; ValueError unless x > 0 and m > 0."""
+    return _spend(x, m)
+
+
+def check_weights(weights, n):
+    """Per-customer weights (ones when None) as contiguous float64 of length ``n``."""
+    return _weights(weights, n)
+
+
+def bgnbd_loglik_grad(log_params, prepared, grad):
+    """BG/NBD total log-likelihood at ``exp(log_params)`` and its gradient in ``grad``
+    (d/d log-parameter), over the arrays of :func:`bgnbd_prepare`."""
+    lp = np.asarray(log_params, dtype=np.float64)
+    return _bgnbd_ll_grad(lp[0], lp[1], lp[2], lp[3], *prepared, grad)
+
+
+def gamma_gamma_prepare(x, m, w):
+    """Arrays for the Gamma-Gamma likelihood kernel, computed once per fit."""
+    ux, wx = _by_x(x, w)
+    return ux, wx, x, np.log(m), m, w
+
+
+def gamma_gamma_loglik_grad(log_params, prepared, grad):
+    """Gamma-Gamma total log-likelihood at ``exp(log_params)`` and its gradient in ``grad``,
+    over the arrays of :func:`gamma_gamma_prepare`."""
+    lp = np.asarray(log_params, dtype=np.float64)
+    return _gg_ll_grad(lp[0], lp[1], lp[2], *prepared, grad)

@@ -251,7 +251,7 @@ def topk(keys, k, hashes=None, eligible=None):
     k : int
         How many rows to return (``k >= 0``).
     hashes : array_like of uint64, shape (n,), optional
-        Seeded id hashes (see :mod:`centile.kernels._hash`); after the key
+        Seeded id hashes (see :mod:`centile.kernels.hashing`); after the key
         columns the *smaller* hash wins. Without hashes the smaller index wins.
     eligible : array_like of bool, shape (n,), optional
         Rows that may be selected; default all rows with a non-NaN primary.

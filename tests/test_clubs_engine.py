@@ -49,7 +49,7 @@ def _cfg(tmp_path, text: str = ""):
                  ).write_parquet(tmp_path / "orders.parquet")
     f = tmp_path / "centile.toml"
     f.write_text('data = "."\n' + text)
-    return load_config(f)
+    return load_config(f, feature_columns=_features().columns)  # a feature table built in the test
 
 
 def test_tier_sizes_use_the_whole_universe():

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from centile.kernels._hash import hash_int64, hash_strings
 from centile.kernels.clubs import assign_best_rank, assign_priority
+from centile.kernels.hashing import hash_int64, hash_strings
 from tests import reference as ref
 
 NAMES = ("club", "tier", "position", "size", "threshold", "skipped", "qualified")

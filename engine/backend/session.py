@@ -16,7 +16,8 @@ import duckdb
 import polars as pl
 
 from centile.backend.sources import Registered, register_tables, stage_tables
-from centile.config import CONTRACT, Config
+from centile.config import Config
+from centile.contract import CONTRACT
 from centile.errors import InputError, ValidationError
 from centile.io.sqlfiles import ident
 from centile.runtime import Progress

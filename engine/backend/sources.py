@@ -25,7 +25,8 @@ from typing import Any
 
 import duckdb
 
-from centile.config import CONTRACT, Config, TableSpec
+from centile.config import Config, TableSpec
+from centile.contract import CONTRACT
 from centile.errors import ConfigError, InputError
 from centile.io.outputs import fingerprint
 from centile.io.sqlfiles import ident, literal, read_sql

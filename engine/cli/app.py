@@ -215,10 +215,13 @@ PreviousOpt = Annotated[Path | None, typer.Option(
 
 
 def _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_) -> None:
-    from centile.clubs.job import run_clubs
+    from centile.clubs.job import feature_columns, run_clubs
 
     with _errors():
-        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy)
+        # club metrics may use every column of a feature table built elsewhere
+        columns = feature_columns(features) if features is not None else None
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
+                      feature_columns=columns)
         with _status("clubs") as progress:
             res = run_clubs(cfg, out, features=features, strategy=strategy, previous=previous, progress=progress)
     if json_:

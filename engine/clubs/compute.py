@@ -163,7 +163,7 @@ def tier_sizes(clubs: tuple[ClubSpec, ...], universe: int) -> np.ndarray:
 
 def customer_hashes(ids: pl.Series, seed: int) -> np.ndarray:
     """Seeded 64-bit hashes of the original customer ids (the last tie-breaker)."""
-    from centile.kernels._hash import hash_int64, hash_strings
+    from centile.kernels.hashing import hash_int64, hash_strings
 
     if ids.dtype.is_integer():
         return hash_int64(ids.cast(pl.Int64).to_numpy(), seed)

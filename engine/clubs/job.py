@@ -43,6 +43,18 @@ def read_features(path: str | Path) -> pl.DataFrame:
         raise InputError(f"--features {p}: cannot read it as Parquet: {exc}") from None
 
 
+def feature_columns(path: str | Path) -> list[str]:
+    """The column names of a feature table file (its schema only is read)."""
+    p = Path(path)
+    p = p / "features.parquet" if p.is_dir() else p
+    if not p.exists():
+        raise InputError(f"--features {path}: no such file; pass features.parquet or the folder holding it")
+    try:
+        return list(pl.read_parquet_schema(p))
+    except Exception as exc:  # polars raises several error types for unreadable files
+        raise InputError(f"--features {p}: cannot read it as Parquet: {exc}") from None
+
+
 def run_clubs(cfg: Config, out: str | Path, *, features: str | Path | None = None, strategy: str | None = None,
               previous: str | Path | None = None, progress: Progress | None = None) -> RunResult:
     """Features (computed from the inputs, or read from ``features``) → ranks → clubs, written to ``out``.

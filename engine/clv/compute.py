@@ -46,7 +46,7 @@ from centile.clv.models import (
     fit_pareto_nbd,
     predict,
 )
-from centile.config import Config, as_date
+from centile.config import Config, as_date, check_keys
 from centile.errors import ConfigError, InputError
 from centile.io.outputs import staged_output, write_manifest
 from centile.io.sqlfiles import read_sql
@@ -118,9 +118,7 @@ def clv_settings(cfg: Config | None = None, **overrides: Any) -> ClvSettings:
         An unknown key or an invalid value, naming the key.
     """
     doc = dict(cfg.section("clv")) if cfg is not None else {}
-    extra = set(doc) - set(_KEYS)
-    if extra:
-        raise ConfigError(f"[clv]: unknown key(s) {sorted(extra)}; allowed: {', '.join(_KEYS)}")
+    check_keys("[clv]", doc, _KEYS)
     unknown = set(overrides) - set(_KEYS)
     if unknown:
         raise TypeError(f"clv_settings: unknown override(s) {sorted(unknown)}")

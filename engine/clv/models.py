@@ -249,10 +249,10 @@ def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 
     """
     from centile.kernels import btyd
 
-    x, tx, T = btyd._rfm(x, tx, T)
+    x, tx, T = btyd.check_rfm(x, tx, T)
     _check_rfm(x, tx, T, "BG/NBD")
     warm = _warm_start(fit_bgnbd, (x, tx, T), weights, penalty)
-    w = btyd._weights(weights, x.size)
+    w = btyd.check_weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
         x, tx, T, w = _collapse_rfm(x, tx, T, w)
@@ -260,7 +260,7 @@ def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 
     grad = np.empty(4)
 
     def fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        ll = btyd._bgnbd_ll_grad(theta[0], theta[1], theta[2], theta[3], *prep, grad)
+        ll = btyd.bgnbd_loglik_grad(theta, prep, grad)
         return ll, grad.copy()
 
     W = float(w.sum())
@@ -283,10 +283,10 @@ def fit_pareto_nbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: flo
     """
     from centile.kernels import btyd
 
-    x, tx, T = btyd._rfm(x, tx, T)
+    x, tx, T = btyd.check_rfm(x, tx, T)
     _check_rfm(x, tx, T, "Pareto/NBD")
     warm = _warm_start(fit_pareto_nbd, (x, tx, T), weights, penalty)
-    w = btyd._weights(weights, x.size)
+    w = btyd.check_weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
         x, tx, T, w = _collapse_rfm(x, tx, T, w)
@@ -327,20 +327,19 @@ def fit_gamma_gamma(x: Any, m: Any, *, weights: Any = None, penalty: float = 0.0
     """
     from centile.kernels import btyd
 
-    x, m = btyd._spend(x, m)
+    x, m = btyd.check_spend(x, m)
     if x.size < 2:
         raise FitError(f"Gamma-Gamma fit: {x.size} repeat buyer(s) with a positive mean spend; need more")
     warm = _warm_start(fit_gamma_gamma, (x, m), weights, penalty)
-    w = btyd._weights(weights, x.size)
+    w = btyd.check_weights(weights, x.size)
     n = int(round(w.sum()))
     if collapse:
         (x, m), w = _collapse([x, m], w)
-    ux, wx = btyd._by_x(x, w)
-    lm = np.log(m)
+    prep = btyd.gamma_gamma_prepare(x, m, w)
     grad = np.empty(3)
 
     def fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        ll = btyd._gg_ll_grad(theta[0], theta[1], theta[2], ux, wx, x, lm, m, w, grad)
+        ll = btyd.gamma_gamma_loglik_grad(theta, prep, grad)
         return ll, grad.copy()
 
     W = float(w.sum())

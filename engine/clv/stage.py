@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from centile.clv import compute
 from centile.clv.models import FitError
+from centile.config import register_config_section
+from centile.contract import register_customer_columns
 from centile.pipeline import Context, Stage, StageSkipped, register_stage
 from centile.pipeline.parts import config_part
 
@@ -43,3 +45,6 @@ STAGE = register_stage(Stage(
 
 GROUPS_STAGE = register_stage(Stage(
     "clv_groups", _run_groups, writes=("clv_groups",), reads=("clv",), uses=("clubs", "segments")))
+
+register_config_section("clv", lambda cfg: compute.clv_settings(cfg))
+register_customer_columns("clv", [f"clv_{c}" for c in compute.FEATURE_COLUMNS])

@@ -31,6 +31,17 @@ FEATURE_NEEDS = {
 }
 
 
+#: The columns of the feature table, in order; then ``share_<category>`` per top category.
+FEATURE_COLUMNS = (
+    "customer_id", "recency_days", "first_order_ts", "last_order_ts", "tenure_days", "orders_6m", "orders_12m",
+    "orders_total", "gross_revenue_12m", "returned_value_12m", "net_revenue_12m", "gross_revenue_lifetime",
+    "returned_value_lifetime", "net_revenue_lifetime", "avg_order_value_12m", "return_rate_12m",
+    "max_price_kept_24m", "premium_margin_12m", "emails_sent_12m", "open_rate_12m", "click_rate_12m",
+    "preferred_channel", "top_category",
+)
+#: per top category: its share of the customer's 12-month net revenue
+CATEGORY_PATTERN = "share_*"
+
 #: The tables the feature job reads (the others are not validated by it).
 FEATURE_TABLES = ("orders", "products", "email_events", "customers")
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from centile.features.compute import FEATURE_TABLES, write_features
+from centile.contract import register_customer_columns
+from centile.features.compute import (
+    CATEGORY_PATTERN,
+    FEATURE_COLUMNS,
+    FEATURE_TABLES,
+    write_features,
+)
 from centile.pipeline import Context, Stage, register_stage
 from centile.pipeline.parts import config_part
 
@@ -18,3 +24,5 @@ def _run(ctx: Context) -> dict[str, int]:
 STAGE = register_stage(Stage(
     "features", _run, writes=("features", "rejects"), tables=FEATURE_TABLES,
     config=config_part("as_of", "strict", "windows_days", "top_categories", "tables")))
+
+register_customer_columns("features", FEATURE_COLUMNS, (CATEGORY_PATTERN,))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import polars as pl
 
-from centile.config import Config
+from centile.config import Config, check_keys, register_config_section, suggest
 from centile.errors import ConfigError
 from centile.report.html import esc, fmt, read
 
@@ -22,7 +25,7 @@ KPIS: dict[str, tuple[str, bool, bool]] = {
 
 def _segment_column(results: Path, cfg: Config | None) -> tuple[str, pl.DataFrame] | None:
     """The segmentation the KPI tiles break down by: [report] segment_by, else club."""
-    by = str((cfg.section("report") if cfg else {}).get("segment_by", "club"))
+    by = cfg.settings("report").segment_by if cfg else "club"
     if by == "club":
         clubs = read(results, "clubs")
         if clubs is None:
@@ -61,15 +64,42 @@ def kpi_table(features: pl.DataFrame, seg: pl.DataFrame | None, col: str | None)
     return out.rename({col: "segment"}).drop([c for c in out.columns if c.endswith(("__sd", "__n"))])
 
 
-def _targets(cfg: Config | None) -> dict[str, float]:
-    raw = dict((cfg.section("report") if cfg else {}).get("targets", {}) or {})
-    unknown = set(raw) - set(KPIS)
-    if unknown:
-        raise ConfigError(f"[report.targets]: unknown KPI(s) {sorted(unknown)}; targets exist for {', '.join(KPIS)}")
-    try:
-        return {k: float(v) for k, v in raw.items()}
-    except (TypeError, ValueError):
-        raise ConfigError("[report.targets]: every target must be a number, e.g. avg_order_value_12m = 60") from None
+@dataclass(frozen=True)
+class ReportSettings:
+    """``[report]``: the segmentation the KPI tiles break down by, and a target per KPI."""
+
+    segment_by: str = "club"
+    targets: Mapping[str, float] = field(default_factory=dict)
+
+
+def report_settings(cfg: Config) -> ReportSettings:
+    """Parse and validate ``[report]`` (ConfigError naming the key)."""
+    raw = cfg.section("report")
+    check_keys("[report]", raw, ("segment_by", "targets"))
+    by = raw.get("segment_by", "club")
+    if not isinstance(by, str) or not by:
+        raise ConfigError(f"[report] segment_by = {by!r}: expected a column name of segments.parquet, or 'club'")
+    targets = raw.get("targets", {}) or {}
+    if not isinstance(targets, Mapping):
+        raise ConfigError("[report.targets] must be a table, e.g. avg_order_value_12m = 60")
+    for k in targets:
+        if k not in KPIS:
+            raise ConfigError(f"[report.targets]: unknown KPI {k!r}{suggest(k, KPIS)}; targets exist for "
+                              f"{', '.join(KPIS)}")
+    out = {}
+    for k, v in targets.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(f"[report.targets] {k} = {v!r}: every target must be a number, "
+                              "e.g. avg_order_value_12m = 60")
+        out[k] = float(v)
+    return ReportSettings(by, MappingProxyType(out))
+
+
+def _targets(cfg: Config | None) -> Mapping[str, float]:
+    return cfg.settings("report").targets if cfg else {}
+
+
+register_config_section("report", report_settings)
 
 
 def kpis_section(results: Path, cfg: Config | None) -> str:

@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from centile.backend import local_sql
-from centile.config import Config
+from centile.config import Config, check_keys
 from centile.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,7 @@ def segments_config(cfg: Config) -> SegmentsConfig:
     """Parse and validate ``[segments]`` into a :class:`SegmentsConfig` (raises ConfigError)."""
     raw = dict(cfg.section("segments"))
     known = set(SegmentsConfig.__dataclass_fields__) | {"default_rules"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"[segments]: unknown key(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    check_keys("[segments]", raw, known)
     rules_raw = raw.get("rules", {})
     if not isinstance(rules_raw, Mapping):
         raise ConfigError("[segments] rules must be a table: [segments.rules] name = [[label, predicate], ...]")

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from centile.config import Config
+from centile.config import Config, register_config_section
 from centile.features.join import with_customer_columns
 from centile.pipeline import Context, Stage, register_stage
-from centile.segments.compute import form_segments, segments_summary_doc, write_segments
+from centile.segments.compute import (
+    form_segments,
+    segments_config,
+    segments_summary_doc,
+    write_segments,
+)
 
 
 def _run(ctx: Context) -> dict[str, int]:
@@ -31,3 +36,5 @@ def _config(cfg: Config) -> dict[str, Any]:
 STAGE = register_stage(Stage(
     "segments", _run, writes=("segments", "segment_profiles", "rfm_grid", "cluster_centres"),
     reads=("features",), uses=("clubs", "clv_features"), tables=("customers",), config=_config))
+
+register_config_section("segments", segments_config)

@@ -199,9 +199,9 @@ def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
                 cell = _cells(code, n_cells, y_all[o], x_all[o])
                 rows += _analytic(o, binary[o], cell, ctx, spec)
                 if reps is not None and o in boot:
-                    rows += _boot_rows(o, reps, ("mean", o, None), st._div(cell.s, cell.n), ctx, spec)
+                    rows += _boot_rows(o, reps, ("mean", o, None), st.safe_div(cell.s, cell.n), ctx, spec)
             for name, (num, den) in ratios.items():
-                point = st._div(np.bincount(code, y_all[num], n_cells), np.bincount(code, y_all[den], n_cells))
+                point = st.safe_div(np.bincount(code, y_all[num], n_cells), np.bincount(code, y_all[den], n_cells))
                 rows += _boot_rows(name, reps, ("ratio", num, den), point, ctx, spec)
         if spec.score:
             _qini(camp, u, arms, ctrl, arm_codes, outcomes, y_all, spec, qini_parts, qsum)
@@ -313,10 +313,10 @@ def _analytic(o: str, binary: bool, c: _Cell, ctx: dict[str, Any], spec: UpliftS
     if c.sx is not None:
         sx, sxx, sxy = (a.reshape(n_seg, n_arms) for a in (c.sx, c.sxx, c.sxy))
         theta = st.cuped_theta(n.sum(1), sx.sum(1), sxx.sum(1), s.sum(1), sxy.sum(1))[:, None]
-        mx = st._div(sx.sum(1), n.sum(1))[:, None]
-        mean_x = st._div(sx, n)
-        vx = np.maximum(st._div(sxx - sx * mean_x, n - 1), 0.0)
-        cxy = st._div(sxy - sx * st._div(s, n), n - 1)
+        mx = st.safe_div(sx.sum(1), n.sum(1))[:, None]
+        mean_x = st.safe_div(sx, n)
+        vx = np.maximum(st.safe_div(sxx - sx * mean_x, n - 1), 0.0)
+        cxy = st.safe_div(sxy - sx * st.safe_div(s, n), n - 1)
         th = np.nan_to_num(theta)
         ma = m - th * (mean_x - mx)
         va = np.maximum(v - 2 * th * cxy + th * th * vx, 0.0)
@@ -325,7 +325,7 @@ def _analytic(o: str, binary: bool, c: _Cell, ctx: dict[str, Any], spec: UpliftS
         d, lo, hi, p = st.welch(a1, w1, n1, a0, w0, n0, spec.alpha)
         rel, rlo, rhi = st.relative_interval(a1, w1, n1, a0, w0, n0, spec.alpha)
         # variance of the difference, adjusted vs plain
-        red = 1.0 - st._div(w1 / n1 + w0 / n0, v1 / n1 + v0 / n0)
+        red = 1.0 - st.safe_div(w1 / n1 + w0 / n0, v1 / n1 + v0 / n0)
         out += _emit(o, "cuped", ctx, ti, n1, n0, a1, a0, d, lo, hi, rel, rlo, rhi, p, red, spec)
     return out
 
@@ -357,13 +357,13 @@ def _boot_rows(o: str, reps: dict[str, Any], kind: tuple[str, str, str | None], 
     names = reps["names"]
     num = sums[..., 1 + names.index(kind[1])]
     den = sums[..., 0] if kind[0] == "mean" else sums[..., 1 + names.index(kind[2])]
-    stat = st._div(num, den)  # (B, seg, arm)
+    stat = st.safe_div(num, den)  # (B, seg, arm)
     k = ctx["ctrl"]
     ti = np.array([a for a in range(n_arms) if a != k])
     if ti.size == 0:
         return []
     diff = stat[:, :, ti] - stat[:, :, [k]]
-    relr = st._div(stat[:, :, ti], stat[:, :, [k]]) - 1.0
+    relr = st.safe_div(stat[:, :, ti], stat[:, :, [k]]) - 1.0
     lo, hi, p = st.percentile_interval(diff, spec.alpha)
     rlo, rhi, _ = st.percentile_interval(relr, spec.alpha)
     counts = ctx["counts"]
@@ -372,7 +372,7 @@ def _boot_rows(o: str, reps: dict[str, Any], kind: tuple[str, str, str | None], 
     m = point.reshape(n_seg, n_arms)  # the plain sample estimate (every weight 1)
     m1, m0 = m[:, ti], np.broadcast_to(m[:, [k]], (n_seg, ti.size))
     d = m1 - m0
-    rel = st._div(m1, m0) - 1.0
+    rel = st.safe_div(m1, m0) - 1.0
     method = "bootstrap"
     rows = _emit(o, method, ctx, ti, n1, n0, m1, m0, d, lo, hi, rel, rlo, rhi, p, None, spec)
     if kind[0] == "ratio":

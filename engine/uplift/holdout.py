@@ -1,7 +1,7 @@
 """``centile holdout``: deterministic control groups and multi-arm splits for campaigns.
 
 A customer's arm in a campaign is a function of a seeded 64-bit hash of
-(customer id, campaign salt) -- ``centile.kernels._hash`` seeded with the
+(customer id, campaign salt) -- ``centile.kernels.hashing`` seeded with the
 hash of the salt under ``cfg.seed`` -- so a rerun gives the same arms, the
 input order does not matter, and campaigns with different salts are
 independent.
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.config import Config, as_date
+from centile.config import Config, as_date, check_keys
 from centile.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ class HoldoutSpec:
 def parse_holdout_spec(section: Mapping[str, Any]) -> HoldoutSpec:
     """Validate the raw ``[holdout]`` section (ConfigError naming the key)."""
     known = set(HoldoutSpec.__dataclass_fields__) | {"control_share"}
-    bad = sorted(set(section) - known)
-    if bad:
-        raise ConfigError(f"[holdout] unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    check_keys("[holdout]", section, known)
     kw: dict[str, Any] = {}
     if "campaigns" in section:
         c = section["campaigns"]
@@ -127,7 +125,7 @@ class HoldoutResult:
 
 def salt_seed(salt: str, seed: int) -> int:
     """The 64-bit hash seed of a campaign: seeded FNV-1a/SplitMix64 of the salt's UTF-8 bytes."""
-    from centile.kernels._hash import hash_strings
+    from centile.kernels.hashing import hash_strings
 
     b = np.frombuffer(salt.encode(), dtype=np.uint8)
     return int(hash_strings(np.array([0, b.size]), b, seed)[0])

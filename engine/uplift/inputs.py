@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from centile.config import check_keys
 from centile.errors import ConfigError, InputError
 
 PRE = "pre__"
@@ -68,9 +69,7 @@ def _num(v: Any, key: str, lo: float, hi: float) -> float:
 def parse_uplift_spec(section: Mapping[str, Any]) -> UpliftSpec:
     """Validate the raw ``[uplift]`` section into an :class:`UpliftSpec` (ConfigError naming the key)."""
     known = set(UpliftSpec.__dataclass_fields__)
-    bad = sorted(set(section) - known)
-    if bad:
-        raise ConfigError(f"[uplift] unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    check_keys("[uplift]", section, known)
     kw: dict[str, Any] = {}
     for key in ("window_days", "pre_window_days", "replicates"):
         if key in section:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from centile.config import Config
+from centile.config import Config, register_config_section
 from centile.pipeline import Context, Stage, register_stage
 from centile.uplift.compute import uplift_from_session, uplift_summary_doc, write_uplift
+from centile.uplift.holdout import parse_holdout_spec
 from centile.uplift.inputs import parse_uplift_spec
 
 #: breakdowns of ``centile run`` when ``[uplift] segments`` is not set: attributes of the
@@ -16,7 +17,7 @@ PRE_TREATMENT_BREAKDOWNS = ("age_band", "gender", "region")
 
 
 def _run(ctx: Context) -> dict[str, int]:
-    spec = parse_uplift_spec(ctx.cfg.section("uplift"))
+    spec = ctx.cfg.settings("uplift")
     s = None if spec.path else ctx.open()
     seg = ctx.frame_or_none("segments")
     if seg is not None and not spec.segments:
@@ -39,7 +40,7 @@ def _run(ctx: Context) -> dict[str, int]:
 
 
 def _skip(ctx: Context) -> str | None:
-    if parse_uplift_spec(ctx.cfg.section("uplift")).path:
+    if ctx.cfg.settings("uplift").path:
         return None
     return None if ctx.open().has("contacts") else "no contacts table"
 
@@ -53,3 +54,6 @@ def _config(cfg: Config) -> dict[str, Any]:
 STAGE = register_stage(Stage(
     "uplift", _run, writes=("uplift", "uplift_srm", "uplift_qini", "uplift_qini_summary"),
     uses=("segments",), tables=("orders", "products", "contacts", "customers"), config=_config, skip=_skip))
+
+register_config_section("uplift", lambda cfg: parse_uplift_spec(cfg.section("uplift")))
+register_config_section("holdout", lambda cfg: parse_holdout_spec(cfg.section("holdout")))

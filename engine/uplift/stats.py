@@ -25,7 +25,8 @@ def _z(alpha: float) -> float:
     return float(stats.norm.ppf(1.0 - alpha / 2.0))
 
 
-def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b elementwise, NaN where b = 0."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -37,7 +38,7 @@ def wilson_interval(count: np.ndarray, n: np.ndarray, alpha: float = 0.05) -> tu
     x = np.asarray(count, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     z = _z(alpha)
-    p = _div(x, n)
+    p = safe_div(x, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         denom = 1.0 + z * z / n
         centre = (p + z * z / (2.0 * n)) / denom
@@ -51,7 +52,7 @@ def newcombe_diff(x1: np.ndarray, n1: np.ndarray, x0: np.ndarray, n0: np.ndarray
 
     Returns ``(diff, low, high)``.
     """
-    p1, p0 = _div(x1, n1), _div(x0, n0)
+    p1, p0 = safe_div(x1, n1), safe_div(x0, n0)
     l1, u1 = wilson_interval(x1, n1, alpha)
     l0, u0 = wilson_interval(x0, n0, alpha)
     d = p1 - p0
@@ -61,10 +62,10 @@ def newcombe_diff(x1: np.ndarray, n1: np.ndarray, x0: np.ndarray, n0: np.ndarray
 def two_proportion_p(x1: np.ndarray, n1: np.ndarray, x0: np.ndarray, n0: np.ndarray) -> np.ndarray:
     """Two-sided p-value of the pooled two-proportion z-test (NaN when undefined)."""
     x1, n1, x0, n0 = (np.asarray(a, dtype=np.float64) for a in (x1, n1, x0, n0))
-    pooled = _div(x1 + x0, n1 + n0)
+    pooled = safe_div(x1 + x0, n1 + n0)
     with np.errstate(divide="ignore", invalid="ignore"):
         se = np.sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n0))
-    z = _div(_div(x1, n1) - _div(x0, n0), se)
+    z = safe_div(safe_div(x1, n1) - safe_div(x0, n0), se)
     return 2.0 * stats.norm.sf(np.abs(z))
 
 
@@ -77,16 +78,16 @@ def welch(m1: np.ndarray, v1: np.ndarray, n1: np.ndarray, m0: np.ndarray, v0: np
     """
     m1, v1, n1, m0, v0, n0 = (np.asarray(a, dtype=np.float64) for a in (m1, v1, n1, m0, v0, n0))
     ok = (n1 >= 2) & (n0 >= 2)
-    a = np.where(ok, _div(v1, n1), np.nan)
-    b = np.where(ok, _div(v0, n0), np.nan)
+    a = np.where(ok, safe_div(v1, n1), np.nan)
+    b = np.where(ok, safe_div(v0, n0), np.nan)
     se2 = a + b
     se = np.sqrt(se2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        df = se2 * se2 / (_div(a * a, n1 - 1) + _div(b * b, n0 - 1))
+        df = se2 * se2 / (safe_div(a * a, n1 - 1) + safe_div(b * b, n0 - 1))
     df = np.where(se2 > 0, df, np.nan)
     d = m1 - m0
     q = stats.t.ppf(1.0 - alpha / 2.0, df)
-    t = _div(d, np.where(se2 > 0, se, np.nan))
+    t = safe_div(d, np.where(se2 > 0, se, np.nan))
     p = 2.0 * stats.t.sf(np.abs(t), df)
     return d, d - q * se, d + q * se, p
 
@@ -98,10 +99,10 @@ def relative_interval(m1: np.ndarray, v1: np.ndarray, n1: np.ndarray, m0: np.nda
     ``var(log m) ~ v / (n m**2)``; NaN unless both means are positive.
     """
     m1, v1, n1, m0, v0, n0 = (np.asarray(a, dtype=np.float64) for a in (m1, v1, n1, m0, v0, n0))
-    rel = _div(m1, m0) - 1.0
+    rel = safe_div(m1, m0) - 1.0
     pos = (m1 > 0) & (m0 > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.sqrt(_div(v1, n1 * m1 * m1) + _div(v0, n0 * m0 * m0))
+        se = np.sqrt(safe_div(v1, n1 * m1 * m1) + safe_div(v0, n0 * m0 * m0))
         lr = np.log(np.where(pos, m1 / np.where(pos, m0, 1.0), np.nan))
     z = _z(alpha)
     with np.errstate(over="ignore"):  # a huge log-ratio interval on tiny cells: +inf is the honest bound
@@ -162,15 +163,15 @@ def srm_test(observed: np.ndarray, shares: np.ndarray) -> tuple[float, float]:
 def cuped_theta(n: np.ndarray, sx: np.ndarray, sxx: np.ndarray, sy: np.ndarray, sxy: np.ndarray) -> np.ndarray:
     """CUPED coefficient ``theta = cov(X, Y) / var(X)`` from pooled sums (NaN when var(X) = 0)."""
     n = np.asarray(n, dtype=np.float64)
-    cov = sxy - _div(sx * sy, n)
-    var = sxx - _div(sx * sx, n)
-    return np.where(var > 1e-12 * np.maximum(sxx, 1e-300), _div(cov, var), np.nan)
+    cov = sxy - safe_div(sx * sy, n)
+    var = sxx - safe_div(sx * sx, n)
+    return np.where(var > 1e-12 * np.maximum(sxx, 1e-300), safe_div(cov, var), np.nan)
 
 
 def moments(n: np.ndarray, s: np.ndarray, ss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample variance (ddof 1) from count, sum and sum of squares."""
-    m = _div(s, n)
-    v = _div(ss - s * m, np.asarray(n, dtype=np.float64) - 1.0)
+    m = safe_div(s, n)
+    v = safe_div(ss - s * m, np.asarray(n, dtype=np.float64) - 1.0)
     return m, np.maximum(v, 0.0)
 
 
@@ -186,10 +187,10 @@ def percentile_interval(reps: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarr
         low = np.nanquantile(r, alpha / 2.0, axis=0)
         high = np.nanquantile(r, 1.0 - alpha / 2.0, axis=0)
         valid = (~np.isnan(r)).sum(axis=0)
-        le = _div((r <= 0).sum(axis=0), valid)
-        ge = _div((r >= 0).sum(axis=0), valid)
+        le = safe_div((r <= 0).sum(axis=0), valid)
+        ge = safe_div((r >= 0).sum(axis=0), valid)
     p = np.minimum(1.0, 2.0 * np.minimum(le, ge))
-    p = np.where(valid > 0, np.maximum(p, _div(np.ones_like(p), valid)), np.nan)
+    p = np.where(valid > 0, np.maximum(p, safe_div(np.ones_like(p), valid)), np.nan)
     return low, high, p
 
 
@@ -205,107 +206,6 @@ class _nan_quiet:
 
     def __exit__(self, *exc: object) -> None:
         self._w.__exit__(*exc)
-
-
-# --------------------------------------------------------------------------- NumPy baseline
-
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN_NP = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix64_np(z: np.ndarray) -> np.ndarray:
-    z = z + _GOLDEN_NP
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-def poisson_weights_numpy(seed: int, n: int) -> np.ndarray:
-    """The kernel's Poisson(1) weights of rows ``0 .. n - 1`` computed with NumPy array operations."""
-    from centile.kernels.bootstrap import _HALF, _TILE, THRESHOLDS32
-
-    r = np.arange(n, dtype=np.uint64)
-    tile, j = r // np.uint64(_TILE), r % np.uint64(_TILE)
-    hi = j < np.uint64(_HALF)
-    q = np.where(hi, j, j - np.uint64(_HALF))
-    with np.errstate(over="ignore"):
-        h = _mix64_np(np.uint64(seed) + (tile * np.uint64(_HALF) + q) * _GOLDEN_NP)
-    u = np.where(hi, h >> np.uint64(32), h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    return np.searchsorted(THRESHOLDS32, u, side="right").astype(np.float64)
-
-
-def _u64(x: int) -> np.uint64:
-    return np.uint64(x & 0xFFFFFFFFFFFFFFFF)
-
-
-def poisson_block_py(seed: int, g: int, mu: float) -> float:
-    """Plain-Python port of the kernel's per-group Poisson(``mu``) draw (same stream, same numbers)."""
-    import math
-
-    from centile.kernels.bootstrap import _STREAM
-
-    if mu <= 0:
-        return 0.0
-    with np.errstate(over="ignore"):
-        state = int(_u64(seed) ^ _mix64_np(np.array([g], np.uint64) + _STREAM)[0])
-
-    def uniform() -> float:
-        nonlocal state
-        with np.errstate(over="ignore"):
-            h = int(_mix64_np(np.array([state], np.uint64))[0])
-        state = (state + int(_GOLDEN_NP)) & 0xFFFFFFFFFFFFFFFF
-        return float(h >> 11) * (1.0 / 9007199254740992.0)
-
-    if mu < 10:
-        enlam, x, prod = math.exp(-mu), 0, 1.0
-        while True:
-            prod *= uniform()
-            if prod > enlam:
-                x += 1
-            else:
-                return float(x)
-    slam, loglam = math.sqrt(mu), math.log(mu)
-    b = 0.931 + 2.53 * slam
-    a = -0.059 + 0.02483 * b
-    invalpha = 1.1239 + 1.1328 / (b - 3.4)
-    vr = 0.9277 - 3.6224 / (b - 2.0)
-    while True:
-        u = uniform() - 0.5
-        v = uniform()
-        us = 0.5 - abs(u)
-        k = math.floor((2.0 * a / us + b) * u + mu + 0.43)
-        if us >= 0.07 and v <= vr:
-            return float(k)
-        if k < 0 or (us < 0.013 and v > us):
-            continue
-        if math.log(v) + math.log(invalpha) - math.log(a / (us * us) + b) <= -mu + k * loglam - math.lgamma(k + 1.0):
-            return float(k)
-
-
-def poisson_bootstrap_sums_numpy(values: np.ndarray, offsets: np.ndarray, seeds: np.ndarray,
-                                 zeros: np.ndarray | None = None) -> np.ndarray:
-    """NumPy implementation of :func:`centile.kernels.bootstrap.poisson_bootstrap_sums`.
-
-    The same estimator and the same weights (so the same result up to summation
-    order), one replicate at a time with whole-array operations: the baseline of
-    ``benchmarks/bench_uplift.py``.
-    """
-    vals = np.atleast_2d(np.asarray(values, dtype=np.float64))
-    off = np.asarray(offsets, dtype=np.int64)
-    seeds = np.asarray(seeds, dtype=np.uint64)
-    k, n = vals.shape
-    g = off.size - 1
-    out = np.zeros((seeds.size, g, k + 1))
-    codes = np.repeat(np.arange(g), np.diff(off))
-    for b, sd in enumerate(seeds):
-        w = poisson_weights_numpy(int(sd), n)
-        out[b, :, 0] = np.bincount(codes, weights=w, minlength=g)
-        for j in range(k):
-            out[b, :, 1 + j] = np.bincount(codes, weights=w * vals[j], minlength=g)
-        if zeros is not None:
-            out[b, :, 0] += [poisson_block_py(int(sd), j, float(m)) for j, m in enumerate(zeros)]
-    return out
 
 
 # --------------------------------------------------------------------------- Qini
@@ -335,8 +235,8 @@ def qini_curve(score: np.ndarray, treated: np.ndarray, y: np.ndarray,
     yc = np.concatenate([[0.0], np.cumsum(np.where(t, 0.0, yy))])
     phi = np.linspace(0.0, 1.0, points + 1)
     cut = np.round(phi * t.size).astype(np.int64)
-    q = yt[cut] - np.nan_to_num(_div(yc[cut] * nt[cut], nc[cut]))
-    up = _div(yt[cut], nt[cut]) - _div(yc[cut], nc[cut])
+    q = yt[cut] - np.nan_to_num(safe_div(yc[cut] * nt[cut], nc[cut]))
+    up = safe_div(yt[cut], nt[cut]) - safe_div(yc[cut], nc[cut])
     return phi, q, up
 
 
