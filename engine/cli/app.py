@@ -376,7 +376,9 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
     if features is None and data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml (or --features FILE)")
         raise typer.Exit(1)
-    from centile.segments.compute import print_segments, run_segments, segments_summary_doc
+    from centile.cli.render import print_segments
+    from centile.segments.compute import segments_summary_doc
+    from centile.segments.job import run_segments
 
     with _errors():
         if data is None and config is None:  # --features alone: no inputs to describe
@@ -408,17 +410,19 @@ def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("
 
     Writes assignments.parquet (customer_id, campaign, arm) and assignment_shares.parquet.
     """
-    from centile.uplift.holdout import holdout_summary_doc, print_holdout, run_holdout
+    from centile.cli.render import print_holdout
+    from centile.uplift.holdout import holdout_summary_doc
+    from centile.uplift.holdout_job import run_holdout
 
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
         with _status("holdout") as progress:
-            target, res = run_holdout(cfg, out, segments=segments, progress=progress)
+            res = run_holdout(cfg, out, segments=segments, progress=progress)
     if json_:
-        _print_json({"out": str(target), **holdout_summary_doc(res)})
+        _print_json({"out": str(res.out), **holdout_summary_doc(res)})
         return
     print_holdout(out_console, res)
-    out_console.print(f"written to {target}/")
+    out_console.print(f"written to {res.out}/")
 
 
 @app.command()
@@ -431,17 +435,19 @@ def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("c
     Reads contacts + orders, or the flat results table in [uplift] path. Writes uplift.parquet,
     uplift_srm.parquet (and uplift_qini*.parquet with [uplift] score).
     """
-    from centile.uplift.compute import print_uplift, run_uplift, uplift_summary_doc
+    from centile.cli.render import print_uplift
+    from centile.uplift.compute import uplift_summary_doc
+    from centile.uplift.job import run_uplift
 
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
         with _status("uplift") as progress:
-            target, res = run_uplift(cfg, out, segments=segments, progress=progress)
+            res = run_uplift(cfg, out, segments=segments, progress=progress)
     if json_:
-        _print_json({"out": str(target), **uplift_summary_doc(res)})
+        _print_json({"out": str(res.out), **uplift_summary_doc(res)})
         return
     print_uplift(out_console, res)
-    out_console.print(f"written to {target}/")
+    out_console.print(f"written to {res.out}/")
 
 
 @app.command()
@@ -470,7 +476,9 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
     Writes clv.parquet and clv_model.json (plus clv_holdout.parquet with --holdout-end and
     clv_groups.parquet with --groups).
     """
-    from centile.clv.compute import clv_settings, clv_summary_doc, print_clv, read_groups, run_clv
+    from centile.cli.render import print_clv
+    from centile.clv.compute import clv_settings, clv_summary_doc
+    from centile.clv.job import read_groups, run_clv
 
     if data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,12 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from centile.clv.compute import ClvResult
+from centile.clv.models import LABELS
 from centile.errors import ConfigError
+from centile.segments.compute import SegmentsResult
+from centile.uplift.compute import PREFERRED_METHODS, UpliftResult, preferred_rows
+from centile.uplift.holdout import HoldoutResult
 
 
 def _n(v: Any) -> str:
@@ -149,3 +155,97 @@ def print_run(console: Console, res: Any) -> None:
     for note in getattr(res, "notes", []) or []:
         console.print(f"note: {note}", markup=False, highlight=False)
     console.print(f"results in {res.out}/" + (f"; report: {res.report}" if res.report else ""))
+
+
+def print_clv(console: Any, res: ClvResult) -> None:
+    """Render the fitted models, the holdout table and the top customers with rich."""
+    from rich.table import Table
+
+    t = Table(title=f"Models (calibration end {res.calibration_end}, time unit {res.settings.time_unit})")
+    for c in ("model", "parameters (± SE)", "log-lik", "n", "converged"):
+        t.add_column(c)
+    for m in res.models:
+        ps = ", ".join(f"{k} = {v:.4g} ± {m.se[k]:.2g}" for k, v in m.params.items())
+        t.add_row(LABELS[m.model], ps, f"{m.loglik:,.2f}", f"{m.n:,}", "yes" if m.converged else "no")
+    console.print(t)
+    sm = res.summary
+    console.print(f"{sm['customers']:,} customers; horizon {res.settings.horizon:g} {res.settings.time_unit}s: "
+                  f"{sm['expected_transactions']:,.0f} expected transactions, mean P(alive) "
+                  f"{sm['p_alive_mean']:.3f}, total CLV {sm['clv_total']:,.0f}")
+    if res.holdout is not None:
+        h = Table(title="Holdout: transactions by calibration frequency")
+        for c in res.holdout.columns:
+            h.add_column(c, justify="right")
+        for row in res.holdout.iter_rows():
+            h.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row))
+        console.print(h)
+    for note in res.notes:
+        console.print(f"note: {note}")
+
+
+def print_segments(console: Any, res: SegmentsResult) -> None:
+    """A rich summary: RFM segment sizes and every segmentation's profile lines."""
+    from rich.table import Table
+
+    t = Table(title="Segments", show_lines=False)
+    for c in ("segmentation", "segment", "customers", "share", "revenue share", "description"):
+        t.add_column(c, justify="right" if c in ("customers", "share", "revenue share") else "left")
+    prof = res.profiles.filter(pl.col("segment") != "all customers")
+    for row in prof.iter_rows(named=True):
+        rs = row.get("revenue_share")
+        t.add_row(row["segmentation"], str(row["segment"]), f"{row['customers']:,}", f"{row['share'] * 100:.1f} %",
+                  "" if rs is None else f"{rs * 100:.1f} %", row["description"])
+    console.print(t)
+    if res.k:
+        console.print(f"k-means: k = {res.k}" + (f" (silhouette {res.silhouette[res.k]:.3f})" if res.silhouette else ""))
+    for n in res.notes:
+        console.print(f"note: {n}")
+
+
+def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = PREFERRED_METHODS,
+                 limit: int = 60) -> None:
+    """Rich table of the overall rows (one method per outcome) and the notes (SRM failures in red)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    df = preferred_rows(res.uplift.filter(pl.col("breakdown") == "overall"), methods)
+    t = Table(title=f"Uplift vs control (overall; {res.summary['units']:,} contacts, "
+                    f"{res.summary['campaigns']} campaigns; all rows in uplift.parquet)", title_justify="left",
+              padding=(0, 1), collapse_padding=True)
+    for c in ("campaign", "arm", "outcome", "method", "n arm / ctrl", "uplift", "95 % CI", "rel", "p", "ROI",
+              "SRM p"):
+        t.add_column(c, justify="left" if c in ("campaign", "arm", "outcome", "method") else "right", no_wrap=True)
+
+    def f(v: Any, pct: bool = False) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        return f"{v:+.1%}" if pct else f"{v:.3g}"
+
+    for r in df.head(limit).iter_rows(named=True):
+        srm = f(r["srm_p_value"]) + (" FAIL" if r["srm_flag"] else "")
+        t.add_row(r["campaign"], r["arm"], r["outcome"], r["method"], f"{r['n_arm']:,} / {r['n_control']:,}",
+                  f(r["uplift"]), f"{f(r['uplift_ci_low'])} .. {f(r['uplift_ci_high'])}", f(r["rel_uplift"], True),
+                  f(r["p_value"]), f(r["roi"]), srm,
+                  style="bold red" if r["srm_flag"] else None)
+    console.print(t)
+    if df.height > limit:
+        console.print(f"... {df.height - limit} more rows in uplift.parquet")
+    for note in res.notes:
+        console.print(f"[bold red]{escape(note)}[/]" if note.startswith("SAMPLE RATIO") else f"Note: {escape(note)}",
+                      highlight=False)
+
+
+def print_holdout(console: Any, res: HoldoutResult) -> None:
+    """Arm sizes and shares per campaign (rich)."""
+    from rich.table import Table
+
+    per = (res.assignments.group_by("campaign", "arm").agg(n=pl.len())
+           .with_columns(share=pl.col("n") / pl.col("n").sum().over("campaign")).sort("campaign", "arm"))
+    t = Table(title="Assignments", title_justify="left")
+    for c in ("campaign", "arm", "customers", "share"):
+        t.add_column(c, justify="left" if c in ("campaign", "arm") else "right")
+    for r in per.iter_rows(named=True):
+        t.add_row(r["campaign"], r["arm"], f"{r['n']:,}", f"{r['share']:.2%}")
+    console.print(t)
+    for note in res.notes:
+        console.print(f"Note: {note}")

@@ -11,7 +11,7 @@ from centile.clubs.compute import (
     tier_sizes,
     write_clubs,
 )
-from centile.clubs.job import RunResult, read_features, run_clubs
+from centile.clubs.job import ClubsJobResult, read_features, run_clubs
 
-__all__ = ["ClubInputs", "ClubsResult", "RunResult", "club_inputs", "clubs_summary_doc", "compute_ranks",
+__all__ = ["ClubInputs", "ClubsJobResult", "ClubsResult", "club_inputs", "clubs_summary_doc", "compute_ranks",
            "form_clubs", "read_features", "run_clubs", "stability", "tier_sizes", "write_clubs"]

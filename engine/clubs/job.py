@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +14,14 @@ from centile.clubs.compute import ClubsResult, clubs_summary_doc, form_clubs, wr
 from centile.config import Config
 from centile.errors import InputError
 from centile.features.compute import FEATURE_TABLES, FeaturesResult, manifest, write_features
-from centile.io.outputs import fingerprint, staged_output, versions, write_manifest
+from centile.io.outputs import build_manifest, fingerprint, staged_output, write_manifest
 from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RunResult:
+class ClubsJobResult:
     """Everything a pipeline run produced (also written to ``out``)."""
 
     out: Path
@@ -56,7 +55,7 @@ def feature_columns(path: str | Path) -> list[str]:
 
 
 def run_clubs(cfg: Config, out: str | Path, *, features: str | Path | None = None, strategy: str | None = None,
-              previous: str | Path | None = None, progress: Progress | None = None) -> RunResult:
+              previous: str | Path | None = None, progress: Progress | None = None) -> ClubsJobResult:
     """Features (computed from the inputs, or read from ``features``) → ranks → clubs, written to ``out``.
 
     Returns a :class:`RunResult`; ``result.clubs.clubs`` is the membership table
@@ -73,11 +72,10 @@ def run_clubs(cfg: Config, out: str | Path, *, features: str | Path | None = Non
             rows = write_clubs(res, staging)
             p = Path(features)
             p = p / "features.parquet" if p.is_dir() else p
-            write_manifest(staging, {
-                "job": "clubs", "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "inputs": {"features": [fingerprint(p)]}, "config": cfg.as_dict(), "rows": rows,
-                "summary": {"clubs": clubs_summary_doc(res)}, "versions": versions()})
-            return RunResult(staging.target, None, res)
+            write_manifest(staging, build_manifest(
+                "clubs", as_of=None, inputs={"features": [fingerprint(p)]}, config=cfg.as_dict(), rows=rows,
+                summary={"clubs": clubs_summary_doc(res)}))
+            return ClubsJobResult(staging.target, None, res)
         with open_session(cfg, progress, only=FEATURE_TABLES) as s:
             fres = write_features(s, staging, progress)
             if progress:
@@ -87,4 +85,4 @@ def run_clubs(cfg: Config, out: str | Path, *, features: str | Path | None = Non
             rows: dict[str, Any] = {"features": fres.features.height, "rejects": s.total_rejects}
             rows.update(write_clubs(res, staging))
             write_manifest(staging, manifest(s, "run", {**fres.summary, "clubs": clubs_summary_doc(res)}, rows))
-        return RunResult(staging.target, fres, res)
+        return ClubsJobResult(staging.target, fres, res)

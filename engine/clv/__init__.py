@@ -9,10 +9,10 @@ from centile.clv.compute import (
     compute_clv,
     group_table,
     holdout_table,
-    run_clv,
     summarize,
     write_clv,
 )
+from centile.clv.job import read_groups, run_clv
 from centile.clv.models import (
     LABELS,
     MONTH_DAYS,
@@ -27,6 +27,6 @@ from centile.clv.models import (
     predict,
 )
 
-__all__ = ["LABELS", "MONTH_DAYS", "PARAM_NAMES", "TIME_UNITS", "discount_steps", "predict", "MODELS", "ClvResult", "ClvSettings", "FitError", "FitResult", "clv_features", "clv_settings",
+__all__ = ["LABELS", "MONTH_DAYS", "PARAM_NAMES", "TIME_UNITS", "discount_steps", "predict", "MODELS", "ClvResult", "read_groups", "ClvSettings", "FitError", "FitResult", "clv_features", "clv_settings",
            "compute_clv", "fit_bgnbd", "fit_gamma_gamma", "fit_pareto_nbd", "group_table", "holdout_table",
            "run_clv", "summarize", "write_clv"]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.backend.session import Session, open_session
+from centile.backend.session import Session
 from centile.clv.models import (
     LABELS,
     MONTH_DAYS,
@@ -48,9 +48,8 @@ from centile.clv.models import (
 )
 from centile.config import Config, as_date, check_keys
 from centile.errors import ConfigError, InputError
-from centile.io.outputs import staged_output, write_manifest
 from centile.io.sqlfiles import read_sql
-from centile.runtime import Progress, numba_threads
+from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ MODELS = ("bgnbd", "pareto-nbd")
 __all__ = ["MODELS", "TIME_UNITS", "MONTH_DAYS", "PARAM_NAMES", "LABELS", "FitError", "FitResult",
            "ClvSettings", "ClvResult", "Summary", "clv_settings", "summarize", "fit_bgnbd", "fit_pareto_nbd",
            "fit_gamma_gamma", "predict", "discount_steps", "compute_clv", "holdout_table", "group_table",
-           "clv_features", "write_clv", "run_clv", "read_groups", "clv_summary_doc", "print_clv", "model_doc"]
+           "clv_features", "write_clv", "clv_summary_doc", "model_doc"]
 
 
 # ---------------------------------------------------------------------------
@@ -214,6 +213,7 @@ class ClvResult:
     groups: pl.DataFrame | None = None
     notes: tuple[str, ...] = ()
     summary: Mapping[str, Any] = field(default_factory=dict)
+    out: Path | None = None  # the folder written by run_clv
 
     def model(self, name: str) -> FitResult | None:
         return next((f for f in self.models if f.model == name), None)
@@ -401,69 +401,9 @@ def write_clv(res: ClvResult, staging: Any) -> dict[str, int]:
     return rows
 
 
-def read_groups(spec: str) -> pl.DataFrame:
-    """``FILE[:COLUMN]`` → a frame of customer_id and the group column (default: ``club``,
-    then ``segment``, else the second column)."""
-    path, _, col = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
-    p = Path(path)
-    try:
-        df = pl.read_parquet(p) if p.suffix != ".csv" else pl.read_csv(p)
-    except Exception as exc:  # polars raises several error types for unreadable files
-        raise InputError(f"--groups {spec}: cannot read {p}: {exc}") from None
-    if "customer_id" not in df.columns:
-        raise InputError(f"--groups {spec}: {p} has no customer_id column")
-    if not col:
-        col = next((c for c in ("club", "segment") if c in df.columns),
-                   next((c for c in df.columns if c != "customer_id"), ""))
-    if col not in df.columns or col == "customer_id":
-        raise InputError(f"--groups {spec}: no column {col!r} in {p}; columns: {', '.join(df.columns)}")
-    return df.select("customer_id", col)
-
-
-def run_clv(cfg: Config, out: str | Path, *, settings: ClvSettings | None = None,
-            groups: Sequence[pl.DataFrame] | None = None, progress: Progress | None = None) -> ClvResult:
-    """Open the session, compute CLV and write it atomically into ``out`` with a manifest."""
-    from centile.features.compute import manifest
-
-    st = settings or clv_settings(cfg)
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders",)) as s:
-        with staging.timed("clv"), numba_threads(cfg.threads):
-            res = compute_clv(s, st, groups=groups, progress=progress)
-        rows = write_clv(res, staging)
-        rows["rejects"] = s.total_rejects
-        write_manifest(staging, manifest(s, "clv", {"clv": clv_summary_doc(res)}, rows))
-    return res
-
-
 def clv_summary_doc(res: ClvResult) -> dict[str, Any]:
     """JSON-friendly account of a CLV run (manifest and ``--json``)."""
     doc = model_doc(res)
     if res.holdout is not None:
         doc["holdout_table"] = res.holdout.to_dicts()
     return doc
-
-
-def print_clv(console: Any, res: ClvResult) -> None:
-    """Render the fitted models, the holdout table and the top customers with rich."""
-    from rich.table import Table
-
-    t = Table(title=f"Models (calibration end {res.calibration_end}, time unit {res.settings.time_unit})")
-    for c in ("model", "parameters (± SE)", "log-lik", "n", "converged"):
-        t.add_column(c)
-    for m in res.models:
-        ps = ", ".join(f"{k} = {v:.4g} ± {m.se[k]:.2g}" for k, v in m.params.items())
-        t.add_row(LABELS[m.model], ps, f"{m.loglik:,.2f}", f"{m.n:,}", "yes" if m.converged else "no")
-    console.print(t)
-    sm = res.summary
-    console.print(f"{sm['customers']:,} customers; horizon {res.settings.horizon:g} {res.settings.time_unit}s: "
-                  f"{sm['expected_transactions']:,.0f} expected transactions, mean P(alive) "
-                  f"{sm['p_alive_mean']:.3f}, total CLV {sm['clv_total']:,.0f}")
-    if res.holdout is not None:
-        h = Table(title="Holdout: transactions by calibration frequency")
-        for c in res.holdout.columns:
-            h.add_column(c, justify="right")
-        for row in res.holdout.iter_rows():
-            h.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row))
-        console.print(h)
-    for note in res.notes:
-        console.print(f"note: {note}")

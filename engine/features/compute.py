@@ -14,7 +14,7 @@ import polars as pl
 from centile.backend.session import Session, open_session
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
-from centile.io.outputs import Staging, staged_output, write_manifest
+from centile.io.outputs import Staging, build_manifest, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
 from centile.runtime import Progress
 
@@ -201,16 +201,10 @@ def write_features(s: Session, staging: Staging, progress: Progress | None = Non
 
 
 def manifest(s: Session, job: str, summary: dict[str, Any], rows: dict[str, int]) -> dict[str, Any]:
-    """The manifest of a run: inputs, as_of, config, versions, row counts (timings are added on write)."""
-    return {
-        "job": job,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "as_of": s.as_of.isoformat(),
-        "inputs": input_fingerprints({n: r.spec for n, r in s.tables.items()}, s.con),
-        "config": s.cfg.as_dict(),
-        "rows": rows,
-        "summary": summary,
-    }
+    """The manifest of a job over an open session (timings and versions are added on write)."""
+    return build_manifest(job, as_of=s.as_of.isoformat(),
+                          inputs=input_fingerprints({n: r.spec for n, r in s.tables.items()}, s.con),
+                          config=s.cfg.as_dict(), rows=rows, summary=summary)
 
 
 def run_features(cfg: Config, out: str | Path | None = None, progress: Progress | None = None) -> FeaturesResult:

@@ -117,6 +117,30 @@ def versions() -> dict[str, str]:
     return out
 
 
+def build_manifest(job: str, *, as_of: str | None, inputs: dict[str, Any], config: dict[str, Any],
+                   rows: dict[str, Any], summary: dict[str, Any], stages: dict[str, Any] | None = None,
+                   notes: list[str] | None = None, timings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of one job's output folder: what ran, over which inputs, with which config.
+
+    ``centile run`` adds ``stages`` (status, key, files per stage), ``notes`` and ``timings``;
+    :func:`write_manifest` adds the library versions and the staging timings.
+    """
+    import datetime as dt
+
+    doc: dict[str, Any] = {"job": job, "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                           "as_of": as_of, "inputs": inputs, "config": config}
+    if stages is not None:
+        doc["stages"] = stages
+    doc["rows"] = rows
+    if notes is not None:
+        doc["notes"] = notes
+    doc["summary"] = summary
+    if timings is not None:
+        doc["versions"] = versions()
+        doc["timings_s"] = timings
+    return doc
+
+
 def write_manifest(staging: Staging, manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` into the staging folder (merging timings)."""
     doc = {**manifest, "timings_s": {**manifest.get("timings_s", {}), **staging.timings}}

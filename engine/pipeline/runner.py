@@ -8,7 +8,6 @@ output folder is written into a temporary folder beside ``out`` that replaces
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import time
@@ -20,7 +19,7 @@ from typing import Any
 from centile.backend import open_backend
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
-from centile.io.outputs import Staging, staged_folder, versions
+from centile.io.outputs import Staging, build_manifest, staged_folder
 from centile.pipeline.dag import dependencies, order, producers
 from centile.pipeline.keys import link_files, previous_manifest, reusable, stage_keys
 from centile.pipeline.stage import Context, Stage, StageSkipped
@@ -141,19 +140,10 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 log.info("stage %s %s in %.2f s: %s", st.name, status, secs, ", ".join(files))
             as_of = ctx.session.as_of.isoformat() if ctx.session is not None else prev_doc.get("as_of")
             summary = dict(ctx.summaries)
-            manifest = {
-                "job": "run",
-                "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "as_of": as_of,
-                "inputs": fps,
-                "config": cfg.as_dict(),
-                "stages": records,
-                "rows": ctx.rows,
-                "notes": ctx.notes,
-                "summary": summary,
-                "versions": versions(),
-                "timings_s": {k: r.get("seconds") for k, r in records.items() if "seconds" in r},
-            }
+            manifest = build_manifest(
+                "run", as_of=as_of, inputs=fps, config=cfg.as_dict(), stages=records, rows=ctx.rows,
+                notes=ctx.notes, summary=summary,
+                timings={k: r.get("seconds") for k, r in records.items() if "seconds" in r})
             staging.path("manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
             report_path = None
             if report is not None:

@@ -8,10 +8,10 @@ from centile.segments.compute import (
     SegmentsResult,
     form_segments,
     rule_segments,
-    run_segments,
     segments_config,
     write_segments,
 )
+from centile.segments.job import run_segments
 
 __all__ = ["DEFAULT_RULES", "RuleSet", "SegmentsConfig", "SegmentsResult", "form_segments", "rule_segments",
            "run_segments", "segments_config", "write_segments"]

@@ -218,6 +218,7 @@ class SegmentsResult:
     silhouette: dict[int, float] = field(default_factory=dict)
     density_clusters: int | None = None
     notes: tuple[str, ...] = ()
+    out: Path | None = None  # the folder written by run_segments
 
 
 def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date | None) -> pl.DataFrame:
@@ -418,76 +419,3 @@ def segments_summary_doc(res: SegmentsResult) -> dict[str, Any]:
 
 
 SEGMENT_TABLES = ("orders", "products", "email_events", "customers")
-
-
-def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = None,
-                 clubs: str | Path | None = None, progress: Any = None) -> SegmentsResult:
-    """Features (computed, or read from ``features``) → segments, written atomically to ``out``.
-
-    ``clubs`` is a ``clubs.parquet`` (or the folder holding it) whose club
-    becomes the ``club`` segmentation.
-    """
-    from centile.backend.session import open_session
-    from centile.clubs.job import read_features
-    from centile.features.compute import manifest, write_features
-    from centile.io.outputs import fingerprint, staged_output, versions, write_manifest
-
-    club_df = None
-    if clubs is not None:
-        p = Path(clubs)
-        p = p / "clubs.parquet" if p.is_dir() else p
-        if not p.exists():
-            raise InputError(f"--clubs {clubs}: no clubs.parquet there; pass the --out folder of centile clubs")
-        club_df = pl.read_parquet(p, columns=["customer_id", "club", "tier"])
-    segments_config(cfg)  # fail on a bad config before reading anything
-    with staged_output(out) as staging:
-        if features is not None:
-            with staging.timed("read_features"):
-                table = read_features(features)
-            customers, as_of = None, cfg.as_of
-            if "customers" in cfg.tables:  # demographic rules need the validated customers table
-                with staging.timed("read_customers"), open_session(cfg, progress, only=("orders", "customers")) as s:
-                    customers, as_of = s.frame("SELECT * FROM customers"), s.as_of
-            if progress:
-                progress("segments")
-            with staging.timed("segments"):
-                res = form_segments(table, cfg, customers=customers, clubs=club_df, as_of=as_of)
-            rows = write_segments(res, staging)
-            p = Path(features)
-            p = p / "features.parquet" if p.is_dir() else p
-            write_manifest(staging, {
-                "job": "segments", "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "inputs": {"features": [fingerprint(p)]}, "config": cfg.as_dict(), "rows": rows,
-                "summary": {"segments": segments_summary_doc(res)}, "versions": versions()})
-            return res
-        with open_session(cfg, progress, only=SEGMENT_TABLES) as s:
-            fres = write_features(s, staging, progress)
-            customers = s.frame("SELECT * FROM customers") if s.has("customers") else None
-            if progress:
-                progress("segments")
-            with staging.timed("segments"):
-                res = form_segments(fres.features, cfg, customers=customers, clubs=club_df, as_of=s.as_of)
-            rows: dict[str, Any] = {"features": fres.features.height, "rejects": s.total_rejects}
-            rows.update(write_segments(res, staging))
-            write_manifest(staging, manifest(s, "segments", {**fres.summary, "segments": segments_summary_doc(res)},
-                                             rows))
-        return res
-
-
-def print_segments(console: Any, res: SegmentsResult) -> None:
-    """A rich summary: RFM segment sizes and every segmentation's profile lines."""
-    from rich.table import Table
-
-    t = Table(title="Segments", show_lines=False)
-    for c in ("segmentation", "segment", "customers", "share", "revenue share", "description"):
-        t.add_column(c, justify="right" if c in ("customers", "share", "revenue share") else "left")
-    prof = res.profiles.filter(pl.col("segment") != "all customers")
-    for row in prof.iter_rows(named=True):
-        rs = row.get("revenue_share")
-        t.add_row(row["segmentation"], str(row["segment"]), f"{row['customers']:,}", f"{row['share'] * 100:.1f} %",
-                  "" if rs is None else f"{rs * 100:.1f} %", row["description"])
-    console.print(t)
-    if res.k:
-        console.print(f"k-means: k = {res.k}" + (f" (silhouette {res.silhouette[res.k]:.3f})" if res.silhouette else ""))
-    for n in res.notes:
-        console.print(f"note: {n}")

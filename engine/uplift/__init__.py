@@ -6,7 +6,6 @@ from centile.uplift.compute import (
     UpliftResult,
     compute_uplift,
     preferred_rows,
-    run_uplift,
     uplift_from_session,
     write_uplift,
 )
@@ -15,14 +14,15 @@ from centile.uplift.holdout import (
     HoldoutSpec,
     assign,
     parse_holdout_spec,
-    run_holdout,
 )
+from centile.uplift.holdout_job import run_holdout
 from centile.uplift.inputs import (
     UpliftSpec,
     parse_uplift_spec,
     units_from_session,
     units_from_table,
 )
+from centile.uplift.job import run_uplift
 
 __all__ = ["PREFERRED_METHODS", "UPLIFT_COLUMNS", "HoldoutResult", "HoldoutSpec", "UpliftResult", "UpliftSpec",
            "assign", "compute_uplift", "parse_holdout_spec", "parse_uplift_spec", "preferred_rows",

@@ -76,6 +76,7 @@ class UpliftResult:
     qini_summary: pl.DataFrame | None
     notes: tuple[str, ...]
     summary: dict[str, Any]
+    out: Path | None = None  # the folder written by run_uplift
 
 
 # --------------------------------------------------------------------------- computation
@@ -457,40 +458,6 @@ def write_uplift(res: UpliftResult, staging: Any) -> dict[str, int]:
     return rows
 
 
-def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFrame | None = None,
-               progress: Any = None) -> tuple[Path, UpliftResult]:
-    """``centile uplift``: compute and write the uplift tables atomically with a manifest."""
-    from centile.backend.session import open_session
-    from centile.features.compute import manifest
-    from centile.io.outputs import staged_output, write_manifest
-
-    seg = segments if isinstance(segments, pl.DataFrame) or segments is None else read_segments(segments)
-    spec = parse_uplift_spec(cfg.section("uplift"))
-    if spec.path:  # a flat results table: no other input is read
-        import datetime as _dt
-
-        from centile.io.outputs import fingerprint, versions
-
-        with staged_output(out) as staging:
-            with staging.timed("uplift"):
-                res = uplift_from_session(None, cfg, seg)
-            rows = write_uplift(res, staging)
-            write_manifest(staging, {
-                "job": "uplift", "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-                "inputs": {"uplift": [fingerprint(Path(spec.path))]}, "config": cfg.as_dict(), "rows": rows,
-                "summary": {"uplift": uplift_summary_doc(res)}, "versions": versions()})
-            return staging.target, res
-    with staged_output(out) as staging:
-        with open_session(cfg, progress, only=("orders", "products", "contacts", "customers")) as s:
-            if progress:
-                progress("measuring uplift")
-            with staging.timed("uplift"):
-                res = uplift_from_session(s, cfg, seg)
-            rows = write_uplift(res, staging)
-            write_manifest(staging, manifest(s, "uplift", {"uplift": uplift_summary_doc(res)}, rows))
-        return staging.target, res
-
-
 def uplift_summary_doc(res: UpliftResult) -> dict[str, Any]:
     """JSON-friendly summary: counts, notes and the overall rows (for ``--json`` and the manifest)."""
     overall = res.uplift.filter(pl.col("breakdown") == "overall").select(
@@ -512,36 +479,3 @@ def preferred_rows(uplift: pl.DataFrame, methods: tuple[str, ...] = PREFERRED_ME
             .with_row_index("_i").sort("campaign", "breakdown", "segment", "arm", "outcome", "_r", "_i")
             .unique(["campaign", "breakdown", "segment", "arm", "outcome"], keep="first", maintain_order=True)
             .sort("_i").drop("_r", "_i"))
-
-
-def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = PREFERRED_METHODS,
-                 limit: int = 60) -> None:
-    """Rich table of the overall rows (one method per outcome) and the notes (SRM failures in red)."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    df = preferred_rows(res.uplift.filter(pl.col("breakdown") == "overall"), methods)
-    t = Table(title=f"Uplift vs control (overall; {res.summary['units']:,} contacts, "
-                    f"{res.summary['campaigns']} campaigns; all rows in uplift.parquet)", title_justify="left",
-              padding=(0, 1), collapse_padding=True)
-    for c in ("campaign", "arm", "outcome", "method", "n arm / ctrl", "uplift", "95 % CI", "rel", "p", "ROI",
-              "SRM p"):
-        t.add_column(c, justify="left" if c in ("campaign", "arm", "outcome", "method") else "right", no_wrap=True)
-
-    def f(v: Any, pct: bool = False) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "—"
-        return f"{v:+.1%}" if pct else f"{v:.3g}"
-
-    for r in df.head(limit).iter_rows(named=True):
-        srm = f(r["srm_p_value"]) + (" FAIL" if r["srm_flag"] else "")
-        t.add_row(r["campaign"], r["arm"], r["outcome"], r["method"], f"{r['n_arm']:,} / {r['n_control']:,}",
-                  f(r["uplift"]), f"{f(r['uplift_ci_low'])} .. {f(r['uplift_ci_high'])}", f(r["rel_uplift"], True),
-                  f(r["p_value"]), f(r["roi"]), srm,
-                  style="bold red" if r["srm_flag"] else None)
-    console.print(t)
-    if df.height > limit:
-        console.print(f"... {df.height - limit} more rows in uplift.parquet")
-    for note in res.notes:
-        console.print(f"[bold red]{escape(note)}[/]" if note.startswith("SAMPLE RATIO") else f"Note: {escape(note)}",
-                      highlight=False)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.config import Config, as_date, check_keys
+from centile.config import as_date, check_keys
 from centile.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ class HoldoutResult:
     assignments: pl.DataFrame
     shares: pl.DataFrame
     notes: tuple[str, ...]
+    out: Path | None = None  # the folder written by run_holdout
 
 
 def salt_seed(salt: str, seed: int) -> int:
@@ -266,44 +267,8 @@ def write_holdout(res: HoldoutResult, staging: Any) -> dict[str, int]:
     return {"assignments": res.assignments.height, "assignment_shares": res.shares.height}
 
 
-def run_holdout(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFrame | None = None,
-                progress: Any = None) -> tuple[Path, HoldoutResult]:
-    """``centile holdout``: read the customers, assign arms, write atomically with a manifest."""
-    from centile.backend.session import open_session
-    from centile.features.compute import manifest
-    from centile.io.outputs import staged_output, write_manifest
-    from centile.uplift.compute import read_segments
-
-    spec = parse_holdout_spec(cfg.section("holdout"))
-    seg = segments if isinstance(segments, pl.DataFrame) or segments is None else read_segments(segments)
-    with staged_output(out) as staging:
-        with open_session(cfg, progress, only=("orders", "customers")) as s:
-            customers = customers_for_holdout(s, spec, seg)
-            with staging.timed("holdout"):
-                res = assign(customers, spec, seed=cfg.seed, as_of=s.as_of)
-            rows = write_holdout(res, staging)
-            write_manifest(staging, manifest(s, "holdout", holdout_summary_doc(res), rows))
-        return staging.target, res
-
-
 def holdout_summary_doc(res: HoldoutResult) -> dict[str, Any]:
     """Arm sizes per campaign (JSON-friendly)."""
     per = res.assignments.group_by("campaign", "arm").agg(n=pl.len()).sort("campaign", "arm")
     return {"customers": res.assignments["customer_id"].n_unique(), "arms": per.to_dicts(),
             "notes": list(res.notes)}
-
-
-def print_holdout(console: Any, res: HoldoutResult) -> None:
-    """Arm sizes and shares per campaign (rich)."""
-    from rich.table import Table
-
-    per = (res.assignments.group_by("campaign", "arm").agg(n=pl.len())
-           .with_columns(share=pl.col("n") / pl.col("n").sum().over("campaign")).sort("campaign", "arm"))
-    t = Table(title="Assignments", title_justify="left")
-    for c in ("campaign", "arm", "customers", "share"):
-        t.add_column(c, justify="left" if c in ("campaign", "arm") else "right")
-    for r in per.iter_rows(named=True):
-        t.add_row(r["campaign"], r["arm"], f"{r['n']:,}", f"{r['share']:.2%}")
-    console.print(t)
-    for note in res.notes:
-        console.print(f"Note: {note}")
