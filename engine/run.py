@@ -23,7 +23,7 @@ from centile.runtime import Progress
 #: The built-in capabilities, in the order of their report sections (the stages run in the
 #: order their declared frames require). Each package's ``stage`` module registers its
 #: stage(s) (and config section), its ``report`` module its report section(s).
-CAPABILITIES = ("features", "clubs", "segments", "clv", "uplift")
+CAPABILITIES = ("features", "clubs", "segments", "clv", "steering", "baskets", "uplift", "attribution")
 
 for _name in CAPABILITIES:
     for _part in ("stage", "report"):

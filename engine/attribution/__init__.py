@@ -1,0 +1,1 @@
+"""Attribution over touchpoint paths: rule-based, Markov removal effects and Shapley, per segment."""

@@ -1,0 +1,1 @@
+"""Basket analysis per segment and product recommendations per customer."""

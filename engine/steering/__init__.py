@@ -1,0 +1,1 @@
+"""Customer steering: medium affinity, a budget per customer and optimised contact plans."""
