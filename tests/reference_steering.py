@@ -1,0 +1,89 @@
+"""Slow, obviously correct references for the steering kernels: every plan enumerated,
+and the exact MILP (scipy.optimize.milp, HiGHS)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def feasible(plan, costs, cap, gap, since, budget=None) -> bool:
+    """plan: medium per period (-1 none)."""
+    ts = [t for t, m in enumerate(plan) if m >= 0]
+    if len(ts) > cap:
+        return False
+    last = -since
+    for t in ts:
+        if t - last < gap + 1:
+            return False
+        last = t
+    return budget is None or sum(costs[plan[t]] for t in ts) <= budget
+
+
+def brute_curve(v, costs, budget, cap, gap, since):
+    """V(b) for b = 0..C by enumerating every plan of one customer (v: (M, T))."""
+    M, T = v.shape
+    C = min(budget, cap * int(max(costs)))
+    curve = np.zeros(C + 1)
+    for plan in itertools.product(range(-1, M), repeat=T):
+        if any(m >= 0 and not v[m, t] > 0 for t, m in enumerate(plan)):
+            continue
+        if not feasible(plan, costs, cap, gap, since):
+            continue
+        cost = sum(costs[m] for m in plan if m >= 0)
+        if cost > C:
+            continue
+        val = sum(v[m, t] for t, m in enumerate(plan) if m >= 0)
+        curve[cost:] = np.maximum(curve[cost:], val)
+    return curve
+
+
+def milp_optimum(values, costs, budgets, since, cap, gap, global_budget=None, capacity=None):
+    """The exact optimum of the contact-plan integer programme."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import lil_matrix
+
+    n, M, T = values.shape
+    nv = n * M * T
+    idx = np.arange(nv).reshape(n, M, T)
+    ok = np.isfinite(values) & (values > 0)
+    c = -np.where(ok, values, 0.0).ravel()
+    rows, lo, hi = [], [], []
+    A = lil_matrix((n * T * 2 + n * 2 + 1 + M + n * T, nv))
+    r = 0
+    for i in range(n):
+        for t in range(T):  # one contact per period and the gap: a window of gap+1 periods
+            for tt in range(t, min(T, t + gap + 1)):
+                A[r, idx[i, :, tt]] = 1
+            lo.append(-np.inf), hi.append(1)
+            r += 1
+        w0 = max(0, gap + 1 - int(since[i]))  # periods blocked by the last contact
+        if w0:
+            for tt in range(min(w0, T)):
+                A[r, idx[i, :, tt]] = 1
+            lo.append(-np.inf), hi.append(0)
+            r += 1
+        A[r, idx[i].ravel()] = 1
+        lo.append(-np.inf), hi.append(cap)
+        r += 1
+        for m in range(M):
+            A[r, idx[i, m]] = costs[m]
+        lo.append(-np.inf), hi.append(budgets[i])
+        r += 1
+    if global_budget is not None:
+        for m in range(M):
+            A[r, idx[:, m].ravel()] = costs[m]
+        lo.append(-np.inf), hi.append(global_budget)
+        r += 1
+    if capacity is not None:
+        for m in range(M):
+            if capacity[m] >= 0:
+                A[r, idx[:, m].ravel()] = 1
+                lo.append(-np.inf), hi.append(capacity[m])
+                r += 1
+    del rows
+    A = A[:r].tocsr()
+    res = milp(c, constraints=LinearConstraint(A, lo, hi), integrality=np.ones(nv),
+               bounds=Bounds(0, ok.ravel().astype(float)), options={"mip_rel_gap": 1e-9})
+    return -res.fun

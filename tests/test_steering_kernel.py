@@ -1,0 +1,132 @@
+"""The per-customer DP against brute force; the Lagrangian plan against the exact MILP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from centile.kernels.contact_plan import concave_hulls, plans_at, value_curves
+from centile.steering.solve import solve_plan
+from tests.reference_steering import brute_curve, feasible, milp_optimum
+
+
+@st.composite
+def tiny(draw):
+    n = draw(st.integers(1, 3))
+    M = draw(st.integers(1, 3))
+    T = draw(st.integers(1, 5))
+    vals = draw(st.lists(st.sampled_from([-1.0, 0.0, 0.5, 1.0, 1.0, 2.5, 3.0, np.nan]),
+                         min_size=n * M * T, max_size=n * M * T))
+    v = np.array(vals).reshape(n, M, T)
+    costs = np.array(draw(st.lists(st.integers(1, 4), min_size=M, max_size=M)))
+    budgets = np.array(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)))
+    since = np.array(draw(st.lists(st.integers(1, 4), min_size=n, max_size=n)))
+    cap = draw(st.integers(0, 3))
+    gap = draw(st.integers(0, 2))
+    return v, costs, budgets, since, cap, gap
+
+
+@given(tiny())
+def test_dp_equals_brute_force_for_every_budget(case):
+    v, costs, budgets, since, cap, gap = case
+    off, curves = value_curves(v, costs, budgets, since, cap=cap, gap=gap)
+    for i in range(v.shape[0]):
+        got = curves[off[i]:off[i + 1]]
+        want = brute_curve(v[i], costs, int(budgets[i]), cap, gap, int(since[i]))
+        np.testing.assert_allclose(got, want, atol=1e-12)
+        assert np.all(np.diff(got) >= 0)  # V_i(b) non-decreasing
+
+
+@given(tiny())
+def test_plans_respect_gap_cap_budget_eligibility_and_reach_the_curve(case):
+    v, costs, budgets, since, cap, gap = case
+    off, curves = value_curves(v, costs, budgets, since, cap=cap, gap=gap)
+    med = plans_at(v, costs, budgets, since, cap=cap, gap=gap)
+    for i in range(v.shape[0]):
+        plan = med[i].tolist()
+        assert feasible(plan, costs, cap, gap, int(since[i]), int(budgets[i]))
+        assert all(v[i, m, t] > 0 for t, m in enumerate(plan) if m >= 0)
+        val = sum(v[i, m, t] for t, m in enumerate(plan) if m >= 0)
+        assert val == pytest.approx(curves[off[i + 1] - 1])
+
+
+@given(tiny())
+def test_hull_vertices_lie_on_the_curve_and_are_concave(case):
+    v, costs, budgets, since, cap, gap = case
+    off, curves = value_curves(v, costs, budgets, since, cap=cap, gap=gap)
+    hoff, hb, hv = concave_hulls(v, costs, budgets, since, cap=cap, gap=gap)
+    for i in range(v.shape[0]):
+        b, y = hb[hoff[i]:hoff[i + 1]], hv[hoff[i]:hoff[i + 1]]
+        curve = curves[off[i]:off[i + 1]]
+        assert b[0] == 0 and y[0] == 0
+        np.testing.assert_allclose(y, curve[b])
+        assert y[-1] == curve.max()
+        slopes = np.diff(y) / np.diff(b)
+        assert np.all(np.diff(slopes) < 0) and np.all(slopes > 0)
+        for bb in range(curve.size):  # every curve point under the hull
+            assert curve[bb] <= np.interp(bb, b, y) + 1e-9
+
+
+def test_negative_values_are_never_contacted():
+    v = -np.ones((4, 2, 6))
+    med = plans_at(v, np.array([1, 2]), np.full(4, 10), np.full(4, 9), cap=3, gap=0)
+    assert (med == -1).all()
+
+
+def _instance(seed, n, M=2, T=4, with_capacity=False):
+    rng = np.random.default_rng(seed)
+    v = np.round(rng.gamma(2.0, 1.0, (n, M, T)) - 0.8, 3)
+    v[rng.random(v.shape) < 0.1] = np.nan
+    costs = rng.integers(1, 4, M)
+    budgets = rng.integers(0, 9, n)
+    since = rng.integers(1, 4, n)
+    # a binding global budget: half the spend of the unconstrained plan
+    bg = solve_plan(v, costs, budgets, since, cap=2, gap=1).spend // 2
+    used0 = int((solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg).medium == 0).sum())
+    capacity = np.array([used0 // 2] + [-1] * (M - 1)) if with_capacity else None  # binding too
+    return v, costs, budgets, since, bg, capacity
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_global_budget_against_milp(seed):
+    v, costs, budgets, since, bg, _ = _instance(seed, 200)
+    sol = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg)
+    opt = milp_optimum(v, costs, budgets, since, 2, 1, global_budget=bg)
+    assert sol.bound >= opt - 1e-7 >= sol.value - 2e-7
+    assert sol.spend <= bg
+    assert sol.gap <= 1e-3
+    print(f"seed {seed}: gap {sol.gap:.2e}, (UB-OPT)/UB {(sol.bound - opt) / sol.bound:.2e}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_capacities_against_milp(seed):
+    v, costs, budgets, since, bg, capacity = _instance(10 + seed, 200, with_capacity=True)
+    sol = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg, capacity=capacity)
+    opt = milp_optimum(v, costs, budgets, since, 2, 1, global_budget=bg, capacity=capacity)
+    assert sol.bound >= opt - 1e-7 >= sol.value - 2e-7
+    assert sol.spend <= bg and (sol.medium == 0).sum() <= capacity[0]
+    assert sol.mu[0] > 0  # the capacity binds
+    assert sol.gap <= 0.01
+    print(f"capacity seed {seed}: gap {sol.gap:.2e}, (UB-OPT)/UB {(sol.bound - opt) / sol.bound:.2e}")
+
+
+def test_plan_value_non_decreasing_in_the_global_budget():
+    v, costs, budgets, since, bg, _ = _instance(7, 60)
+    prev = -1.0
+    for b in range(0, 2 * bg, max(1, bg // 12)):
+        sol = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=b)
+        assert sol.spend <= b
+        assert sol.value >= prev - 1e-9
+        prev = sol.value
+
+
+def test_permutation_and_threads_give_identical_plans():
+    from centile.runtime import numba_threads
+
+    v, costs, budgets, since, bg, cap = _instance(3, 300, with_capacity=True)
+    a = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg, capacity=cap)
+    with numba_threads(1):
+        b = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg, capacity=cap)
+    assert np.array_equal(a.medium, b.medium) and a.value == b.value and a.bound == b.bound
