@@ -1,0 +1,322 @@
+"""Attribution: settings, every model overall and per segment, attribution beside incrementality.
+
+Outputs (see :func:`write_attribution`):
+
+* ``attribution.parquet`` -- model, breakdown, segment, channel, conversions, value, share
+  (share of the segment's attributed conversions);
+* ``attribution_removal.parquet`` -- Markov order, breakdown, segment, channel, removal effects,
+  ``p_conversion`` and ``p_conversion_removed``;
+* ``attribution_transitions.parquet`` -- the named transition matrix of each order (overall);
+* ``attribution_incrementality.parquet`` -- per channel whose name equals a contact ``medium``
+  (case-insensitive, or mapped in ``[attribution] channel_media``): attributed conversions per
+  model beside the incremental orders measured by the uplift stage (``incremental`` of the
+  ``orders`` outcome, overall breakdown, summed over the campaigns of that medium and their
+  arms), and their ratio.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from centile.attribution import models as md
+from centile.attribution.journeys import Journeys
+from centile.config import Config, check_keys
+from centile.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KEYS = ("lookback_days", "collapse_repeats", "max_path_length", "half_life_days", "markov_orders", "shapley",
+        "segments", "paths", "separator", "channel_media")
+ATTRIBUTION_COLUMNS = ("model", "breakdown", "segment", "channel", "conversions", "value", "share")
+#: segment columns used when ``[attribution] segments`` is not set (those present)
+DEFAULT_SEGMENTS = ("club", "rfm_segment")
+
+
+@dataclass(frozen=True)
+class AttributionSettings:
+    lookback_days: int = 30
+    collapse_repeats: bool = False
+    max_path_length: int = 0  # 0: every touch
+    half_life_days: float = 7.0
+    markov_orders: tuple[int, ...] = (1,)
+    shapley: bool | None = None  # None: on when there are at most 20 channels (noted otherwise)
+    segments: tuple[str, ...] | None = None  # None: DEFAULT_SEGMENTS where present
+    paths: str | None = None
+    separator: str = " > "
+    channel_media: Mapping[str, str] = field(default_factory=dict)
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    v = raw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ConfigError(f"[attribution] {key} = {v!r}: must be an integer >= {minimum}")
+    return v
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    v = raw.get(key, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"[attribution] {key} = {v!r}: must be true or false")
+    return v
+
+
+def parse_settings(section: Mapping[str, Any], base: Path | None = None) -> AttributionSettings:
+    """``[attribution]`` → :class:`AttributionSettings`; a bad value raises :class:`ConfigError` naming it."""
+    check_keys("[attribution]", section, KEYS)
+    hl = section.get("half_life_days", 7.0)
+    if isinstance(hl, bool) or not isinstance(hl, (int, float)) or not hl > 0 or hl == float("inf"):
+        raise ConfigError(f"[attribution] half_life_days = {hl!r}: must be a positive number of days")
+    orders = section.get("markov_orders", [1])
+    if (not isinstance(orders, list) or not all(isinstance(o, int) and not isinstance(o, bool) for o in orders)
+            or not set(orders) <= {1, 2, 3}):
+        raise ConfigError(f"[attribution] markov_orders = {orders!r}: must be a list of orders among 1, 2, 3 "
+                          "(e.g. [1, 2]; [] for none)")
+    segs = section.get("segments")
+    if segs is not None and (not isinstance(segs, list) or not all(isinstance(s, str) for s in segs)):
+        raise ConfigError(f"[attribution] segments = {segs!r}: must be a list of segment column names")
+    paths = section.get("paths")
+    if paths is not None:
+        if not isinstance(paths, str) or not paths:
+            raise ConfigError(f"[attribution] paths = {paths!r}: must be the file name of a path table")
+        if base is not None and not Path(paths).is_absolute():
+            paths = str(base / paths)
+    sep = section.get("separator", " > ")
+    if not isinstance(sep, str) or sep == "":
+        raise ConfigError(f"[attribution] separator = {sep!r}: must be a non-empty string such as ' > '")
+    cm = section.get("channel_media", {})
+    if not isinstance(cm, Mapping) or not all(isinstance(v, str) for v in cm.values()):
+        raise ConfigError(f"[attribution] channel_media = {cm!r}: must map channel names to contact media, "
+                          'e.g. { newsletter = "email" }')
+    return AttributionSettings(
+        lookback_days=_int(section, "lookback_days", 30, 1), collapse_repeats=_bool(section, "collapse_repeats", False),
+        max_path_length=_int(section, "max_path_length", 0, 0), half_life_days=float(hl),
+        markov_orders=tuple(sorted(set(orders))), shapley=None if "shapley" not in section else _bool(section, "shapley", True),
+        segments=None if segs is None else tuple(segs), paths=paths, separator=sep,
+        channel_media={str(k): v for k, v in cm.items()})
+
+
+def attribution_settings(cfg: Config) -> AttributionSettings:
+    base = Path(cfg.source).parent if cfg.source else None
+    return parse_settings(cfg.section("attribution"), base)
+
+
+@dataclass(frozen=True)
+class AttributionResult:
+    attribution: pl.DataFrame
+    removal: pl.DataFrame
+    transitions: pl.DataFrame
+    incrementality: pl.DataFrame | None
+    summary: dict[str, Any]
+    notes: tuple[str, ...]
+    out: Path | None = None
+
+
+def _models(j: Journeys, st: AttributionSettings) -> tuple[pl.DataFrame, list[md.MarkovResult]]:
+    parts = [md.rule_based(j, st.half_life_days)]
+    if st.shapley or (st.shapley is None and len(j.channels) <= md.kp.MAX_SHAPLEY_CHANNELS):
+        parts.append(md.shapley(j))
+    mk = [md.markov(j, k) for k in st.markov_orders]
+    parts += [md.markov_rows(r, j) for r in mk]
+    return pl.concat(parts), mk
+
+
+def _segment_frame(j: Journeys, segments: pl.DataFrame | None, names: tuple[str, ...] | None,
+                   notes: list[str]) -> list[tuple[str, pl.Series]]:
+    """Per breakdown, the segment label of every journey (null: not in any segment)."""
+    if segments is None or j.customer_id is None:
+        if names:
+            notes.append("attribution: per-segment models need touchpoint journeys and segments; none computed")
+        return []
+    cols = names if names is not None else tuple(c for c in DEFAULT_SEGMENTS if c in segments.columns)
+    missing = [c for c in cols if c not in segments.columns]
+    if missing:
+        raise ConfigError(f"[attribution] segments: no column {missing[0]!r} in the segments "
+                          f"(available: {', '.join(c for c in segments.columns if c != 'customer_id')})")
+    if not cols:
+        return []
+    seg = segments.select("customer_id", *cols).unique("customer_id", keep="first")
+    ids = pl.DataFrame({"customer_id": j.customer_id}).with_row_index("_r")
+    joined = ids.join(seg, on="customer_id", how="left").sort("_r")
+    return [(c, joined[c].cast(pl.String)) for c in cols]
+
+
+def attribute(j: Journeys, st: AttributionSettings, segments: pl.DataFrame | None = None,
+              progress: Any = None) -> AttributionResult:
+    """Every configured model on ``j`` overall and per segment of ``segments`` (customer_id + columns)."""
+    notes: list[str] = []
+    say = progress or (lambda _m: None)
+    say(f"attribution: {j.n:,} journeys over {len(j.channels)} channels")
+    rows, removals, transitions = [], [], []
+
+    def run(sub: Journeys, breakdown: str, segment: str) -> None:
+        frame, mk = _models(sub, st)
+        rows.append(frame.with_columns(breakdown=pl.lit(breakdown), segment=pl.lit(segment)))
+        for r in mk:
+            removals.append(r.removal.with_columns(
+                order=pl.lit(r.order, pl.Int32), breakdown=pl.lit(breakdown), segment=pl.lit(segment),
+                p_conversion=pl.lit(r.p_conversion)))
+            if breakdown == "overall":
+                transitions.append(r.transitions.with_columns(order=pl.lit(r.order, pl.Int32)))
+
+    run(j, "overall", "all")
+    for name, labels in _segment_frame(j, segments, st.segments, notes):
+        say(f"attribution: per {name}")
+        lab = labels.to_numpy()
+        present = labels.drop_nulls().unique().sort().to_list()
+        for value in present:
+            idx = np.flatnonzero(lab == value)
+            sub = j.take(idx)
+            if sub.conv.sum() <= 0:
+                continue
+            run(sub, name, value)
+    if st.shapley is None and len(j.channels) > md.kp.MAX_SHAPLEY_CHANNELS:
+        notes.append(f"attribution: the full Shapley value is limited to {md.kp.MAX_SHAPLEY_CHANNELS} channels "
+                     f"(2**C coalitions); {len(j.channels)} channels, so only the simplified Shapley value is given")
+    if not j.has_time:
+        notes.append("attribution: time decay needs touch timestamps; a path table has none, so it is left out")
+    att = pl.concat(rows)
+    att = att.with_columns(share=pl.when(pl.col("conversions").sum().over("model", "breakdown", "segment") != 0)
+                           .then(pl.col("conversions") / pl.col("conversions").sum().over("model", "breakdown",
+                                                                                             "segment"))
+                           .otherwise(0.0)).select(ATTRIBUTION_COLUMNS)
+    rem = (pl.concat(removals).select("order", "breakdown", "segment", "channel", "removal_effect",
+                                      "removal_effect_value", "p_conversion", "p_conversion_removed")
+           if removals else pl.DataFrame(schema={"order": pl.Int32, "breakdown": pl.String, "segment": pl.String,
+                                                 "channel": pl.String, "removal_effect": pl.Float64,
+                                                 "removal_effect_value": pl.Float64, "p_conversion": pl.Float64,
+                                                 "p_conversion_removed": pl.Float64}))
+    tr = (pl.concat(transitions).select("order", "from_state", "to_state", "weight", "probability")
+          if transitions else pl.DataFrame(schema={"order": pl.Int32, "from_state": pl.String, "to_state": pl.String,
+                                                   "weight": pl.Float64, "probability": pl.Float64}))
+    if j.unattributed_conversions:
+        notes.append(f"attribution: {j.unattributed_conversions:,.0f} conversions had no touchpoint in their "
+                     f"{st.lookback_days}-day lookback and are not attributed")
+    summary = {"journeys": j.n, "channels": list(j.channels), "conversions": float(j.conv.sum()),
+               "nulls": float(j.null.sum()), "value": float(j.value.sum()),
+               "unattributed_conversions": j.unattributed_conversions,
+               "models": att["model"].unique(maintain_order=True).to_list(),
+               "breakdowns": att["breakdown"].unique(maintain_order=True).to_list(),
+               "settings": {"lookback_days": st.lookback_days, "collapse_repeats": st.collapse_repeats,
+                            "max_path_length": st.max_path_length, "half_life_days": st.half_life_days,
+                            "markov_orders": list(st.markov_orders), "shapley": st.shapley,
+                            "paths": st.paths}}
+    return AttributionResult(att, rem, tr, None, summary, tuple(notes))
+
+
+def incrementality(att: pl.DataFrame, uplift: pl.DataFrame, media: pl.DataFrame,
+                   channel_media: Mapping[str, str] | None = None) -> tuple[pl.DataFrame | None, list[str]]:
+    """Attributed conversions (overall, per model) beside the incremental orders measured by uplift.
+
+    ``uplift``: the uplift table (UPLIFT_COLUMNS); ``media``: campaign (string) → medium.
+    A channel maps to the medium of the same name (case-insensitive) unless ``channel_media`` says
+    otherwise. Returns ``None`` and a note when no channel matches a tested medium.
+    """
+    from centile.uplift.compute import preferred_rows
+
+    notes: list[str] = []
+    inc = (preferred_rows(uplift.filter((pl.col("breakdown") == "overall") & (pl.col("outcome") == "orders")))
+           .join(media.with_columns(pl.col("campaign").cast(pl.String)), on="campaign", how="inner")
+           .with_columns(medium=pl.col("medium").str.to_lowercase())
+           .group_by("medium").agg(pl.col("incremental").sum().alias("incremental_conversions"),
+                                   pl.col("uplift_ci_low").mul(pl.col("n_arm")).sum().alias("incremental_ci_low"),
+                                   pl.col("uplift_ci_high").mul(pl.col("n_arm")).sum().alias("incremental_ci_high"),
+                                   pl.col("campaign").n_unique().alias("campaigns")))
+    cm = {k.lower(): v.lower() for k, v in (channel_media or {}).items()}
+    overall = att.filter(pl.col("breakdown") == "overall").with_columns(
+        medium=pl.col("channel").str.to_lowercase().replace(cm))
+    out = overall.join(inc, on="medium", how="inner").with_columns(
+        ratio=pl.when(pl.col("incremental_conversions") != 0)
+        .then(pl.col("conversions") / pl.col("incremental_conversions")).otherwise(None)
+    ).select("channel", "medium", "model", pl.col("conversions").alias("attributed_conversions"),
+             "incremental_conversions", "incremental_ci_low", "incremental_ci_high", "campaigns", "ratio"
+             ).sort("channel", "model")
+    if out.height == 0:
+        tested = ", ".join(sorted(inc["medium"].to_list())) or "none"
+        notes.append(f"attribution: no channel matches a tested contact medium (tested: {tested}); map them in "
+                     "[attribution] channel_media to compare attribution with incrementality")
+        return None, notes
+    notes.append("attribution vs incrementality: channels matched to contact media by name "
+                 f"({', '.join(sorted(set(out['channel'].to_list())))}); incremental = uplift of orders per "
+                 "customer x treated customers in the uplift response window, attributed = all conversions "
+                 "in the lookback, so the ratio also reflects the different windows")
+    return out, notes
+
+
+def write_attribution(res: AttributionResult, staging: Any) -> dict[str, int]:
+    """Write the result files into ``staging`` (a :class:`~centile.io.outputs.Staging`)."""
+    rows = {}
+    for name, df in (("attribution", res.attribution), ("attribution_removal", res.removal),
+                     ("attribution_transitions", res.transitions),
+                     ("attribution_incrementality", res.incrementality)):
+        if df is None:
+            continue
+        df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
+        rows[name] = df.height
+    return rows
+
+
+def summary_doc(res: AttributionResult) -> dict[str, Any]:
+    return dict(res.summary) | {"notes": list(res.notes)}
+
+
+def segment_columns(frames: Sequence[pl.DataFrame]) -> pl.DataFrame | None:
+    """customer_id + every segment column of the given frames (segments, clubs), joined."""
+    out = None
+    for f in frames:
+        if f is None or "customer_id" not in f.columns:
+            continue
+        f = f.select("customer_id", *(c for c in f.columns if c != "customer_id"
+                                      and (out is None or c not in out.columns)))
+        out = f if out is None else out.join(f, on="customer_id", how="full", coalesce=True)
+    return out
+
+
+def journeys_for(session: Any, st: AttributionSettings) -> Journeys:
+    """The journeys of the run: the path table of ``[attribution] paths`` or the session's touchpoints."""
+    from centile.attribution.journeys import journeys_from_session, read_path_table
+
+    if st.paths:
+        return read_path_table(st.paths, st.separator, collapse_repeats=st.collapse_repeats,
+                               max_path_length=st.max_path_length)
+    if session is None or not session.has("touchpoints"):
+        raise ConfigError("attribution needs the touchpoints table (customer_id, ts, channel) or a path table "
+                          "in [attribution] paths")
+    return journeys_from_session(session, lookback_days=st.lookback_days, collapse_repeats=st.collapse_repeats,
+                                 max_path_length=st.max_path_length)
+
+
+def contact_media(session: Any) -> pl.DataFrame | None:
+    """campaign (string) → medium of the contacts table, or None without a medium column."""
+    if session is None or not session.has("contacts", "medium"):
+        return None
+    return session.frame("SELECT DISTINCT CAST(campaign_id AS VARCHAR) AS campaign, CAST(medium AS VARCHAR) AS medium "
+                         "FROM contacts WHERE medium IS NOT NULL ORDER BY 1, 2")
+
+
+def attribution_from_session(session: Any, st: AttributionSettings, segments: pl.DataFrame | None = None,
+                             uplift: pl.DataFrame | None = None, progress: Any = None) -> AttributionResult:
+    """Journeys → every model overall and per segment → beside the uplift table when given."""
+    from dataclasses import replace
+
+    j = journeys_for(session, st)
+    res = attribute(j, st, segments, progress)
+    notes = list(res.notes)
+    inc = None
+    if uplift is not None and uplift.height:
+        media = contact_media(session)
+        if media is None:
+            notes.append("attribution: the contacts table has no medium column; no comparison with incrementality")
+        else:
+            inc, more = incrementality(res.attribution, uplift, media, st.channel_media)
+            notes += more
+    elif uplift is None:
+        notes.append("attribution: no uplift table (run with contacts that have a control group); attribution "
+                     "is not compared with measured incrementality")
+    return replace(res, incrementality=inc, notes=tuple(notes))
