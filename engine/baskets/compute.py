@@ -1,0 +1,334 @@
+"""Association rules per segment from exact item and pair counts (pure: frames in, frames out).
+
+A basket is one order of one customer (``(customer_id, order_id)``; without
+order ids the orders view uses the order day); an item counts once per basket.
+Counting goes "partition → integer counts → merge by addition": item counts
+first, then pair counts among the items frequent in the merged counts, then
+the integer threshold. Every metric is derived from the integer counts at the
+end, so any partitioning and any thread count give the same bytes.
+
+Metrics of a rule A → C (``N`` baskets in the segment):
+
+- support = c(A∪C) / N, confidence = c(A∪C) / c(A), lift = N·c(A∪C) / (c(A)·c(C)),
+- leverage = c(A∪C)/N − c(A)·c(C)/N² (computed as (N·c(A∪C) − c(A)·c(C)) / N²),
+- conviction = (1 − support(C)) / (1 − confidence) = c(A)·(N − c(C)) / (N·(c(A) − c(A∪C))),
+  ``+inf`` when confidence = 1 (c(A∪C) = c(A)).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import polars as pl
+
+from centile.baskets.settings import BasketSettings
+from centile.errors import InputError
+from centile.io.sqlfiles import read_sql
+from centile.kernels.pairs import item_counts, pair_counts
+
+if TYPE_CHECKING:
+    from centile.backend.session import Session
+
+log = logging.getLogger(__name__)
+
+OVERALL = "all"
+NO_SEGMENT = "(none)"
+
+
+@dataclass(frozen=True)
+class Baskets:
+    """Baskets as CSR over dense item codes (codes follow the sorted item values)."""
+
+    offsets: np.ndarray  # int64, n_baskets + 1
+    items: np.ndarray  # int64 codes, increasing inside a basket
+    customer: np.ndarray  # int64 row of the basket's customer in ``customers``
+    excluded: np.ndarray  # customer rows of the baskets over max_basket_items (left out)
+
+
+@dataclass
+class BasketsResult:
+    itemsets: pl.DataFrame
+    rules: pl.DataFrame
+    summary: pl.DataFrame
+    level: str
+    notes: list[str] = field(default_factory=list)
+    out: object = None
+
+
+# ---------------------------------------------------------------------------
+# lines and baskets
+
+def basket_lines(s: Session, level: str, exclude_returned: bool = True) -> pl.DataFrame:
+    """customer_id, order_id, order_ts, item: the valid positive lines with an item at ``level``."""
+    col = "product_id" if level == "product" else "category"
+    if not s.has("orders", col) and not (level == "category" and s.has("products", "category")
+                                         and s.has("orders", "product_id")):
+        raise InputError(f"orders: basket analysis at level {level!r} needs the column `{col}` in the orders "
+                         f"(or products.category with orders.product_id); map it in [tables.orders.columns] "
+                         f"or use --level {'category' if level == 'product' else 'product'}")
+    df = s.frame(read_sql("baskets_lines"), {"exclude_returned": bool(exclude_returned)})
+    return (df.filter(pl.col(col).is_not_null())
+            .select("customer_id", "order_id", "order_ts", pl.col(col).alias("item")))
+
+
+def item_dictionary(lines: pl.DataFrame) -> pl.Series:
+    """The sorted distinct items; an item's code is its position."""
+    return lines.get_column("item").unique().sort()
+
+
+def build_baskets(lines: pl.DataFrame, items: pl.Series, customers: pl.Series,
+                  max_basket_items: int) -> Baskets:
+    """CSR baskets of ``lines`` (customer_id, order_id, item) in (customer, order) order.
+
+    ``customers`` is the sorted customer universe; ``items`` the dictionary.
+    Baskets with more than ``max_basket_items`` distinct items are left out and counted.
+    """
+    codes = pl.DataFrame({"item": items, "code": np.arange(items.len(), dtype=np.int64)})
+    cust = pl.DataFrame({"customer_id": customers, "crow": np.arange(customers.len(), dtype=np.int64)})
+    df = (lines.select("customer_id", "order_id", "item").join(codes, on="item", how="inner")
+          .join(cust, on="customer_id", how="inner")
+          .select("crow", "order_id", "code").unique()
+          .sort("crow", "order_id", "code"))
+    if df.height == 0:
+        empty = np.zeros(0, np.int64)
+        return Baskets(np.zeros(1, np.int64), empty, empty, empty)
+    crow = df.get_column("crow").to_numpy()
+    new = np.ones(df.height, np.bool_)
+    key = df.select(pl.struct("crow", "order_id").rank("dense").alias("k")).get_column("k").to_numpy()
+    new[1:] = key[1:] != key[:-1]
+    starts = np.flatnonzero(new)
+    offsets = np.append(starts, df.height).astype(np.int64)
+    sizes = np.diff(offsets)
+    keep = sizes <= max_basket_items
+    items_arr = df.get_column("code").to_numpy().astype(np.int64)
+    excluded = crow[starts[~keep]].astype(np.int64)
+    if excluded.size:
+        line_keep = np.repeat(keep, sizes)
+        items_arr = items_arr[line_keep]
+        offsets = np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64)
+        starts = starts[keep]
+    return Baskets(offsets, np.ascontiguousarray(items_arr), crow[starts].astype(np.int64), excluded)
+
+
+def subset(b: Baskets, mask: np.ndarray) -> Baskets:
+    """The baskets whose flag in ``mask`` (per basket) is set."""
+    sizes = np.diff(b.offsets)
+    items = b.items[np.repeat(mask, sizes)]
+    offsets = np.concatenate([[0], np.cumsum(sizes[mask])]).astype(np.int64)
+    return Baskets(offsets, np.ascontiguousarray(items), b.customer[mask], np.zeros(0, np.int64))
+
+
+# ---------------------------------------------------------------------------
+# counts: per partition, merged by addition
+
+@dataclass(frozen=True)
+class Counts:
+    """Mergeable counts of one set of baskets: N, item counts and pair counts (a < b)."""
+
+    n: int
+    items: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    ab: np.ndarray
+
+
+def count_itemsets(b: Baskets, n_items: int, threshold: int, partitions: int = 1) -> Counts:
+    """Exact counts of the items and pairs held by at least ``threshold`` baskets.
+
+    With ``partitions > 1`` the baskets are split by customer (row modulo
+    ``partitions``), item counts are summed over the parts, pairs among the
+    items frequent in the sum are counted per part and summed, and the
+    threshold applies to the sums: the same result as one part.
+    """
+    if partitions <= 1:
+        ic = item_counts(b.offsets, b.items, n_items)
+        pa, pb, pc = pair_counts(b.offsets, b.items, n_items, threshold, counts=ic)
+        return Counts(int(b.offsets.size - 1), ic, pa, pb, pc)
+    parts = [subset(b, b.customer % partitions == p) for p in range(partitions)]
+    ic = np.zeros(n_items, np.int64)
+    for p in parts:  # pass 1: item counts merge by addition
+        ic += item_counts(p.offsets, p.items, n_items)
+    freq = (ic >= threshold).astype(np.int64)
+    frames = []
+    for p in parts:  # pass 2: every pair among the globally frequent items, then add
+        pa, pb, pc = pair_counts(p.offsets, p.items, n_items, 1, counts=freq)
+        frames.append(pl.DataFrame({"a": pa, "b": pb, "ab": pc}))
+    merged = (pl.concat(frames).group_by("a", "b").agg(pl.col("ab").sum())
+              .filter(pl.col("ab") >= threshold).sort("a", "b"))
+    return Counts(sum(int(p.offsets.size - 1) for p in parts), ic, merged["a"].to_numpy(),
+                  merged["b"].to_numpy(), merged["ab"].to_numpy())
+
+
+# ---------------------------------------------------------------------------
+# metrics from counts
+
+def rules_from_counts(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Both rules of every pair row (segment_by, segment, a, b, count_a, count_b, count_ab, n_baskets)
+    with every metric derived from the integer counts."""
+    keys = ("segment_by", "segment")
+    fwd = pairs.select(*keys, pl.col("a").alias("antecedent"), pl.col("b").alias("consequent"),
+                       pl.col("count_a").alias("count_antecedent"), pl.col("count_b").alias("count_consequent"),
+                       "count_ab", "n_baskets")
+    bwd = pairs.select(*keys, pl.col("b").alias("antecedent"), pl.col("a").alias("consequent"),
+                       pl.col("count_b").alias("count_antecedent"), pl.col("count_a").alias("count_consequent"),
+                       "count_ab", "n_baskets")
+    r = pl.concat([fwd, bwd]).rename({"count_ab": "count_both"})
+    n = pl.col("n_baskets").cast(pl.Float64)
+    ca = pl.col("count_antecedent")
+    cc = pl.col("count_consequent")
+    cab = pl.col("count_both")
+    return r.with_columns(
+        support=cab.cast(pl.Float64) / n,
+        confidence=cab.cast(pl.Float64) / ca.cast(pl.Float64),
+        lift=(pl.col("n_baskets") * cab).cast(pl.Float64) / (ca * cc).cast(pl.Float64),
+        leverage=(pl.col("n_baskets") * cab - ca * cc).cast(pl.Float64) / (n * n),
+        conviction=pl.when(cab == ca).then(float("inf")).otherwise(
+            (ca * (pl.col("n_baskets") - cc)).cast(pl.Float64) / (n * (ca - cab).cast(pl.Float64))),
+    )
+
+
+def sort_rules(rules: pl.DataFrame) -> pl.DataFrame:
+    """Segment, then lift (rounded to 9 decimals) and support descending, then antecedent, consequent."""
+    return (rules.with_columns(pl.col("lift").round(9).alias("__lift"))
+            .sort("segment_by", "segment", "__lift", "count_both", "antecedent", "consequent",
+                  descending=[False, False, True, True, False, False])
+            .drop("__lift"))
+
+
+# ---------------------------------------------------------------------------
+# segments
+
+def segment_codes(customers: pl.Series, segments: pl.DataFrame | None,
+                  columns: tuple[str, ...]) -> tuple[list[tuple[str, list[str], np.ndarray]], list[str]]:
+    """Per segmentation column: its sorted values and each customer's value code.
+
+    Customers without a value get ``(none)``. Columns absent from ``segments`` are noted and skipped.
+    """
+    out: list[tuple[str, list[str], np.ndarray]] = []
+    notes: list[str] = []
+    for col in columns:
+        if segments is None or col not in segments.columns:
+            notes.append(f"baskets: no segment column {col!r} in this run; rules per {col} are skipped")
+            continue
+        seg = segments.select("customer_id", pl.col(col).cast(pl.String).alias("v")).unique("customer_id",
+                                                                                          keep="first")
+        v = (pl.DataFrame({"customer_id": customers}).join(seg, on="customer_id", how="left", maintain_order="left")
+             .get_column("v").fill_null(NO_SEGMENT))
+        values = v.unique().sort().to_list()
+        codes = v.cast(pl.Enum(values)).to_physical().to_numpy().astype(np.int64)
+        out.append((col, values, codes))
+    return out, notes
+
+
+def compute_baskets(lines: pl.DataFrame, st: BasketSettings, segments: pl.DataFrame | None = None,
+                    partitions: int = 1) -> BasketsResult:
+    """Itemsets (size 1 and 2) and rules overall and per segment from basket lines.
+
+    Parameters
+    ----------
+    lines : DataFrame
+        customer_id, order_id, item (see :func:`basket_lines`).
+    st : BasketSettings
+        Thresholds, segmentation columns, ``max_basket_items``.
+    segments : DataFrame, optional
+        customer_id plus the segmentation columns (e.g. ``club``, ``rfm_segment``).
+    partitions : int
+        Count in that many customer partitions and merge (same result; see :func:`count_itemsets`).
+    """
+    for c in ("customer_id", "order_id", "item"):
+        if c not in lines.columns:
+            raise InputError(f"basket lines: missing column {c!r}")
+    items = item_dictionary(lines)
+    customers = lines.get_column("customer_id").unique().sort()
+    b = build_baskets(lines, items, customers, st.max_basket_items)
+    notes: list[str] = []
+    if b.excluded.size:
+        notes.append(f"baskets: {b.excluded.size} baskets with more than {st.max_basket_items} items were left out "
+                     "(pair work grows with the square of the basket size; raise [baskets] max_basket_items)")
+    groups: list[tuple[str, str, np.ndarray | None, int]] = [(OVERALL, OVERALL, None, int(b.excluded.size))]
+    seg_cols, seg_notes = segment_codes(customers, segments, st.segment_by)
+    notes += seg_notes
+    for col, values, codes in seg_cols:
+        per_basket = codes[b.customer]
+        dropped = np.bincount(codes[b.excluded], minlength=len(values))
+        groups += [(col, val, per_basket == i, int(dropped[i])) for i, val in enumerate(values)]
+    n_items = items.len()
+    item_rows, pair_rows, summary = [], [], []
+    for seg_by, seg, mask, dropped in groups:
+        sub = b if mask is None else subset(b, mask)
+        n = int(sub.offsets.size - 1)
+        thr = st.threshold(n)
+        c = count_itemsets(sub, n_items, thr, partitions)
+        freq = np.flatnonzero(c.items >= thr)
+        item_rows.append(pl.DataFrame({
+            "segment_by": [seg_by] * freq.size, "segment": [seg] * freq.size,
+            "a": freq.astype(np.int64), "count": c.items[freq], "n_baskets": np.full(freq.size, n, np.int64)}))
+        pair_rows.append(pl.DataFrame({
+            "segment_by": [seg_by] * c.a.size, "segment": [seg] * c.a.size, "a": c.a, "b": c.b,
+            "count_a": c.items[c.a], "count_b": c.items[c.b], "count_ab": c.ab,
+            "n_baskets": np.full(c.a.size, n, np.int64)}))
+        summary.append({"segment_by": seg_by, "segment": seg, "n_baskets": n,
+                        "baskets_excluded": dropped,
+                        "threshold": thr, "frequent_items": int(freq.size), "frequent_pairs": int(c.a.size)})
+    return _finish(items, item_rows, pair_rows, summary, st, notes)
+
+
+def _decode(df: pl.DataFrame, items: pl.Series, cols: tuple[str, ...]) -> pl.DataFrame:
+    lookup = items.to_frame("item")
+    for c in cols:
+        df = df.with_columns(pl.col(c).map_batches(
+            lambda s: lookup.get_column("item").gather(s), return_dtype=items.dtype))
+    return df
+
+
+def _finish(items: pl.Series, item_rows: list[pl.DataFrame], pair_rows: list[pl.DataFrame], summary: list[dict],
+            st: BasketSettings, notes: list[str]) -> BasketsResult:
+    schema_i = {"segment_by": pl.String, "segment": pl.String, "a": pl.Int64, "count": pl.Int64,
+                "n_baskets": pl.Int64}
+    ones = pl.concat([r.cast(schema_i) for r in item_rows]) if item_rows else pl.DataFrame(schema=schema_i)
+    schema_p = {"segment_by": pl.String, "segment": pl.String, "a": pl.Int64, "b": pl.Int64, "count_a": pl.Int64,
+                "count_b": pl.Int64, "count_ab": pl.Int64, "n_baskets": pl.Int64}
+    pairs = pl.concat([r.cast(schema_p) for r in pair_rows]) if pair_rows else pl.DataFrame(schema=schema_p)
+    rules = rules_from_counts(pairs)
+    if st.min_confidence > 0:  # exact: count_both * den >= num * count_antecedent
+        num, den = st.min_confidence.numerator, st.min_confidence.denominator
+        rules = rules.filter(pl.col("count_both") * den >= pl.col("count_antecedent") * num)
+    rules = sort_rules(rules)
+    itemsets = pl.concat([
+        ones.select("segment_by", "segment", pl.lit(1, pl.Int8).alias("size"), pl.col("a").alias("item_1"),
+                    pl.lit(None, pl.Int64).alias("item_2"), "count", "n_baskets"),
+        pairs.select("segment_by", "segment", pl.lit(2, pl.Int8).alias("size"), pl.col("a").alias("item_1"),
+                     pl.col("b").alias("item_2"), pl.col("count_ab").alias("count"), "n_baskets"),
+    ]).with_columns(support=pl.col("count").cast(pl.Float64) / pl.col("n_baskets").cast(pl.Float64))
+    itemsets = itemsets.sort("segment_by", "segment", "size", "count", "item_1", "item_2",
+                             descending=[False, False, False, True, False, False], nulls_last=True)
+    itemsets = _decode(itemsets, items, ("item_1", "item_2"))
+    rules = _decode(rules, items, ("antecedent", "consequent"))
+    summ = pl.DataFrame(summary, schema={"segment_by": pl.String, "segment": pl.String, "n_baskets": pl.Int64,
+                                         "baskets_excluded": pl.Int64, "threshold": pl.Int64,
+                                         "frequent_items": pl.Int64, "frequent_pairs": pl.Int64})
+    counts = rules.group_by("segment_by", "segment").agg(pl.len().cast(pl.Int64).alias("rules"))
+    summ = (summ.join(counts, on=["segment_by", "segment"], how="left", maintain_order="left")
+            .with_columns(pl.col("rules").fill_null(0)))
+    return BasketsResult(itemsets, rules, summ, st.level, notes)
+
+
+def write_baskets(res: BasketsResult, staging) -> dict[str, int]:
+    """basket_itemsets, basket_rules, basket_summary (Parquet, zstd)."""
+    out = {}
+    for name, df in (("basket_itemsets", res.itemsets), ("basket_rules", res.rules),
+                     ("basket_summary", res.summary)):
+        df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
+        out[name] = df.height
+    return out
+
+
+def baskets_summary_doc(res: BasketsResult) -> dict:
+    overall = res.summary.filter(pl.col("segment_by") == OVERALL)
+    row = overall.row(0, named=True) if overall.height else {}
+    return {"level": res.level, "baskets": row.get("n_baskets", 0), "threshold": row.get("threshold"),
+            "baskets_excluded": row.get("baskets_excluded", 0), "rules_overall": row.get("rules", 0),
+            "segments": res.summary.height - 1, "rules_total": res.rules.height, "notes": res.notes}

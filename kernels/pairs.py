@@ -1,0 +1,226 @@
+"""Exact item and pair counts over baskets (market-basket analysis).
+
+Baskets come as CSR arrays: basket ``t`` holds ``items[offsets[t]:offsets[t+1]]``,
+dense item codes in ``[0, n_items)``, strictly increasing inside a basket (an
+item counts once per basket). Every count is an integer, so counts of disjoint
+sets of baskets (customer partitions) merge by addition.
+
+Pairs are counted row-wise: an inverted index lists, for every frequent item
+``a``, the baskets holding it; for each ``a`` a dense counter over ``b > a``
+is filled from those baskets and the pairs at or above ``min_count`` are read
+off in ``b`` order. A pair can only reach ``min_count`` when both of its items
+do (anti-monotonicity), so infrequent items never enter the index. Work is
+``sum over baskets of (frequent items)^2 / 2``; memory is the index plus one
+counter of ``n_items`` per block of items. The items are processed in fixed
+blocks in parallel and each block writes its own slice, so the result is the
+same for any thread count.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._flags import JIT, JIT_PARALLEL
+
+_BLOCK = 64  # items per parallel block (fixed: the output never depends on the thread count)
+
+
+@njit(**JIT)
+def _item_counts(offsets, items, n_items):
+    out = np.zeros(n_items, np.int64)
+    for p in range(offsets[-1]):
+        out[items[p]] += 1
+    return out
+
+
+@njit(**JIT)
+def _index(offsets, items, counts, min_count, n_items):
+    """Baskets per frequent item (CSR), each list in basket order (sized by this data's counts)."""
+    local = _item_counts(offsets, items, n_items)
+    start = np.zeros(n_items + 1, np.int64)
+    for i in range(n_items):
+        start[i + 1] = start[i] + (local[i] if counts[i] >= min_count else 0)
+    fill = start[:-1].copy()
+    idx = np.empty(start[-1], np.int64)
+    nb = offsets.size - 1
+    for t in range(nb):
+        for p in range(offsets[t], offsets[t + 1]):
+            i = items[p]
+            if counts[i] >= min_count:
+                idx[fill[i]] = t
+                fill[i] += 1
+    return start, idx
+
+
+@njit(**JIT)
+def _row(a, offsets, items, counts, min_count, start, idx, cnt, touched):
+    """Fill ``cnt`` for pairs (a, b > a); returns the number of touched b (listed in ``touched``)."""
+    nt = 0
+    for q in range(start[a], start[a + 1]):
+        t = idx[q]
+        lo = offsets[t]
+        hi = offsets[t + 1]
+        p = lo
+        while p < hi and items[p] <= a:  # items are increasing: skip to the ones after a
+            p += 1
+        for r in range(p, hi):
+            b = items[r]
+            if counts[b] < min_count:
+                continue
+            if cnt[b] == 0:
+                touched[nt] = b
+                nt += 1
+            cnt[b] += 1
+    return nt
+
+
+@njit(**JIT_PARALLEL)
+def _pairs(offsets, items, counts, min_count, n_items):
+    start, idx = _index(offsets, items, counts, min_count, n_items)
+    nblocks = (n_items + _BLOCK - 1) // _BLOCK
+    per_item = np.zeros(n_items, np.int64)
+    for pass_ in range(2):
+        if pass_ == 1:
+            total = 0
+            pos = np.empty(n_items + 1, np.int64)
+            pos[0] = 0
+            for i in range(n_items):
+                total += per_item[i]
+                pos[i + 1] = total
+            out_a = np.empty(total, np.int64)
+            out_b = np.empty(total, np.int64)
+            out_c = np.empty(total, np.int64)
+        else:
+            pos = np.zeros(1, np.int64)
+            out_a = np.empty(0, np.int64)
+            out_b = np.empty(0, np.int64)
+            out_c = np.empty(0, np.int64)
+        for blk in prange(nblocks):
+            cnt = np.zeros(n_items, np.int64)
+            touched = np.empty(n_items, np.int64)
+            mark = np.zeros(n_items, np.bool_)
+            for a in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
+                if counts[a] < min_count:
+                    continue
+                nt = _row(a, offsets, items, counts, min_count, start, idx, cnt, touched)
+                if pass_ == 0:
+                    k = 0
+                    for s in range(nt):
+                        b = touched[s]
+                        if cnt[b] >= min_count:
+                            k += 1
+                        cnt[b] = 0
+                    per_item[a] = k
+                else:
+                    # b in increasing order: mark the kept ones, then scan the touched range
+                    lo_b = n_items
+                    hi_b = -1
+                    for s in range(nt):
+                        b = touched[s]
+                        if cnt[b] >= min_count:
+                            mark[b] = True
+                            if b < lo_b:
+                                lo_b = b
+                            if b > hi_b:
+                                hi_b = b
+                    w = pos[a]
+                    if pos[a + 1] - pos[a] > 0:
+                        if (pos[a + 1] - pos[a]) * 8 < hi_b - lo_b:
+                            sub = np.empty(pos[a + 1] - pos[a], np.int64)
+                            k = 0
+                            for s in range(nt):
+                                if mark[touched[s]]:
+                                    sub[k] = touched[s]
+                                    k += 1
+                            sub.sort()
+                            for s in range(k):
+                                b = sub[s]
+                                out_a[w] = a
+                                out_b[w] = b
+                                out_c[w] = cnt[b]
+                                w += 1
+                        else:
+                            for b in range(lo_b, hi_b + 1):
+                                if mark[b]:
+                                    out_a[w] = a
+                                    out_b[w] = b
+                                    out_c[w] = cnt[b]
+                                    w += 1
+                    for s in range(nt):
+                        b = touched[s]
+                        cnt[b] = 0
+                        mark[b] = False
+    return out_a, out_b, out_c
+
+
+def _check(offsets, items, n_items):
+    off = np.ascontiguousarray(offsets, dtype=np.int64)
+    it = np.ascontiguousarray(items, dtype=np.int64)
+    n_items = int(n_items)
+    if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != it.size or np.any(np.diff(off) < 0):
+        raise ValueError("offsets must start at 0, be non-decreasing and end at len(items)")
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    if it.size and (it.min() < 0 or it.max() >= n_items):
+        raise ValueError(f"item codes must lie in [0, {n_items})")
+    if it.size > 1:
+        d = np.diff(it)
+        inner = np.ones(it.size - 1, np.bool_)
+        ends = off[1:-1]
+        inner[ends[(ends > 0) & (ends < it.size)] - 1] = False
+        if np.any(d[inner] <= 0):
+            raise ValueError("items must be strictly increasing inside each basket (one count per basket)")
+    return off, it, n_items
+
+
+def item_counts(offsets, items, n_items):
+    """Number of baskets holding each item.
+
+    Parameters
+    ----------
+    offsets : array_like of int, shape (n_baskets + 1,)
+        CSR offsets into ``items``.
+    items : array_like of int, shape (n_lines,)
+        Item codes in ``[0, n_items)``, strictly increasing inside each basket.
+    n_items : int
+        Number of distinct item codes.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_items,)
+    """
+    off, it, n = _check(offsets, items, n_items)
+    return _item_counts(off, it, n)
+
+
+def pair_counts(offsets, items, n_items, min_count=1, counts=None):
+    """Exact co-occurrence counts of every item pair held by at least ``min_count`` baskets.
+
+    Parameters
+    ----------
+    offsets, items, n_items
+        Baskets as in :func:`item_counts`.
+    min_count : int
+        Pairs held by fewer baskets are left out (an integer threshold: no
+        floating-point comparison decides a pair's presence).
+    counts : array_like of int, shape (n_items,), optional
+        Item counts to prune with instead of this data's own (e.g. counts
+        merged over every partition: an item below ``min_count`` there cannot
+        be in a pair at ``min_count``). Only items with ``counts >= min_count``
+        enter the counting.
+
+    Returns
+    -------
+    a, b, count : ndarray of int64
+        Pairs ``a < b`` sorted by ``(a, b)`` and the number of baskets holding both.
+    """
+    off, it, n = _check(offsets, items, n_items)
+    min_count = int(min_count)
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if counts is None:
+        c = _item_counts(off, it, n)
+    else:
+        c = np.ascontiguousarray(counts, dtype=np.int64)
+        if c.shape != (n,):
+            raise ValueError(f"counts must have shape ({n},), got {c.shape}")
+    return _pairs(off, it, c, min_count, n)
