@@ -166,7 +166,7 @@ def read_path_table(path: str | Path, separator: str = " > ", *, collapse_repeat
     if empty.height:
         raise InputError(f"{where}: {empty.height} empty paths; every row needs at least one channel")
     if df.height and not paths.str.contains(separator, literal=True).any():
-        multi = [s for s in _COMMON_SEPARATORS if s.strip() and paths.str.contains(s.strip(), literal=True).any()]
+        multi = [s.strip() for s in _COMMON_SEPARATORS if paths.str.contains(s.strip(), literal=True).any()]
         if multi:
             raise ConfigError(f"[attribution] separator = {separator!r}: no path contains it, but the paths "
                               f"contain {multi[0]!r} (first path: {paths[0]!r}); set separator = {multi[0]!r}")
