@@ -142,7 +142,7 @@ def parse_recommend(raw: Mapping[str, Any], **overrides: Any) -> RecommendSettin
     if isinstance(boost, bool) or not isinstance(boost, int | float) or not (0 <= boost < math.inf):
         raise ConfigError(f"{w} repurchase_boost = {boost!r}: must be a number >= 0")
     seg = raw.get("segment_by", "rfm_segment")
-    if seg is not None and (not isinstance(seg, str) or not seg):
+    if seg is not None and not isinstance(seg, str):
         raise ConfigError(f"{w} segment_by = {seg!r}: must be one column name (or \"\" for none)")
     return RecommendSettings(
         level=_level(raw.get("level", "product"), w),
