@@ -1,0 +1,305 @@
+"""Customer steering: affinity → budget per customer → contact plan with a certified gap.
+
+Pure functions over an open session and frames; the stage and the job call
+:func:`compute_steering`.
+
+* Budget per customer over the horizon (the ``[clv] horizon``, split into
+  ``[steering] periods``): forecast revenue = CLV's discounted expected revenue
+  (BG/NBD or Pareto/NBD expected purchases x Gamma-Gamma expected spend, monthly
+  discounted: ``clv / [clv] margin``); cost of goods = forecast x the customer's
+  cost-of-goods ratio (from ``unit_cost`` of their past lines; the overall ratio of
+  costed lines, or ``[steering] cost_ratio`` without ``unit_cost``); target margin =
+  ``target_margin`` x forecast; budget = max(0, forecast - cost of goods - target
+  margin), floored to integer ``cost_unit``s. Customers of the customers table
+  without orders (not in ``clv``) get the median budget of the one-time buyers
+  (clv frequency 0), the nearest group with history.
+* Value of a contact: affinity[i, m] x expected order margin[i] (expected order
+  value x (1 - cost ratio)) x seasonality[t] - cost[m].
+* Eligibility: global holdout members ([holdout] global_share) are never contacted;
+  ``[steering.media.<m>] audience`` names a boolean customers column (opt-in).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from centile.errors import InputError
+from centile.io.sqlfiles import read_sql
+from centile.steering.affinity import affinity_table
+from centile.steering.settings import Medium, SteeringSettings
+from centile.steering.solve import Solution, solve_plan
+
+log = logging.getLogger(__name__)
+
+NEVER = 1_000_000  # periods since the last contact of a customer never contacted
+
+
+@dataclass(frozen=True)
+class SteeringResult:
+    """Outputs of :func:`compute_steering` (``out``: the folder written by the job)."""
+
+    affinity: pl.DataFrame
+    priors: pl.DataFrame
+    budgets: pl.DataFrame
+    plan: pl.DataFrame
+    summary_table: pl.DataFrame
+    solution: Solution
+    summary: dict[str, Any]
+    notes: tuple[str, ...] = ()
+    out: Path | None = field(default=None, compare=False)
+
+
+def media_from_contacts(s: Any) -> tuple[Medium, ...]:
+    """Without ``[steering.media.*]``: every medium of the contacts table at its median
+    treatment cost (media without a positive cost are left out)."""
+    df = s.frame("SELECT CAST(medium AS VARCHAR) AS medium, median(cost) AS cost FROM contacts "
+                 "WHERE coalesce(\"group\", 'treatment') <> 'control' AND medium IS NOT NULL AND cost > 0 "
+                 "GROUP BY 1 ORDER BY 1")
+    return tuple(Medium(m, float(c)) for m, c in df.iter_rows())
+
+
+def cost_units(media: tuple[Medium, ...], unit: float) -> np.ndarray:
+    """Media costs in integer units of ``unit`` (at least 1)."""
+    return np.array([max(1, round(m.cost / unit)) for m in media], np.int64)
+
+
+def budget_table(clv: pl.DataFrame, spend: pl.DataFrame | None, st: SteeringSettings, *,
+                 clv_margin: float = 1.0, model: str = "bgnbd+gamma_gamma",
+                 new_customers: pl.Series | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """Budget per customer (see the module docstring).
+
+    ``clv``: customer_id, frequency, expected_order_value, clv (``clv.parquet``);
+    ``spend``: customer_id, revenue, costed_revenue, cost (``sql/steering_spend.sql``) or None.
+    Returns customer_id, forecast_revenue, cost_ratio, cost_of_goods, target_margin,
+    budget, budget_units, expected_order_margin, model, sorted by customer_id.
+    """
+    notes: list[str] = []
+    df = clv.select("customer_id", "frequency", "expected_order_value", "clv")
+    if spend is not None and spend["costed_revenue"].sum() > 0:
+        overall = float(spend["cost"].sum() / spend["costed_revenue"].sum())
+        df = df.join(spend.select("customer_id", "costed_revenue", "cost"), on="customer_id", how="left")
+        ratio = (pl.when(pl.col("costed_revenue") > 0).then(pl.col("cost") / pl.col("costed_revenue"))
+                 .otherwise(overall).clip(0.0, 1.0))
+        df = df.with_columns(cost_ratio=ratio).drop("costed_revenue", "cost")
+    else:
+        notes.append(f"no unit_cost in orders: cost of goods = [steering] cost_ratio = {st.cost_ratio}")
+        df = df.with_columns(cost_ratio=pl.lit(st.cost_ratio))
+    margin = clv_margin if clv_margin > 0 else 1.0
+    df = df.with_columns(forecast_revenue=(pl.col("clv") / margin).fill_nan(0.0).fill_null(0.0).clip(0.0))
+    df = df.with_columns(cost_of_goods=pl.col("forecast_revenue") * pl.col("cost_ratio"),
+                         target_margin=pl.col("forecast_revenue") * st.target_margin)
+    df = df.with_columns(budget=(pl.col("forecast_revenue") - pl.col("cost_of_goods") - pl.col("target_margin"))
+                         .clip(0.0),
+                         expected_order_margin=(pl.col("expected_order_value") * (1 - pl.col("cost_ratio")))
+                         .fill_nan(0.0).fill_null(0.0),
+                         model=pl.lit(model))
+    if new_customers is not None:
+        fresh = new_customers.filter(~new_customers.is_in(df["customer_id"].implode()))
+        if fresh.len():
+            base = df.filter(pl.col("frequency") == 0)
+            base = base if base.height else df
+            med = {c: float(base[c].median() or 0.0) for c in
+                   ("forecast_revenue", "cost_ratio", "cost_of_goods", "target_margin", "budget",
+                    "expected_order_margin", "expected_order_value")}
+            new = pl.DataFrame({"customer_id": fresh, "frequency": pl.Series([None] * fresh.len(), dtype=pl.Float64),
+                                **{c: [v] * fresh.len() for c, v in med.items()},
+                                "clv": [None] * fresh.len(), "model": ["new: median of one-time buyers"] * fresh.len()})
+            df = pl.concat([df, new.select(df.columns).cast(dict(df.schema))])
+            notes.append(f"{fresh.len():,} customers without orders get the median budget of the one-time buyers")
+    # integer cost units: floor, with a relative epsilon so 1.0 / 0.01 is 100 units, not 99
+    df = df.with_columns(budget_units=(pl.col("budget") / st.cost_unit * (1 + 1e-12)).floor().cast(pl.Int64))
+    return (df.select("customer_id", "forecast_revenue", "cost_ratio", "cost_of_goods", "target_margin", "budget",
+                      "budget_units", "expected_order_margin", "model").sort("customer_id"), notes)
+
+
+def _since(responses: pl.DataFrame, ids: pl.Series, as_of: dt.date, period_days: float) -> np.ndarray:
+    last = (responses.filter(~pl.col("control")).group_by("customer_id").agg(pl.col("last_sent").max()))
+    a = pl.DataFrame({"customer_id": ids}).join(last, on="customer_id", how="left")
+    start = dt.datetime.combine(as_of, dt.time())
+    age = a.select((pl.lit(start) - pl.col("last_sent")).dt.total_seconds() / 86400.0)[:, 0].to_numpy()
+    since = np.floor(np.nan_to_num(age, nan=np.inf) / period_days) + 1
+    return np.where(np.isfinite(since), np.minimum(since, NEVER), NEVER).astype(np.int64)
+
+
+def contact_values(budgets: pl.DataFrame, affinity: pl.DataFrame, media: tuple[Medium, ...],
+                   st: SteeringSettings, eligible: np.ndarray) -> np.ndarray:
+    """v[i, m, t] = affinity x expected order margin x season[t] - cost[m]; NaN where not eligible.
+
+    ``budgets`` and ``affinity`` are sorted by customer_id (affinity: media in order);
+    ``eligible`` (n, M) bool.
+    """
+    n, M = budgets.height, len(media)
+    aff = np.zeros((n, M))
+    for j, m in enumerate(media):
+        col = affinity.filter(pl.col("medium") == m.name)["affinity"].to_numpy()
+        aff[:, j] = col
+    om = budgets["expected_order_margin"].to_numpy()
+    season = np.asarray(st.season(), float)
+    cost = np.array([m.cost for m in media])
+    v = aff[:, :, None] * om[:, None, None] * season[None, None, :] - cost[None, :, None]
+    v[~eligible] = np.nan
+    return v
+
+
+def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_horizon_days: float,
+                     clv_margin: float = 1.0, global_holdout: pl.Series | None = None,
+                     segments: pl.DataFrame | None = None, progress: Any = None) -> SteeringResult:
+    """Affinity, budgets and the plan from an open session and the CLV frame.
+
+    Parameters
+    ----------
+    s : Session
+        Needs ``orders`` and ``contacts`` (with ``medium``); ``customers`` adds new
+        customers and audiences.
+    clv : DataFrame
+        The CLV stage's frame (``clv.parquet``).
+    clv_horizon_days : float
+        The CLV horizon in days; the plan's horizon.
+    global_holdout : Series, optional
+        Ids of the global holdout members: never contacted.
+    segments : DataFrame, optional
+        customer_id and ``rfm_segment`` for the summary by segment.
+    """
+    say = progress or (lambda _m: None)
+    notes: list[str] = []
+    if not s.has("contacts"):
+        raise InputError("steering needs the contacts table (customer_id, campaign_id, sent_ts, medium, cost, "
+                         "group) for medium affinity")
+    if not s.has("contacts", "medium"):
+        raise InputError("steering: the contacts table has no medium column; add it (catalogue, email, ...)")
+    media = st.media or media_from_contacts(s)
+    if not st.media:
+        notes.append("media from the contacts table at their median cost: " +
+                     ", ".join(f"{m.name} {m.cost:g}" for m in media))
+    if not media:
+        raise InputError("steering: no media: add [steering.media.<name>] cost = ... or contacts with medium and "
+                         "a positive cost")
+    period_days = clv_horizon_days / st.periods
+    say("steering: budgets")
+    spend = s.frame(read_sql("steering_spend"))
+    new = None
+    if s.has("customers"):
+        new = s.frame("SELECT DISTINCT customer_id FROM customers WHERE customer_id IS NOT NULL")["customer_id"]
+    budgets, bnotes = budget_table(clv, spend, st, clv_margin=clv_margin, new_customers=new)
+    notes.extend(bnotes)
+    ids = budgets["customer_id"]
+    say("steering: medium affinity (empirical Bayes)")
+    resp = s.frame(read_sql("steering_responses"), {"as_of": s.as_of, "window": st.response_days})
+    shares = None
+    if any(m.categories for m in media):
+        cat = s.frame(read_sql("steering_category_spend"))
+        total = cat.group_by("customer_id").agg(total=pl.col("revenue").sum())
+        shares = {}
+        for m in media:
+            if not m.categories:
+                continue
+            inm = (cat.filter(pl.col("category").is_in(list(m.categories))).group_by("customer_id")
+                   .agg(inm=pl.col("revenue").sum()))
+            overall = float(inm["inm"].sum()) / max(float(total["total"].sum()), 1e-12)
+            a = (pl.DataFrame({"customer_id": ids}).join(total, on="customer_id", how="left")
+                 .join(inm, on="customer_id", how="left"))
+            shares[m.name] = a.select(
+                pl.when(pl.col("total") > 0).then(pl.col("inm").fill_null(0.0) / pl.col("total"))
+                .otherwise(overall).clip(0.0, 1.0))[:, 0].to_numpy()
+    aff, priors = affinity_table(resp, ids, [m.name for m in media], shares)
+    eligible = np.ones((ids.len(), len(media)), bool)
+    if global_holdout is not None:
+        eligible[ids.is_in(global_holdout.implode()).to_numpy()] = False
+    for j, m in enumerate(media):
+        if m.audience:
+            if not s.has("customers", m.audience):
+                raise InputError(f"[steering.media.{m.name}] audience = {m.audience!r}: the customers table has no "
+                                 "such column; add it (true = may be contacted) or remove the key")
+            a = s.frame(f'SELECT customer_id, CAST({_q(m.audience)} AS BOOLEAN) AS ok FROM customers')
+            ok = pl.DataFrame({"customer_id": ids}).join(a, on="customer_id", how="left")["ok"].fill_null(False)
+            eligible[:, j] &= ok.to_numpy()
+    values = contact_values(budgets, aff, media, st, eligible)
+    since = _since(resp, ids, s.as_of, period_days)
+    say(f"steering: planning {ids.len():,} customers x {len(media)} media x {st.periods} periods")
+    return plan_from_values(ids, values, media, st, budgets, since, aff, priors, notes, segments, period_days)
+
+
+def _q(name: str) -> str:
+    from centile.io.sqlfiles import ident
+
+    return ident(name)
+
+
+def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ...], st: SteeringSettings,
+                     budgets: pl.DataFrame, since: np.ndarray, aff: pl.DataFrame, priors: pl.DataFrame,
+                     notes: list[str], segments: pl.DataFrame | None, period_days: float) -> SteeringResult:
+    """Solve and tabulate (customers sorted by id, so the plan does not depend on input order)."""
+    costs = cost_units(media, st.cost_unit)
+    for m, c in zip(media, costs, strict=True):
+        if abs(c * st.cost_unit - m.cost) > 1e-9 * max(1.0, m.cost):
+            notes.append(f"{m.name}: cost {m.cost:g} rounded to {c} units of {st.cost_unit:g}")
+    capacity = np.array([-1 if m.capacity is None else m.capacity for m in media], np.int64)
+    gb = None if st.global_budget is None else int(math.floor(st.global_budget / st.cost_unit * (1 + 1e-12)))
+    sol = solve_plan(values, costs, budgets["budget_units"].to_numpy(), since, cap=st.cap, gap=st.gap,
+                     global_budget=gb, capacity=capacity, iterations=st.iterations)
+    ii, tt = np.nonzero(sol.medium >= 0)
+    mm = sol.medium[ii, tt]
+    names = pl.Series([m.name for m in media], dtype=pl.String)
+    plan = pl.DataFrame({"customer_id": ids.gather(ii), "period": (tt + 1).astype(np.int32),
+                         "medium": names.gather(mm), "value": values[ii, mm, tt],
+                         "cost": (costs[mm] * st.cost_unit)})
+    table = summary_table(plan, media, sol, st, segments)
+    spent = sol.spend * st.cost_unit
+    summary = {"customers": int(ids.len()), "media": [m.name for m in media], "periods": st.periods,
+               "period_days": period_days, "contacts": plan.height,
+               "customers_contacted": int((sol.medium >= 0).any(axis=1).sum()), "value": sol.value,
+               "bound": sol.bound, "gap": sol.gap, "lambda": sol.lam,
+               "mu": {m.name: float(x) for m, x in zip(media, sol.mu, strict=True)}, "spend": spent,
+               "global_budget": st.global_budget, "budget_total": float(budgets["budget"].sum()),
+               "evaluations": sol.evaluations, "settings": st.as_dict()}
+    return SteeringResult(aff, priors, budgets, plan, table, sol, summary, tuple(notes))
+
+
+def summary_table(plan: pl.DataFrame, media: tuple[Medium, ...], sol: Solution, st: SteeringSettings,
+                  segments: pl.DataFrame | None) -> pl.DataFrame:
+    """Contacts, cost and expected incremental margin by medium, by period and by segment
+    (``level`` / ``key``), with lambda, mu (medium rows) and the certified gap."""
+    mu = {m.name: float(x) for m, x in zip(media, sol.mu, strict=True)}
+    cap = {m.name: m.capacity for m in media}
+
+    def agg(df: pl.DataFrame, col: str, level: str) -> pl.DataFrame:
+        return (df.group_by(col).agg(contacts=pl.len(), cost=pl.col("cost").sum(), value=pl.col("value").sum())
+                .with_columns(level=pl.lit(level), key=pl.col(col).cast(pl.String)).drop(col))
+
+    parts = [agg(plan, "medium", "medium"), agg(plan, "period", "period")]
+    if segments is not None and "rfm_segment" in segments.columns:
+        seg = plan.join(segments.select("customer_id", "rfm_segment"), on="customer_id", how="left")
+        parts.append(agg(seg.with_columns(pl.col("rfm_segment").fill_null("(none)")), "rfm_segment", "segment"))
+    parts.append(plan.select(contacts=pl.len().cast(pl.UInt32), cost=pl.col("cost").sum(),
+                             value=pl.col("value").sum()).with_columns(level=pl.lit("total"), key=pl.lit("all")))
+    out = pl.concat([p.select("level", "key", pl.col("contacts").cast(pl.Int64), "cost", "value") for p in parts])
+    out = out.with_columns(
+        capacity=pl.when(pl.col("level") == "medium").then(pl.col("key").replace_strict(
+            cap, default=None, return_dtype=pl.Int64)),
+        mu=pl.when(pl.col("level") == "medium").then(pl.col("key").replace_strict(
+            mu, default=None, return_dtype=pl.Float64)),
+        **{"lambda": pl.lit(sol.lam), "gap": pl.lit(sol.gap), "bound": pl.lit(sol.bound)})
+    order = {"total": 0, "medium": 1, "period": 2, "segment": 3}
+    return (out.with_columns(_o=pl.col("level").replace_strict(order, return_dtype=pl.Int32),
+                             _k=pl.when(pl.col("level") == "period").then(pl.col("key").cast(pl.Int64, strict=False)))
+            .sort("_o", "_k", "key").drop("_o", "_k"))
+
+
+def write_steering(res: SteeringResult, staging: Any) -> dict[str, int]:
+    """affinity, affinity_priors, budgets, plan, plan_summary (Parquet) and steering.json."""
+    files = {"affinity": res.affinity, "affinity_priors": res.priors, "budgets": res.budgets, "plan": res.plan,
+             "plan_summary": res.summary_table}
+    for name, df in files.items():
+        df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
+    Path(staging.path("steering.json")).write_text(
+        json.dumps({**res.summary, "notes": list(res.notes)}, indent=2, default=str) + "\n")
+    return {k: v.height for k, v in files.items()}

@@ -1,0 +1,44 @@
+"""``centile run`` stage of customer steering: runs when a ``[steering]`` section exists,
+after CLV (its budgets and expected order values) and, when present, the segments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from centile.config import Config, register_config_section
+from centile.pipeline import Context, Stage, register_stage
+from centile.steering.compute import write_steering
+from centile.steering.job import steer
+from centile.steering.settings import steering_settings
+
+
+def _run(ctx: Context) -> dict[str, int]:
+    st = ctx.cfg.settings("steering")
+    with ctx.staging.timed("steering"):
+        res = steer(ctx.open(), ctx.cfg, st, ctx.frame("clv"), ctx.frame_or_none("segments"), progress=ctx.say)
+    ctx.publish(plan=res.plan, budgets=res.budgets)
+    ctx.summaries["steering"] = res.summary
+    ctx.notes.extend(f"steering: {n}" for n in res.notes)
+    return write_steering(res, ctx.staging)
+
+
+def _skip(ctx: Context) -> str | None:
+    if "steering" not in ctx.cfg.as_dict().get("sections", {}):
+        return "no [steering] section"
+    s = ctx.open()
+    if not s.has("contacts", "medium"):
+        return "no contacts table with a medium column"
+    return None
+
+
+def _config(cfg: Config) -> dict[str, Any]:
+    sections = cfg.as_dict().get("sections", {})
+    return {"seed": cfg.seed, "as_of": cfg.as_dict().get("as_of"), "steering": sections.get("steering"),
+            "holdout": sections.get("holdout"), "clv": sections.get("clv")}
+
+
+STAGE = register_stage(Stage(
+    "steering", _run, writes=("affinity", "affinity_priors", "budgets", "plan", "plan_summary"),
+    reads=("clv",), uses=("segments",), tables=("orders", "contacts", "customers"), config=_config, skip=_skip))
+
+register_config_section("steering", steering_settings)
