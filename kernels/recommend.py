@@ -4,7 +4,8 @@ A customer's candidate score is ``sum_i w_i * s(i, j)`` over the items ``i`` of
 their history (weights ``w_i``, e.g. recency-decayed purchase counts) and the
 neighbours ``j`` of ``i`` (scores ``s``, e.g. cosine or lift of co-occurrence
 counts). Items already bought are left out (``new_only``) or boosted by
-``boost * w_j``. The best ``k`` are selected with the selection kernel of
+``boost * w_j`` (items of weight 0, e.g. returned in full, count as bought but
+are not boosted). The best ``k`` are selected with the selection kernel of
 :mod:`centile.kernels.topk` (no full sort of the candidates); ties go to the
 smaller item code. When fewer than ``k`` candidates score, the rest is filled
 from the customer's segment popularity order (again without bought items
@@ -60,7 +61,7 @@ def _recommend(h_off, h_items, h_w, n_off, n_items, n_score, new_only, boost, se
                 i = h_items[p]
                 if new_only:
                     vals[i, 0] = np.nan
-                else:
+                elif h_w[p] > 0:
                     if np.isnan(vals[i, 0]):
                         vals[i, 0] = 0.0
                         touched[nt] = i
@@ -115,7 +116,8 @@ def recommend(h_off, h_items, h_weight, n_off, n_items, n_score, n_total, k, *, 
     k : int
         Recommendations per customer.
     new_only : bool
-        Leave out items in the customer's history; otherwise add ``boost * w_j``.
+        Leave out items in the customer's history; otherwise add ``boost * w_j``
+        (only for ``w_j > 0``).
     segment : array_like of int, shape (n_customers,), optional
         Segment code per customer (default all 0).
     pop_order : array_like of int, shape (n_segments, L), optional

@@ -30,7 +30,7 @@ def _brute(hist, neigh, k, new_only, boost, pop):
         for i, w in h.items():
             if new_only:
                 scores.pop(i, None)
-            else:
+            elif w > 0:
                 scores[i] = scores.get(i, 0.0) + boost * w
         ranked = [j for j, _ in sorted(scores.items(), key=lambda t: (-t[1], t[0]))][:k]
         for j in pop:
@@ -42,7 +42,7 @@ def _brute(hist, neigh, k, new_only, boost, pop):
     return out
 
 
-hist_st = st.lists(st.dictionaries(st.integers(0, M - 1), st.sampled_from([0.25, 0.5, 1.0, 2.0]), max_size=4),
+hist_st = st.lists(st.dictionaries(st.integers(0, M - 1), st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0]), max_size=4),
                    min_size=1, max_size=8)
 neigh_st = st.dictionaries(st.tuples(st.integers(0, M - 1), st.integers(0, M - 1)).filter(lambda t: t[0] != t[1]),
                            st.sampled_from([0.125, 0.25, 0.5, 1.0]), max_size=12)

@@ -62,16 +62,22 @@ class BasketsResult:
 # lines and baskets
 
 def basket_lines(s: Session, level: str, exclude_returned: bool = True) -> pl.DataFrame:
-    """customer_id, order_id, order_ts, item: the valid positive lines with an item at ``level``."""
+    """customer_id, order_id, order_ts, item, kept: the valid positive lines with an item at ``level``.
+
+    ``kept`` is false for lines returned in full; with ``exclude_returned`` they are left out here.
+    """
     col = "product_id" if level == "product" else "category"
     if not s.has("orders", col) and not (level == "category" and s.has("products", "category")
                                          and s.has("orders", "product_id")):
         raise InputError(f"orders: basket analysis at level {level!r} needs the column `{col}` in the orders "
                          f"(or products.category with orders.product_id); map it in [tables.orders.columns] "
                          f"or use --level {'category' if level == 'product' else 'product'}")
-    df = s.frame(read_sql("baskets_lines"), {"exclude_returned": bool(exclude_returned)})
-    return (df.filter(pl.col(col).is_not_null())
-            .select("customer_id", "order_id", "order_ts", pl.col(col).alias("item")))
+    df = s.frame(read_sql("baskets_lines"))
+    df = df.filter(pl.col(col).is_not_null())
+    if exclude_returned:
+        df = df.filter(~pl.col("returned_in_full"))
+    return df.select("customer_id", "order_id", "order_ts", pl.col(col).alias("item"),
+                     (~pl.col("returned_in_full")).alias("kept"))
 
 
 def item_dictionary(lines: pl.DataFrame) -> pl.Series:

@@ -55,6 +55,7 @@ class Model:
 
 def fit(lines: pl.DataFrame, st: RecommendSettings, items: pl.Series, max_basket_items: int = 200) -> Model:
     """Item-item neighbour lists from the baskets of ``lines`` (codes from ``items``)."""
+    lines = _kept(lines)
     customers = lines.get_column("customer_id").unique().sort()
     b = build_baskets(lines, items, customers, max_basket_items)
     m = items.len()
@@ -76,20 +77,30 @@ def fit(lines: pl.DataFrame, st: RecommendSettings, items: pl.Series, max_basket
 
 def histories(lines: pl.DataFrame, items: pl.Series, customers: pl.Series, as_of: dt.date,
               half_life_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR (offsets, item codes, weights) of each customer's bought items, recency-decayed."""
+    """CSR (offsets, item codes, weights) of each customer's bought items, recency-decayed.
+
+    Lines with ``kept`` false (returned in full) make an item bought but add no weight.
+    """
     codes = pl.DataFrame({"item": items, "code": np.arange(items.len(), dtype=np.int64)})
     cust = pl.DataFrame({"customer_id": customers, "crow": np.arange(customers.len(), dtype=np.int64)})
     end = dt.datetime.combine(as_of, dt.time())
     per_basket = (lines.join(codes, on="item", how="inner").join(cust, on="customer_id", how="inner")
-                  .group_by("crow", "order_id", "code").agg(pl.col("order_ts").min()))
+                  .group_by("crow", "order_id", "code")
+                  .agg(pl.col("order_ts").min(), (pl.col("kept").any() if "kept" in lines.columns else pl.lit(True)).alias("kept")))
     age = (pl.lit(end) - pl.col("order_ts")).dt.total_seconds() / 86400.0
     h = (per_basket.with_columns(
-        w=((pl.lit(0.5) ** (age.clip(lower_bound=0.0) / half_life_days)) * _UNITS).round(0).cast(pl.Int64))
+        w=pl.when(pl.col("kept")).then(
+            ((pl.lit(0.5) ** (age.clip(lower_bound=0.0) / half_life_days)) * _UNITS).round(0)).otherwise(0.0)
+        .cast(pl.Int64))
          .group_by("crow", "code").agg(pl.col("w").sum()).sort("crow", "code"))
     off = np.zeros(customers.len() + 1, np.int64)
     np.add.at(off, h.get_column("crow").to_numpy() + 1, 1)
     return (np.cumsum(off), h.get_column("code").to_numpy().astype(np.int64),
             h.get_column("w").to_numpy().astype(np.float64) / _UNITS)
+
+
+def _kept(lines: pl.DataFrame) -> pl.DataFrame:
+    return lines.filter(pl.col("kept")) if "kept" in lines.columns else lines
 
 
 def popularity_order(counts: np.ndarray, seg_counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +162,7 @@ def recommend_for(lines: pl.DataFrame, st: RecommendSettings, as_of: dt.date,
         seg, n_seg = np.zeros(customers.len(), np.int64), 1
     m = items.len()
     if n_seg > 1:
-        b = build_baskets(lines, items, customers, 1 << 62)
+        b = build_baskets(_kept(lines), items, customers, 1 << 62)
         per_basket = seg[b.customer]
         seg_counts = []
         sizes = np.diff(b.offsets)
@@ -221,7 +232,7 @@ def evaluate(lines: pl.DataFrame, st: RecommendSettings, cutoff: dt.date,
     model = fit(train, st, items)
     users = train.get_column("customer_id").unique().sort()
     bought = train.select("customer_id", "item").unique()
-    after = test.filter(pl.col("customer_id").is_in(users.implode())).select("customer_id", "item").unique()
+    after = _kept(test).filter(pl.col("customer_id").is_in(users.implode())).select("customer_id", "item").unique()
     relevant = {"all items": after,
                 "new items only": after.join(bought, on=["customer_id", "item"], how="anti")}
     rows = []

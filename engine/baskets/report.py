@@ -1,0 +1,60 @@
+"""report.html section of basket analysis: top rules per segment, and the recommender against popularity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from centile.config import Config
+from centile.report.html import esc, read, table
+from centile.report.sections import register_section
+
+
+def baskets_section(results: Path, cfg: Config | None = None) -> str:
+    rules = read(results, "basket_rules")
+    summary = read(results, "basket_summary")
+    recs = read(results, "recommendations")
+    ev = read(results, "recommendation_eval")
+    if rules is None and recs is None:
+        return ""
+    parts = []
+    top = 10
+    if cfg is not None:
+        try:
+            top = cfg.settings("baskets").top_rules
+        except KeyError:
+            pass
+    if summary is not None:
+        parts += ['<p class="muted">A basket is one order; an item counts once per basket. A rule A → C is '
+                  "kept when at least <em>threshold</em> baskets of its segment hold both (an integer count). "
+                  "Lift = N·c(A∪C)/(c(A)·c(C)).</p>",
+                  table(summary, left=("segment_by", "segment"), table_id="basket-summary")]
+    if rules is not None and rules.height:
+        best = (rules.with_columns(r=pl.int_range(pl.len()).over("segment_by", "segment"))
+                .filter(pl.col("r") < top)
+                .select("segment_by", "segment", pl.col("antecedent").cast(pl.String),
+                        pl.col("consequent").cast(pl.String), "lift", "support", "confidence", "count_both",
+                        "n_baskets"))
+        parts += [f"<h3>Top {top} rules per segment (by lift)</h3>",
+                  table(best, left=("segment_by", "segment", "antecedent", "consequent"),
+                        pct=("support", "confidence"), table_id="basket-rules", max_rows=500)]
+    if ev is not None:
+        cutoff = ev["cutoff"][0] if "cutoff" in ev.columns and ev.height else None
+        verdict = []
+        for r in ev.filter(pl.col("model") == "centile").iter_rows(named=True):
+            word = "beats" if r["beats_popularity"] else "does not beat"
+            verdict.append(f"{esc(r['protocol'])}: the recommender {word} popularity")
+        parts += [f"<h3>Recommendations against popularity (fit before {esc(cutoff)}, scored after)</h3>",
+                  f'<p class="muted">{"; ".join(verdict)}.</p>',
+                  table(ev.drop("cutoff", strict=False), left=("protocol", "model"),
+                        pct=("hit_rate", "precision", "recall"), table_id="recommend-eval")]
+    if recs is not None:
+        src = recs.group_by("source").agg(pl.len().alias("rows")).sort("source")
+        parts += ["<h3>Recommendations</h3>",
+                  f'<p class="muted">{recs["customer_id"].n_unique():,} customers, up to {recs["rank"].max()} '
+                  "items each.</p>", table(src, left=("source",), table_id="recommend-sources")]
+    return f'<section id="baskets"><h2>Baskets and recommendations</h2>{"".join(parts)}</section>'
+
+
+register_section("baskets", "Baskets and recommendations", baskets_section)

@@ -1,0 +1,110 @@
+"""``centile run`` stages of basket analysis (``baskets``: rules per segment) and recommendations
+(``recommend``: top-k per customer, plus the time-split evaluation when ``[recommend] cutoff`` is set).
+
+Both run by default when the orders carry the item column of their level (``product_id``, or a
+category for ``level = "category"``) and are skipped with a reason otherwise; ``enabled = false`` in
+their section turns them off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from centile.baskets.compute import (
+    basket_lines,
+    baskets_summary_doc,
+    compute_baskets,
+    write_baskets,
+)
+from centile.baskets.recommend import (
+    compute_recommendations,
+    recommend_summary_doc,
+    write_recommendations,
+)
+from centile.baskets.settings import parse_baskets, parse_recommend
+from centile.config import Config, register_config_section
+from centile.pipeline import Context, Stage, StageSkipped, register_stage
+from centile.runtime import numba_threads
+
+
+def segment_frame(ctx: Context) -> pl.DataFrame | None:
+    """customer_id plus every segment column of this run (``segments``) and ``club`` (``clubs``)."""
+    seg = ctx.frame_or_none("segments")
+    clubs = ctx.frame_or_none("clubs")
+    if clubs is not None and "club" in clubs.columns:
+        c = clubs.select("customer_id", "club").unique("customer_id", keep="first")
+        if seg is None:
+            return c
+        if "club" not in seg.columns:
+            return seg.join(c, on="customer_id", how="full", coalesce=True)
+    return seg
+
+
+def _item_skip(ctx: Context, level: str, enabled: bool, section: str) -> str | None:
+    if not enabled:
+        return f"[{section}] enabled = false"
+    s = ctx.open()
+    if level == "product" and not s.has("orders", "product_id"):
+        return "the orders have no product_id (map it in [tables.orders.columns], or set level = \"category\")"
+    if level == "category" and not (s.has("orders", "category") or (s.has("orders", "product_id")
+                                                                     and s.has("products", "category"))):
+        return "the orders have no category (nor product_id with products.category)"
+    return None
+
+
+def _run_baskets(ctx: Context) -> dict[str, int]:
+    st = ctx.cfg.settings("baskets")
+    s = ctx.open()
+    ctx.say(f"baskets: exact pair counts per segment ({st.level})")
+    with ctx.staging.timed("baskets"), numba_threads(ctx.cfg.threads):
+        lines = basket_lines(s, st.level, st.exclude_returned)
+        if lines.height == 0:
+            raise StageSkipped("no order lines with an item before as_of")
+        res = compute_baskets(lines, st, segment_frame(ctx))
+    ctx.summaries["baskets"] = baskets_summary_doc(res)
+    ctx.notes.extend(res.notes)
+    return write_baskets(res, ctx.staging)
+
+
+def _run_recommend(ctx: Context) -> dict[str, int]:
+    st = ctx.cfg.settings("recommend")
+    bst = ctx.cfg.settings("baskets")
+    s = ctx.open()
+    ctx.say(f"recommend: top {st.k} {st.level}s per customer")
+    with ctx.staging.timed("recommend"), numba_threads(ctx.cfg.threads):
+        # returned-in-full lines stay in as "bought" (never recommended again under new-only)
+        lines = basket_lines(s, st.level, exclude_returned=False)
+        if not bst.exclude_returned:
+            lines = lines.with_columns(kept=pl.lit(True))
+        if lines.height == 0:
+            raise StageSkipped("no order lines with an item before as_of")
+        res = compute_recommendations(lines, st, s.as_of, segment_frame(ctx), evaluate_cutoff=st.cutoff)
+    ctx.summaries["recommend"] = recommend_summary_doc(res)
+    ctx.notes.extend(res.notes)
+    return write_recommendations(res, ctx.staging)
+
+
+def _config(*names: str):
+    def part(cfg: Config) -> dict[str, Any]:
+        d = cfg.as_dict()
+        return {"as_of": d.get("as_of"), "strict": d.get("strict"), "tables": d.get("tables"),
+                **{n: d["sections"].get(n) for n in names}}
+    return part
+
+
+STAGE = register_stage(Stage(
+    "baskets", _run_baskets, writes=("basket_itemsets", "basket_rules", "basket_summary"),
+    uses=("segments", "clubs"), tables=("orders", "products"), config=_config("baskets"),
+    skip=lambda ctx: _item_skip(ctx, ctx.cfg.settings("baskets").level, ctx.cfg.settings("baskets").enabled,
+                                "baskets")))
+
+RECOMMEND_STAGE = register_stage(Stage(
+    "recommend", _run_recommend, writes=("recommendations", "recommendation_eval"),
+    uses=("segments", "clubs"), tables=("orders", "products"), config=_config("recommend", "baskets"),
+    skip=lambda ctx: _item_skip(ctx, ctx.cfg.settings("recommend").level, ctx.cfg.settings("recommend").enabled,
+                                "recommend")))
+
+register_config_section("baskets", lambda cfg: parse_baskets(cfg.section("baskets")))
+register_config_section("recommend", lambda cfg: parse_recommend(cfg.section("recommend")))
