@@ -191,6 +191,28 @@ def test_centile_run_has_a_steering_stage_only_with_the_section(data, tmp_path):
     res = run_pipeline(load_config(_toml(tmp_path, data)), tmp_path / "out")
     assert res.stages["steering"]["status"] == "ran"
     _check_plan(tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert '<section id="steering">' in html and 'id="steering-gap"' in html and 'id="steering-media"' in html
     plain = run_pipeline(load_config(data=data), tmp_path / "plain")
     assert plain.stages["steering"]["status"] == "skipped"
     assert not (tmp_path / "plain" / "plan.parquet").exists()
+
+
+def test_cli_steer_writes_the_plan_and_maps_bad_config_to_exit_1(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from centile.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["steer", "-c", str(_toml(tmp_path, data)), "--out", str(tmp_path / "o"),
+                            "--global-budget", "150", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["global_budget"] == 150.0 and doc["spend"] <= 150.0 + 1e-9
+    _check_plan(tmp_path / "o", cfg_budget=150.0)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'data = "{data}"\n[steering]\ncpa = 3\n')
+    r = runner.invoke(app, ["steer", "-c", str(bad), "--out", str(tmp_path / "o2")])
+    assert r.exit_code == 1 and "did you mean 'cap'" in r.output
+    r = runner.invoke(app, ["steer", "--help"])
+    assert r.exit_code == 0 and "certified" in r.output

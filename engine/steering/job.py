@@ -46,11 +46,16 @@ def steer(s, cfg: Config, st: SteeringSettings, clv: pl.DataFrame, segments: pl.
     return replace(res, notes=res.notes + ((note,) if note else ()))
 
 
-def run_steering(cfg: Config, out: str | Path, *, progress: Progress | None = None) -> SteeringResult:
-    """Open the session, fit CLV, plan, and write everything atomically into ``out``."""
+def run_steering(cfg: Config, out: str | Path, *, settings: SteeringSettings | None = None,
+                 progress: Progress | None = None) -> SteeringResult:
+    """Open the session, fit CLV, plan, and write everything atomically into ``out``.
+
+    ``settings``: default the ``[steering]`` section of ``cfg`` (an absent section means
+    the defaults, with the media taken from the contacts table).
+    """
     from centile.features.compute import manifest
 
-    st = steering_settings(cfg)
+    st = settings or steering_settings(cfg)
     with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "contacts", "customers")) as s:
         with staging.timed("steering"), numba_threads(cfg.threads):
             try:
