@@ -305,6 +305,8 @@ def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
     for k, v in columns.items():
         if not isinstance(v, str) or not v.strip():
             raise ConfigError(f"[tables.{name}.columns].{k}: expected a column name or SQL expression")
+    if doc.get("filter"):
+        check_expression(doc["filter"], f"[tables.{name}] filter")
     return TableSpec(name, paths, fmt, MappingProxyType(columns), doc.get("filter") or None,
                      doc.get("timestamp_format") or None, MappingProxyType(dict(doc.get("csv", {}))))
 
@@ -358,34 +360,64 @@ def _check_shares(shares: tuple[float, ...], where: str) -> None:
                           "e.g. [0.01, 0.05]")
 
 
-def expression_columns(expr: str, where: str) -> list[str]:
-    """The column names a SQL expression refers to (DuckDB's parser); ConfigError on a syntax error."""
+def _parse_sql(sql: str) -> dict[str, Any]:
     import json
 
     import duckdb
 
     con = duckdb.connect(":memory:")
     try:
-        doc = json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": f"SELECT ({expr}) AS x"}).fetchone()[0])
+        return json.loads(con.execute("SELECT json_serialize_sql($q)", {"q": sql}).fetchone()[0])
     finally:
         con.close()
+
+
+def check_expression(expr: Any, where: str) -> list[str]:
+    """Check that ``expr`` is exactly one SQL scalar expression (or predicate) over columns, and
+    return the column names it refers to.
+
+    Config SQL is spliced into centile's queries, so it must not be able to end the
+    statement and start another (``1=1); COPY ... TO 'x'; SELECT (1``), nor read a file or
+    table through a subquery or a table function. Raises :class:`ConfigError` naming
+    ``where`` otherwise.
+    """
+    if not isinstance(expr, str) or not expr.strip():
+        raise ConfigError(f"{where} = {expr!r}: expected a SQL expression as a non-empty string")
+    doc = _parse_sql(f"SELECT ({expr}) AS centile_expression")
     if doc.get("error"):
         msg = str(doc.get("error_message") or "syntax error").splitlines()[0]
         raise ConfigError(f"{where} = {expr!r}: not a SQL expression ({msg})")
+    statements = doc.get("statements") or []
+    node = statements[0].get("node", {}) if len(statements) == 1 else {}
+    if (len(statements) != 1 or node.get("type") != "SELECT_NODE" or len(node.get("select_list") or []) != 1
+            or (node.get("from_table") or {}).get("type") not in (None, "EMPTY")
+            or any(node.get(k) for k in ("where_clause", "having", "qualify", "sample"))
+            or (node.get("group_expressions") or [])):
+        raise ConfigError(f"{where} = {expr!r}: must be one SQL expression over the table's columns, "
+                          "not several statements or clauses")
     found: list[str] = []
 
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("class") == "COLUMN_REF" and node.get("column_names"):
-                found.append(str(node["column_names"][-1]))
-            for v in node.values():
+    def walk(n: Any) -> None:
+        if isinstance(n, dict):
+            cls = n.get("class")
+            if cls == "SUBQUERY" or n.get("type") in ("TABLE_FUNCTION", "SUBQUERY"):
+                raise ConfigError(f"{where} = {expr!r}: subqueries and table functions (e.g. read_csv) are not "
+                                  "allowed in config SQL; refer to the table's columns only")
+            if cls == "COLUMN_REF" and n.get("column_names"):
+                found.append(str(n["column_names"][-1]))
+            for v in n.values():
                 walk(v)
-        elif isinstance(node, list):
-            for v in node:
+        elif isinstance(n, list):
+            for v in n:
                 walk(v)
 
-    walk(doc.get("statements"))
+    walk(node.get("select_list"))
     return list(dict.fromkeys(found))
+
+
+def expression_columns(expr: str, where: str) -> list[str]:
+    """The column names a SQL expression refers to (see :func:`check_expression`)."""
+    return check_expression(expr, where)
 
 
 def check_club_columns(cfg: Config, columns: Iterable[str] | None = None) -> None:

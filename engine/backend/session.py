@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -19,7 +20,7 @@ from centile.backend.sources import Registered, register_tables, stage_tables
 from centile.config import Config
 from centile.contract import CONTRACT
 from centile.errors import InputError, ValidationError
-from centile.io.sqlfiles import ident
+from centile.io.sqlfiles import ident, literal
 from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def connect(cfg: Config, *, preserve_order: bool = False) -> duckdb.DuckDBPyConn
     the row order of their inputs, as evaluating expressions over a frame needs)."""
     con = duckdb.connect(":memory:")
     con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
+    # zoned timestamps become UTC wall-clock times whatever the machine's TZ (naive ones stay as they are)
+    con.execute("SET TimeZone = 'UTC'")
     if cfg.threads:
         con.execute(f"SET threads = {int(cfg.threads)}")
     if cfg.memory_limit:
@@ -145,11 +148,16 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, 
     con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS SELECT {', '.join(cols)} WHERE false")
 
 
-def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None) -> Session:
+def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None,
+                 readable: tuple[str | Path, ...] = (), restrict: bool = True) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
     columns are still checked); the others are listed in ``Session.unread``.
+    Once the inputs are registered, the connection may read only the inputs'
+    folders, ``readable`` and DuckDB's own temporary folder, and write nowhere:
+    SQL from a config cannot reach other files (``restrict=False`` leaves the
+    connection unrestricted: ``centile sql``, a console over the user's own data).
 
     Raises
     ------
@@ -164,10 +172,24 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         unread = [t for t in tables if only is not None and t not in only]
         tables = {n: r for n, r in tables.items() if n not in unread}
         stage_tables(con, tables, progress)
-        return _finish(con, cfg, tables, id_types, unread)
+        session = _finish(con, cfg, tables, id_types, unread)
+        if restrict:
+            inputs = [Path(p) for spec in cfg.tables.values() for p in spec.paths]
+            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs] + list(readable))
+        return session
     except BaseException:
         con.close()
         raise
+
+
+def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -> None:
+    """Limit the connection's file access to ``readable`` folders and DuckDB's temporary folder,
+    for the rest of its life (``lock_configuration``)."""
+    temp = Path(str(con.execute("SELECT current_setting('temp_directory')").fetchone()[0] or ".tmp"))
+    dirs = sorted({str(Path(d).resolve()) for d in [*readable, temp]})
+    con.execute(f"SET allowed_directories = [{', '.join(literal(d) for d in dirs)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],

@@ -25,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-from centile.config import Config, TableSpec
+from centile.config import Config, TableSpec, check_expression
 from centile.contract import CONTRACT
 from centile.errors import ConfigError, InputError
 from centile.io.outputs import fingerprint
@@ -173,6 +173,7 @@ def _resolve_columns(con: duckdb.DuckDBPyConnection, spec: TableSpec,
             hit = by_lower[mapped.lower()]
             out[col] = (hit, ident(hit), types[hit])
             continue
+        check_expression(mapped, f"[tables.{spec.name}.columns] {col}")
         try:
             t = _describe(con, f"SELECT ({mapped}) AS x FROM {src}")[0][1]
         except duckdb.Error as exc:

@@ -97,7 +97,14 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as exc:  # a bug, not a user error: exit code 2, traceback only with -vv
+    except Exception as exc:
+        why = _environment_error(exc)
+        if why:  # the disk, the file system or an unreadable file: not a bug, exit code 1
+            from rich.markup import escape
+
+            err_console.print(f"[bold red]Error:[/] {escape(why)}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+        # a bug, not a user error: exit code 2, traceback only with -vv
         log.debug("internal error", exc_info=True)
         from rich.markup import escape
 
@@ -105,6 +112,24 @@ def _errors() -> Iterator[None]:
                           "This is a bug in centile, not in your data; rerun with -vv for the traceback "
                           "and report it. Nothing was written.", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _environment_error(exc: BaseException) -> str | None:
+    """A message for errors of the machine or the files rather than of centile (full disk,
+    read-only folder, missing permission, a file DuckDB cannot read), else None."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                   errno.EPERM, errno.EIO, errno.ENOENT):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return (f"{exc.strerror}{where}; free disk space, fix the permissions or choose another --out folder. "
+                "Earlier results were left untouched.")
+    if type(exc).__module__.startswith(("duckdb", "_duckdb")) and type(exc).__name__ in (
+            "IOException", "PermissionException"):
+        return (f"{str(exc).splitlines()[0]}; check that the input files are complete and readable "
+                "(a truncated or corrupted Parquet file cannot be read) and that the disk has space. "
+                "Earlier results were left untouched.")
+    return None
 
 
 @contextlib.contextmanager
@@ -343,14 +368,21 @@ def sql(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file "
                                              "instead of stdout (required for parquet).")] = None,
     limit: Annotated[int, typer.Option("--limit", help="Rows shown in table format.")] = 50,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Allow one SELECT only, reading only the "
+                                            "inputs and --results (for shared servers).")] = False,
 ) -> None:
-    """Run ad-hoc SQL (DuckDB) over the inputs and the results of a run."""
+    """Run ad-hoc SQL (DuckDB) over the inputs and the results of a run.
+
+    This is a console over your own data: any DuckDB statement runs, including ones that read
+    or write other files (COPY, read_csv, ATTACH). --read-only allows one SELECT and no file
+    access beyond the inputs and --results.
+    """
     from centile.io.query import run_query
 
     with _errors():
         cfg = _config(config, data, as_of=as_of) if (data or config) else None
         with _status("querying") as progress:
-            df = run_query(query, cfg, results, progress)
+            df = run_query(query, cfg, results, progress, read_only=read_only)
         from centile.cli.render import emit_frame
 
         emit_frame(out_console, df, fmt, out, limit)

@@ -363,10 +363,31 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
             notes.append(f"{LABELS[fr.model]}: no standard errors (the Hessian is not positive definite: "
                          "some parameter is drifting towards 0 or infinity, the data barely identify it; "
                          "a small penalty helps)")
+        else:
+            notes.extend(weakly_identified(fr))
     for note in notes:
         log.info(note)
     return ClvResult(customers, tuple(models), replace(st, calibration_end=summ.calibration_end), summ.calibration_end,
                      holdout, gt, tuple(notes), summary)
+
+
+def weakly_identified(fr: FitResult) -> list[str]:
+    """Notes for parameters at the edge of their space: a standard error larger than the estimate,
+    or an estimate below 1e-3 or above 1e4 (e.g. BG/NBD a → 0: nobody ever drops out, so lapsed
+    customers keep P(alive) near 1)."""
+    weak = [k for k, v in fr.params.items()
+            if (math.isfinite(fr.se.get(k, math.nan)) and fr.se[k] > v) or v < 1e-3 or v > 1e4]
+    if not weak:
+        return []
+    terms = ", ".join(f"{k} = {fr.params[k]:.3g} ± {fr.se[k]:.3g}" for k in weak)
+    why = {"a": "dropout is barely identified, so lapsed customers may keep P(alive) near 1",
+           "b": "dropout is barely identified, so lapsed customers may keep P(alive) near 1",
+           "s": "dropout is barely identified, so lapsed customers may keep P(alive) near 1",
+           "beta": "dropout is barely identified, so lapsed customers may keep P(alive) near 1"}
+    reason = next((why[k] for k in weak if k in why), "the data barely identify it")
+    return [f"{LABELS[fr.model]} at the edge of its parameter space ({terms}): {reason}. Check the holdout "
+            "accuracy ([clv] calibration_end and holdout_end), compare the other model ([clv] model), or add a "
+            "small penalty"]
 
 
 FEATURE_COLUMNS = ("p_alive", "churn_risk", "expected_transactions", "p_repurchase", "expected_order_value",

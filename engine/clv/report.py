@@ -26,6 +26,11 @@ def clv_section(results: Path, cfg: Config | None = None) -> str:
             f'{esc(st.get("time_unit"))}s; monthly discount rate {fmt(st.get("discount_rate_monthly"), True)}; '
             f'margin {fmt(st.get("margin"), True)}. Parameters ± standard errors (from the Hessian).</p>')
     parts = [head, table(pl.DataFrame(rows), left=("model", "parameters"), table_id="clv-models")]
+    notes = model.get("notes") or []
+    if notes:
+        flag = '<span class="warn">check</span> '
+        parts.append('<ul id="clv-notes">' + "".join(
+            f"<li>{flag if 'edge of its parameter space' in n else ''}{esc(n)}</li>" for n in notes) + "</ul>")
     svg = charts.histogram(clv["clv"].to_numpy(), title="Customer lifetime value over the horizon",
                            xlabel="CLV (log scale)", log_x=True)
     q = clv.select(pl.col("clv").sum().alias("total"), pl.col("clv").mean().alias("mean"),

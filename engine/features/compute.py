@@ -15,7 +15,7 @@ from centile.backend.session import Session, open_session
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
 from centile.io.outputs import Staging, build_manifest, staged_output, write_manifest
-from centile.io.sqlfiles import ident, literal, read_sql
+from centile.io.sqlfiles import ident, read_sql
 from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
@@ -181,9 +181,16 @@ def session_summary(s: Session) -> dict[str, Any]:
 
 
 def write_rejects(s: Session, path: Path) -> int:
-    """Write every rejected row (table, reason, file, key, record) to Parquet."""
-    s.con.execute(f"COPY (SELECT * FROM rejects ORDER BY \"table\", file, reason) TO {literal(str(path))} "
-                  "(FORMAT parquet, COMPRESSION zstd)")
+    """Write every rejected row (table, reason, file, key, record) to Parquet.
+
+    Streamed in batches through Arrow: the session's connection itself may not write files.
+    """
+    import pyarrow.parquet as pq
+
+    reader = s.con.sql('SELECT * FROM rejects ORDER BY "table", file, reason').to_arrow_reader(1 << 16)
+    with pq.ParquetWriter(path, reader.schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_batch(batch)
     return s.total_rejects
 
 

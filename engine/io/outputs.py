@@ -60,7 +60,15 @@ def staged_output(target: str | os.PathLike[str]) -> Iterator[Staging]:
     except OSError as exc:
         raise OutputError(f"cannot create output folder {target}: {exc.strerror}; "
                           "choose a writable --out folder") from exc
-    tmp = Path(tempfile.mkdtemp(prefix=".centile-tmp-", dir=target))
+    with folder_lock(target.resolve()):
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=".centile-tmp-", dir=target))
+        except OSError as exc:
+            raise OutputError(f"cannot write into {target}: {exc.strerror}; choose a writable --out folder") from None
+        yield from _commit_files(target, tmp)
+
+
+def _commit_files(target: Path, tmp: Path) -> Iterator[Staging]:
     staging = Staging(target=target, tmp=tmp)
     try:
         yield staging
@@ -165,6 +173,38 @@ def exchange(a: Path, b: Path) -> bool:
 
 
 @contextlib.contextmanager
+def folder_lock(out: Path) -> Iterator[None]:
+    """One writer per output folder: an exclusive ``fcntl`` lock on ``.<out>.centile.lock`` beside it.
+
+    A second run into the same folder fails at once (:class:`OutputError`, exit 1) instead
+    of deleting the first run's temporary folder. The lock dies with its process, so a
+    killed run never leaves the folder locked.
+    """
+    import fcntl
+
+    path = out.parent / f".{out.name}.centile.lock"
+    try:
+        fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    except OSError as exc:
+        raise OutputError(f"cannot create {path}: {exc.strerror}; choose a writable --out folder") from None
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            raise OutputError(f"--out {out} is being written by another centile run ({owner}); wait for it to "
+                              "finish or choose another --out folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Staging]:
     """A temporary folder beside ``out`` that replaces ``out`` whole when the block succeeds."""
     out = out.resolve()
@@ -174,10 +214,21 @@ def staged_folder(out: Path) -> Iterator[Staging]:
         raise OutputError(f"cannot create {out.parent}: {exc.strerror}; choose a writable --out folder") from None
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file; pass a folder")
+    with folder_lock(out), _staged_folder(out) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _staged_folder(out: Path) -> Iterator[Staging]:
+    # under the folder lock: no other run is using these, they are left behind by a killed run
     for stale in out.parent.glob(f".{out.name}.centile-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # left behind by a killed run
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.centile-tmp-{os.getpid()}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise OutputError(f"cannot create {tmp}: {exc.strerror}; choose a writable --out folder") from None
     staging = Staging(target=out, tmp=tmp)
     try:
         yield staging

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from centile.backend.session import connect, open_session
+from centile.backend.session import connect, open_session, restrict_files
 from centile.config import Config
 from centile.errors import QueryError
 from centile.io.sqlfiles import ident, literal
@@ -41,17 +41,28 @@ def register_results(con: duckdb.DuckDBPyConnection, results: Path, skip: set[st
 
 
 def run_query(query: str, cfg: Config | None = None, results: str | Path | None = None,
-              progress: Progress | None = None) -> pl.DataFrame:
+              progress: Progress | None = None, *, read_only: bool = False) -> pl.DataFrame:
     """Run a DuckDB query and return the result as a Polars DataFrame.
 
     With ``cfg`` the validated inputs are registered under the contract's
     names (``orders``, ``products``, ...; valid rows only) plus ``rejects``;
     with ``results`` every Parquet output of that run folder under its file
     name (``features``, ``clubs``, ...).
+
+    This is a console over the user's own data: by default any DuckDB statement runs,
+    including ones that read or write other files. ``read_only`` allows one SELECT, and
+    file access only to the inputs and ``results`` (for shared servers).
     """
+    if read_only:
+        from centile.config import _parse_sql
+
+        doc = _parse_sql(query)
+        if doc.get("error") or len(doc.get("statements") or []) != 1:
+            raise QueryError("--read-only runs exactly one SELECT statement (no COPY, ATTACH, SET, INSERT, "
+                             "several statements, ...)")
     with contextlib.ExitStack() as stack:
         if cfg is not None:
-            con = stack.enter_context(open_session(cfg, progress)).con
+            con = stack.enter_context(open_session(cfg, progress, restrict=False)).con
         else:
             con = connect(Config(tables={}))
             stack.callback(con.close)
@@ -59,6 +70,10 @@ def run_query(query: str, cfg: Config | None = None, results: str | Path | None 
                  if not r[0].startswith(_INTERNAL) and not r[0].endswith(_INTERNAL_SUFFIX)}
         if results is not None:
             views |= set(register_results(con, Path(results), views))
+        if read_only:
+            inputs = [Path(p) for spec in (cfg.tables.values() if cfg else []) for p in spec.paths]
+            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs]
+                           + ([Path(results)] if results is not None else []))
         try:
             rel = con.sql(query)
         except duckdb.Error as exc:

@@ -144,6 +144,10 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 "run", as_of=as_of, inputs=fps, config=cfg.as_dict(), stages=records, rows=ctx.rows,
                 notes=ctx.notes, summary=summary,
                 timings={k: r.get("seconds") for k, r in records.items() if "seconds" in r})
+            listed = [f for r in records.values() for f in r.get("files") or []]
+            missing = [f for f in listed if not (staging.tmp / f).is_file()]
+            if missing:  # never publish a folder whose manifest lists files it does not hold
+                raise RuntimeError(f"the run folder lacks {missing}, which its manifest lists")
             staging.path("manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
             report_path = None
             if report is not None:

@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from centile.backend import local_sql
-from centile.config import Config, check_keys
+from centile.config import Config, check_expression, check_keys
 from centile.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,13 @@ def _ruleset(name: str, spec: Any) -> RuleSet:
         for i, r in enumerate(rules_raw):
             if (not isinstance(r, list | tuple) or len(r) != 2 or not all(isinstance(x, str) and x.strip() for x in r)):
                 raise ConfigError(f"{where}: rule {i + 1} = {r!r} must be a [label, predicate] pair of strings")
+            check_expression(r[1], f"{where} rule {r[0]!r}")
             rules.append((r[0], r[1]))
         labels = [r[0] for r in rules] + [other]
         if len(set(labels)) != len(labels):
             raise ConfigError(f"{where}: labels must be distinct (including other = {other!r}): {labels}")
         return RuleSet(name, tuple(rules), None, other)
+    check_expression(expr, f"{where} expr")
     return RuleSet(name, (), expr, other)
 
 
