@@ -153,3 +153,19 @@ def test_issue18_sql_read_only(data, tmp_path):
     # without --read-only it is the user's own console
     r = runner.invoke(app, ["sql", "SELECT 1 AS x", "--data", str(data), "--format", "csv"])
     assert r.exit_code == 0
+
+
+def test_issue18_files_with_different_columns_fail_unless_mapped(tmp_path):
+    import datetime as dt
+
+    (tmp_path / "orders").mkdir()
+    pl.DataFrame({"customer_id": [1, 2], "order_id": [1, 2], "order_ts": [dt.datetime(2024, 1, 1)] * 2,
+                  "unit_price": [1.0, 2.0]}).write_parquet(tmp_path / "orders" / "a.parquet")
+    pl.DataFrame({"customer_id": [3, 4], "order_id": [3, 4], "order_ts": [dt.datetime(2024, 1, 2)] * 2,
+                  "price": [1.0, 2.0]}).write_parquet(tmp_path / "orders" / "b.parquet")
+    r = runner.invoke(app, ["validate", "--data", str(tmp_path)])
+    assert r.exit_code == 1 and "`unit_price`" in r.stderr and "b.parquet" in r.stderr, r.output
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'data = "{tmp_path}"\n[tables.orders.columns]\nunit_price = "coalesce(unit_price, price)"\n')
+    r = runner.invoke(app, ["validate", "-c", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output

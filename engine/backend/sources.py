@@ -19,7 +19,7 @@ import difflib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,40 @@ def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[li
     return cols, int(total), int(kept)
 
 
+def _check_same_columns(con: duckdb.DuckDBPyConnection, spec: TableSpec,
+                        mapping: dict[str, tuple[str | None, str | None, str | None]]) -> None:
+    """Files of one table must agree on the source columns it uses.
+
+    The files are read with ``union_by_name``, so a column present in some files only
+    would silently be NULL in the others (e.g. ``price`` in one file, ``unit_price`` in
+    another: half the order lines rejected as "unit_price is null"). Raise instead,
+    naming the files and the fix; a mapping to an expression (``coalesce(unit_price,
+    price)``) covers both names.
+    """
+    files = input_files(con, spec)
+    if len(files) < 2:
+        return
+    used = {src for src, raw, _t in mapping.values() if src is not None and raw is not None and raw != f"({src})"}
+    if not used:
+        return
+    missing: dict[str, list[str]] = {}
+    for f in files:
+        one = replace(spec, paths=(f,))
+        try:
+            names = {c for c, _ in _describe(con, f"SELECT * FROM {_reader(one)}")}
+        except duckdb.Error:
+            continue  # unreadable files are reported when the rows are read
+        for col in used - names:
+            missing.setdefault(col, []).append(f)
+    if missing:
+        col, where = sorted(missing.items())[0]
+        canonical = next(c for c, (src, _r, _t) in mapping.items() if src == col)
+        raise InputError(
+            f"{spec.name}: column `{col}` (used for {canonical}) is missing in {len(where)} of {len(files)} files "
+            f"(first: {where[0]}); the files' columns differ. Give them the same column names, or map both: "
+            f"[tables.{spec.name}.columns] {canonical} = \"coalesce({col}, <the other file's column>)\"")
+
+
 def _resolve_columns(con: duckdb.DuckDBPyConnection, spec: TableSpec,
                      cols: list[tuple[str, str]]) -> dict[str, tuple[str | None, str | None, str | None]]:
     """canonical -> (source text, raw SQL, source type) for every contract column."""
@@ -239,7 +273,9 @@ def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
         if progress:
             progress(f"reading {name}")
         cols, total, kept = register_source(con, spec)
-        resolved[name] = (spec, cols, total, kept, _resolve_columns(con, spec, cols))
+        mapping = _resolve_columns(con, spec, cols)
+        _check_same_columns(con, spec, mapping)
+        resolved[name] = (spec, cols, total, kept, mapping)
 
     # identifiers: integers when every table agrees, text as soon as one table has text ids
     id_text = {"id": False, "product": False}
