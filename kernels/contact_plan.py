@@ -8,8 +8,14 @@ period, counts). A contact is eligible when its value is finite and > 0, so a
 customer whose contacts all have value <= 0 is never contacted.
 
 The DP state at the start of a period is (contacts used ``k``, periods still
-blocked ``w`` in 0..gap, cost spent ``c`` in 0..C); ``C = min(budget, cap *
-max cost)``. ``V(b)`` = best value with spend <= b, non-decreasing in b.
+blocked ``w`` in 0..gap); for each state it keeps the Pareto frontier of
+(spend, value) over the plans reaching it -- spend increasing, value strictly
+increasing, spend <= C = min(budget, cap * max cost) -- instead of a dense
+array over every spend: a frontier holds at most the number of distinct
+spends of k contacts, far fewer than C. Frontiers of a period are merged from
+their (shifted) sources in one pass, as sorted lists. ``V(b)``, the best value
+with spend <= b, is the staircase of the merged end frontiers, non-decreasing
+in b.
 
 Public functions
 ----------------
@@ -26,12 +32,15 @@ greedy_take
 
 from __future__ import annotations
 
+from math import comb
+
 import numpy as np
 from numba import njit, prange
 
 from centile.kernels._flags import JIT, JIT_PARALLEL
 
-NEG = -np.inf
+#: customers per parallel chunk (each chunk allocates its DP buffers once)
+CHUNK = 256
 
 
 def _check(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray,
@@ -51,84 +60,205 @@ def _check(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np
     return v, c, np.maximum(b, 0), np.maximum(s, 1)
 
 
-@njit(**JIT)
-def _span(budget: int, costs: np.ndarray, cap: int) -> int:
-    mx = 0
-    for m in range(costs.size):
-        mx = max(mx, costs[m])
-    return min(budget, cap * mx)
+def _frontier_size(M: int, cap: int, budgets: np.ndarray, costs: np.ndarray) -> int:
+    """Slots per frontier: distinct spends of at most ``cap`` contacts of M media, and
+    never more than C + 1."""
+    top = int(min(int(budgets.max()) if budgets.size else 0, cap * (int(costs.max()) if costs.size else 0)))
+    return max(1, min(top + 1, comb(M + cap, cap)))
 
 
 @njit(**JIT)
-def _dp(v: np.ndarray, costs: np.ndarray, C: int, cap: int, gap: int, since: int,
-        dec: np.ndarray, keep: bool, curve: np.ndarray, fin: np.ndarray) -> None:
-    """Forward DP of one customer; ``curve[c]`` = best value with spend exactly c
-    (then made a prefix max). ``dec[t, k, w, c]`` (when ``keep``) records how the
-    state at the start of period t+1 was reached: -3 unreachable, -2 waited,
-    -1 skipped, m contacted medium m. ``fin`` receives the values of the end states."""
+def _merge(pc, pv, cnt, hist, lay_src, lay_dst, k, w, nsrc, sk, sw, sdc, sdv, skind, C, keep, ptr):
+    """Merge the sorted frontiers of ``nsrc`` sources (state (sk, sw) of layer lay_src,
+    shifted by (sdc, sdv)) into the frontier of (k, w) in layer lay_dst."""
+    for q in range(nsrc):
+        ptr[q] = 0
+    n = 0
+    run = -1.0
+    while True:
+        best = -1
+        bc = 0
+        bv = 0.0
+        for q in range(nsrc):
+            j = ptr[q]
+            if j >= cnt[lay_src, sk[q], sw[q]]:
+                continue
+            c = pc[lay_src, sk[q], sw[q], j] + sdc[q]
+            if c > C:
+                ptr[q] = cnt[lay_src, sk[q], sw[q]]  # sorted by spend: the rest is over C too
+                continue
+            val = pv[lay_src, sk[q], sw[q], j] + sdv[q]
+            if best < 0 or c < bc or (c == bc and val > bv):
+                best = q
+                bc = c
+                bv = val
+        if best < 0:
+            break
+        j = ptr[best]
+        ptr[best] = j + 1
+        if bv > run:
+            pc[lay_dst, k, w, n] = bc
+            pv[lay_dst, k, w, n] = bv
+            if keep:
+                hist[lay_dst, k, w, n] = (skind[best] << 32) + j
+            n += 1
+            run = bv
+    cnt[lay_dst, k, w] = n
+
+
+@njit(**JIT)
+def _frontiers(v, costs, C, cap, gap, since, pc, pv, cnt, hist, keep, sk, sw, sdc, sdv, skind, ptr):
+    """Run the DP of one customer; returns the layer holding the end frontiers.
+    With ``keep`` layer t holds the frontiers at the start of period t (hist: where each
+    point came from: kind 0 waited, 1 skipped, 2 + m contacted medium m; and the index)."""
     M, T = v.shape
     G = gap + 1
-    cur = np.full((cap + 1, G, C + 1), NEG)
-    nxt = np.full((cap + 1, G, C + 1), NEG)
-    w0 = max(0, gap + 1 - since)
-    cur[0, min(w0, gap), 0] = 0.0
+    lay = 0
+    cnt[0] = 0
+    cnt[0, 0, min(max(0, gap + 1 - since), gap)] = 1
+    pc[0, 0, min(max(0, gap + 1 - since), gap), 0] = 0
+    pv[0, 0, min(max(0, gap + 1 - since), gap), 0] = 0.0
     for t in range(T):
-        nxt[:] = NEG
-        if keep:
-            dec[t] = -3
+        nl = t + 1 if keep else 1 - lay
         for k in range(cap + 1):
             for w in range(G):
-                for c in range(C + 1):
-                    x = cur[k, w, c]
-                    if x == NEG:
-                        continue
-                    if w > 0:
-                        if x > nxt[k, w - 1, c]:
-                            nxt[k, w - 1, c] = x
-                            if keep:
-                                dec[t, k, w - 1, c] = -2
-                        continue
-                    if x > nxt[k, 0, c]:
-                        nxt[k, 0, c] = x
-                        if keep:
-                            dec[t, k, 0, c] = -1
-                    if k == cap:
-                        continue
+                ns = 0
+                if w == 0:
+                    sk[ns] = k
+                    sw[ns] = 0
+                    sdc[ns] = 0
+                    sdv[ns] = 0.0
+                    skind[ns] = 1
+                    ns += 1
+                if w < gap:
+                    sk[ns] = k
+                    sw[ns] = w + 1
+                    sdc[ns] = 0
+                    sdv[ns] = 0.0
+                    skind[ns] = 0
+                    ns += 1
+                if w == gap and k > 0:
                     for m in range(M):
                         val = v[m, t]
-                        if not (val > 0.0):  # NaN, <= 0: not eligible
-                            continue
-                        c2 = c + costs[m]
-                        if c2 > C:
-                            continue
-                        y = x + val
-                        if y > nxt[k + 1, gap, c2]:
-                            nxt[k + 1, gap, c2] = y
-                            if keep:
-                                dec[t, k + 1, gap, c2] = m
-        cur, nxt = nxt, cur
-    fin[:] = cur
-    for c in range(C + 1):
-        best = NEG
-        for k in range(cap + 1):
-            for w in range(G):
-                if cur[k, w, c] > best:
-                    best = cur[k, w, c]
-        curve[c] = best
-    run = 0.0
-    for c in range(C + 1):
-        if curve[c] > run:
-            run = curve[c]
-        curve[c] = run
+                        if val > 0.0:  # NaN and <= 0: not eligible
+                            sk[ns] = k - 1
+                            sw[ns] = 0
+                            sdc[ns] = costs[m]
+                            sdv[ns] = val
+                            skind[ns] = 2 + m
+                            ns += 1
+                _merge(pc, pv, cnt, hist, lay, nl, k, w, ns, sk, sw, sdc, sdv, skind, C, keep, ptr)
+        lay = nl
+    return lay
+
+
+@njit(**JIT)
+def _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr):
+    """Merge the end frontiers of every state into one staircase (spend increasing,
+    value strictly increasing, starting at (0, 0)); returns its length."""
+    G = gap + 1
+    S = (cap + 1) * G
+    for q in range(S):
+        ptr[q] = 0
+    n = 1
+    oc[0] = 0
+    ov[0] = 0.0
+    ok[0] = -1
+    ow[0] = -1
+    oj[0] = -1
+    while True:
+        best = -1
+        bc = 0
+        bv = 0.0
+        for q in range(S):
+            k = q // G
+            w = q % G
+            j = ptr[q]
+            if j >= cnt[lay, k, w]:
+                continue
+            c = pc[lay, k, w, j]
+            val = pv[lay, k, w, j]
+            if best < 0 or c < bc or (c == bc and val > bv):
+                best = q
+                bc = c
+                bv = val
+        if best < 0:
+            break
+        j = ptr[best]
+        ptr[best] = j + 1
+        if bv > ov[n - 1]:
+            oc[n] = bc
+            ov[n] = bv
+            ok[n] = best // G
+            ow[n] = best % G
+            oj[n] = j
+            n += 1
+    return n
+
+
+@njit(**JIT)
+def _hull(sc, sv, n, hb, hv) -> int:
+    """Upper concave hull of the staircase points (sc, sv)[:n] (the curve's corners)."""
+    h = 0
+    for i in range(n):
+        b = sc[i]
+        y = sv[i]
+        while h >= 2:
+            b1, y1 = hb[h - 2], hv[h - 2]
+            b2, y2 = hb[h - 1], hv[h - 1]
+            if (y2 - y1) * (b - b1) <= (y - y1) * (b2 - b1):
+                h -= 1
+            else:
+                break
+        hb[h] = b
+        hv[h] = y
+        h += 1
+    return h
+
+
+@njit(**JIT)
+def _buffers(layers, cap, gap, P, M, keep):
+    G = gap + 1
+    pc = np.zeros((layers, cap + 1, G, P), np.int64)
+    pv = np.zeros((layers, cap + 1, G, P))
+    cnt = np.zeros((layers, cap + 1, G), np.int64)
+    hist = np.zeros((layers if keep else 1, cap + 1, G, P if keep else 1), np.int64)
+    return pc, pv, cnt, hist
 
 
 @njit(**JIT_PARALLEL)
-def _curves(v, costs, budgets, since, cap, gap, offsets, out):
-    dummy = np.empty((1, 1, 1, 1), np.int8)
-    for i in prange(v.shape[0]):
-        C = offsets[i + 1] - offsets[i] - 1
-        fin = np.empty((cap + 1, gap + 1, C + 1))
-        _dp(v[i], costs, C, cap, gap, since[i], dummy, False, out[offsets[i]:offsets[i + 1]], fin)
+def _curves(v, costs, budgets, since, cap, gap, P, offsets, out):
+    n, M, T = v.shape
+    S = (cap + 1) * (gap + 1)
+    nchunk = (n + CHUNK - 1) // CHUNK
+    for ch in prange(nchunk):
+        pc, pv, cnt, hist = _buffers(2, cap, gap, P, M, False)
+        sk = np.zeros(M + 2, np.int64)
+        sw = np.zeros(M + 2, np.int64)
+        sdc = np.zeros(M + 2, np.int64)
+        sdv = np.zeros(M + 2)
+        skind = np.zeros(M + 2, np.int64)
+        ptr = np.zeros(max(M + 2, S), np.int64)
+        m_ = S * P + 1
+        oc = np.zeros(m_, np.int64)
+        ov = np.zeros(m_)
+        ok = np.zeros(m_, np.int64)
+        ow = np.zeros(m_, np.int64)
+        oj = np.zeros(m_, np.int64)
+        for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            C = offsets[i + 1] - offsets[i] - 1
+            lay = _frontiers(v[i], costs, C, cap, gap, since[i], pc, pv, cnt, hist, False, sk, sw, sdc, sdv,
+                             skind, ptr)
+            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr)
+            j = 0
+            for b in range(C + 1):
+                while j + 1 < ns and oc[j + 1] <= b:
+                    j += 1
+                out[offsets[i] + b] = ov[j]
+
+
+def _span(budgets: np.ndarray, costs: np.ndarray, cap: int) -> np.ndarray:
+    return np.minimum(budgets, cap * (int(costs.max()) if costs.size else 0))
 
 
 def value_curves(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
@@ -156,59 +286,51 @@ def value_curves(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, sin
         ``curves[offsets[i] + b]`` = V_i(b) for b = 0..C_i, C_i = min(budget_i, cap * max(costs)).
     """
     v, c, b, s = _check(values, costs, budgets, since, cap, gap)
-    span = np.minimum(b, cap * (int(c.max()) if c.size else 0))
+    span = _span(b, c, cap)
     offsets = np.zeros(v.shape[0] + 1, np.int64)
     np.cumsum(span + 1, out=offsets[1:])
     out = np.zeros(int(offsets[-1]), np.float64)
     if v.shape[0]:
-        _curves(v, c, b, s, cap, gap, offsets, out)
+        _curves(v, c, b, s, cap, gap, _frontier_size(v.shape[1], cap, b, c), offsets, out)
     return offsets, out
 
 
-@njit(**JIT)
-def _hull(curve: np.ndarray, hb: np.ndarray, hv: np.ndarray) -> int:
-    """Upper concave hull vertices of a non-decreasing curve from b = 0 up to its first
-    maximum; returns the count written into hb, hv (which need curve.size slots)."""
-    n = 0
-    top = curve[curve.size - 1]
-    for b in range(curve.size):
-        if b > 0 and curve[b] <= curve[b - 1]:
-            continue
-        y = curve[b]
-        while n >= 2:
-            # drop the last vertex when it is on or below the chord from n-2 to (b, y)
-            b1, y1 = hb[n - 2], hv[n - 2]
-            b2, y2 = hb[n - 1], hv[n - 1]
-            if (y2 - y1) * (b - b1) <= (y - y1) * (b2 - b1):
-                n -= 1
-            else:
-                break
-        hb[n] = b
-        hv[n] = y
-        n += 1
-        if y >= top:
-            break
-    return n
+#: hull vertices kept per customer in the first pass; customers with more are redone
+HULL_SLOTS = 16
 
 
 @njit(**JIT_PARALLEL)
-def _hulls(v, costs, budgets, since, cap, gap, count_only, hoff, hb, hv, counts):
-    n = v.shape[0]
-    dummy = np.empty((1, 1, 1, 1), np.int8)
-    for i in prange(n):
-        C = _span(budgets[i], costs, cap)
-        curve = np.empty(C + 1)
-        fin = np.empty((cap + 1, gap + 1, C + 1))
-        _dp(v[i], costs, C, cap, gap, since[i], dummy, False, curve, fin)
-        tb = np.empty(C + 1, np.int64)
-        tv = np.empty(C + 1)
-        h = _hull(curve, tb, tv)
-        if count_only:
-            counts[i] = h
-        else:
-            for j in range(h):
-                hb[hoff[i] + j] = tb[j]
-                hv[hoff[i] + j] = tv[j]
+def _hulls(v, costs, span, since, cap, gap, P, slots, hcount, hb, hv, only):
+    M = v.shape[1]
+    n = only.size if only.size else v.shape[0]
+    S = (cap + 1) * (gap + 1)
+    nchunk = (n + CHUNK - 1) // CHUNK
+    for ch in prange(nchunk):
+        pc, pv, cnt, hist = _buffers(2, cap, gap, P, M, False)
+        sk = np.zeros(M + 2, np.int64)
+        sw = np.zeros(M + 2, np.int64)
+        sdc = np.zeros(M + 2, np.int64)
+        sdv = np.zeros(M + 2)
+        skind = np.zeros(M + 2, np.int64)
+        ptr = np.zeros(max(M + 2, S), np.int64)
+        m_ = S * P + 1
+        oc = np.zeros(m_, np.int64)
+        ov = np.zeros(m_)
+        ok = np.zeros(m_, np.int64)
+        ow = np.zeros(m_, np.int64)
+        oj = np.zeros(m_, np.int64)
+        tb = np.zeros(m_, np.int64)
+        tv = np.zeros(m_)
+        for ii in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            i = ii if only.size == 0 else only[ii]
+            lay = _frontiers(v[i], costs, span[i], cap, gap, since[i], pc, pv, cnt, hist, False, sk, sw, sdc,
+                             sdv, skind, ptr)
+            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr)
+            h = _hull(oc, ov, ns, tb, tv)
+            hcount[ii] = h
+            for j in range(min(h, slots)):
+                hb[ii, j] = tb[j]
+                hv[ii, j] = tv[j]
 
 
 def concave_hulls(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
@@ -218,60 +340,87 @@ def concave_hulls(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, si
     Same parameters as :func:`value_curves`. Returns ``offsets`` (n + 1), ``spend``
     (int64) and ``value`` (float64): customer i's vertices are
     ``spend[offsets[i]:offsets[i+1]]``, starting at (0, 0), spend increasing and
-    slopes strictly decreasing, ending at the first spend reaching the curve's maximum.
-    The DP runs twice (count, then fill) so memory stays at the hull size.
+    slopes strictly decreasing, ending at the curve's first maximum. Up to
+    ``HULL_SLOTS`` vertices are kept per customer in one pass; the few customers
+    with more are computed again with room for all of theirs.
     """
     v, c, b, s = _check(values, costs, budgets, since, cap, gap)
     n = v.shape[0]
-    counts = np.zeros(n, np.int64)
-    hoff = np.zeros(n + 1, np.int64)
     if n == 0:
-        return hoff, np.zeros(0, np.int64), np.zeros(0)
-    _hulls(v, c, b, s, cap, gap, True, hoff, np.zeros(0, np.int64), np.zeros(0), counts)
-    np.cumsum(counts, out=hoff[1:])
-    hb = np.zeros(int(hoff[-1]), np.int64)
-    hv = np.zeros(int(hoff[-1]))
-    _hulls(v, c, b, s, cap, gap, False, hoff, hb, hv, counts)
-    return hoff, hb, hv
+        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    span = _span(b, c, cap)
+    P = _frontier_size(v.shape[1], cap, b, c)
+    hcount = np.zeros(n, np.int64)
+    hb = np.zeros((n, HULL_SLOTS), np.int64)
+    hv = np.zeros((n, HULL_SLOTS))
+    _hulls(v, c, span, s, cap, gap, P, HULL_SLOTS, hcount, hb, hv, np.zeros(0, np.int64))
+    over = np.flatnonzero(hcount > HULL_SLOTS)
+    hoff = np.zeros(n + 1, np.int64)
+    np.cumsum(hcount, out=hoff[1:])
+    keep = np.arange(HULL_SLOTS)[None, :] < np.minimum(hcount, HULL_SLOTS)[:, None]
+    flat_b = np.zeros(int(hoff[-1]), np.int64)
+    flat_v = np.zeros(int(hoff[-1]))
+    if over.size == 0:
+        return hoff, hb[keep], hv[keep]
+    big = int(hcount[over].max())
+    cnt2 = np.zeros(over.size, np.int64)
+    hb2 = np.zeros((over.size, big), np.int64)
+    hv2 = np.zeros((over.size, big))
+    _hulls(v, c, span, s, cap, gap, P, big, cnt2, hb2, hv2, over)
+    pos = np.repeat(hoff[:-1], np.minimum(hcount, HULL_SLOTS)) + (
+        np.arange(int(keep.sum())) - np.repeat(np.cumsum(np.minimum(hcount, HULL_SLOTS)) - np.minimum(
+            hcount, HULL_SLOTS), np.minimum(hcount, HULL_SLOTS)))
+    flat_b[pos] = hb[keep]
+    flat_v[pos] = hv[keep]
+    for r, i in enumerate(over):
+        flat_b[hoff[i]:hoff[i + 1]] = hb2[r, :hcount[i]]
+        flat_v[hoff[i]:hoff[i + 1]] = hv2[r, :hcount[i]]
+    return hoff, flat_b, flat_v
 
 
 @njit(**JIT_PARALLEL)
-def _plans(v, costs, spend, since, cap, gap, out_m):
+def _plans(v, costs, spend, since, cap, gap, P, out_m):
     n, M, T = v.shape
-    for i in prange(n):
-        C = spend[i]
-        if C <= 0:
-            continue
-        dec = np.empty((T, cap + 1, gap + 1, C + 1), np.int8)
-        curve = np.empty(C + 1)
-        fin = np.empty((cap + 1, gap + 1, C + 1))
-        _dp(v[i], costs, C, cap, gap, since[i], dec, True, curve, fin)
-        if not (curve[C] > 0.0):
-            continue
-        # the end state of the best plan: the smallest spend reaching the best value,
-        # then the first (k, w) holding it; walk the decisions back from there
-        target = curve[C]
-        c = 0
-        while curve[c] < target:
-            c += 1
-        k = -1
-        w = -1
-        for kk in range(cap + 1):
-            for ww in range(gap + 1):
-                if k < 0 and fin[kk, ww, c] >= target:
-                    k = kk
-                    w = ww
-        t = T - 1
-        while t >= 0:
-            d = dec[t, k, w, c]
-            if d == -2:
-                w += 1
-            elif d >= 0:
-                out_m[i, t] = d
-                k -= 1
-                w = 0
-                c -= costs[d]
-            t -= 1
+    S = (cap + 1) * (gap + 1)
+    nchunk = (n + CHUNK - 1) // CHUNK
+    for ch in prange(nchunk):
+        pc, pv, cnt, hist = _buffers(T + 1, cap, gap, P, M, True)
+        sk = np.zeros(M + 2, np.int64)
+        sw = np.zeros(M + 2, np.int64)
+        sdc = np.zeros(M + 2, np.int64)
+        sdv = np.zeros(M + 2)
+        skind = np.zeros(M + 2, np.int64)
+        ptr = np.zeros(max(M + 2, S), np.int64)
+        m_ = S * P + 1
+        oc = np.zeros(m_, np.int64)
+        ov = np.zeros(m_)
+        ok = np.zeros(m_, np.int64)
+        ow = np.zeros(m_, np.int64)
+        oj = np.zeros(m_, np.int64)
+        for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
+            if spend[i] <= 0:
+                continue
+            lay = _frontiers(v[i], costs, spend[i], cap, gap, since[i], pc, pv, cnt, hist, True, sk, sw, sdc,
+                             sdv, skind, ptr)
+            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr)
+            if ns <= 1:
+                continue
+            # the best plan: the last staircase point (the highest value within the spend)
+            k = ok[ns - 1]
+            w = ow[ns - 1]
+            j = oj[ns - 1]
+            for t in range(T, 0, -1):
+                code = hist[t, k, w, j]
+                kind = code >> 32
+                j = code & 0xFFFFFFFF
+                if kind == 0:
+                    w = w + 1
+                elif kind == 1:
+                    w = 0
+                else:
+                    out_m[i, t - 1] = kind - 2
+                    k -= 1
+                    w = 0
 
 
 def plans_at(values: np.ndarray, costs: np.ndarray, spend: np.ndarray, since: np.ndarray, *,
@@ -285,7 +434,7 @@ def plans_at(values: np.ndarray, costs: np.ndarray, spend: np.ndarray, since: np
     v, c, sp, s = _check(values, costs, spend, since, cap, gap)
     out = np.full((v.shape[0], v.shape[2]), -1, np.int64)
     if v.shape[0]:
-        _plans(v, c, sp, s, cap, gap, out)
+        _plans(v, c, sp, s, cap, gap, _frontier_size(v.shape[1], cap, _span(sp, c, cap), c), out)
     return out
 
 
