@@ -162,6 +162,23 @@ def test_markov_removal_effects_equal_value_iteration(rows, order):
     assert att["conversions"].sum() == pytest.approx(sum(conv))
 
 
+def test_markov_large_state_spaces_solve_to_machine_precision(monkeypatch):
+    rng = np.random.default_rng(5)
+    paths = [list(rng.integers(0, 5, rng.integers(1, 8))) for _ in range(400)]
+    conv = rng.integers(0, 2, 400).astype(float)
+    j = make(paths, conv, null=1 - conv, value=conv * rng.uniform(1, 9, 400))
+    dense = md.markov(j, 3)
+    monkeypatch.setattr(md, "_DENSE_MAX", 0)  # the fixed-point iteration
+    it = md.markov(j, 3)
+    monkeypatch.setattr(md, "_MAX_ITER", 0)  # the sparse LU fallback
+    lu = md.markov(j, 3)
+    for other in (it, lu):
+        assert other.p_conversion == pytest.approx(dense.p_conversion, abs=1e-13)
+        np.testing.assert_allclose(other.removal["removal_effect"], dense.removal["removal_effect"], atol=1e-12)
+        np.testing.assert_allclose(other.removal["removal_effect_value"], dense.removal["removal_effect_value"],
+                                   atol=1e-12)
+
+
 def test_markov_exact_equals_a_long_seeded_simulation():
     paths = [[0, 1], [1, 2], [0, 2, 1], [2], [0, 1, 0], [1]]
     conv, null = [5, 3, 2, 1, 0, 0], [1, 2, 1, 4, 3, 2]
