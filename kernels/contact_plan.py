@@ -107,6 +107,48 @@ def _merge(pc, pv, cnt, hist, lay_src, lay_dst, k, w, nsrc, sk, sw, sdc, sdv, sk
 
 
 @njit(**JIT)
+def _prune(pc, pv, cnt, hist, lay, cap, gap, keep, ptr):
+    """Drop the points of state (k, w) dominated by a point of a state (k', w') <= (k, w)
+    componentwise (not both equal) with spend <= and value >=: fewer contacts used and
+    fewer periods blocked allow every continuation, so the optimum for every budget
+    is unchanged. States are visited from the smallest up, so dominance is checked
+    against already pruned frontiers (transitive: nothing is lost)."""
+    G = gap + 1
+    for k in range(cap + 1):
+        for w in range(G):
+            n = cnt[lay, k, w]
+            if n == 0 or (k == 0 and w == 0):
+                continue
+            for q in range((cap + 1) * G):
+                ptr[q] = 0
+            out = 0
+            for j in range(n):
+                c = pc[lay, k, w, j]
+                val = pv[lay, k, w, j]
+                dominated = False
+                for k2 in range(k + 1):
+                    for w2 in range(w + 1):
+                        if k2 == k and w2 == w:
+                            continue
+                        q = k2 * G + w2
+                        m = cnt[lay, k2, w2]
+                        while ptr[q] < m and pc[lay, k2, w2, ptr[q]] <= c:
+                            ptr[q] += 1
+                        if ptr[q] > 0 and pv[lay, k2, w2, ptr[q] - 1] >= val:
+                            dominated = True
+                            break
+                    if dominated:
+                        break
+                if not dominated:
+                    pc[lay, k, w, out] = c
+                    pv[lay, k, w, out] = val
+                    if keep:
+                        hist[lay, k, w, out] = hist[lay, k, w, j]
+                    out += 1
+            cnt[lay, k, w] = out
+
+
+@njit(**JIT)
 def _frontiers(v, costs, C, cap, gap, since, pc, pv, cnt, hist, keep, sk, sw, sdc, sdv, skind, ptr):
     """Run the DP of one customer; returns the layer holding the end frontiers.
     With ``keep`` layer t holds the frontiers at the start of period t (hist: where each
@@ -148,6 +190,7 @@ def _frontiers(v, costs, C, cap, gap, since, pc, pv, cnt, hist, keep, sk, sw, sd
                             skind[ns] = 2 + m
                             ns += 1
                 _merge(pc, pv, cnt, hist, lay, nl, k, w, ns, sk, sw, sdc, sdv, skind, C, keep, ptr)
+        _prune(pc, pv, cnt, hist, nl, cap, gap, keep, ptr)
         lay = nl
     return lay
 
@@ -206,7 +249,11 @@ def _hull(sc, sv, n, hb, hv) -> int:
         while h >= 2:
             b1, y1 = hb[h - 2], hv[h - 2]
             b2, y2 = hb[h - 1], hv[h - 1]
-            if (y2 - y1) * (b - b1) <= (y - y1) * (b2 - b1):
+            # on or below the chord (with a relative tolerance: rounding must not keep
+            # collinear vertices, whose float slopes could then come out of order)
+            lhs = (y2 - y1) * (b - b1)
+            rhs = (y - y1) * (b2 - b1)
+            if lhs <= rhs + 1e-12 * abs(rhs):
                 h -= 1
             else:
                 break
@@ -439,6 +486,16 @@ def plans_at(values: np.ndarray, costs: np.ndarray, spend: np.ndarray, since: np
 
 
 @njit(**JIT)
+def _monotone(slope, starts, counts):
+    """Make each customer's slopes non-increasing (a running minimum), so sorting by slope
+    never puts a customer's later segment before an earlier one."""
+    for i in range(starts.size):
+        for j in range(starts[i] + 1, starts[i] + counts[i]):
+            if slope[j] > slope[j - 1]:
+                slope[j] = slope[j - 1]
+
+
+@njit(**JIT)
 def _greedy(order, cust, seg_cost, seg_pos, budget, taken_upto):
     used = 0
     for j in range(order.size):
@@ -474,6 +531,7 @@ def greedy_take(hoff: np.ndarray, spend: np.ndarray, value: np.ndarray, budget: 
     dc = spend[end] - spend[end - 1]
     dv = value[end] - value[end - 1]
     slope = dv / dc
+    _monotone(slope, np.cumsum(nseg_c) - nseg_c, nseg_c)
     order = np.lexsort((pos, cust, -slope)).astype(np.int64)
     taken = np.zeros(n, np.int64)
     csum = np.cumsum(dc[order])

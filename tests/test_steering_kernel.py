@@ -130,3 +130,24 @@ def test_permutation_and_threads_give_identical_plans():
     with numba_threads(1):
         b = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg, capacity=cap)
     assert np.array_equal(a.medium, b.medium) and a.value == b.value and a.bound == b.bound
+
+
+@pytest.mark.parametrize("x", [0.07312652, 0.1 + 0.2, 1 / 3, 2.718281828, 0.0017477])
+def test_collinear_hull_points_are_merged_despite_rounding(x):
+    # regression (found by the benchmark): equal per-contact gains give collinear points
+    # whose float slopes differed in the last bit; the greedy then met a customer's later
+    # segment first, skipped it for good and lost up to 8 currency units per customer
+    v = np.full((1, 1, 6), x)
+    hoff, hb, hv = concave_hulls(v, np.array([44]), np.array([10_000]), np.array([9]), cap=4, gap=0)
+    assert hb.tolist() == [0, 176]
+    assert hv[-1] == pytest.approx(4 * x)
+
+
+def test_greedy_reaches_the_lagrangian_bound_on_equal_gain_customers():
+    rng = np.random.default_rng(0)
+    v = np.repeat(rng.uniform(0.05, 1.0, (500, 1, 1)), 8, axis=2) + np.zeros((500, 2, 8))
+    v[:, 1] = np.nan
+    costs = np.array([44, 7])
+    sol = solve_plan(v, costs, np.full(500, 10_000), np.full(500, 9), cap=4, gap=1,
+                     global_budget=500 * 44 * 2 + 13)
+    assert sol.gap < 1e-3
