@@ -198,6 +198,51 @@ def _edges(offsets, channels, conv, null, value, n_channels, order):
     return src, dst, wt, val
 
 
+#: above this many cells (states x successors) :func:`transition_counts` is not used
+MAX_DENSE_CELLS = 20_000_000
+
+
+def transition_counts(offsets, channels, conv, null, value, n_channels, order=1):
+    """The transitions of the order-``order`` chain aggregated in one pass, as dense tables.
+
+    A state (the last ``min(order, i)`` channels, key as in :func:`transition_edges`; key 0 is
+    the start) has at most ``C + 2`` successors: the next channel ``x`` (column ``x``),
+    conversion (column ``C``) and null (column ``C + 1``).
+
+    Returns
+    -------
+    (weight, value) : float64 arrays of shape ``((C + 1) ** order, C + 2)``.
+    """
+    offsets, channels = _csr(offsets, channels, n_channels)
+    n = offsets.size - 1
+    if order < 1 or (n_channels + 1) ** order * (n_channels + 2) > MAX_DENSE_CELLS:
+        raise ValueError("order must be >= 1 and (C + 1) ** order * (C + 2) at most MAX_DENSE_CELLS")
+    return _counts(offsets, channels, _weights(conv, n, "conv"), _weights(null, n, "null"),
+                   _weights(value, n, "value"), int(n_channels), int(order))
+
+
+@njit(**JIT)
+def _counts(offsets, channels, conv, null, value, n_channels, order):
+    base = n_channels + 1
+    top = base ** (order - 1)
+    wt = np.zeros((base ** order, n_channels + 2))
+    val = np.zeros((base ** order, n_channels + 2))
+    for j in range(offsets.size - 1):
+        w = conv[j] + null[j]
+        if w == 0.0:
+            continue
+        key = 0
+        for i in range(offsets[j], offsets[j + 1]):
+            wt[key, channels[i]] += w
+            if i - offsets[j] >= order:
+                key = key % top
+            key = key * base + channels[i] + 1 if order > 1 else channels[i] + 1
+        wt[key, n_channels] += conv[j]
+        val[key, n_channels] += value[j]
+        wt[key, n_channels + 1] += null[j]
+    return wt, val
+
+
 def decode_state(key, n_channels, order):
     """The channel ids (oldest first) of a state key of :func:`transition_edges`."""
     if order == 1:

@@ -172,7 +172,10 @@ def test_markov_large_state_spaces_solve_to_machine_precision(monkeypatch):
     it = md.markov(j, 3)
     monkeypatch.setattr(md, "_MAX_ITER", 0)  # the sparse LU fallback
     lu = md.markov(j, 3)
-    for other in (it, lu):
+    monkeypatch.setattr(kp, "MAX_DENSE_CELLS", 0)  # transitions as an edge list, not dense tables
+    edges = md.markov(j, 3)
+    assert edges.transitions.equals(lu.transitions)
+    for other in (it, lu, edges):
         assert other.p_conversion == pytest.approx(dense.p_conversion, abs=1e-13)
         np.testing.assert_allclose(other.removal["removal_effect"], dense.removal["removal_effect"], atol=1e-12)
         np.testing.assert_allclose(other.removal["removal_effect_value"], dense.removal["removal_effect_value"],

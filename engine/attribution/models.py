@@ -111,7 +111,20 @@ def markov(j: Journeys, order: int) -> MarkovResult:
     import scipy.sparse as sp
 
     c = len(j.channels)
-    src, dst, w, val = kp.transition_edges(j.offsets, j.channel, j.conv, j.null, j.value, c, order)
+    base = c + 1
+    if base ** order * (c + 2) <= kp.MAX_DENSE_CELLS:
+        # one pass into (state, successor) tables, then only the cells that occur
+        wtab, vtab = kp.transition_counts(j.offsets, j.channel, j.conv, j.null, j.value, c, order)
+        rows, cols = np.nonzero(wtab)
+        w, val = wtab[rows, cols], vtab[rows, cols]
+        digits = np.zeros(rows.size, np.int64)  # channels in the from-state
+        for d in range(1, order + 1):
+            digits += rows >= base ** (d - 1)
+        nxt = np.where(digits >= order, rows % base ** (order - 1) if order > 1 else 0, rows) * base + cols + 1
+        src = np.where(rows == 0, kp.START, rows)
+        dst = np.where(cols == c, kp.CONVERSION, np.where(cols == c + 1, kp.NULL, nxt))
+    else:
+        src, dst, w, val = kp.transition_edges(j.offsets, j.channel, j.conv, j.null, j.value, c, order)
     keys, inv = np.unique(np.concatenate([src, dst]), return_inverse=True)
     s_id, d_id = inv[:src.size], inv[src.size:]
     ns = keys.size
