@@ -216,3 +216,59 @@ def test_cli_steer_writes_the_plan_and_maps_bad_config_to_exit_1(data, tmp_path)
     assert r.exit_code == 1 and "did you mean 'cap'" in r.output
     r = runner.invoke(app, ["steer", "--help"])
     assert r.exit_code == 0 and "certified" in r.output
+
+
+# ---------------------------------------------------------------- proposals and budgets tables
+
+def _proposals(tmp_path, n=40, seed=1):
+    rng = np.random.default_rng(seed)
+    rows = [(i, m, t, float(np.round(rng.normal(0.8, 1.0), 3)), c)
+            for i in range(1, n + 1) for m, c in (("mail", 1.0), ("call", 2.5)) for t in range(1, 7)
+            if rng.random() < 0.8]
+    prop = pl.DataFrame(rows, schema=["customer_id", "medium", "period", "value", "cost"], orient="row")
+    prop.write_parquet(tmp_path / "proposals.parquet")
+    pl.DataFrame({"customer_id": list(range(1, n + 1)), "budget": rng.integers(0, 8, n).astype(float)}).write_csv(
+        tmp_path / "budgets.csv")
+    return prop
+
+
+def test_plan_from_proposals_and_budgets_alone_matches_the_solver(data, tmp_path):
+    # load_config insists on an orders table, so ``data`` points at generated data; the
+    # plan reads only the two tables
+    from centile.steering.job import run_steering
+    from centile.steering.solve import solve_plan
+
+    prop = _proposals(tmp_path)
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(f'data = "{data}"\n[steering]\nperiods = 6\ncap = 3\ngap = 0\ncost_unit = 0.5\n'
+                        f'global_budget = 40.0\nproposals = "{tmp_path / "proposals.parquet"}"\n'
+                        f'budgets = "{tmp_path / "budgets.csv"}"\n')
+    res = run_steering(load_config(cfg_file), tmp_path / "out")
+    v = np.full((40, 2, 6), np.nan)
+    mi = {"call": 0, "mail": 1}
+    for r in prop.iter_rows(named=True):
+        v[r["customer_id"] - 1, mi[r["medium"]], r["period"] - 1] = r["value"]
+    budgets = pl.read_csv(tmp_path / "budgets.csv")["budget"].to_numpy()
+    sol = solve_plan(v, np.array([5, 2]), (budgets / 0.5).astype(np.int64), np.full(40, 10**6), cap=3, gap=0,
+                     global_budget=80)
+    assert res.summary["value"] == pytest.approx(sol.value) and res.summary["gap"] == pytest.approx(sol.gap)
+    plan = pl.read_parquet(tmp_path / "out" / "plan.parquet")
+    assert plan["cost"].sum() <= 40.0
+    per = plan.group_by("customer_id").agg(c=pl.col("cost").sum()).join(
+        pl.read_csv(tmp_path / "budgets.csv"), on="customer_id")
+    assert (per["c"] <= per["budget"]).all()
+
+
+def test_proposals_with_two_costs_for_a_medium_or_budgets_alone_are_refused(data, tmp_path):
+    from centile.errors import InputError
+    from centile.steering.job import run_steering
+
+    prop = _proposals(tmp_path)
+    prop.with_columns(cost=pl.when(pl.col("customer_id") == 3).then(9.0).otherwise(pl.col("cost"))).write_parquet(
+        tmp_path / "p2.parquet")
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(f'data = "{data}"\n[steering]\nperiods = 6\nproposals = "{tmp_path / "p2.parquet"}"\n')
+    with pytest.raises(InputError, match="one cost per medium"):
+        run_steering(load_config(cfg_file), tmp_path / "out")
+    with pytest.raises(ConfigError, match="budgets needs"):
+        parse_steering({"budgets": "b.csv"})

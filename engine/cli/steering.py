@@ -33,7 +33,8 @@ def print_steering(console: Any, res: Any) -> None:
 
     s = res.summary
     t = Table(title=f"Contact plan: {s['contacts']:,} contacts to {s['customers_contacted']:,} of "
-                    f"{s['customers']:,} customers over {s['periods']} periods of {s['period_days']:g} days",
+                    f"{s['customers']:,} customers over {s['periods']} periods"
+                    + (f" of {s['period_days']:g} days" if s["period_days"] else ""),
               title_justify="left")
     for c in ("medium", "contacts", "capacity", "cost", "expected margin", "mu"):
         t.add_column(c, justify="left" if c == "medium" else "right")

@@ -236,7 +236,7 @@ def _q(name: str) -> str:
 
 def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ...], st: SteeringSettings,
                      budgets: pl.DataFrame, since: np.ndarray, aff: pl.DataFrame, priors: pl.DataFrame,
-                     notes: list[str], segments: pl.DataFrame | None, period_days: float) -> SteeringResult:
+                     notes: list[str], segments: pl.DataFrame | None, period_days: float | None) -> SteeringResult:
     """Solve and tabulate (customers sorted by id, so the plan does not depend on input order)."""
     costs = cost_units(media, st.cost_unit)
     for m, c in zip(media, costs, strict=True):

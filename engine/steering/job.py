@@ -56,6 +56,8 @@ def run_steering(cfg: Config, out: str | Path, *, settings: SteeringSettings | N
     from centile.features.compute import manifest
 
     st = settings or steering_settings(cfg)
+    if st.proposals is not None:
+        return _run_from_proposals(cfg, st, out)
     with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "contacts", "customers")) as s:
         with staging.timed("steering"), numba_threads(cfg.threads):
             try:
@@ -66,4 +68,29 @@ def run_steering(cfg: Config, out: str | Path, *, settings: SteeringSettings | N
         rows = write_steering(res, staging)
         rows["rejects"] = s.total_rejects
         write_manifest(staging, manifest(s, "steering", {"steering": res.summary}, rows))
+    return replace(res, out=staging.target)
+
+
+def from_proposals(cfg: Config, st: SteeringSettings) -> SteeringResult:
+    """The plan from ``[steering] proposals`` (and ``budgets``), with the global holdout of ``cfg``."""
+    from centile.steering.proposals import PROPOSAL_COLUMNS, plan_from_proposals, read_table
+
+    assert st.proposals is not None
+    ids = read_table(st.proposals, "proposals", PROPOSAL_COLUMNS)["customer_id"].unique().sort()
+    glob, note = global_holdout(cfg, ids, cfg.as_of)
+    res = plan_from_proposals(st, global_holdout=glob)
+    return replace(res, notes=res.notes + ((note,) if note else ()))
+
+
+def _run_from_proposals(cfg: Config, st: SteeringSettings, out: str | Path) -> SteeringResult:
+    from centile.io.outputs import build_manifest, fingerprint
+
+    with staged_output(out) as staging:
+        with staging.timed("steering"), numba_threads(cfg.threads):
+            res = from_proposals(cfg, st)
+        rows = write_steering(res, staging)
+        inputs = {k: fingerprint(p) for k, p in (("proposals", st.proposals), ("budgets", st.budgets)) if p}
+        write_manifest(staging, build_manifest("steering", as_of=cfg.as_of.isoformat() if cfg.as_of else None,
+                                               inputs=inputs, config=cfg.as_dict(), rows=rows,
+                                               summary=res.summary))
     return replace(res, out=staging.target)

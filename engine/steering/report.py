@@ -21,7 +21,8 @@ def steering_section(results: Path, cfg: Config | None = None) -> str:
         return ""
     gb = "unlimited" if doc.get("global_budget") is None else fmt(doc["global_budget"])
     head = (f'<p class="muted">{fmt(doc["contacts"])} contacts to {fmt(doc["customers_contacted"])} of '
-            f'{fmt(doc["customers"])} customers over {doc["periods"]} periods of {fmt(doc["period_days"])} days '
+            f'{fmt(doc["customers"])} customers over {doc["periods"]} periods'
+            f'{" of " + fmt(doc["period_days"]) + " days" if doc.get("period_days") else ""} '
             f'(cap {doc["settings"]["cap"]}, gap {doc["settings"]["gap"]}). Global budget {gb}, spent '
             f'{fmt(doc["spend"])}.</p>'
             f'<p id="steering-gap">Plan value <b>{fmt(doc["value"])}</b>; upper bound {fmt(doc["bound"])} '

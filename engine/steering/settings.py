@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from centile.config import Config, check_keys
 from centile.errors import ConfigError
 
 KEYS = ("periods", "cap", "gap", "target_margin", "cost_ratio", "global_budget", "cost_unit", "response_days",
-        "seasonality", "iterations", "media")
+        "seasonality", "iterations", "proposals", "budgets", "media")
 MEDIUM_KEYS = ("cost", "capacity", "categories", "audience")
 
 
@@ -41,6 +42,8 @@ class SteeringSettings:
     response_days: int = 14
     seasonality: tuple[float, ...] = ()
     iterations: int = 12
+    proposals: Path | None = None
+    budgets: Path | None = None
     media: tuple[Medium, ...] = field(default_factory=tuple)
 
     def season(self) -> tuple[float, ...]:
@@ -50,7 +53,8 @@ class SteeringSettings:
         return {"periods": self.periods, "cap": self.cap, "gap": self.gap, "target_margin": self.target_margin,
                 "cost_ratio": self.cost_ratio, "global_budget": self.global_budget, "cost_unit": self.cost_unit,
                 "response_days": self.response_days, "seasonality": list(self.season()),
-                "iterations": self.iterations,
+                "iterations": self.iterations, "proposals": str(self.proposals) if self.proposals else None,
+                "budgets": str(self.budgets) if self.budgets else None,
                 "media": {m.name: {"cost": m.cost, "capacity": m.capacity, "categories": list(m.categories),
                                    "audience": m.audience} for m in self.media}}
 
@@ -107,6 +111,14 @@ def parse_steering(section: Mapping[str, Any]) -> SteeringSettings:
                 or not all(not isinstance(x, bool) and isinstance(x, int | float) and x >= 0 for x in s)):
             raise ConfigError(f"[steering] seasonality = {s!r}: must be {periods} factors >= 0, one per period")
         kw["seasonality"] = tuple(float(x) for x in s)
+    for key in ("proposals", "budgets"):
+        if key in section:
+            if not isinstance(section[key], str) or not section[key]:
+                raise ConfigError(f"[steering] {key} = {section[key]!r}: must be the path of a Parquet or CSV file")
+            kw[key] = Path(section[key])
+    if "budgets" in kw and "proposals" not in kw:
+        raise ConfigError("[steering] budgets needs [steering] proposals: budgets of your own replace the "
+                          "CLV-based ones only for a plan from your own scored proposals")
     media = section.get("media", {})
     if not isinstance(media, Mapping):
         raise ConfigError("[steering] media must be tables [steering.media.<name>] with cost = ...")

@@ -8,14 +8,17 @@ from typing import Any
 from centile.config import Config, register_config_section
 from centile.pipeline import Context, Stage, register_stage
 from centile.steering.compute import write_steering
-from centile.steering.job import steer
+from centile.steering.job import from_proposals, steer
 from centile.steering.settings import steering_settings
 
 
 def _run(ctx: Context) -> dict[str, int]:
     st = ctx.cfg.settings("steering")
     with ctx.staging.timed("steering"):
-        res = steer(ctx.open(), ctx.cfg, st, ctx.frame("clv"), ctx.frame_or_none("segments"), progress=ctx.say)
+        if st.proposals is not None:
+            res = from_proposals(ctx.cfg, st)
+        else:
+            res = steer(ctx.open(), ctx.cfg, st, ctx.frame("clv"), ctx.frame_or_none("segments"), progress=ctx.say)
     ctx.publish(plan=res.plan, budgets=res.budgets)
     ctx.summaries["steering"] = res.summary
     ctx.notes.extend(f"steering: {n}" for n in res.notes)
@@ -25,6 +28,8 @@ def _run(ctx: Context) -> dict[str, int]:
 def _skip(ctx: Context) -> str | None:
     if "steering" not in ctx.cfg.as_dict().get("sections", {}):
         return "no [steering] section"
+    if ctx.cfg.settings("steering").proposals is not None:
+        return None
     s = ctx.open()
     if not s.has("contacts", "medium"):
         return "no contacts table with a medium column"
