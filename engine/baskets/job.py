@@ -18,6 +18,7 @@ from centile.baskets.compute import (
 from centile.baskets.recommend import (
     RecommendResult,
     compute_recommendations,
+    recommend_lines,
     recommend_summary_doc,
     write_recommendations,
 )
@@ -97,9 +98,7 @@ def run_recommend(cfg: Config, out: str | Path, *, settings: RecommendSettings |
         _check_columns(seg, (st.segment_by,), "--segment-by")
     with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products")) as s:
         with staging.timed("recommend"), numba_threads(cfg.threads):
-            lines = basket_lines(s, st.level, exclude_returned=False)
-            if not bst.exclude_returned:
-                lines = lines.with_columns(kept=pl.lit(True))
+            lines = recommend_lines(s, st.level, bst.exclude_returned)
             res = compute_recommendations(lines, st, s.as_of, seg, evaluate_cutoff=evaluate)
         rows = write_recommendations(res, staging)
         rows["rejects"] = s.total_rejects

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from centile.baskets.compute import build_baskets, item_dictionary, segment_codes
+from centile.baskets.compute import basket_lines, build_baskets, item_dictionary, segment_codes
 from centile.baskets.settings import RecommendSettings
 from centile.errors import ConfigError
 from centile.kernels.pairs import item_counts, pair_counts
@@ -97,6 +97,14 @@ def histories(lines: pl.DataFrame, items: pl.Series, customers: pl.Series, as_of
     np.add.at(off, h.get_column("crow").to_numpy() + 1, 1)
     return (np.cumsum(off), h.get_column("code").to_numpy().astype(np.int64),
             h.get_column("w").to_numpy().astype(np.float64) / _UNITS)
+
+
+def recommend_lines(s, level: str, exclude_returned: bool = True) -> pl.DataFrame:
+    """The lines of :func:`~centile.baskets.compute.basket_lines` including the returned-in-full ones:
+    those make an item bought (never recommended again under new-only) but, with
+    ``exclude_returned``, neither count in co-occurrence nor weigh in a history."""
+    lines = basket_lines(s, level, exclude_returned=False)
+    return lines if exclude_returned else lines.with_columns(kept=pl.lit(True))
 
 
 def _kept(lines: pl.DataFrame) -> pl.DataFrame:
@@ -253,10 +261,12 @@ def evaluate(lines: pl.DataFrame, st: RecommendSettings, cutoff: dt.date,
           .with_columns(beats_popularity=pl.when(pl.col("model") == "centile")
                         .then(pl.col("hit_rate") > pl.col("__base")).otherwise(None))
           .drop("__base").with_columns(cutoff=pl.lit(cutoff)))
+    pop = {r["protocol"]: r for r in ev.filter(pl.col("model") == "popularity").iter_rows(named=True)}
     for r in ev.filter(pl.col("model") == "centile").iter_rows(named=True):
-        if not r["beats_popularity"]:
-            notes.append(f"recommend: on {r['protocol']} the recommender does not beat popularity "
-                         f"(HitRate@{st.k} {r['hit_rate']:.4f})")
+        for metric, label in (("hit_rate", "HitRate"), ("precision", "Precision"), ("recall", "Recall")):
+            if not r[metric] > pop[r["protocol"]][metric]:
+                notes.append(f"recommend: on {r['protocol']} the recommender does not beat popularity on "
+                             f"{label}@{st.k} ({r[metric]:.4f} vs {pop[r['protocol']][metric]:.4f})")
     return ev, notes
 
 

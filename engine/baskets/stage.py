@@ -20,6 +20,7 @@ from centile.baskets.compute import (
 )
 from centile.baskets.recommend import (
     compute_recommendations,
+    recommend_lines,
     recommend_summary_doc,
     write_recommendations,
 )
@@ -74,10 +75,7 @@ def _run_recommend(ctx: Context) -> dict[str, int]:
     s = ctx.open()
     ctx.say(f"recommend: top {st.k} {st.level}s per customer")
     with ctx.staging.timed("recommend"), numba_threads(ctx.cfg.threads):
-        # returned-in-full lines stay in as "bought" (never recommended again under new-only)
-        lines = basket_lines(s, st.level, exclude_returned=False)
-        if not bst.exclude_returned:
-            lines = lines.with_columns(kept=pl.lit(True))
+        lines = recommend_lines(s, st.level, bst.exclude_returned)
         if lines.height == 0:
             raise StageSkipped("no order lines with an item before as_of")
         res = compute_recommendations(lines, st, s.as_of, segment_frame(ctx), evaluate_cutoff=st.cutoff)
