@@ -166,6 +166,13 @@ def test_run_steering_writes_a_feasible_certified_plan(data, tmp_path):
     for f in ("affinity", "affinity_priors", "budgets", "plan_summary"):
         assert (tmp_path / "out" / f"{f}.parquet").exists()
     assert res.summary_table.filter(pl.col("level") == "total")["contacts"][0] == plan.height
+    # the closed loop: the plan as a contacts table with control groups (default 10 %)
+    con = pl.read_parquet(tmp_path / "out" / "plan_contacts.parquet")
+    assert con.columns == ["customer_id", "campaign_id", "sent_ts", "medium", "cost", "group"]
+    assert con.height == plan.height and set(con["group"].unique()) == {"treatment", "control"}
+    assert 0.05 < (con["group"] == "control").mean() < 0.15
+    assert (con.filter(pl.col("group") == "control")["cost"] == 0).all()
+    assert con["sent_ts"].min().date() == res.summary["horizon_start"]
 
 
 def test_global_holdout_members_are_never_contacted_and_threads_do_not_matter(data, tmp_path):

@@ -55,6 +55,7 @@ class SteeringResult:
     solution: Solution
     summary: dict[str, Any]
     notes: tuple[str, ...] = ()
+    contacts: pl.DataFrame | None = None
     out: Path | None = field(default=None, compare=False)
 
 
@@ -295,11 +296,47 @@ def summary_table(plan: pl.DataFrame, media: tuple[Medium, ...], sol: Solution, 
 
 
 def write_steering(res: SteeringResult, staging: Any) -> dict[str, int]:
-    """affinity, affinity_priors, budgets, plan, plan_summary (Parquet) and steering.json."""
+    """affinity, affinity_priors, budgets, plan, plan_summary, plan_contacts (Parquet) and steering.json."""
     files = {"affinity": res.affinity, "affinity_priors": res.priors, "budgets": res.budgets, "plan": res.plan,
              "plan_summary": res.summary_table}
+    if res.contacts is not None:
+        files["plan_contacts"] = res.contacts
     for name, df in files.items():
         df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
     Path(staging.path("steering.json")).write_text(
         json.dumps({**res.summary, "notes": list(res.notes)}, indent=2, default=str) + "\n")
     return {k: v.height for k, v in files.items()}
+
+
+def plan_contacts(plan: pl.DataFrame, start: dt.date, period_days: float, spec: Any, seed: int) -> pl.DataFrame:
+    """The plan as a ``contacts`` table with control groups, closing the loop: send the
+    treatment rows, keep the control rows, and the next ``centile uplift`` measures what the
+    plan achieved.
+
+    One campaign per period and medium (``campaign_id`` 1, 2, ... in period then medium
+    order; salt ``steering-p<period>-<medium>``); arms drawn by :func:`centile.uplift.holdout.assign`
+    with the ``[holdout]`` arms (default treatment 0.9 / control 0.1) among the planned
+    customers (the global holdout is already out of the plan). ``sent_ts`` is the start of
+    the period (08:00); control rows cost 0, as in the contacts data contract.
+    """
+    from dataclasses import replace
+
+    from centile.uplift.holdout import assign
+
+    camps = plan.select("period", "medium").unique().sort("period", "medium")
+    parts = []
+    for cid, (period, medium) in enumerate(camps.iter_rows(), start=1):
+        rows = plan.filter((pl.col("period") == period) & (pl.col("medium") == medium)).sort("customer_id")
+        name = f"steering-p{period}-{medium}"
+        arms = assign(rows.select("customer_id"), replace(spec, campaigns=(name,), stratify_by=None,
+                                                           global_share=0.0), seed=seed).assignments
+        sent = dt.datetime.combine(start, dt.time(8)) + dt.timedelta(days=(period - 1) * period_days)
+        parts.append(rows.join(arms.select("customer_id", "arm"), on="customer_id").select(
+            "customer_id", campaign_id=pl.lit(cid, dtype=pl.Int64), sent_ts=pl.lit(sent, dtype=pl.Datetime("us")),
+            medium=pl.col("medium"), cost=pl.when(pl.col("arm") == "control").then(0.0).otherwise(pl.col("cost")),
+            group=pl.col("arm")))
+    if not parts:
+        return pl.DataFrame(schema={"customer_id": plan["customer_id"].dtype, "campaign_id": pl.Int64,
+                                    "sent_ts": pl.Datetime("us"), "medium": pl.String, "cost": pl.Float64,
+                                    "group": pl.String})
+    return pl.concat(parts)

@@ -14,7 +14,7 @@ from centile.config import Config
 from centile.errors import InputError
 from centile.io.outputs import staged_output, write_manifest
 from centile.runtime import Progress, numba_threads
-from centile.steering.compute import SteeringResult, compute_steering, write_steering
+from centile.steering.compute import SteeringResult, compute_steering, plan_contacts, write_steering
 from centile.steering.settings import SteeringSettings, steering_settings
 
 
@@ -43,7 +43,9 @@ def steer(s, cfg: Config, st: SteeringSettings, clv: pl.DataFrame, segments: pl.
     glob, note = global_holdout(cfg, ids, s.as_of)
     res = compute_steering(s, st, clv, clv_horizon_days=horizon_days, clv_margin=cs.margin, global_holdout=glob,
                            segments=segments, progress=progress)
-    return replace(res, notes=res.notes + ((note,) if note else ()))
+    contacts = plan_contacts(res.plan, s.as_of, horizon_days / st.periods, cfg.settings("holdout"), cfg.seed)
+    summary = {**res.summary, "horizon_start": s.as_of}
+    return replace(res, notes=res.notes + ((note,) if note else ()), contacts=contacts, summary=summary)
 
 
 def run_steering(cfg: Config, out: str | Path, *, settings: SteeringSettings | None = None,

@@ -43,7 +43,7 @@ def _config(cfg: Config) -> dict[str, Any]:
 
 
 STAGE = register_stage(Stage(
-    "steering", _run, writes=("affinity", "affinity_priors", "budgets", "plan", "plan_summary"),
+    "steering", _run, writes=("affinity", "affinity_priors", "budgets", "plan", "plan_summary", "plan_contacts"),
     reads=("clv",), uses=("segments",), tables=("orders", "contacts", "customers"), config=_config, skip=_skip))
 
 register_config_section("steering", steering_settings)
