@@ -10,7 +10,7 @@
   set lies within S`` by subset enumeration (at most 20 channels); the values sum to the overall
   conversion rate and are scaled to the total conversions (value: the same with value per journey);
 * ``markov_k`` -- the order-k absorbing Markov chain (states: the last k channels, start,
-  conversion, null). ``P(conversion)`` solves ``(I - Q) x = r`` (a dense LU up to 2,000 transient
+  conversion, null). ``P(conversion)`` solves ``(I - Q) x = r`` (a dense LU up to 300 transient
   states; beyond, the fixed point ``x = r + Q x`` iterated to machine precision) -- no simulation. Removing channel ``c`` sends every state that contains
   ``c`` to null; ``RE_c = 1 - P(conversion | c removed) / P(conversion)``. Conversions are shared
   by ``RE_c / sum RE``. Value: the conversion step of each last state carries the mean value of
@@ -73,7 +73,7 @@ def shapley(j: Journeys) -> pl.DataFrame:
 def _absorb(q, r, keep: np.ndarray | None):
     """x solving (I - Q) x = r over the transient states ``keep`` (others fixed to 0).
 
-    Up to 2,000 states: a dense LU. Beyond (order 2 and 3 with many channels, where a sparse LU
+    Up to 300 states: a dense LU. Beyond (order 2 and 3 with many channels, where a sparse LU
     fills in badly): the fixed point ``x = r + Q x`` iterated until no entry moves by more than
     1e-15 of the largest (the chain is absorbing, so this converges geometrically at the rate of
     the longest-path probability), then one residual check; a sparse LU if it did not converge.
@@ -103,7 +103,7 @@ def _absorb(q, r, keep: np.ndarray | None):
 
 
 _MAX_ITER = 100_000
-_DENSE_MAX = 2000
+_DENSE_MAX = 300
 
 
 def markov(j: Journeys, order: int) -> MarkovResult:
