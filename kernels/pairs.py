@@ -224,3 +224,125 @@ def pair_counts(offsets, items, n_items, min_count=1, counts=None):
         if c.shape != (n,):
             raise ValueError(f"counts must have shape ({n},), got {c.shape}")
     return _pairs(off, it, c, min_count, n)
+
+
+@njit(**JIT)
+def _triples_of(a, offsets, items, start, idx, okb, buf):
+    """Codes ``b * m + c`` (a < b < c, both ``okb``) of every basket holding ``a``; returns how many."""
+    m = okb.size
+    w = 0
+    for q in range(start[a], start[a + 1]):
+        t = idx[q]
+        lo = offsets[t]
+        hi = offsets[t + 1]
+        for r in range(lo, hi):
+            b = items[r]
+            if b <= a or not okb[b]:
+                continue
+            for s in range(r + 1, hi):
+                c = items[s]
+                if okb[c]:
+                    if buf.size > 0:
+                        buf[w] = b * m + c
+                    w += 1
+    return w
+
+
+@njit(**JIT_PARALLEL)
+def _triples(offsets, items, counts, min_count, n_items, p_off, p_b):
+    start, idx = _index(offsets, items, counts, min_count, n_items)
+    nblocks = (n_items + _BLOCK - 1) // _BLOCK
+    per_item = np.zeros(n_items, np.int64)
+    empty = np.empty(0, np.int64)
+    for pass_ in range(2):
+        if pass_ == 1:
+            pos = np.empty(n_items + 1, np.int64)
+            pos[0] = 0
+            for i in range(n_items):
+                pos[i + 1] = pos[i] + per_item[i]
+            total = pos[n_items]
+        else:
+            pos = np.zeros(1, np.int64)
+            total = 0
+        out_a = np.empty(total, np.int64)
+        out_b = np.empty(total, np.int64)
+        out_c = np.empty(total, np.int64)
+        out_n = np.empty(total, np.int64)
+        for blk in prange(nblocks):
+            okb = np.zeros(n_items, np.bool_)
+            for a in range(blk * _BLOCK, min(n_items, (blk + 1) * _BLOCK)):
+                if counts[a] < min_count or p_off[a + 1] - p_off[a] < 2:
+                    continue
+                for q in range(p_off[a], p_off[a + 1]):
+                    okb[p_b[q]] = True
+                size = _triples_of(a, offsets, items, start, idx, okb, empty)
+                buf = np.empty(size, np.int64)
+                _triples_of(a, offsets, items, start, idx, okb, buf)
+                buf.sort()
+                k = 0
+                w = pos[a] if pass_ == 1 else 0
+                u = 0
+                while u < size:
+                    v = u + 1
+                    while v < size and buf[v] == buf[u]:
+                        v += 1
+                    if v - u >= min_count:
+                        if pass_ == 1:
+                            out_a[w] = a
+                            out_b[w] = buf[u] // n_items
+                            out_c[w] = buf[u] % n_items
+                            out_n[w] = v - u
+                            w += 1
+                        k += 1
+                    u = v
+                if pass_ == 0:
+                    per_item[a] = k
+                for q in range(p_off[a], p_off[a + 1]):
+                    okb[p_b[q]] = False
+    return out_a, out_b, out_c, out_n
+
+
+def triple_counts(offsets, items, n_items, min_count, pair_a, pair_b, counts=None):
+    """Exact counts of every item triple held by at least ``min_count`` baskets (candidate counting).
+
+    Parameters
+    ----------
+    offsets, items, n_items
+        Baskets as in :func:`item_counts`.
+    min_count : int
+        Triples held by fewer baskets are left out.
+    pair_a, pair_b : array_like of int
+        The pairs ``a < b`` held by at least ``min_count`` baskets, sorted by ``(a, b)``
+        (:func:`pair_counts`): a triple can only reach ``min_count`` when its three pairs
+        do, so only items paired with ``a`` are extended.
+    counts : array_like of int, optional
+        Item counts to prune with (as in :func:`pair_counts`).
+
+    Returns
+    -------
+    a, b, c, count : ndarray of int64
+        Triples ``a < b < c`` sorted by ``(a, b, c)``.
+
+    Notes
+    -----
+    For each item ``a``, every pair ``(b, c)`` of a basket holding ``a`` with ``(a, b)`` and
+    ``(a, c)`` frequent is listed as one code and the codes are sorted and run-length counted;
+    work is the sum over those baskets of (their frequent partners of ``a``) squared / 2.
+    """
+    off, it, n = _check(offsets, items, n_items)
+    min_count = int(min_count)
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if n and n > 3_037_000_499:  # b * n + c must fit in int64
+        raise ValueError("too many item codes for triple counting")
+    pa = np.ascontiguousarray(pair_a, dtype=np.int64)
+    pb = np.ascontiguousarray(pair_b, dtype=np.int64)
+    if pa.shape != pb.shape or (pa.size and (np.any(pa >= pb) or pa.min() < 0 or pb.max() >= n)):
+        raise ValueError("pairs must be a < b item codes")
+    if pa.size > 1 and np.any((np.diff(pa) < 0) | ((np.diff(pa) == 0) & (np.diff(pb) <= 0))):
+        raise ValueError("pairs must be sorted by (a, b) without duplicates")
+    c = _item_counts(off, it, n) if counts is None else np.ascontiguousarray(counts, dtype=np.int64)
+    p_off = np.zeros(n + 1, np.int64)
+    np.add.at(p_off, pa + 1, 1)
+    p_off = np.cumsum(p_off)
+    return _triples(off, it, c, min_count, n, p_off, pb)

@@ -34,10 +34,12 @@ def test_baskets_writes_rules_per_segment(data, tmp_path):
     assert (out / "basket_rules.parquet").exists() and (out / "manifest.json").exists()
     assert "Top 15 rules overall" in r.stdout
     r = runner.invoke(app, ["baskets", "--data", str(data / "data"), "--out", str(tmp_path / "cat"), "--level",
-                            "category", "--min-support", "0.01", "--json"])
+                            "category", "--min-support", "0.001", "--max-size", "3", "--all-splits", "--json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["level"] == "category" and doc["baskets"] > 0
+    its = pl.read_parquet(tmp_path / "cat" / "basket_itemsets.parquet")
+    assert its.filter(pl.col("size") == 3).height > 0
 
 
 def test_recommend_and_evaluate(data, tmp_path):

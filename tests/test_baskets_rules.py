@@ -54,12 +54,20 @@ def test_pair_counts_reject_unsorted_or_out_of_range_items():
         pair_counts(np.array([0, 1]), np.array([3]), 3)
 
 
-@given(baskets_st, st.integers(1, 4))
-def test_rule_metrics_match_brute_force(baskets, min_count):
+def _key(r):
+    a = (r["antecedent"],) if r["antecedent_2"] is None else (r["antecedent"], r["antecedent_2"])
+    c = (r["consequent"],) if r["consequent_2"] is None else (r["consequent"], r["consequent_2"])
+    return a, c
+
+
+@given(baskets_st, st.integers(1, 4), st.sampled_from([(2, False), (3, False), (3, True)]))
+def test_rule_metrics_match_brute_force(baskets, min_count, size_splits):
+    max_size, all_splits = size_splits
     baskets = [b for b in baskets if b]  # a basket is an order with at least one line
-    res = compute_baskets(_lines(baskets), parse_baskets({"min_count": min_count, "segment_by": []}))
-    want = ref.rules(baskets, min_count)
-    got = {(r["antecedent"], r["consequent"]): r for r in res.rules.iter_rows(named=True)}
+    res = compute_baskets(_lines(baskets), parse_baskets({"min_count": min_count, "segment_by": [],
+                                                          "max_size": max_size, "all_splits": all_splits}))
+    want = ref.rules(baskets, min_count, max_size, all_splits)
+    got = {_key(r): r for r in res.rules.iter_rows(named=True)}
     assert set(got) == set(want)
     for key, w in want.items():
         g = got[key]
@@ -72,12 +80,14 @@ def test_rule_metrics_match_brute_force(baskets, min_count):
         else:
             assert g["conviction"] == pytest.approx(float(w["conviction"]), rel=1e-12)
     # sorted: lift (9 decimals) and support descending, then antecedent, consequent
-    keys = [(-round(r["lift"], 9), -r["support"], r["antecedent"], r["consequent"])
-            for r in res.rules.iter_rows(named=True)]
+    keys = [(-round(r["lift"], 9), -r["support"], *_key(r)) for r in res.rules.iter_rows(named=True)]
     assert keys == sorted(keys)
-    n_items = {(k[0],) for k in ref.itemset_counts(baskets) if len(k) == 1}
-    ones = res.itemsets.filter(pl.col("size") == 1)
-    assert ones.height == sum(1 for k in n_items if ref.itemset_counts(baskets)[k] >= min_count)
+    counts = ref.itemset_counts(baskets, max_size)
+    for size in range(1, max_size + 1):
+        sets = res.itemsets.filter(pl.col("size") == size)
+        cols = ["item_1", "item_2", "item_3"][:size]
+        got_sets = {tuple(r[:size]): r[size] for r in sets.select(*cols, "count").rows()}
+        assert got_sets == {k: v for k, v in counts.items() if len(k) == size and v >= min_count}
 
 
 def test_conviction_is_inf_at_confidence_one_and_ties_sort_by_items():
@@ -146,6 +156,10 @@ def test_segments_sum_to_overall_and_partitions_threads_give_same_bytes():
     for parts in (2, 5):
         other = compute_baskets(lines, st2, seg, partitions=parts)
         assert other.rules.equals(base.rules) and other.itemsets.equals(base.itemsets)
+    st3 = parse_baskets({"min_count": 3, "segment_by": ["club"], "max_size": 3, "all_splits": True})
+    three = compute_baskets(lines, st3, seg)
+    assert three.itemsets.filter(pl.col("size") == 3).height > 0
+    assert three.rules.equals(compute_baskets(lines, st3, seg, partitions=3).rules)
     with numba_threads(1):
         one = compute_baskets(lines, st2, seg)
     assert one.rules.equals(base.rules) and one.summary.equals(base.summary)
@@ -156,7 +170,7 @@ def test_segments_sum_to_overall_and_partitions_threads_give_same_bytes():
 
 @pytest.mark.parametrize(("raw", "msg"), [
     ({"min_count": 0}, "min_count"), ({"min_support": 1.5}, "min_support"), ({"level": "sku"}, "level"),
-    ({"min_cont": 3}, "did you mean 'min_count'"), ({"max_size": 3}, "max_size"),
+    ({"min_cont": 3}, "did you mean 'min_count'"), ({"max_size": 4}, "max_size"),
 ])
 def test_bad_settings_name_the_key(raw, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -27,7 +27,7 @@ import polars as pl
 from centile.baskets.settings import BasketSettings
 from centile.errors import InputError
 from centile.io.sqlfiles import read_sql
-from centile.kernels.pairs import item_counts, pair_counts
+from centile.kernels.pairs import item_counts, pair_counts, triple_counts
 
 if TYPE_CHECKING:
     from centile.backend.session import Session
@@ -132,27 +132,32 @@ def subset(b: Baskets, mask: np.ndarray) -> Baskets:
 
 @dataclass(frozen=True)
 class Counts:
-    """Mergeable counts of one set of baskets: N, item counts and pair counts (a < b)."""
+    """Mergeable counts of one set of baskets: N, item counts, pair counts (a < b) and, with
+    ``max_size = 3``, triple counts (``t`` = columns a, b, c, count with a < b < c)."""
 
     n: int
     items: np.ndarray
     a: np.ndarray
     b: np.ndarray
     ab: np.ndarray
+    t: tuple[np.ndarray, ...] | None = None
 
 
-def count_itemsets(b: Baskets, n_items: int, threshold: int, partitions: int = 1) -> Counts:
-    """Exact counts of the items and pairs held by at least ``threshold`` baskets.
+def count_itemsets(b: Baskets, n_items: int, threshold: int, partitions: int = 1, max_size: int = 2) -> Counts:
+    """Exact counts of the items, pairs (and triples) held by at least ``threshold`` baskets.
 
     With ``partitions > 1`` the baskets are split by customer (row modulo
     ``partitions``), item counts are summed over the parts, pairs among the
-    items frequent in the sum are counted per part and summed, and the
-    threshold applies to the sums: the same result as one part.
+    items frequent in the sum are counted per part and summed, the threshold
+    applies to the sums, and triples extend the merged frequent pairs the same
+    way: the same result as one part. (A per-part threshold would be wrong: a
+    pair can be rare in every part and frequent overall.)
     """
     if partitions <= 1:
         ic = item_counts(b.offsets, b.items, n_items)
         pa, pb, pc = pair_counts(b.offsets, b.items, n_items, threshold, counts=ic)
-        return Counts(int(b.offsets.size - 1), ic, pa, pb, pc)
+        t = triple_counts(b.offsets, b.items, n_items, threshold, pa, pb, counts=ic) if max_size >= 3 else None
+        return Counts(int(b.offsets.size - 1), ic, pa, pb, pc, t)
     parts = [subset(b, b.customer % partitions == p) for p in range(partitions)]
     ic = np.zeros(n_items, np.int64)
     for p in parts:  # pass 1: item counts merge by addition
@@ -164,24 +169,57 @@ def count_itemsets(b: Baskets, n_items: int, threshold: int, partitions: int = 1
         frames.append(pl.DataFrame({"a": pa, "b": pb, "ab": pc}))
     merged = (pl.concat(frames).group_by("a", "b").agg(pl.col("ab").sum())
               .filter(pl.col("ab") >= threshold).sort("a", "b"))
-    return Counts(sum(int(p.offsets.size - 1) for p in parts), ic, merged["a"].to_numpy(),
-                  merged["b"].to_numpy(), merged["ab"].to_numpy())
+    ma, mb = merged["a"].to_numpy(), merged["b"].to_numpy()
+    t = None
+    if max_size >= 3:  # pass 3: triples over the merged frequent pairs, then add
+        frames = []
+        for p in parts:
+            ta, tb, tc, tn = triple_counts(p.offsets, p.items, n_items, 1, ma, mb, counts=freq)
+            frames.append(pl.DataFrame({"a": ta, "b": tb, "c": tc, "n": tn}))
+        tri = (pl.concat(frames).group_by("a", "b", "c").agg(pl.col("n").sum())
+               .filter(pl.col("n") >= threshold).sort("a", "b", "c"))
+        t = tuple(tri[c].to_numpy() for c in ("a", "b", "c", "n"))
+    return Counts(sum(int(p.offsets.size - 1) for p in parts), ic, ma, mb, merged["ab"].to_numpy(), t)
 
 
 # ---------------------------------------------------------------------------
 # metrics from counts
 
-def rules_from_counts(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Both rules of every pair row (segment_by, segment, a, b, count_a, count_b, count_ab, n_baskets)
-    with every metric derived from the integer counts."""
-    keys = ("segment_by", "segment")
-    fwd = pairs.select(*keys, pl.col("a").alias("antecedent"), pl.col("b").alias("consequent"),
-                       pl.col("count_a").alias("count_antecedent"), pl.col("count_b").alias("count_consequent"),
-                       "count_ab", "n_baskets")
-    bwd = pairs.select(*keys, pl.col("b").alias("antecedent"), pl.col("a").alias("consequent"),
-                       pl.col("count_b").alias("count_antecedent"), pl.col("count_a").alias("count_consequent"),
-                       "count_ab", "n_baskets")
-    r = pl.concat([fwd, bwd]).rename({"count_ab": "count_both"})
+_RULE_KEYS = ("segment_by", "segment")
+
+
+def _split(df: pl.DataFrame, ant: tuple[str, str | None], cons: tuple[str, str | None], count_ant: str,
+           count_cons: str, count_both: str) -> pl.DataFrame:
+    def item(c: str | None) -> pl.Expr:
+        return pl.col(c) if c else pl.lit(None, pl.Int64)
+    return df.select(*_RULE_KEYS, item(ant[0]).alias("antecedent"), item(ant[1]).alias("antecedent_2"),
+                     item(cons[0]).alias("consequent"), item(cons[1]).alias("consequent_2"),
+                     pl.col(count_ant).alias("count_antecedent"), pl.col(count_cons).alias("count_consequent"),
+                     pl.col(count_both).alias("count_both"), "n_baskets")
+
+
+def rules_from_counts(pairs: pl.DataFrame, triples: pl.DataFrame | None = None,
+                      all_splits: bool = False) -> pl.DataFrame:
+    """Rules with every metric derived from the integer counts.
+
+    ``pairs``: segment_by, segment, a, b, count_a, count_b, count_ab, n_baskets → A → C both ways.
+    ``triples`` (optional): segment_by, segment, a, b, c, count_abc, count_a, count_b, count_c,
+    count_ab, count_ac, count_bc, n_baskets → the three rules with one consequent ({b, c} → a, ...)
+    and, with ``all_splits``, also the three with one antecedent (a → {b, c}, ...). A rule's second
+    antecedent / consequent item is in ``antecedent_2`` / ``consequent_2`` (null when it has one).
+    """
+    parts = [_split(pairs, ("a", None), ("b", None), "count_a", "count_b", "count_ab"),
+             _split(pairs, ("b", None), ("a", None), "count_b", "count_a", "count_ab")]
+    if triples is not None and triples.height:
+        t = triples
+        parts += [_split(t, ("b", "c"), ("a", None), "count_bc", "count_a", "count_abc"),
+                  _split(t, ("a", "c"), ("b", None), "count_ac", "count_b", "count_abc"),
+                  _split(t, ("a", "b"), ("c", None), "count_ab", "count_c", "count_abc")]
+        if all_splits:
+            parts += [_split(t, ("a", None), ("b", "c"), "count_a", "count_bc", "count_abc"),
+                      _split(t, ("b", None), ("a", "c"), "count_b", "count_ac", "count_abc"),
+                      _split(t, ("c", None), ("a", "b"), "count_c", "count_ab", "count_abc")]
+    r = pl.concat(parts)
     n = pl.col("n_baskets").cast(pl.Float64)
     ca = pl.col("count_antecedent")
     cc = pl.col("count_consequent")
@@ -197,10 +235,12 @@ def rules_from_counts(pairs: pl.DataFrame) -> pl.DataFrame:
 
 
 def sort_rules(rules: pl.DataFrame) -> pl.DataFrame:
-    """Segment, then lift (rounded to 9 decimals) and support descending, then antecedent, consequent."""
+    """Segment, then lift (rounded to 9 decimals) and support descending, then antecedent, consequent
+    (a single item before a pair starting with it)."""
     return (rules.with_columns(pl.col("lift").round(9).alias("__lift"))
-            .sort("segment_by", "segment", "__lift", "count_both", "antecedent", "consequent",
-                  descending=[False, False, True, True, False, False])
+            .sort("segment_by", "segment", "__lift", "count_both", "antecedent", "antecedent_2", "consequent",
+                  "consequent_2", descending=[False, False, True, True, False, False, False, False],
+                  nulls_last=False)
             .drop("__lift"))
 
 
@@ -262,12 +302,12 @@ def compute_baskets(lines: pl.DataFrame, st: BasketSettings, segments: pl.DataFr
         dropped = np.bincount(codes[b.excluded], minlength=len(values))
         groups += [(col, val, per_basket == i, int(dropped[i])) for i, val in enumerate(values)]
     n_items = items.len()
-    item_rows, pair_rows, summary = [], [], []
+    item_rows, pair_rows, triple_rows, summary = [], [], [], []
     for seg_by, seg, mask, dropped in groups:
         sub = b if mask is None else subset(b, mask)
         n = int(sub.offsets.size - 1)
         thr = st.threshold(n)
-        c = count_itemsets(sub, n_items, thr, partitions)
+        c = count_itemsets(sub, n_items, thr, partitions, st.max_size)
         freq = np.flatnonzero(c.items >= thr)
         item_rows.append(pl.DataFrame({
             "segment_by": [seg_by] * freq.size, "segment": [seg] * freq.size,
@@ -276,10 +316,13 @@ def compute_baskets(lines: pl.DataFrame, st: BasketSettings, segments: pl.DataFr
             "segment_by": [seg_by] * c.a.size, "segment": [seg] * c.a.size, "a": c.a, "b": c.b,
             "count_a": c.items[c.a], "count_b": c.items[c.b], "count_ab": c.ab,
             "n_baskets": np.full(c.a.size, n, np.int64)}))
+        if st.max_size >= 3:
+            triple_rows.append(_triples_frame(seg_by, seg, c, n))
         summary.append({"segment_by": seg_by, "segment": seg, "n_baskets": n,
                         "baskets_excluded": dropped,
-                        "threshold": thr, "frequent_items": int(freq.size), "frequent_pairs": int(c.a.size)})
-    return _finish(items, item_rows, pair_rows, summary, st, notes)
+                        "threshold": thr, "frequent_items": int(freq.size), "frequent_pairs": int(c.a.size),
+                        "frequent_triples": int(c.t[0].size) if c.t is not None else 0})
+    return _finish(items, item_rows, pair_rows, triple_rows, summary, st, notes)
 
 
 def _decode(df: pl.DataFrame, items: pl.Series, cols: tuple[str, ...]) -> pl.DataFrame:
@@ -290,32 +333,54 @@ def _decode(df: pl.DataFrame, items: pl.Series, cols: tuple[str, ...]) -> pl.Dat
     return df
 
 
-def _finish(items: pl.Series, item_rows: list[pl.DataFrame], pair_rows: list[pl.DataFrame], summary: list[dict],
-            st: BasketSettings, notes: list[str]) -> BasketsResult:
+def _triples_frame(seg_by: str, seg: str, c: Counts, n: int) -> pl.DataFrame:
+    ta, tb, tc, tn = c.t if c.t is not None else (np.zeros(0, np.int64),) * 4
+    pairs = pl.DataFrame({"a": c.a, "b": c.b, "ab": c.ab})
+    t = pl.DataFrame({"segment_by": [seg_by] * ta.size, "segment": [seg] * ta.size, "a": ta, "b": tb, "c": tc,
+                      "count_abc": tn, "count_a": c.items[ta], "count_b": c.items[tb], "count_c": c.items[tc],
+                      "n_baskets": np.full(ta.size, n, np.int64)}, schema_overrides={
+                          "segment_by": pl.String, "segment": pl.String})
+    for x, y, name in (("a", "b", "count_ab"), ("a", "c", "count_ac"), ("b", "c", "count_bc")):
+        look = pairs.rename({"a": x, "b": y, "ab": name})
+        t = t.join(look, on=[x, y], how="left", maintain_order="left")
+    return t
+
+
+def _finish(items: pl.Series, item_rows: list[pl.DataFrame], pair_rows: list[pl.DataFrame],
+            triple_rows: list[pl.DataFrame], summary: list[dict], st: BasketSettings,
+            notes: list[str]) -> BasketsResult:
     schema_i = {"segment_by": pl.String, "segment": pl.String, "a": pl.Int64, "count": pl.Int64,
                 "n_baskets": pl.Int64}
     ones = pl.concat([r.cast(schema_i) for r in item_rows]) if item_rows else pl.DataFrame(schema=schema_i)
     schema_p = {"segment_by": pl.String, "segment": pl.String, "a": pl.Int64, "b": pl.Int64, "count_a": pl.Int64,
                 "count_b": pl.Int64, "count_ab": pl.Int64, "n_baskets": pl.Int64}
     pairs = pl.concat([r.cast(schema_p) for r in pair_rows]) if pair_rows else pl.DataFrame(schema=schema_p)
-    rules = rules_from_counts(pairs)
+    triples = pl.concat(triple_rows) if triple_rows else None
+    rules = rules_from_counts(pairs, triples, st.all_splits)
     if st.min_confidence > 0:  # exact: count_both * den >= num * count_antecedent
         num, den = st.min_confidence.numerator, st.min_confidence.denominator
         rules = rules.filter(pl.col("count_both") * den >= pl.col("count_antecedent") * num)
     rules = sort_rules(rules)
-    itemsets = pl.concat([
-        ones.select("segment_by", "segment", pl.lit(1, pl.Int8).alias("size"), pl.col("a").alias("item_1"),
-                    pl.lit(None, pl.Int64).alias("item_2"), "count", "n_baskets"),
-        pairs.select("segment_by", "segment", pl.lit(2, pl.Int8).alias("size"), pl.col("a").alias("item_1"),
-                     pl.col("b").alias("item_2"), pl.col("count_ab").alias("count"), "n_baskets"),
-    ]).with_columns(support=pl.col("count").cast(pl.Float64) / pl.col("n_baskets").cast(pl.Float64))
-    itemsets = itemsets.sort("segment_by", "segment", "size", "count", "item_1", "item_2",
-                             descending=[False, False, False, True, False, False], nulls_last=True)
-    itemsets = _decode(itemsets, items, ("item_1", "item_2"))
-    rules = _decode(rules, items, ("antecedent", "consequent"))
+    none = pl.lit(None, pl.Int64)
+    sets = [ones.select("segment_by", "segment", pl.lit(1, pl.Int8).alias("size"), pl.col("a").alias("item_1"),
+                        none.alias("item_2"), none.alias("item_3"), "count", "n_baskets"),
+            pairs.select("segment_by", "segment", pl.lit(2, pl.Int8).alias("size"), pl.col("a").alias("item_1"),
+                         pl.col("b").alias("item_2"), none.alias("item_3"), pl.col("count_ab").alias("count"),
+                         "n_baskets")]
+    if triples is not None:
+        sets.append(triples.select("segment_by", "segment", pl.lit(3, pl.Int8).alias("size"),
+                                   pl.col("a").alias("item_1"), pl.col("b").alias("item_2"),
+                                   pl.col("c").alias("item_3"), pl.col("count_abc").alias("count"), "n_baskets"))
+    itemsets = pl.concat(sets).with_columns(
+        support=pl.col("count").cast(pl.Float64) / pl.col("n_baskets").cast(pl.Float64))
+    itemsets = itemsets.sort("segment_by", "segment", "size", "count", "item_1", "item_2", "item_3",
+                             descending=[False, False, False, True, False, False, False], nulls_last=True)
+    itemsets = _decode(itemsets, items, ("item_1", "item_2", "item_3"))
+    rules = _decode(rules, items, ("antecedent", "antecedent_2", "consequent", "consequent_2"))
     summ = pl.DataFrame(summary, schema={"segment_by": pl.String, "segment": pl.String, "n_baskets": pl.Int64,
                                          "baskets_excluded": pl.Int64, "threshold": pl.Int64,
-                                         "frequent_items": pl.Int64, "frequent_pairs": pl.Int64})
+                                         "frequent_items": pl.Int64, "frequent_pairs": pl.Int64,
+                                         "frequent_triples": pl.Int64})
     counts = rules.group_by("segment_by", "segment").agg(pl.len().cast(pl.Int64).alias("rules"))
     summ = (summ.join(counts, on=["segment_by", "segment"], how="left", maintain_order="left")
             .with_columns(pl.col("rules").fill_null(0)))

@@ -11,6 +11,13 @@ from centile.report.html import esc, read, table
 from centile.report.sections import register_section
 
 
+def _side(col: str) -> pl.Expr:
+    """``a`` or ``a + b`` (a rule side of one or two items)."""
+    one = pl.col(col).cast(pl.String)
+    two = pl.col(f"{col}_2").cast(pl.String)
+    return pl.when(two.is_null()).then(one).otherwise(pl.concat_str(one, pl.lit(" + "), two)).alias(col)
+
+
 def baskets_section(results: Path, cfg: Config | None = None) -> str:
     rules = read(results, "basket_rules")
     summary = read(results, "basket_summary")
@@ -33,9 +40,8 @@ def baskets_section(results: Path, cfg: Config | None = None) -> str:
     if rules is not None and rules.height:
         best = (rules.with_columns(r=pl.int_range(pl.len()).over("segment_by", "segment"))
                 .filter(pl.col("r") < top)
-                .select("segment_by", "segment", pl.col("antecedent").cast(pl.String),
-                        pl.col("consequent").cast(pl.String), "lift", "support", "confidence", "count_both",
-                        "n_baskets"))
+                .select("segment_by", "segment", _side("antecedent"), _side("consequent"), "lift", "support",
+                        "confidence", "count_both", "n_baskets"))
         parts += [f"<h3>Top {top} rules per segment (by lift)</h3>",
                   table(best, left=("segment_by", "segment", "antecedent", "consequent"),
                         pct=("support", "confidence"), table_id="basket-rules", max_rows=500)]

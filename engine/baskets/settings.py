@@ -15,7 +15,7 @@ from centile.errors import ConfigError
 LEVELS = ("product", "category")
 SIMILARITIES = ("cosine", "lift")
 BASKET_KEYS = ("level", "min_count", "min_support", "min_confidence", "max_size", "max_basket_items",
-               "exclude_returned", "segment_by", "top_rules", "enabled")
+               "exclude_returned", "segment_by", "top_rules", "all_splits", "enabled")
 RECOMMEND_KEYS = ("level", "k", "new_only", "similarity", "half_life_days", "repurchase_boost",
                   "min_pair_count", "max_neighbors", "segment_by", "cutoff", "enabled")
 
@@ -38,6 +38,7 @@ class BasketSettings:
     exclude_returned: bool = True
     segment_by: tuple[str, ...] = ("club", "rfm_segment")
     top_rules: int = 10
+    all_splits: bool = False
     enabled: bool = True
 
     def threshold(self, n_baskets: int) -> int:
@@ -119,11 +120,12 @@ def parse_baskets(raw: Mapping[str, Any], **overrides: Any) -> BasketSettings:
         exclude_returned=_bool(raw, "exclude_returned", w, True),
         segment_by=_columns(raw.get("segment_by", ["club", "rfm_segment"]), w),
         top_rules=_int(raw, "top_rules", w, 10, 1),
+        all_splits=_bool(raw, "all_splits", w, False),
         enabled=_bool(raw, "enabled", w, True),
     )
-    if st.max_size > 2:
-        raise ConfigError(f"{w} max_size = {st.max_size}: only itemsets of size 1 and 2 are implemented; "
-                          "use max_size = 2")
+    if st.max_size not in (2, 3):
+        raise ConfigError(f"{w} max_size = {st.max_size}: itemsets of size 2 (default) or 3 are counted; "
+                          "use max_size = 2 or 3")
     return st
 
 

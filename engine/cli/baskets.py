@@ -55,8 +55,10 @@ def print_baskets(console: Any, res: Any, *, limit: int = 15) -> None:
                padding=(0, 1), collapse_padding=True)
     for c in ("antecedent", "consequent", "baskets", "support", "confidence", "lift", "conviction"):
         t2.add_column(c, justify="left" if c in ("antecedent", "consequent") else "right", no_wrap=True)
+    def side(a: Any, b: Any) -> str:
+        return str(a) if b is None else f"{a} + {b}"
     for r in top.iter_rows(named=True):
-        t2.add_row(str(r["antecedent"]), str(r["consequent"]), f"{r['count_both']:,}", _f(r["support"], 4),
+        t2.add_row(side(r["antecedent"], r["antecedent_2"]), side(r["consequent"], r["consequent_2"]), f"{r['count_both']:,}", _f(r["support"], 4),
                    _f(r["confidence"]), _f(r["lift"], 2), _f(r["conviction"]))
     console.print(t2)
     for note in res.notes:
@@ -110,6 +112,12 @@ def register(app: typer.Typer) -> None:
         min_confidence: Annotated[float | None, typer.Option(
             "--min-confidence", help="Keep rules with confidence at least this (exact rational comparison).",
             show_default=False)] = None,
+        max_size: Annotated[int | None, typer.Option(
+            "--max-size", help="Largest itemset: 2 (default) or 3.", show_default=False)] = None,
+        all_splits: Annotated[bool | None, typer.Option(
+            "--all-splits/--single-consequent", help="Every split of a 3-itemset into antecedent and "
+            "consequent (as mlxtend), or only single-item consequents (default, as Spark MLlib and arules).",
+            show_default=False)] = None,
         as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None, json_: JsonOpt = False,
     ) -> None:
         """Association rules overall and per segment: exact item and pair counts, support, confidence,
@@ -127,7 +135,8 @@ def register(app: typer.Typer) -> None:
         with _errors():
             cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
             st = basket_settings(cfg, level=level, min_count=min_count, min_support=min_support,
-                                 min_confidence=min_confidence, segment_by=_segment_list(segment_by))
+                                 min_confidence=min_confidence, segment_by=_segment_list(segment_by),
+                                 max_size=max_size, all_splits=all_splits)
             with _status("baskets") as progress:
                 res = run_baskets(cfg, out, settings=st, segments=segments, progress=progress)
         if json_:
