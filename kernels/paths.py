@@ -73,6 +73,8 @@ def heuristic_credits(offsets, channels, age_days, conv, value, n_channels, half
     age = np.ascontiguousarray(age_days, dtype=np.float64)
     if age.shape != channels.shape:
         raise ValueError("age_days must have one value per touch")
+    if age.size and not (np.isfinite(age).all() and age.min() >= 0):
+        raise ValueError("age_days must be finite and >= 0 (NaN policy: refuse; pass 0 where time is unknown)")
     if not half_life_days > 0:
         raise ValueError("half_life_days must be positive")
     return _heuristics(offsets, channels, age, _weights(conv, n, "conv"), _weights(value, n, "value"),

@@ -91,6 +91,8 @@ def test_heuristics_single_and_empty_cases():
     j = make([[0]], conv=[0])
     cc, _ = kp.heuristic_credits(j.offsets, j.channel, j.age_days, j.conv, j.value, 1)
     assert (cc == 0).all()
+    with pytest.raises(ValueError, match="finite"):
+        kp.heuristic_credits(j.offsets, j.channel, [np.nan], j.conv, j.value, 1)
     with pytest.raises(ValueError, match="at least one touch"):
         kp.heuristic_credits(np.array([0, 0]), np.zeros(0, np.int32), np.zeros(0), [1.0], [1.0], 1)
 
@@ -305,3 +307,29 @@ def test_identical_results_at_one_and_all_threads():
         b = attribute(j, st)
     assert a.attribution.equals(b.attribution) and a.removal.equals(b.removal)
     assert a.transitions.equals(b.transitions)
+
+
+def test_incrementality_sits_beside_the_attributed_conversions():
+    from centile.attribution.compute import incrementality
+
+    att = pl.DataFrame({"model": ["linear"] * 3, "breakdown": "overall", "segment": "all",
+                        "channel": ["Email", "search", "newsletter"], "conversions": [100.0, 50.0, 30.0],
+                        "value": 0.0, "share": 0.0})
+    rows = []
+    for camp, arm, method, inc in (("1", "treatment", "welch", 20.0), ("1", "treatment", "bootstrap", 99.0),
+                                   ("2", "treatment", "welch", 5.0), ("3", "treatment", "welch", 7.0)):
+        rows.append({"campaign": camp, "breakdown": "overall", "segment": "all", "arm": arm, "outcome": "orders",
+                     "method": method, "n_arm": 100, "uplift_ci_low": 0.0, "uplift_ci_high": 0.5,
+                     "incremental": inc})
+    rows.append(rows[0] | {"breakdown": "region", "incremental": 1000.0})
+    uplift = pl.DataFrame(rows)
+    media = pl.DataFrame({"campaign": ["1", "2", "3"], "medium": ["email", "email", "catalogue"]})
+    out, notes = incrementality(att, uplift, media, {"newsletter": "catalogue"})
+    got = {r["channel"]: (r["incremental_conversions"], r["ratio"], r["campaigns"]) for r in out.iter_rows(named=True)}
+    # one method per campaign as uplift.preferred_rows picks it (bootstrap first); the region breakdown
+    # is left out; names match case-insensitively
+    assert got["Email"] == (104.0, 100.0 / 104.0, 2)
+    assert got["newsletter"] == (7.0, 30.0 / 7.0, 1)
+    assert "search" not in got and any("matched to contact media by name" in n for n in notes)
+    none, notes = incrementality(att, uplift, media.with_columns(medium=pl.lit("sale")))
+    assert none is None and "no channel matches" in notes[0]
