@@ -11,7 +11,8 @@ Outputs (see :func:`write_attribution`):
   (case-insensitive, or mapped in ``[attribution] channel_media``): attributed conversions per
   model beside the incremental orders measured by the uplift stage (``incremental`` of the
   ``orders`` outcome, overall breakdown, summed over the campaigns of that medium and their
-  arms), and their ratio.
+  arms), and their ratio. ``incremental_ci_low``/``_high`` add up the per-campaign interval bounds:
+  wider than the interval of the sum, never narrower.
 """
 
 from __future__ import annotations
