@@ -74,6 +74,10 @@ def test_cli_attribution_touchpoints_and_path_table(data, tmp_path):
     doc = json.loads(r.stdout)
     assert doc["journeys"] > 0 and "markov_1" in doc["models"]
     assert (tmp_path / "a" / "attribution_removal.parquet").exists()
+    r1 = runner.invoke(app, ["attribution", "--data", str(data), "--out", str(tmp_path / "a1"), "--threads", "1"])
+    assert r1.exit_code == 0, r1.output
+    for name in ("attribution", "attribution_removal", "attribution_transitions"):
+        assert (tmp_path / "a1" / f"{name}.parquet").read_bytes() == (tmp_path / "a" / f"{name}.parquet").read_bytes()
     # the same journeys as a path table give the same attribution (time decay aside)
     paths = tmp_path / "paths.csv"
     from centile.attribution.compute import attribution_from_session, parse_settings
