@@ -96,16 +96,18 @@ def build_baskets(lines: pl.DataFrame, items: pl.Series, customers: pl.Series,
     cust = pl.DataFrame({"customer_id": customers, "crow": np.arange(customers.len(), dtype=np.int64)})
     df = (lines.select("customer_id", "order_id", "item").join(codes, on="item", how="inner")
           .join(cust, on="customer_id", how="inner")
-          .select("crow", "order_id", "code").unique()
+          .select("crow", "order_id", "code")
           .sort("crow", "order_id", "code"))
+    # one pass over the sorted lines: a new basket where (customer, order) changes; a repeated
+    # item inside a basket is dropped (an item counts once per basket)
+    df = df.with_columns(new=(pl.col("crow") != pl.col("crow").shift(1)).fill_null(True)
+                         | (pl.col("order_id") != pl.col("order_id").shift(1)).fill_null(True))
+    df = df.filter(pl.col("new") | (pl.col("code") != pl.col("code").shift(1)).fill_null(True))
     if df.height == 0:
         empty = np.zeros(0, np.int64)
         return Baskets(np.zeros(1, np.int64), empty, empty, empty)
     crow = df.get_column("crow").to_numpy()
-    new = np.ones(df.height, np.bool_)
-    key = df.select(pl.struct("crow", "order_id").rank("dense").alias("k")).get_column("k").to_numpy()
-    new[1:] = key[1:] != key[:-1]
-    starts = np.flatnonzero(new)
+    starts = np.flatnonzero(df.get_column("new").to_numpy())
     offsets = np.append(starts, df.height).astype(np.int64)
     sizes = np.diff(offsets)
     keep = sizes <= max_basket_items
