@@ -11,6 +11,8 @@ and are counted and left out). Each step runs in a fresh process (medians of ``-
 * ``centile``: ``centile.baskets.compute_baskets`` overall (items, pairs, rules, all metrics) with
   ``min_count`` baskets, from the lines frame in memory (basket building, dictionary, numba pair
   counting, rules, sort);
+* ``centile_max_size_3``: the same with ``max_size = 3`` (triples by candidate counting, rules with
+  single-item consequents);
 * ``duckdb``: the SQL a user would write: distinct (basket, item), a self-join on basket with
   ``a.item < b.item``, ``GROUP BY`` pair ``HAVING count(*) >= min_count`` (pairs only, no rules),
   over the same baskets of at most 200 items;
@@ -62,15 +64,17 @@ lines = pl.read_parquet(sys.argv[1])
 n = int(sys.argv[3])
 if n:
     lines = lines.filter(pl.col("order_id") < n)
-st = parse_baskets({"min_count": int(sys.argv[2]), "segment_by": []})
+size = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+st = parse_baskets({"min_count": int(sys.argv[2]), "segment_by": [], "max_size": size})
 compute_baskets(lines.head(2000), st)  # compile / load the kernels outside the timing
 t0 = time.perf_counter()
 res = compute_baskets(lines, st)
 dt = time.perf_counter() - t0
 row = res.summary.row(0, named=True)
 out = {"seconds": dt, "lines": lines.height, "baskets": row["n_baskets"], "excluded": row["baskets_excluded"],
-       "frequent_items": row["frequent_items"], "pairs": row["frequent_pairs"], "rules": res.rules.height}
-if len(sys.argv) > 4:
+       "frequent_items": row["frequent_items"], "pairs": row["frequent_pairs"],
+       "triples": row["frequent_triples"], "rules": res.rules.height}
+if len(sys.argv) > 4 and sys.argv[4]:
     res.rules.select("antecedent", "consequent", "lift").write_parquet(sys.argv[4])
 print(json.dumps(out))
 """
@@ -161,6 +165,10 @@ def main() -> None:
     doc["centile"] = {**runs[0], "seconds": median_of(runs, "seconds"), "wall_s": median_of(runs, "wall_s"),
                       "peak_rss_mb": median_of(runs, "peak_rss_mb"), "runs": [r["seconds"] for r in runs]}
     print("centile", doc["centile"], flush=True)
+    runs = [run_isolated(CENTILE, str(path), str(a.min_count), "0", "", "3") for _ in range(a.runs)]
+    doc["centile_max_size_3"] = {**runs[0], "seconds": median_of(runs, "seconds"),
+                                 "peak_rss_mb": median_of(runs, "peak_rss_mb"), "runs": [r["seconds"] for r in runs]}
+    print("centile size 3", doc["centile_max_size_3"], flush=True)
     if not a.skip_duckdb:
         runs = [run_isolated(DUCKDB, str(path), str(a.min_count)) for _ in range(a.runs)]
         doc["duckdb_pairs_only"] = {**runs[0], "seconds": median_of(runs, "seconds"),
