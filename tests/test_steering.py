@@ -266,6 +266,20 @@ def test_plan_from_proposals_and_budgets_alone_matches_the_solver(data, tmp_path
     assert (per["c"] <= per["budget"]).all()
 
 
+def test_the_plan_does_not_depend_on_the_order_of_the_input_rows(data, tmp_path):
+    from centile.steering.job import run_steering
+
+    prop = _proposals(tmp_path, n=60, seed=4)
+    prop.sample(fraction=1.0, shuffle=True, seed=9).write_parquet(tmp_path / "shuffled.parquet")
+    outs = []
+    for name in ("proposals.parquet", "shuffled.parquet"):
+        f = tmp_path / f"{name}.toml"
+        f.write_text(f'data = "{data}"\n[steering]\nperiods = 6\ncap = 2\ngap = 1\nglobal_budget = 30.0\n'
+                     f'proposals = "{tmp_path / name}"\n')
+        outs.append(run_steering(load_config(f), tmp_path / f"out-{name}"))
+    assert outs[0].plan.equals(outs[1].plan) and outs[0].summary["gap"] == outs[1].summary["gap"]
+
+
 def test_proposals_with_two_costs_for_a_medium_or_budgets_alone_are_refused(data, tmp_path):
     from centile.errors import InputError
     from centile.steering.job import run_steering

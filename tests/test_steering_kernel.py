@@ -151,3 +151,14 @@ def test_greedy_reaches_the_lagrangian_bound_on_equal_gain_customers():
     sol = solve_plan(v, costs, np.full(500, 10_000), np.full(500, 9), cap=4, gap=1,
                      global_budget=500 * 44 * 2 + 13)
     assert sol.gap < 1e-3
+
+
+def test_hulls_per_partition_merge_to_the_hulls_of_the_whole():
+    v, costs, budgets, since, _, _ = _instance(5, 300)
+    whole = concave_hulls(v, costs, budgets, since, cap=2, gap=1)
+    parts = [concave_hulls(v[a:b], costs, budgets[a:b], since[a:b], cap=2, gap=1) for a, b in
+             ((0, 97), (97, 98), (98, 300))]
+    off = np.concatenate([[0], np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]))])
+    assert np.array_equal(off, whole[0])
+    assert np.array_equal(np.concatenate([p[1] for p in parts]), whole[1])
+    assert np.array_equal(np.concatenate([p[2] for p in parts]), whole[2])
