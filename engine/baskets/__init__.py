@@ -9,10 +9,12 @@ from centile.baskets.compute import (
     rules_from_counts,
     write_baskets,
 )
+from centile.baskets.job import run_baskets, run_recommend
 from centile.baskets.recommend import (
     RecommendResult,
     compute_recommendations,
     evaluate,
+    recommend_lines,
     recommend_summary_doc,
     topn_metrics,
     write_recommendations,
@@ -28,5 +30,5 @@ from centile.baskets.settings import (
 
 __all__ = ["BasketSettings", "BasketsResult", "RecommendResult", "RecommendSettings", "basket_lines",
            "basket_settings", "baskets_summary_doc", "compute_baskets", "compute_recommendations", "count_itemsets",
-           "evaluate", "parse_baskets", "parse_recommend", "recommend_settings", "recommend_summary_doc",
-           "rules_from_counts", "topn_metrics", "write_baskets", "write_recommendations"]
+           "evaluate", "parse_baskets", "parse_recommend", "recommend_lines", "recommend_settings", "recommend_summary_doc",
+           "rules_from_counts", "run_baskets", "run_recommend", "topn_metrics", "write_baskets", "write_recommendations"]
