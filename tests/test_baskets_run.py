@@ -56,14 +56,19 @@ def test_new_only_recommendations_exclude_every_bought_product(run):
     assert recs.join(bought, on=["customer_id", "item"]).height == 0
 
 
-def test_rerun_reuses_and_gives_same_bytes(run):
+def test_rerun_reuses_and_one_thread_gives_same_bytes(run, tmp_path):
     from centile.run import run_pipeline
 
     res, out, _data, cfg = run
-    first = (out / "basket_rules.parquet").read_bytes()
+    files = ("basket_rules", "basket_itemsets", "basket_summary", "recommendations", "recommendation_eval")
+    first = {f: (out / f"{f}.parquet").read_bytes() for f in files}
     again = run_pipeline(load_config(cfg), out)
     assert again.stages["baskets"]["status"] == "reused"
-    assert (out / "basket_rules.parquet").read_bytes() == first
+    assert (out / "basket_rules.parquet").read_bytes() == first["basket_rules"]
+    one = run_pipeline(load_config(cfg, threads=1), tmp_path / "one", report=False)
+    assert one.stages["baskets"]["status"] == "ran"
+    for f in files:
+        assert (tmp_path / "one" / f"{f}.parquet").read_bytes() == first[f], f
 
 
 def test_orders_without_product_ids_skip_with_a_reason(data, tmp_path):
