@@ -19,7 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/centile generate --customers 50000 --seed 7 --out $(DEMO)/data
-	$(BIN)/centile run --data $(DEMO)/data --out $(DEMO)/out
+	$(BIN)/centile run -c engine/examples/demo.toml --out $(DEMO)/out
 	@echo "Results are in $(DEMO)/out/ (Parquet tables, manifest.json, centile.log)."
 	@echo "Open the report: $(abspath $(DEMO))/out/report.html"
 	@echo "Explore them with: $(BIN)/centile sql \"SELECT club, tier, count(*) FROM clubs GROUP BY ALL ORDER BY ALL\" --results $(DEMO)/out"
