@@ -290,7 +290,11 @@ def members_table(features: pl.DataFrame, inputs: ClubInputs, rank: np.ndarray, 
 
 
 def summary_table(features: pl.DataFrame, inputs: ClubInputs, a: dict[str, np.ndarray]) -> pl.DataFrame:
-    """``club_summary.parquet``: per club and tier, size, threshold, overlap and member KPIs."""
+    """``club_summary.parquet``: per club and tier, size, threshold, overlap and member KPIs.
+
+    The KPIs are ratios of sums over the members, the definitions of the report's KPI tiles
+    (:data:`centile.report.kpis.DEFINITIONS`): AOV = gross revenue / orders, return rate =
+    returned value / gross revenue, open (click) rate = opened (clicked) e-mails / e-mails sent."""
     rows = []
     for j, club in enumerate(inputs.clubs):
         for t in range(len(club.shares)):
@@ -313,6 +317,15 @@ def summary_table(features: pl.DataFrame, inputs: ClubInputs, a: dict[str, np.nd
 
     # members' values, gathered once per column (null -> NaN)
     member = {c: features[c].cast(pl.Float64).gather(idx).to_numpy() for c in present}
+    # opened / clicked e-mails: round(rate * sent) is exact (the rate is the rounded quotient of two
+    # counts), so the e-mail rates are ratios of sums like AOV and the return rate, as in the KPI tiles
+    if "emails_sent_12m" in features.columns:
+        sent = features["emails_sent_12m"].cast(pl.Float64).gather(idx).to_numpy()
+        for c in ("open_rate_12m", "click_rate_12m"):
+            if c in member:
+                gone = np.isnan(member[c]) | np.isnan(sent)
+                member[c.replace("_rate_", "_count_")] = np.where(gone, np.nan, np.round(member[c] * sent))
+                member[c.replace("rate", "sent")] = np.where(gone, np.nan, sent)
 
     # np.bincount adds in row order, so the sums (and the file's bytes) are the
     # same on every run; a threaded group-by may add in any order
@@ -337,8 +350,8 @@ def summary_table(features: pl.DataFrame, inputs: ClubInputs, a: dict[str, np.nd
             "orders_12m_mean": total("orders_12m") / count("orders_12m"),
             "aov_12m": total("gross_revenue_12m") / total("orders_12m"),
             "return_rate_12m": total("returned_value_12m") / total("gross_revenue_12m"),
-            "open_rate_12m": total("open_rate_12m") / count("open_rate_12m"),
-            "click_rate_12m": total("click_rate_12m") / count("click_rate_12m"),
+            "open_rate_12m": total("open_count_12m") / total("open_sent_12m"),
+            "click_rate_12m": total("click_count_12m") / total("click_sent_12m"),
         })
     return (base.join(kpis, on=["_c", "tier"], how="left").sort("_c", "tier").drop("_c")
                 .with_columns(pl.col(c).cast(pl.Float64).fill_nan(None).replace([np.inf, -np.inf], None)
