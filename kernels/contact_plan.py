@@ -2,13 +2,14 @@
 
 Customer ``i`` may receive at most one contact per period ``t`` (medium ``m``
 with value ``v[i, m, t]`` and integer cost ``cost[m]``), at most ``cap``
-contacts over the horizon, and two contacts at least ``gap`` empty periods
+contacts over the horizon (and at most ``medium_cap[m]`` of medium m), and two contacts at least ``gap`` empty periods
 apart (a contact before the horizon, ``since[i]`` periods before the first
 period, counts). A contact is eligible when its value is finite and > 0, so a
 customer whose contacts all have value <= 0 is never contacted.
 
-The DP state at the start of a period is (contacts used ``k``, periods still
-blocked ``w`` in 0..gap); for each state it keeps the Pareto frontier of
+The DP state at the start of a period is (contacts used ``k``, contacts of each
+medium with a cap of its own ``r`` (a mixed-radix code), periods still blocked
+``w`` in 0..gap); for each state it keeps the Pareto frontier of
 (spend, value) over the plans reaching it -- spend increasing, value strictly
 increasing, spend <= C = min(budget, cap * max cost) -- instead of a dense
 array over every spend: a frontier holds at most the number of distinct
@@ -107,50 +108,71 @@ def _merge(pc, pv, cnt, hist, lay_src, lay_dst, k, w, nsrc, sk, sw, sdc, sdv, sk
 
 
 @njit(**JIT)
-def _prune(pc, pv, cnt, hist, lay, cap, gap, keep, ptr):
-    """Drop the points of state (k, w) dominated by a point of a state (k', w') <= (k, w)
-    componentwise (not both equal) with spend <= and value >=: fewer contacts used and
+def _le(r2, r, mw, mc):
+    """Every per-medium count of the mixed-radix code r2 is <= that of r."""
+    for m in range(mw.size):
+        if mw[m] > 0 and (r2 // mw[m]) % (mc[m] + 1) > (r // mw[m]) % (mc[m] + 1):
+            return False
+    return True
+
+
+@njit(**JIT)
+def _prune(pc, pv, cnt, hist, lay, cap, gap, keep, ptr, R, mw, mc):
+    """Drop the points of state (k, r, w) dominated by a point of a state (k', r', w') <=
+    (k, r, w) componentwise (r: the contacts per capped medium; not all equal) with
+    spend <= and value >=: fewer contacts used (in total and per capped medium) and
     fewer periods blocked allow every continuation, so the optimum for every budget
     is unchanged. States are visited from the smallest up, so dominance is checked
     against already pruned frontiers (transitive: nothing is lost)."""
     G = gap + 1
-    for k in range(cap + 1):
+    for kr in range((cap + 1) * R):
+        k = kr // R
+        r = kr % R
         for w in range(G):
-            n = cnt[lay, k, w]
-            if n == 0 or (k == 0 and w == 0):
+            n = cnt[lay, kr, w]
+            if n == 0 or (kr == 0 and w == 0):
                 continue
-            for q in range((cap + 1) * G):
+            for q in range((cap + 1) * R * G):
                 ptr[q] = 0
             out = 0
             for j in range(n):
-                c = pc[lay, k, w, j]
-                val = pv[lay, k, w, j]
+                c = pc[lay, kr, w, j]
+                val = pv[lay, kr, w, j]
                 dominated = False
                 for k2 in range(k + 1):
-                    for w2 in range(w + 1):
-                        if k2 == k and w2 == w:
+                    for r2 in range(R):
+                        if R > 1 and not _le(r2, r, mw, mc):
                             continue
-                        q = k2 * G + w2
-                        m = cnt[lay, k2, w2]
-                        while ptr[q] < m and pc[lay, k2, w2, ptr[q]] <= c:
-                            ptr[q] += 1
-                        if ptr[q] > 0 and pv[lay, k2, w2, ptr[q] - 1] >= val:
-                            dominated = True
+                        kr2 = k2 * R + r2
+                        for w2 in range(w + 1):
+                            if kr2 == kr and w2 == w:
+                                continue
+                            q = kr2 * G + w2
+                            m = cnt[lay, kr2, w2]
+                            while ptr[q] < m and pc[lay, kr2, w2, ptr[q]] <= c:
+                                ptr[q] += 1
+                            if ptr[q] > 0 and pv[lay, kr2, w2, ptr[q] - 1] >= val:
+                                dominated = True
+                                break
+                        if dominated:
                             break
                     if dominated:
                         break
                 if not dominated:
-                    pc[lay, k, w, out] = c
-                    pv[lay, k, w, out] = val
+                    pc[lay, kr, w, out] = c
+                    pv[lay, kr, w, out] = val
                     if keep:
-                        hist[lay, k, w, out] = hist[lay, k, w, j]
+                        hist[lay, kr, w, out] = hist[lay, kr, w, j]
                     out += 1
-            cnt[lay, k, w] = out
+            cnt[lay, kr, w] = out
 
 
 @njit(**JIT)
-def _frontiers(v, costs, C, cap, gap, since, pc, pv, cnt, hist, keep, sk, sw, sdc, sdv, skind, ptr):
+def _frontiers(v, costs, C, cap, gap, since, pc, pv, cnt, hist, keep, sk, sw, sdc, sdv, skind, ptr, R, mw, mc):
     """Run the DP of one customer; returns the layer holding the end frontiers.
+    State index kr = k * R + r: k contacts used, r the mixed-radix code of the contacts
+    per capped medium (digit of medium m: (r // mw[m]) % (mc[m] + 1); mw[m] = 0 for a
+    medium without its own cap; R = 1 without any).
     With ``keep`` layer t holds the frontiers at the start of period t (hist: where each
     point came from: kind 0 waited, 1 skipped, 2 + m contacted medium m; and the index)."""
     M, T = v.shape
@@ -162,7 +184,9 @@ def _frontiers(v, costs, C, cap, gap, since, pc, pv, cnt, hist, keep, sk, sw, sd
     pv[0, 0, min(max(0, gap + 1 - since), gap), 0] = 0.0
     for t in range(T):
         nl = t + 1 if keep else 1 - lay
-        for k in range(cap + 1):
+        for k in range((cap + 1) * R):
+            kk = k // R
+            r = k % R
             for w in range(G):
                 ns = 0
                 if w == 0:
@@ -179,28 +203,33 @@ def _frontiers(v, costs, C, cap, gap, since, pc, pv, cnt, hist, keep, sk, sw, sd
                     sdv[ns] = 0.0
                     skind[ns] = 0
                     ns += 1
-                if w == gap and k > 0:
+                if w == gap and kk > 0:
                     for m in range(M):
                         val = v[m, t]
                         if val > 0.0:  # NaN and <= 0: not eligible
-                            sk[ns] = k - 1
+                            if mw[m] > 0:
+                                if (r // mw[m]) % (mc[m] + 1) == 0:
+                                    continue  # no contact of m to undo: unreachable from a source
+                                sk[ns] = k - R - mw[m]
+                            else:
+                                sk[ns] = k - R
                             sw[ns] = 0
                             sdc[ns] = costs[m]
                             sdv[ns] = val
                             skind[ns] = 2 + m
                             ns += 1
                 _merge(pc, pv, cnt, hist, lay, nl, k, w, ns, sk, sw, sdc, sdv, skind, C, keep, ptr)
-        _prune(pc, pv, cnt, hist, nl, cap, gap, keep, ptr)
+        _prune(pc, pv, cnt, hist, nl, cap, gap, keep, ptr, R, mw, mc)
         lay = nl
     return lay
 
 
 @njit(**JIT)
-def _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr):
+def _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr, R):
     """Merge the end frontiers of every state into one staircase (spend increasing,
     value strictly increasing, starting at (0, 0)); returns its length."""
     G = gap + 1
-    S = (cap + 1) * G
+    S = (cap + 1) * R * G
     for q in range(S):
         ptr[q] = 0
     n = 1
@@ -264,22 +293,22 @@ def _hull(sc, sv, n, hb, hv) -> int:
 
 
 @njit(**JIT)
-def _buffers(layers, cap, gap, P, M, keep):
+def _buffers(layers, cap, gap, P, M, keep, R):
     G = gap + 1
-    pc = np.zeros((layers, cap + 1, G, P), np.int64)
-    pv = np.zeros((layers, cap + 1, G, P))
-    cnt = np.zeros((layers, cap + 1, G), np.int64)
-    hist = np.zeros((layers if keep else 1, cap + 1, G, P if keep else 1), np.int64)
+    pc = np.zeros((layers, (cap + 1) * R, G, P), np.int64)
+    pv = np.zeros((layers, (cap + 1) * R, G, P))
+    cnt = np.zeros((layers, (cap + 1) * R, G), np.int64)
+    hist = np.zeros((layers if keep else 1, (cap + 1) * R, G, P if keep else 1), np.int64)
     return pc, pv, cnt, hist
 
 
 @njit(**JIT_PARALLEL)
-def _curves(v, costs, budgets, since, cap, gap, P, offsets, out):
+def _curves(v, costs, budgets, since, cap, gap, P, offsets, out, R, mw, mc):
     n, M, T = v.shape
-    S = (cap + 1) * (gap + 1)
+    S = (cap + 1) * R * (gap + 1)
     nchunk = (n + CHUNK - 1) // CHUNK
     for ch in prange(nchunk):
-        pc, pv, cnt, hist = _buffers(2, cap, gap, P, M, False)
+        pc, pv, cnt, hist = _buffers(2, cap, gap, P, M, False, R)
         sk = np.zeros(M + 2, np.int64)
         sw = np.zeros(M + 2, np.int64)
         sdc = np.zeros(M + 2, np.int64)
@@ -295,8 +324,8 @@ def _curves(v, costs, budgets, since, cap, gap, P, offsets, out):
         for i in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             C = offsets[i + 1] - offsets[i] - 1
             lay = _frontiers(v[i], costs, C, cap, gap, since[i], pc, pv, cnt, hist, False, sk, sw, sdc, sdv,
-                             skind, ptr)
-            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr)
+                             skind, ptr, R, mw, mc)
+            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr, R)
             j = 0
             for b in range(C + 1):
                 while j + 1 < ns and oc[j + 1] <= b:
@@ -304,12 +333,40 @@ def _curves(v, costs, budgets, since, cap, gap, P, offsets, out):
                 out[offsets[i] + b] = ov[j]
 
 
+#: the most DP states (contacts used x contacts per capped medium) a customer may need
+MAX_STATES = 1 << 16
+
+
+def _radix(medium_cap: np.ndarray | None, M: int, cap: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """Mixed-radix code of the contacts per capped medium: (R, weight mw, cap mc).
+
+    A medium whose cap is negative (none) or >= ``cap`` has weight 0 (the total cap
+    already bounds it); R is the number of codes, 1 without a binding medium cap."""
+    mw = np.zeros(M, np.int64)
+    mc = np.zeros(M, np.int64)
+    if medium_cap is None:
+        return 1, mw, mc
+    mcap = np.asarray(medium_cap, np.int64)
+    if mcap.shape != (M,):
+        raise ValueError("medium_cap needs one value per medium (negative: no cap of its own)")
+    R = 1
+    for m in range(M):
+        if 0 <= mcap[m] < cap:
+            mw[m] = R
+            mc[m] = mcap[m]
+            R *= int(mcap[m]) + 1
+            if R * (cap + 1) > MAX_STATES:
+                raise ValueError(f"medium caps {mcap.tolist()} with cap {cap} need more than {MAX_STATES:,} DP "
+                                 "states per customer; lower or drop some medium caps")
+    return R, mw, mc
+
+
 def _span(budgets: np.ndarray, costs: np.ndarray, cap: int) -> np.ndarray:
     return np.minimum(budgets, cap * (int(costs.max()) if costs.size else 0))
 
 
 def value_curves(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
-                 cap: int, gap: int) -> tuple[np.ndarray, np.ndarray]:
+                 cap: int, gap: int, medium_cap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best plan value of every customer for every spend.
 
     Parameters
@@ -325,6 +382,10 @@ def value_curves(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, sin
         (1 = the period just before; a large number when never contacted).
     cap, gap : int
         At most ``cap`` contacts; at least ``gap`` empty periods between two.
+    medium_cap : ndarray of int, shape (M,), optional
+        At most ``medium_cap[m]`` contacts of medium m (negative: no cap of its own).
+        Exact: the DP state also counts the contacts of every medium whose cap is
+        below ``cap``.
 
     Returns
     -------
@@ -338,7 +399,8 @@ def value_curves(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, sin
     np.cumsum(span + 1, out=offsets[1:])
     out = np.zeros(int(offsets[-1]), np.float64)
     if v.shape[0]:
-        _curves(v, c, b, s, cap, gap, _frontier_size(v.shape[1], cap, b, c), offsets, out)
+        R, mw, mc = _radix(medium_cap, v.shape[1], cap)
+        _curves(v, c, b, s, cap, gap, _frontier_size(v.shape[1], cap, b, c), offsets, out, R, mw, mc)
     return offsets, out
 
 
@@ -347,13 +409,13 @@ HULL_SLOTS = 16
 
 
 @njit(**JIT_PARALLEL)
-def _hulls(v, costs, span, since, cap, gap, P, slots, hcount, hb, hv, only):
+def _hulls(v, costs, span, since, cap, gap, P, slots, hcount, hb, hv, only, R, mw, mc):
     M = v.shape[1]
     n = only.size if only.size else v.shape[0]
-    S = (cap + 1) * (gap + 1)
+    S = (cap + 1) * R * (gap + 1)
     nchunk = (n + CHUNK - 1) // CHUNK
     for ch in prange(nchunk):
-        pc, pv, cnt, hist = _buffers(2, cap, gap, P, M, False)
+        pc, pv, cnt, hist = _buffers(2, cap, gap, P, M, False, R)
         sk = np.zeros(M + 2, np.int64)
         sw = np.zeros(M + 2, np.int64)
         sdc = np.zeros(M + 2, np.int64)
@@ -371,8 +433,8 @@ def _hulls(v, costs, span, since, cap, gap, P, slots, hcount, hb, hv, only):
         for ii in range(ch * CHUNK, min(n, (ch + 1) * CHUNK)):
             i = ii if only.size == 0 else only[ii]
             lay = _frontiers(v[i], costs, span[i], cap, gap, since[i], pc, pv, cnt, hist, False, sk, sw, sdc,
-                             sdv, skind, ptr)
-            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr)
+                             sdv, skind, ptr, R, mw, mc)
+            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr, R)
             h = _hull(oc, ov, ns, tb, tv)
             hcount[ii] = h
             for j in range(min(h, slots)):
@@ -381,7 +443,8 @@ def _hulls(v, costs, span, since, cap, gap, P, slots, hcount, hb, hv, only):
 
 
 def concave_hulls(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
-                  cap: int, gap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  cap: int, gap: int, medium_cap: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vertices of the upper concave hull of every customer's value curve.
 
     Same parameters as :func:`value_curves`. Returns ``offsets`` (n + 1), ``spend``
@@ -397,10 +460,11 @@ def concave_hulls(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, si
         return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0)
     span = _span(b, c, cap)
     P = _frontier_size(v.shape[1], cap, b, c)
+    R, mw, mc = _radix(medium_cap, v.shape[1], cap)
     hcount = np.zeros(n, np.int64)
     hb = np.zeros((n, HULL_SLOTS), np.int64)
     hv = np.zeros((n, HULL_SLOTS))
-    _hulls(v, c, span, s, cap, gap, P, HULL_SLOTS, hcount, hb, hv, np.zeros(0, np.int64))
+    _hulls(v, c, span, s, cap, gap, P, HULL_SLOTS, hcount, hb, hv, np.zeros(0, np.int64), R, mw, mc)
     over = np.flatnonzero(hcount > HULL_SLOTS)
     hoff = np.zeros(n + 1, np.int64)
     np.cumsum(hcount, out=hoff[1:])
@@ -413,7 +477,7 @@ def concave_hulls(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, si
     cnt2 = np.zeros(over.size, np.int64)
     hb2 = np.zeros((over.size, big), np.int64)
     hv2 = np.zeros((over.size, big))
-    _hulls(v, c, span, s, cap, gap, P, big, cnt2, hb2, hv2, over)
+    _hulls(v, c, span, s, cap, gap, P, big, cnt2, hb2, hv2, over, R, mw, mc)
     pos = np.repeat(hoff[:-1], np.minimum(hcount, HULL_SLOTS)) + (
         np.arange(int(keep.sum())) - np.repeat(np.cumsum(np.minimum(hcount, HULL_SLOTS)) - np.minimum(
             hcount, HULL_SLOTS), np.minimum(hcount, HULL_SLOTS)))
@@ -426,12 +490,12 @@ def concave_hulls(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, si
 
 
 @njit(**JIT_PARALLEL)
-def _plans(v, costs, spend, since, cap, gap, P, out_m):
+def _plans(v, costs, spend, since, cap, gap, P, out_m, R, mw, mc):
     n, M, T = v.shape
-    S = (cap + 1) * (gap + 1)
+    S = (cap + 1) * R * (gap + 1)
     nchunk = (n + CHUNK - 1) // CHUNK
     for ch in prange(nchunk):
-        pc, pv, cnt, hist = _buffers(T + 1, cap, gap, P, M, True)
+        pc, pv, cnt, hist = _buffers(T + 1, cap, gap, P, M, True, R)
         sk = np.zeros(M + 2, np.int64)
         sw = np.zeros(M + 2, np.int64)
         sdc = np.zeros(M + 2, np.int64)
@@ -448,8 +512,8 @@ def _plans(v, costs, spend, since, cap, gap, P, out_m):
             if spend[i] <= 0:
                 continue
             lay = _frontiers(v[i], costs, spend[i], cap, gap, since[i], pc, pv, cnt, hist, True, sk, sw, sdc,
-                             sdv, skind, ptr)
-            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr)
+                             sdv, skind, ptr, R, mw, mc)
+            ns = _staircase(pc, pv, cnt, lay, cap, gap, oc, ov, ok, ow, oj, ptr, R)
             if ns <= 1:
                 continue
             # the best plan: the last staircase point (the highest value within the spend)
@@ -466,12 +530,12 @@ def _plans(v, costs, spend, since, cap, gap, P, out_m):
                     w = 0
                 else:
                     out_m[i, t - 1] = kind - 2
-                    k -= 1
+                    k -= R + mw[kind - 2]
                     w = 0
 
 
 def plans_at(values: np.ndarray, costs: np.ndarray, spend: np.ndarray, since: np.ndarray, *,
-             cap: int, gap: int) -> np.ndarray:
+             cap: int, gap: int, medium_cap: np.ndarray | None = None) -> np.ndarray:
     """The best plan of every customer with spend <= ``spend[i]``.
 
     Returns ``medium`` (int64, shape (n, T)): the medium contacted in each period,
@@ -481,7 +545,8 @@ def plans_at(values: np.ndarray, costs: np.ndarray, spend: np.ndarray, since: np
     v, c, sp, s = _check(values, costs, spend, since, cap, gap)
     out = np.full((v.shape[0], v.shape[2]), -1, np.int64)
     if v.shape[0]:
-        _plans(v, c, sp, s, cap, gap, _frontier_size(v.shape[1], cap, _span(sp, c, cap), c), out)
+        R, mw, mc = _radix(medium_cap, v.shape[1], cap)
+        _plans(v, c, sp, s, cap, gap, _frontier_size(v.shape[1], cap, _span(sp, c, cap), c), out, R, mw, mc)
     return out
 
 

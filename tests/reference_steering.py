@@ -8,11 +8,15 @@ import itertools
 import numpy as np
 
 
-def feasible(plan, costs, cap, gap, since, budget=None) -> bool:
-    """plan: medium per period (-1 none)."""
+def feasible(plan, costs, cap, gap, since, budget=None, medium_cap=None) -> bool:
+    """plan: medium per period (-1 none); medium_cap: per medium, negative = none."""
     ts = [t for t, m in enumerate(plan) if m >= 0]
     if len(ts) > cap:
         return False
+    if medium_cap is not None:
+        for m, k in enumerate(medium_cap):
+            if k >= 0 and sum(1 for x in plan if x == m) > k:
+                return False
     last = -since
     for t in ts:
         if t - last < gap + 1:
@@ -21,7 +25,7 @@ def feasible(plan, costs, cap, gap, since, budget=None) -> bool:
     return budget is None or sum(costs[plan[t]] for t in ts) <= budget
 
 
-def brute_curve(v, costs, budget, cap, gap, since):
+def brute_curve(v, costs, budget, cap, gap, since, medium_cap=None):
     """V(b) for b = 0..C by enumerating every plan of one customer (v: (M, T))."""
     M, T = v.shape
     C = min(budget, cap * int(max(costs)))
@@ -29,7 +33,7 @@ def brute_curve(v, costs, budget, cap, gap, since):
     for plan in itertools.product(range(-1, M), repeat=T):
         if any(m >= 0 and not v[m, t] > 0 for t, m in enumerate(plan)):
             continue
-        if not feasible(plan, costs, cap, gap, since):
+        if not feasible(plan, costs, cap, gap, since, medium_cap=medium_cap):
             continue
         cost = sum(costs[m] for m in plan if m >= 0)
         if cost > C:
@@ -39,8 +43,10 @@ def brute_curve(v, costs, budget, cap, gap, since):
     return curve
 
 
-def milp_optimum(values, costs, budgets, since, cap, gap, global_budget=None, capacity=None):
-    """The exact optimum of the contact-plan integer programme."""
+def milp_optimum(values, costs, budgets, since, cap, gap, global_budget=None, capacity=None, medium_cap=None,
+                 period_capacity=None):
+    """The exact optimum of the contact-plan integer programme (medium_cap: per customer and
+    medium; period_capacity: contacts per medium and period; negative entries = none)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import lil_matrix
 
@@ -50,7 +56,7 @@ def milp_optimum(values, costs, budgets, since, cap, gap, global_budget=None, ca
     ok = np.isfinite(values) & (values > 0)
     c = -np.where(ok, values, 0.0).ravel()
     rows, lo, hi = [], [], []
-    A = lil_matrix((n * T * 2 + n * 2 + 1 + M + n * T, nv))
+    A = lil_matrix((n * T * 2 + n * 2 + 1 + M + n * T + n * M + M * T, nv))
     r = 0
     for i in range(n):
         for t in range(T):  # one contact per period and the gap: a window of gap+1 periods
@@ -71,6 +77,12 @@ def milp_optimum(values, costs, budgets, since, cap, gap, global_budget=None, ca
             A[r, idx[i, m]] = costs[m]
         lo.append(-np.inf), hi.append(budgets[i])
         r += 1
+        if medium_cap is not None:
+            for m in range(M):
+                if medium_cap[m] >= 0:
+                    A[r, idx[i, m]] = 1
+                    lo.append(-np.inf), hi.append(medium_cap[m])
+                    r += 1
     if global_budget is not None:
         for m in range(M):
             A[r, idx[:, m].ravel()] = costs[m]
@@ -82,6 +94,13 @@ def milp_optimum(values, costs, budgets, since, cap, gap, global_budget=None, ca
                 A[r, idx[:, m].ravel()] = 1
                 lo.append(-np.inf), hi.append(capacity[m])
                 r += 1
+    if period_capacity is not None:
+        for m in range(M):
+            if period_capacity[m] >= 0:
+                for t in range(T):
+                    A[r, idx[:, m, t]] = 1
+                    lo.append(-np.inf), hi.append(period_capacity[m])
+                    r += 1
     del rows
     A = A[:r].tocsr()
     res = milp(c, constraints=LinearConstraint(A, lo, hi), integrality=np.ones(nv),

@@ -162,3 +162,88 @@ def test_hulls_per_partition_merge_to_the_hulls_of_the_whole():
     assert np.array_equal(off, whole[0])
     assert np.array_equal(np.concatenate([p[1] for p in parts]), whole[1])
     assert np.array_equal(np.concatenate([p[2] for p in parts]), whole[2])
+
+
+# ---------------------------------------------------------------- frequency cap per medium
+
+@st.composite
+def tiny_capped(draw):
+    v, costs, budgets, since, cap, gap = draw(tiny())
+    M = v.shape[1]
+    mcap = np.array(draw(st.lists(st.integers(-1, 3), min_size=M, max_size=M)))
+    return v, costs, budgets, since, cap, gap, mcap
+
+
+@given(tiny_capped())
+def test_dp_with_medium_caps_equals_brute_force_for_every_budget(case):
+    v, costs, budgets, since, cap, gap, mcap = case
+    off, curves = value_curves(v, costs, budgets, since, cap=cap, gap=gap, medium_cap=mcap)
+    med = plans_at(v, costs, budgets, since, cap=cap, gap=gap, medium_cap=mcap)
+    for i in range(v.shape[0]):
+        got = curves[off[i]:off[i + 1]]
+        want = brute_curve(v[i], costs, int(budgets[i]), cap, gap, int(since[i]), medium_cap=mcap)
+        np.testing.assert_allclose(got, want, atol=1e-12)
+        assert np.all(np.diff(got) >= 0)
+        plan = med[i].tolist()
+        assert feasible(plan, costs, cap, gap, int(since[i]), int(budgets[i]), medium_cap=mcap)
+        assert sum(v[i, m, t] for t, m in enumerate(plan) if m >= 0) == pytest.approx(got[-1])
+
+
+def test_a_medium_cap_of_one_allows_one_contact_of_that_medium():
+    v = np.zeros((1, 2, 6))
+    v[0, 0] = 5.0  # the best medium in every period
+    v[0, 1] = 1.0
+    med = plans_at(v, np.array([1, 1]), np.array([100]), np.array([9]), cap=4, gap=0,
+                   medium_cap=np.array([1, -1]))
+    assert (med[0] == 0).sum() == 1 and (med[0] >= 0).sum() == 4
+
+
+def test_too_many_medium_cap_states_are_refused():
+    v = np.ones((1, 6, 3))
+    with pytest.raises(ValueError, match="DP states"):
+        value_curves(v, np.ones(6, np.int64), np.array([9]), np.array([9]), cap=52, gap=0,
+                     medium_cap=np.full(6, 10))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_medium_caps_against_milp(seed):
+    v, costs, budgets, since, bg, _ = _instance(20 + seed, 150, T=6)
+    mcap = np.array([1, -1])
+    sol = solve_plan(v, costs, budgets, since, cap=3, gap=0, global_budget=bg, medium_cap=mcap)
+    opt = milp_optimum(v, costs, budgets, since, 3, 0, global_budget=bg, medium_cap=mcap)
+    assert ((sol.medium == 0).sum(axis=1) <= 1).all()
+    assert sol.bound >= opt - 1e-7 >= sol.value - 2e-7
+    assert sol.gap <= 1e-3
+
+
+# ---------------------------------------------------------------- capacity per period
+
+@pytest.mark.parametrize("seed", range(3))
+def test_capacity_per_period_against_milp(seed):
+    v, costs, budgets, since, bg, _ = _instance(30 + seed, 200)
+    free = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg)
+    per_t = (free.medium == 0).sum(axis=0)
+    pcap = np.array([int(per_t.max()) * 2 // 3, -1])  # binds in the busiest periods
+    sol = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg, period_capacity=pcap)
+    opt = milp_optimum(v, costs, budgets, since, 2, 1, global_budget=bg, period_capacity=pcap)
+    assert ((sol.medium == 0).sum(axis=0) <= pcap[0]).all()
+    assert sol.spend <= bg
+    assert sol.bound >= opt - 1e-7 >= sol.value - 2e-7
+    assert sol.nu is not None and sol.nu[0].max() > 0
+    assert sol.gap <= 0.01
+    print(f"period capacity seed {seed}: gap {sol.gap:.2e}, (UB-OPT)/UB {(sol.bound - opt) / sol.bound:.2e}")
+
+
+def test_all_limits_together_against_milp():
+    v, costs, budgets, since, bg, capacity = _instance(40, 150, with_capacity=True)
+    mcap = np.array([1, -1])
+    pcap = np.array([-1, 25])
+    sol = solve_plan(v, costs, budgets, since, cap=2, gap=1, global_budget=bg, capacity=capacity,
+                     medium_cap=mcap, period_capacity=pcap)
+    opt = milp_optimum(v, costs, budgets, since, 2, 1, global_budget=bg, capacity=capacity, medium_cap=mcap,
+                       period_capacity=pcap)
+    med = sol.medium
+    assert ((med == 0).sum(axis=1) <= 1).all() and (med == 0).sum() <= capacity[0]
+    assert ((med == 1).sum(axis=0) <= 25).all() and sol.spend <= bg
+    assert sol.bound >= opt - 1e-7 >= sol.value - 2e-7
+    assert sol.gap <= 0.02

@@ -1,14 +1,18 @@
 """The contact plan under a global budget and medium capacities, with a certified gap.
 
 Decomposition (see :mod:`centile.kernels.contact_plan`): for multipliers ``mu``
-(one per medium with a capacity) each customer's values become ``v - mu[m]``;
+(one per medium with a capacity over the horizon) and ``nu`` (one per medium with a
+capacity per period, and period) each customer's values become
+``v - mu[m] - nu[m, t]``; a frequency cap per medium is exact inside the DP;
 the per-customer DP gives every customer's value curve, the global budget is
 the multiple-choice knapsack over the concave hulls of those curves, taken
 greedily by slope (multiplier ``lambda``). Capacities: ``mu`` found coordinate-
-wise by bisection; a repair step drops the lowest-value contacts of a medium
-over its capacity. For any ``lambda, mu >= 0``
+wise by bisection (``nu`` likewise, per medium and period); a repair step drops the
+lowest-value contacts of a (medium, period) over its capacity per period, then of a
+medium over its capacity. For any ``lambda, mu, nu >= 0``
 
-    UB = lambda * B_G + sum_m mu_m * Cap_m + sum_i max_b (V_i^mu(b) - lambda * b) >= OPT,
+    UB = lambda * B_G + sum_m mu_m * Cap_m + sum_{m,t} nu_mt * CapP_m
+         + sum_i max_b (V_i^{mu,nu}(b) - lambda * b) >= OPT,
 
 so ``gap = (UB - plan value) / UB`` certifies the plan. The best plan and the
 smallest bound over all evaluated multipliers are kept.
@@ -33,7 +37,8 @@ class Solution:
     ``medium`` (n, T): medium index per customer and period, -1 for none.
     ``value``: the plan's value; ``bound``: the Lagrangian upper bound;
     ``gap`` = (bound - value) / bound (0 when the bound is 0).
-    ``lam``/``mu``: the multipliers of the bound; ``spend``: the plan's total cost.
+    ``lam``/``mu``/``nu``: the multipliers of the bound (``nu`` (M, T): per medium and
+    period); ``spend``: the plan's total cost.
     """
 
     medium: np.ndarray
@@ -44,6 +49,7 @@ class Solution:
     mu: np.ndarray
     spend: int
     evaluations: int
+    nu: np.ndarray | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -53,10 +59,21 @@ def _plan_value(values: np.ndarray, medium: np.ndarray) -> float:
     return math.fsum(values[ii, medium[ii, tt], tt].tolist())
 
 
-def _repair(values: np.ndarray, medium: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    """Drop the lowest-value contacts of every medium over its capacity (ties: the
-    later customer, then the later period, go first)."""
+def _repair(values: np.ndarray, medium: np.ndarray, capacity: np.ndarray,
+            period_capacity: np.ndarray | None = None) -> np.ndarray:
+    """Drop the lowest-value contacts of every (medium, period) over its capacity per
+    period, then of every medium over its capacity (ties: the later customer, then the
+    later period, go first). Dropping a contact keeps every other constraint met."""
     med = medium.copy()
+    if period_capacity is not None:
+        for m in np.flatnonzero(period_capacity < BIG):
+            for t in range(values.shape[2]):
+                ii = np.flatnonzero(med[:, t] == m)
+                over = ii.size - int(period_capacity[m])
+                if over <= 0:
+                    continue
+                order = np.lexsort((-ii, values[ii, m, t]))[:over]
+                med[ii[order], t] = -1
     for m in range(values.shape[1]):
         if capacity[m] >= BIG:
             continue
@@ -70,26 +87,31 @@ def _repair(values: np.ndarray, medium: np.ndarray, capacity: np.ndarray) -> np.
     return med
 
 
-def _evaluate(values, costs, budgets, since, cap, gap, global_budget, capacity, mu):
-    adj = values - mu[None, :, None]
-    hoff, hb, hv = concave_hulls(adj, costs, budgets, since, cap=cap, gap=gap)
+def _evaluate(values, costs, budgets, since, cap, gap, global_budget, capacity, mu, pcap, nu, mcap):
+    adj = values - mu[None, :, None] - nu[None, :, :] if (mu.any() or nu.any()) else values
+    hoff, hb, hv = concave_hulls(adj, costs, budgets, since, cap=cap, gap=gap, medium_cap=mcap)
     vertex, lam, _ = greedy_take(hoff, hb, hv, global_budget)
     # bound: lambda * B_G + sum mu * Cap + sum_i max over hull vertices of (V - lambda b)
     n = hoff.size - 1
     score = hv - lam * hb
     best = np.maximum.reduceat(score, hoff[:-1]) if n else np.zeros(0)
     capped = capacity < BIG
+    pcapped = pcap < BIG
     bound = math.fsum([lam * global_budget if global_budget < BIG else 0.0,
-                       *(mu[capped] * capacity[capped]).tolist(), *best.tolist()])
+                       *(mu[capped] * capacity[capped]).tolist(),
+                       *(nu[pcapped] * pcap[pcapped, None]).ravel().tolist(), *best.tolist()])
     spend = hb[hoff[:-1] + vertex]
-    medium = plans_at(adj, costs, spend, since, cap=cap, gap=gap)
-    usage = np.array([(medium == m).sum() for m in range(values.shape[1])], np.int64)
+    medium = plans_at(adj, costs, spend, since, cap=cap, gap=gap, medium_cap=mcap)
+    M, T = values.shape[1], values.shape[2]
+    usage = np.stack([np.bincount(np.where(medium[:, t] >= 0, medium[:, t], M), minlength=M + 1)[:M]
+                      for t in range(T)], axis=1) if T else np.zeros((M, 0), np.int64)
     return bound, lam, medium, usage
 
 
 def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
                cap: int, gap: int, global_budget: int | None = None,
-               capacity: np.ndarray | None = None, iterations: int = 12, rounds: int = 2) -> Solution:
+               capacity: np.ndarray | None = None, iterations: int = 12, rounds: int = 2,
+               medium_cap: np.ndarray | None = None, period_capacity: np.ndarray | None = None) -> Solution:
     """Plan contacts for every customer; see the module docstring.
 
     Parameters
@@ -108,6 +130,10 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
         Total cost allowed (units); None: unlimited.
     capacity : ndarray of int (M,), optional
         Contacts allowed per medium; a negative entry means unlimited.
+    medium_cap : ndarray of int (M,), optional
+        Contacts allowed per customer and medium (exact, in the DP); negative: none.
+    period_capacity : ndarray of int (M,), optional
+        Contacts allowed per medium in each period; negative: unlimited.
     iterations, rounds : int
         Bisection steps per medium and passes over the media.
     """
@@ -117,44 +143,63 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
     cap_arr = np.full(M, BIG, np.int64) if capacity is None else np.where(
         np.asarray(capacity) < 0, BIG, np.asarray(capacity)).astype(np.int64)
     bg = BIG if global_budget is None else int(global_budget)
+    T = values.shape[2]
+    pcap = np.full(M, BIG, np.int64) if period_capacity is None else np.where(
+        np.asarray(period_capacity) < 0, BIG, np.asarray(period_capacity)).astype(np.int64)
     mu = np.zeros(M)
+    nu = np.zeros((M, T))
     best = {"bound": math.inf, "value": -math.inf}
     evals = 0
 
-    def run(mu_try: np.ndarray) -> np.ndarray:
+    def run(mu_try: np.ndarray, nu_try: np.ndarray) -> np.ndarray:
         nonlocal evals
         evals += 1
-        bound, lam, medium, usage = _evaluate(values, costs, budgets, since, cap, gap, bg, cap_arr, mu_try)
+        bound, lam, medium, usage = _evaluate(values, costs, budgets, since, cap, gap, bg, cap_arr, mu_try, pcap,
+                                              nu_try, medium_cap)
         if bound < best["bound"]:
-            best.update(bound=bound, lam=lam, mu=mu_try.copy())
-        fixed = _repair(values, medium, cap_arr)
+            best.update(bound=bound, lam=lam, mu=mu_try.copy(), nu=nu_try.copy())
+        fixed = _repair(values, medium, cap_arr, pcap)
         val = _plan_value(values, fixed)
         if val > best["value"]:
             best.update(value=val, medium=fixed)
         return usage
 
-    usage = run(mu)
-    hi_all = np.array([np.nanmax(np.where(values[:, m] > 0, values[:, m], 0.0)) if values.size else 0.0
-                       for m in range(M)])
-    for _ in range(rounds if (cap_arr < BIG).any() else 0):
+    usage = run(mu, nu)
+    pos = np.where(values > 0, values, 0.0)  # NaN > 0 is False
+    hi_mt = pos.max(axis=0) if values.shape[0] else np.zeros((M, T))
+    hi_all = hi_mt.max(axis=1) if T else np.zeros(M)
+    del pos
+    # coordinates: (m, -1) a medium's capacity over the horizon, (m, t) its capacity in period t
+    coords = [(m, -1) for m in range(M) if cap_arr[m] < BIG] + [
+        (m, t) for m in range(M) if pcap[m] < BIG for t in range(T)]
+    for _ in range(rounds if coords else 0):
         changed = False
-        for m in range(M):
-            if cap_arr[m] >= BIG or usage[m] <= cap_arr[m] and mu[m] == 0.0:
+        for m, t in coords:
+            limit = cap_arr[m] if t < 0 else pcap[m]
+            cur = mu[m] if t < 0 else nu[m, t]
+            used = usage[m].sum() if t < 0 else usage[m, t]
+            if used <= limit and cur == 0.0:
                 continue
-            lo, hi = 0.0, float(hi_all[m])
+            lo, hi = 0.0, float(hi_all[m] if t < 0 else hi_mt[m, t])
             for _ in range(iterations):
                 mid = 0.5 * (lo + hi)
-                trial = mu.copy()
-                trial[m] = mid
-                u = run(trial)
-                if u[m] > cap_arr[m]:
+                tmu, tnu = mu.copy(), nu.copy()
+                if t < 0:
+                    tmu[m] = mid
+                else:
+                    tnu[m, t] = mid
+                u = run(tmu, tnu)
+                if (u[m].sum() if t < 0 else u[m, t]) > limit:
                     lo = mid
                 else:
                     hi = mid
-            if mu[m] != hi:
+            if cur != hi:
                 changed = True
-            mu[m] = hi
-            usage = run(mu)
+            if t < 0:
+                mu[m] = hi
+            else:
+                nu[m, t] = hi
+            usage = run(mu, nu)
         if not changed:
             break
     medium = best["medium"]
@@ -162,4 +207,4 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
     bound = best["bound"]
     gap_ = 0.0 if bound <= 0 else (bound - best["value"]) / bound
     return Solution(medium, float(best["value"]), float(bound), float(gap_), float(best["lam"]),
-                    best["mu"], spend, evals)
+                    best["mu"], spend, evals, best["nu"])
