@@ -27,6 +27,11 @@ from centile.contract import CONTRACT, FORMATS, TABLES
 from centile.errors import ConfigError
 from centile.registry import Registry, load_builtin
 
+#: texts read as NULL by default (``[tables.<t>] null_strings``)
+NULL_STRINGS = ("", "NULL", "null", "NA", "N/A")
+#: what to do with exact duplicate order lines (``[tables.orders] duplicates``)
+DUPLICATES = ("set_aside", "keep")
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -35,6 +40,10 @@ class TableSpec:
     ``columns`` maps a canonical column to a source column name or, when no
     such column exists, a SQL expression over the source's columns.
     ``filter`` is a SQL predicate over the source's own columns.
+    ``null_strings`` are texts read as NULL in identifier and text columns (and,
+    for CSV, in every column), so a literal ``NULL`` never becomes a customer.
+    ``duplicates`` (orders only): ``"set_aside"`` puts exact duplicate lines into
+    the rejects as ``duplicate line``; ``"keep"`` keeps them with a note.
     """
 
     name: str
@@ -44,6 +53,8 @@ class TableSpec:
     filter: str | None = None
     timestamp_format: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    null_strings: tuple[str, ...] = NULL_STRINGS
+    duplicates: str = "set_aside"
 
 
 @dataclass(frozen=True)
@@ -287,7 +298,8 @@ def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
     if name not in CONTRACT:
         raise ConfigError(f"[tables.{name}]: unknown table{suggest(name, TABLES)}; the contract has "
                           f"{', '.join(TABLES)}")
-    check_keys(f"[tables.{name}]", doc, ("path", "format", "columns", "filter", "timestamp_format", "csv"))
+    check_keys(f"[tables.{name}]", doc, ("path", "format", "columns", "filter", "timestamp_format", "csv",
+                                         "null_strings", "duplicates"))
     if "path" in doc:
         paths = resolve_paths(name, str(doc["path"]), base)
         fmt = doc.get("format") or _format_of(paths[0])
@@ -308,7 +320,29 @@ def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
     if doc.get("filter"):
         check_expression(doc["filter"], f"[tables.{name}] filter")
     return TableSpec(name, paths, fmt, MappingProxyType(columns), doc.get("filter") or None,
-                     doc.get("timestamp_format") or None, MappingProxyType(dict(doc.get("csv", {}))))
+                     doc.get("timestamp_format") or None, MappingProxyType(dict(doc.get("csv", {}))),
+                     _null_strings(name, doc), _duplicates(name, doc))
+
+
+def _null_strings(name: str, doc: Mapping[str, Any]) -> tuple[str, ...]:
+    value = doc.get("null_strings", NULL_STRINGS)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[tables.{name}] null_strings = {value!r}: expected a list of texts read as NULL, "
+                          f"e.g. {list(NULL_STRINGS)} (or [] to read every text as it is)")
+    return tuple(dict.fromkeys(value))
+
+
+def _duplicates(name: str, doc: Mapping[str, Any]) -> str:
+    if "duplicates" not in doc:
+        return "set_aside"
+    value = doc["duplicates"]
+    if name != "orders":
+        raise ConfigError(f"[tables.{name}] duplicates: only [tables.orders] takes this key (exact duplicate "
+                          "order lines); remove it here")
+    if value not in DUPLICATES:
+        raise ConfigError(f"[tables.orders] duplicates = {value!r}: expected one of {list(DUPLICATES)} "
+                          "(\"set_aside\" puts exact duplicate lines into the rejects, \"keep\" keeps them)")
+    return str(value)
 
 
 def _shares(value: Any, where: str) -> tuple[float, ...]:

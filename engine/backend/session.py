@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from centile.backend.sources import Registered, register_tables, stage_tables
+from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config
 from centile.contract import CONTRACT
 from centile.errors import InputError, ValidationError
@@ -172,7 +172,11 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         unread = [t for t in tables if only is not None and t not in only]
         tables = {n: r for n, r in tables.items() if n not in unread}
         stage_tables(con, tables, progress)
+        duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
         session = _finish(con, cfg, tables, id_types, unread)
+        if duplicates and tables["orders"].spec.duplicates == "keep":
+            session.notes.append(f"orders: {duplicates} exact duplicate lines kept and counted "
+                                 "([tables.orders] duplicates = \"keep\")")
         if restrict:
             inputs = [Path(p) for spec in cfg.tables.values() for p in spec.paths]
             restrict_files(con, [p if p.is_dir() else p.parent for p in inputs] + list(readable))

@@ -15,9 +15,11 @@ and ``rejects`` (table, reason, file, record) over all tables.
 
 from __future__ import annotations
 
+import csv
 import difflib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,6 +105,9 @@ def _reader(spec: TableSpec) -> str:
             opts.append(f"{k} = {v}")
         else:
             opts.append(f"{k} = {literal(str(v))}")
+    if "nullstr" not in spec.options and spec.null_strings:
+        # read as NULL before types are sniffed: a literal NULL must not make an integer id column text
+        opts.append("nullstr = [" + ", ".join(literal(v) for v in spec.null_strings) + "]")
     extra = "".join(", " + o for o in opts)
     return f"read_csv({file_list}, filename = '__centile_file', union_by_name = true{extra})"
 
@@ -120,13 +125,15 @@ def _suggest(name: str, options: list[str]) -> str:
 
 def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[list[tuple[str, str]], int, int]:
     """Create ``src_<table>`` and return its (column, type) list and row counts before/after filter."""
+    if spec.format == "csv":
+        _check_not_empty(con, spec)
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('raw_' + spec.name)} AS SELECT * FROM {_reader(spec)}")
         cols = _describe(con, f"SELECT * FROM {ident('raw_' + spec.name)}")
     except duckdb.Error as exc:
-        raise InputError(f"{spec.name}: cannot read {spec.paths[0]}"
-                         f"{' (+more)' if len(spec.paths) > 1 else ''} as {spec.format}: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise read_error(spec, exc) from None
+    if spec.format == "csv":
+        _check_split(con, spec, [c for c, _ in cols if c != "__centile_file"])
     where = ""
     if spec.filter:
         where = f" WHERE ({spec.filter})"
@@ -138,10 +145,88 @@ def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[li
                               f"{str(exc).splitlines()[0]}") from None
     con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('src_' + spec.name)} AS "
                 f"SELECT * FROM {ident('raw_' + spec.name)}{where}")
-    total = con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchall()[0][0]
-    kept = total if not spec.filter else con.execute(
-        f"SELECT count(*) FROM {ident('src_' + spec.name)}").fetchall()[0][0]
+    try:
+        total = con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchall()[0][0]
+        kept = total if not spec.filter else con.execute(
+            f"SELECT count(*) FROM {ident('src_' + spec.name)}").fetchall()[0][0]
+    except duckdb.InvalidInputException as exc:
+        # a bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here
+        raise read_error(spec, exc) from None
     return cols, int(total), int(kept)
+
+
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def read_error(spec: TableSpec, exc: duckdb.Error) -> InputError:
+    """An ``InputError`` naming the real cause of a failed read, and the fix, from DuckDB's message."""
+    text = str(exc)
+    where = f"{spec.paths[0]}{' (+more)' if len(spec.paths) > 1 else ''}"
+    m = re.search(r"^\s*file = (.+)$", text, re.MULTILINE)
+    if m:
+        where = m.group(1).strip()
+    line = re.search(r"on Line: (\d+)", text)
+    at = f" (line {line.group(1)})" if line else ""
+    if spec.format == "csv" and ("not utf-8 encoded" in text or "Invalid unicode" in text):
+        enc = spec.options.get("encoding")
+        now = f"it is read as {enc!r}, which does not fit" if enc else "it is read as UTF-8"
+        return InputError(
+            f"{spec.name}: {where} is not UTF-8 text{at}: {now}. Say which encoding the file uses: "
+            f"[tables.{spec.name}.csv] encoding = \"latin-1\" (or \"utf-16\"), or convert the file to UTF-8")
+    expected = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if spec.format == "csv" and expected:
+        return InputError(
+            f"{spec.name}: {where}{at} has {expected.group(2)} fields where the header has "
+            f"{expected.group(1)} (a ragged row); fix or remove that row (a field holding the delimiter "
+            f"must be quoted), or pad short rows with [tables.{spec.name}.csv] null_padding = true")
+    return InputError(f"{spec.name}: cannot read {where} as {spec.format}: {text.splitlines()[0]}{at}")
+
+
+def _check_not_empty(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+    """An empty CSV file has no header: say so instead of reporting a column named ``column0``."""
+    for f in input_files(con, spec):
+        try:
+            empty = os.path.getsize(f) == 0
+        except OSError:
+            continue  # reported when the file is read
+        if empty:
+            raise InputError(f"{spec.name}: {f} is empty (0 bytes, not even a header line); remove it or "
+                             f"export the table again (the first line names the columns: "
+                             f"{', '.join(c for c, (_f, req) in CONTRACT[spec.name].items() if req)}, ...)")
+
+
+def _check_split(con: duckdb.DuckDBPyConnection, spec: TableSpec, names: list[str]) -> None:
+    """DuckDB's sniffer gives up on a ragged row: it reads the file as one column (named after the
+    whole header line) or without a header (columns ``column0``, ``column1``, ...). Find the first
+    row whose field count differs from the header and name it."""
+    one = len(names) == 1 and any(d in names[0] for d in _DELIMITERS)
+    generated = all(re.fullmatch(r"column\d+", n) for n in names)
+    if not (one or generated) or {"delim", "sep", "header"} & set(spec.options):
+        return
+    files = input_files(con, spec)
+    encoding = str(spec.options.get("encoding") or "utf-8")
+    delim = ","
+    for f in files:
+        try:
+            with open(f, newline="", encoding=encoding, errors="replace") as fh:
+                first = fh.readline()
+                delim = max(_DELIMITERS, key=first.count)
+                fh.seek(0)
+                rows = csv.reader(fh, delimiter=delim)
+                header = next(rows, [])
+                for i, row in enumerate(rows, start=2):
+                    if row and len(row) != len(header):
+                        raise InputError(
+                            f"{spec.name}: {f} line {i} has {len(row)} fields where the header has "
+                            f"{len(header)} (a ragged row), so the file could not be split into columns; fix "
+                            f"or remove that row (a field holding {delim!r} must be quoted), or pad short rows "
+                            f"with [tables.{spec.name}.csv] null_padding = true")
+        except (OSError, csv.Error):
+            continue
+    if one:
+        raise InputError(
+            f"{spec.name}: {spec.paths[0]} was read as one column named {names[0][:80]!r}: its rows could not "
+            f"be split on {delim!r}; set the delimiter: [tables.{spec.name}.csv] delim = {delim!r}")
 
 
 def _check_same_columns(con: duckdb.DuckDBPyConnection, spec: TableSpec,
@@ -231,6 +316,14 @@ def _id_sql(raw: str, t: str, as_text: bool) -> tuple[str, bool]:
     return text, True
 
 
+def _null_text(spec: TableSpec, raw: str) -> str:
+    """``raw`` with the spec's ``null_strings`` (compared after trimming) read as NULL."""
+    if not spec.null_strings:
+        return raw
+    texts = ", ".join(literal(v) for v in spec.null_strings)
+    return f"CASE WHEN trim(CAST({raw} AS VARCHAR)) IN ({texts}) THEN NULL ELSE {raw} END"
+
+
 def _typed(spec: TableSpec, col: str, family: str, raw: str, t: str, id_text: dict[str, bool]) -> tuple[str, bool]:
     where = f"{spec.name}: column `{col}`"
     if family in ("id", "product"):
@@ -296,6 +389,8 @@ def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
                             "timestamp": "TIMESTAMP", "double": "DOUBLE", "integer": "INTEGER"}.get(family, "VARCHAR")
                 columns[col] = Column(col, None, "NULL", f"CAST(NULL AS {sql_type})", None, False)
                 continue
+            if family in ("id", "product", "key", "varchar") and _is_text(t):
+                raw = _null_text(spec, raw)
             typed, checked = _typed(spec, col, family, raw, t, id_text)
             columns[col] = Column(col, srcname, raw, typed, t, checked)
         select = ",\n  ".join(
@@ -344,9 +439,41 @@ def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
         typed_cols = ", ".join(ident(c) for c in cols)
         # the file name and raw record are kept for rejected rows only: a path
         # per valid row would cost memory for nothing
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {ident(name + '_staged')} AS\n"
-            f"SELECT {typed_cols}, reject_reason,\n"
-            f"  CASE WHEN reject_reason IS NOT NULL THEN __centile_file END AS __centile_file,\n"
-            f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record\n"
-            f"FROM (\n{read_sql('stage_' + name)}\n) staged")
+        try:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {ident(name + '_staged')} AS\n"
+                f"SELECT {typed_cols}, reject_reason,\n"
+                f"  CASE WHEN reject_reason IS NOT NULL THEN __centile_file END AS __centile_file,\n"
+                f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record\n"
+                f"FROM (\n{read_sql('stage_' + name)}\n) staged")
+        except duckdb.Error as exc:
+            # a bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here
+            if not isinstance(exc, duckdb.InvalidInputException):
+                raise
+            raise read_error(reg.spec, exc) from None
+
+
+def set_aside_duplicates(con: duckdb.DuckDBPyConnection, reg: Registered) -> int:
+    """Count the exact duplicate lines of a staged table and, unless its spec says ``duplicates =
+    "keep"``, set all but one line of each group aside as ``duplicate line``.
+
+    Lines are equal when every mapped column has the same typed value (NULLs equal). The count is a
+    hash aggregate over the valid lines; the window that picks which lines to set aside runs only
+    when there are duplicates. Which copy stays does not matter: the copies are equal.
+    """
+    table = ident(reg.spec.name + "_staged")
+    cols = [c for c in reg.columns if reg.has(c)]
+    key = ", ".join(ident(c) for c in cols)
+    extra = con.execute(
+        f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {table} "
+        f"WHERE reject_reason IS NULL GROUP BY {key} HAVING count(*) > 1)").fetchone()
+    n = int(extra[0]) if extra else 0
+    if n == 0 or reg.spec.duplicates == "keep":
+        return n
+    record = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in cols) + "))"
+    con.execute(
+        f"UPDATE {table} SET reject_reason = 'duplicate line', __centile_file = {literal(reg.files)}, "
+        f"__record = CAST({record} AS VARCHAR) WHERE rowid IN (SELECT r FROM (SELECT rowid AS r, "
+        f"row_number() OVER (PARTITION BY {key} ORDER BY rowid) AS rn FROM {table} "
+        f"WHERE reject_reason IS NULL) WHERE rn > 1)")
+    return n

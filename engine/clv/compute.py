@@ -189,7 +189,10 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
                                               "unit": TIME_UNITS[time_unit]})
     if frame.height == 0:
         raise InputError(f"orders: no customer purchased on or before the calibration end {cal}; "
-                         "pass a later --calibration-end")
+                         "pass a later --calibration-end" if calibration_end is not None else
+                         f"orders: no order line before as_of {s.as_of} (the valid lines run from "
+                         f"{str(s.summaries['orders'].date_min)[:10]} to {str(s.summaries['orders'].date_max)[:10]}); pass a later "
+                         "--as-of (as_of in the config), or leave it out to use the day after the newest order")
     return Summary(frame.sort("customer_id"), cal, holdout_end, time_unit)
 
 

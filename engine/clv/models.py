@@ -221,10 +221,11 @@ def _check_rfm(x: np.ndarray, tx: np.ndarray, T: np.ndarray, label: str) -> None
         raise FitError(f"{label} fit: no customers")
     if not np.any(x > 0):
         raise FitError(f"{label} fit: no customer has a repeat transaction in the calibration period; "
-                       "pass a later --calibration-end")
+                       "the model needs repeat purchases: use a longer order history (a later as_of, or a "
+                       "later calibration end if one is set)")
     if not np.any(T > 0):
-        raise FitError(f"{label} fit: every customer is new on the calibration end (T = 0); pass a later "
-                       "--calibration-end")
+        raise FitError(f"{label} fit: every customer is new on the calibration end (T = 0); use a longer "
+                       "order history (a later as_of, or a later calibration end if one is set)")
 
 
 def fit_bgnbd(x: Any, tx: Any, T: Any, *, weights: Any = None, penalty: float = 0.0,
