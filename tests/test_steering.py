@@ -132,6 +132,10 @@ def test_budgets_without_unit_cost_use_the_configured_ratio_and_new_customers_th
     ({"periods": 3, "seasonality": [1, 1]}, "3 factors"),
     ({"media": {"mail": {"capacity": 3}}}, "needs cost"),
     ({"media": {"mail": {"cost": 1, "categoriez": []}}}, "did you mean 'categories'"),
+    ({"media": {"mail": {"cost": 1, "cap": -2}}}, r"\[steering.media.mail\] cap"),
+    ({"media": {"mail": {"cost": 1, "capacity_per_period": 1.5}}}, "capacity_per_period"),
+    ({"prior_by": 3}, "prior_by"),
+    ({"prior_min_customers": 1}, "prior_min_customers"),
 ])
 def test_bad_config_names_the_key(raw, match):
     with pytest.raises(ConfigError, match=match):

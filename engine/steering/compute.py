@@ -244,9 +244,13 @@ def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ..
         if abs(c * st.cost_unit - m.cost) > 1e-9 * max(1.0, m.cost):
             notes.append(f"{m.name}: cost {m.cost:g} rounded to {c} units of {st.cost_unit:g}")
     capacity = np.array([-1 if m.capacity is None else m.capacity for m in media], np.int64)
+    pcap = np.array([-1 if m.capacity_per_period is None else m.capacity_per_period for m in media], np.int64)
+    mcap = np.array([-1 if m.cap is None else m.cap for m in media], np.int64)
     gb = None if st.global_budget is None else int(math.floor(st.global_budget / st.cost_unit * (1 + 1e-12)))
     sol = solve_plan(values, costs, budgets["budget_units"].to_numpy(), since, cap=st.cap, gap=st.gap,
-                     global_budget=gb, capacity=capacity, iterations=st.iterations)
+                     global_budget=gb, capacity=capacity, iterations=st.iterations,
+                     medium_cap=mcap if (mcap >= 0).any() else None,
+                     period_capacity=pcap if (pcap >= 0).any() else None)
     ii, tt = np.nonzero(sol.medium >= 0)
     mm = sol.medium[ii, tt]
     names = pl.Series([m.name for m in media], dtype=pl.String)
@@ -259,7 +263,10 @@ def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ..
                "period_days": period_days, "contacts": plan.height,
                "customers_contacted": int((sol.medium >= 0).any(axis=1).sum()), "value": sol.value,
                "bound": sol.bound, "gap": sol.gap, "lambda": sol.lam,
-               "mu": {m.name: float(x) for m, x in zip(media, sol.mu, strict=True)}, "spend": spent,
+               "mu": {m.name: float(x) for m, x in zip(media, sol.mu, strict=True)},
+               "nu": {m.name: [float(x) for x in sol.nu[j]] for j, m in enumerate(media)
+                      if m.capacity_per_period is not None and sol.nu is not None},
+               "spend": spent,
                "global_budget": st.global_budget, "budget_total": float(budgets["budget"].sum()),
                "evaluations": sol.evaluations, "settings": st.as_dict()}
     return SteeringResult(aff, priors, budgets, plan, table, sol, summary, tuple(notes))
@@ -268,15 +275,32 @@ def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ..
 def summary_table(plan: pl.DataFrame, media: tuple[Medium, ...], sol: Solution, st: SteeringSettings,
                   segments: pl.DataFrame | None) -> pl.DataFrame:
     """Contacts, cost and expected incremental margin by medium, by period and by segment
-    (``level`` / ``key``), with lambda, mu (medium rows) and the certified gap."""
+    (``level`` / ``key``), with lambda, mu (medium rows) and the certified gap; for a medium
+    with a capacity per period also ``medium_period`` rows (key ``<medium>@<period>``)
+    with that capacity and its multiplier nu in the ``capacity`` and ``mu`` columns."""
     mu = {m.name: float(x) for m, x in zip(media, sol.mu, strict=True)}
     cap = {m.name: m.capacity for m in media}
+    for j, m in enumerate(media):
+        if m.capacity_per_period is not None and sol.nu is not None:
+            for t in range(sol.nu.shape[1]):
+                mu[f"{m.name}@{t + 1}"] = float(sol.nu[j, t])
+                cap[f"{m.name}@{t + 1}"] = m.capacity_per_period
 
     def agg(df: pl.DataFrame, col: str, level: str) -> pl.DataFrame:
         return (df.group_by(col).agg(contacts=pl.len(), cost=pl.col("cost").sum(), value=pl.col("value").sum())
                 .with_columns(level=pl.lit(level), key=pl.col(col).cast(pl.String)).drop(col))
 
     parts = [agg(plan, "medium", "medium"), agg(plan, "period", "period")]
+    per = [m.name for m in media if m.capacity_per_period is not None]
+    if per:
+        grid = pl.DataFrame({"medium": [m for m in per for _ in range(st.periods)],
+                             "period": [t + 1 for _ in per for t in range(st.periods)]},
+                            schema={"medium": pl.String, "period": pl.Int32})
+        mp = grid.join(plan.with_columns(pl.col("medium").cast(pl.String)), on=["medium", "period"], how="left")
+        parts.append(mp.group_by("medium", "period").agg(
+            contacts=pl.col("value").count(), cost=pl.col("cost").sum(), value=pl.col("value").sum())
+            .select(level=pl.lit("medium_period"), key=pl.format("{}@{}", "medium", "period"), contacts="contacts",
+                    cost="cost", value="value"))
     if segments is not None and "rfm_segment" in segments.columns:
         seg = plan.join(segments.select("customer_id", "rfm_segment"), on="customer_id", how="left")
         parts.append(agg(seg.with_columns(pl.col("rfm_segment").fill_null("(none)")), "rfm_segment", "segment"))
@@ -284,15 +308,18 @@ def summary_table(plan: pl.DataFrame, media: tuple[Medium, ...], sol: Solution, 
                              value=pl.col("value").sum()).with_columns(level=pl.lit("total"), key=pl.lit("all")))
     out = pl.concat([p.select("level", "key", pl.col("contacts").cast(pl.Int64), "cost", "value") for p in parts])
     out = out.with_columns(
-        capacity=pl.when(pl.col("level") == "medium").then(pl.col("key").replace_strict(
+        capacity=pl.when(pl.col("level").is_in(["medium", "medium_period"])).then(pl.col("key").replace_strict(
             cap, default=None, return_dtype=pl.Int64)),
-        mu=pl.when(pl.col("level") == "medium").then(pl.col("key").replace_strict(
+        mu=pl.when(pl.col("level").is_in(["medium", "medium_period"])).then(pl.col("key").replace_strict(
             mu, default=None, return_dtype=pl.Float64)),
         **{"lambda": pl.lit(sol.lam), "gap": pl.lit(sol.gap), "bound": pl.lit(sol.bound)})
-    order = {"total": 0, "medium": 1, "period": 2, "segment": 3}
+    order = {"total": 0, "medium": 1, "period": 2, "medium_period": 3, "segment": 4}
+    num = pl.col("key").str.split("@").list.last().cast(pl.Int64, strict=False)
     return (out.with_columns(_o=pl.col("level").replace_strict(order, return_dtype=pl.Int32),
-                             _k=pl.when(pl.col("level") == "period").then(pl.col("key").cast(pl.Int64, strict=False)))
-            .sort("_o", "_k", "key").drop("_o", "_k"))
+                             _m=pl.when(pl.col("level") == "medium_period").then(
+                                 pl.col("key").str.split("@").list.first()),
+                             _k=pl.when(pl.col("level").is_in(["period", "medium_period"])).then(num))
+            .sort("_o", "_m", "_k", "key", nulls_last=False).drop("_o", "_m", "_k"))
 
 
 def write_steering(res: SteeringResult, staging: Any) -> dict[str, int]:

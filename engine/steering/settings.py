@@ -11,21 +11,24 @@ from centile.config import Config, check_keys
 from centile.errors import ConfigError
 
 KEYS = ("periods", "cap", "gap", "target_margin", "cost_ratio", "global_budget", "cost_unit", "response_days",
-        "seasonality", "iterations", "proposals", "budgets", "media")
-MEDIUM_KEYS = ("cost", "capacity", "categories", "audience")
+        "seasonality", "iterations", "proposals", "budgets", "prior_by", "prior_min_customers", "media")
+MEDIUM_KEYS = ("cost", "capacity", "capacity_per_period", "cap", "categories", "audience")
 
 
 @dataclass(frozen=True)
 class Medium:
     """One advertising medium: cost per contact (currency), capacity (contacts over the
     horizon; None = unlimited), the categories it features, the customers-table column
-    (boolean) of its audience."""
+    (boolean) of its audience, the capacity in each period (contacts; None = unlimited)
+    and its frequency cap per customer over the horizon (None = only ``[steering] cap``)."""
 
     name: str
     cost: float
     capacity: int | None = None
     categories: tuple[str, ...] = ()
     audience: str | None = None
+    capacity_per_period: int | None = None
+    cap: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class SteeringSettings:
     iterations: int = 12
     proposals: Path | None = None
     budgets: Path | None = None
+    prior_by: str | None = None
+    prior_min_customers: int = 200
     media: tuple[Medium, ...] = field(default_factory=tuple)
 
     def season(self) -> tuple[float, ...]:
@@ -54,9 +59,11 @@ class SteeringSettings:
                 "cost_ratio": self.cost_ratio, "global_budget": self.global_budget, "cost_unit": self.cost_unit,
                 "response_days": self.response_days, "seasonality": list(self.season()),
                 "iterations": self.iterations, "proposals": str(self.proposals) if self.proposals else None,
-                "budgets": str(self.budgets) if self.budgets else None,
+                "budgets": str(self.budgets) if self.budgets else None, "prior_by": self.prior_by,
+                "prior_min_customers": self.prior_min_customers,
                 "media": {m.name: {"cost": m.cost, "capacity": m.capacity, "categories": list(m.categories),
-                                   "audience": m.audience} for m in self.media}}
+                                   "audience": m.audience, "capacity_per_period": m.capacity_per_period,
+                                   "cap": m.cap} for m in self.media}}
 
 
 def _int(v: Any, key: str, lo: int, hi: int) -> int:
@@ -85,15 +92,20 @@ def _medium(name: str, raw: Any) -> Medium:
     aud = raw.get("audience")
     if aud is not None and not isinstance(aud, str):
         raise ConfigError(f"{where} audience = {aud!r}: must be the name of a boolean column of customers")
+    per = raw.get("capacity_per_period")
+    mcap = raw.get("cap")
     return Medium(name, _num(raw["cost"], f"{where} cost", 0.0, 1e9, lo_open=True),
-                  None if cap is None else _int(cap, f"{where} capacity", 0, 2**53), tuple(cats), aud)
+                  None if cap is None else _int(cap, f"{where} capacity", 0, 2**53), tuple(cats), aud,
+                  None if per is None else _int(per, f"{where} capacity_per_period", 0, 2**53),
+                  None if mcap is None else _int(mcap, f"{where} cap", 0, 52))
 
 
 def parse_steering(section: Mapping[str, Any]) -> SteeringSettings:
     """Validate the raw ``[steering]`` section (ConfigError naming the key and the fix)."""
     check_keys("[steering]", section, KEYS)
     kw: dict[str, Any] = {}
-    ints = {"periods": (1, 520), "cap": (0, 52), "gap": (0, 52), "response_days": (1, 365), "iterations": (1, 60)}
+    ints = {"periods": (1, 520), "cap": (0, 52), "gap": (0, 52), "response_days": (1, 365), "iterations": (1, 60),
+            "prior_min_customers": (2, 2**31)}
     for key, (lo, hi) in ints.items():
         if key in section:
             kw[key] = _int(section[key], f"[steering] {key}", lo, hi)
@@ -116,6 +128,12 @@ def parse_steering(section: Mapping[str, Any]) -> SteeringSettings:
             if not isinstance(section[key], str) or not section[key]:
                 raise ConfigError(f"[steering] {key} = {section[key]!r}: must be the path of a Parquet or CSV file")
             kw[key] = Path(section[key])
+    if "prior_by" in section:
+        pb = section["prior_by"]
+        if not isinstance(pb, str) or not pb:
+            raise ConfigError(f"[steering] prior_by = {pb!r}: must be the name of a segment column "
+                              "(rfm_segment, or a column of the customers table)")
+        kw["prior_by"] = pb
     if "budgets" in kw and "proposals" not in kw:
         raise ConfigError("[steering] budgets needs [steering] proposals: budgets of your own replace the "
                           "CLV-based ones only for a plan from your own scored proposals")

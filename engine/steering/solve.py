@@ -87,6 +87,44 @@ def _repair(values: np.ndarray, medium: np.ndarray, capacity: np.ndarray,
     return med
 
 
+def _refill(values, medium, repaired, costs, since, cap, gap, mcap, capacity, pcap, rounds=12):
+    """Give the customers who lost contacts in the repair a new plan in what is left.
+
+    Each such customer is planned again by the DP (``plans_at``) with every (medium,
+    period) and medium that is full for the others made ineligible and a spend of at
+    most their plan's spend before the repair (so the global budget still holds);
+    contacts over a capacity after that are dropped again (lowest value first), and
+    the round repeats with the customers who lost contacts this time. A customer's new
+    plan replaces theirs only when it is worth more."""
+    M, T = values.shape[1], values.shape[2]
+    med = repaired
+    hit = np.flatnonzero((medium != repaired).any(axis=1))
+    for _ in range(rounds):
+        if hit.size == 0:
+            break
+        others = med.copy()
+        others[hit] = -1
+        flat = np.where(others >= 0, others, M)
+        per_t = np.stack([np.bincount(flat[:, t], minlength=M + 1)[:M] for t in range(T)], axis=1)
+        total = per_t.sum(axis=1)
+        v = values[hit].copy()
+        v[:, total >= capacity] = np.nan
+        v[:, per_t >= pcap[:, None]] = np.nan
+        spend = np.where(medium[hit] >= 0, costs[np.maximum(medium[hit], 0)], 0).sum(axis=1)
+        new = plans_at(v, costs, spend, since[hit], cap=cap, gap=gap, medium_cap=mcap)
+        old_val = np.nansum(np.where(med[hit] >= 0, np.take_along_axis(
+            values[hit], np.maximum(med[hit], 0)[:, None, :], 1)[:, 0, :], 0.0), axis=1)
+        new_val = np.nansum(np.where(new >= 0, np.take_along_axis(
+            values[hit], np.maximum(new, 0)[:, None, :], 1)[:, 0, :], 0.0), axis=1)
+        better = new_val > old_val
+        trial = med.copy()
+        trial[hit[better]] = new[better]
+        fixed = _repair(values, trial, capacity, pcap)
+        hit = np.flatnonzero((trial != fixed).any(axis=1))
+        med = fixed
+    return med
+
+
 def _evaluate(values, costs, budgets, since, cap, gap, global_budget, capacity, mu, pcap, nu, mcap):
     adj = values - mu[None, :, None] - nu[None, :, :] if (mu.any() or nu.any()) else values
     hoff, hb, hv = concave_hulls(adj, costs, budgets, since, cap=cap, gap=gap, medium_cap=mcap)
@@ -106,6 +144,33 @@ def _evaluate(values, costs, budgets, since, cap, gap, global_budget, capacity, 
     usage = np.stack([np.bincount(np.where(medium[:, t] >= 0, medium[:, t], M), minlength=M + 1)[:M]
                       for t in range(T)], axis=1) if T else np.zeros((M, 0), np.int64)
     return bound, lam, medium, usage
+
+
+def _subgradient(run, mu, nu, usage, pcap, pmask, best, steps):
+    """Projected subgradient steps on nu (where ``pmask``): nu += step * (usage - capacity),
+    floored at 0, with Polyak's step (best bound - best plan value) / ||g||^2 scaled by a
+    factor halved after three steps without a better bound; returns the nu of the best bound."""
+    theta, stall = 1.0, 0
+    top = best["bound"]
+    best_nu = nu.copy()
+    for _ in range(steps):
+        g = np.where(pmask, usage - pcap[:, None], 0.0)
+        g = np.where((nu <= 0) & (g < 0), 0.0, g)  # projected: nothing to lower below 0
+        norm = float((g * g).sum())
+        if norm == 0.0:
+            break
+        step = theta * max(best["bound"] - best["value"], 1e-12) / norm
+        nu = np.maximum(0.0, nu + step * g)
+        usage = run(mu, nu)
+        if best["bound"] < top - 1e-12 * abs(top):
+            top = best["bound"]
+            best_nu = nu.copy()
+            stall = 0
+        else:
+            stall += 1
+            if stall >= 3:
+                theta, stall = theta / 2, 0
+    return best_nu
 
 
 def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
@@ -156,12 +221,12 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
         evals += 1
         bound, lam, medium, usage = _evaluate(values, costs, budgets, since, cap, gap, bg, cap_arr, mu_try, pcap,
                                               nu_try, medium_cap)
-        if bound < best["bound"]:
-            best.update(bound=bound, lam=lam, mu=mu_try.copy(), nu=nu_try.copy())
         fixed = _repair(values, medium, cap_arr, pcap)
+        if bound < best["bound"]:
+            best.update(bound=bound, lam=lam, mu=mu_try.copy(), nu=nu_try.copy(), lagrangian=(medium, fixed))
         val = _plan_value(values, fixed)
         if val > best["value"]:
-            best.update(value=val, medium=fixed)
+            best.update(value=val, medium=fixed, origin=(medium, fixed))
         return usage
 
     usage = run(mu, nu)
@@ -169,39 +234,60 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
     hi_mt = pos.max(axis=0) if values.shape[0] else np.zeros((M, T))
     hi_all = hi_mt.max(axis=1) if T else np.zeros(M)
     del pos
-    # coordinates: (m, -1) a medium's capacity over the horizon, (m, t) its capacity in period t
-    coords = [(m, -1) for m in range(M) if cap_arr[m] < BIG] + [
-        (m, t) for m in range(M) if pcap[m] < BIG for t in range(T)]
-    for _ in range(rounds if coords else 0):
+    # mu: coordinate-wise, one medium at a time. nu: the periods of a medium interact
+    # strongly (a contact priced out of one period moves to another, and with equal values
+    # across periods per-period bisections chase each other), so first one level per medium
+    # is bisected on its usage over all periods, then all (m, t) move together by projected
+    # subgradient steps (Polyak's step towards the best plan value)
+    coords = [m for m in range(M) if cap_arr[m] < BIG]
+    pmask = (pcap < BIG)[:, None] & np.ones((M, T), bool)
+    for _ in range(rounds if coords or pmask.any() else 0):
         changed = False
-        for m, t in coords:
-            limit = cap_arr[m] if t < 0 else pcap[m]
-            cur = mu[m] if t < 0 else nu[m, t]
-            used = usage[m].sum() if t < 0 else usage[m, t]
-            if used <= limit and cur == 0.0:
+        for m in coords:
+            if usage[m].sum() <= cap_arr[m] and mu[m] == 0.0:
                 continue
-            lo, hi = 0.0, float(hi_all[m] if t < 0 else hi_mt[m, t])
+            lo, hi = 0.0, float(hi_all[m])
             for _ in range(iterations):
                 mid = 0.5 * (lo + hi)
-                tmu, tnu = mu.copy(), nu.copy()
-                if t < 0:
-                    tmu[m] = mid
-                else:
-                    tnu[m, t] = mid
-                u = run(tmu, tnu)
-                if (u[m].sum() if t < 0 else u[m, t]) > limit:
+                trial = mu.copy()
+                trial[m] = mid
+                u = run(trial, nu)
+                if u[m].sum() > cap_arr[m]:
                     lo = mid
                 else:
                     hi = mid
-            if cur != hi:
-                changed = True
-            if t < 0:
-                mu[m] = hi
-            else:
-                nu[m, t] = hi
+            changed |= mu[m] != hi
+            mu[m] = hi
+            usage = run(mu, nu)
+        for m in np.flatnonzero(pcap < BIG):
+            if (usage[m] <= pcap[m]).all() and not nu[m].any():
+                continue
+            lo, hi = 0.0, float(hi_all[m])
+            for _ in range(iterations):
+                mid = 0.5 * (lo + hi)
+                trial = nu.copy()
+                trial[m] = mid
+                u = run(mu, trial)
+                if u[m].sum() > pcap[m] * T:
+                    lo = mid
+                else:
+                    hi = mid
+            changed |= not (nu[m] == hi).all()
+            nu[m] = hi
+            usage = run(mu, nu)
+        if pmask.any() and (usage[pmask] > pcap[:, None].repeat(T, 1)[pmask]).any():
+            nu = _subgradient(run, mu, nu, usage, pcap, pmask, best, 2 * iterations)
             usage = run(mu, nu)
         if not changed:
             break
+    if (cap_arr < BIG).any() or (pcap < BIG).any():
+        # the Lagrangian plan at the multipliers of the best bound, repaired and refilled
+        # and the one whose repair was worth the most
+        for lag, fixed in (best["lagrangian"], best["origin"]):
+            refilled = _refill(values, lag, fixed, costs, since, cap, gap, medium_cap, cap_arr, pcap)
+            val = _plan_value(values, refilled)
+            if val > best["value"]:
+                best.update(value=val, medium=refilled)
     medium = best["medium"]
     spend = int(sum(int(costs[m]) * int((medium == m).sum()) for m in range(M)))
     bound = best["bound"]
