@@ -42,8 +42,9 @@ class TableSpec:
     ``filter`` is a SQL predicate over the source's own columns.
     ``null_strings`` are texts read as NULL in identifier and text columns (and,
     for CSV, in every column), so a literal ``NULL`` never becomes a customer.
-    ``duplicates`` (orders only): ``"set_aside"`` puts exact duplicate lines into
-    the rejects as ``duplicate line``; ``"keep"`` keeps them with a note.
+    ``duplicates`` (orders only): ``"set_aside"`` puts exact duplicate lines (equal
+    in every column, an ``order_id`` among them) into the rejects as ``duplicate
+    line``; ``"keep"`` keeps them with a note.
     """
 
     name: str

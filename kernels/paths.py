@@ -41,6 +41,10 @@ def _csr(offsets, channels, n_channels):
         raise ValueError("every journey needs at least one touch")
     if channels.size and (channels.min() < 0 or channels.max() >= n_channels):
         raise ValueError("channel ids must lie in [0, n_channels)")
+    # always a read-only view: Arrow-backed arrays are read-only, NumPy ones are not, and numba
+    # would compile every kernel twice (once per flag); the kernels never write channels
+    channels = channels.view()
+    channels.flags.writeable = False
     return offsets, channels
 
 

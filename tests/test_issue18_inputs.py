@@ -172,3 +172,10 @@ def test_issue18_as_of_before_every_order_does_not_mention_calibration_end(tmp_p
     r = runner.invoke(app, ["clv", "--data", str(data), "--out", str(tmp_path / "out"),
                             "--calibration-end", "2023-06-01"])
     assert r.exit_code == 1 and "--calibration-end" in r.stderr, r.output
+
+
+def test_issue18_without_an_order_id_equal_rows_are_two_purchases(tmp_path):
+    # CDNOW-like histories (customer, day, amount) repeat a row for two purchases on one day
+    data = _orders(tmp_path / "d", "customer_id,order_ts,unit_price\n1,2024-01-01,5\n1,2024-01-01,5\n")
+    with open_session(load_config(data=data)) as s:
+        assert s.summaries["orders"].rejects == {} and s.summaries["orders"].rows_valid == 2

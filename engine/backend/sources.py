@@ -457,10 +457,14 @@ def set_aside_duplicates(con: duckdb.DuckDBPyConnection, reg: Registered) -> int
     """Count the exact duplicate lines of a staged table and, unless its spec says ``duplicates =
     "keep"``, set all but one line of each group aside as ``duplicate line``.
 
-    Lines are equal when every mapped column has the same typed value (NULLs equal). The count is a
-    hash aggregate over the valid lines; the window that picks which lines to set aside runs only
-    when there are duplicates. Which copy stays does not matter: the copies are equal.
+    Lines are equal when every mapped column has the same typed value (NULLs equal). Only lines
+    that carry an ``order_id`` are compared: without one, two equal rows may be two purchases on
+    the same day (CDNOW's history has such rows). The count is a hash aggregate over the valid
+    lines; the window that picks which lines to set aside runs only when there are duplicates.
+    Which copy stays does not matter: the copies are equal.
     """
+    if not reg.has("order_id"):
+        return 0
     table = ident(reg.spec.name + "_staged")
     cols = [c for c in reg.columns if reg.has(c)]
     key = ", ".join(ident(c) for c in cols)
