@@ -10,6 +10,11 @@ followed by an order within the response window. With ``p_i ~ Beta(a, b)`` and
 (n, r) pairs -- integer counts, so any partitioning gives the same fit. The posterior
 mean (a + r_i) / (a + b + n_i) is the customer's response probability: the prior mean
 without history, the raw rate r_i / n_i as n_i grows.
+
+With a segment per customer (``[steering] prior_by``) one prior is fitted per (medium,
+arm, segment) from that segment's customers; a segment with fewer than
+``min_customers`` contacted customers, or whose fit does not converge, uses the
+medium's prior (``fallback`` in the priors table).
 """
 
 from __future__ import annotations
@@ -96,8 +101,35 @@ def posterior_mean(prior: BetaPrior, n: np.ndarray, r: np.ndarray) -> np.ndarray
     return (prior.alpha + np.asarray(r, float)) / (prior.alpha + prior.beta + np.asarray(n, float))
 
 
+def _priors(n: np.ndarray, r: np.ndarray, labels: np.ndarray | None, names: list[str], min_customers: int,
+            medium: str, arm: str) -> tuple[BetaPrior, np.ndarray, np.ndarray, list[dict]]:
+    """The medium's prior, per-customer (alpha, beta) and the rows of the priors table."""
+    pr = fit_beta_binomial(n, r)
+
+    def row(p: BetaPrior, segment: str | None, fallback: bool, customers: int, contacts: int) -> dict:
+        return {"medium": medium, "arm": arm, "segment": segment, "alpha": p.alpha, "beta": p.beta,
+                "prior_mean": p.mean, "loglik": p.loglik, "converged": p.converged, "fallback": fallback,
+                "customers": customers, "contacts": contacts}
+
+    rows = [row(pr, None, False, pr.customers, pr.contacts)]
+    a = np.full(n.size, pr.alpha)
+    b = np.full(n.size, pr.beta)
+    if labels is not None:
+        for k, name in enumerate(names):
+            mask = labels == k
+            seen = int(((n > 0) & mask).sum())
+            sp = fit_beta_binomial(n[mask], r[mask]) if seen >= min_customers else None
+            if sp is not None and sp.converged:
+                a[mask], b[mask] = sp.alpha, sp.beta
+                rows.append(row(sp, name, False, sp.customers, sp.contacts))
+            else:
+                rows.append(row(pr, name, True, seen, int(n[mask].sum())))
+    return pr, a, b, rows
+
+
 def affinity_table(responses: pl.DataFrame, customers: pl.Series, media: list[str],
-                   shares: dict[str, np.ndarray] | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+                   shares: dict[str, np.ndarray] | None = None, segments: pl.Series | None = None,
+                   min_customers: int = 200) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per customer and medium: contacts, responses, shrunk rates and the affinity.
 
     Parameters
@@ -111,6 +143,11 @@ def affinity_table(responses: pl.DataFrame, customers: pl.Series, media: list[st
     shares : dict, optional
         medium -> the customer's share of spend in the medium's categories (aligned with
         ``customers``); multiplies the response.
+    segments : Series of str, optional
+        The customer's segment (aligned with ``customers``; null: the segment
+        ``(none)``): one prior per (medium, arm, segment), see the module docstring.
+    min_customers : int
+        Contacted customers a segment needs for a prior of its own.
 
     Returns
     -------
@@ -120,11 +157,17 @@ def affinity_table(responses: pl.DataFrame, customers: pl.Series, media: list[st
         affinity (incremental response when the medium had a control group, else the
         shrunk response; times the assortment share).
     priors : DataFrame
-        medium, arm (treatment / control), alpha, beta, prior_mean, loglik, converged,
-        customers, contacts.
+        medium, arm (treatment / control), segment (null: the medium's prior), alpha,
+        beta, prior_mean, loglik, converged, fallback (the segment uses the medium's
+        prior), customers, contacts.
     """
     ids = pl.DataFrame({"customer_id": customers})
     parts, priors = [], []
+    labels, names = None, []
+    if segments is not None:
+        seg = segments.cast(pl.String).fill_null("(none)")
+        names = sorted(seg.unique().to_list())
+        labels = seg.replace_strict({x: k for k, x in enumerate(names)}, return_dtype=pl.Int64).to_numpy()
     for m in media:
         sub = responses.filter(pl.col("medium") == m)
         arms = {}
@@ -132,16 +175,14 @@ def affinity_table(responses: pl.DataFrame, customers: pl.Series, media: list[st
             a = ids.join(sub.filter(pl.col("control") == ctrl).select("customer_id", "contacts", "responses"),
                          on="customer_id", how="left").fill_null(0)
             n, r = a["contacts"].to_numpy(), a["responses"].to_numpy()
-            pr = fit_beta_binomial(n, r)
-            arms[arm] = (n, r, pr)
-            priors.append({"medium": m, "arm": arm, "alpha": pr.alpha, "beta": pr.beta, "prior_mean": pr.mean,
-                           "loglik": pr.loglik, "converged": pr.converged, "customers": pr.customers,
-                           "contacts": pr.contacts})
-        n, r, pr = arms["treatment"]
-        nc, rc, prc = arms["control"]
-        rate = posterior_mean(pr, n, r)
+            pr, al, be, rows = _priors(n, r, labels, names, min_customers, m, arm)
+            arms[arm] = (n, r, pr, al, be)
+            priors.extend(rows)
+        n, r, pr, al, be = arms["treatment"]
+        nc, rc, prc, alc, bec = arms["control"]
+        rate = (al + r) / (al + be + n)
         has_control = prc.contacts > 0
-        crate = posterior_mean(prc, nc, rc) if has_control else None
+        crate = (alc + rc) / (alc + bec + nc) if has_control else None
         share = shares[m] if shares and m in shares else np.ones(customers.len())
         aff = (rate - crate if has_control else rate) * share
         parts.append(pl.DataFrame({
@@ -151,4 +192,7 @@ def affinity_table(responses: pl.DataFrame, customers: pl.Series, media: list[st
             else pl.Series([None] * customers.len(), dtype=pl.Float64),
             "assortment_share": share, "affinity": aff}))
     aff_df = pl.concat(parts) if parts else pl.DataFrame()
-    return aff_df, pl.DataFrame(priors)
+    schema = {"medium": pl.String, "arm": pl.String, "segment": pl.String, "alpha": pl.Float64,
+              "beta": pl.Float64, "prior_mean": pl.Float64, "loglik": pl.Float64, "converged": pl.Boolean,
+              "fallback": pl.Boolean, "customers": pl.Int64, "contacts": pl.Int64}
+    return aff_df, pl.DataFrame(priors, schema=schema)

@@ -211,13 +211,19 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
             shares[m.name] = a.select(
                 pl.when(pl.col("total") > 0).then(pl.col("inm").fill_null(0.0) / pl.col("total"))
                 .otherwise(overall).clip(0.0, 1.0))[:, 0].to_numpy()
-    aff, priors = affinity_table(resp, ids, [m.name for m in media], shares)
+    labels = prior_segments(s, st, ids, segments)
+    aff, priors = affinity_table(resp, ids, [m.name for m in media], shares, labels, st.prior_min_customers)
+    if labels is not None:
+        own = priors.filter(pl.col("segment").is_not_null())
+        notes.append(f"priors by {st.prior_by}: {int((~own['fallback']).sum())} of {own.height} (medium, arm, "
+                     f"segment) priors fitted, the rest use the medium's prior (fewer than "
+                     f"{st.prior_min_customers} contacted customers, or no convergence)")
     eligible = np.ones((ids.len(), len(media)), bool)
     if global_holdout is not None:
         eligible[ids.is_in(global_holdout.implode()).to_numpy()] = False
     for j, m in enumerate(media):
         if m.audience:
-            if not s.has("customers", m.audience):
+            if not has_column(s, "customers", m.audience):
                 raise InputError(f"[steering.media.{m.name}] audience = {m.audience!r}: the customers table has no "
                                  "such column; add it (true = may be contacted) or remove the key")
             a = s.frame(f'SELECT customer_id, CAST({_q(m.audience)} AS BOOLEAN) AS ok FROM customers')
@@ -227,6 +233,37 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
     since = _since(resp, ids, s.as_of, period_days)
     say(f"steering: planning {ids.len():,} customers x {len(media)} media x {st.periods} periods")
     return plan_from_values(ids, values, media, st, budgets, since, aff, priors, notes, segments, period_days)
+
+
+def prior_segments(s: Any, st: SteeringSettings, ids: pl.Series,
+                   segments: pl.DataFrame | None) -> pl.Series | None:
+    """The ``[steering] prior_by`` segment of every customer of ``ids`` (None without the key):
+    a column of the segments frame (``rfm_segment``, ...) when the segments stage ran, else a
+    column of the customers table."""
+    col = st.prior_by
+    if col is None:
+        return None
+    if segments is not None and col in segments.columns:
+        src = segments.select("customer_id", pl.col(col).cast(pl.String).alias("_seg"))
+    elif has_column(s, "customers", col):
+        src = s.frame(f"SELECT customer_id, CAST({_q(col)} AS VARCHAR) AS _seg FROM customers")
+    else:
+        where = "the segments stage's columns or " if segments is not None else ""
+        raise InputError(f"[steering] prior_by = {col!r}: no such column in {where}the customers table; name a "
+                         "customers column, or use rfm_segment in `centile run` with the segments stage")
+    src = src.unique("customer_id", keep="first").with_columns(pl.col("customer_id").cast(ids.dtype))
+    return pl.DataFrame({"customer_id": ids}).join(src, on="customer_id", how="left")["_seg"]
+
+
+def has_column(s: Any, table: str, col: str) -> bool:
+    """Does the table's view have the column (a contract column present in the inputs, or
+    any other column the view passes through)?"""
+    if not s.has(table):
+        return False
+    reg = s.tables[table]
+    if col in reg.columns:
+        return reg.has(col)
+    return col in s.frame(f"SELECT * FROM {table} LIMIT 0").columns
 
 
 def _q(name: str) -> str:
