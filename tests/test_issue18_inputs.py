@@ -179,3 +179,23 @@ def test_issue18_without_an_order_id_equal_rows_are_two_purchases(tmp_path):
     data = _orders(tmp_path / "d", "customer_id,order_ts,unit_price\n1,2024-01-01,5\n1,2024-01-01,5\n")
     with open_session(load_config(data=data)) as s:
         assert s.summaries["orders"].rejects == {} and s.summaries["orders"].rows_valid == 2
+
+
+# --- item 9: centile warmup ---------------------------------------------------------------------
+
+def test_issue18_warmup_compiles_the_kernels_a_run_uses():
+    import json
+
+    r = runner.invoke(app, ["warmup", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    mods = doc["modules"]
+    for name in ("percentile", "clubs", "btyd", "bootstrap", "hashing", "contact_plan", "recommend",
+                 "pairs", "paths", "synth"):
+        assert mods[name]["loaded"] > 0 and mods[name]["compile_seconds"] >= 0, name
+    from centile.kernels import btyd, clubs
+
+    # both club strategies and Pareto/NBD, which the demo configuration does not use
+    assert clubs._priority.signatures and clubs._best_rank.signatures
+    assert btyd._pnbd_predict.signatures and btyd._pnbd_ll_sum.signatures
+    assert "WARNING" not in r.stderr  # the warm-up's own data is not the user's
