@@ -37,6 +37,7 @@ from centile.io.sqlfiles import read_sql
 from centile.steering.affinity import affinity_table
 from centile.steering.settings import Medium, SteeringSettings
 from centile.steering.solve import Solution, solve_plan
+from centile.steering.values import Factored, Values, as_values
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,13 @@ def _since(responses: pl.DataFrame, ids: pl.Series, as_of: dt.date, period_days:
 
 
 def contact_values(budgets: pl.DataFrame, affinity: pl.DataFrame, media: tuple[Medium, ...],
-                   st: SteeringSettings, eligible: np.ndarray) -> np.ndarray:
+                   st: SteeringSettings, eligible: np.ndarray) -> Factored:
     """v[i, m, t] = affinity x expected order margin x season[t] - cost[m]; NaN where not eligible.
 
     ``budgets`` and ``affinity`` are sorted by customer_id (affinity: media in order);
-    ``eligible`` (n, M) bool.
+    ``eligible`` (n, M) bool. Returned as its factors (:class:`~centile.steering.values.Factored`:
+    (n, M) rather than (n, M, T)); the solver builds the values one block of customers at a
+    time, with the same operations as the dense array (``.block(0, n)``).
     """
     n, M = budgets.height, len(media)
     aff = np.zeros((n, M))
@@ -146,9 +149,9 @@ def contact_values(budgets: pl.DataFrame, affinity: pl.DataFrame, media: tuple[M
     om = budgets["expected_order_margin"].to_numpy()
     season = np.asarray(st.season(), float)
     cost = np.array([m.cost for m in media])
-    v = aff[:, :, None] * om[:, None, None] * season[None, None, :] - cost[None, :, None]
-    v[~eligible] = np.nan
-    return v
+    scale = aff * om[:, None]
+    scale[~eligible] = np.nan
+    return Factored(scale, season, cost)
 
 
 def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_horizon_days: float,
@@ -272,10 +275,11 @@ def _q(name: str) -> str:
     return ident(name)
 
 
-def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ...], st: SteeringSettings,
+def plan_from_values(ids: pl.Series, values: np.ndarray | Values, media: tuple[Medium, ...], st: SteeringSettings,
                      budgets: pl.DataFrame, since: np.ndarray, aff: pl.DataFrame, priors: pl.DataFrame,
                      notes: list[str], segments: pl.DataFrame | None, period_days: float | None) -> SteeringResult:
     """Solve and tabulate (customers sorted by id, so the plan does not depend on input order)."""
+    vals = as_values(values)
     costs = cost_units(media, st.cost_unit)
     for m, c in zip(media, costs, strict=True):
         if abs(c * st.cost_unit - m.cost) > 1e-9 * max(1.0, m.cost):
@@ -284,7 +288,7 @@ def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ..
     pcap = np.array([-1 if m.capacity_per_period is None else m.capacity_per_period for m in media], np.int64)
     mcap = np.array([-1 if m.cap is None else m.cap for m in media], np.int64)
     gb = None if st.global_budget is None else int(math.floor(st.global_budget / st.cost_unit * (1 + 1e-12)))
-    sol = solve_plan(values, costs, budgets["budget_units"].to_numpy(), since, cap=st.cap, gap=st.gap,
+    sol = solve_plan(vals, costs, budgets["budget_units"].to_numpy(), since, cap=st.cap, gap=st.gap,
                      global_budget=gb, capacity=capacity, iterations=st.iterations,
                      medium_cap=mcap if (mcap >= 0).any() else None,
                      period_capacity=pcap if (pcap >= 0).any() else None)
@@ -292,7 +296,7 @@ def plan_from_values(ids: pl.Series, values: np.ndarray, media: tuple[Medium, ..
     mm = sol.medium[ii, tt]
     names = pl.Series([m.name for m in media], dtype=pl.String)
     plan = pl.DataFrame({"customer_id": ids.gather(ii), "period": (tt + 1).astype(np.int32),
-                         "medium": names.gather(mm), "value": values[ii, mm, tt],
+                         "medium": names.gather(mm), "value": vals.at(ii, mm.astype(np.int64), tt),
                          "cost": (costs[mm] * st.cost_unit)})
     table = summary_table(plan, media, sol, st, segments)
     spent = sol.spend * st.cost_unit

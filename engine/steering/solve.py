@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from centile.kernels.contact_plan import concave_hulls, greedy_take, plans_at
+from centile.steering.values import Values, as_values, blocks, max_positive
 
 BIG = np.iinfo(np.int64).max // 4
 
@@ -53,13 +54,12 @@ class Solution:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _plan_value(values: np.ndarray, medium: np.ndarray) -> float:
-    n, _, T = values.shape
+def _plan_value(values: Values, medium: np.ndarray) -> float:
     ii, tt = np.nonzero(medium >= 0)
-    return math.fsum(values[ii, medium[ii, tt], tt].tolist())
+    return math.fsum(values.at(ii, medium[ii, tt], tt).tolist())
 
 
-def _repair(values: np.ndarray, medium: np.ndarray, capacity: np.ndarray,
+def _repair(values: Values, medium: np.ndarray, capacity: np.ndarray,
             period_capacity: np.ndarray | None = None) -> np.ndarray:
     """Drop the lowest-value contacts of every (medium, period) over its capacity per
     period, then of every medium over its capacity (ties: the later customer, then the
@@ -72,7 +72,7 @@ def _repair(values: np.ndarray, medium: np.ndarray, capacity: np.ndarray,
                 over = ii.size - int(period_capacity[m])
                 if over <= 0:
                     continue
-                order = np.lexsort((-ii, values[ii, m, t]))[:over]
+                order = np.lexsort((-ii, values.at(ii, np.full(ii.size, m), np.full(ii.size, t))))[:over]
                 med[ii[order], t] = -1
     for m in range(values.shape[1]):
         if capacity[m] >= BIG:
@@ -81,7 +81,7 @@ def _repair(values: np.ndarray, medium: np.ndarray, capacity: np.ndarray,
         over = ii.size - int(capacity[m])
         if over <= 0:
             continue
-        val = values[ii, m, tt]
+        val = values.at(ii, np.full(ii.size, m), tt)
         order = np.lexsort((-tt, -ii, val))[:over]
         med[ii[order], tt[order]] = -1
     return med
@@ -107,15 +107,16 @@ def _refill(values, medium, repaired, costs, since, cap, gap, mcap, capacity, pc
         flat = np.where(others >= 0, others, M)
         per_t = np.stack([np.bincount(flat[:, t], minlength=M + 1)[:M] for t in range(T)], axis=1)
         total = per_t.sum(axis=1)
-        v = values[hit].copy()
+        rows = values.rows(hit)
+        v = rows.copy()
         v[:, total >= capacity] = np.nan
         v[:, per_t >= pcap[:, None]] = np.nan
         spend = np.where(medium[hit] >= 0, costs[np.maximum(medium[hit], 0)], 0).sum(axis=1)
         new = plans_at(v, costs, spend, since[hit], cap=cap, gap=gap, medium_cap=mcap)
         old_val = np.nansum(np.where(med[hit] >= 0, np.take_along_axis(
-            values[hit], np.maximum(med[hit], 0)[:, None, :], 1)[:, 0, :], 0.0), axis=1)
+            rows, np.maximum(med[hit], 0)[:, None, :], 1)[:, 0, :], 0.0), axis=1)
         new_val = np.nansum(np.where(new >= 0, np.take_along_axis(
-            values[hit], np.maximum(new, 0)[:, None, :], 1)[:, 0, :], 0.0), axis=1)
+            rows, np.maximum(new, 0)[:, None, :], 1)[:, 0, :], 0.0), axis=1)
         better = new_val > old_val
         trial = med.copy()
         trial[hit[better]] = new[better]
@@ -125,12 +126,26 @@ def _refill(values, medium, repaired, costs, since, cap, gap, mcap, capacity, pc
     return med
 
 
+def _adjusted(values: Values, a: int, b: int, mu: np.ndarray, nu: np.ndarray) -> np.ndarray:
+    v = values.block(a, b)
+    return v - mu[None, :, None] - nu[None, :, :] if (mu.any() or nu.any()) else v
+
+
 def _evaluate(values, costs, budgets, since, cap, gap, global_budget, capacity, mu, pcap, nu, mcap):
-    adj = values - mu[None, :, None] - nu[None, :, :] if (mu.any() or nu.any()) else values
-    hoff, hb, hv = concave_hulls(adj, costs, budgets, since, cap=cap, gap=gap, medium_cap=mcap)
+    # one block of customers at a time: the values (and their adjustment by the
+    # multipliers) are never held for every customer at once
+    n = values.shape[0]
+    parts = [concave_hulls(_adjusted(values, a, b, mu, nu), costs, budgets[a:b], since[a:b], cap=cap, gap=gap,
+                           medium_cap=mcap) for a, b in blocks(n)]
+    if parts:
+        hoff = np.concatenate([[0], np.cumsum(np.concatenate([np.diff(p[0]) for p in parts]))]).astype(np.int64)
+        hb = np.concatenate([p[1] for p in parts])
+        hv = np.concatenate([p[2] for p in parts])
+    else:
+        hoff, hb, hv = np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    del parts
     vertex, lam, _ = greedy_take(hoff, hb, hv, global_budget)
     # bound: lambda * B_G + sum mu * Cap + sum_i max over hull vertices of (V - lambda b)
-    n = hoff.size - 1
     score = hv - lam * hb
     best = np.maximum.reduceat(score, hoff[:-1]) if n else np.zeros(0)
     capped = capacity < BIG
@@ -139,8 +154,11 @@ def _evaluate(values, costs, budgets, since, cap, gap, global_budget, capacity, 
                        *(mu[capped] * capacity[capped]).tolist(),
                        *(nu[pcapped] * pcap[pcapped, None]).ravel().tolist(), *best.tolist()])
     spend = hb[hoff[:-1] + vertex]
-    medium = plans_at(adj, costs, spend, since, cap=cap, gap=gap, medium_cap=mcap)
     M, T = values.shape[1], values.shape[2]
+    medium = np.full((n, T), -1, np.int8 if M < 127 else np.int16)  # the plan of every customer, small
+    for a, b in blocks(n):
+        medium[a:b] = plans_at(_adjusted(values, a, b, mu, nu), costs, spend[a:b], since[a:b], cap=cap, gap=gap,
+                               medium_cap=mcap)
     usage = np.stack([np.bincount(np.where(medium[:, t] >= 0, medium[:, t], M), minlength=M + 1)[:M]
                       for t in range(T)], axis=1) if T else np.zeros((M, 0), np.int64)
     return bound, lam, medium, usage
@@ -173,7 +191,7 @@ def _subgradient(run, mu, nu, usage, pcap, pmask, best, steps):
     return best_nu
 
 
-def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
+def solve_plan(values: np.ndarray | Values, costs: np.ndarray, budgets: np.ndarray, since: np.ndarray, *,
                cap: int, gap: int, global_budget: int | None = None,
                capacity: np.ndarray | None = None, iterations: int = 12, rounds: int = 2,
                medium_cap: np.ndarray | None = None, period_capacity: np.ndarray | None = None) -> Solution:
@@ -181,8 +199,9 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
 
     Parameters
     ----------
-    values : ndarray (n, M, T)
-        Value of each contact (NaN or <= 0: not eligible).
+    values : ndarray (n, M, T), or :class:`~centile.steering.values.Factored`
+        Value of each contact (NaN or <= 0: not eligible); factored values are built
+        one block of customers at a time, never for all at once.
     costs : ndarray of int (M,)
         Cost per contact in integer units.
     budgets : ndarray of int (n,)
@@ -202,7 +221,7 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
     iterations, rounds : int
         Bisection steps per medium and passes over the media.
     """
-    values = np.ascontiguousarray(values, dtype=np.float64)
+    values = as_values(values)
     costs = np.asarray(costs, np.int64)
     M = values.shape[1]
     cap_arr = np.full(M, BIG, np.int64) if capacity is None else np.where(
@@ -215,25 +234,28 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
     nu = np.zeros((M, T))
     best = {"bound": math.inf, "value": -math.inf}
     evals = 0
+    limited = bool((cap_arr < BIG).any() or (pcap < BIG).any())
 
     def run(mu_try: np.ndarray, nu_try: np.ndarray) -> np.ndarray:
         nonlocal evals
         evals += 1
         bound, lam, medium, usage = _evaluate(values, costs, budgets, since, cap, gap, bg, cap_arr, mu_try, pcap,
                                               nu_try, medium_cap)
-        fixed = _repair(values, medium, cap_arr, pcap)
+        fixed = _repair(values, medium, cap_arr, pcap) if limited else medium
         if bound < best["bound"]:
-            best.update(bound=bound, lam=lam, mu=mu_try.copy(), nu=nu_try.copy(), lagrangian=(medium, fixed))
+            best.update(bound=bound, lam=lam, mu=mu_try.copy(), nu=nu_try.copy())
+            if limited:
+                best.update(lagrangian=(medium, fixed))
         val = _plan_value(values, fixed)
         if val > best["value"]:
-            best.update(value=val, medium=fixed, origin=(medium, fixed))
+            best.update(value=val, medium=fixed)
+            if limited:
+                best.update(origin=(medium, fixed))
         return usage
 
     usage = run(mu, nu)
-    pos = np.where(values > 0, values, 0.0)  # NaN > 0 is False
-    hi_mt = pos.max(axis=0) if values.shape[0] else np.zeros((M, T))
+    hi_mt = max_positive(values) if limited else np.zeros((M, T))
     hi_all = hi_mt.max(axis=1) if T else np.zeros(M)
-    del pos
     # mu: coordinate-wise, one medium at a time. nu: the periods of a medium interact
     # strongly (a contact priced out of one period moves to another, and with equal values
     # across periods per-period bisections chase each other), so first one level per medium
@@ -280,7 +302,7 @@ def solve_plan(values: np.ndarray, costs: np.ndarray, budgets: np.ndarray, since
             usage = run(mu, nu)
         if not changed:
             break
-    if (cap_arr < BIG).any() or (pcap < BIG).any():
+    if limited:
         # the Lagrangian plan at the multipliers of the best bound, repaired and refilled
         # and the one whose repair was worth the most
         for lag, fixed in (best["lagrangian"], best["origin"]):
