@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from centile.config import Config, TableSpec, check_expression
 from centile.contract import CONTRACT
@@ -459,25 +461,36 @@ def set_aside_duplicates(con: duckdb.DuckDBPyConnection, reg: Registered) -> int
 
     Lines are equal when every mapped column has the same typed value (NULLs equal). Only lines
     that carry an ``order_id`` are compared: without one, two equal rows may be two purchases on
-    the same day (CDNOW's history has such rows). The count is a hash aggregate over the valid
-    lines; the window that picks which lines to set aside runs only when there are duplicates.
-    Which copy stays does not matter: the copies are equal.
+    the same day (CDNOW's history has such rows). A 64-bit hash of each valid line, sorted, finds
+    the candidates (equal lines have equal hashes); the lines are then compared column by column
+    among the candidates only. Which copy stays does not matter:
+    the copies are equal.
     """
     if not reg.has("order_id"):
         return 0
     table = ident(reg.spec.name + "_staged")
     cols = [c for c in reg.columns if reg.has(c)]
     key = ", ".join(ident(c) for c in cols)
-    extra = con.execute(
-        f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {table} "
-        f"WHERE reject_reason IS NULL GROUP BY {key} HAVING count(*) > 1)").fetchone()
-    n = int(extra[0]) if extra else 0
-    if n == 0 or reg.spec.duplicates == "keep":
+    # sorting the hashes in NumPy is about 3x faster than DuckDB's GROUP BY over ~20M distinct values
+    hashes = con.execute(f"SELECT hash({key}) AS h FROM {table} WHERE reject_reason IS NULL").fetchnumpy()["h"]
+    hashes = np.sort(np.asarray(hashes, dtype=np.uint64))
+    repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    del hashes
+    if repeated.size == 0:
+        return 0
+    con.register("__centile_dup_hash", pa.table({"h": repeated}))
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __centile_dup_rows AS SELECT r FROM (SELECT rowid AS r, "
+            f"row_number() OVER (PARTITION BY {key} ORDER BY rowid) AS rn FROM {table} "
+            f"WHERE reject_reason IS NULL AND hash({key}) IN (SELECT h FROM __centile_dup_hash)) WHERE rn > 1")
+        n = int(con.execute("SELECT count(*) FROM __centile_dup_rows").fetchall()[0][0])
+        if n and reg.spec.duplicates != "keep":
+            record = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in cols) + "))"
+            con.execute(
+                f"UPDATE {table} SET reject_reason = 'duplicate line', __centile_file = {literal(reg.files)}, "
+                f"__record = CAST({record} AS VARCHAR) WHERE rowid IN (SELECT r FROM __centile_dup_rows)")
         return n
-    record = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in cols) + "))"
-    con.execute(
-        f"UPDATE {table} SET reject_reason = 'duplicate line', __centile_file = {literal(reg.files)}, "
-        f"__record = CAST({record} AS VARCHAR) WHERE rowid IN (SELECT r FROM (SELECT rowid AS r, "
-        f"row_number() OVER (PARTITION BY {key} ORDER BY rowid) AS rn FROM {table} "
-        f"WHERE reject_reason IS NULL) WHERE rn > 1)")
-    return n
+    finally:
+        con.unregister("__centile_dup_hash")
+        con.execute("DROP TABLE IF EXISTS __centile_dup_rows")
