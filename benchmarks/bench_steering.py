@@ -15,7 +15,8 @@ capacity of 10 % of the customers (medium multipliers by bisection, 8 steps).
 
 Timed in a fresh process after a warm-up on 2,000 customers (numba cache):
 ``affinity_s`` (empirical-Bayes fits and posteriors, ``affinity_table``),
-``budget_s`` (``budget_table``), ``plan_s`` (``contact_values`` + ``solve_plan``).
+``budget_s`` (``budget_table``), ``plan_s`` (``contact_values`` + ``solve_plan``; the values
+are kept as factors and built one block of 65,536 customers at a time inside the solver).
 The MILP step builds one instance of each ``--milp`` size, solves it with
 ``solve_plan`` and with HiGHS, and records both times, the optimum, the bound and the
 plan value (UB >= OPT >= plan is checked when HiGHS proves optimality; when it stops at

@@ -54,3 +54,7 @@ def test_medium_cap_and_capacity_per_period_are_met_and_reported(data, tmp_path)
     assert mp.height == 16 and mp["key"][0] == "email@1" and (mp["capacity"] == 40).sum() == 8
     assert (mp["contacts"] <= mp["capacity"]).all()
     assert mp["contacts"].sum() == plan.filter(pl.col("medium").is_in(["email", "sale"])).height
+    from centile.steering.report import steering_section
+
+    html = steering_section(tmp_path / "out")
+    assert 'id="steering-period-capacity"' in html and "email@1" in html

@@ -49,6 +49,12 @@ def steering_section(results: Path, cfg: Config | None = None) -> str:
         parts.append(chart(charts.bar_chart(per["key"].to_list(), per["contacts"].cast(pl.Float64).to_list(),
                                             title="Planned contacts per period",
                                             xlabel="contacts"), "Contacts per period"))
+    mp = summ.filter(pl.col("level") == "medium_period")
+    if mp.height:
+        parts += ["<h3>Capacity per period</h3>", table(
+            mp.select("key", "contacts", "capacity", "cost", "value", "mu").rename(
+                {"key": "medium@period", "value": "expected_margin", "mu": "nu"}),
+            left=("medium@period",), table_id="steering-period-capacity")]
     seg = summ.filter(pl.col("level") == "segment")
     if seg.height:
         parts += ["<h3>By RFM segment</h3>", table(seg.select("key", "contacts", "cost", "value").rename(
