@@ -10,7 +10,8 @@ from centile.steering.compute import (
 )
 from centile.steering.settings import Medium, SteeringSettings, parse_steering, steering_settings
 from centile.steering.solve import Solution, solve_plan
+from centile.steering.values import Dense, Factored
 
-__all__ = ["BetaPrior", "Medium", "Solution", "SteeringResult", "SteeringSettings", "affinity_table", "budget_table",
+__all__ = ["BetaPrior", "Dense", "Factored", "Medium", "Solution", "SteeringResult", "SteeringSettings", "affinity_table", "budget_table",
            "compute_steering", "contact_values", "fit_beta_binomial", "parse_steering", "plan_contacts",
            "posterior_mean", "solve_plan", "steering_settings"]
