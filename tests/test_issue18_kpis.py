@@ -178,3 +178,115 @@ def test_issue18_return_rate_tile_has_no_negative_bound_and_the_note_explains_ra
     html = kpis_section(tmp_path, None)
     assert "ratio of sums" in html and "can exceed 100 %" in html
     assert "normal approximation" not in html
+
+
+# ---------------------------------------------------------------------------
+# item 7: [clv] model = "auto"
+
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+
+from centile.backend.session import open_session  # noqa: E402
+from centile.clv import compute as clv_compute  # noqa: E402
+from centile.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def orders(tmp_path_factory):
+    """800 customers from a BG/NBD process over two years (heterogeneous rates and dropout, so both
+    models are identified), one order line per purchase day."""
+    d = tmp_path_factory.mktemp("auto")
+    rng = np.random.default_rng(18)
+    n = 800
+    lam, p, first = rng.gamma(0.8, 1 / 40.0, n), rng.beta(1.0, 4.0, n), rng.integers(0, 365, n)
+    start = dt.datetime(2023, 1, 1, 9)
+    rows = []
+    for c in range(n):
+        t = float(first[c])
+        days = [t]
+        while True:
+            t += rng.exponential(1 / lam[c])
+            if t >= 730:
+                break
+            days.append(t)
+            if rng.random() < p[c]:
+                break
+        for day in np.unique(np.floor(days)):
+            rows.append((c, start + dt.timedelta(days=int(day)), float(rng.gamma(3.0, 10.0))))
+    pl.DataFrame(rows, schema=["customer_id", "order_ts", "unit_price"], orient="row").with_row_index(
+        "order_id").write_parquet(d / "orders.parquet")
+    return d
+
+
+def _clv(data, **kw) -> clv_compute.ClvResult:
+    cfg = load_config(data=data)
+    with open_session(cfg, only=("orders",)) as s:
+        return clv_compute.compute_clv(s, clv_compute.clv_settings(cfg, **kw))
+
+
+class _Staging:
+    def __init__(self, root):
+        self.root = root
+
+    def path(self, name):
+        return self.root / name
+
+
+def test_issue18_auto_model_settings():
+    assert clv_compute.clv_settings(None, model="auto").model == "auto"
+    assert clv_compute.clv_settings(None, model="AUTO").model == "auto"
+    with pytest.raises(ConfigError, match="'auto'"):
+        clv_compute.clv_settings(None, model="best")
+
+
+def test_issue18_auto_model_without_holdout_keeps_the_larger_log_likelihood(orders, tmp_path):
+    from centile.clv.models import fit_bgnbd, fit_pareto_nbd
+
+    res = _clv(orders, model="auto")
+    sel = res.selection
+    with open_session(load_config(data=orders), only=("orders",)) as s:
+        f = clv_compute.summarize(s, res.calibration_end).frame
+    x, tx, T = (f[c].to_numpy() for c in ("frequency", "recency", "T"))
+    ll = {"bgnbd": fit_bgnbd(x, tx, T).loglik, "pareto-nbd": fit_pareto_nbd(x, tx, T).loglik}
+    best = max(ll, key=ll.get)
+    assert sel["criterion"] == "log-likelihood" and sel["chosen"] == best
+    assert res.models[0].model == best and res.models[0].loglik == pytest.approx(ll[best])
+    assert "four parameters" in sel["reason"] and sel["reason"] in res.notes
+    assert {c["model"]: c["loglik"] for c in sel["candidates"]} == pytest.approx(ll)
+    # the same customers' predictions as an explicit run of the chosen model
+    direct = _clv(orders, model=best)
+    assert res.customers.equals(direct.customers)
+    # recorded in clv_model.json and shown in the report
+    clv_compute.write_clv(res, _Staging(tmp_path))
+    doc = json.loads((tmp_path / "clv_model.json").read_text())
+    assert doc["settings"]["model"] == "auto" and doc["selection"]["chosen"] == best
+    assert doc["models"][0]["model"] == best and doc["summary"]["selection"]["criterion"] == "log-likelihood"
+    from centile.clv.report import clv_section
+
+    page = clv_section(tmp_path)
+    assert f'data-chosen="{best}"' in page and 'id="clv-candidates"' in page and "four parameters" in page
+
+
+def test_issue18_auto_model_with_holdout_keeps_the_smaller_holdout_error(orders):
+    res = _clv(orders, model="auto", calibration_end="2024-06-30", holdout_end="2024-11-30")
+    sel = res.selection
+    assert sel["criterion"] == "holdout error"
+    err = {c["model"]: c["holdout_mae_per_customer"] for c in sel["candidates"]}
+    assert set(err) == {"bgnbd", "pareto-nbd"}
+    assert err[sel["chosen"]] == min(err.values())
+    assert res.models[0].model == sel["chosen"]
+    # the chosen model's holdout error is the one the run reports
+    assert res.summary["holdout"]["mae_per_customer"] == pytest.approx(err[sel["chosen"]])
+    assert "holdout error" in sel["reason"] and sel["reason"] in res.notes
+
+
+def test_issue18_auto_model_falls_back_when_one_model_does_not_fit(orders, monkeypatch):
+    def fails(*a, **k):
+        raise clv_compute.FitError("Pareto/NBD fit: planted failure")
+
+    monkeypatch.setitem(clv_compute._FITS, "pareto-nbd", fails)
+    res = _clv(orders, model="auto")
+    assert res.selection["chosen"] == "bgnbd" and "planted failure" in res.selection["reason"]
+    monkeypatch.setitem(clv_compute._FITS, "bgnbd", fails)
+    with pytest.raises(clv_compute.FitError, match="neither model fits"):
+        _clv(orders, model="auto")

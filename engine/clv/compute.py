@@ -54,7 +54,9 @@ from centile.runtime import Progress
 log = logging.getLogger(__name__)
 
 MODELS = ("bgnbd", "pareto-nbd")
-__all__ = ["MODELS", "TIME_UNITS", "MONTH_DAYS", "PARAM_NAMES", "LABELS", "FitError", "FitResult",
+#: ``[clv] model = "auto"``: fit every model of MODELS and keep the better (:func:`choose_model`)
+AUTO = "auto"
+__all__ = ["MODELS", "AUTO", "choose_model", "TIME_UNITS", "MONTH_DAYS", "PARAM_NAMES", "LABELS", "FitError", "FitResult",
            "ClvSettings", "ClvResult", "Summary", "clv_settings", "summarize", "fit_bgnbd", "fit_pareto_nbd",
            "fit_gamma_gamma", "predict", "discount_steps", "compute_clv", "holdout_table", "group_table",
            "clv_features", "write_clv", "clv_summary_doc", "model_doc"]
@@ -66,6 +68,9 @@ __all__ = ["MODELS", "TIME_UNITS", "MONTH_DAYS", "PARAM_NAMES", "LABELS", "FitEr
 @dataclass(frozen=True)
 class ClvSettings:
     """The ``[clv]`` config section, validated, with CLI overrides applied.
+
+    ``model`` is ``"bgnbd"``, ``"pareto-nbd"`` or ``"auto"`` (both fitted, the better kept:
+    :func:`choose_model`).
 
     ``horizon`` is in ``time_unit``s; ``penalty`` adds ``penalty * sum(theta**2)`` to the
     mean negative log-likelihood (lifetimes' ``penalizer_coef`` convention).
@@ -125,8 +130,9 @@ def clv_settings(cfg: Config | None = None, **overrides: Any) -> ClvSettings:
     d = ClvSettings()
     model = str(doc.get("model", d.model)).lower().replace("_", "-").replace("/", "-")
     model = {"bg-nbd": "bgnbd", "paretonbd": "pareto-nbd", "pnbd": "pareto-nbd"}.get(model, model)
-    if model not in MODELS:
-        raise ConfigError(f"[clv] model = {doc.get('model')!r}: use 'bgnbd' or 'pareto-nbd'")
+    if model not in (*MODELS, AUTO):
+        raise ConfigError(f"[clv] model = {doc.get('model')!r}: use 'bgnbd', 'pareto-nbd' or 'auto' (fit both "
+                          "and keep the better: holdout error with holdout_end, else log-likelihood)")
     unit = str(doc.get("time_unit", d.time_unit)).lower().rstrip("s")
     if unit not in TIME_UNITS:
         raise ConfigError(f"[clv] time_unit = {doc.get('time_unit')!r}: use 'day' or 'week'")
@@ -217,6 +223,8 @@ class ClvResult:
     notes: tuple[str, ...] = ()
     summary: Mapping[str, Any] = field(default_factory=dict)
     out: Path | None = None  # the folder written by run_clv
+    #: with ``model = "auto"``: the candidates, the chosen model, the criterion and the reason
+    selection: Mapping[str, Any] | None = None
 
     def model(self, name: str) -> FitResult | None:
         return next((f for f in self.models if f.model == name), None)
@@ -304,10 +312,21 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
     tx = f["recency"].to_numpy()
     T = f["T"].to_numpy()
     m = f["monetary_value"].fill_null(np.nan).to_numpy()
-    if progress:
-        progress(f"clv: fitting {LABELS[st.model]} on {f.height:,} customers")
-    fit = (fit_bgnbd if st.model == "bgnbd" else fit_pareto_nbd)(x, tx, T, penalty=st.penalty)
     notes: list[str] = []
+    selection = None
+    if st.model == AUTO:
+        if progress:
+            progress(f"clv: fitting BG/NBD and Pareto/NBD on {f.height:,} customers")
+        hold = None
+        if summ.holdout_end is not None:
+            hold = ((summ.holdout_end - summ.calibration_end).days / TIME_UNITS[st.time_unit],
+                    f["holdout_transactions"].to_numpy().astype(np.float64))
+        fit, selection = choose_model(x, tx, T, penalty=st.penalty, time_unit=st.time_unit, holdout=hold)
+        notes.append(selection["reason"])
+    else:
+        if progress:
+            progress(f"clv: fitting {LABELS[st.model]} on {f.height:,} customers")
+        fit = _FITS[st.model](x, tx, T, penalty=st.penalty)
     models = [fit]
     spend = None
     rep = (x > 0) & (m > 0)
@@ -332,7 +351,7 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
         progress("clv: predicting")
     pred = predict(fit, spend, x, tx, T, m, horizon=st.horizon, time_unit=st.time_unit,
                    discount_rate_monthly=st.discount_rate_monthly, margin=st.margin,
-                   interval=st.interval if st.model == "bgnbd" else None, fallback_spend=fallback)
+                   interval=st.interval if fit.model == "bgnbd" else None, fallback_spend=fallback)
     cols: dict[str, Any] = {"customer_id": f["customer_id"], "frequency": x, "recency": tx, "T": T,
                             "monetary_value": f["monetary_value"]}
     cols.update(pred)
@@ -370,8 +389,88 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
             notes.extend(weakly_identified(fr))
     for note in notes:
         log.info(note)
+    if selection is not None:
+        summary["selection"] = {k: selection[k] for k in ("chosen", "criterion")}
     return ClvResult(customers, tuple(models), replace(st, calibration_end=summ.calibration_end), summ.calibration_end,
-                     holdout, gt, tuple(notes), summary)
+                     holdout, gt, tuple(notes), summary, selection=selection)
+
+
+_FITS = {"bgnbd": fit_bgnbd, "pareto-nbd": fit_pareto_nbd}
+
+#: why comparing the two log-likelihoods is fair (recorded with every choice made by it)
+LOGLIK_FAIRNESS = ("both models have four parameters and are fitted to the same (frequency, recency, T) of the "
+                   "same customers, so their likelihoods describe the same data; AIC and BIC would differ by "
+                   "the log-likelihood difference alone")
+
+
+def choose_model(x: np.ndarray, tx: np.ndarray, T: np.ndarray, *, penalty: float = 0.0, time_unit: str = "week",
+                 holdout: tuple[float, np.ndarray] | None = None) -> tuple[FitResult, dict[str, Any]]:
+    """``[clv] model = "auto"``: fit BG/NBD and Pareto/NBD and keep the better one.
+
+    With ``holdout`` = (length in time units, actual holdout transactions per customer) the
+    criterion is the holdout error, the mean absolute error per customer of the expected
+    transactions; otherwise the (unpenalised) log-likelihood, a fair comparison because both
+    models have four parameters and describe the same data (:data:`LOGLIK_FAIRNESS`). A tie
+    keeps BG/NBD; a model that does not fit leaves the other.
+
+    Returns
+    -------
+    (FitResult, dict)
+        The chosen fit and the record of the choice (``clv_model.json`` ``selection``):
+        ``chosen``, ``criterion``, ``reason`` and per candidate its fit, log-likelihood,
+        holdout error and edge-of-parameter-space notes (or the error that stopped it).
+
+    Raises
+    ------
+    FitError
+        Neither model fits (both messages).
+    """
+    fits: dict[str, FitResult] = {}
+    cands: list[dict[str, Any]] = []
+    for name in MODELS:
+        cand: dict[str, Any] = {"model": name, "name": LABELS[name]}
+        try:
+            fr = _FITS[name](x, tx, T, penalty=penalty)
+        except FitError as exc:
+            cand["error"] = str(exc)
+        else:
+            fits[name] = fr
+            cand.update(loglik=fr.loglik, params=dict(fr.params), notes=weakly_identified(fr))
+            if holdout is not None:
+                length, actual = holdout
+                pred = predict(fr, None, x, tx, T, np.full(x.size, np.nan), horizon=length, time_unit=time_unit,
+                               interval=None)["expected_transactions"]
+                cand["holdout_mae_per_customer"] = float(np.abs(actual - pred).mean())
+        cands.append(cand)
+    if not fits:
+        raise FitError("[clv] model = 'auto': neither model fits. " +
+                       " ".join(f"{c['name']}: {c['error']}" for c in cands))
+    if len(fits) == 1:
+        (chosen,) = fits
+        failed = next(c for c in cands if "error" in c)
+        criterion = "the only model that fits"
+        reason = (f"[clv] model = 'auto' chose {LABELS[chosen]}: {failed['name']} did not fit "
+                  f"({failed['error']})")
+    elif holdout is not None:
+        err = {c["model"]: c["holdout_mae_per_customer"] for c in cands}
+        chosen = min(MODELS, key=lambda k: (err[k], MODELS.index(k)))
+        other = next(k for k in MODELS if k != chosen)
+        criterion = "holdout error"
+        reason = (f"[clv] model = 'auto' chose {LABELS[chosen]}: the smaller holdout error, mean absolute "
+                  f"error per customer {err[chosen]:.4g} vs {err[other]:.4g} ({LABELS[other]}) over the "
+                  f"{holdout[0]:.4g} {time_unit}s after the calibration end")
+    else:
+        ll = {k: fr.loglik for k, fr in fits.items()}
+        chosen = max(MODELS, key=lambda k: (ll[k], -MODELS.index(k)))
+        other = next(k for k in MODELS if k != chosen)
+        criterion = "log-likelihood"
+        reason = (f"[clv] model = 'auto' chose {LABELS[chosen]}: the larger log-likelihood, {ll[chosen]:,.2f} vs "
+                  f"{ll[other]:,.2f} ({LABELS[other]}); a fair comparison, as {LOGLIK_FAIRNESS}. Set "
+                  "[clv] calibration_end and holdout_end to choose by holdout error instead")
+    for c in cands:
+        c["chosen"] = c["model"] == chosen
+    return fits[chosen], {"requested": AUTO, "chosen": chosen, "criterion": criterion, "reason": reason,
+                          "candidates": cands}
 
 
 def weakly_identified(fr: FitResult) -> list[str]:
@@ -408,7 +507,8 @@ def clv_features(res: ClvResult | pl.DataFrame) -> pl.DataFrame:
 def model_doc(res: ClvResult) -> dict[str, Any]:
     """The content of ``clv_model.json``."""
     return {"settings": res.settings.as_dict(), "calibration_end": res.calibration_end.isoformat(),
-            "models": [m.as_dict() for m in res.models], "notes": list(res.notes), "summary": dict(res.summary)}
+            "models": [m.as_dict() for m in res.models], "notes": list(res.notes), "summary": dict(res.summary),
+            **({"selection": dict(res.selection)} if res.selection is not None else {})}
 
 
 def write_clv(res: ClvResult, staging: Any) -> dict[str, int]:

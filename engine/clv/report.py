@@ -26,6 +26,17 @@ def clv_section(results: Path, cfg: Config | None = None) -> str:
             f'{esc(st.get("time_unit"))}s; monthly discount rate {fmt(st.get("discount_rate_monthly"), True)}; '
             f'margin {fmt(st.get("margin"), True)}. Parameters ± standard errors (from the Hessian).</p>')
     parts = [head, table(pl.DataFrame(rows), left=("model", "parameters"), table_id="clv-models")]
+    sel = model.get("selection")
+    if sel:
+        cands = pl.DataFrame([{"model": c["name"], "chosen": bool(c.get("chosen")), "log_likelihood": c.get("loglik"),
+                               "holdout_mae_per_customer": c.get("holdout_mae_per_customer"),
+                               "note": c.get("error") or " ".join(c.get("notes") or []) or ""}
+                              for c in sel.get("candidates", [])],
+                             schema={"model": pl.String, "chosen": pl.Boolean, "log_likelihood": pl.Float64,
+                                     "holdout_mae_per_customer": pl.Float64, "note": pl.String})
+        parts += [f'<h3>Model choice</h3><p id="clv-selection" data-chosen="{esc(sel.get("chosen"))}" '
+                  f'data-criterion="{esc(sel.get("criterion"))}">{esc(sel.get("reason"))}.</p>',
+                  table(cands, left=("model", "note"), table_id="clv-candidates")]
     notes = model.get("notes") or []
     if notes:
         flag = '<span class="warn">check</span> '
