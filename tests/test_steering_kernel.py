@@ -256,7 +256,7 @@ def test_factored_values_per_block_give_the_dense_plan(monkeypatch):
     from centile.steering.values import Factored
 
     rng = np.random.default_rng(9)
-    n, M, T = 700, 3, 6
+    n, M, T = 300, 3, 6
     scale = rng.gamma(2.0, 1.5, (n, M))
     scale[rng.random((n, M)) < 0.1] = np.nan  # not eligible
     f = Factored(scale, rng.uniform(0.7, 1.3, T), np.array([1.2, 0.35, 0.8]))
@@ -266,10 +266,10 @@ def test_factored_values_per_block_give_the_dense_plan(monkeypatch):
     costs = np.array([120, 35, 80])
     budgets = rng.integers(0, 400, n)
     since = rng.integers(1, 4, n)
-    kw = dict(cap=3, gap=1, global_budget=int(budgets.sum() // 4), capacity=np.array([150, -1, -1]),
-              medium_cap=np.array([-1, 1, -1]), period_capacity=np.array([-1, -1, 60]))
+    kw = dict(cap=3, gap=1, global_budget=int(budgets.sum() // 4), capacity=np.array([60, -1, -1]),
+              medium_cap=np.array([-1, 1, -1]), period_capacity=np.array([-1, -1, 25]))
     a = solve_plan(dense, costs, budgets, since, **kw)
-    monkeypatch.setattr(values_mod, "BLOCK", 64)  # 11 blocks, the last one short
+    monkeypatch.setattr(values_mod, "BLOCK", 64)  # 5 blocks, the last one short
     b = solve_plan(f, costs, budgets, since, **kw)
     assert np.array_equal(a.medium, b.medium) and a.value == b.value and a.bound == b.bound
     assert a.gap <= 0.02
