@@ -50,6 +50,10 @@ def print_steering(console: Any, res: Any) -> None:
     gb = "unlimited" if s["global_budget"] is None else f"{s['global_budget']:,.2f}"
     console.print(f"global budget {gb}, spent {s['spend']:,.2f}; plan value {s['value']:,.2f}, "
                   f"upper bound {s['bound']:,.2f}, certified gap {s['gap']:.2e} (lambda {s['lambda']:.4g})")
+    for name, nu in (s.get("nu") or {}).items():
+        cap = res.summary_table.filter((pl.col("level") == "medium_period") & pl.col("key").str.starts_with(f"{name}@"))
+        console.print(f"{escape(name)}: capacity {int(cap['capacity'][0]):,} per period, busiest period "
+                      f"{int(cap['contacts'].max()):,} contacts, nu up to {max(nu):.4g}")
     for note in res.notes:
         console.print(f"note: {escape(note)}")
 
@@ -63,8 +67,8 @@ def register(app: typer.Typer) -> None:
               as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
               json_: JsonOpt = False) -> None:
         """Plan contacts per customer: medium affinity (empirical Bayes), a budget from CLV, and an
-        optimised plan under frequency cap, minimum gap, budgets and medium capacities with a
-        certified optimality gap.
+        optimised plan under frequency caps (overall and per medium), minimum gap, budgets and
+        medium capacities (over the horizon and per period) with a certified optimality gap.
 
         Writes affinity.parquet, affinity_priors.parquet, budgets.parquet, plan.parquet,
         plan_summary.parquet and steering.json. Media come from [steering.media.<name>], else
