@@ -273,3 +273,16 @@ def test_factored_values_per_block_give_the_dense_plan(monkeypatch):
     b = solve_plan(f, costs, budgets, since, **kw)
     assert np.array_equal(a.medium, b.medium) and a.value == b.value and a.bound == b.bound
     assert a.gap <= 0.02
+
+
+def test_threads_give_identical_plans_with_medium_caps_and_capacity_per_period():
+    from centile.runtime import numba_threads
+
+    v, costs, budgets, since, bg, cap = _instance(3, 300, with_capacity=True)
+    kw = dict(cap=2, gap=1, global_budget=bg, capacity=cap, medium_cap=np.array([1, -1]),
+              period_capacity=np.array([-1, 30]))
+    a = solve_plan(v, costs, budgets, since, **kw)
+    with numba_threads(1):
+        b = solve_plan(v, costs, budgets, since, **kw)
+    assert np.array_equal(a.medium, b.medium) and a.value == b.value and a.bound == b.bound
+    assert np.array_equal(a.nu, b.nu)
