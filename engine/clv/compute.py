@@ -443,20 +443,20 @@ def choose_model(x: np.ndarray, tx: np.ndarray, T: np.ndarray, *, penalty: float
                 cand["holdout_mae_per_customer"] = float(np.abs(actual - pred).mean())
         cands.append(cand)
     if not fits:
-        raise FitError("[clv] model = 'auto': neither model fits. " +
+        raise FitError("model 'auto' of the clv section: neither model fits. " +
                        " ".join(f"{c['name']}: {c['error']}" for c in cands))
     if len(fits) == 1:
         (chosen,) = fits
         failed = next(c for c in cands if "error" in c)
         criterion = "the only model that fits"
-        reason = (f"[clv] model = 'auto' chose {LABELS[chosen]}: {failed['name']} did not fit "
+        reason = (f"model 'auto' chose {LABELS[chosen]}: {failed['name']} did not fit "
                   f"({failed['error']})")
     elif holdout is not None:
         err = {c["model"]: c["holdout_mae_per_customer"] for c in cands}
         chosen = min(MODELS, key=lambda k: (err[k], MODELS.index(k)))
         other = next(k for k in MODELS if k != chosen)
         criterion = "holdout error"
-        reason = (f"[clv] model = 'auto' chose {LABELS[chosen]}: the smaller holdout error, mean absolute "
+        reason = (f"model 'auto' chose {LABELS[chosen]}: the smaller holdout error, mean absolute "
                   f"error per customer {err[chosen]:.4g} vs {err[other]:.4g} ({LABELS[other]}) over the "
                   f"{holdout[0]:.4g} {time_unit}s after the calibration end")
     else:
@@ -464,9 +464,10 @@ def choose_model(x: np.ndarray, tx: np.ndarray, T: np.ndarray, *, penalty: float
         chosen = max(MODELS, key=lambda k: (ll[k], -MODELS.index(k)))
         other = next(k for k in MODELS if k != chosen)
         criterion = "log-likelihood"
-        reason = (f"[clv] model = 'auto' chose {LABELS[chosen]}: the larger log-likelihood, {ll[chosen]:,.2f} vs "
+        reason = (f"model 'auto' chose {LABELS[chosen]}: the larger log-likelihood, {ll[chosen]:,.2f} vs "
                   f"{ll[other]:,.2f} ({LABELS[other]}); a fair comparison, as {LOGLIK_FAIRNESS}. Set "
-                  "[clv] calibration_end and holdout_end to choose by holdout error instead")
+                  "calibration_end and holdout_end in the clv section of the config to choose by holdout error "
+                  "instead")
     for c in cands:
         c["chosen"] = c["model"] == chosen
     return fits[chosen], {"requested": AUTO, "chosen": chosen, "criterion": criterion, "reason": reason,
