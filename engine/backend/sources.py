@@ -391,9 +391,11 @@ def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
                             "timestamp": "TIMESTAMP", "double": "DOUBLE", "integer": "INTEGER"}.get(family, "VARCHAR")
                 columns[col] = Column(col, None, "NULL", f"CAST(NULL AS {sql_type})", None, False)
                 continue
-            if family in ("id", "product", "key", "varchar") and _is_text(t):
-                raw = _null_text(spec, raw)
+            if family in ("id", "product", "key") and _is_text(t):
+                raw = _null_text(spec, raw)  # the raw value too: a NULL id is a guest order, not an invalid id
             typed, checked = _typed(spec, col, family, raw, t, id_text)
+            if family == "varchar" and _is_text(t):
+                typed = _null_text(spec, typed)  # texts: the typed value only (no rule reads their raw value)
             columns[col] = Column(col, srcname, raw, typed, t, checked)
         select = ",\n  ".join(
             [f"{c.typed_sql} AS {ident(c.name)}" for c in columns.values()]
