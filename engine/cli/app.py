@@ -485,7 +485,8 @@ def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("c
 @app.command()
 def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
         model: Annotated[str | None, typer.Option(
-            "--model", help="Purchase model: bgnbd or pareto-nbd (default from [clv], else bgnbd).",
+            "--model", help="Purchase model: bgnbd, pareto-nbd or auto (fit both, keep the better by holdout error, "
+            "else log-likelihood; default from [clv], else bgnbd).",
             show_default=False)] = None,
         calibration_end: Annotated[str | None, typer.Option(
             "--calibration-end", help="Last day of the calibration period, YYYY-MM-DD (default: the day "

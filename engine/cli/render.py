@@ -51,7 +51,7 @@ def print_validation(console: Console, summary: dict[str, Any]) -> None:
     if summary.get("absent_tables"):
         console.print(f"Absent optional tables: {', '.join(summary['absent_tables'])}")
     for note in summary.get("notes", []):
-        console.print(f"Note: {note}")
+        console.print(f"Note: {note}", markup=False, highlight=False)
     skipped = summary.get("features_skipped") or {}
     if "features_available" in summary:
         ok = [k for k, v in summary["features_available"].items() if v]
@@ -70,7 +70,7 @@ def print_features(console: Console, res: Any) -> None:
     for k, why in res.skipped.items():
         console.print(f"  skipped {k}: {why}")
     for note in s.get("notes", []):
-        console.print(f"  note: {note}")
+        console.print(f"  note: {note}", markup=False, highlight=False)
 
 
 def _pct(v: Any) -> str:
@@ -95,7 +95,7 @@ def print_clubs(console: Console, res: Any) -> None:
                   "taken: customers ranked above that member who are in another club; revenue: share of "
                   "all net revenue (12m); orders, AOV, returns, open, click: member averages (12m).")
     for note in res.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, highlight=False)
     if res.stability is not None:
         st = Table(title="Stability against --previous", title_justify="left")
         for col in ("club", "members", "stayed", "joined", "left"):
@@ -180,7 +180,7 @@ def print_clv(console: Any, res: ClvResult) -> None:
             h.add_row(*(f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row))
         console.print(h)
     for note in res.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", markup=False, highlight=False)
 
 
 def print_segments(console: Any, res: SegmentsResult) -> None:
@@ -199,7 +199,7 @@ def print_segments(console: Any, res: SegmentsResult) -> None:
     if res.k:
         console.print(f"k-means: k = {res.k}" + (f" (silhouette {res.silhouette[res.k]:.3f})" if res.silhouette else ""))
     for n in res.notes:
-        console.print(f"note: {n}")
+        console.print(f"note: {n}", markup=False, highlight=False)
 
 
 def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = PREFERRED_METHODS,
@@ -248,4 +248,4 @@ def print_holdout(console: Any, res: HoldoutResult) -> None:
         t.add_row(r["campaign"], r["arm"], f"{r['n']:,}", f"{r['share']:.2%}")
     console.print(t)
     for note in res.notes:
-        console.print(f"Note: {note}")
+        console.print(f"Note: {note}", markup=False, highlight=False)
