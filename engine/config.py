@@ -144,7 +144,9 @@ class Config:
             "group_by": self.group_by,
             "seed": self.seed,
             "tables": {n: {"paths": list(t.paths), "format": t.format, "columns": dict(t.columns),
-                           "filter": t.filter, "timestamp_format": t.timestamp_format}
+                           "filter": t.filter, "timestamp_format": t.timestamp_format,
+                           "csv": dict(t.options), "null_strings": list(t.null_strings),
+                           "duplicates": t.duplicates}
                        for n, t in self.tables.items()},
             "clubs": [{"name": c.name, "metric": c.metric, "direction": c.direction,
                        "eligible": c.eligible, "tie_break": list(c.tie_break),
