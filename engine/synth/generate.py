@@ -461,13 +461,39 @@ def _lines(rng: np.random.Generator, cu: dict, od: dict, plan: _Plan) -> dict[st
     row_order = np.concatenate([line_order, line_order[separate], free_orders])
     perm = np.argsort(row_order, kind="stable")
     ones = np.ones(free_orders.size, dtype=np.int32)
-    return dict(
+    return _merge_lines(dict(
         value=value, channel=channel, row_order=row_order[perm],
         product=np.concatenate([product, product[separate], free_product])[perm],
         qty=np.concatenate([qty, -returned[separate], ones])[perm],
         returned=np.concatenate([np.where(separate, 0, returned), 0 * returned[separate],
                                  0 * ones])[perm].astype(np.int32),
-        price=np.concatenate([price, price[separate], np.zeros(free_orders.size)])[perm])
+        price=np.concatenate([price, price[separate], np.zeros(free_orders.size)])[perm]))
+
+
+def _merge_lines(li: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One line per (order, product, price, sale or return): lines of one order that would repeat
+    each other are merged by adding their quantities, as a shop's order system books them (the
+    data contract has no line number, so two equal lines would read as a duplicate)."""
+    sign = np.sign(li["qty"])
+    key = np.lexsort((sign, li["price"], li["product"], li["row_order"]))
+    o, p, c, s = li["row_order"][key], li["product"][key], li["price"][key], sign[key]
+    new = np.ones(key.size, dtype=bool)
+    new[1:] = (o[1:] != o[:-1]) | (p[1:] != p[:-1]) | (c[1:] != c[:-1]) | (s[1:] != s[:-1])
+    if new.all():
+        return li
+    group = np.cumsum(new) - 1
+    first = key[new]
+    keep = np.sort(first)  # the merged line takes the place of its group's first line
+    total = np.zeros(first.size, dtype=np.int64)
+    np.add.at(total, group, li["qty"][key])
+    back = np.zeros(first.size, dtype=np.int64)
+    np.add.at(back, group, li["returned"][key])
+    at = np.empty(li["qty"].size, dtype=np.int64)
+    at[first] = np.arange(first.size)
+    idx = at[keep]
+    return dict(value=li["value"], channel=li["channel"], row_order=li["row_order"][keep],
+                product=li["product"][keep], qty=total[idx].astype(li["qty"].dtype),
+                returned=back[idx].astype(np.int32), price=li["price"][keep])
 
 
 def _emails(rng: np.random.Generator, cu: dict, plan: _Plan) -> dict[str, np.ndarray]:
