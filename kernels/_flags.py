@@ -2,8 +2,9 @@
 
 fastmath never includes ``nnan``/``ninf``: the kernels rely on NaN checks.
 ``cache=True`` writes compiled machine code next to the module or, when that
-is read-only (an installed wheel), to ``NUMBA_CACHE_DIR``; the CLI points that
-at a user cache directory before the first kernel is imported.
+is read-only (an installed wheel), to numba's user-wide cache directory
+(``NUMBA_CACHE_DIR`` when set). ``centile warmup`` fills the cache ahead of
+the first run.
 """
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
