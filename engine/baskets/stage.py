@@ -8,8 +8,6 @@ their section turns them off.
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from centile.baskets.compute import (
@@ -25,8 +23,9 @@ from centile.baskets.recommend import (
     write_recommendations,
 )
 from centile.baskets.settings import parse_baskets, parse_recommend
-from centile.config import Config, register_config_section
+from centile.config import register_config_section
 from centile.pipeline import Context, Stage, StageSkipped, register_stage
+from centile.pipeline.parts import config_part
 from centile.runtime import numba_threads
 
 
@@ -84,23 +83,15 @@ def _run_recommend(ctx: Context) -> dict[str, int]:
     return write_recommendations(res, ctx.staging)
 
 
-def _config(*names: str):
-    def part(cfg: Config) -> dict[str, Any]:
-        d = cfg.as_dict()
-        return {"as_of": d.get("as_of"), "strict": d.get("strict"), "tables": d.get("tables"),
-                **{n: d["sections"].get(n) for n in names}}
-    return part
-
-
 STAGE = register_stage(Stage(
     "baskets", _run_baskets, writes=("basket_itemsets", "basket_rules", "basket_summary"),
-    uses=("segments", "clubs"), tables=("orders", "products"), config=_config("baskets"),
+    uses=("segments", "clubs"), tables=("orders", "products"), config=config_part("as_of", "strict", "tables", "baskets"),
     skip=lambda ctx: _item_skip(ctx, ctx.cfg.settings("baskets").level, ctx.cfg.settings("baskets").enabled,
                                 "baskets")))
 
 RECOMMEND_STAGE = register_stage(Stage(
     "recommend", _run_recommend, writes=("recommendations", "recommendation_eval"),
-    uses=("segments", "clubs"), tables=("orders", "products"), config=_config("recommend", "baskets"),
+    uses=("segments", "clubs"), tables=("orders", "products"), config=config_part("as_of", "strict", "tables", "recommend", "baskets"),
     skip=lambda ctx: _item_skip(ctx, ctx.cfg.settings("recommend").level, ctx.cfg.settings("recommend").enabled,
                                 "recommend")))
 

@@ -54,9 +54,9 @@ def run_query(query: str, cfg: Config | None = None, results: str | Path | None 
     file access only to the inputs and ``results`` (for shared servers).
     """
     if read_only:
-        from centile.config import _parse_sql
+        from centile.config import parse_sql
 
-        doc = _parse_sql(query)
+        doc = parse_sql(query)
         if doc.get("error") or len(doc.get("statements") or []) != 1:
             raise QueryError("--read-only runs exactly one SELECT statement (no COPY, ATTACH, SET, INSERT, "
                              "several statements, ...)")

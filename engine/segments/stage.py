@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from centile.config import Config, register_config_section
+from centile.config import register_config_section
 from centile.features.join import with_customer_columns
 from centile.pipeline import Context, Stage, register_stage
+from centile.pipeline.parts import config_part
 from centile.segments.compute import (
     form_segments,
     segments_config,
@@ -29,12 +28,8 @@ def _run(ctx: Context) -> dict[str, int]:
     return write_segments(res, ctx.staging)
 
 
-def _config(cfg: Config) -> dict[str, Any]:
-    return {"seed": cfg.seed, "segments": cfg.as_dict().get("sections", {}).get("segments")}
-
-
 STAGE = register_stage(Stage(
     "segments", _run, writes=("segments", "segment_profiles", "rfm_grid", "cluster_centres"),
-    reads=("features",), uses=("clubs", "clv_features"), tables=("customers",), config=_config))
+    reads=("features",), uses=("clubs", "clv_features"), tables=("customers",), config=config_part("seed", "segments")))
 
 register_config_section("segments", segments_config)

@@ -3,10 +3,9 @@ after CLV (its budgets and expected order values) and, when present, the segment
 
 from __future__ import annotations
 
-from typing import Any
-
-from centile.config import Config, register_config_section
+from centile.config import register_config_section
 from centile.pipeline import Context, Stage, register_stage
+from centile.pipeline.parts import config_part
 from centile.steering.compute import write_steering
 from centile.steering.job import from_proposals, steer
 from centile.steering.settings import steering_settings
@@ -36,14 +35,8 @@ def _skip(ctx: Context) -> str | None:
     return None
 
 
-def _config(cfg: Config) -> dict[str, Any]:
-    sections = cfg.as_dict().get("sections", {})
-    return {"seed": cfg.seed, "as_of": cfg.as_dict().get("as_of"), "steering": sections.get("steering"),
-            "holdout": sections.get("holdout"), "clv": sections.get("clv")}
-
-
 STAGE = register_stage(Stage(
     "steering", _run, writes=("affinity", "affinity_priors", "budgets", "plan", "plan_summary", "plan_contacts"),
-    reads=("clv",), uses=("segments",), tables=("orders", "contacts", "customers"), config=_config, skip=_skip))
+    reads=("clv",), uses=("segments",), tables=("orders", "contacts", "customers"), config=config_part("seed", "as_of", "steering", "holdout", "clv"), skip=_skip))
 
 register_config_section("steering", steering_settings)

@@ -3,10 +3,9 @@ the pre-treatment customer attributes of this run's segments."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from centile.config import Config, register_config_section
+from centile.config import register_config_section
 from centile.pipeline import Context, Stage, register_stage
+from centile.pipeline.parts import config_part
 from centile.uplift.compute import uplift_from_session, uplift_summary_doc, write_uplift
 from centile.uplift.holdout import parse_holdout_spec
 from centile.uplift.inputs import parse_uplift_spec
@@ -45,15 +44,9 @@ def _skip(ctx: Context) -> str | None:
     return None if ctx.open().has("contacts") else "no contacts table"
 
 
-def _config(cfg: Config) -> dict[str, Any]:
-    sections = cfg.as_dict().get("sections", {})
-    return {"seed": cfg.seed, "as_of": cfg.as_dict().get("as_of"), "uplift": sections.get("uplift"),
-            "segments": sections.get("segments")}
-
-
 STAGE = register_stage(Stage(
     "uplift", _run, writes=("uplift", "uplift_srm", "uplift_qini", "uplift_qini_summary"),
-    uses=("segments",), tables=("orders", "products", "contacts", "customers"), config=_config, skip=_skip))
+    uses=("segments",), tables=("orders", "products", "contacts", "customers"), config=config_part("seed", "as_of", "uplift", "segments"), skip=_skip))
 
 register_config_section("uplift", lambda cfg: parse_uplift_spec(cfg.section("uplift")))
 register_config_section("holdout", lambda cfg: parse_holdout_spec(cfg.section("holdout")))
