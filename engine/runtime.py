@@ -29,3 +29,19 @@ def numba_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+def peak_rss_mb(reset: bool = False) -> float | None:
+    """This process's peak resident set size (``VmHWM``) in MB since start or the last reset;
+    ``reset=True`` then starts a new peak (Linux ``clear_refs``), so a caller can measure the peak of
+    one step. None where ``/proc`` does not say (not Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    if reset:
+        with contextlib.suppress(OSError):
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+                f.write("5")
+    return round(kb / 1024, 1)

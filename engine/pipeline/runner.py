@@ -23,7 +23,7 @@ from centile.io.outputs import Staging, build_manifest, staged_folder
 from centile.pipeline.dag import dependencies, order, producers
 from centile.pipeline.keys import link_files, previous_manifest, reusable, stage_keys
 from centile.pipeline.stage import Context, Stage, StageSkipped
-from centile.runtime import Progress, numba_threads
+from centile.runtime import Progress, numba_threads, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                     continue
                 before = set(_files(staging))
                 summaries_before = set(ctx.summaries)
+                peak_rss_mb(reset=True)
                 t1 = time.perf_counter()
                 if can_reuse:
                     link_files(out, prev_rec["files"], staging)
@@ -135,7 +136,8 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 secs = round(time.perf_counter() - t1, 3)
                 files = sorted(set(_files(staging)) - before - {"centile.log"})
                 records[st.name] = {"status": status, "key": key, "seconds": secs, "files": files, "rows": rows,
-                                    "summary_keys": sorted(set(ctx.summaries) - summaries_before)}
+                                    "summary_keys": sorted(set(ctx.summaries) - summaries_before),
+                                    "peak_rss_mb": peak_rss_mb()}
                 ctx.rows.update(rows)
                 log.info("stage %s %s in %.2f s: %s", st.name, status, secs, ", ".join(files))
             as_of = ctx.session.as_of.isoformat() if ctx.session is not None else prev_doc.get("as_of")
