@@ -104,6 +104,8 @@ class Config:
     top_categories: int = 8
     threads: int | None = None
     memory_limit: str | None = None
+    #: customer-hash partitions of the per-customer work (None: chosen from the data size and memory limit)
+    partitions: int | None = None
     clubs: tuple[ClubSpec, ...] = DEFAULT_CLUBS
     strategy: str = "priority"
     group_by: str | None = None
@@ -141,6 +143,7 @@ class Config:
             "top_categories": self.top_categories,
             "threads": self.threads,
             "memory_limit": self.memory_limit,
+            "partitions": self.partitions,
             "strategy": self.strategy,
             "group_by": self.group_by,
             "seed": self.seed,
@@ -171,7 +174,8 @@ class ConfigSection:
 CONFIG_SECTIONS: Registry[ConfigSection] = Registry("config section")
 
 #: top-level keys and sections of the core (everything else is a capability's section)
-CORE_KEYS = ("data", "as_of", "strict", "threads", "memory_limit", "seed", "tables", "features", "clubs")
+CORE_KEYS = ("data", "as_of", "strict", "threads", "memory_limit", "partitions", "seed", "tables", "features",
+             "clubs")
 FEATURE_KEYS = ("window_6m", "window_12m", "window_24m", "top_categories")
 CLUBS_KEYS = ("strategy", "group_by", "shares", "club")
 CLUB_KEYS = ("name", "metric", "direction", "eligible", "tie_break", "shares")
@@ -287,13 +291,15 @@ def _as_bool(value: Any, where: str) -> bool:
     raise ConfigError(f"{where}: {value!r} is not true/false")
 
 
-def _as_int(value: Any, where: str, *, minimum: int = 0) -> int:
+def _as_int(value: Any, where: str, *, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         out = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {value!r} is not an integer") from None
     if out < minimum:
         raise ConfigError(f"{where}: {out} must be at least {minimum}")
+    if maximum is not None and out > maximum:
+        raise ConfigError(f"{where}: {out} must be at most {maximum}")
     return out
 
 
@@ -563,8 +569,9 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         raise ConfigError(f"no orders table found {where}; orders is required: put orders.parquet, "
                           "orders/ or orders.csv in the data folder, or set [tables.orders] path")
 
-    settings: dict[str, Any] = {k: doc.get(k) for k in ("as_of", "strict", "threads", "memory_limit", "seed")}
-    for key in ("as_of", "strict", "threads", "memory_limit"):
+    settings: dict[str, Any] = {k: doc.get(k) for k in ("as_of", "strict", "threads", "memory_limit",
+                                                        "partitions", "seed")}
+    for key in ("as_of", "strict", "threads", "memory_limit", "partitions"):
         if env.get(f"CENTILE_{key.upper()}"):
             settings[key] = env[f"CENTILE_{key.upper()}"]
     feats = doc.get("features", {}) or {}
@@ -594,6 +601,7 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
     if group_by is not None:
         _text(group_by, "[clubs] group_by")
     threads = settings.get("threads")
+    partitions = settings.get("partitions")
     return Config(
         tables=MappingProxyType(tables),
         as_of=as_date(settings.get("as_of"), "as_of"),
@@ -602,6 +610,8 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         top_categories=_as_int(feats.get("top_categories", 8), "[features] top_categories"),
         threads=None if threads in (None, "", 0, "0") else _as_int(threads, "threads", minimum=1),
         memory_limit=str(settings["memory_limit"]) if settings.get("memory_limit") else None,
+        partitions=None if partitions in (None, "", 0, "0") else _as_int(partitions, "partitions", minimum=1,
+                                                                         maximum=4096),
         clubs=clubs,
         strategy=strategy,
         group_by=group_by,

@@ -7,8 +7,10 @@ exposes the valid rows as views named after the contract's tables.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from centile.backend.partitions import Partitioning, choose_partitions
 from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config
 from centile.contract import CONTRACT
@@ -86,6 +89,25 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def partitioning(self) -> Partitioning:
+        """The customer-hash partitions for per-customer work on these inputs: ``cfg.partitions``,
+        else chosen from the valid order lines and the memory limit."""
+        lines = self.summaries["orders"].rows_valid if "orders" in self.summaries else 0
+        return Partitioning(choose_partitions(self.cfg.partitions, self.cfg.memory_limit, lines))
+
+    @contextlib.contextmanager
+    def partition(self, parts: Partitioning, part: int) -> Iterator[Session]:
+        """Within the block, the contract's views hold the rows of partition ``part`` only
+        (tables without customers, e.g. products, whole); restored on exit."""
+        if parts.count == 1:
+            yield self
+            return
+        _contract_views(self.con, self, parts.predicate(part))
+        try:
+            yield self
+        finally:
+            _contract_views(self.con, self)
+
     @property
     def total_rejects(self) -> int:
         return sum(sum(s.rejects.values()) for s in self.summaries.values())
@@ -116,7 +138,19 @@ def _first_reject(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return f"first: {rows[0][0]} in {rows[0][1]}: {rows[0][2]}" if rows else ""
 
 
-def _orders_view(con: duckdb.DuckDBPyConnection, s: Session) -> None:
+def _contract_views(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true") -> None:
+    """The valid rows of every present table under its contract name, the customers' rows
+    limited to ``where`` (a partition's predicate over ``customer_id``; ``true``: all)."""
+    for name, spec in CONTRACT.items():
+        if name == "orders" or name not in s.tables:
+            continue
+        cond = where if "customer_id" in spec else "true"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS "
+                    f"SELECT * FROM {ident(name + '_valid')} WHERE {cond}")
+    _orders_view(con, s, where)
+
+
+def _orders_view(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true") -> None:
     """The valid order lines before as_of, with the contract's defaults applied."""
     reg = s.tables["orders"]
     order_id = "order_id" if reg.has("order_id") else "CAST(order_ts AS DATE)"
@@ -128,7 +162,7 @@ def _orders_view(con: duckdb.DuckDBPyConnection, s: Session) -> None:
                coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
                coalesce(returned_quantity, 0.0) AS returned_quantity, channel
         FROM orders_staged
-        WHERE reject_reason IS NULL AND order_ts < TIMESTAMP '{s.as_of.isoformat()}'
+        WHERE reject_reason IS NULL AND order_ts < TIMESTAMP '{s.as_of.isoformat()}' AND {where}
     """)
     # the line's own category wins; products.category only when the lines have no category column
     if not reg.has("category") and s.has("products", "category") and reg.has("product_id"):
@@ -241,13 +275,9 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     # the valid rows under the contract's table names, empty typed views for absent tables
     s = Session(con, cfg, tables, as_of, summaries, unread=unread)
     for name in CONTRACT:
-        if name == "orders" or name in s.unread:
-            continue
-        if name in tables:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM {ident(name + '_valid')}")
-        else:
+        if name not in tables and name not in s.unread:
             _empty_view(con, name, id_types)
-    _orders_view(con, s)
+    _contract_views(con, s)
 
     o = summaries["orders"]
     row = con.execute("SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "

@@ -11,6 +11,8 @@ from typing import Any
 
 import polars as pl
 
+from centile.backend import partitions
+from centile.backend.partitions import Partitioning
 from centile.backend.session import Session, open_session
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
@@ -96,19 +98,28 @@ def run_sql(s: Session, name: str, params: dict[str, Any], *, table: str | None 
     s.con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(table or name)} AS\n{sql}", _params_for(sql, params))
 
 
-def _with_categories(s: Session, base_sql: str, params: dict[str, Any]) -> pl.DataFrame:
-    """The feature table plus each customer's top category and the shares of lifetime net
-    revenue of the top categories (``share_<category>``)."""
-    k = s.cfg.top_categories
-    top = [r[0] for r in s.con.execute(
-        "SELECT category FROM f_category GROUP BY category ORDER BY sum(net_revenue) DESC, category "
-        "LIMIT $k", {"k": k}).fetchall()]
+def top_categories(s: Session) -> list[Any]:
+    """The ``top_categories`` categories with the most net revenue over every customer (ties by name)."""
+    sql = read_sql("feat_category_totals")
+    return [r[0] for r in s.con.execute(
+        f"SELECT category FROM ({sql}) t ORDER BY net_revenue DESC, category LIMIT $k",
+        {"k": s.cfg.top_categories}).fetchall()]
+
+
+def _share_names(top: list[Any]) -> list[str]:
     names: list[str] = []
     for cat in top:
         name = "share_" + (re.sub(r"[^0-9a-z]+", "_", str(cat).lower()).strip("_") or "blank")
         while name in names:
             name += "_"
         names.append(name)
+    return names
+
+
+def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: list[Any]) -> pl.DataFrame:
+    """The feature table plus each customer's top category and the shares of lifetime net
+    revenue of the ``top`` categories (``share_<category>``)."""
+    names = _share_names(top)
     cat_params = {f"c{i}": cat for i, cat in enumerate(top)}
     pivot = "".join(f", sum(net_revenue) FILTER (WHERE category = $c{i}) AS {ident(n)}"
                     for i, n in enumerate(names))
@@ -128,12 +139,14 @@ def _with_categories(s: Session, base_sql: str, params: dict[str, Any]) -> pl.Da
     return s.frame(sql, {**params, **cat_params}).drop("cidx")
 
 
-def compute_features(s: Session, progress: Progress | None = None) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str]]:
-    """Compute the feature table over an open session (Polars, ordered by the dense customer index)."""
-    params = window_params(s)
-    avail, skipped = availability(s)
-    steps = [("order_facts", None), ("universe", None), ("feat_orders", "f_orders"), ("feat_kept", "f_kept")]
-    for name, table in steps:
+#: the per-partition feature queries: (sql file, temp table)
+_STEPS = (("order_facts", None), ("universe", None), ("feat_orders", "f_orders"), ("feat_kept", "f_kept"))
+
+
+def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, bool], top: list[Any] | None,
+                        progress: Progress | None) -> pl.DataFrame:
+    """The feature rows of the customers the session's views hold (one partition, or all)."""
+    for name, table in _STEPS:
         if progress:
             progress(f"features: {name}")
         run_sql(s, name, params, table=table)
@@ -158,10 +171,33 @@ def compute_features(s: Session, progress: Progress | None = None) -> tuple[pl.D
     p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     if progress:
         progress("features: joining")
-    if avail["category"]:
-        df = _with_categories(s, sql, p)
-    else:
-        df = s.frame(sql, p).drop("cidx")
+    df = _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p).drop("cidx")
+    for table in ("order_facts", "universe", "f_orders", "f_kept", *empties):
+        s.con.execute(f"DROP TABLE IF EXISTS {table}")  # a partition's intermediates go before the next
+    return df
+
+
+def compute_features(s: Session, progress: Progress | None = None, parts: Partitioning | None = None
+                     ) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str]]:
+    """Compute the feature table over an open session (Polars, ordered by customer_id).
+
+    The customers are processed in customer-hash partitions (``parts``, else the session's
+    choice), one at a time; only the categories' totals are computed over every customer first.
+    Every feature of a customer depends on that customer's rows alone, with money summed as
+    exact decimals, so the table is the same for any partition count and thread count.
+    """
+    params = window_params(s)
+    avail, skipped = availability(s)
+    parts = parts or s.partitioning()
+    top = top_categories(s) if avail["category"] else None
+    frames = []
+    for part in parts.each("features", progress):
+        with s.partition(parts, part):
+            if partitions.observe is not None:
+                partitions.observe("features", part, s)
+            frames.append(_partition_features(s, params, avail, top, progress if parts.count == 1 else None))
+    # one order whatever the partitions: Polars' sort, also for a single partition
+    df = pl.concat(frames, how="vertical").sort("customer_id")
     return df, avail, skipped
 
 
