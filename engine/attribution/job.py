@@ -51,7 +51,8 @@ def run_attribution(cfg: Config, out: str | Path, *, settings: AttributionSettin
     if upl is not None and not {"campaign", "breakdown", "outcome", "method", "incremental"} <= set(upl.columns):
         raise InputError(f"--uplift {uplift}: not an uplift table (needs campaign, breakdown, outcome, method, "
                          "incremental; use the uplift.parquet of centile uplift or centile run)")
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "touchpoints", "contacts")) as s:
+    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "touchpoints", "contacts"),
+                                                                 spill=staging.spill) as s:
         with staging.timed("attribution"), numba_threads(cfg.threads):
             res = attribution_from_session(s, st, seg, upl, progress=progress)
         rows = write_attribution(res, staging)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from centile.config import Config
@@ -29,9 +30,10 @@ class Backend(Protocol):
     name: str
     cfg: Config
 
-    def open(self, *, only: tuple[str, ...] | None = None,
-             progress: Progress | None = None) -> AbstractContextManager[Session]:
-        """Validate the inputs (``only`` these tables when given) and open them as a session."""
+    def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
+             spill: Path | None = None) -> AbstractContextManager[Session]:
+        """Validate the inputs (``only`` these tables when given) and open them as a session
+        (``spill``: where to spill beyond the memory limit)."""
         ...
 
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> AbstractContextManager[Any]:

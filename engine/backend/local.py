@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from centile.backend.base import register_backend
@@ -23,8 +24,9 @@ class DuckDBBackend:
     cfg: Config
     name: str = "duckdb"
 
-    def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None) -> Session:
-        return open_session(self.cfg, progress, only=only)
+    def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
+             spill: Path | None = None) -> Session:
+        return open_session(self.cfg, progress, only=only, spill=spill)
 
     @contextlib.contextmanager
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> Iterator[Any]:

@@ -113,10 +113,14 @@ class Session:
         return sum(sum(s.rejects.values()) for s in self.summaries.values())
 
 
-def connect(cfg: Config, *, preserve_order: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | None = None
+            ) -> duckdb.DuckDBPyConnection:
     """A fresh in-memory DuckDB connection set up for the run (``preserve_order``: results keep
-    the row order of their inputs, as evaluating expressions over a frame needs)."""
+    the row order of their inputs, as evaluating expressions over a frame needs; ``spill``: the
+    folder DuckDB spills to beyond its memory limit, created on first use)."""
     con = duckdb.connect(":memory:")
+    if spill is not None:
+        con.execute(f"SET temp_directory = {literal(str(Path(spill).resolve()))}")
     con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")
     # zoned timestamps become UTC wall-clock times whatever the machine's TZ (naive ones stay as they are)
     con.execute("SET TimeZone = 'UTC'")
@@ -183,7 +187,8 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, 
 
 
 def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None,
-                 readable: tuple[str | Path, ...] = (), restrict: bool = True) -> Session:
+                 readable: tuple[str | Path, ...] = (), restrict: bool = True,
+                 spill: str | Path | None = None) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
@@ -191,7 +196,8 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     Once the inputs are registered, the connection may read only the inputs'
     folders, ``readable`` and DuckDB's own temporary folder, and write nowhere:
     SQL from a config cannot reach other files (``restrict=False`` leaves the
-    connection unrestricted: ``centile sql``, a console over the user's own data).
+    connection unrestricted: ``centile sql``, a console over the user's own data). ``spill``:
+    the folder DuckDB spills to beyond its memory limit (default: DuckDB's own ``.tmp``).
 
     Raises
     ------
@@ -200,7 +206,7 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     ValidationError
         ``cfg.strict`` is set and some rows break the data contract.
     """
-    con = connect(cfg)
+    con = connect(cfg, spill=spill)
     try:
         tables, id_types = register_tables(con, cfg, progress)
         unread = [t for t in tables if only is not None and t not in only]

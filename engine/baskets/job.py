@@ -71,7 +71,8 @@ def run_baskets(cfg: Config, out: str | Path, *, settings: BasketSettings | None
         st = replace(st, segment_by=())
     else:
         _check_columns(seg, st.segment_by, "--segment-by")
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products")) as s:
+    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products"),
+                                                                 spill=staging.spill) as s:
         with staging.timed("baskets"), numba_threads(cfg.threads):
             res = compute_baskets(basket_lines(s, st.level, st.exclude_returned), st, seg)
         rows = write_baskets(res, staging)
@@ -96,7 +97,8 @@ def run_recommend(cfg: Config, out: str | Path, *, settings: RecommendSettings |
         st = replace(st, segment_by=None)
     elif st.segment_by:
         _check_columns(seg, (st.segment_by,), "--segment-by")
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products")) as s:
+    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products"),
+                                                                 spill=staging.spill) as s:
         with staging.timed("recommend"), numba_threads(cfg.threads):
             lines = recommend_lines(s, st.level, bst.exclude_returned)
             res = compute_recommendations(lines, st, s.as_of, seg, evaluate_cutoff=evaluate)

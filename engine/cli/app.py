@@ -56,6 +56,10 @@ ThreadsOpt = Annotated[int | None, typer.Option(
 MemoryOpt = Annotated[str | None, typer.Option(
     "--memory-limit", help="DuckDB memory limit, e.g. 8GB; DuckDB spills to disk beyond it.",
     show_default=False)]
+PartitionsOpt = Annotated[int | None, typer.Option(
+    "--partitions", min=1, max=4096, help="Process the customers in this many customer-hash partitions, one at "
+    "a time (default: chosen from the order lines and --memory-limit). Results do not depend on it.",
+    show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; files replaced atomically).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 
@@ -213,12 +217,13 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
 @app.command()
 def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-             json_: JsonOpt = False) -> None:
+             memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, json_: JsonOpt = False) -> None:
     """Compute the customer feature table (features.parquet, rejects.parquet, manifest.json)."""
     from centile.features.compute import run_features
 
     with _errors():
-        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, memory_limit=memory_limit,
+                      partitions=partitions)
         with _status("features") as progress:
             res = run_features(cfg, out, progress)
     if json_:
@@ -239,14 +244,15 @@ PreviousOpt = Annotated[Path | None, typer.Option(
     show_default=False)]
 
 
-def _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_) -> None:
+def _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_,
+               memory_limit=None, partitions=None) -> None:
     from centile.clubs.job import feature_columns, run_clubs
 
     with _errors():
         # club metrics may use every column of a feature table built elsewhere
         columns = feature_columns(features) if features is not None else None
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
-                      feature_columns=columns)
+                      feature_columns=columns, memory_limit=memory_limit, partitions=partitions)
         with _status("clubs") as progress:
             res = run_clubs(cfg, out, features=features, strategy=strategy, previous=previous, progress=progress)
     if json_:
@@ -269,7 +275,7 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
               "--features", help="Use this feature table (features.parquet) instead of computing it "
               "from the inputs.", show_default=False)] = None,
           as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-          json_: JsonOpt = False) -> None:
+          memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, json_: JsonOpt = False) -> None:
     """Rank every customer on each club metric and form overlap-free 1 % clubs with tiers.
 
     Writes ranks.parquet, clubs.parquet, club_summary.parquet (and club_stability.parquet
@@ -278,13 +284,15 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
     if features is None and data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml (or --features FILE)")
         raise typer.Exit(2)
-    _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_)
+    _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_,
+               memory_limit, partitions)
 
 
 @app.command()
 def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
         strategy: StrategyOpt = None, previous: PreviousOpt = None, as_of: AsOfOpt = None,
         strict: StrictOpt = None, threads: ThreadsOpt = None, memory_limit: MemoryOpt = None,
+        partitions: PartitionsOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even those whose "
                                             "inputs and config did not change since the run in --out.")] = False,
         json_: JsonOpt = False) -> None:
@@ -305,7 +313,7 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
         raise typer.Exit(1)
     with _errors():
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
-                      memory_limit=memory_limit)
+                      memory_limit=memory_limit, partitions=partitions)
         with _stage_progress() as progress:
             res = run_pipeline(cfg, out, force=force, previous=previous, progress=progress)
     if json_:

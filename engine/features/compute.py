@@ -256,14 +256,14 @@ def run_features(cfg: Config, out: str | Path | None = None, progress: Progress 
     Returns a :class:`FeaturesResult` whose ``features`` is a Polars DataFrame
     with one row per customer of the universe.
     """
-    with open_session(cfg, progress, only=FEATURE_TABLES) as s:
-        if out is None:
+    if out is None:
+        with open_session(cfg, progress, only=FEATURE_TABLES) as s:
             df, avail, skipped = compute_features(s, progress)
             summary = session_summary(s)
             summary["features_skipped"] = skipped
             return FeaturesResult(df, None, s.as_of, avail, skipped, summary)
-        with staged_output(out) as staging:
-            res = write_features(s, staging, progress)
-            write_manifest(staging, manifest(s, "features", res.summary,
-                                             {"features": res.features.height, "rejects": s.total_rejects}))
-        return res
+    with staged_output(out) as staging, open_session(cfg, progress, only=FEATURE_TABLES, spill=staging.spill) as s:
+        res = write_features(s, staging, progress)
+        write_manifest(staging, manifest(s, "features", res.summary,
+                                         {"features": res.features.height, "rejects": s.total_rejects}))
+    return res

@@ -30,6 +30,12 @@ class Staging:
     tmp: Path
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def spill(self) -> Path:
+        """A folder beside the target for DuckDB to spill to beyond its memory limit; removed with
+        the staging folder (and, after a killed run, by the next run's stale-folder clean-up)."""
+        return self.target.parent / f".{self.target.name}.centile-spill-{os.getpid()}"
+
     def path(self, name: str) -> Path:
         """Where to write output ``name`` while the job runs."""
         p = self.tmp / name
@@ -86,6 +92,7 @@ def _commit_files(target: Path, tmp: Path) -> Iterator[Staging]:
                 os.replace(item, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging.spill, ignore_errors=True)
 
 
 def fingerprint(path: Path, *, full_hash_limit: int = 64 << 20) -> dict[str, Any]:
@@ -242,5 +249,6 @@ def _staged_folder(out: Path) -> Iterator[Staging]:
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
     finally:
+        shutil.rmtree(staging.spill, ignore_errors=True)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

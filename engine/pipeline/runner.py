@@ -90,7 +90,8 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
     with staged_folder(out) as staging, _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
         with contextlib.ExitStack() as stack:
             ctx = Context(cfg, staging, options, progress,
-                          open_inputs=lambda: stack.enter_context(backend.open(only=read, progress=ctx.say)))
+                          open_inputs=lambda: stack.enter_context(backend.open(only=read, progress=ctx.say,
+                                                                               spill=staging.spill)))
             for st in stages:
                 needs, _uses = dependencies(st, made_by)
                 missing = [a for a in needs if records.get(a, {}).get("status") not in ("ran", "reused")]
