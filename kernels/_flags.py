@@ -10,3 +10,7 @@ the first run.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT = {"nogil": True, "cache": True, "fastmath": FASTMATH}
 JIT_PARALLEL = {**JIT, "parallel": True}
+#: no fastmath: for kernels whose float results must not depend on where their buffers happen to lie
+#: in memory (vectorised approximate functions and reassociated sums can differ in the last bits from
+#: one call to the next on the same inputs; seen in the time-decay weights of attribution)
+JIT_EXACT = {"nogil": True, "cache": True}

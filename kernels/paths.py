@@ -24,7 +24,7 @@ the bottleneck, which is reading and grouping the touchpoints).
 import numpy as np
 from numba import njit
 
-from ._flags import JIT
+from ._flags import JIT, JIT_EXACT
 
 #: row order of :func:`heuristic_credits`
 HEURISTICS = ("first_touch", "last_touch", "linear", "time_decay", "position_based", "shapley_simplified")
@@ -85,7 +85,7 @@ def heuristic_credits(offsets, channels, age_days, conv, value, n_channels, half
                        int(n_channels), float(half_life_days))
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _heuristics(offsets, channels, age, conv, value, n_channels, half_life):
     m = 6
     out_c = np.zeros((m, n_channels))

@@ -7,7 +7,8 @@
 --           age_days DOUBLE (days from touch to journey end), channel VARCHAR, value DOUBLE (net revenue)
 WITH conv AS (
   SELECT customer_id, order_id, min(order_ts) AS ts,
-         sum((quantity - returned_quantity) * unit_price) AS value
+         -- exact decimal sums (see order_facts.sql): the same value whatever the thread count
+         CAST(sum(((quantity - returned_quantity) * unit_price)::DECIMAL(18, 4)) AS DOUBLE) AS value
   FROM orders GROUP BY customer_id, order_id),
 numbered AS (
   SELECT customer_id, ts, value,

@@ -111,8 +111,8 @@ def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool
     as_of = dt.datetime.combine(session.as_of, dt.time())
     rows = session.frame(read_sql("attribution_journeys"), {"as_of": as_of, "lookback_days": int(lookback_days)})
     tot = session.frame(
-        "SELECT count(*) AS n, coalesce(sum(v), 0) AS v FROM (SELECT sum((quantity - returned_quantity) * "
-        "unit_price) AS v FROM orders GROUP BY customer_id, order_id)").row(0)
+        "SELECT count(*) AS n, CAST(coalesce(sum(v), 0) AS DOUBLE) AS v FROM (SELECT sum(((quantity - "
+        "returned_quantity) * unit_price)::DECIMAL(18, 4)) AS v FROM orders GROUP BY customer_id, order_id)").row(0)
     if rows.height == 0:
         raise InputError(f"touchpoints: no touchpoint lies before as_of {session.as_of} inside the "
                          f"{lookback_days}-day lookback of a conversion or of as_of; nothing to attribute")

@@ -327,8 +327,10 @@ def summary_table(plan: pl.DataFrame, media: tuple[Medium, ...], sol: Solution, 
                 mu[f"{m.name}@{t + 1}"] = float(sol.nu[j, t])
                 cap[f"{m.name}@{t + 1}"] = m.capacity_per_period
 
+    # float sums over sorted values: the same bits whatever order a join or thread count gives the rows
     def agg(df: pl.DataFrame, col: str, level: str) -> pl.DataFrame:
-        return (df.group_by(col).agg(contacts=pl.len(), cost=pl.col("cost").sum(), value=pl.col("value").sum())
+        return (df.group_by(col).agg(contacts=pl.len(), cost=pl.col("cost").sort().sum(),
+                                     value=pl.col("value").sort().sum())
                 .with_columns(level=pl.lit(level), key=pl.col(col).cast(pl.String)).drop(col))
 
     parts = [agg(plan, "medium", "medium"), agg(plan, "period", "period")]
@@ -339,7 +341,7 @@ def summary_table(plan: pl.DataFrame, media: tuple[Medium, ...], sol: Solution, 
                             schema={"medium": pl.String, "period": pl.Int32})
         mp = grid.join(plan.with_columns(pl.col("medium").cast(pl.String)), on=["medium", "period"], how="left")
         parts.append(mp.group_by("medium", "period").agg(
-            contacts=pl.col("value").count(), cost=pl.col("cost").sum(), value=pl.col("value").sum())
+            contacts=pl.col("value").count(), cost=pl.col("cost").sort().sum(), value=pl.col("value").sort().sum())
             .select(level=pl.lit("medium_period"), key=pl.format("{}@{}", "medium", "period"), contacts="contacts",
                     cost="cost", value="value"))
     if segments is not None and "rfm_segment" in segments.columns:
