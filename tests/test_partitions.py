@@ -108,3 +108,39 @@ def test_every_run_output_is_byte_identical_for_any_partition_count_and_thread_c
     assert not differ, f"differ between P=1/1 thread and P=7/2 threads: {differ}"
     # the partitioned run spilled nowhere it left behind
     assert not list(tmp_path.glob(".p*.centile-*"))
+
+
+def test_top_category_and_preferred_channel_equal_a_slow_reference(data):
+    """The hash-aggregate forms of the two arg-max features against plain Python over the lines."""
+    from collections import Counter, defaultdict
+    from decimal import ROUND_HALF_UP, Decimal
+
+    cfg = load_config(data=data, partitions=3)
+    with open_session(cfg, only=FEATURE_TABLES) as s:
+        df = compute_features(s)[0]
+        lines = s.con.execute("SELECT customer_id, order_id, quantity, returned_quantity, unit_price, channel, "
+                              "category FROM order_categories").fetchall()
+    per_order: dict = defaultdict(list)
+    revenue: dict = defaultdict(Decimal)
+    q4 = Decimal("0.0001")
+    for cid, oid, q, rq, price, channel, cat in lines:
+        if q > 0:
+            per_order[(cid, oid)].append(channel)
+        if cat is not None:
+            v = (q - rq) * price if q > 0 else q * price
+            revenue[(cid, cat)] += Decimal(repr(v)).quantize(q4, ROUND_HALF_UP)
+    counts: dict = defaultdict(Counter)
+    for (cid, _oid), chans in per_order.items():
+        named = [c for c in chans if c is not None]
+        if named:
+            counts[cid][min(named)] += 1
+    want_channel = {cid: min(ch for ch, n in c.items() if n == max(c.values())) for cid, c in counts.items()}
+    best: dict = {}
+    for (cid, cat), v in revenue.items():
+        if v > 0 and (cid not in best or v > best[cid][0] or (v == best[cid][0] and cat < best[cid][1])):
+            best[cid] = (v, cat)
+    got = dict(zip(df["customer_id"].to_list(), zip(df["preferred_channel"].to_list(),
+                                                        df["top_category"].to_list(), strict=True), strict=True))
+    for cid, (channel, top) in got.items():
+        assert channel == want_channel.get(cid), cid
+        assert top == (best[cid][1] if cid in best else None), cid

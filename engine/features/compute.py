@@ -127,11 +127,17 @@ def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: lis
                      f"/ f.net_revenue_lifetime END AS DOUBLE) AS {ident(n)}" for n in names)
     sql = f"""
         WITH f AS ({base_sql}),
+        best AS (  -- the most net revenue, then the first name: hash aggregates, which spill
+          SELECT customer_id, max(net_revenue) AS net_revenue FROM f_category
+          WHERE net_revenue > 0 GROUP BY customer_id
+        ),
+        top AS (
+          SELECT customer_id, min(category) AS top_category
+          FROM f_category JOIN best USING (customer_id, net_revenue) GROUP BY customer_id
+        ),
         c AS (
-          SELECT customer_id,
-                 first(category ORDER BY net_revenue DESC, category) FILTER (WHERE net_revenue > 0)
-                   AS top_category{pivot}
-          FROM f_category GROUP BY customer_id
+          SELECT customer_id, top.top_category{pivot}
+          FROM f_category LEFT JOIN top USING (customer_id) GROUP BY customer_id, top.top_category
         )
         SELECT f.*, CAST(c.top_category AS VARCHAR) AS top_category{shares}
         FROM f LEFT JOIN c USING (customer_id)
