@@ -1,10 +1,9 @@
 -- purpose : the customer feature table (features.parquet)
--- grain   : one row per customer of the universe, ordered by cidx
+-- grain   : one row per customer of the universe (the engine sorts by customer_id)
 -- input   : universe, f_orders, f_kept, f_premium, f_email, f_channel, f_category
 -- params  : $as_of (DATE); $has_premium, $has_email (BOOLEAN: is the source
 --           table available? if not the feature is NULL, never zero-filled)
--- output  : see the casts below: the schema is a contract; cidx (the dense
---           index) comes last and is dropped by the engine after ordering
+-- output  : see the casts below: the schema is a contract
 SELECT
   u.customer_id,
   CAST(date_diff('day', CAST(o.last_order_ts AS DATE), $as_of) AS INTEGER) AS recency_days,
@@ -27,12 +26,10 @@ SELECT
   CAST(CASE WHEN $has_email THEN coalesce(e.emails_sent_12m, 0) END AS INTEGER) AS emails_sent_12m,
   CAST(e.opened_12m / nullif(e.emails_sent_12m, 0) AS DOUBLE) AS open_rate_12m,
   CAST(e.clicked_12m / nullif(e.emails_sent_12m, 0) AS DOUBLE) AS click_rate_12m,
-  CAST(c.preferred_channel AS VARCHAR) AS preferred_channel,
-  u.cidx
+  CAST(c.preferred_channel AS VARCHAR) AS preferred_channel
 FROM universe AS u
 LEFT JOIN f_orders AS o USING (customer_id)
 LEFT JOIN f_kept AS k USING (customer_id)
 LEFT JOIN f_premium AS p USING (customer_id)
 LEFT JOIN f_email AS e USING (customer_id)
 LEFT JOIN f_channel AS c USING (customer_id)
-ORDER BY u.cidx

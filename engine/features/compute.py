@@ -140,9 +140,8 @@ def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: lis
           FROM f_category LEFT JOIN top USING (customer_id) GROUP BY customer_id, top.top_category
         )
         SELECT f.*, CAST(c.top_category AS VARCHAR) AS top_category{shares}
-        FROM f LEFT JOIN c USING (customer_id)
-        ORDER BY f.cidx"""
-    return s.frame(sql, {**params, **cat_params}).drop("cidx")
+        FROM f LEFT JOIN c USING (customer_id)"""
+    return s.frame(sql, {**params, **cat_params})
 
 
 #: the per-partition feature queries: (sql file, temp table)
@@ -177,7 +176,7 @@ def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, boo
     p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     if progress:
         progress("features: joining")
-    df = _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p).drop("cidx")
+    df = _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p)
     for table in ("order_facts", "universe", "f_orders", "f_kept", *empties):
         s.con.execute(f"DROP TABLE IF EXISTS {table}")  # a partition's intermediates go before the next
     return df
