@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from centile.backend import partitions
@@ -144,3 +145,25 @@ def test_top_category_and_preferred_channel_equal_a_slow_reference(data):
     for cid, (channel, top) in got.items():
         assert channel == want_channel.get(cid), cid
         assert top == (best[cid][1] if cid in best else None), cid
+
+
+def test_attribution_builds_journeys_one_partition_at_a_time(data, monkeypatch):
+    from centile.attribution.journeys import journeys_from_session
+
+    seen: list[tuple[str, int]] = []
+    monkeypatch.setattr(partitions, "observe", lambda label, part, s: seen.append(
+        (label, s.con.execute("SELECT count(*) FROM touchpoints").fetchall()[0][0])))
+    with open_session(load_config(data=data, partitions=4), only=("orders", "touchpoints")) as s:
+        total = s.con.execute("SELECT count(*) FROM touchpoints").fetchall()[0][0]
+        four = journeys_from_session(s, lookback_days=30)
+    seen_four = list(seen)
+    with open_session(load_config(data=data, partitions=1), only=("orders", "touchpoints")) as s:
+        one = journeys_from_session(s, lookback_days=30)
+    assert [label for label, _ in seen_four] == ["attribution"] * 4
+    assert sum(n for _, n in seen_four) == total and max(n for _, n in seen_four) < total
+    assert four.channels == one.channels
+    for f in ("offsets", "channel", "age_days", "conv", "null", "value"):
+        assert np.array_equal(getattr(four, f), getattr(one, f)), f
+    assert four.customer_id.equals(one.customer_id)
+    assert (four.unattributed_conversions, four.unattributed_value) == (
+        one.unattributed_conversions, one.unattributed_value)

@@ -279,7 +279,7 @@ def segment_columns(frames: Sequence[pl.DataFrame]) -> pl.DataFrame | None:
     return out
 
 
-def journeys_for(session: Any, st: AttributionSettings) -> Journeys:
+def journeys_for(session: Any, st: AttributionSettings, progress: Any = None) -> Journeys:
     """The journeys of the run: the path table of ``[attribution] paths`` or the session's touchpoints."""
     from centile.attribution.journeys import journeys_from_session, read_path_table
 
@@ -290,7 +290,7 @@ def journeys_for(session: Any, st: AttributionSettings) -> Journeys:
         raise ConfigError("attribution needs the touchpoints table (customer_id, ts, channel) or a path table "
                           "in [attribution] paths")
     return journeys_from_session(session, lookback_days=st.lookback_days, collapse_repeats=st.collapse_repeats,
-                                 max_path_length=st.max_path_length)
+                                 max_path_length=st.max_path_length, progress=progress)
 
 
 def contact_media(session: Any) -> pl.DataFrame | None:
@@ -306,7 +306,7 @@ def attribution_from_session(session: Any, st: AttributionSettings, segments: pl
     """Journeys → every model overall and per segment → beside the uplift table when given."""
     from dataclasses import replace
 
-    j = journeys_for(session, st)
+    j = journeys_for(session, st, progress)
     res = attribute(j, st, segments, progress)
     notes = list(res.notes)
     inc = None

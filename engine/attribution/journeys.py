@@ -103,24 +103,69 @@ def journeys_from_touches(rows: pl.DataFrame, *, collapse_repeats: bool = False,
     return _assemble(df, channels, per, True, unattributed)
 
 
+def _concat(parts: list[Journeys], unattributed: tuple[float, float]) -> Journeys:
+    """Journeys of disjoint customer partitions as one, channels renumbered into their sorted union and
+    journeys in customer order (a customer's journeys keep their order): the same arrays as one pass."""
+    channels = tuple(sorted({c for p in parts for c in p.channels}))
+    ids = {c: i for i, c in enumerate(channels)}
+    chan, lens = [], []
+    for p in parts:
+        remap = np.array([ids[c] for c in p.channels], dtype=np.int32)
+        chan.append(remap[p.channel] if p.channel.size else p.channel.astype(np.int32))
+        lens.append(np.diff(p.offsets))
+    lens_all = np.concatenate(lens) if lens else np.zeros(0, np.int64)
+    offsets = np.zeros(lens_all.size + 1, np.int64)
+    np.cumsum(lens_all, out=offsets[1:])
+    customer = pl.concat([p.customer_id for p in parts]) if parts else pl.Series("customer_id", [])
+    whole = Journeys(channels, offsets, np.ascontiguousarray(np.concatenate(chan), dtype=np.int32),
+                     np.ascontiguousarray(np.concatenate([p.age_days for p in parts])),
+                     np.concatenate([p.conv for p in parts]), np.concatenate([p.null for p in parts]),
+                     np.concatenate([p.value for p in parts]), customer, *unattributed)
+    # customer order, a customer's journeys in their order (the position breaks ties: a stable sort)
+    order = (pl.DataFrame({"c": customer, "i": np.arange(customer.len(), dtype=np.int64)})
+             .sort("c", "i")["i"].to_numpy())
+    if order.size and np.any(order[1:] != order[:-1] + 1):
+        whole = whole.take(order)
+        whole = Journeys(*[getattr(whole, f) for f in ("channels", "offsets", "channel", "age_days", "conv",
+                                                       "null", "value", "customer_id")], *unattributed)
+    return whole
+
+
 def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool = False,
-                          max_path_length: int = 0) -> Journeys:
-    """Journeys of the validated ``touchpoints`` and ``orders`` of an open session."""
+                          max_path_length: int = 0, progress=None) -> Journeys:
+    """Journeys of the validated ``touchpoints`` and ``orders`` of an open session.
+
+    Built one customer-hash partition at a time (only that partition's touch rows are held as a
+    frame), kept as compact arrays and put together in customer order: the same journeys for any
+    partition count. Money is summed as exact decimals across partitions."""
+    from decimal import Decimal
+
     from centile.io.sqlfiles import read_sql
 
     as_of = dt.datetime.combine(session.as_of, dt.time())
-    rows = session.frame(read_sql("attribution_journeys"), {"as_of": as_of, "lookback_days": int(lookback_days)})
-    tot = session.frame(
-        "SELECT count(*) AS n, CAST(coalesce(sum(v), 0) AS DOUBLE) AS v FROM (SELECT sum(((quantity - "
-        "returned_quantity) * unit_price)::DECIMAL(18, 4)) AS v FROM orders GROUP BY customer_id, order_id)").row(0)
-    if rows.height == 0:
+    sql = read_sql("attribution_journeys")
+    parts_out: list[Journeys] = []
+    n_orders, v_orders = 0, Decimal(0)
+    parts = session.partitioning()
+    for part in parts.each("attribution: journeys", progress):
+        with session.partition(parts, part, "attribution"):
+            rows = session.frame(sql, {"as_of": as_of, "lookback_days": int(lookback_days)})
+            n, v = session.con.execute(
+                "SELECT count(*), coalesce(sum(v), 0) FROM (SELECT sum(((quantity - returned_quantity) * "
+                "unit_price)::DECIMAL(18, 4)) AS v FROM orders GROUP BY customer_id, order_id)").fetchall()[0]
+        n_orders += int(n)
+        v_orders += Decimal(v)
+        if rows.height:
+            parts_out.append(journeys_from_touches(rows, collapse_repeats=collapse_repeats,
+                                                   max_path_length=max_path_length))
+    if not parts_out:
         raise InputError(f"touchpoints: no touchpoint lies before as_of {session.as_of} inside the "
                          f"{lookback_days}-day lookback of a conversion or of as_of; nothing to attribute")
-    j = journeys_from_touches(rows, collapse_repeats=collapse_repeats, max_path_length=max_path_length)
+    j = _concat(parts_out, (0.0, 0.0))
     conv_in = float(j.conv.sum())
     val_in = float(j.value.sum())
     return Journeys(j.channels, j.offsets, j.channel, j.age_days, j.conv, j.null, j.value, j.customer_id,
-                    float(tot[0]) - conv_in, float(tot[1]) - val_in)
+                    float(n_orders) - conv_in, float(v_orders) - val_in)
 
 
 def read_path_table(path: str | Path, separator: str = " > ", *, collapse_repeats: bool = False,

@@ -30,7 +30,8 @@ SEED = 20261129
 #: customers (20.7M lines: about 4 GB of hash tables and sorted runs at one partition)
 BYTES_PER_ORDER_LINE = 200
 
-#: a hook the tests use to see what one partition holds: ``observe(label, part, session)``
+#: a hook the tests use to see what one partition holds: ``observe(label, part, session)``, called by
+#: :meth:`centile.backend.session.Session.partition` once the session's views hold partition ``part``
 observe: Callable[[str, int, object], None] | None = None
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from centile.backend import partitions
 from centile.backend.partitions import Partitioning, choose_partitions
 from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config
@@ -96,17 +97,19 @@ class Session:
         return Partitioning(choose_partitions(self.cfg.partitions, self.cfg.memory_limit, lines))
 
     @contextlib.contextmanager
-    def partition(self, parts: Partitioning, part: int) -> Iterator[Session]:
+    def partition(self, parts: Partitioning, part: int, label: str = "") -> Iterator[Session]:
         """Within the block, the contract's views hold the rows of partition ``part`` only
-        (tables without customers, e.g. products, whole); restored on exit."""
-        if parts.count == 1:
-            yield self
-            return
-        _contract_views(self.con, self, parts.predicate(part))
+        (tables without customers, e.g. products, whole); restored on exit. ``label`` names the
+        work for :data:`centile.backend.partitions.observe`."""
+        if parts.count > 1:
+            _contract_views(self.con, self, parts.predicate(part))
         try:
+            if partitions.observe is not None:
+                partitions.observe(label, part, self)
             yield self
         finally:
-            _contract_views(self.con, self)
+            if parts.count > 1:
+                _contract_views(self.con, self)
 
     @property
     def total_rejects(self) -> int:

@@ -11,7 +11,6 @@ from typing import Any
 
 import polars as pl
 
-from centile.backend import partitions
 from centile.backend.partitions import Partitioning
 from centile.backend.session import Session, open_session
 from centile.backend.sources import input_fingerprints
@@ -197,9 +196,7 @@ def compute_features(s: Session, progress: Progress | None = None, parts: Partit
     top = top_categories(s) if avail["category"] else None
     frames = []
     for part in parts.each("features", progress):
-        with s.partition(parts, part):
-            if partitions.observe is not None:
-                partitions.observe("features", part, s)
+        with s.partition(parts, part, "features"):
             frames.append(_partition_features(s, params, avail, top, progress if parts.count == 1 else None))
     # one order whatever the partitions: Polars' sort, also for a single partition
     df = pl.concat(frames, how="vertical").sort("customer_id")
