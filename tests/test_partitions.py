@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from centile.backend import partitions
-from centile.backend.partitions import Partitioning, choose_partitions, memory_bytes
+from centile.backend.partitions import BUCKETS, Partitioning, choose_partitions, memory_bytes
 from centile.backend.session import open_session
 from centile.config import load_config
 from centile.features.compute import FEATURE_TABLES, compute_features
@@ -74,7 +74,10 @@ def test_choose_partitions_from_size_and_memory_limit():
     with pytest.raises(ValueError):
         Partitioning(0)
     assert Partitioning(1).predicate(0) == "true"
-    assert "% 7 = 3" in Partitioning(7).predicate(3)
+    seven = [Partitioning(7).bounds(p) for p in range(7)]
+    assert seven[0][0] == 0 and seven[-1][1] == BUCKETS
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(seven, seven[1:]))  # contiguous, no gaps
+    assert Partitioning(7).predicate(3) == f"(__bucket >= {seven[3][0]} AND __bucket < {seven[3][1]})"
 
 
 def test_partitions_key_is_validated(data):

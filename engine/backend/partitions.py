@@ -1,8 +1,9 @@
 """Customer-hash partitions: per-customer work one slice of the customers at a time.
 
-A customer belongs to partition ``hash(customer_id, SEED) % count``, in every table
+A customer belongs to bucket ``hash(customer_id, SEED) % BUCKETS`` in every table
 (the identifiers have one SQL type across tables, so a customer's order lines,
-e-mail events and contacts fall into the same partition). A stage computes its
+e-mail events and contacts fall into the same bucket), and partition ``p`` of
+``count`` is a contiguous range of buckets. A stage computes its
 per-customer rows on one partition, keeps only small mergeable state across
 partitions (exact sums, counts, sorted rows) and merges at the end, so its output
 does not depend on the partition count.
@@ -25,6 +26,11 @@ from centile.runtime import Progress
 
 #: the seed of the partition hash (any fixed value: results do not depend on it)
 SEED = 20261129
+
+#: customers fall into BUCKETS hash buckets (the ``__bucket`` column of the validated tables);
+#: partition ``p`` of ``P`` is the contiguous bucket range ``[p * BUCKETS // P, (p + 1) * BUCKETS // P)``
+#: (bucket ranges, not ``hash % P``: a layout stored by bucket serves every partition count)
+BUCKETS = 1 << 16
 
 #: working memory of the per-customer feature queries per valid order line, measured at 1M
 #: customers (20.7M lines: about 4 GB of hash tables and sorted runs at one partition)
@@ -79,13 +85,20 @@ class Partitioning:
         if self.count < 1:
             raise ValueError(f"partitions must be at least 1, got {self.count}")
 
-    def predicate(self, part: int, column: str = "customer_id") -> str:
-        """SQL that is true for the rows of partition ``part`` (``true`` for a single partition)."""
+    def bounds(self, part: int) -> tuple[int, int]:
+        """The bucket range ``[lo, hi)`` of partition ``part``."""
         if not 0 <= part < self.count:
             raise ValueError(f"partition {part} is not in 0..{self.count - 1}")
+        return part * BUCKETS // self.count, (part + 1) * BUCKETS // self.count
+
+    def predicate(self, part: int, column: str | None = None) -> str:
+        """SQL that is true for the rows of partition ``part`` (``true`` for a single partition): over
+        the ``__bucket`` column of the validated tables, or over the bucket of id ``column``."""
+        lo, hi = self.bounds(part)
         if self.count == 1:
             return "true"
-        return f"hash({ident(column)}, {SEED}) % {self.count} = {part}"
+        b = "__bucket" if column is None else bucket_sql(column)
+        return f"({b} >= {lo} AND {b} < {hi})"
 
     def each(self, label: str, progress: Progress | None = None) -> Iterator[int]:
         """The partition numbers in order, saying after each how many are done and an ETA."""
@@ -98,3 +111,8 @@ class Partitioning:
                 eta = spent / done * (self.count - done)
                 progress(f"{label}: partition {done}/{self.count} done in {spent:.0f} s"
                          + (f", about {eta:.0f} s left" if done < self.count else ""))
+
+
+def bucket_sql(column: str = "customer_id") -> str:
+    """SQL for the hash bucket of the id ``column`` (an INTEGER in ``[0, BUCKETS)``)."""
+    return f"CAST(hash({ident(column)}, {SEED}) % {BUCKETS} AS INTEGER)"

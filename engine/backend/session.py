@@ -69,6 +69,8 @@ class Session:
     lines_after_as_of: int = 0
     notes: list[str] = field(default_factory=list)
     unread: list[str] = field(default_factory=list)
+    #: the customer-hash partitions of per-customer work
+    parts: Partitioning = field(default_factory=Partitioning)
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -92,9 +94,8 @@ class Session:
 
     def partitioning(self) -> Partitioning:
         """The customer-hash partitions for per-customer work on these inputs: ``cfg.partitions``,
-        else chosen from the valid order lines and the memory limit."""
-        lines = self.summaries["orders"].rows_valid if "orders" in self.summaries else 0
-        return Partitioning(choose_partitions(self.cfg.partitions, self.cfg.memory_limit, lines))
+        else chosen from the order lines and the memory limit when the inputs were validated."""
+        return self.parts
 
     @contextlib.contextmanager
     def partition(self, parts: Partitioning, part: int, label: str = "") -> Iterator[Session]:
@@ -152,8 +153,9 @@ def _contract_views(con: duckdb.DuckDBPyConnection, s: Session, where: str = "tr
         if name == "orders" or name not in s.tables:
             continue
         cond = where if "customer_id" in spec else "true"
+        hidden = " EXCLUDE (__bucket)" if "customer_id" in spec else ""
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS "
-                    f"SELECT * FROM {ident(name + '_valid')} WHERE {cond}")
+                    f"SELECT *{hidden} FROM {ident(name + '_valid')} WHERE {cond}")
     _orders_view(con, s, where)
 
 
@@ -214,9 +216,12 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         tables, id_types = register_tables(con, cfg, progress)
         unread = [t for t in tables if only is not None and t not in only]
         tables = {n: r for n, r in tables.items() if n not in unread}
+        lines = tables["orders"].rows_after_filter if "orders" in tables else 0
+        parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
         stage_tables(con, tables, progress)
         duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
         session = _finish(con, cfg, tables, id_types, unread)
+        session.parts = parts
         if duplicates and tables["orders"].spec.duplicates == "keep":
             session.notes.append(f"orders: {duplicates} exact duplicate lines kept and counted "
                                  "([tables.orders] duplicates = \"keep\")")
