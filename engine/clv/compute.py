@@ -191,8 +191,14 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
                          "pass an earlier --holdout-end")
     if holdout_end is not None and holdout_end <= cal:
         raise InputError(f"holdout end {holdout_end} must be after the calibration end {cal}")
-    frame = s.frame(read_sql("clv_summary"), {"cal_end": cal, "hold_end": holdout_end or cal,
-                                              "unit": TIME_UNITS[time_unit]})
+    sql, params = read_sql("clv_summary"), {"cal_end": cal, "hold_end": holdout_end or cal,
+                                            "unit": TIME_UNITS[time_unit]}
+    parts = s.partitioning()
+    frames = []
+    for part in parts.each("clv: summary"):  # per customer: one partition at a time, then in customer order
+        with s.partition(parts, part, "clv"):
+            frames.append(s.frame(sql, params))
+    frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
     if frame.height == 0:
         raise InputError(f"orders: no customer purchased on or before the calibration end {cal}; "
                          "pass a later --calibration-end" if calibration_end is not None else
