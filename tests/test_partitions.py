@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import polars as pl
 import pytest
 
 from centile.backend import partitions
@@ -76,7 +77,7 @@ def test_choose_partitions_from_size_and_memory_limit():
     assert Partitioning(1).predicate(0) == "true"
     seven = [Partitioning(7).bounds(p) for p in range(7)]
     assert seven[0][0] == 0 and seven[-1][1] == BUCKETS
-    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(seven, seven[1:]))  # contiguous, no gaps
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(seven, seven[1:], strict=False))
     assert Partitioning(7).predicate(3) == f"(__bucket >= {seven[3][0]} AND __bucket < {seven[3][1]})"
 
 
@@ -170,3 +171,31 @@ def test_attribution_builds_journeys_one_partition_at_a_time(data, monkeypatch):
     assert four.customer_id.equals(one.customer_id)
     assert (four.unattributed_conversions, four.unattributed_value) == (
         one.unattributed_conversions, one.unattributed_value)
+
+
+def test_the_runner_drops_frames_no_later_stage_reads(data, tmp_path):
+    """Per-customer frames do not pile up over a run: a frame leaves memory after its last reader."""
+    from centile.pipeline.runner import execute
+    from centile.pipeline.stage import Stage
+
+    seen = {}
+
+    def make_a(ctx):
+        df = pl.DataFrame({"customer_id": [1, 2, 3]})
+        df.write_parquet(ctx.staging.path("a.parquet"))
+        ctx.publish(a=df)
+        return {"a": 3}
+
+    def read_a(ctx):
+        seen["b"] = "a" in ctx.frames and ctx.frame("a").height == 3
+        return {}
+
+    def after(ctx):
+        seen["c"] = "a" in ctx.frames
+        seen["c_reload"] = ctx.frame("a").height  # still readable from its file
+        return {}
+
+    stages = [Stage("ta", make_a, writes=("a",)), Stage("tb", read_a, reads=("a",)),
+              Stage("tc", after, uses=("tb_none",))]
+    execute(stages, load_config(data=data), tmp_path / "out")
+    assert seen == {"b": True, "c": False, "c_reload": 3}
