@@ -65,8 +65,10 @@ def print_features(console: Console, res: Any) -> None:
     """A short account of a features run."""
     df: pl.DataFrame = res.features
     s = res.summary
+    parts = s.get("partitions") or 1
     console.print(f"features: {df.height:,} customers × {df.width} columns, as_of {res.as_of}; "
-                  f"{s['rows_rejected']:,} rejected rows (rejects.parquet)")
+                  f"{s['rows_rejected']:,} rejected rows (rejects.parquet)"
+                  + (f"; computed in {parts} customer partitions" if parts > 1 else ""))
     for k, why in res.skipped.items():
         console.print(f"  skipped {k}: {why}")
     for note in s.get("notes", []):

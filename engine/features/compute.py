@@ -214,6 +214,7 @@ def session_summary(s: Session) -> dict[str, Any]:
         "not_read_by_this_job": list(s.unread),
         "rows_rejected": s.total_rejects,
         "order_lines_after_as_of": s.lines_after_as_of,
+        "partitions": s.partitioning().count,
         "notes": list(s.notes),
     }
 
