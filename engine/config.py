@@ -32,6 +32,8 @@ from centile.registry import Registry, load_builtin
 NULL_STRINGS = ("", "NULL", "null", "NA", "N/A")
 #: what to do with exact duplicate order lines (``[tables.orders] duplicates``)
 DUPLICATES = ("set_aside", "keep")
+#: the zone zoned timestamps are turned into by default (``[tables.<t>] timezone``)
+DEFAULT_TIMEZONE = "UTC"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class TableSpec:
     ``duplicates`` (orders only): ``"set_aside"`` puts exact duplicate lines (equal
     in every column, an ``order_id`` among them) into the rejects as ``duplicate
     line``; ``"keep"`` keeps them with a note.
+    ``timezone`` (an IANA zone name such as ``Europe/Berlin``): zoned timestamps (text
+    with an offset or zone, zone-aware Parquet) become wall-clock times of this zone;
+    naive timestamps stay as they are.
     """
 
     name: str
@@ -57,6 +62,7 @@ class TableSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     null_strings: tuple[str, ...] = NULL_STRINGS
     duplicates: str = "set_aside"
+    timezone: str = DEFAULT_TIMEZONE
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ class Config:
             "tables": {n: {"paths": list(t.paths), "format": t.format, "columns": dict(t.columns),
                            "filter": t.filter, "timestamp_format": t.timestamp_format,
                            "csv": dict(t.options), "null_strings": list(t.null_strings),
-                           "duplicates": t.duplicates}
+                           "duplicates": t.duplicates, "timezone": t.timezone}
                        for n, t in self.tables.items()},
             "clubs": [{"name": c.name, "metric": c.metric, "direction": c.direction,
                        "eligible": c.eligible, "tie_break": list(c.tie_break),
@@ -309,7 +315,7 @@ def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
         raise ConfigError(f"[tables.{name}]: unknown table{suggest(name, TABLES)}; the contract has "
                           f"{', '.join(TABLES)}")
     check_keys(f"[tables.{name}]", doc, ("path", "format", "columns", "filter", "timestamp_format", "csv",
-                                         "null_strings", "duplicates"))
+                                         "null_strings", "duplicates", "timezone"))
     if "path" in doc:
         paths = resolve_paths(name, str(doc["path"]), base)
         fmt = doc.get("format") or _format_of(paths[0])
@@ -331,7 +337,7 @@ def _table_from_toml(name: str, doc: Mapping[str, Any], base: Path,
         check_expression(doc["filter"], f"[tables.{name}] filter")
     return TableSpec(name, paths, fmt, MappingProxyType(columns), doc.get("filter") or None,
                      doc.get("timestamp_format") or None, MappingProxyType(dict(doc.get("csv", {}))),
-                     _null_strings(name, doc), _duplicates(name, doc))
+                     _null_strings(name, doc), _duplicates(name, doc), _timezone(name, doc))
 
 
 def _null_strings(name: str, doc: Mapping[str, Any]) -> tuple[str, ...]:
@@ -353,6 +359,30 @@ def _duplicates(name: str, doc: Mapping[str, Any]) -> str:
         raise ConfigError(f"[tables.orders] duplicates = {value!r}: expected one of {list(DUPLICATES)} "
                           "(\"set_aside\" puts exact duplicate lines into the rejects, \"keep\" keeps them)")
     return str(value)
+
+
+@functools.cache
+def time_zones() -> dict[str, str]:
+    """The zone names DuckDB (ICU) knows, lower-cased -> as spelt (the engine converts with them)."""
+    rows = _parser().execute("SELECT name FROM pg_timezone_names() ORDER BY name").fetchall()
+    return {r[0].lower(): r[0] for r in rows}
+
+
+def _timezone(name: str, doc: Mapping[str, Any]) -> str:
+    """``[tables.<t>] timezone``: a zone name DuckDB knows, in its own spelling (default UTC)."""
+    value = doc.get("timezone", DEFAULT_TIMEZONE)
+    where = f"[tables.{name}] timezone = {value!r}"
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}: expected a time zone name such as \"Europe/Berlin\" or \"UTC\"")
+    zones = time_zones()
+    hit = zones.get(value.strip().lower())
+    if hit is None:
+        close = difflib.get_close_matches(value.strip(), list(zones.values()), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+            "use an IANA zone name such as \"Europe/Berlin\", \"America/New_York\" or \"UTC\""
+        raise ConfigError(f"{where}: unknown time zone; {hint} (zoned timestamps of {name} are turned "
+                          "into wall-clock times of this zone)")
+    return hit
 
 
 def _shares(value: Any, where: str) -> tuple[float, ...]:

@@ -47,9 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._flags import JIT, JIT_PARALLEL
-from .topk import _NO_ROWS, _candidates, _coerce_hashes, _lex_sort, _radix_select, _top_sorted
-
-_NO_MASK = np.ones(1, np.bool_)
+from .topk import _candidates, _coerce_hashes, _lex_sort, _radix_select, _top_sorted
 
 
 # --------------------------------------------------------------------------
@@ -64,8 +62,11 @@ def _club_ordering(vals, bits, hashes, use_hash, pool_k, pre_k, keys, rows, pool
     Returns ``(pool length, pool complete, prefix length, n_eligible)``; a
     pool longer than ``pool.size`` (ties) is cut and reported incomplete.
     """
-    s = _candidates(vals, bits, hashes, use_hash, _NO_ROWS, False, _NO_MASK, False, -1, keys,
-                    rows)
+    # typed flags, not literals, and no global arrays: the candidate and sort kernels are then
+    # compiled once for clubs, top-k and recommendations alike (see kernels.percentile)
+    no = np.bool_(False)
+    s = _candidates(vals, bits, hashes, use_hash, pool, no, np.ones(1, np.bool_), no, np.int64(-1),
+                    keys, rows)
     thr_pool, _ = _radix_select(keys, s, pool_k)
     thr_pre, _ = _radix_select(keys, s, pre_k)
     m = 0
@@ -86,33 +87,7 @@ def _club_ordering(vals, bits, hashes, use_hash, pool_k, pre_k, keys, rows, pool
     return min(m, pool.size), m <= pool.size, k, s
 
 
-@njit(**JIT_PARALLEL)
-def _orderings_par(vals, bits, hashes, use_hash, pool_k, pmax, pre_k, kmax, nslots):
-    """:func:`_club_ordering` of every club, in parallel.
-
-    Clubs are dealt round-robin to ``nslots`` workers, each with scratch
-    allocated once (fresh pages are expensive); the result does not depend
-    on ``nslots``.
-    """
-    n_clubs, n, _ = vals.shape
-    pools = np.empty((n_clubs, pmax), np.int64)
-    plen = np.zeros(n_clubs, np.int64)
-    complete = np.zeros(n_clubs, np.bool_)
-    pres = np.empty((n_clubs, kmax), np.int64)
-    prlen = np.zeros(n_clubs, np.int64)
-    nelig = np.zeros(n_clubs, np.int64)
-    for slot in prange(nslots):
-        keys = np.empty(n, np.uint64)
-        rows = np.empty(n, np.int64)
-        for c in range(slot, n_clubs, nslots):
-            plen[c], complete[c], prlen[c], nelig[c] = _club_ordering(
-                vals[c], bits[c], hashes, use_hash, pool_k[c], pre_k[c], keys, rows, pools[c],
-                pres[c])
-    return pools, plen, complete, pres, prlen, nelig
-
-
-@njit(**JIT)
-def _orderings(vals, bits, hashes, use_hash, sizes, nslots):
+def _orderings(vals, bits, hashes, use_hash, sizes):
     """Candidate pools and first sorted prefixes of every club.
 
     A club's pool holds its best ``sum(sizes)`` eligible customers (all tiers
@@ -123,35 +98,56 @@ def _orderings(vals, bits, hashes, use_hash, sizes, nslots):
     an earlier tier or a listed customer of this tier (best rank). The
     prefix (best ``2 * own total + 64``) is grown on demand by
     :func:`_extend`.
+
+    Clubs are dealt round-robin to up to ``numba.get_num_threads()`` threads,
+    each with scratch allocated once (fresh pages are expensive), running the
+    GIL-free :func:`_club_ordering`; the result does not depend on the number of
+    threads. (Python threads rather than a ``prange`` kernel: numba's parallel
+    machinery cost seconds of compile time on a cold cache for a loop over a
+    handful of clubs.)
+
+    Returns ``(pools, plen, complete, pres, prlen, nelig)``; club c's prefix is
+    ``pres[c, :prlen[c]]``.
     """
-    n_clubs, n_tiers = sizes.shape
-    n = vals.shape[1]
-    total = 0
-    own = np.zeros(n_clubs, np.int64)
-    for c in range(n_clubs):
-        for t in range(n_tiers):
-            own[c] += sizes[c, t]
-        total += own[c]
-    pre_k = np.empty(n_clubs, np.int64)
-    pool_k = np.empty(n_clubs, np.int64)
-    kmax = 0
-    for c in range(n_clubs):
-        pre_k[c] = min(n, 2 * own[c] + 64)
-        pool_k[c] = max(pre_k[c], min(total, n))  # the prefix lies inside the pool
-        kmax = max(kmax, pre_k[c])
+    n_clubs, n, _ = vals.shape
+    own = sizes.sum(axis=1)
+    total = int(own.sum())
+    pre_k = np.minimum(n, 2 * own + 64)
+    pool_k = np.maximum(pre_k, min(total, n))  # the prefix lies inside the pool
+    kmax = int(pre_k.max()) if n_clubs else 0
     pmax = min(n, max(kmax, total) + total // 8 + 64)
-    pools, plen, complete, pres2, prlen, nelig = _orderings_par(
-        vals, bits, hashes, use_hash, pool_k, pmax, pre_k, kmax, nslots)
-    pres = [pres2[c, : prlen[c]].copy() for c in range(n_clubs)]
-    return pools, plen, complete, pres, nelig
+    pools = np.empty((n_clubs, pmax), np.int64)
+    plen = np.zeros(n_clubs, np.int64)
+    complete = np.zeros(n_clubs, np.bool_)
+    pres = np.empty((n_clubs, kmax), np.int64)
+    prlen = np.zeros(n_clubs, np.int64)
+    nelig = np.zeros(n_clubs, np.int64)
+    nslots = max(1, min(n_clubs, numba.get_num_threads()))
+
+    def work(slot):
+        keys = np.empty(n, np.uint64)
+        rows = np.empty(n, np.int64)
+        for c in range(slot, n_clubs, nslots):
+            plen[c], complete[c], prlen[c], nelig[c] = _club_ordering(
+                vals[c], bits[c], hashes, use_hash, int(pool_k[c]), int(pre_k[c]), keys, rows, pools[c],
+                pres[c])
+
+    if nslots == 1:
+        work(0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(nslots) as ex:
+            list(ex.map(work, range(nslots)))
+    return pools, plen, complete, pres, prlen, nelig
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _extend(vals, bits, hashes, use_hash, pool, use_pool, pre, more):
     """``pre`` followed by the next ``>= more`` customers of the club's ordering."""
-    after = pre[pre.size - 1] if pre.size > 0 else -1
-    chunk, _ = _top_sorted(vals, bits, hashes, use_hash, pool, use_pool, _NO_MASK, False, more,
-                           after, True)
+    after = pre[pre.size - 1] if pre.size > 0 else np.int64(-1)
+    chunk, _ = _top_sorted(vals, bits, hashes, use_hash, pool, use_pool, np.ones(1, np.bool_),
+                           np.bool_(False), more, after)
     if chunk.size == 0:
         raise RuntimeError("club ordering exhausted its candidate pool (internal error)")
     out = np.empty(pre.size + chunk.size, np.int64)
@@ -160,7 +156,7 @@ def _extend(vals, bits, hashes, use_hash, pool, use_pool, pre, more):
     return out
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _flatten(pres):
     off = np.zeros(len(pres) + 1, np.int64)
     for c in range(len(pres)):
@@ -175,10 +171,10 @@ def _flatten(pres):
 # strategy 1: priority
 # --------------------------------------------------------------------------
 @njit(**JIT)
-def _priority(vals, bits, hashes, use_hash, sizes, club_of, tier_of, nslots):
+def _priority(vals, bits, hashes, use_hash, sizes, club_of, tier_of, pools, plen, complete, pres2,
+              prlen, nelig):
     n_clubs, n_tiers = sizes.shape
-    pools, plen, complete, pres, nelig = _orderings(vals, bits, hashes, use_hash, sizes,
-                                                    nslots)
+    pres = [pres2[c, : prlen[c]].copy() for c in range(n_clubs)]  # each grows on demand
     ptr = np.zeros(n_clubs, np.int64)  # every position before ptr[c] is taken
     own = np.zeros(n_clubs, np.int64)
     taken = 0
@@ -349,7 +345,7 @@ def _deferred_acceptance(lst, loff, cap, pct, slot):
                 displaced = hu[base]
                 hr[base] = r
                 hu[base] = u
-                _sift_down(hr, hu, base, hsz[c], 0)
+                _sift_down(hr, hu, base, hsz[c], np.int64(0))
                 u = displaced
     for c in range(n_clubs):
         for h in range(hoff[c], hoff[c] + hsz[c]):
@@ -360,11 +356,11 @@ def _deferred_acceptance(lst, loff, cap, pct, slot):
 
 
 @njit(**JIT)
-def _best_rank(vals, bits, hashes, use_hash, sizes, pct, club_of, tier_of, nslots):
+def _best_rank(vals, bits, hashes, use_hash, sizes, pct, club_of, tier_of, pools, plen, complete, pres2,
+               prlen, nelig):
     n_clubs, n_tiers = sizes.shape
     n = vals.shape[1]
-    pools, plen, complete, pres, nelig = _orderings(vals, bits, hashes, use_hash, sizes,
-                                                    nslots)
+    pres = [pres2[c, : prlen[c]].copy() for c in range(n_clubs)]  # each grows on demand
     free = np.ones(n, np.bool_)
     fav = np.empty(n, np.int32)
     slot = np.full(n, -1, np.int64)
@@ -507,12 +503,12 @@ def _run(vals, h, use_hash, sz, strategy, pct=None):
     bits = vals.view(np.uint64)
     club = np.full(n, -1, np.int32)
     tier = np.zeros(n, np.int8)
-    nslots = max(1, min(n_clubs, numba.get_num_threads()))
     sz = np.minimum(sz, n)  # no club holds more than n (keeps every buffer within bounds)
+    orderings = _orderings(vals, bits, h, use_hash, sz)
     if strategy == "priority":
-        flat, off = _priority(vals, bits, h, use_hash, sz, club, tier, nslots)
+        flat, off = _priority(vals, bits, h, use_hash, sz, club, tier, *orderings)
     else:
-        flat, off = _best_rank(vals, bits, h, use_hash, sz, pct, club, tier, nslots)
+        flat, off = _best_rank(vals, bits, h, use_hash, sz, pct, club, tier, *orderings)
     position = np.full(n, -1, np.int64)
     qualified = np.zeros((n_clubs, n), np.bool_)
     size = np.zeros((n_clubs, n_tiers), np.int64)

@@ -25,13 +25,21 @@ are then written with one scattered 8-byte store per row (``#smaller`` and
 ``#greater`` packed) and decoded in a sequential pass.
 
 The radix helpers here are shared with :mod:`centile.kernels.topk`.
+
+Compile time: numba compiles a kernel once per distinct argument-type tuple, and a
+constant passed from one kernel to another (``0``, ``False``) is typed as a *literal*,
+which is a type of its own. Calls between kernels therefore pass typed values
+(``np.int64(0)``, ``np.bool_(False)``) -- otherwise the whole radix sort below a call is
+compiled, optimised and emitted again for every literal (on a cold cache that cost
+seconds per call site). ``tests/test_issue18_compile.py`` checks that each kernel is
+compiled for one type tuple.
 """
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ._flags import JIT, JIT_PARALLEL
+from ._flags import JIT
 
 _SIGN = np.uint64(0x8000000000000000)
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -137,21 +145,6 @@ def _vary(keys, a, b):
 
 
 @njit(**JIT)
-def _small_sort(keys, idx, kbuf, ibuf, a, b, hist8):
-    """In-cache sort of a short range, result left in ``keys``/``idx``."""
-    if b - a <= _INSERTION:
-        _insertion_sort(keys, idx, a, b)
-        return
-    vary = _vary(keys, a, b)
-    if vary == 0:
-        return
-    lo, hi = _bit_span(vary)
-    if _lsd(keys, idx, kbuf, ibuf, a, b, lo, hi, 8, hist8):
-        keys[a:b] = kbuf[a:b]
-        idx[a:b] = ibuf[a:b]
-
-
-@njit(**JIT)
 def _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
     """Stable ascending radix sort of ``keys[a:b]``, carrying ``idx[a:b]``.
 
@@ -174,7 +167,7 @@ def _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
     lo, hi = _bit_span(vary)
     width = hi - lo
     if s < _MSD_MIN or width <= 2 * _MAX_DIGIT_BITS:
-        maxbits = _MAX_DIGIT_BITS if s >= 4096 else 8
+        maxbits = np.int64(_MAX_DIGIT_BITS) if s >= 4096 else np.int64(8)
         hist = np.empty(((width + maxbits - 1) // maxbits, 1 << maxbits), np.int64)
         return _lsd(keys, idx, kbuf, ibuf, a, b, lo, hi, maxbits, hist)
     nbits = 0
@@ -198,18 +191,23 @@ def _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
         cur[d] = pos + 1
         kbuf[pos] = kk
         ibuf[pos] = idx[i]
+    # each bucket in cache: insertion sort when short, else 8-bit LSD passes on its varying bits
     hist8 = np.empty((8, 256), np.int64)
+    eight = np.int64(8)
     for d in range(nb):
-        _small_sort(kbuf, ibuf, keys, idx, start[d], start[d + 1], hist8)
+        u = start[d]
+        v = start[d + 1]
+        if v - u <= _INSERTION:
+            _insertion_sort(kbuf, ibuf, u, v)
+            continue
+        bucket_vary = _vary(kbuf, u, v)
+        if bucket_vary == 0:
+            continue
+        blo, bhi = _bit_span(bucket_vary)
+        if _lsd(kbuf, ibuf, keys, idx, u, v, blo, bhi, eight, hist8):
+            kbuf[u:v] = keys[u:v]
+            ibuf[u:v] = idx[u:v]
     return True
-
-
-@njit(**JIT)
-def _radix_sort_inplace(keys, idx, kbuf, ibuf, a, b):
-    """:func:`_radix_sort_range`, with the result always left in ``keys``/``idx``."""
-    if _radix_sort_range(keys, idx, kbuf, ibuf, a, b):
-        keys[a:b] = kbuf[a:b]
-        idx[a:b] = ibuf[a:b]
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +245,8 @@ def _assign_run(sk, si, start, end, rank, pct, packed):
 @njit(**JIT)
 def _rank_row(vals, bits, elig, groups, has_groups, g, rank, pct, keys, idx, kbuf, ibuf):
     n = vals.size
-    s = 0
+    zero = np.int64(0)  # not a literal 0: that would compile the sort once more (see module docstring)
+    s = np.int64(0)
     for i in range(n):
         v = vals[i]
         rank[i] = 0
@@ -258,14 +257,14 @@ def _rank_row(vals, bits, elig, groups, has_groups, g, rank, pct, keys, idx, kbu
             pct[i] = 0.0
         else:
             pct[i] = np.nan
-    if _radix_sort_range(keys, idx, kbuf, ibuf, 0, s):
+    if _radix_sort_range(keys, idx, kbuf, ibuf, zero, s):
         sk, si, ok, oi = kbuf, ibuf, keys, idx
     else:
         sk, si, ok, oi = keys, idx, kbuf, ibuf
     packed = n < 2**31
     size = np.full(1, s, np.int64)
     if not has_groups:
-        _assign_run(sk, si, 0, s, rank, pct, packed)
+        _assign_run(sk, si, zero, s, rank, pct, packed)
     else:
         # stable counting sort by group code on top of the value order
         start = np.zeros(g + 1, np.int64)
@@ -296,23 +295,34 @@ def _rank_row(vals, bits, elig, groups, has_groups, g, rank, pct, keys, idx, kbu
             pct[i] = 0.0 if m == 1 else (v >> 32) / (m - 1)
 
 
-@njit(**JIT_PARALLEL)
-def _rank_many(vals, bits, elig, groups, has_groups, g, rank, pct, idx_proto, nslots):
+def _rank_many(vals, bits, elig, groups, has_groups, g, rank, pct, idx_dtype, nslots):
     """Rank every row of ``vals[k, n]`` (one metric per row), in parallel over metrics.
 
-    Metrics are dealt round-robin to ``nslots`` workers, each with its own
-    scratch (allocated once: fresh pages are expensive); every metric is
-    ranked independently, so the result does not depend on ``nslots``.
+    Metrics are dealt round-robin to ``nslots`` threads, each with its own
+    scratch (allocated once: fresh pages are expensive) running the GIL-free
+    :func:`_rank_row`; every metric is ranked independently, so the result
+    does not depend on ``nslots``. (Python threads rather than a ``prange``
+    kernel: numba's parallel machinery cost seconds of compile time on a cold
+    cache for a loop over a handful of metrics.)
     """
     k, n = vals.shape
-    for slot in prange(nslots):
+
+    def work(slot):
         keys = np.empty(n, np.uint64)
-        idx = np.empty(n, idx_proto.dtype)
+        idx = np.empty(n, idx_dtype)
         kbuf = np.empty(n, np.uint64)
-        ibuf = np.empty(n, idx_proto.dtype)
+        ibuf = np.empty(n, idx_dtype)
         for j in range(slot, k, nslots):
             _rank_row(vals[j], bits[j], elig[j], groups, has_groups, g, rank[j], pct[j],
                       keys, idx, kbuf, ibuf)
+
+    if nslots <= 1:
+        work(0)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(nslots) as ex:
+        list(ex.map(work, range(nslots)))
 
 
 # --------------------------------------------------------------------------
@@ -328,8 +338,8 @@ def _coerce_groups(groups, n):
     return gr, True, max(g, 1)
 
 
-def _idx_proto(n):
-    return np.empty(0, np.int32 if n < 2**31 - 1 else np.int64)
+def _idx_dtype(n):
+    return np.int32 if n < 2**31 - 1 else np.int64
 
 
 def rank_pct(values, eligible=None, groups=None):
@@ -376,7 +386,7 @@ def rank_pct(values, eligible=None, groups=None):
     rank = np.empty((1, n), np.int64)
     pct = np.empty((1, n), np.float64)
     _rank_many(v.reshape(1, n), v.view(np.uint64).reshape(1, n), e.reshape(1, n),
-               gr, has_groups, g, rank, pct, _idx_proto(n), 1)
+               gr, has_groups, g, rank, pct, _idx_dtype(n), 1)
     return rank[0], pct[0]
 
 
@@ -422,5 +432,5 @@ def rank_pct_many(matrix, eligible=None, groups=None):
     rank = np.empty((k, n), np.int64)
     pct = np.empty((k, n), np.float64)
     nslots = max(1, min(k, numba.get_num_threads()))
-    _rank_many(vt, vt.view(np.uint64), et, gr, has_groups, g, rank, pct, _idx_proto(n), nslots)
+    _rank_many(vt, vt.view(np.uint64), et, gr, has_groups, g, rank, pct, _idx_dtype(n), nslots)
     return rank.T, pct.T

@@ -69,8 +69,9 @@ def _recommend(h_off, h_items, h_w, n_off, n_items, n_score, new_only, boost, se
                     vals[i, 0] += boost * h_w[p]
             got = 0
             if nt > 0:
-                rows, _s = _top_sorted(vals, bits, no_hash, False, touched[:nt], True, no_mask, False,
-                                       k, -1, True)
+                # typed flags, not literals: one compiled _top_sorted for every caller
+                rows, _s = _top_sorted(vals, bits, no_hash, np.bool_(False), touched[:nt], np.bool_(True),
+                                       no_mask, np.bool_(False), k, np.int64(-1))
                 got = min(k, rows.size)
                 for r in range(got):
                     j = rows[r]

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from ._flags import JIT
-from .percentile import _asc_key, _bit_span, _radix_sort_inplace
+from .percentile import _asc_key, _bit_span, _radix_sort_range
 
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _SELECT_BITS = 11
@@ -97,7 +97,9 @@ def _lex_sort(cand, vals, bits, hashes, use_hash):
             else:
                 for t in range(a, b):
                     keys[t] = hashes[cand[t]]
-            _radix_sort_inplace(keys, cand, kbuf, ibuf, a, b)
+            if _radix_sort_range(keys, cand, kbuf, ibuf, a, b):  # sorted into the buffers
+                keys[a:b] = kbuf[a:b]
+                cand[a:b] = ibuf[a:b]
             if lev + 1 < nlev:  # runs of equal keys go on to the next column
                 t = a
                 while t < b:
@@ -138,7 +140,7 @@ def _candidates(vals, bits, hashes, use_hash, rows, use_rows, mask, use_mask, af
             continue
         key = _desc_key(v, bits[i, 0])
         if key <= after_key and after >= 0:
-            if key < after_key or not _lex_before(after, i, vals, hashes, use_hash, 1):
+            if key < after_key or not _lex_before(after, i, vals, hashes, use_hash, np.int64(1)):
                 continue
         keys_out[s] = key
         rows_out[s] = i
@@ -213,14 +215,14 @@ def _radix_select(keys, s, k):
 
 
 @njit(**JIT)
-def _top_sorted(vals, bits, hashes, use_hash, rows, use_rows, mask, use_mask, k, after,
-                do_sort):
+def _top_sorted(vals, bits, hashes, use_hash, rows, use_rows, mask, use_mask, k, after):
     """Candidate rows with primary at least the k-th best, sorted best-first.
 
     Candidates as in :func:`_candidates`. Returned are the best ``min(k,
-    n_candidates)`` plus any rows tied with the k-th on the primary; in row
-    order when not ``do_sort``.
-    Returns ``(rows, n_candidates)``.
+    n_candidates)`` plus any rows tied with the k-th on the primary.
+    Returns ``(rows, n_candidates)``. Callers in other kernels pass typed flags and
+    numbers (``np.bool_(False)``, ``np.int64(-1)``), never literal constants, so one
+    compiled version serves every caller (see :mod:`centile.kernels.percentile`).
     """
     nr = rows.size if use_rows else vals.shape[0]
     keys = np.empty(nr, np.uint64)
@@ -234,8 +236,7 @@ def _top_sorted(vals, bits, hashes, use_hash, rows, use_rows, mask, use_mask, k,
             cand[w] = cand[t]
             w += 1
     out = cand[:w]
-    if do_sort:
-        _lex_sort(out, vals, bits, hashes, use_hash)
+    _lex_sort(out, vals, bits, hashes, use_hash)
     return out, s
 
 
@@ -289,7 +290,7 @@ def topk(keys, k, hashes=None, eligible=None):
             raise ValueError(f"eligible must have shape ({n},), got {mask.shape}")
         use_mask = True
     cand, s = _top_sorted(vals, vals.view(np.uint64), h, use_hash, _NO_ROWS, False, mask,
-                          use_mask, min(k, n), -1, True)
+                          use_mask, min(k, n), -1)
     kk = min(k, int(s))
     out = cand[:kk].copy()
     threshold = float(vals[out[-1], 0]) if kk else float("nan")

@@ -54,6 +54,16 @@ def _is_text(t: str) -> bool:
     return t == "VARCHAR" or t.startswith("VARCHAR")
 
 
+def _is_zoned(t: str) -> bool:
+    """A zone-aware timestamp type (``TIMESTAMP WITH TIME ZONE``, ``TIMESTAMPTZ_NS``, ...)."""
+    return t == "TIMESTAMP WITH TIME ZONE" or t.startswith("TIMESTAMPTZ")
+
+
+#: a time of day followed by something other than digits: an offset (``+05:00``, ``Z``) or a
+#: zone name (``Europe/Berlin``, ``EST``); DuckDB's cast to TIMESTAMP would silently drop it
+_ZONE_SUFFIX = r"[0-9]:[0-9]{2}(:[0-9]{2}(\.[0-9]*)?)?\s*[^0-9\s.:]"
+
+
 @dataclass(frozen=True)
 class Column:
     """How one canonical column is computed from the source."""
@@ -91,8 +101,9 @@ def _patterns(spec: TableSpec) -> list[str]:
     return [str(Path(p) / "**" / f"*.{ext}") if os.path.isdir(p) else p for p in spec.paths]
 
 
-def _reader(spec: TableSpec) -> str:
-    """SQL table function reading the spec's files (paths quoted as literals)."""
+def _reader(spec: TableSpec, as_text: tuple[str, ...] = ()) -> str:
+    """SQL table function reading the spec's files (paths quoted as literals); CSV columns named
+    in ``as_text`` are read as text."""
     file_list = "[" + ", ".join(literal(f) for f in _patterns(spec)) + "]"
     if spec.format == "parquet":
         return (f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true, "
@@ -111,6 +122,8 @@ def _reader(spec: TableSpec) -> str:
     if "nullstr" not in spec.options and spec.null_strings:
         # read as NULL before types are sniffed: a literal NULL must not make an integer id column text
         opts.append("nullstr = [" + ", ".join(literal(v) for v in spec.null_strings) + "]")
+    if as_text:
+        opts.append("types = {" + ", ".join(f"{literal(c)}: 'VARCHAR'" for c in as_text) + "}")
     extra = "".join(", " + o for o in opts)
     return f"read_csv({file_list}, filename = '__centile_file', union_by_name = true{extra})"
 
@@ -133,6 +146,13 @@ def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[li
     try:
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('raw_' + spec.name)} AS SELECT * FROM {_reader(spec)}")
         cols = _describe(con, f"SELECT * FROM {ident('raw_' + spec.name)}")
+        zoned = tuple(c for c, t in cols if _is_zoned(t))
+        if spec.format == "csv" and zoned:
+            # the sniffer reads a column with offsets as TIMESTAMPTZ, and its naive values (if any)
+            # in the session's zone: read it as text, so each value is typed by what it carries
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('raw_' + spec.name)} AS "
+                        f"SELECT * FROM {_reader(spec, zoned)}")
+            cols = _describe(con, f"SELECT * FROM {ident('raw_' + spec.name)}")
     except duckdb.Error as exc:
         raise read_error(spec, exc) from None
     if spec.format == "csv":
@@ -336,15 +356,7 @@ def _typed(spec: TableSpec, col: str, family: str, raw: str, t: str, id_text: di
             return f"CASE WHEN {raw} = floor({raw}) THEN TRY_CAST({raw} AS BIGINT) END", True
         return raw, False
     if family == "timestamp":
-        if t.startswith("TIMESTAMP") or t == "DATE":
-            return f"CAST({raw} AS TIMESTAMP)", False
-        if _is_text(t):
-            if spec.timestamp_format and col in ("order_ts", "ts", "sent_ts", "signup_ts"):
-                return f"try_strptime({raw}, {literal(spec.timestamp_format)})", True
-            return f"TRY_CAST({raw} AS TIMESTAMP)", True
-        raise InputError(
-            f"{where} has type {t} in {spec.paths[0]}, expected a timestamp, date or text; map it to an "
-            f"expression, e.g. {col} = \"strptime(CAST(<column> AS VARCHAR), '%Y%m%d')\"")
+        return _timestamp_sql(spec, col, raw, t)
     if family in ("double", "integer"):
         target = "DOUBLE" if family == "double" else "INTEGER"
         if _is_numeric(t):
@@ -354,6 +366,33 @@ def _typed(spec: TableSpec, col: str, family: str, raw: str, t: str, id_text: di
         raise InputError(f"{where} has type {t} in {spec.paths[0]}, expected a number; "
                          f"map it to a numeric column or expression in [tables.{spec.name}.columns]")
     return f"CAST({raw} AS VARCHAR)", False
+
+
+def _timestamp_sql(spec: TableSpec, col: str, raw: str, t: str) -> tuple[str, bool]:
+    """Typed SQL of a timestamp column: naive values as they are, zoned ones (an offset or zone
+    in the text, a zone-aware type) as wall-clock times of the table's ``timezone``. Nothing here
+    depends on the session's or the machine's zone."""
+    zone = literal(spec.timezone)
+    if _is_zoned(t):
+        return f"CAST(timezone({zone}, {raw}) AS TIMESTAMP)", False
+    if t.startswith("TIMESTAMP") or t == "DATE":
+        return f"CAST({raw} AS TIMESTAMP)", False
+    if _is_text(t):
+        fmt = spec.timestamp_format
+        if fmt and col in ("order_ts", "ts", "sent_ts", "signup_ts"):
+            parsed = f"try_strptime({raw}, {literal(fmt)})"
+            if "%z" in fmt or "%Z" in fmt:  # strptime gives TIMESTAMPTZ
+                return f"CAST(timezone({zone}, {parsed}) AS TIMESTAMP)", True
+            return parsed, True
+        # DuckDB reads "+05:00" only without a space before it ("10:00:00 +0000" is common);
+        # a text with a zone suffix it cannot read stays NULL (rejected as not a timestamp)
+        text = f"regexp_replace({raw}, '\\s+([+-][0-9]{{2}}:?[0-9]{{2}})\\s*$', '\\1')"
+        return (f"CASE WHEN regexp_matches({raw}, {literal(_ZONE_SUFFIX)}) "
+                f"THEN CAST(timezone({zone}, TRY_CAST({text} AS TIMESTAMPTZ)) AS TIMESTAMP) "
+                f"ELSE TRY_CAST({raw} AS TIMESTAMP) END"), True
+    raise InputError(
+        f"{spec.name}: column `{col}` has type {t} in {spec.paths[0]}, expected a timestamp, date or text; "
+        f"map it to an expression, e.g. {col} = \"strptime(CAST(<column> AS VARCHAR), '%Y%m%d')\"")
 
 
 def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,

@@ -62,6 +62,12 @@ PartitionsOpt = Annotated[int | None, typer.Option(
     show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; files replaced atomically).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
+WaitOpt = Annotated[bool, typer.Option(
+    "--wait", help="When another centile run is writing to --out, wait until it is done (a message on "
+    "stderr) instead of failing at once with exit code 1.")]
+WaitTimeoutOpt = Annotated[float | None, typer.Option(
+    "--wait-timeout", min=0, help="Wait at most this many seconds for --out (implies --wait); then exit 1.",
+    show_default=False)]
 
 
 def _version(value: bool) -> None:
@@ -147,6 +153,21 @@ def _status(label: str) -> Iterator[Callable[[str], None]]:
         yield lambda msg: status.update(f"{msg} ({time.perf_counter() - t0:.0f} s)")
 
 
+@contextlib.contextmanager
+def _lock_wait(wait: bool, timeout: float | None) -> Iterator[None]:
+    """With --wait / --wait-timeout, a locked --out folder is waited for (told on stderr)."""
+    if not wait and timeout is None:
+        yield
+        return
+    from centile.io.outputs import waiting_for_lock
+
+    def notify(msg: str) -> None:
+        err_console.print(msg, highlight=False, markup=False, soft_wrap=True)
+
+    with waiting_for_lock(timeout, notify):
+        yield
+
+
 def _config(config: Path | None, data: Path | None, **overrides: Any):
     from centile.config import load_config
 
@@ -165,7 +186,7 @@ def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the generated tables to.")] = Path("demo/data"),
     customers: Annotated[int, typer.Option("--customers", "-n", min=1, help="Number of customers.")] = 50_000,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed; the same seed gives the same data.")] = 0,
-    json_: JsonOpt = False,
+    wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Generate a synthetic order history with planted truth (every table of the data contract).
 
@@ -177,7 +198,7 @@ def generate(
 
     from centile.synth.generate import generate as run_generate
 
-    with _errors(), Progress(TextColumn("generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} customers"),
+    with _errors(), _lock_wait(wait, wait_timeout), Progress(TextColumn("generating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} customers"),
                              TimeElapsedColumn(), console=err_console, transient=True) as bar:
         task = bar.add_task("generate", total=customers)
         res = run_generate(out, customers, seed, progress=lambda done, total: bar.update(task, completed=done))
@@ -217,11 +238,12 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
 @app.command()
 def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-             memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, json_: JsonOpt = False) -> None:
+             memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, wait: WaitOpt = False,
+             wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """Compute the customer feature table (features.parquet, rejects.parquet, manifest.json)."""
     from centile.features.compute import run_features
 
-    with _errors():
+    with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, memory_limit=memory_limit,
                       partitions=partitions)
         with _status("features") as progress:
@@ -245,10 +267,10 @@ PreviousOpt = Annotated[Path | None, typer.Option(
 
 
 def _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_,
-               memory_limit=None, partitions=None) -> None:
+               memory_limit=None, partitions=None, wait=False, wait_timeout=None) -> None:
     from centile.clubs.job import feature_columns, run_clubs
 
-    with _errors():
+    with _errors(), _lock_wait(wait, wait_timeout):
         # club metrics may use every column of a feature table built elsewhere
         columns = feature_columns(features) if features is not None else None
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
@@ -275,7 +297,8 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
               "--features", help="Use this feature table (features.parquet) instead of computing it "
               "from the inputs.", show_default=False)] = None,
           as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-          memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, json_: JsonOpt = False) -> None:
+          memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, wait: WaitOpt = False,
+          wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """Rank every customer on each club metric and form overlap-free 1 % clubs with tiers.
 
     Writes ranks.parquet, clubs.parquet, club_summary.parquet (and club_stability.parquet
@@ -285,7 +308,7 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
         err_console.print("Error: pass --data DIR or -c centile.toml (or --features FILE)")
         raise typer.Exit(2)
     _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_,
-               memory_limit, partitions)
+               memory_limit, partitions, wait, wait_timeout)
 
 
 @app.command()
@@ -295,7 +318,7 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
         partitions: PartitionsOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even those whose "
                                             "inputs and config did not change since the run in --out.")] = False,
-        json_: JsonOpt = False) -> None:
+        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """Run every stage the inputs allow (features → CLV → ranks and clubs → segments → CLV per
     club and segment → uplift) and write report.html, manifest.json and centile.log into one
     output folder. Configure the stages in the config's [clubs], [segments], [clv], [uplift]
@@ -311,7 +334,7 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
     if data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml")
         raise typer.Exit(1)
-    with _errors():
+    with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
                       memory_limit=memory_limit, partitions=partitions)
         with _stage_progress() as progress:
@@ -406,7 +429,7 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
                  "--clubs", help="clubs.parquet (or the output folder of centile clubs): adds the club "
                  "segmentation.", show_default=False)] = None,
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-             json_: JsonOpt = False) -> None:
+             wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """RFM scores and named segments, rule-based segments ([segments.rules]), clusters and a
     profile per segment.
 
@@ -420,7 +443,7 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
     from centile.segments.compute import segments_summary_doc
     from centile.segments.job import run_segments
 
-    with _errors():
+    with _errors(), _lock_wait(wait, wait_timeout):
         if data is None and config is None:  # --features alone: no inputs to describe
             from centile.config import Config
 
@@ -444,7 +467,8 @@ SegmentsOpt = Annotated[Path | None, typer.Option(
 @app.command()
 def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
             segments: SegmentsOpt = None, as_of: AsOfOpt = None, strict: StrictOpt = None,
-            threads: ThreadsOpt = None, json_: JsonOpt = False) -> None:
+            threads: ThreadsOpt = None, wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None,
+            json_: JsonOpt = False) -> None:
     """Assign every customer to campaign arms from a seeded hash of (customer_id, campaign salt):
     control groups, multi-arm splits, strata and a global long-term holdout ([holdout] in the config).
 
@@ -454,7 +478,7 @@ def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("
     from centile.uplift.holdout import holdout_summary_doc
     from centile.uplift.holdout_job import run_holdout
 
-    with _errors():
+    with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
         with _status("holdout") as progress:
             res = run_holdout(cfg, out, segments=segments, progress=progress)
@@ -468,7 +492,8 @@ def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("
 @app.command()
 def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
            segments: SegmentsOpt = None, as_of: AsOfOpt = None, strict: StrictOpt = None,
-           threads: ThreadsOpt = None, json_: JsonOpt = False) -> None:
+           threads: ThreadsOpt = None, wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None,
+           json_: JsonOpt = False) -> None:
     """Uplift of each campaign arm against control, overall and per segment: intervals (Newcombe,
     Welch, Poisson bootstrap), CUPED, Holm/BH p-values, SRM checks, ROI, Qini with a score.
 
@@ -479,7 +504,7 @@ def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("c
     from centile.uplift.compute import uplift_summary_doc
     from centile.uplift.job import run_uplift
 
-    with _errors():
+    with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
         with _status("uplift") as progress:
             res = run_uplift(cfg, out, segments=segments, progress=progress)
@@ -510,7 +535,7 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
             "--groups", help="FILE[:COLUMN] with customer_id and a group column (e.g. clubs.parquet:club); "
             "repeatable; writes clv_groups.parquet.", show_default=False)] = None,
         as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-        json_: JsonOpt = False) -> None:
+        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """Fit BG/NBD (or Pareto/NBD) and Gamma-Gamma; predict per customer P(alive), churn risk,
     expected transactions, repurchase probability, expected order value and CLV.
 
@@ -524,7 +549,7 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
     if data is None and config is None:
         err_console.print("Error: pass --data DIR or -c centile.toml")
         raise typer.Exit(1)
-    with _errors():
+    with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
         st = clv_settings(cfg, model=model, calibration_end=calibration_end, holdout_end=holdout_end,
                           horizon=horizon, time_unit=time_unit)

@@ -16,8 +16,11 @@ from centile.cli.app import (
     OutOpt,
     StrictOpt,
     ThreadsOpt,
+    WaitOpt,
+    WaitTimeoutOpt,
     _config,
     _errors,
+    _lock_wait,
     _print_json,
     _status,
     out_console,
@@ -72,7 +75,8 @@ def register(app: typer.Typer) -> None:
             "--uplift", help="An uplift.parquet (centile uplift / centile run) to put measured incremental "
             "orders beside the attributed conversions of channels named like a contact medium.",
             show_default=False)] = None,
-        as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None, json_: JsonOpt = False,
+        as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
     ) -> None:
         """Attribution over touchpoint paths: first/last touch, linear, time decay, position based,
         simplified and full Shapley, exact Markov removal effects (orders from [attribution] markov_orders).
@@ -84,7 +88,7 @@ def register(app: typer.Typer) -> None:
         from centile.attribution.compute import summary_doc
         from centile.attribution.job import run_attribution
 
-        with _errors():
+        with _errors(), _lock_wait(wait, wait_timeout):
             cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
             with _status("attribution") as progress:
                 res = run_attribution(cfg, out, segments=segments, uplift=uplift, progress=progress)

@@ -16,8 +16,11 @@ from centile.cli.app import (
     OutOpt,
     StrictOpt,
     ThreadsOpt,
+    WaitOpt,
+    WaitTimeoutOpt,
     _config,
     _errors,
+    _lock_wait,
     _print_json,
     _status,
     err_console,
@@ -118,7 +121,8 @@ def register(app: typer.Typer) -> None:
             "--all-splits/--single-consequent", help="Every split of a 3-itemset into antecedent and "
             "consequent (as mlxtend), or only single-item consequents (default, as Spark MLlib and arules).",
             show_default=False)] = None,
-        as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None, json_: JsonOpt = False,
+        as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
     ) -> None:
         """Association rules overall and per segment: exact item and pair counts, support, confidence,
         lift, leverage and conviction.
@@ -132,7 +136,7 @@ def register(app: typer.Typer) -> None:
         if data is None and config is None:
             err_console.print("Error: pass --data DIR or -c centile.toml")
             raise typer.Exit(1)
-        with _errors():
+        with _errors(), _lock_wait(wait, wait_timeout):
             cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
             st = basket_settings(cfg, level=level, min_count=min_count, min_support=min_support,
                                  min_confidence=min_confidence, segment_by=_segment_list(segment_by),
@@ -166,7 +170,8 @@ def register(app: typer.Typer) -> None:
         cutoff: Annotated[str | None, typer.Option(
             "--cutoff", help="Evaluation cutoff YYYY-MM-DD (default from [recommend] cutoff).",
             show_default=False)] = None,
-        as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None, json_: JsonOpt = False,
+        as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
     ) -> None:
         """Top-k products (or categories) per customer from co-occurrence with their recency-weighted
         history; segment popularity for customers without history.
@@ -181,7 +186,7 @@ def register(app: typer.Typer) -> None:
         if data is None and config is None:
             err_console.print("Error: pass --data DIR or -c centile.toml")
             raise typer.Exit(1)
-        with _errors():
+        with _errors(), _lock_wait(wait, wait_timeout):
             cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
             st = recommend_settings(cfg, level=level, k=k, new_only=new_only, similarity=similarity,
                                     segment_by=segment_by, cutoff=cutoff)

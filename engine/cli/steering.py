@@ -15,8 +15,11 @@ from centile.cli.app import (
     OutOpt,
     StrictOpt,
     ThreadsOpt,
+    WaitOpt,
+    WaitTimeoutOpt,
     _config,
     _errors,
+    _lock_wait,
     _print_json,
     _status,
     err_console,
@@ -65,7 +68,7 @@ def register(app: typer.Typer) -> None:
                   "--global-budget", help="Total campaign budget in currency (default from [steering]; "
                   "else unlimited).", show_default=False)] = None,
               as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-              json_: JsonOpt = False) -> None:
+              wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
         """Plan contacts per customer: medium affinity (empirical Bayes), a budget from CLV, and an
         optimised plan under frequency caps (overall and per medium), minimum gap, budgets and
         medium capacities (over the horizon and per period) with a certified optimality gap.
@@ -82,7 +85,7 @@ def register(app: typer.Typer) -> None:
         if data is None and config is None:
             err_console.print("Error: pass --data DIR or -c centile.toml")
             raise typer.Exit(1)
-        with _errors():
+        with _errors(), _lock_wait(wait, wait_timeout):
             cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
             st = steering_settings(cfg)
             if global_budget is not None:

@@ -8,13 +8,14 @@ leaves a half-written table and never destroys the results of an earlier run.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,29 +180,83 @@ def exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+@dataclass(frozen=True)
+class LockWait:
+    """How to wait for another run's lock on an output folder: at most ``timeout`` seconds
+    (None: as long as it takes), telling ``notify`` (else the log) when waiting starts and ends."""
+
+    timeout: float | None = None
+    notify: Callable[[str], None] | None = None
+
+
+_LOCK_WAIT: contextvars.ContextVar[LockWait | None] = contextvars.ContextVar("centile_lock_wait", default=None)
+#: seconds between two attempts to take a lock another run holds
+LOCK_POLL_S = 0.2
+
+
 @contextlib.contextmanager
-def folder_lock(out: Path) -> Iterator[None]:
+def waiting_for_lock(timeout: float | None = None,
+                     notify: Callable[[str], None] | None = None) -> Iterator[LockWait]:
+    """Within the block, a job whose output folder is locked by another run waits for it (at most
+    ``timeout`` seconds) instead of failing at once; ``centile <command> --wait`` uses this.
+
+    >>> with waiting_for_lock(600):                     # doctest: +SKIP
+    ...     run_pipeline(cfg, "out")
+    """
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
+    wait = LockWait(timeout, notify)
+    token = _LOCK_WAIT.set(wait)
+    try:
+        yield wait
+    finally:
+        _LOCK_WAIT.reset(token)
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path, wait: LockWait | None = None) -> Iterator[None]:
     """One writer per output folder: an exclusive ``fcntl`` lock on ``.<out>.centile.lock`` beside it.
 
     A second run into the same folder fails at once (:class:`OutputError`, exit 1) instead
-    of deleting the first run's temporary folder. The lock dies with its process, so a
-    killed run never leaves the folder locked.
+    of deleting the first run's temporary folder -- or, with ``wait`` (default: the one set by
+    :func:`waiting_for_lock`), waits until the first run is done. The lock dies with its
+    process, so a killed run never leaves the folder locked.
     """
     import fcntl
 
+    wait = wait if wait is not None else _LOCK_WAIT.get()
     path = out.parent / f".{out.name}.centile.lock"
     try:
         fh = open(path, "a+")  # noqa: SIM115 - held for the whole block
     except OSError as exc:
         raise OutputError(f"cannot create {path}: {exc.strerror}; choose a writable --out folder") from None
     try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            owner = fh.read().strip() or "another process"
-            raise OutputError(f"--out {out} is being written by another centile run ({owner}); wait for it to "
-                              "finish or choose another --out folder") from None
+        t0 = time.monotonic()
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                owner = fh.read().strip() or "another process"
+            if wait is None:
+                raise OutputError(f"--out {out} is being written by another centile run ({owner}); wait for it "
+                                  "to finish (--wait) or choose another --out folder") from None
+            took = time.monotonic() - t0
+            if wait.timeout is not None and took >= wait.timeout:
+                raise OutputError(f"--out {out} is still being written by another centile run ({owner}) after "
+                                  f"waiting {took:.0f} s (--wait-timeout {wait.timeout:g}); wait longer or "
+                                  "choose another --out folder") from None
+            if not waited:
+                waited = True
+                limit = f" (at most {wait.timeout:g} s)" if wait.timeout is not None else ""
+                _tell(wait, f"--out {out} is being written by another centile run ({owner}); waiting for it "
+                            f"to finish{limit}")
+            time.sleep(LOCK_POLL_S if wait.timeout is None else
+                       max(0.0, min(LOCK_POLL_S, wait.timeout - took)))
+        if waited:
+            _tell(wait, f"--out {out} is free after {time.monotonic() - t0:.1f} s; continuing")
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()}")
@@ -209,6 +264,15 @@ def folder_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         fh.close()
+
+
+def _tell(wait: LockWait, msg: str) -> None:
+    if wait.notify is not None:
+        wait.notify(msg)
+    else:
+        import logging
+
+        logging.getLogger(__name__).warning(msg)
 
 
 @contextlib.contextmanager
