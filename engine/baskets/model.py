@@ -156,27 +156,55 @@ def popularity_order(counts: np.ndarray, seg_counts: list[np.ndarray]) -> tuple[
     return out, lens
 
 
+def _order_key(order_id: pl.Series) -> np.ndarray:
+    """An int64 per line that tells a customer's orders apart (the id itself when it is a number or a
+    date, else its rank among the distinct ids)."""
+    if order_id.dtype.is_numeric() or order_id.dtype.is_temporal():
+        return order_id.to_physical().cast(pl.Int64).to_numpy()
+    return order_id.rank("dense").cast(pl.Int64).to_numpy()
+
+
+def _runs(*keys: np.ndarray) -> np.ndarray:
+    """Start of every run of equal ``keys`` (sorted arrays of one length)."""
+    n = keys[0].size
+    change = np.zeros(n, np.bool_)
+    if n:
+        change[0] = True
+        for k in keys:
+            change[1:] |= k[1:] != k[:-1]
+    return np.flatnonzero(change)
+
+
 def histories(lines: pl.DataFrame, items: pl.Series, customers: pl.Series, as_of: dt.date,
               half_life_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR (offsets, item codes, weights) of each customer's bought items, recency-decayed.
 
-    A basket's item weighs ``0.5^(age_days / half_life_days)`` at the basket's first line, rounded to
-    units of 1e-9 and summed per customer and item in integers. Lines with ``kept`` false (returned in
-    full) make an item bought but add no weight.
+    A basket's item weighs ``0.5^(age_days / half_life_days)`` at the basket's first line (age in
+    whole seconds), rounded to units of 1e-9 and summed per customer and item in integers. Lines
+    with ``kept`` false (returned in full) make an item bought but add no weight unless the basket
+    holds the item kept on another line. One sort of the lines by (customer, item, order), then runs.
     """
     codes = pl.DataFrame({"item": items, "code": np.arange(items.len(), dtype=np.int64)})
     cust = pl.DataFrame({"customer_id": customers, "crow": np.arange(customers.len(), dtype=np.int64)})
+    kept = pl.col("kept") if "kept" in lines.columns else pl.lit(True)
+    df = (lines.join(codes, on="item", how="inner").join(cust, on="customer_id", how="inner")
+          .select("crow", "code", "order_id", pl.col("order_ts").dt.cast_time_unit("us"), kept.alias("kept")))
+    df = df.with_columns(order_id=pl.Series(_order_key(df.get_column("order_id")))).sort("crow", "code", "order_id")
+    crow, code = df.get_column("crow").to_numpy(), df.get_column("code").to_numpy()
+    ts = df.get_column("order_ts").to_physical().to_numpy()
+    basket = _runs(crow, code, df.get_column("order_id").to_numpy())  # one (customer, item, order) each
+    kept_b = np.logical_or.reduceat(df.get_column("kept").to_numpy(), basket) if basket.size else np.zeros(0, bool)
+    first = pl.Series(np.minimum.reduceat(ts, basket) if basket.size else np.zeros(0, np.int64)
+                      ).cast(pl.Datetime("us"))
     end = dt.datetime.combine(as_of, dt.time())
-    kept = pl.col("kept").any() if "kept" in lines.columns else pl.lit(True)
-    per_basket = (lines.join(codes, on="item", how="inner").join(cust, on="customer_id", how="inner")
-                  .group_by("crow", "order_id", "code").agg(pl.col("order_ts").min(), kept.alias("kept")))
-    age = (pl.lit(end) - pl.col("order_ts")).dt.total_seconds() / 86400.0
-    h = (per_basket.with_columns(
-        w=pl.when(pl.col("kept")).then(
-            ((pl.lit(0.5) ** (age.clip(lower_bound=0.0) / half_life_days)) * _UNITS).round(0)).otherwise(0.0)
-        .cast(pl.Int64))
-         .group_by("crow", "code").agg(pl.col("w").sum()).sort("crow", "code"))
+    age = (pl.lit(end) - pl.col("t")).dt.total_seconds() / 86400.0
+    w = (pl.DataFrame({"t": first}).select(
+        ((pl.lit(0.5) ** (age.clip(lower_bound=0.0) / half_life_days)) * _UNITS).round(0).cast(pl.Int64))
+         .to_series().to_numpy())
+    w = np.where(kept_b, w, 0)
+    crow_b, code_b = crow[basket], code[basket]
+    item = _runs(crow_b, code_b)  # one (customer, item) each
+    h_w = np.add.reduceat(w, item) if item.size else np.zeros(0, np.int64)
     off = np.zeros(customers.len() + 1, np.int64)
-    np.add.at(off, h.get_column("crow").to_numpy() + 1, 1)
-    return (np.cumsum(off), h.get_column("code").to_numpy().astype(np.int64),
-            h.get_column("w").to_numpy().astype(np.float64) / _UNITS)
+    np.add.at(off, crow_b[item] + 1, 1)
+    return np.cumsum(off), code_b[item].astype(np.int64), h_w.astype(np.float64) / _UNITS
