@@ -88,6 +88,27 @@ def _each_group(b: Baskets, groups: list[tuple[str, list[str], np.ndarray]]):
             yield (col, val), subset(b, per_basket == i)
 
 
+def _add_items(tallies: dict, b: Baskets, seg_cols: list, groups: list, m: int) -> None:
+    """Add one partition's baskets, baskets left out and item counts per group (no subsets: one
+    ``bincount`` per segmentation column over (value, item))."""
+    sizes = np.diff(b.offsets)
+    t = tallies[(OVERALL, OVERALL)]
+    t.n += int(sizes.size)
+    t.excluded += int(b.excluded.size)
+    t.items += item_counts(b.offsets, b.items, m)
+    for (col, values, codes), (_c, _v, per_basket) in zip(seg_cols, groups, strict=True):
+        g = len(values)
+        dropped = np.bincount(codes[b.excluded], minlength=g)
+        baskets = np.bincount(per_basket, minlength=g)
+        per_item = np.bincount(np.repeat(per_basket.astype(np.int64), sizes) * m + b.items,
+                               minlength=g * m).reshape(g, m)
+        for i, val in enumerate(values):
+            t = tallies.setdefault((col, val), Tally(m))
+            t.n += int(baskets[i])
+            t.excluded += int(dropped[i])
+            t.items += per_item[i]
+
+
 def count_groups(source, items: pl.Series, st: BasketSettings, segments: pl.DataFrame | None,
                  progress: Progress | None = None, scratch=None) -> Counted:
     """Item, pair (and triple) counts per group over the partitions of ``source`` (see the module doc).
@@ -103,41 +124,38 @@ def count_groups(source, items: pl.Series, st: BasketSettings, segments: pl.Data
         if col not in present:
             notes.append(f"baskets: no segment column {col!r} in this run; rules per {col} are skipped")
     tallies: dict[tuple[str, str], Tally] = {(OVERALL, OVERALL): Tally(m)}
-    excluded = 0
     with Parked(source.count, scratch) as parked:
         for part, lines in enumerate(source.each("baskets: items")):
             customers = lines.get_column("customer_id").unique().sort()
             b = build_baskets(lines, items, customers, st.max_basket_items)
             del lines
-            excluded += int(b.excluded.size)
             seg_cols, _ = segment_codes(customers, segments, present)
             groups = _groups(b, seg_cols)
-            tallies[(OVERALL, OVERALL)].excluded += int(b.excluded.size)
-            for col, values, codes in seg_cols:
-                dropped = np.bincount(codes[b.excluded], minlength=len(values))
-                for i, val in enumerate(values):
-                    tallies.setdefault((col, val), Tally(m)).excluded += int(dropped[i])
-            for key, sub in _each_group(b, groups):
-                t = tallies.setdefault(key, Tally(m))
-                t.n += int(sub.offsets.size - 1)
-                t.items += item_counts(sub.offsets, sub.items, m)
+            _add_items(tallies, b, seg_cols, groups, m)
             parked.put(part, (b.offsets, b.items.astype(np.int32 if m < 2**31 else np.int64), groups))
             del b, groups
         order = [(OVERALL, OVERALL)] + [(c, v) for c in present
                                         for v in sorted(v for (cc, v) in tallies if cc == c)]
         thresholds = {key: st.threshold(tallies[key].n) for key in order}
-        freq = {key: (tallies[key].items >= thresholds[key]).astype(np.int64) for key in order}
+        # one partition: its counts are the totals, so the threshold prunes inside the kernel; several:
+        # every pair among the items frequent in the totals, thresholded after the merge
+        whole = source.count == 1
+        prune = {key: tallies[key].items if whole else (tallies[key].items >= thresholds[key]).astype(np.int64)
+                 for key in order}
+        least = {key: thresholds[key] if whole else 1 for key in order}
         passes = Partitioning(source.count)
         for part in passes.each("baskets: pairs", progress):
             for key, b in _parked_groups(parked.get(part)):
-                a, bb, c = pair_counts(b.offsets, b.items, m, 1, counts=freq[key])
+                a, bb, c = pair_counts(b.offsets, b.items, m, least[key], counts=prune[key])
                 tallies[key].add_pairs(a, bb, c)
         if st.max_size >= 3:
             frequent = {key: tallies[key].pairs(thresholds[key])[:2] for key in order}
             for part in passes.each("baskets: triples", progress):
                 for key, b in _parked_groups(parked.get(part)):
                     ma, mb = frequent[key]
-                    tallies[key].add_triples(*triple_counts(b.offsets, b.items, m, 1, ma, mb, counts=freq[key]))
+                    tallies[key].add_triples(*triple_counts(b.offsets, b.items, m, least[key], ma, mb,
+                                                            counts=prune[key]))
+    excluded = tallies[(OVERALL, OVERALL)].excluded
     if excluded:
         notes.insert(0, f"baskets: {excluded} baskets with more than {st.max_basket_items} items were left out "
                         "(pair work grows with the square of the basket size; raise [baskets] max_basket_items)")

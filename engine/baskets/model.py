@@ -82,6 +82,9 @@ class CoCounts:
 
     m: int
     n_segments: int = 1
+    #: pairs held by fewer baskets of one partition are not kept: 1 when there are several partitions
+    #: (a pair rare in each can be frequent overall), ``min_pair_count`` when one partition is everything
+    least: int = 1
     n: int = 0
     items: np.ndarray = field(default=None)  # type: ignore[assignment]
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # a * m + b, a < b, sorted
@@ -107,7 +110,7 @@ class CoCounts:
         del b
         self.n += int(fit.offsets.size - 1)
         self.items += item_counts(fit.offsets, fit.items, self.m)
-        a, bb, c = pair_counts(fit.offsets, fit.items, self.m, 1)
+        a, bb, c = pair_counts(fit.offsets, fit.items, self.m, self.least)
         self.keys, self.pairs = merge_counts(self.keys, self.pairs, a * np.int64(self.m) + bb, c)
 
     def model(self, st: RecommendSettings, items: pl.Series) -> Model:

@@ -215,7 +215,8 @@ def recommend_from(source, items: pl.Series, st: RecommendSettings, as_of: dt.da
             if segs is None:
                 id_type = lines.schema["customer_id"]
                 segs = Segments.of(segments, st.segment_by, id_type, notes)
-                main, ev = CoCounts(m, segs.count), CoCounts(m, segs.count)
+                least = st.min_pair_count if source.count == 1 else 1
+                main, ev = CoCounts(m, segs.count, least), CoCounts(m, segs.count, least)
             state: dict = {}
             if recommendations:
                 main.add(_kept(lines), items, segs)

@@ -62,7 +62,7 @@ def _run_baskets(ctx: Context) -> dict[str, int]:
         parts = s.partitioning()
         source = SessionLines(s, parts, lambda s: basket_lines(s, st.level, st.exclude_returned), ctx.say)
         res = baskets_from(source, items, st, segment_frame(ctx), progress=ctx.say, scratch=ctx.staging.spill)
-    ctx.summaries["baskets"] = baskets_summary_doc(res)
+    ctx.summaries["baskets"] = {**baskets_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
     return write_baskets(res, ctx.staging)
 
@@ -80,7 +80,7 @@ def _run_recommend(ctx: Context) -> dict[str, int]:
         source = SessionLines(s, parts, lambda s: recommend_lines(s, st.level, bst.exclude_returned), ctx.say)
         res = recommend_from(source, items, st, s.as_of, segment_frame(ctx), cutoff=st.cutoff, progress=ctx.say,
                              scratch=ctx.staging.spill)
-    ctx.summaries["recommend"] = recommend_summary_doc(res)
+    ctx.summaries["recommend"] = {**recommend_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
     return write_recommendations(res, ctx.staging)
 
