@@ -25,6 +25,17 @@ and are counted and left out). Each step runs in a fresh process (medians of ``-
   of popularity (skipped when ../shared/data is absent).
 
 Writes ``benchmarks/results/baskets.json``.
+
+The ``baskets`` and ``recommend`` stages of ``centile run`` on a generated data set, per memory limit:
+
+    python benchmarks/bench_baskets.py --stages bench-data/c1000000 [--limits ,4GB] [--base DIR]
+
+A full ``centile run`` on the data writes ``--base`` once (``bench-data/<data>-run``; kept for
+the next call). Each setting copies that folder, removes the two stages' outputs, and runs
+``centile run --memory-limit <limit>`` on the copy: every other stage is reused, so the run measures
+these two stages (each stage's seconds, and its peak RSS, VmHWM reset at the stage's start, from
+``manifest.json``) with the inputs validated as in a full run. Writes
+``benchmarks/results/baskets_stages.json``.
 """
 
 from __future__ import annotations
@@ -145,8 +156,58 @@ def _compare(a: Path, b: Path) -> dict:
             "mlxtend_rules": y.height, "max_rel_lift_diff": rel}
 
 
+STAGE_FILES = ("basket_itemsets.parquet", "basket_rules.parquet", "basket_summary.parquet",
+               "recommendations.parquet", "recommendation_eval.parquet")
+
+
+def _centile_run(data: Path, out: Path, *flags: str) -> float:
+    import subprocess
+    import time
+
+    cfg = out.parent / f"{out.name}.toml"
+    cfg.write_text(f'data = "{data.resolve()}"\n')
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "centile.cli", "run", "-c", str(cfg), "--out", str(out), *flags],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def stages(data: Path, limits: list[str], base: Path | None) -> dict:
+    """The baskets and recommend stages per memory limit (see the module doc)."""
+    import json
+    import os
+    import shutil
+
+    base = base or data.parent / f"{data.name}-run"
+    if not (base / "manifest.json").exists():
+        print("full run into", base, flush=True)
+        _centile_run(data, base)
+    doc: dict = {"machine": machine(), "data": str(data), "runs": []}
+    for limit in limits:
+        out = base.parent / f"{base.name}-stages"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(base, out)
+        for f in STAGE_FILES:
+            (out / f).unlink(missing_ok=True)
+        load = os.getloadavg()[0]
+        wall = _centile_run(data, out, *(["--memory-limit", limit] if limit else []))
+        m = json.loads((out / "manifest.json").read_text())
+        row = {"memory_limit": limit or None, "load_1min_before": round(load, 2), "run_wall_s": round(wall, 1)}
+        for name in ("baskets", "recommend"):
+            st = m["stages"][name]
+            row[name] = {"status": st.get("status"), "seconds": st.get("seconds"), "peak_rss_mb": st.get("peak_rss_mb"),
+                         "partitions": (m.get("summary", {}).get(name) or {}).get("partitions")}
+        doc["runs"].append(row)
+        print(row, flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    return doc
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--stages", type=Path, help="a generated data folder: time the baskets and recommend stages")
+    ap.add_argument("--limits", default=",4GB", help="memory limits for --stages, comma-separated ('' = none)")
+    ap.add_argument("--base", type=Path, help="a full run's output on --stages data (made when absent)")
     ap.add_argument("--baskets", type=int, default=1_000_000)
     ap.add_argument("--products", type=int, default=50_000)
     ap.add_argument("--min-count", type=int, default=20)
@@ -155,6 +216,9 @@ def main() -> None:
     ap.add_argument("--skip-duckdb", action="store_true")
     ap.add_argument("--skip-cj", action="store_true")
     a = ap.parse_args()
+    if a.stages:
+        print(save("baskets_stages", stages(a.stages, a.limits.split(","), a.base)))
+        return
     DATA.mkdir(exist_ok=True)
     path = DATA / f"baskets_{a.baskets}_{a.products}.parquet"
     if not path.exists():

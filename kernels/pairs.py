@@ -346,3 +346,63 @@ def triple_counts(offsets, items, n_items, min_count, pair_a, pair_b, counts=Non
     np.add.at(p_off, pa + 1, 1)
     p_off = np.cumsum(p_off)
     return _triples(off, it, c, min_count, n, p_off, pb)
+
+
+@njit(**JIT)
+def _merge_counts(ka, ca, kb, cb):
+    out_k = np.empty(ka.size + kb.size, np.int64)
+    out_c = np.empty(ka.size + kb.size, np.int64)
+    i = 0
+    j = 0
+    w = 0
+    while i < ka.size and j < kb.size:
+        if ka[i] < kb[j]:
+            out_k[w] = ka[i]
+            out_c[w] = ca[i]
+            i += 1
+        elif kb[j] < ka[i]:
+            out_k[w] = kb[j]
+            out_c[w] = cb[j]
+            j += 1
+        else:
+            out_k[w] = ka[i]
+            out_c[w] = ca[i] + cb[j]
+            i += 1
+            j += 1
+        w += 1
+    while i < ka.size:
+        out_k[w] = ka[i]
+        out_c[w] = ca[i]
+        i += 1
+        w += 1
+    while j < kb.size:
+        out_k[w] = kb[j]
+        out_c[w] = cb[j]
+        j += 1
+        w += 1
+    return out_k[:w].copy(), out_c[:w].copy()
+
+
+def merge_counts(keys_a, counts_a, keys_b, counts_b):
+    """Two count lists over sorted distinct keys merged by addition (counts of disjoint sets of baskets,
+    e.g. two customer partitions, into the counts of their union).
+
+    Parameters
+    ----------
+    keys_a, counts_a, keys_b, counts_b : array_like of int
+        Keys strictly increasing within each list (e.g. ``a * n_items + b`` of pairs sorted by
+        ``(a, b)``, as :func:`pair_counts` returns them), and their counts.
+
+    Returns
+    -------
+    keys, counts : ndarray of int64
+        The union of the keys, strictly increasing, with the counts of both lists added.
+    """
+    arrays = [np.ascontiguousarray(x, dtype=np.int64) for x in (keys_a, counts_a, keys_b, counts_b)]
+    ka, ca, kb, cb = arrays
+    if ka.shape != ca.shape or kb.shape != cb.shape or ka.ndim != 1 or kb.ndim != 1:
+        raise ValueError("keys and counts must be 1-d arrays of the same length")
+    for k in (ka, kb):
+        if k.size > 1 and np.any(k[1:] <= k[:-1]):
+            raise ValueError("keys must be strictly increasing")
+    return _merge_counts(ka, ca, kb, cb)

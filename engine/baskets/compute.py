@@ -19,33 +19,33 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
+from centile.baskets.counting import count_groups
+from centile.baskets.lines import (
+    NO_SEGMENT,
+    OVERALL,
+    Baskets,
+    basket_lines,
+    build_baskets,
+    item_dictionary,
+    segment_codes,
+    subset,
+)
+from centile.baskets.parts import FrameLines
 from centile.baskets.settings import BasketSettings
 from centile.errors import InputError
-from centile.io.sqlfiles import read_sql
 from centile.kernels.pairs import item_counts, pair_counts, triple_counts
-
-if TYPE_CHECKING:
-    from centile.backend.session import Session
+from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
 
-OVERALL = "all"
-NO_SEGMENT = "(none)"
-
-
-@dataclass(frozen=True)
-class Baskets:
-    """Baskets as CSR over dense item codes (codes follow the sorted item values)."""
-
-    offsets: np.ndarray  # int64, n_baskets + 1
-    items: np.ndarray  # int64 codes, increasing inside a basket
-    customer: np.ndarray  # int64 row of the basket's customer in ``customers``
-    excluded: np.ndarray  # customer rows of the baskets over max_basket_items (left out)
+#: re-exported from :mod:`centile.baskets.lines` (their home before the partitioned counting)
+__all__ = ["NO_SEGMENT", "OVERALL", "Baskets", "BasketsResult", "Counts", "basket_lines", "baskets_from",
+           "baskets_summary_doc", "build_baskets", "compute_baskets", "count_itemsets", "item_dictionary",
+           "rules_from_counts", "segment_codes", "sort_rules", "subset", "write_baskets"]
 
 
 @dataclass
@@ -56,77 +56,6 @@ class BasketsResult:
     level: str
     notes: list[str] = field(default_factory=list)
     out: object = None
-
-
-# ---------------------------------------------------------------------------
-# lines and baskets
-
-def basket_lines(s: Session, level: str, exclude_returned: bool = True) -> pl.DataFrame:
-    """customer_id, order_id, order_ts, item, kept: the valid positive lines with an item at ``level``.
-
-    ``kept`` is false for lines returned in full; with ``exclude_returned`` they are left out here.
-    """
-    col = "product_id" if level == "product" else "category"
-    if not s.has("orders", col) and not (level == "category" and s.has("products", "category")
-                                         and s.has("orders", "product_id")):
-        raise InputError(f"orders: basket analysis at level {level!r} needs the column `{col}` in the orders "
-                         f"(or products.category with orders.product_id); map it in [tables.orders.columns] "
-                         f"or use --level {'category' if level == 'product' else 'product'}")
-    df = s.frame(read_sql("baskets_lines"))
-    df = df.filter(pl.col(col).is_not_null())
-    if exclude_returned:
-        df = df.filter(~pl.col("returned_in_full"))
-    return df.select("customer_id", "order_id", "order_ts", pl.col(col).alias("item"),
-                     (~pl.col("returned_in_full")).alias("kept"))
-
-
-def item_dictionary(lines: pl.DataFrame) -> pl.Series:
-    """The sorted distinct items; an item's code is its position."""
-    return lines.get_column("item").unique().sort()
-
-
-def build_baskets(lines: pl.DataFrame, items: pl.Series, customers: pl.Series,
-                  max_basket_items: int) -> Baskets:
-    """CSR baskets of ``lines`` (customer_id, order_id, item) in (customer, order) order.
-
-    ``customers`` is the sorted customer universe; ``items`` the dictionary.
-    Baskets with more than ``max_basket_items`` distinct items are left out and counted.
-    """
-    codes = pl.DataFrame({"item": items, "code": np.arange(items.len(), dtype=np.int64)})
-    cust = pl.DataFrame({"customer_id": customers, "crow": np.arange(customers.len(), dtype=np.int64)})
-    df = (lines.select("customer_id", "order_id", "item").join(codes, on="item", how="inner")
-          .join(cust, on="customer_id", how="inner")
-          .select("crow", "order_id", "code")
-          .sort("crow", "order_id", "code"))
-    # one pass over the sorted lines: a new basket where (customer, order) changes; a repeated
-    # item inside a basket is dropped (an item counts once per basket)
-    df = df.with_columns(new=(pl.col("crow") != pl.col("crow").shift(1)).fill_null(True)
-                         | (pl.col("order_id") != pl.col("order_id").shift(1)).fill_null(True))
-    df = df.filter(pl.col("new") | (pl.col("code") != pl.col("code").shift(1)).fill_null(True))
-    if df.height == 0:
-        empty = np.zeros(0, np.int64)
-        return Baskets(np.zeros(1, np.int64), empty, empty, empty)
-    crow = df.get_column("crow").to_numpy()
-    starts = np.flatnonzero(df.get_column("new").to_numpy())
-    offsets = np.append(starts, df.height).astype(np.int64)
-    sizes = np.diff(offsets)
-    keep = sizes <= max_basket_items
-    items_arr = df.get_column("code").to_numpy().astype(np.int64)
-    excluded = crow[starts[~keep]].astype(np.int64)
-    if excluded.size:
-        line_keep = np.repeat(keep, sizes)
-        items_arr = items_arr[line_keep]
-        offsets = np.concatenate([[0], np.cumsum(sizes[keep])]).astype(np.int64)
-        starts = starts[keep]
-    return Baskets(offsets, np.ascontiguousarray(items_arr), crow[starts].astype(np.int64), excluded)
-
-
-def subset(b: Baskets, mask: np.ndarray) -> Baskets:
-    """The baskets whose flag in ``mask`` (per basket) is set."""
-    sizes = np.diff(b.offsets)
-    items = b.items[np.repeat(mask, sizes)]
-    offsets = np.concatenate([[0], np.cumsum(sizes[mask])]).astype(np.int64)
-    return Baskets(offsets, np.ascontiguousarray(items), b.customer[mask], np.zeros(0, np.int64))
 
 
 # ---------------------------------------------------------------------------
@@ -246,34 +175,10 @@ def sort_rules(rules: pl.DataFrame) -> pl.DataFrame:
             .drop("__lift"))
 
 
-# ---------------------------------------------------------------------------
-# segments
-
-def segment_codes(customers: pl.Series, segments: pl.DataFrame | None,
-                  columns: tuple[str, ...]) -> tuple[list[tuple[str, list[str], np.ndarray]], list[str]]:
-    """Per segmentation column: its sorted values and each customer's value code.
-
-    Customers without a value get ``(none)``. Columns absent from ``segments`` are noted and skipped.
-    """
-    out: list[tuple[str, list[str], np.ndarray]] = []
-    notes: list[str] = []
-    for col in columns:
-        if segments is None or col not in segments.columns:
-            notes.append(f"baskets: no segment column {col!r} in this run; rules per {col} are skipped")
-            continue
-        seg = segments.select("customer_id", pl.col(col).cast(pl.String).alias("v")).unique("customer_id",
-                                                                                          keep="first")
-        v = (pl.DataFrame({"customer_id": customers}).join(seg, on="customer_id", how="left", maintain_order="left")
-             .get_column("v").fill_null(NO_SEGMENT))
-        values = v.unique().sort().to_list()
-        codes = v.cast(pl.Enum(values)).to_physical().to_numpy().astype(np.int64)
-        out.append((col, values, codes))
-    return out, notes
-
 
 def compute_baskets(lines: pl.DataFrame, st: BasketSettings, segments: pl.DataFrame | None = None,
                     partitions: int = 1) -> BasketsResult:
-    """Itemsets (size 1 and 2) and rules overall and per segment from basket lines.
+    """Itemsets (size 1 and 2, 3 with ``max_size = 3``) and rules overall and per segment from basket lines.
 
     Parameters
     ----------
@@ -284,33 +189,26 @@ def compute_baskets(lines: pl.DataFrame, st: BasketSettings, segments: pl.DataFr
     segments : DataFrame, optional
         customer_id plus the segmentation columns (e.g. ``club``, ``rfm_segment``).
     partitions : int
-        Count in that many customer partitions and merge (same result; see :func:`count_itemsets`).
+        Count in that many customer partitions and merge (same result; see
+        :mod:`centile.baskets.counting`).
     """
     for c in ("customer_id", "order_id", "item"):
         if c not in lines.columns:
             raise InputError(f"basket lines: missing column {c!r}")
-    items = item_dictionary(lines)
-    customers = lines.get_column("customer_id").unique().sort()
-    b = build_baskets(lines, items, customers, st.max_basket_items)
-    notes: list[str] = []
-    if b.excluded.size:
-        notes.append(f"baskets: {b.excluded.size} baskets with more than {st.max_basket_items} items were left out "
-                     "(pair work grows with the square of the basket size; raise [baskets] max_basket_items)")
-    groups: list[tuple[str, str, np.ndarray | None, int]] = [(OVERALL, OVERALL, None, int(b.excluded.size))]
-    seg_cols, seg_notes = segment_codes(customers, segments, st.segment_by)
-    notes += seg_notes
-    for col, values, codes in seg_cols:
-        per_basket = codes[b.customer]
-        dropped = np.bincount(codes[b.excluded], minlength=len(values))
-        groups += [(col, val, per_basket == i, int(dropped[i])) for i, val in enumerate(values)]
-    n_items = items.len()
+    return baskets_from(FrameLines(lines, partitions), item_dictionary(lines), st, segments)
+
+
+def baskets_from(source, items: pl.Series, st: BasketSettings, segments: pl.DataFrame | None = None,
+                 progress: Progress | None = None, scratch=None) -> BasketsResult:
+    """Itemsets and rules from the lines ``source`` yields one customer partition at a time
+    (:mod:`centile.baskets.parts`); ``items`` is the sorted item dictionary."""
+    counted = count_groups(source, items, st, segments, progress, scratch)
     item_rows, pair_rows, triple_rows, summary = [], [], [], []
-    for seg_by, seg, mask, dropped in groups:
-        sub = b if mask is None else subset(b, mask)
-        n = int(sub.offsets.size - 1)
-        thr = st.threshold(n)
-        c = count_itemsets(sub, n_items, thr, partitions, st.max_size)
-        freq = np.flatnonzero(c.items >= thr)
+    for seg_by, seg, t, thr in counted.groups:
+        n = t.n
+        freq = np.flatnonzero(t.items >= thr)
+        pa, pb, pc = t.pairs(thr)
+        c = Counts(n, t.items, pa, pb, pc, _triples(t, thr) if st.max_size >= 3 else None)
         item_rows.append(pl.DataFrame({
             "segment_by": [seg_by] * freq.size, "segment": [seg] * freq.size,
             "a": freq.astype(np.int64), "count": c.items[freq], "n_baskets": np.full(freq.size, n, np.int64)}))
@@ -321,10 +219,17 @@ def compute_baskets(lines: pl.DataFrame, st: BasketSettings, segments: pl.DataFr
         if st.max_size >= 3:
             triple_rows.append(_triples_frame(seg_by, seg, c, n))
         summary.append({"segment_by": seg_by, "segment": seg, "n_baskets": n,
-                        "baskets_excluded": dropped,
+                        "baskets_excluded": t.excluded,
                         "threshold": thr, "frequent_items": int(freq.size), "frequent_pairs": int(c.a.size),
                         "frequent_triples": int(c.t[0].size) if c.t is not None else 0})
-    return _finish(items, item_rows, pair_rows, triple_rows, summary, st, notes)
+    return _finish(items, item_rows, pair_rows, triple_rows, summary, st, counted.notes)
+
+
+def _triples(t, threshold: int) -> tuple[np.ndarray, ...]:
+    if t.triples is None:
+        return (np.zeros(0, np.int64),) * 4
+    tri = t.triples.filter(pl.col("n") >= threshold).sort("a", "b", "c")
+    return tuple(tri[c].to_numpy() for c in ("a", "b", "c", "n"))
 
 
 def _decode(df: pl.DataFrame, items: pl.Series, cols: tuple[str, ...]) -> pl.DataFrame:

@@ -8,16 +8,12 @@ from pathlib import Path
 
 import polars as pl
 
-from centile.baskets.compute import (
-    BasketsResult,
-    basket_lines,
-    baskets_summary_doc,
-    compute_baskets,
-    write_baskets,
-)
+from centile.baskets.compute import BasketsResult, baskets_from, baskets_summary_doc, write_baskets
+from centile.baskets.lines import basket_items, basket_lines
+from centile.baskets.parts import SessionLines
 from centile.baskets.recommend import (
     RecommendResult,
-    compute_recommendations,
+    recommend_from,
     recommend_lines,
     recommend_summary_doc,
     write_recommendations,
@@ -74,7 +70,10 @@ def run_baskets(cfg: Config, out: str | Path, *, settings: BasketSettings | None
     with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products"),
                                                                  spill=staging.spill) as s:
         with staging.timed("baskets"), numba_threads(cfg.threads):
-            res = compute_baskets(basket_lines(s, st.level, st.exclude_returned), st, seg)
+            items = basket_items(s, st.level, st.exclude_returned)
+            source = SessionLines(s, s.partitioning(), lambda s: basket_lines(s, st.level, st.exclude_returned),
+                                  progress)
+            res = baskets_from(source, items, st, seg, progress=progress, scratch=staging.spill)
         rows = write_baskets(res, staging)
         rows["rejects"] = s.total_rejects
         write_manifest(staging, manifest(s, "baskets", {"baskets": baskets_summary_doc(res)}, rows))
@@ -100,8 +99,11 @@ def run_recommend(cfg: Config, out: str | Path, *, settings: RecommendSettings |
     with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products"),
                                                                  spill=staging.spill) as s:
         with staging.timed("recommend"), numba_threads(cfg.threads):
-            lines = recommend_lines(s, st.level, bst.exclude_returned)
-            res = compute_recommendations(lines, st, s.as_of, seg, evaluate_cutoff=evaluate)
+            items = basket_items(s, st.level, exclude_returned=False)
+            source = SessionLines(s, s.partitioning(), lambda s: recommend_lines(s, st.level, bst.exclude_returned),
+                                  progress)
+            res = recommend_from(source, items, st, s.as_of, seg, cutoff=evaluate, progress=progress,
+                                 scratch=staging.spill)
         rows = write_recommendations(res, staging)
         rows["rejects"] = s.total_rejects
         write_manifest(staging, manifest(s, "recommend", {"recommend": recommend_summary_doc(res)}, rows))

@@ -2,35 +2,50 @@
 
 Fit: baskets → exact item and pair counts (:mod:`centile.kernels.pairs`) → item-item
 scores (cosine c(ij)/√(c(i)c(j)) or lift N·c(ij)/(c(i)c(j))) for pairs held by at least
-``min_pair_count`` baskets, the best ``max_neighbors`` per item. A customer's history
-weights each bought item by the recency-decayed number of baskets holding it
-(``Σ 0.5^(age_days / half_life_days)``, summed in integer units of 1e-9 so the sum
-does not depend on the order threads add it in). Scoring and top-k selection run in
+``min_pair_count`` baskets, the best ``max_neighbors`` per item (:mod:`centile.baskets.model`).
+A customer's history weights each bought item by the recency-decayed number of baskets
+holding it (``Σ 0.5^(age_days / half_life_days)``, summed in integer units of 1e-9 so the
+sum does not depend on the order threads add it in). Scoring and top-k selection run in
 :func:`centile.kernels.recommend.recommend`; customers without history, or with fewer
 than ``k`` scored candidates, are filled from the popularity within their segment.
+
+Customers are processed one partition at a time (:mod:`centile.baskets.parts`). Pass 1
+reads a partition's lines once: it adds the partition's counts into the model's counts
+(integers, merged by addition) and parks the partition's histories. The model is fitted
+from the merged counts. Pass 2 scores each parked partition against it. The rows of every
+partition are put in customer order at the end, so ``recommendations.parquet`` is the same
+for any partition count and thread count.
 
 Evaluation (``cutoff``): fit on the baskets before the cutoff, score on the items
 bought from the cutoff on. Users scored: at least one basket before and at least one
 relevant item after ("new items only": items not bought before; "all items": any).
 HitRate@k = share of users with at least one hit, Precision@k = mean hits / k,
-Recall@k = mean hits / relevant items, for centile and for the popularity baseline.
+Recall@k = mean hits / relevant items, for centile and for the popularity baseline. Each
+partition adds the number of its users per (hits, relevant items); the metrics are exact
+fractions of those integer counts, rounded once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import polars as pl
 
-from centile.baskets.compute import basket_lines, build_baskets, item_dictionary, segment_codes
+from centile.backend.partitions import Partitioning
+from centile.baskets.lines import basket_lines
+from centile.baskets.model import CoCounts, Model, Segments, histories, popularity_order
+from centile.baskets.parts import FrameLines, Parked
 from centile.baskets.settings import RecommendSettings
 from centile.errors import ConfigError
-from centile.kernels.pairs import item_counts, pair_counts
 from centile.kernels.recommend import recommend
+from centile.runtime import Progress
 
-_UNITS = 1_000_000_000  # history weights are summed in units of 1e-9
+PROTOCOLS = (("new items only", True), ("all items", False))
+MODELS = ("centile", "popularity")
 
 
 @dataclass
@@ -42,65 +57,8 @@ class RecommendResult:
     out: object = None
 
 
-@dataclass(frozen=True)
-class Model:
-    """A fitted item-item model over the item dictionary ``items``."""
-
-    items: pl.Series
-    n_off: np.ndarray
-    n_items: np.ndarray
-    n_score: np.ndarray
-    popularity: np.ndarray  # baskets per item code
-
-
-def fit(lines: pl.DataFrame, st: RecommendSettings, items: pl.Series, max_basket_items: int = 200) -> Model:
-    """Item-item neighbour lists from the baskets of ``lines`` (codes from ``items``)."""
-    lines = _kept(lines)
-    customers = lines.get_column("customer_id").unique().sort()
-    b = build_baskets(lines, items, customers, max_basket_items)
-    m = items.len()
-    ic = item_counts(b.offsets, b.items, m)
-    pa, pb, pc = pair_counts(b.offsets, b.items, m, st.min_pair_count, counts=ic)
-    n = float(b.offsets.size - 1)
-    ca, cb, cab = ic[pa].astype(np.float64), ic[pb].astype(np.float64), pc.astype(np.float64)
-    score = cab / np.sqrt(ca * cb) if st.similarity == "cosine" else n * cab / (ca * cb)
-    both = pl.DataFrame({"i": np.concatenate([pa, pb]), "j": np.concatenate([pb, pa]),
-                         "s": np.concatenate([score, score])})
-    both = (both.sort(["i", "s", "j"], descending=[False, True, False])
-            .with_columns(r=pl.int_range(pl.len()).over("i")).filter(pl.col("r") < st.max_neighbors))
-    i = both.get_column("i").to_numpy()
-    off = np.zeros(m + 1, np.int64)
-    np.add.at(off, i + 1, 1)
-    return Model(items, np.cumsum(off), both.get_column("j").to_numpy().astype(np.int64),
-                 both.get_column("s").to_numpy().astype(np.float64), ic)
-
-
-def histories(lines: pl.DataFrame, items: pl.Series, customers: pl.Series, as_of: dt.date,
-              half_life_days: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR (offsets, item codes, weights) of each customer's bought items, recency-decayed.
-
-    Lines with ``kept`` false (returned in full) make an item bought but add no weight.
-    """
-    codes = pl.DataFrame({"item": items, "code": np.arange(items.len(), dtype=np.int64)})
-    cust = pl.DataFrame({"customer_id": customers, "crow": np.arange(customers.len(), dtype=np.int64)})
-    end = dt.datetime.combine(as_of, dt.time())
-    per_basket = (lines.join(codes, on="item", how="inner").join(cust, on="customer_id", how="inner")
-                  .group_by("crow", "order_id", "code")
-                  .agg(pl.col("order_ts").min(), (pl.col("kept").any() if "kept" in lines.columns else pl.lit(True)).alias("kept")))
-    age = (pl.lit(end) - pl.col("order_ts")).dt.total_seconds() / 86400.0
-    h = (per_basket.with_columns(
-        w=pl.when(pl.col("kept")).then(
-            ((pl.lit(0.5) ** (age.clip(lower_bound=0.0) / half_life_days)) * _UNITS).round(0)).otherwise(0.0)
-        .cast(pl.Int64))
-         .group_by("crow", "code").agg(pl.col("w").sum()).sort("crow", "code"))
-    off = np.zeros(customers.len() + 1, np.int64)
-    np.add.at(off, h.get_column("crow").to_numpy() + 1, 1)
-    return (np.cumsum(off), h.get_column("code").to_numpy().astype(np.int64),
-            h.get_column("w").to_numpy().astype(np.float64) / _UNITS)
-
-
 def recommend_lines(s, level: str, exclude_returned: bool = True) -> pl.DataFrame:
-    """The lines of :func:`~centile.baskets.compute.basket_lines` including the returned-in-full ones:
+    """The lines of :func:`~centile.baskets.lines.basket_lines` including the returned-in-full ones:
     those make an item bought (never recommended again under new-only) but, with
     ``exclude_returned``, neither count in co-occurrence nor weigh in a history."""
     lines = basket_lines(s, level, exclude_returned=False)
@@ -111,82 +69,20 @@ def _kept(lines: pl.DataFrame) -> pl.DataFrame:
     return lines.filter(pl.col("kept")) if "kept" in lines.columns else lines
 
 
-def popularity_order(counts: np.ndarray, seg_counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per segment: its items by basket count (descending, then code), then the rest by overall count."""
-    m = counts.size
-    overall = np.lexsort((np.arange(m), -counts))
-    overall = overall[counts[overall] > 0]
-    rows = []
-    for sc in seg_counts:
-        own = np.lexsort((np.arange(m), -sc))
-        own = own[sc[own] > 0]
-        seen = np.zeros(m, np.bool_)
-        seen[own] = True
-        rows.append(np.concatenate([own, overall[~seen[overall]]]))
-    width = max((r.size for r in rows), default=0)
-    out = np.full((max(len(rows), 1), width), -1, np.int64)
-    lens = np.zeros(out.shape[0], np.int64)
-    for g, r in enumerate(rows):
-        out[g, : r.size] = r
-        lens[g] = r.size
-    return out, lens
+def _no_history(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
 
 
-def _segments(customers: pl.Series, segments: pl.DataFrame | None, column: str | None,
-              notes: list[str]) -> tuple[np.ndarray, int]:
-    if column is None:
-        return np.zeros(customers.len(), np.int64), 1
-    seg, seg_notes = segment_codes(customers, segments, (column,))
-    if not seg:
-        notes.append(f"recommend: no segment column {column!r}; the popularity fallback is overall")
-        return np.zeros(customers.len(), np.int64), 1
-    _col, values, codes = seg[0]
-    return codes, len(values)
-
-
-def recommend_for(lines: pl.DataFrame, st: RecommendSettings, as_of: dt.date,
-                  segments: pl.DataFrame | None = None, *, new_only: bool | None = None,
-                  customers: pl.Series | None = None, model: Model | None = None,
-                  neighbours: bool = True, segment_popularity: bool = True,
-                  notes: list[str] | None = None) -> tuple[pl.Series, np.ndarray, np.ndarray, np.ndarray, Model]:
-    """Codes of the top-k items per customer (rows of ``customers``, sorted ids); see the module doc.
-
-    ``neighbours=False`` leaves the item-item scores out (the popularity baseline);
-    ``segment_popularity=False`` uses the overall popularity for every customer.
-    """
-    notes = notes if notes is not None else []
-    new_only = st.new_only if new_only is None else new_only
-    items = model.items if model is not None else item_dictionary(lines)
-    model = model or fit(lines, st, items)
-    if customers is None:
-        ids = [lines.get_column("customer_id")]
-        if segments is not None:
-            ids.append(segments.get_column("customer_id").cast(lines.schema["customer_id"]))
-        customers = pl.concat(ids).unique().sort()
-    h_off, h_items, h_w = histories(lines, items, customers, as_of, st.half_life_days)
-    if segment_popularity:
-        seg, n_seg = _segments(customers, segments, st.segment_by, notes)
-    else:
-        seg, n_seg = np.zeros(customers.len(), np.int64), 1
-    m = items.len()
-    if n_seg > 1:
-        b = build_baskets(_kept(lines), items, customers, 1 << 62)
-        per_basket = seg[b.customer]
-        seg_counts = []
-        sizes = np.diff(b.offsets)
-        for g in range(n_seg):
-            mask = np.repeat(per_basket == g, sizes)
-            seg_counts.append(np.bincount(b.items[mask], minlength=m).astype(np.int64))
-    else:
-        seg_counts = [model.popularity]
-    order, lens = popularity_order(model.popularity, seg_counts)
+def _score(model: Model, pop: tuple[np.ndarray, np.ndarray], hist: tuple, seg: np.ndarray, st: RecommendSettings,
+           new_only: bool, neighbours: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    m = model.items.len()
     if neighbours:
         n_off, n_items, n_score = model.n_off, model.n_items, model.n_score
     else:
         n_off, n_items, n_score = np.zeros(m + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    out, score, source = recommend(h_off, h_items, h_w, n_off, n_items, n_score, m, st.k, new_only=new_only,
-                                   boost=st.repurchase_boost, segment=seg, pop_order=order, pop_len=lens)
-    return customers, out, score, source, model
+    h_off, h_items, h_w = hist
+    return recommend(h_off, h_items, h_w, n_off, n_items, n_score, m, st.k, new_only=new_only,
+                     boost=st.repurchase_boost, segment=seg, pop_order=pop[0], pop_len=pop[1])
 
 
 def to_frame(customers: pl.Series, items: pl.Series, out: np.ndarray, score: np.ndarray,
@@ -196,64 +92,216 @@ def to_frame(customers: pl.Series, items: pl.Series, out: np.ndarray, score: np.
     flat = out.reshape(-1)
     keep = flat >= 0
     rows = np.repeat(np.arange(nc), k)[keep]
+    src = pl.Series("source", source.reshape(-1)[keep]) == 0
     return pl.DataFrame({
         "customer_id": customers.gather(rows),
-        "rank": (np.tile(np.arange(1, k + 1), nc)[keep]).astype(np.int16),
+        "rank": (np.tile(np.arange(1, k + 1, dtype=np.int16), nc)[keep]),
         "item": items.gather(flat[keep]),
         "score": score.reshape(-1)[keep],
-        "source": pl.Series(np.where(source.reshape(-1)[keep] == 0, "co-occurrence", "popularity"),
-                            dtype=pl.String),
-    })
+    }).with_columns(pl.when(src).then(pl.lit("co-occurrence")).otherwise(pl.lit("popularity"))
+                    .cast(pl.String).alias("source")).rechunk()
+
+
+# ---------------------------------------------------------------------------
+# evaluation metrics from (hits, relevant) counts
+
+def _metrics(hist: Counter, k: int) -> dict[str, float | int]:
+    """HitRate, Precision, Recall at k from the number of users per (hits, relevant items)."""
+    n = sum(hist.values())
+    if n == 0:
+        return {"users": 0, "hit_rate": float("nan"), "precision": float("nan"), "recall": float("nan")}
+    hit_users = sum(c for (h, _r), c in hist.items() if h > 0)
+    hits = sum(h * c for (h, _r), c in hist.items())
+    recall = sum((Fraction(h * c, r) for (h, r), c in sorted(hist.items())), Fraction(0))
+    return {"users": n, "hit_rate": hit_users / n, "precision": hits / (n * k), "recall": float(recall / n)}
+
+
+def _hits(out: np.ndarray, rel_keys: np.ndarray, n_users: int, m: int) -> Counter:
+    """Users per (hits, relevant) of top-k codes ``out`` (users × k) against sorted relevant keys
+    ``user * m + code``; users without a relevant item are left out."""
+    k = out.shape[1]
+    rows = np.repeat(np.arange(n_users, dtype=np.int64), k)
+    flat = out.reshape(-1).astype(np.int64)
+    ok = flat >= 0
+    rec = rows[ok] * m + flat[ok]
+    h = np.bincount(rows[ok][np.isin(rec, rel_keys)], minlength=n_users)
+    r = np.bincount(rel_keys // m, minlength=n_users)
+    has = r > 0
+    pairs, counts = np.unique(np.stack([h[has], r[has]], axis=1), axis=0, return_counts=True)
+    return Counter({(int(a), int(b)): int(c) for (a, b), c in zip(pairs, counts, strict=True)})
 
 
 def topn_metrics(recs: pl.DataFrame, relevant: pl.DataFrame, k: int) -> dict[str, float | int]:
     """HitRate@k, Precision@k, Recall@k over the users of ``relevant`` (customer_id, item).
 
-    Hits are integers; the means are taken over users sorted by id, so the floats are reproducible.
+    Hits and relevant items are integers per user; the metrics are exact fractions of their
+    counts, rounded once (the same whatever order the users come in).
     """
     rel = relevant.unique()
     per_user = rel.group_by("customer_id").agg(pl.len().alias("relevant"))
     hits = (recs.filter(pl.col("rank") <= k).select("customer_id", "item").join(rel, on=["customer_id", "item"])
             .group_by("customer_id").agg(pl.len().alias("hits")))
-    t = (per_user.join(hits, on="customer_id", how="left").with_columns(pl.col("hits").fill_null(0))
-         .sort("customer_id"))
-    n = t.height
-    if n == 0:
-        return {"users": 0, "hit_rate": float("nan"), "precision": float("nan"), "recall": float("nan")}
-    h = t.get_column("hits").to_numpy().astype(np.int64)
-    r = t.get_column("relevant").to_numpy().astype(np.int64)
-    return {"users": n, "hit_rate": int((h > 0).sum()) / n, "precision": int(h.sum()) / (n * k),
-            "recall": float(np.sum(h / r)) / n}
+    t = per_user.join(hits, on="customer_id", how="left").with_columns(pl.col("hits").fill_null(0))
+    hist = Counter({(int(h), int(r)): int(c) for h, r, c in
+                    t.group_by("hits", "relevant").agg(pl.len()).iter_rows()})
+    return _metrics(hist, k)
 
 
-def evaluate(lines: pl.DataFrame, st: RecommendSettings, cutoff: dt.date,
-             segments: pl.DataFrame | None = None) -> tuple[pl.DataFrame, list[str]]:
-    """Fit before ``cutoff``, score on the items bought from ``cutoff`` on; centile vs popularity."""
-    start = dt.datetime.combine(cutoff, dt.time())
+# ---------------------------------------------------------------------------
+# the partitioned flow
+
+@dataclass
+class _Span:
+    """Lines before and after the cutoff, and the orders' first and last timestamps (for the error)."""
+
+    before: int = 0
+    after: int = 0
+    lo: dt.datetime | None = None
+    hi: dt.datetime | None = None
+
+    def add(self, lines: pl.DataFrame, start: dt.datetime) -> None:
+        if lines.height == 0:
+            return
+        ts = lines.get_column("order_ts")
+        n_before = int((ts < start).sum())
+        self.before += n_before
+        self.after += lines.height - n_before
+        lo, hi = ts.min(), ts.max()
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+
+
+def _codes(df: pl.DataFrame, users: pl.Series, items: pl.Series) -> np.ndarray:
+    """Sorted keys ``user row * m + item code`` of (customer_id, item) rows."""
+    m = items.len()
+    u = pl.DataFrame({"customer_id": users, "u": np.arange(users.len(), dtype=np.int64)})
+    c = pl.DataFrame({"item": items, "c": np.arange(m, dtype=np.int64)})
+    keys = df.join(u, on="customer_id").join(c, on="item").select(pl.col("u") * m + pl.col("c"))
+    return np.sort(keys.to_series().to_numpy())
+
+
+def _eval_state(lines: pl.DataFrame, items: pl.Series, st: RecommendSettings, start: dt.datetime,
+                cutoff: dt.date, segs: Segments) -> dict:
+    """One partition's users (a line before the cutoff), their histories before it, and their
+    relevant items from it on per protocol."""
     train = lines.filter(pl.col("order_ts") < start)
     test = lines.filter(pl.col("order_ts") >= start)
-    if train.height == 0 or test.height == 0:
-        lo, hi = lines.get_column("order_ts").min(), lines.get_column("order_ts").max()
-        raise ConfigError(f"--cutoff {cutoff}: needs orders before and after it; the orders run from {lo} to {hi}")
-    notes: list[str] = []
-    items = item_dictionary(train)
-    model = fit(train, st, items)
     users = train.get_column("customer_id").unique().sort()
     bought = train.select("customer_id", "item").unique()
-    after = _kept(test).filter(pl.col("customer_id").is_in(users.implode())).select("customer_id", "item").unique()
-    relevant = {"all items": after,
-                "new items only": after.join(bought, on=["customer_id", "item"], how="anti")}
-    rows = []
-    for protocol, new_only in (("new items only", True), ("all items", False)):
-        for model_name, kw in (("centile", {}), ("popularity", {"neighbours": False, "segment_popularity": False})):
-            tr = train
-            if model_name == "popularity" and not new_only:
-                tr = train.head(0)  # plain popularity: the same list for everyone
-            custs, out, score, source, _ = recommend_for(tr, st, cutoff, segments, new_only=new_only,
-                                                         customers=users, model=model, notes=notes, **kw)
-            recs = to_frame(custs, items, out, score, source)
-            rows.append({"protocol": protocol, "model": model_name, "k": st.k,
-                         **topn_metrics(recs, relevant[protocol], st.k)})
+    after = (_kept(test).filter(pl.col("customer_id").is_in(users.implode()))
+             .select("customer_id", "item").unique())
+    relevant = {"all items": _codes(after, users, items),
+                "new items only": _codes(after.join(bought, on=["customer_id", "item"], how="anti"), users, items)}
+    return {"users": users.len(), "hist": histories(train, items, users, cutoff, st.half_life_days),
+            "seg": segs.codes(users), "relevant": relevant}
+
+
+def recommend_from(source, items: pl.Series, st: RecommendSettings, as_of: dt.date,
+                   segments: pl.DataFrame | None = None, *, cutoff: dt.date | None = None,
+                   recommendations: bool = True, progress: Progress | None = None,
+                   scratch=None) -> RecommendResult:
+    """Recommendations (fit on every basket before ``as_of``) and, with ``cutoff``, the evaluation,
+    from the lines ``source`` yields one customer partition at a time (see the module doc)."""
+    notes: list[str] = []
+    id_type = None
+    m = items.len()
+    segs: Segments | None = None
+    main = ev = None
+    start = dt.datetime.combine(cutoff, dt.time()) if cutoff is not None else None
+    span = _Span()
+    line_ids: list[pl.Series] = []
+    with Parked(source.count, scratch) as parked:
+        for part, lines in enumerate(source.each("recommend: histories")):
+            if segs is None:
+                id_type = lines.schema["customer_id"]
+                segs = Segments.of(segments, st.segment_by, id_type, notes)
+                least = st.min_pair_count if source.count == 1 else 1
+                main, ev = CoCounts(m, segs.count, least), CoCounts(m, segs.count, least)
+            state: dict = {}
+            if recommendations:
+                main.add(_kept(lines), items, segs)
+                ids = lines.get_column("customer_id").unique().sort()
+                line_ids.append(ids)
+                state.update(ids=ids, hist=histories(lines, items, ids, as_of, st.half_life_days),
+                             seg=segs.codes(ids))
+            if start is not None:
+                span.add(lines, start)
+                train = lines.filter(pl.col("order_ts") < start)
+                ev.add(_kept(train), items, segs)
+                del train
+                state["eval"] = _eval_state(lines, items, st, start, cutoff, segs)
+            del lines
+            parked.put(part, state)
+        if segs is None:  # a source without partitions cannot happen; keep the types honest
+            raise ValueError("no partitions")
+        if start is not None and (span.before == 0 or span.after == 0):
+            raise ConfigError(f"--cutoff {cutoff}: needs orders before and after it; the orders run from "
+                              f"{span.lo} to {span.hi}")
+        passes = Partitioning(source.count)
+        recs = None
+        if recommendations:
+            model, pop = main.model(st, items), main.popularity()
+            outs = []
+            for part in passes.each("recommend: scoring", progress):
+                state = parked.get(part)
+                out, score, src = _score(model, pop, state["hist"], state["seg"], st, st.new_only)
+                outs.append((state["ids"], out.astype(np.int32), score, src))
+            outs.append(_without_lines(model, pop, segs, segments, line_ids, id_type, st))
+            recs = _merge(outs, items)
+        evaluation = None
+        if start is not None:
+            evaluation = _evaluate(parked, passes, ev.model(st, items), ev, st, cutoff, notes, progress)
+    return RecommendResult(recs if recs is not None else _empty_recs(items, id_type), evaluation, st.level, notes)
+
+
+def _without_lines(model: Model, pop, segs: Segments, segments: pl.DataFrame | None, line_ids: list[pl.Series],
+                   id_type, st: RecommendSettings) -> tuple:
+    """Customers of ``segments`` without a line: their segment's popular items."""
+    if segments is None:
+        ids = pl.Series("customer_id", [], dtype=id_type)
+    else:
+        ids = (segments.get_column("customer_id").cast(id_type).unique().sort()
+               .to_frame().join(pl.concat(line_ids).to_frame(), on="customer_id", how="anti")
+               .get_column("customer_id"))
+    out, score, src = _score(model, pop, _no_history(ids.len()), segs.codes(ids), st, st.new_only)
+    return ids, out.astype(np.int32), score, src
+
+
+def _merge(outs: list[tuple], items: pl.Series) -> pl.DataFrame:
+    """Every partition's rows in customer order."""
+    ids = pl.concat([o[0] for o in outs]).rechunk()
+    order = ids.arg_sort().to_numpy()
+    out = np.concatenate([o[1] for o in outs])[order]
+    score = np.concatenate([o[2] for o in outs])[order]
+    src = np.concatenate([o[3] for o in outs])[order]
+    return to_frame(ids.gather(order), items, out, score, src)
+
+
+def _empty_recs(items: pl.Series, id_type) -> pl.DataFrame:
+    return pl.DataFrame(schema={"customer_id": id_type or pl.Int64, "rank": pl.Int16, "item": items.dtype,
+                                "score": pl.Float64, "source": pl.String})
+
+
+def _evaluate(parked: Parked, passes: Partitioning, model: Model, counts: CoCounts, st: RecommendSettings,
+              cutoff: dt.date, notes: list[str], progress: Progress | None) -> pl.DataFrame:
+    """Per protocol and model the users per (hits, relevant), summed over the partitions; the metrics."""
+    m = model.items.len()
+    seg_pop = counts.popularity()
+    overall = popularity_order(counts.items, [counts.items])
+    hist: dict[tuple[str, str], Counter] = {(p, mod): Counter() for p, _ in PROTOCOLS for mod in MODELS}
+    for part in passes.each("recommend: evaluation", progress):
+        e = parked.get(part)["eval"]
+        n = e["users"]
+        zeros = np.zeros(n, np.int64)
+        for protocol, new_only in PROTOCOLS:
+            runs = {"centile": _score(model, seg_pop, e["hist"], e["seg"], st, new_only),
+                    # popularity: the same list for everyone (all items), or without the bought ones (new only)
+                    "popularity": _score(model, overall, e["hist"] if new_only else _no_history(n), zeros, st,
+                                         new_only, neighbours=False)}
+            for name, (out, _s, _src) in runs.items():
+                hist[(protocol, name)] += _hits(out, e["relevant"][protocol], n, m)
+    rows = [{"protocol": p, "model": mod, "k": st.k, **_metrics(hist[(p, mod)], st.k)}
+            for p, _ in PROTOCOLS for mod in MODELS]
     ev = pl.DataFrame(rows, schema={"protocol": pl.String, "model": pl.String, "k": pl.Int64, "users": pl.Int64,
                                     "hit_rate": pl.Float64, "precision": pl.Float64, "recall": pl.Float64})
     base = ev.filter(pl.col("model") == "popularity").select("protocol", pl.col("hit_rate").alias("__base"))
@@ -267,21 +315,28 @@ def evaluate(lines: pl.DataFrame, st: RecommendSettings, cutoff: dt.date,
             if not r[metric] > pop[r["protocol"]][metric]:
                 notes.append(f"recommend: on {r['protocol']} the recommender does not beat popularity on "
                              f"{label}@{st.k} ({r[metric]:.4f} vs {pop[r['protocol']][metric]:.4f})")
-    return ev, notes
+    return ev
+
+
+# ---------------------------------------------------------------------------
+# in-memory entry points
+
+def evaluate(lines: pl.DataFrame, st: RecommendSettings, cutoff: dt.date,
+             segments: pl.DataFrame | None = None, partitions: int = 1) -> tuple[pl.DataFrame, list[str]]:
+    """Fit before ``cutoff``, score on the items bought from ``cutoff`` on; centile vs popularity."""
+    items = lines.get_column("item").unique().sort()
+    res = recommend_from(FrameLines(lines, partitions), items, st, cutoff, segments, cutoff=cutoff,
+                         recommendations=False)
+    return res.evaluation, res.notes
 
 
 def compute_recommendations(lines: pl.DataFrame, st: RecommendSettings, as_of: dt.date,
-                            segments: pl.DataFrame | None = None, *, evaluate_cutoff: dt.date | None = None
-                            ) -> RecommendResult:
-    """recommendations (fit on every basket before ``as_of``) and, with a cutoff, the evaluation."""
-    notes: list[str] = []
-    custs, out, score, source, model = recommend_for(lines, st, as_of, segments, notes=notes)
-    recs = to_frame(custs, model.items, out, score, source)
-    ev = None
-    if evaluate_cutoff is not None:
-        ev, ev_notes = evaluate(lines, st, evaluate_cutoff, segments)
-        notes += ev_notes
-    return RecommendResult(recs, ev, st.level, notes)
+                            segments: pl.DataFrame | None = None, *, evaluate_cutoff: dt.date | None = None,
+                            partitions: int = 1) -> RecommendResult:
+    """recommendations (fit on every basket before ``as_of``) and, with a cutoff, the evaluation
+    (``partitions``: process the customers in that many parts; the same result)."""
+    items = lines.get_column("item").unique().sort()
+    return recommend_from(FrameLines(lines, partitions), items, st, as_of, segments, cutoff=evaluate_cutoff)
 
 
 def write_recommendations(res: RecommendResult, staging) -> dict[str, int]:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import polars as pl
 
-from centile.baskets.compute import (
-    basket_lines,
-    baskets_summary_doc,
-    compute_baskets,
-    write_baskets,
-)
+from centile.baskets.compute import baskets_from, baskets_summary_doc, write_baskets
+from centile.baskets.lines import basket_items, basket_lines
+from centile.baskets.parts import SessionLines
 from centile.baskets.recommend import (
-    compute_recommendations,
+    recommend_from,
     recommend_lines,
     recommend_summary_doc,
     write_recommendations,
@@ -59,11 +56,13 @@ def _run_baskets(ctx: Context) -> dict[str, int]:
     s = ctx.open()
     ctx.say(f"baskets: exact pair counts per segment ({st.level})")
     with ctx.staging.timed("baskets"), numba_threads(ctx.cfg.threads):
-        lines = basket_lines(s, st.level, st.exclude_returned)
-        if lines.height == 0:
+        items = basket_items(s, st.level, st.exclude_returned)
+        if items.len() == 0:
             raise StageSkipped("no order lines with an item before as_of")
-        res = compute_baskets(lines, st, segment_frame(ctx))
-    ctx.summaries["baskets"] = baskets_summary_doc(res)
+        parts = s.partitioning()
+        source = SessionLines(s, parts, lambda s: basket_lines(s, st.level, st.exclude_returned), ctx.say)
+        res = baskets_from(source, items, st, segment_frame(ctx), progress=ctx.say, scratch=ctx.staging.spill)
+    ctx.summaries["baskets"] = {**baskets_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
     return write_baskets(res, ctx.staging)
 
@@ -74,11 +73,14 @@ def _run_recommend(ctx: Context) -> dict[str, int]:
     s = ctx.open()
     ctx.say(f"recommend: top {st.k} {st.level}s per customer")
     with ctx.staging.timed("recommend"), numba_threads(ctx.cfg.threads):
-        lines = recommend_lines(s, st.level, bst.exclude_returned)
-        if lines.height == 0:
+        items = basket_items(s, st.level, exclude_returned=False)
+        if items.len() == 0:
             raise StageSkipped("no order lines with an item before as_of")
-        res = compute_recommendations(lines, st, s.as_of, segment_frame(ctx), evaluate_cutoff=st.cutoff)
-    ctx.summaries["recommend"] = recommend_summary_doc(res)
+        parts = s.partitioning()
+        source = SessionLines(s, parts, lambda s: recommend_lines(s, st.level, bst.exclude_returned), ctx.say)
+        res = recommend_from(source, items, st, s.as_of, segment_frame(ctx), cutoff=st.cutoff, progress=ctx.say,
+                             scratch=ctx.staging.spill)
+    ctx.summaries["recommend"] = {**recommend_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
     return write_recommendations(res, ctx.staging)
 
