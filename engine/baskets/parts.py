@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.backend import partitions
 from centile.backend.partitions import Partitioning
 from centile.runtime import Progress
 
@@ -61,9 +60,7 @@ class SessionLines:
 
     def each(self, label: str) -> Iterator[pl.DataFrame]:
         for part in self.parts.each(label, self.progress):
-            with self.s.partition(self.parts, part):
-                if partitions.observe is not None:
-                    partitions.observe(label, part, self.s)
+            with self.s.partition(self.parts, part, label):
                 lines = self.read(self.s)
             yield lines
             del lines
