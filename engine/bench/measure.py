@@ -227,7 +227,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None)
             clubs.append({"wall_s": k.wall_s, "peak_rss_mb": k.peak_rss_mb})
             say(f"{r}: centile clubs {k.wall_s:.1f} s")
             pout = tmp / f"plain-{i}.parquet"
-            spec = {**base_spec, "out": str(pout), "clubs": _club_specs(),
+            spec = {**base_spec, "out": str(pout), "clubs": club_specs(),
                     "metrics_out": str(tmp / "plain-metrics.parquet") if opts.check and i == 0 else None}
             p = run_child(BASELINE, ["clubs", json.dumps(spec)], what="the clubs baseline", env=env)
             plain.append({**json.loads(p.stdout.strip().splitlines()[-1]), "wall_s": p.wall_s,
@@ -245,7 +245,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _club_specs() -> list[dict[str, Any]]:
+def club_specs() -> list[dict[str, Any]]:
     from centile.config import DEFAULT_CLUBS
 
     return [{"name": c.name, "metric": c.metric, "direction": c.direction, "eligible": c.eligible,
