@@ -82,6 +82,11 @@ def test_medians_peaks_and_ratios_over_three_rounds():
     assert doc["stages"]["features"]["rows_per_s"] == round(1000 / 6.0)
     assert doc["stages"]["steering"] == {"status": "skipped", "reason": "no [steering] section"}
     assert doc["run"]["seconds"] == 20.0 and doc["run"]["peak_rss_mb"] == 300.0
+    # a stage's peak above the process's VmHWM at exit (the runner resets it per stage) counts
+    runs[0]["stages"]["clubs"]["peak_rss_mb"] = 900.0
+    doc = _document(BenchOptions(customers=10, runs=3), None, None, 1000, 10, None, runs, feats, clubs, plain,
+                    None, (1.0, 1.0, 1.0), 1.0)
+    assert doc["run"]["peak_rss_mb"] == 900.0 and doc["stages"]["clubs"]["peak_rss_mb"] == 900.0
     assert doc["baselines"]["features"]["seconds"] == 2.0 and doc["baselines"]["clubs"]["seconds"] == 5.0
     assert doc["centile_clubs"]["seconds"] == 10.0
     assert doc["ratios"] == {"features": 3.0, "clubs": 2.0}
