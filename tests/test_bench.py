@@ -115,3 +115,14 @@ def test_options_after_the_separator_reach_centile_run(tmp_path):
     assert r.exit_code == 1, r.output
     assert "centile run failed" in r.output and "--no-such-run-option" in r.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_or_killed_step_names_itself_and_the_likely_cause():
+    from centile.bench.child import BenchError, run_child
+
+    with pytest.raises(BenchError, match=r"(?s)step y failed with exit code 3:.*boom"):
+        run_child("import sys; print('boom', file=sys.stderr); sys.exit(3)", [], what="step y")
+    with pytest.raises(BenchError, match="step x was killed by signal SIGKILL .*out-of-memory killer"):
+        run_child("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", [], what="step x")
+    ok = run_child("import sys; print(sys.argv[1])", ["hello"], what="step z")
+    assert ok.stdout.strip() == "hello" and ok.peak_rss_mb > 0 and ok.wall_s > 0

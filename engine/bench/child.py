@@ -75,6 +75,13 @@ def run_child(code: str, args: Sequence[str], *, what: str, env: Mapping[str, st
     stderr = "\n".join(line for line in stderr.splitlines() if not line.startswith(_MARK)).strip()
     if p.returncode != 0:
         tail = stderr[-2000:] or stdout[-2000:]
+        if p.returncode < 0:
+            import signal
+
+            sig = signal.Signals(-p.returncode).name if -p.returncode in signal.valid_signals() else p.returncode
+            why = (" (usually the kernel's out-of-memory killer; free memory, measure fewer "
+                   "customers or pass --memory-limit)" if p.returncode == -signal.SIGKILL else "")
+            raise BenchError(f"{what} was killed by signal {sig}{why}; its last output:\n{tail}")
         raise BenchError(f"{what} failed with exit code {p.returncode}:\n{tail}")
     peak = (kb[-1] if kb else usage.ru_maxrss) / 1024
     return ChildRun(wall, round(peak, 1) if peak else None, stdout, stderr)
