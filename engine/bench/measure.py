@@ -216,7 +216,8 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None)
             runs.append({"wall_s": c.wall_s, "peak_rss_mb": c.peak_rss_mb, "stages": manifest["stages"],
                          "customers": (manifest.get("rows") or {}).get("features")})
             shutil.rmtree(out, ignore_errors=True)
-            say(f"{r}: centile run {c.wall_s:.1f} s, peak {c.peak_rss_mb} MB")
+            peak = _peak([c.peak_rss_mb, *(st.get("peak_rss_mb") for st in manifest["stages"].values())])
+            say(f"{r}: centile run {c.wall_s:.1f} s, peak {peak} MB")
             f = run_child(BASELINE, ["features", json.dumps(base_spec)], what="the features baseline", env=env)
             feats.append({**json.loads(f.stdout.strip().splitlines()[-1]), "peak_rss_mb": f.peak_rss_mb})
             say(f"{r}: features baseline {feats[-1]['seconds']:.2f} s (centile features stage "
