@@ -92,13 +92,19 @@ def main() -> None:
             cmd = ["bench", "--data", str(data), "--runs", str(args.runs), "--json"]
             cmd += ["--threads", str(args.threads)] if args.threads else []
             cmd += ["--memory-limit", args.memory_limit] if args.memory_limit else []
-            cmd += ["--", *extra] if extra else []
-            print(f"centile {' '.join(cmd)}", file=sys.stderr)
-            r = subprocess.run([*CENTILE, *cmd], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
-            if r.returncode != 0:
+            tail = ["--", *extra] if extra else []
+            print(f"centile {' '.join(cmd + tail)}", file=sys.stderr)
+            partial = Path("bench-data") / f"scaling-{n}.partial.json"
+            partial.unlink(missing_ok=True)
+            r = subprocess.run([*CENTILE, *cmd, "--out-json", str(partial), *tail], stdout=subprocess.PIPE,
+                               text=True, env=dict(os.environ))
+            if r.returncode != 0 and not partial.exists():
                 sys.exit(f"centile bench at {n:,} customers failed (exit {r.returncode})")
-            doc = json.loads(r.stdout)
-            doc["command"] = f"centile {' '.join(cmd)}"
+            # a failed later round (e.g. killed for memory on a shared machine) keeps the rounds before it
+            doc = json.loads(r.stdout) if r.returncode == 0 else json.loads(partial.read_text())
+            doc["command"] = f"centile {' '.join(cmd + tail)}"
+            if r.returncode != 0:
+                doc["incomplete"] = f"a later round failed (exit {r.returncode}); {doc['runs']} of {args.runs} rounds"
             sizes[str(n)] = doc
             save("scaling", {"benchmark": "scaling", "sizes": sizes, "machine": machine()})
     print(table(sizes))

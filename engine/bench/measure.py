@@ -167,9 +167,12 @@ def agreement(features_path: Path, metrics_path: Path, centile_clubs: Path, plai
             "members_shared_share": round(members[1] / members[0], 4) if members[0] else None}
 
 
-def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None,
+              on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Measure every stage of ``centile run`` and the two baselines; returns the JSON document.
 
+    ``on_round`` receives the document of the rounds completed so far after each round (so a
+    later round that fails, e.g. killed for memory on a shared machine, loses only itself).
     Raises ConfigError / InputError for bad options or an unusable ``--data`` folder, and
     :class:`~centile.bench.child.BenchError` when a measured step fails.
     """
@@ -240,6 +243,9 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None)
                 check = agreement(cout / "features.parquet", Path(spec["metrics_out"]), cout, pout, DEFAULT_CLUBS)
             shutil.rmtree(cout, ignore_errors=True)
             pout.unlink(missing_ok=True)
+            if on_round is not None and i + 1 < opts.runs:
+                on_round(_document(opts, data, generated, lines, events, warmup, runs, feats, clubs, plain, check,
+                                   load_start, time.perf_counter() - t_start))
         return _document(opts, data, generated, lines, events, warmup, runs, feats, clubs, plain, check,
                          load_start, time.perf_counter() - t_start)
     finally:
@@ -303,7 +309,8 @@ def _document(opts: BenchOptions, data: Path, generated: dict[str, Any] | None, 
         "customers": runs[0]["customers"],
         "order_lines": lines,
         "email_events": events,
-        "runs": opts.runs,
+        "runs": len(runs),
+        "runs_requested": opts.runs,
         "threads": opts.threads,
         "memory_limit": opts.memory_limit,
         "run_options": list(opts.run_args),

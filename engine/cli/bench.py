@@ -106,17 +106,28 @@ def register(app: typer.Typer) -> None:
         order lines per second and peak RSS, and the ratios centile / baseline for the features
         and clubs (medians; peaks are the largest). Progress goes to stderr.
         """
-        from centile.bench import BenchOptions, run_bench
+        from centile.bench import BenchError, BenchOptions, run_bench
 
         with _errors():
             opts = BenchOptions(data=data, customers=customers, seed=seed, runs=runs, threads=threads,
                                 memory_limit=memory_limit, run_args=tuple(run_args or ()), work=work,
                                 warmup=warmup)
-            doc = run_bench(opts, progress=lambda msg: err_console.print(f"bench: {msg}", highlight=False,
-                                                                          markup=False))
-            if out_json is not None:
-                out_json.parent.mkdir(parents=True, exist_ok=True)
-                out_json.write_text(json.dumps(doc, indent=2) + "\n")
+            done: list[int] = []
+
+            def save(doc: dict[str, Any]) -> None:
+                if out_json is not None:
+                    out_json.parent.mkdir(parents=True, exist_ok=True)
+                    out_json.write_text(json.dumps(doc, indent=2) + "\n")
+                    done.append(doc["runs"])
+
+            try:
+                doc = run_bench(opts, progress=lambda msg: err_console.print(f"bench: {msg}", highlight=False,
+                                                                              markup=False), on_round=save)
+            except BenchError as exc:
+                if done:  # the rounds that completed are kept
+                    raise BenchError(f"{exc}\nThe {done[-1]} completed round(s) are in {out_json}.") from None
+                raise
+            save(doc)
         if json_:
             _print_json(doc)
             return
