@@ -70,8 +70,8 @@ def test_choose_partitions_from_size_and_memory_limit():
     assert memory_bytes("lots") is None
     assert choose_partitions(4, "1GB", 10**9) == 4  # the configured count wins
     assert choose_partitions(None, "10GB", 1_000_000) == 1
-    # 100M lines x 200 B = 20 GB against half of an 8 GB limit: 5 partitions
-    assert choose_partitions(None, "8GB", 100_000_000) == 5
+    # 100M lines x 100 B = 10 GB against half of an 8 GB limit: 3 partitions
+    assert choose_partitions(None, "8GB", 100_000_000) == 3
     with pytest.raises(ValueError):
         Partitioning(0)
     assert Partitioning(1).predicate(0) == "true"

@@ -32,9 +32,10 @@ SEED = 20261129
 #: (bucket ranges, not ``hash % P``: a layout stored by bucket serves every partition count)
 BUCKETS = 1 << 16
 
-#: working memory of the per-customer feature queries per valid order line, measured at 1M
-#: customers (20.7M lines: about 4 GB of hash tables and sorted runs at one partition)
-BYTES_PER_ORDER_LINE = 200
+#: Python-side memory of a partitioned stage per order line of the partition, measured at 1M
+#: customers (20.7M lines): the recommend stage's frames of lines and histories took about 2 GB
+#: above DuckDB's tables at one partition (DuckDB's own share is bounded by its memory limit)
+BYTES_PER_ORDER_LINE = 100
 
 #: a hook the tests use to see what one partition holds: ``observe(label, part, session)``, called by
 #: :meth:`centile.backend.session.Session.partition` once the session's views hold partition ``part``
@@ -63,7 +64,7 @@ def physical_memory() -> int | None:
 
 def choose_partitions(configured: int | None, memory_limit: str | None, order_lines: int) -> int:
     """The partition count: the configured one, else enough partitions that one partition's
-    feature queries need at most half the memory budget (``memory_limit``, else 80 % of RAM,
+    Python-side frames need at most half the memory budget (``memory_limit``, else 80 % of RAM,
     as DuckDB's default)."""
     if configured:
         return int(configured)

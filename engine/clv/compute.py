@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from centile.backend.partitions import Partitioning
 from centile.backend.session import Session
 from centile.clv.models import (
     LABELS,
@@ -193,9 +194,11 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
         raise InputError(f"holdout end {holdout_end} must be after the calibration end {cal}")
     sql, params = read_sql("clv_summary"), {"cal_end": cal, "hold_end": holdout_end or cal,
                                             "unit": TIME_UNITS[time_unit]}
-    parts = s.partitioning()
+    # per customer: one partition at a time when partitions are configured (a DuckDB query, which
+    # spills by itself: one pass otherwise, as the features), then in customer order
+    parts = s.partitioning() if s.cfg.partitions else Partitioning(1)
     frames = []
-    for part in parts.each("clv: summary"):  # per customer: one partition at a time, then in customer order
+    for part in parts.each("clv: summary"):
         with s.partition(parts, part, "clv"):
             frames.append(s.frame(sql, params))
     frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]

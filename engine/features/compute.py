@@ -185,14 +185,17 @@ def compute_features(s: Session, progress: Progress | None = None, parts: Partit
                      ) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str]]:
     """Compute the feature table over an open session (Polars, ordered by customer_id).
 
-    The customers are processed in customer-hash partitions (``parts``, else the session's
-    choice), one at a time; only the categories' totals are computed over every customer first.
-    Every feature of a customer depends on that customer's rows alone, with money summed as
-    exact decimals, so the table is the same for any partition count and thread count.
+    The customers are processed in customer-hash partitions (``parts``, else the configured
+    ``partitions``, else one pass), one at a time; only the categories' totals are computed over
+    every customer first. Every feature of a customer depends on that customer's rows alone, with
+    money summed as exact decimals, so the table is the same for any partition count and thread
+    count. One pass is the default because the feature queries are DuckDB hash aggregates, which
+    spill beyond the memory limit by themselves, while each partition rescans the validated rows:
+    at 5M customers with an 8 GB limit, six partitions took 672 s against about 200 s in one pass.
     """
     params = window_params(s)
     avail, skipped = availability(s)
-    parts = parts or s.partitioning()
+    parts = parts or (s.partitioning() if s.cfg.partitions else Partitioning(1))
     top = top_categories(s) if avail["category"] else None
     frames = []
     for part in parts.each("features", progress):
@@ -214,7 +217,7 @@ def session_summary(s: Session) -> dict[str, Any]:
         "not_read_by_this_job": list(s.unread),
         "rows_rejected": s.total_rejects,
         "order_lines_after_as_of": s.lines_after_as_of,
-        "partitions": s.partitioning().count,
+        "partitions": s.partitioning().count if s.cfg.partitions else 1,
         "notes": list(s.notes),
     }
 
