@@ -29,6 +29,9 @@ plans_at
     The contacts of the best plan of each customer at a given spend.
 greedy_take
     Hull segments taken greedily by slope under a global budget.
+accept_moves
+    New plans of some customers taken in order while every capacity holds (the
+    local improvement of a plan after its repair).
 """
 
 from __future__ import annotations
@@ -604,3 +607,71 @@ def greedy_take(hoff: np.ndarray, spend: np.ndarray, value: np.ndarray, budget: 
     lam = 0.0 if fits.all() else float(slope[order[int(np.argmin(fits))]])
     used = _greedy(order, cust, dc.astype(np.int64), pos.astype(np.int64), int(budget), taken)
     return taken, max(lam, 0.0), int(used)
+
+
+@njit(**JIT)
+def _accept(order, old, new, costs, usage_mt, usage_m, pcap, cap_m, spend_left, accepted):
+    T = old.shape[1]
+    for j in range(order.size):
+        r = order[j]
+        dspend = 0
+        for t in range(T):
+            if old[r, t] >= 0:
+                dspend -= costs[old[r, t]]
+            if new[r, t] >= 0:
+                dspend += costs[new[r, t]]
+        if dspend > spend_left:
+            continue
+        for t in range(T):
+            if old[r, t] >= 0:
+                usage_mt[old[r, t], t] -= 1
+                usage_m[old[r, t]] -= 1
+        for t in range(T):
+            if new[r, t] >= 0:
+                usage_mt[new[r, t], t] += 1
+                usage_m[new[r, t]] += 1
+        ok = True
+        for t in range(T):
+            m = new[r, t]
+            if m >= 0 and (usage_mt[m, t] > pcap[m] or usage_m[m] > cap_m[m]):
+                ok = False
+                break
+        if ok:
+            spend_left -= dspend
+            accepted[r] = True
+            continue
+        for t in range(T):  # undo: the old plan stays
+            if new[r, t] >= 0:
+                usage_mt[new[r, t], t] -= 1
+                usage_m[new[r, t]] -= 1
+        for t in range(T):
+            if old[r, t] >= 0:
+                usage_mt[old[r, t], t] += 1
+                usage_m[old[r, t]] += 1
+    return spend_left
+
+
+def accept_moves(order: np.ndarray, old: np.ndarray, new: np.ndarray, costs: np.ndarray, usage_mt: np.ndarray,
+                 usage_m: np.ndarray, period_capacity: np.ndarray, capacity: np.ndarray,
+                 spend_left: int) -> tuple[np.ndarray, int]:
+    """Replace customers' plans by new ones in the given order while every capacity holds.
+
+    ``old``/``new`` (k, T): medium per period (-1 none) of k candidates; ``order``: the
+    candidates (rows) in the order they are tried. A new plan is taken when the spend it
+    adds fits ``spend_left`` and, with the old plan removed and the new one added, every
+    (medium, period) stays within ``period_capacity[m]`` and every medium within
+    ``capacity[m]``; else the old plan stays. ``usage_mt`` (M, T) and ``usage_m`` (M) hold
+    the contacts of the current plan of every customer and are updated in place.
+    Returns the rows taken (bool, k) and the spend left.
+    """
+    if usage_mt.dtype != np.int64 or usage_m.dtype != np.int64:
+        raise ValueError("usage_mt and usage_m must be int64 arrays (updated in place)")
+    o = np.ascontiguousarray(old, np.int64)
+    w = np.ascontiguousarray(new, np.int64)
+    if o.shape != w.shape or o.ndim != 2:
+        raise ValueError("old and new plans need the same shape (candidates, periods)")
+    taken = np.zeros(o.shape[0], np.bool_)
+    left = _accept(np.ascontiguousarray(order, np.int64), o, w, np.ascontiguousarray(costs, np.int64),
+                   usage_mt, usage_m, np.ascontiguousarray(period_capacity, np.int64),
+                   np.ascontiguousarray(capacity, np.int64), int(spend_left), taken)
+    return taken, int(left)
