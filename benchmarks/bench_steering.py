@@ -17,9 +17,11 @@ customers (with more than 40,000 customers the multipliers are searched on a sam
 about 20,000, then refined on all; see ``solve_plan``).
 
 Timed in a fresh process after a warm-up on 2,000 customers (numba cache):
-``affinity_s`` (empirical-Bayes fits and posteriors, ``affinity_table``),
-``budget_s`` (``budget_table``), ``plan_s`` (``contact_values`` + ``solve_plan``; the values
-are kept as factors and built one block of 65,536 customers at a time inside the solver).
+``affinity_s`` (empirical-Bayes fits from the contacted customers' counts, ``fit_affinity``),
+``budget_s`` (``budget_table``), ``values_s`` (``contact_values``: the posterior affinities and
+the value factors, one block of 65,536 customers at a time), ``plan_s`` (``solve_plan``; the
+values are built one block at a time inside the solver). The per-customer affinity table
+(``Affinity.block``) is not built here: the job writes it block by block.
 The MILP step builds one instance of each ``--milp`` size, solves it with
 ``solve_plan`` and with HiGHS, and records both times, the optimum, the bound and the
 plan value (UB >= OPT >= plan is checked when HiGHS proves optimality; when it stops at
@@ -43,7 +45,7 @@ STEER = r"""
 import json, sys, time
 import numpy as np
 import polars as pl
-from centile.steering.affinity import affinity_table
+from centile.steering.affinity import fit_affinity
 from centile.steering.compute import budget_table, contact_values, cost_units
 from centile.steering.settings import Medium, SteeringSettings
 from centile.steering.solve import solve_plan
@@ -53,6 +55,7 @@ pc = int(per * n) if per > 0 else None
 MEDIA = (Medium("catalogue", 1.2, n // 10 if capacity else None, capacity_per_period=pc),
          Medium("voucher", 0.8, capacity_per_period=pc), Medium("sale", 0.35),
          Medium("free_shipping", 0.45), Medium("email", 0.01))
+MEDIUM = pl.Enum([m.name for m in MEDIA])
 PRIORS = {"catalogue": (2, 18), "voucher": (1.5, 10), "sale": (1, 12), "free_shipping": (1, 15), "email": (0.5, 12)}
 
 def inputs(n, seed):
@@ -66,8 +69,11 @@ def inputs(n, seed):
             p = rng.beta(a, b * (1.6 if ctrl else 1.0), n)
             r = rng.binomial(cnt, p)
             keep = cnt > 0
-            parts.append(pl.DataFrame({"customer_id": ids.filter(pl.Series(keep)), "medium": m.name,
-                                       "control": ctrl, "contacts": cnt[keep], "responses": r[keep]}))
+            # compact columns, as the responses query casts them (medium an enum, counts int32)
+            parts.append(pl.DataFrame({"customer_id": ids.filter(pl.Series(keep)),
+                                       "medium": pl.repeat(m.name, int(keep.sum()), eager=True).cast(MEDIUM),
+                                       "control": ctrl, "contacts": cnt[keep].astype(np.int32),
+                                       "responses": r[keep].astype(np.int32)}))
     resp = pl.concat(parts)
     freq = rng.poisson(1.5, n).astype(float)
     ev = rng.gamma(4.0, 12.0, n)
@@ -81,11 +87,13 @@ def inputs(n, seed):
 def plan(n, seed, st):
     ids, resp, clv, spend, since = inputs(n, seed)
     t0 = time.perf_counter()
-    aff, priors = affinity_table(resp, ids, [m.name for m in MEDIA])
+    aff = fit_affinity(resp, ids, [m.name for m in MEDIA])
+    del resp
     t1 = time.perf_counter()
     bud, _ = budget_table(clv, spend, st)
     t2 = time.perf_counter()
     values = contact_values(bud, aff, MEDIA, st, np.ones((n, len(MEDIA)), bool))
+    tv = time.perf_counter()
     cap = np.array([-1 if m.capacity is None else m.capacity for m in MEDIA])
     pcap = np.array([-1 if m.capacity_per_period is None else m.capacity_per_period for m in MEDIA])
     sol = solve_plan(values, cost_units(MEDIA, st.cost_unit), bud["budget_units"].to_numpy(), since,
@@ -93,7 +101,7 @@ def plan(n, seed, st):
                      capacity=cap, iterations=st.iterations, period_capacity=pcap if (pcap >= 0).any() else None)
     busiest = [int((sol.medium == j).sum(axis=0).max()) for j in range(len(MEDIA))]
     t3 = time.perf_counter()
-    return {"affinity_s": t1 - t0, "budget_s": t2 - t1, "plan_s": t3 - t2, "total_s": t3 - t0,
+    return {"affinity_s": t1 - t0, "budget_s": t2 - t1, "values_s": tv - t2, "plan_s": t3 - tv, "total_s": t3 - t0,
             "gap": sol.gap, "value": sol.value, "bound": sol.bound, "spend": sol.spend * st.cost_unit,
             "contacts": int((sol.medium >= 0).sum()), "evaluations": sol.evaluations,
             "lambda": sol.lam, "mu": sol.mu.tolist(), "nu_max": sol.nu.max(axis=1).tolist(),
@@ -173,7 +181,7 @@ def main() -> None:
                                  str(args.period_capacity)))
         print(f"run {i + 1}: {runs[-1]['total_s']:.1f} s, gap {runs[-1]['gap']:.2e}, "
               f"peak {runs[-1]['peak_rss_mb']:,.0f} MB", file=sys.stderr)
-    summary = {k: median_of(runs, k) for k in ("affinity_s", "budget_s", "plan_s", "total_s", "wall_s",
+    summary = {k: median_of(runs, k) for k in ("affinity_s", "budget_s", "values_s", "plan_s", "total_s", "wall_s",
                                                 "peak_rss_mb", "gap")}
     milp = []
     for size in args.milp:

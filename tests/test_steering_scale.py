@@ -79,3 +79,35 @@ def test_multipliers_from_a_sample_give_a_certified_plan(seed):
     with numba_threads(1):
         one = solve_plan(v, costs, budgets, since, sample=150, **kw)
     assert np.array_equal(one.medium, sol.medium) and one.bound == sol.bound and one.value == sol.value
+
+
+def test_affinity_per_block_gives_the_same_table_for_any_block_size(tmp_path):
+    import polars as pl
+
+    from centile.steering.affinity import fit_affinity
+    from centile.steering.compute import _write_blocks
+
+    rng = np.random.default_rng(3)
+    ids = pl.Series("customer_id", np.arange(1, 2001, dtype=np.int64))
+    rows = []
+    for m, ctrl in (("mail", False), ("mail", True), ("email", False)):
+        cnt = rng.poisson(1.5, 2000)
+        keep = cnt > 0
+        rows.append(pl.DataFrame({"customer_id": ids.filter(pl.Series(keep)), "medium": m, "control": ctrl,
+                                  "contacts": cnt[keep], "responses": rng.binomial(cnt, 0.2)[keep]}))
+    resp = pl.concat(rows).sample(fraction=1.0, shuffle=True, seed=1)  # any row order
+    seg = pl.Series(rng.choice(["a", "b", None], 2000))
+    shares = {"mail": rng.uniform(0, 1, 2000)}
+    aff = fit_affinity(resp, ids, ["mail", "email"], shares, seg, min_customers=50)
+    whole = aff.block(0, 2000)
+    parts = pl.concat([aff.block(a, min(2000, a + 300)) for a in range(0, 2000, 300)])
+    assert whole.equals(parts) and whole.height == aff.height == 4000
+    assert whole["customer_id"].to_list()[:4] == [1, 1, 2, 2] and whole["medium"].to_list()[:2] == ["mail", "email"]
+    assert np.array_equal(aff.scores(0, 2000).ravel(), whole["affinity"].to_numpy())
+    # the incremental response times the share for mail (it has a control group), the response for email
+    mail = whole.filter(pl.col("medium") == "mail")
+    np.testing.assert_allclose(mail["affinity"].to_numpy(), (mail["response_rate"] - mail["control_rate"]).to_numpy()
+                               * shares["mail"])
+    assert whole.filter(pl.col("medium") == "email")["control_rate"].is_null().all()
+    _write_blocks(aff, tmp_path / "a.parquet")
+    assert pl.read_parquet(tmp_path / "a.parquet").equals(aff.collect())
