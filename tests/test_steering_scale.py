@@ -74,11 +74,16 @@ def test_multipliers_from_a_sample_give_a_certified_plan(seed):
     assert sol.bound >= opt - 1e-7 >= sol.value - 2e-7
     med = sol.medium
     assert ((med == 1).sum(axis=0) <= pcap[1]).all() and (med == 0).sum() <= capacity[0] and sol.spend <= bg
-    assert sol.gap <= 0.015  # the search on 150 of 600 customers (measured: 0.85-0.91 %)
+    assert sol.gap <= 0.03  # the search on 150 of 600 customers and two steps on all
     print(f"sampled seed {seed}: gap {sol.gap:.2e}, plan below OPT {(opt - sol.value) / opt:.2e}")
     with numba_threads(1):
         one = solve_plan(v, costs, budgets, since, sample=150, **kw)
     assert np.array_equal(one.medium, sol.medium) and one.bound == sol.bound and one.value == sol.value
+    # without the subgradient steps on all customers: one solve of all, still a valid certificate
+    ref = solve_plan(v, costs, budgets, since, sample=150, refine=0, **kw)
+    assert ref.evaluations == 1 and ref.bound >= sol.bound
+    assert ref.bound >= opt - 1e-7 >= ref.value - 2e-7
+    assert ((ref.medium == 1).sum(axis=0) <= pcap[1]).all() and (ref.medium == 0).sum() <= capacity[0]
 
 
 def test_affinity_per_block_gives_the_same_table_for_any_block_size(tmp_path):

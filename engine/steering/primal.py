@@ -94,6 +94,15 @@ def refill(values, medium, repaired, costs, since, cap, gap, mcap, capacity, pca
     return med
 
 
+def plan_spend(medium: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """(n,) int64: each customer's spend, one period at a time (no (n, T) int64 temporary)."""
+    ext = np.append(np.asarray(costs, np.int64), 0)  # index -1: no contact, no cost
+    out = np.zeros(medium.shape[0], np.int64)
+    for t in range(medium.shape[1]):
+        out += ext[medium[:, t]]
+    return out
+
+
 def usage(medium: np.ndarray, M: int) -> np.ndarray:
     """(M, T) int64: contacts of each medium in each period."""
     T = medium.shape[1]
@@ -142,8 +151,8 @@ def improve(values, medium, repaired, costs, budgets, since, cap, gap, mcap, cap
     global budget hold (``accept_moves``), so the plan's value never falls; those that did
     not fit are candidates again in the next round. Rounds repeat until no plan is taken."""
     M, T = values.shape[1], values.shape[2]
-    med = repaired.astype(np.int64)
-    cm = np.where(med >= 0, costs[np.maximum(med, 0)], 0).sum(axis=1)
+    med = repaired.copy()  # small integers (int8 for up to 126 media): n x T bytes
+    cm = plan_spend(med, costs)
     left = (BIG if global_budget >= BIG else int(global_budget) - int(cm.sum()))
     hit = np.flatnonzero((medium != repaired).any(axis=1))
     for _ in range(rounds):
@@ -172,7 +181,7 @@ def improve(values, medium, repaired, costs, budgets, since, cap, gap, mcap, cap
         if better.size == 0:
             break
         order = better[np.lexsort((better, -gain[better]))]
-        taken, left_new = accept_moves(order, med[cand], new, costs, u_mt, u_m, pcap, capacity,
+        taken, left_new = accept_moves(order, med[cand].astype(np.int64), new, costs, u_mt, u_m, pcap, capacity,
                                        left if left < BIG else BIG)
         if not taken.any():
             break
@@ -180,5 +189,5 @@ def improve(values, medium, repaired, costs, budgets, since, cap, gap, mcap, cap
         hit = cand[better[~taken[better]]]  # worth more but did not fit: planned again next round
         idx = cand[taken]
         med[idx] = new[taken]
-        cm[idx] = np.where(new[taken] >= 0, costs[np.maximum(new[taken], 0)], 0).sum(axis=1)
-    return med.astype(repaired.dtype)
+        cm[idx] = plan_spend(new[taken], costs)
+    return med
