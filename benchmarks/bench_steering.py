@@ -14,7 +14,8 @@ The global budget is 1.0 per customer (binding); ``--capacity`` adds a catalogue
 capacity of 10 % of the customers (medium multipliers by bisection, 8 steps);
 ``--period-capacity SHARE`` a capacity per period of catalogue and voucher of SHARE x the
 customers (with more than 40,000 customers the multipliers are searched on a sample of
-about 20,000, then refined on all; see ``solve_plan``).
+about 10,000, then used for all; see ``solve_plan``). ``plan_cpu_s``: the CPU time of the solve
+(all threads), which tells a loaded machine from a slow solve.
 
 Timed in a fresh process after a warm-up on 2,000 customers (numba cache):
 ``affinity_s`` (empirical-Bayes fits from the contacted customers' counts, ``fit_affinity``),
@@ -94,6 +95,7 @@ def plan(n, seed, st):
     t2 = time.perf_counter()
     values = contact_values(bud, aff, MEDIA, st, np.ones((n, len(MEDIA)), bool))
     tv = time.perf_counter()
+    c2 = time.process_time()
     cap = np.array([-1 if m.capacity is None else m.capacity for m in MEDIA])
     pcap = np.array([-1 if m.capacity_per_period is None else m.capacity_per_period for m in MEDIA])
     sol = solve_plan(values, cost_units(MEDIA, st.cost_unit), bud["budget_units"].to_numpy(), since,
@@ -101,7 +103,9 @@ def plan(n, seed, st):
                      capacity=cap, iterations=st.iterations, period_capacity=pcap if (pcap >= 0).any() else None)
     busiest = [int((sol.medium == j).sum(axis=0).max()) for j in range(len(MEDIA))]
     t3 = time.perf_counter()
+    c3 = time.process_time()
     return {"affinity_s": t1 - t0, "budget_s": t2 - t1, "values_s": tv - t2, "plan_s": t3 - tv, "total_s": t3 - t0,
+            "plan_cpu_s": c3 - c2,
             "gap": sol.gap, "value": sol.value, "bound": sol.bound, "spend": sol.spend * st.cost_unit,
             "contacts": int((sol.medium >= 0).sum()), "evaluations": sol.evaluations,
             "lambda": sol.lam, "mu": sol.mu.tolist(), "nu_max": sol.nu.max(axis=1).tolist(),

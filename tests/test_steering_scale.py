@@ -68,7 +68,7 @@ def test_multipliers_from_a_sample_give_a_certified_plan(seed):
     pcap = np.array([-1, int((free.medium == 1).sum(axis=0).max()) * 2 // 3])
     capacity = np.array([int((free.medium == 0).sum()) * 3 // 4, -1])
     kw = dict(cap=2, gap=1, global_budget=bg, capacity=capacity, period_capacity=pcap)
-    sol = solve_plan(v, costs, budgets, since, sample=150, **kw)
+    sol = solve_plan(v, costs, budgets, since, sample=150, refine=2, **kw)
     assert sol.notes and "sample" in sol.notes[0]
     opt = milp_optimum(v, costs, budgets, since, 2, 1, global_budget=bg, capacity=capacity, period_capacity=pcap)
     assert sol.bound >= opt - 1e-7 >= sol.value - 2e-7
@@ -77,10 +77,11 @@ def test_multipliers_from_a_sample_give_a_certified_plan(seed):
     assert sol.gap <= 0.03  # the search on 150 of 600 customers and two steps on all
     print(f"sampled seed {seed}: gap {sol.gap:.2e}, plan below OPT {(opt - sol.value) / opt:.2e}")
     with numba_threads(1):
-        one = solve_plan(v, costs, budgets, since, sample=150, **kw)
+        one = solve_plan(v, costs, budgets, since, sample=150, refine=2, **kw)
     assert np.array_equal(one.medium, sol.medium) and one.bound == sol.bound and one.value == sol.value
-    # without the subgradient steps on all customers: one solve of all, still a valid certificate
-    ref = solve_plan(v, costs, budgets, since, sample=150, refine=0, **kw)
+    # without the subgradient steps on all customers (the default): one solve of all, still a
+    # valid certificate
+    ref = solve_plan(v, costs, budgets, since, sample=150, **kw)
     assert ref.evaluations == 1 and ref.bound >= sol.bound
     assert ref.bound >= opt - 1e-7 >= ref.value - 2e-7
     assert ((ref.medium == 1).sum(axis=0) <= pcap[1]).all() and (ref.medium == 0).sum() <= capacity[0]
