@@ -117,3 +117,18 @@ def test_affinity_per_block_gives_the_same_table_for_any_block_size(tmp_path):
     assert whole.filter(pl.col("medium") == "email")["control_rate"].is_null().all()
     _write_blocks(aff, tmp_path / "a.parquet")
     assert pl.read_parquet(tmp_path / "a.parquet").equals(aff.collect())
+    # an enum medium (read as its codes), rows read a few at a time, string ids (joined): the same
+    import centile.steering.affinity as affinity_mod
+
+    enum = resp.with_columns(pl.col("medium").cast(pl.Enum(["email", "x", "mail"])))
+    old, affinity_mod.ROWS = affinity_mod.ROWS, 777
+    try:
+        small = fit_affinity(enum, ids, ["mail", "email"], shares, seg, min_customers=50)
+        text = fit_affinity(resp.with_columns(pl.format("c{}", pl.col("customer_id").cast(pl.String).str.zfill(5))
+                                              .alias("customer_id")),
+                            pl.Series("customer_id", [f"c{i:05d}" for i in range(1, 2001)]), ["mail", "email"],
+                            shares, seg, min_customers=50)
+    finally:
+        affinity_mod.ROWS = old
+    assert small.block(0, 2000).equals(whole) and small.priors.equals(aff.priors)
+    assert text.block(0, 2000).drop("customer_id").equals(whole.drop("customer_id"))
