@@ -175,6 +175,9 @@ class ConfigSection:
 
     name: str
     parse: Callable[[Config], Any]
+    #: given the raw section, does it let a config stand without an orders table (a
+    #: capability that plans from tables of its own, such as ``[steering] proposals``)?
+    without_orders: Callable[[Mapping[str, Any]], bool] | None = None
 
 
 CONFIG_SECTIONS: Registry[ConfigSection] = Registry("config section")
@@ -187,13 +190,15 @@ CLUBS_KEYS = ("strategy", "group_by", "shares", "club")
 CLUB_KEYS = ("name", "metric", "direction", "eligible", "tie_break", "shares")
 
 
-def register_config_section(name: str, parse: Callable[[Config], Any]) -> ConfigSection:
-    """Let ``[name]`` appear in the config, validated at load by ``parse``; a taken name raises."""
+def register_config_section(name: str, parse: Callable[[Config], Any], *,
+                            without_orders: Callable[[Mapping[str, Any]], bool] | None = None) -> ConfigSection:
+    """Let ``[name]`` appear in the config, validated at load by ``parse``; a taken name raises.
+    ``without_orders(raw section)``: true when the section lets the config stand without orders."""
     if name in CORE_KEYS:
         from centile.registry import RegistryError
 
         raise RegistryError(f"config section {name!r} belongs to the core; pick another name")
-    return CONFIG_SECTIONS.add(name, ConfigSection(name, parse))
+    return CONFIG_SECTIONS.add(name, ConfigSection(name, parse, without_orders))
 
 
 def config_sections() -> Registry[ConfigSection]:
@@ -594,10 +599,13 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         if not isinstance(tdoc, Mapping):
             raise ConfigError(f"[tables.{name}] must be a table")
         tables[name] = _table_from_toml(name, tdoc, base, discovered)
-    if "orders" not in tables:
+    standalone = [sec.name for sec in config_sections().items() if sec.without_orders is not None
+                  and isinstance(doc.get(sec.name), Mapping) and sec.without_orders(doc[sec.name])]
+    if "orders" not in tables and not standalone:
         where = f"in {data_dir}" if data_dir else "(no --data folder and no [tables.orders] in the config)"
         raise ConfigError(f"no orders table found {where}; orders is required: put orders.parquet, "
-                          "orders/ or orders.csv in the data folder, or set [tables.orders] path")
+                          "orders/ or orders.csv in the data folder, or set [tables.orders] path (a contact "
+                          "plan from scored proposals alone needs no orders: set [steering] proposals)")
 
     settings: dict[str, Any] = {k: doc.get(k) for k in ("as_of", "strict", "threads", "memory_limit",
                                                         "partitions", "seed")}

@@ -106,3 +106,27 @@ def milp_optimum(values, costs, budgets, since, cap, gap, global_budget=None, ca
     res = milp(c, constraints=LinearConstraint(A, lo, hi), integrality=np.ones(nv),
                bounds=Bounds(0, ok.ravel().astype(float)), options={"mip_rel_gap": 1e-9})
     return -res.fun
+
+
+def accept_moves_reference(order, old, new, costs, usage_mt, usage_m, period_capacity, capacity, spend_left):
+    """Try each candidate's new plan in order on copies of the usage; keep it when the spend
+    and every capacity allow (the old plan of that candidate no longer counted)."""
+    u_mt, u_m = usage_mt.copy(), usage_m.copy()
+    taken = np.zeros(len(old), bool)
+    for r in order:
+        add = sum(int(costs[m]) for m in new[r] if m >= 0) - sum(int(costs[m]) for m in old[r] if m >= 0)
+        if add > spend_left:
+            continue
+        t_mt, t_m = u_mt.copy(), u_m.copy()
+        for t, m in enumerate(old[r]):
+            if m >= 0:
+                t_mt[m, t] -= 1
+                t_m[m] -= 1
+        for t, m in enumerate(new[r]):
+            if m >= 0:
+                t_mt[m, t] += 1
+                t_m[m] += 1
+        if all(t_mt[m, t] <= period_capacity[m] and t_m[m] <= capacity[m] for t, m in enumerate(new[r]) if m >= 0):
+            u_mt, u_m, spend_left = t_mt, t_m, spend_left - add
+            taken[r] = True
+    return taken, spend_left, u_mt, u_m

@@ -243,15 +243,14 @@ def _proposals(tmp_path, n=40, seed=1):
     return prop
 
 
-def test_plan_from_proposals_and_budgets_alone_matches_the_solver(data, tmp_path):
-    # load_config insists on an orders table, so ``data`` points at generated data; the
-    # plan reads only the two tables
+def test_plan_from_proposals_and_budgets_alone_matches_the_solver(tmp_path):
+    # no data folder and no orders: the plan reads only the two tables
     from centile.steering.job import run_steering
     from centile.steering.solve import solve_plan
 
     prop = _proposals(tmp_path)
     cfg_file = tmp_path / "c.toml"
-    cfg_file.write_text(f'data = "{data}"\n[steering]\nperiods = 6\ncap = 3\ngap = 0\ncost_unit = 0.5\n'
+    cfg_file.write_text(f'[steering]\nperiods = 6\ncap = 3\ngap = 0\ncost_unit = 0.5\n'
                         f'global_budget = 40.0\nproposals = "{tmp_path / "proposals.parquet"}"\n'
                         f'budgets = "{tmp_path / "budgets.csv"}"\n')
     res = run_steering(load_config(cfg_file), tmp_path / "out")
@@ -297,3 +296,41 @@ def test_proposals_with_two_costs_for_a_medium_or_budgets_alone_are_refused(data
         run_steering(load_config(cfg_file), tmp_path / "out")
     with pytest.raises(ConfigError, match="budgets needs"):
         parse_steering({"budgets": "b.csv"})
+
+
+def test_centile_steer_plans_from_proposals_without_any_order_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from centile.cli.app import app
+
+    _proposals(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(f'data = "{empty}"\n[steering]\nperiods = 6\ncap = 2\ngap = 1\nglobal_budget = 30.0\n'
+                        f'proposals = "{tmp_path / "proposals.parquet"}"\nbudgets = "{tmp_path / "budgets.csv"}"\n')
+    runner = CliRunner()
+    r = runner.invoke(app, ["steer", "-c", str(cfg_file), "--out", str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    plan = pl.read_parquet(tmp_path / "out" / "plan.parquet")
+    assert plan.height > 0 and plan["cost"].sum() <= 30.0
+    assert json.loads((tmp_path / "out" / "steering.json").read_text())["notes"][0].startswith("plan from the proposals")
+    # a config without orders still cannot run the stages that read orders
+    r = runner.invoke(app, ["run", "-c", str(cfg_file), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1 and "no orders table" in r.output and "centile steer" in r.output
+
+
+def test_neither_orders_nor_proposals_is_a_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from centile.cli.app import app
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text(f'data = "{empty}"\n[steering]\nperiods = 6\n')
+    r = CliRunner().invoke(app, ["steer", "-c", str(cfg_file), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 1
+    assert "no orders table found" in r.output and "[steering] proposals" in r.output
+    with pytest.raises(ConfigError, match="set \\[steering\\] proposals"):
+        load_config(data=empty)

@@ -23,7 +23,7 @@ from centile.backend.partitions import Partitioning, choose_partitions
 from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config
 from centile.contract import CONTRACT
-from centile.errors import InputError, ValidationError
+from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal
 from centile.runtime import Progress
 
@@ -211,6 +211,10 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     ValidationError
         ``cfg.strict`` is set and some rows break the data contract.
     """
+    if "orders" not in cfg.tables:
+        raise ConfigError("no orders table: every stage but a contact plan from [steering] proposals reads "
+                          "orders; put orders.parquet, orders/ or orders.csv in the data folder, set "
+                          "[tables.orders] path, or run `centile steer` alone")
     con = connect(cfg, spill=spill)
     try:
         tables, id_types = register_tables(con, cfg, progress)

@@ -75,7 +75,8 @@ def register(app: typer.Typer) -> None:
 
         Writes affinity.parquet, affinity_priors.parquet, budgets.parquet, plan.parquet,
         plan_summary.parquet and steering.json. Media come from [steering.media.<name>], else
-        from the contacts table.
+        from the contacts table. With [steering] proposals (and budgets) the plan is computed from
+        those tables alone: no order data needed.
         """
         from dataclasses import replace
 

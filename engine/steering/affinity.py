@@ -81,9 +81,11 @@ def fit_beta_binomial(n: np.ndarray, r: np.ndarray, weight: np.ndarray | None = 
     n, r, w = n[keep], r[keep], w[keep]
     # the histogram of (n, r): the mergeable state
     if n.size:
-        pairs, inv = np.unique(np.stack([n, r], 1), axis=0, return_inverse=True)
+        # one integer key per (n, r) pair (r <= n < radix), sorted as the pairs are
+        radix = int(n.max()) + 1
+        keys, inv = np.unique(n * radix + r, return_inverse=True)
         w = np.bincount(inv.ravel(), weights=w).astype(np.int64)
-        n, r = pairs[:, 0], pairs[:, 1]
+        n, r = keys // radix, keys % radix
     customers, contacts = int(w.sum()), int((w * n).sum())
     pooled = (float((w * r).sum()) + 0.5) / (contacts + 1.0)
     if customers < 2 or not (n > 1).any():
@@ -103,7 +105,9 @@ def posterior_mean(prior: BetaPrior, n: np.ndarray, r: np.ndarray) -> np.ndarray
 
 def _priors(n: np.ndarray, r: np.ndarray, labels: np.ndarray | None, names: list[str], min_customers: int,
             medium: str, arm: str) -> tuple[BetaPrior, np.ndarray, np.ndarray, list[dict]]:
-    """The medium's prior, per-customer (alpha, beta) and the rows of the priors table."""
+    """The medium's prior, (alpha, beta) per segment label (one entry without labels) and the
+    rows of the priors table, from the contacts ``n`` and responses ``r`` of the contacted
+    customers (customers without contacts carry no information)."""
     pr = fit_beta_binomial(n, r)
 
     def row(p: BetaPrior, segment: str | None, fallback: bool, customers: int, contacts: int) -> dict:
@@ -112,19 +116,194 @@ def _priors(n: np.ndarray, r: np.ndarray, labels: np.ndarray | None, names: list
                 "customers": customers, "contacts": contacts}
 
     rows = [row(pr, None, False, pr.customers, pr.contacts)]
-    a = np.full(n.size, pr.alpha)
-    b = np.full(n.size, pr.beta)
+    a = np.full(max(1, len(names)), pr.alpha)
+    b = np.full(max(1, len(names)), pr.beta)
     if labels is not None:
         for k, name in enumerate(names):
             mask = labels == k
             seen = int(((n > 0) & mask).sum())
             sp = fit_beta_binomial(n[mask], r[mask]) if seen >= min_customers else None
             if sp is not None and sp.converged:
-                a[mask], b[mask] = sp.alpha, sp.beta
+                a[k], b[k] = sp.alpha, sp.beta
                 rows.append(row(sp, name, False, sp.customers, sp.contacts))
             else:
                 rows.append(row(pr, name, True, seen, int(n[mask].sum())))
     return pr, a, b, rows
+
+
+PRIOR_SCHEMA = {"medium": pl.String, "arm": pl.String, "segment": pl.String, "alpha": pl.Float64,
+                "beta": pl.Float64, "prior_mean": pl.Float64, "loglik": pl.Float64, "converged": pl.Boolean,
+                "fallback": pl.Boolean, "customers": pl.Int64, "contacts": pl.Int64}
+
+
+@dataclass(frozen=True)
+class Affinity:
+    """Fitted priors and the contact counts behind them; the per-customer table is computed one
+    block of customers at a time (:meth:`block`), never held for every customer at once.
+
+    ``customers`` sorted ids; ``media`` in the plan's order; ``labels`` (int32, aligned with the
+    customers) the prior segment or None; ``treat[m]``/``control[m]``: (alpha, beta) per label
+    (control None without a control group); the counts are rows of the responses (customer
+    position ``pos``, sorted; medium index ``med``; ``ctrl``; ``n``; ``r``); ``shares``: medium ->
+    the customer's share of spend in the medium's categories (aligned with the customers)."""
+
+    customers: pl.Series
+    media: tuple[str, ...]
+    priors: pl.DataFrame
+    labels: np.ndarray | None
+    treat: tuple[tuple[np.ndarray, np.ndarray], ...]
+    control: tuple[tuple[np.ndarray, np.ndarray] | None, ...]
+    pos: np.ndarray
+    med: np.ndarray
+    ctrl: np.ndarray
+    n: np.ndarray
+    r: np.ndarray
+    shares: dict[str, np.ndarray] | None = None
+
+    @property
+    def height(self) -> int:
+        return self.customers.len() * len(self.media)
+
+    def counts(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(b - a, M) treated contacts, responses, control contacts, control responses."""
+        lo, hi = np.searchsorted(self.pos, [a, b])
+        M = len(self.media)
+        out = [np.zeros((b - a, M), np.int64) for _ in range(4)]
+        i, m, c = self.pos[lo:hi].astype(np.int64) - a, self.med[lo:hi].astype(np.int64), self.ctrl[lo:hi]
+        for k, (arm, col) in enumerate(((False, self.n), (False, self.r), (True, self.n), (True, self.r))):
+            sel = c == arm
+            np.add.at(out[k], (i[sel], m[sel]), col[lo:hi][sel].astype(np.int64))
+        return out[0], out[1], out[2], out[3]
+
+    def _rates(self, a: int, b: int):
+        n, r, nc, rc = self.counts(a, b)
+        lab = self.labels[a:b] if self.labels is not None else np.zeros(b - a, np.int64)
+        rate = np.empty(n.shape)
+        crate = np.full(n.shape, np.nan)
+        share = np.ones(n.shape)
+        for j, m in enumerate(self.media):
+            al, be = self.treat[j][0][lab], self.treat[j][1][lab]
+            rate[:, j] = (al + r[:, j]) / (al + be + n[:, j])
+            if self.control[j] is not None:
+                alc, bec = self.control[j][0][lab], self.control[j][1][lab]
+                crate[:, j] = (alc + rc[:, j]) / (alc + bec + nc[:, j])
+            if self.shares and m in self.shares:
+                share[:, j] = self.shares[m][a:b]
+        has = np.array([c is not None for c in self.control])
+        score = np.where(has[None, :], rate - np.where(has[None, :], crate, 0.0), rate) * share
+        return n, r, nc, rc, rate, crate, share, score
+
+    def scores(self, a: int, b: int) -> np.ndarray:
+        """(b - a, M) affinity of customers a..b (see :func:`affinity_table`)."""
+        return self._rates(a, b)[-1]
+
+    def block(self, a: int, b: int) -> pl.DataFrame:
+        """The rows of :func:`affinity_table` for customers a..b: customer by customer, media in order."""
+        n, r, nc, rc, rate, crate, share, score = self._rates(a, b)
+        M = len(self.media)
+        return pl.DataFrame({
+            "customer_id": self.customers.slice(a, b - a).gather(np.repeat(np.arange(b - a), M)),
+            "medium": pl.Series(np.tile(np.array(self.media, dtype=object), b - a), dtype=pl.String),
+            "contacts": n.ravel(), "responses": r.ravel(), "control_contacts": nc.ravel(),
+            "control_responses": rc.ravel(), "response_rate": rate.ravel(),
+            "control_rate": pl.Series(crate.ravel(), dtype=pl.Float64).fill_nan(None),
+            "assortment_share": share.ravel(), "affinity": score.ravel()})
+
+    def frames(self, size: int = 1 << 16):
+        """The whole table, one block of ``size`` customers at a time."""
+        total = self.customers.len()
+        for a in range(0, total, size):
+            yield self.block(a, min(total, a + size))
+
+    def collect(self) -> pl.DataFrame:
+        parts = list(self.frames())
+        return pl.concat(parts) if parts else self.block(0, 0)
+
+
+#: response rows read at a time when they are made compact
+ROWS = 1 << 22
+
+
+def _compact_rows(responses: pl.DataFrame, customers: pl.Series, media: list[str]):
+    """Customer position (int32), medium index (int8), arm (bool), contacts and responses
+    (int32) of every response row of a customer of ``customers`` and a medium of ``media``,
+    sorted by customer position: about 14 bytes a row kept, the rows read a chunk of
+    ``ROWS`` at a time (no full-length int64 or string temporaries)."""
+    numeric = (responses["customer_id"].dtype.is_numeric() and customers.dtype.is_numeric()
+               and customers.is_sorted() and not customers.has_nulls())
+    ref = customers.to_numpy() if numeric else None
+    lookup = None if numeric else pl.DataFrame({"customer_id": customers, "_pos": np.arange(customers.len())})
+    mdt = responses["medium"].dtype
+    codes = None
+    if isinstance(mdt, pl.Enum):  # compare the physical codes, not strings
+        cats = list(mdt.categories)
+        codes = np.array([media.index(c) if c in media else -1 for c in cats] + [-1], np.int8)
+    out: list[list[np.ndarray]] = [[], [], [], [], []]
+    for a in range(0, responses.height, ROWS):
+        ch = responses.slice(a, ROWS)
+        if numeric:
+            want = ch["customer_id"].cast(customers.dtype, strict=False)
+            ok = want.is_not_null().to_numpy()
+            w = want.fill_null(0).to_numpy()
+            pos = np.searchsorted(ref, w)
+            inside = ok & (pos < ref.size)
+            ok = inside.copy()
+            ok[inside] = ref[pos[inside]] == w[inside]
+        else:
+            j = pl.DataFrame({"customer_id": ch["customer_id"].cast(customers.dtype, strict=False)}).join(
+                lookup, on="customer_id", how="left", maintain_order="left")["_pos"]
+            ok = j.is_not_null().to_numpy()
+            pos = j.fill_null(0).to_numpy()
+        if codes is not None:
+            phys = ch["medium"].to_physical().fill_null(len(codes) - 1).to_numpy().astype(np.int64)
+            med = codes[np.minimum(phys, len(codes) - 1)]
+        else:
+            med = np.full(ch.height, -1, np.int8)
+            mcol = ch["medium"] if mdt == pl.String else ch["medium"].cast(pl.String)
+            for k, m in enumerate(media):
+                med[(mcol == m).fill_null(False).to_numpy()] = k
+        sel = np.flatnonzero(ok & (med >= 0))
+        out[0].append(pos[sel].astype(np.int32))
+        out[1].append(med[sel])
+        out[2].append(ch["control"].cast(pl.Boolean).fill_null(False).to_numpy()[sel])
+        out[3].append(ch["contacts"].fill_null(0).to_numpy()[sel].astype(np.int32))
+        out[4].append(ch["responses"].fill_null(0).to_numpy()[sel].astype(np.int32))
+    cols = []
+    for t in (np.int32, np.int8, np.bool_, np.int32, np.int32):  # one column at a time: no two copies
+        parts = out.pop(0)
+        cols.append(np.concatenate(parts) if parts else np.zeros(0, t))
+        del parts
+    order = np.argsort(cols[0], kind="stable")
+    for k in range(len(cols)):
+        cols[k] = cols[k][order]
+    return tuple(cols)
+
+
+def fit_affinity(responses: pl.DataFrame, customers: pl.Series, media: list[str],
+                 shares: dict[str, np.ndarray] | None = None, segments: pl.Series | None = None,
+                 min_customers: int = 200) -> Affinity:
+    """Fit the priors of every (medium, arm[, segment]) from the contacted customers' counts; see
+    :func:`affinity_table` for the parameters. Customers are positions in ``customers`` (sorted)."""
+    labels, names = None, []
+    if segments is not None:
+        seg = segments.cast(pl.String).fill_null("(none)")
+        names = sorted(seg.unique().to_list())
+        labels = seg.replace_strict({x: k for k, x in enumerate(names)}, return_dtype=pl.Int32).to_numpy()
+    p_, m_, c_, n_, r_ = _compact_rows(responses, customers, media)
+    priors, treat, control = [], [], []
+    for j, m in enumerate(media):
+        arms = {}
+        for arm, ctrl in (("treatment", False), ("control", True)):
+            sel = (m_ == j) & (c_ == ctrl)
+            lab = labels[p_[sel]] if labels is not None else None
+            pr, al, be, rows = _priors(n_[sel].astype(np.int64), r_[sel].astype(np.int64), lab, names,
+                                       min_customers, m, arm)
+            arms[arm] = (pr, al, be)
+            priors.extend(rows)
+        treat.append(arms["treatment"][1:])
+        control.append(arms["control"][1:] if arms["control"][0].contacts > 0 else None)
+    return Affinity(customers, tuple(media), pl.DataFrame(priors, schema=PRIOR_SCHEMA), labels, tuple(treat),
+                    tuple(control), p_, m_, c_, n_, r_, shares)
 
 
 def affinity_table(responses: pl.DataFrame, customers: pl.Series, media: list[str],
@@ -161,38 +340,5 @@ def affinity_table(responses: pl.DataFrame, customers: pl.Series, media: list[st
         beta, prior_mean, loglik, converged, fallback (the segment uses the medium's
         prior), customers, contacts.
     """
-    ids = pl.DataFrame({"customer_id": customers})
-    parts, priors = [], []
-    labels, names = None, []
-    if segments is not None:
-        seg = segments.cast(pl.String).fill_null("(none)")
-        names = sorted(seg.unique().to_list())
-        labels = seg.replace_strict({x: k for k, x in enumerate(names)}, return_dtype=pl.Int64).to_numpy()
-    for m in media:
-        sub = responses.filter(pl.col("medium") == m)
-        arms = {}
-        for arm, ctrl in (("treatment", False), ("control", True)):
-            a = ids.join(sub.filter(pl.col("control") == ctrl).select("customer_id", "contacts", "responses"),
-                         on="customer_id", how="left").fill_null(0)
-            n, r = a["contacts"].to_numpy(), a["responses"].to_numpy()
-            pr, al, be, rows = _priors(n, r, labels, names, min_customers, m, arm)
-            arms[arm] = (n, r, pr, al, be)
-            priors.extend(rows)
-        n, r, pr, al, be = arms["treatment"]
-        nc, rc, prc, alc, bec = arms["control"]
-        rate = (al + r) / (al + be + n)
-        has_control = prc.contacts > 0
-        crate = (alc + rc) / (alc + bec + nc) if has_control else None
-        share = shares[m] if shares and m in shares else np.ones(customers.len())
-        aff = (rate - crate if has_control else rate) * share
-        parts.append(pl.DataFrame({
-            "customer_id": customers, "medium": pl.Series([m] * customers.len(), dtype=pl.String),
-            "contacts": n, "responses": r, "control_contacts": nc, "control_responses": rc,
-            "response_rate": rate, "control_rate": pl.Series(crate, dtype=pl.Float64) if has_control
-            else pl.Series([None] * customers.len(), dtype=pl.Float64),
-            "assortment_share": share, "affinity": aff}))
-    aff_df = pl.concat(parts) if parts else pl.DataFrame()
-    schema = {"medium": pl.String, "arm": pl.String, "segment": pl.String, "alpha": pl.Float64,
-              "beta": pl.Float64, "prior_mean": pl.Float64, "loglik": pl.Float64, "converged": pl.Boolean,
-              "fallback": pl.Boolean, "customers": pl.Int64, "contacts": pl.Int64}
-    return aff_df, pl.DataFrame(priors, schema=schema)
+    model = fit_affinity(responses, customers, media, shares, segments, min_customers)
+    return model.collect(), model.priors

@@ -34,10 +34,10 @@ import polars as pl
 
 from centile.errors import InputError
 from centile.io.sqlfiles import read_sql
-from centile.steering.affinity import affinity_table
+from centile.steering.affinity import Affinity, fit_affinity
 from centile.steering.settings import Medium, SteeringSettings
 from centile.steering.solve import Solution, solve_plan
-from centile.steering.values import Factored, Values, as_values
+from centile.steering.values import Factored, Values, as_values, blocks
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ NEVER = 1_000_000  # periods since the last contact of a customer never contacte
 class SteeringResult:
     """Outputs of :func:`compute_steering` (``out``: the folder written by the job)."""
 
-    affinity: pl.DataFrame
+    affinity: pl.DataFrame | Affinity
     priors: pl.DataFrame
     budgets: pl.DataFrame
     plan: pl.DataFrame
@@ -132,24 +132,24 @@ def _since(responses: pl.DataFrame, ids: pl.Series, as_of: dt.date, period_days:
     return np.where(np.isfinite(since), np.minimum(since, NEVER), NEVER).astype(np.int64)
 
 
-def contact_values(budgets: pl.DataFrame, affinity: pl.DataFrame, media: tuple[Medium, ...],
+def contact_values(budgets: pl.DataFrame, affinity: Affinity | np.ndarray, media: tuple[Medium, ...],
                    st: SteeringSettings, eligible: np.ndarray) -> Factored:
     """v[i, m, t] = affinity x expected order margin x season[t] - cost[m]; NaN where not eligible.
 
-    ``budgets`` and ``affinity`` are sorted by customer_id (affinity: media in order);
+    ``budgets`` sorted by customer_id; ``affinity``: the fitted :class:`Affinity` of the same
+    customers (its scores computed one block of customers at a time) or their (n, M) scores;
     ``eligible`` (n, M) bool. Returned as its factors (:class:`~centile.steering.values.Factored`:
     (n, M) rather than (n, M, T)); the solver builds the values one block of customers at a
     time, with the same operations as the dense array (``.block(0, n)``).
     """
     n, M = budgets.height, len(media)
-    aff = np.zeros((n, M))
-    for j, m in enumerate(media):
-        col = affinity.filter(pl.col("medium") == m.name)["affinity"].to_numpy()
-        aff[:, j] = col
     om = budgets["expected_order_margin"].to_numpy()
+    scale = np.empty((n, M))
+    for a, b in blocks(n):
+        aff = affinity.scores(a, b) if isinstance(affinity, Affinity) else affinity[a:b]
+        scale[a:b] = aff * om[a:b, None]
     season = np.asarray(st.season(), float)
     cost = np.array([m.cost for m in media])
-    scale = aff * om[:, None]
     scale[~eligible] = np.nan
     return Factored(scale, season, cost)
 
@@ -215,7 +215,8 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
                 pl.when(pl.col("total") > 0).then(pl.col("inm").fill_null(0.0) / pl.col("total"))
                 .otherwise(overall).clip(0.0, 1.0))[:, 0].to_numpy()
     labels = prior_segments(s, st, ids, segments)
-    aff, priors = affinity_table(resp, ids, [m.name for m in media], shares, labels, st.prior_min_customers)
+    aff = fit_affinity(resp, ids, [m.name for m in media], shares, labels, st.prior_min_customers)
+    priors = aff.priors
     if labels is not None:
         own = priors.filter(pl.col("segment").is_not_null())
         notes.append(f"priors by {st.prior_by}: {int((~own['fallback']).sum())} of {own.height} (medium, arm, "
@@ -276,7 +277,7 @@ def _q(name: str) -> str:
 
 
 def plan_from_values(ids: pl.Series, values: np.ndarray | Values, media: tuple[Medium, ...], st: SteeringSettings,
-                     budgets: pl.DataFrame, since: np.ndarray, aff: pl.DataFrame, priors: pl.DataFrame,
+                     budgets: pl.DataFrame, since: np.ndarray, aff: pl.DataFrame | Affinity, priors: pl.DataFrame,
                      notes: list[str], segments: pl.DataFrame | None, period_days: float | None) -> SteeringResult:
     """Solve and tabulate (customers sorted by id, so the plan does not depend on input order)."""
     vals = as_values(values)
@@ -372,10 +373,31 @@ def write_steering(res: SteeringResult, staging: Any) -> dict[str, int]:
     if res.contacts is not None:
         files["plan_contacts"] = res.contacts
     for name, df in files.items():
-        df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
+        if isinstance(df, Affinity):
+            _write_blocks(df, staging.path(f"{name}.parquet"))
+        else:
+            df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
     Path(staging.path("steering.json")).write_text(
         json.dumps({**res.summary, "notes": list(res.notes)}, indent=2, default=str) + "\n")
     return {k: v.height for k, v in files.items()}
+
+
+def _write_blocks(aff: Affinity, path: Any) -> None:
+    """The affinity table written one block of customers at a time (never held whole)."""
+    import pyarrow.parquet as pq
+
+    writer = None
+    try:
+        for df in aff.frames():
+            table = df.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(str(path), table.schema, compression="zstd")
+            writer.write_table(table)
+        if writer is None:
+            aff.block(0, 0).write_parquet(path, compression="zstd")
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def plan_contacts(plan: pl.DataFrame, start: dt.date, period_days: float, spec: Any, seed: int) -> pl.DataFrame:

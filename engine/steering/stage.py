@@ -39,4 +39,9 @@ STAGE = register_stage(Stage(
     "steering", _run, writes=("affinity", "affinity_priors", "budgets", "plan", "plan_summary", "plan_contacts"),
     reads=("clv",), uses=("segments",), tables=("orders", "contacts", "customers"), config=config_part("seed", "as_of", "steering", "holdout", "clv"), skip=_skip))
 
-register_config_section("steering", steering_settings)
+def _without_orders(raw) -> bool:
+    """A plan from ``[steering] proposals`` reads no order data."""
+    return bool(raw.get("proposals"))
+
+
+register_config_section("steering", steering_settings, without_orders=_without_orders)
