@@ -1,0 +1,260 @@
+"""The uplift table's mergeable state: what one partition of units leaves behind.
+
+A partition's unit table (one row per customer and campaign) is reduced to, per
+(campaign, breakdown, segment, arm) cell:
+
+* counts (``n``, the SRM check's input; ``listed``: rows with a non-zero
+  bootstrapped outcome), the contact cost, and per outcome the sums ``s``, ``ss``
+  and, with a pre-period column, ``sx``, ``sxx``, ``sxy`` (CUPED);
+* the Poisson-bootstrap replicate sums of the listed rows, each row's weight
+  keyed by (seed, replicate, customer, campaign) (``centile.kernels.bootstrap``);
+
+and, only with an uplift ``score``, the few columns the Qini curves need
+(customer id, arm, score and the outcomes: about 50 MB per million units),
+which need one global sort by score and so are kept whole.
+
+Integer and decimal columns (counts; money as DECIMAL(18, 4) from the session)
+are summed exactly -- Python integers for the analytic sums (Int128 within a
+partition), ``int64`` for the replicate sums -- so the merged state, and every
+figure derived from it at the end, is the same for any partitioning and thread
+count. Float columns (a flat results table, read whole) are summed in one
+fixed order with ``np.bincount``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from centile.errors import ConfigError, InputError
+from centile.uplift.inputs import PRE, UpliftSpec
+
+#: a cell: (segment label, arm label)
+Cell = tuple[str, str]
+#: a breakdown of a campaign: (campaign, breakdown name)
+Block = tuple[str, str]
+
+MISSING = "(missing)"
+
+
+def labels(col: pl.Series) -> pl.Series:
+    """Segment or arm labels as text (null -> '(missing)')."""
+    return col.cast(pl.String).fill_null(MISSING)
+
+
+def _exact_scale(dtype: pl.DataType) -> int | None:
+    """The decimal scale of an exactly summable column (integers: 0), None for floats."""
+    if isinstance(dtype, pl.Decimal):
+        return int(dtype.scale or 0)
+    if dtype.is_integer() or dtype == pl.Boolean:
+        return 0
+    return None
+
+
+def _physical(col: pl.Series) -> pl.Series:
+    """Exact columns as integers in units of 10**-scale (Int128), floats as Float64; nulls as 0."""
+    if isinstance(col.dtype, pl.Decimal):
+        return col.to_physical().cast(pl.Int128).fill_null(0)
+    if _exact_scale(col.dtype) == 0:
+        return col.cast(pl.Int128).fill_null(0)
+    return col.cast(pl.Float64).fill_null(0.0)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What is fixed before the first partition: outcomes, breakdowns, bootstrapped columns, seeds."""
+
+    outcomes: tuple[str, ...]
+    pre: Mapping[str, str]  # outcome -> its pre-period column
+    segments: tuple[str, ...]
+    boot: tuple[str, ...]  # replicate-summed columns: bootstrap candidates and ratio parts
+    seeds: np.ndarray  # one per replicate
+    seed: int
+    score: str | None
+    campaigns: tuple[str, ...]
+
+    @property
+    def breakdowns(self) -> list[tuple[str, str | None]]:
+        return [("overall", None)] + [(c, c) for c in self.segments]
+
+    @property
+    def boot_breakdowns(self) -> list[str]:
+        """The breakdowns whose replicate sums are kept: every segment column (overall is the
+        collapse of the last one), or overall alone."""
+        return list(self.segments) or ["overall"]
+
+    def stats(self) -> list[tuple[str, str | None, str | None]]:
+        """The summed statistics: (name, column a, column b) for sum(a) or sum(a * b)."""
+        out: list[tuple[str, str | None, str | None]] = [("cost", "cost", None)]
+        for o in self.outcomes:
+            out += [(f"{o}:s", o, None), (f"{o}:ss", o, o)]
+            if o in self.pre:
+                x = self.pre[o]
+                out += [(f"{o}:sx", x, None), (f"{o}:sxx", x, x), (f"{o}:sxy", x, o)]
+        return out
+
+
+def make_plan(schema: Mapping[str, pl.DataType], spec: UpliftSpec, seed: int,
+              binary: Mapping[str, bool]) -> Plan:
+    """The plan for unit tables of ``schema``; ``binary``: outcomes known to be 0/1 (only those
+    are left out of the bootstrap candidates: the others are summed, and dropped at the end if
+    they turn out 0/1 over every partition)."""
+    from centile.kernels.bootstrap import replicate_seeds
+
+    outcomes = tuple(c for c, t in schema.items() if c not in ("customer_id", "campaign", "arm", "cost")
+                     and not c.startswith(PRE) and c not in spec.segments and c != spec.score
+                     and t.is_numeric())
+    for name, (num, den) in spec.ratios.items():
+        if num not in outcomes or den not in outcomes:
+            raise ConfigError(f"[uplift] ratio {name}: {num} and {den} must both be outcomes "
+                              f"(have {', '.join(outcomes)})")
+    if spec.replicates:
+        cand = [o for o in spec.bootstrap if o in outcomes] if spec.bootstrap is not None else [
+            o for o in outcomes if not binary.get(o, False)]
+        boot = tuple(dict.fromkeys([*cand, *(c for pair in spec.ratios.values() for c in pair)]))
+    else:
+        boot = ()
+    return Plan(outcomes, {o: PRE + o for o in outcomes if PRE + o in schema}, tuple(spec.segments), boot,
+                replicate_seeds(seed, spec.replicates), seed, spec.score, tuple(spec.campaigns))
+
+
+@dataclass
+class UpliftState:
+    """The merged state of the partitions added so far (see the module docstring)."""
+
+    plan: Plan
+    cells: dict[Block, dict[Cell, dict[str, Any]]] = field(default_factory=dict)
+    boot: dict[Block, dict[Cell, np.ndarray]] = field(default_factory=dict)
+    binary: dict[str, bool] = field(default_factory=dict)
+    scales: dict[str, int | None] = field(default_factory=dict)
+    qini: list[pl.DataFrame] = field(default_factory=list)
+    units: int = 0
+    parts: int = 0
+    sort_by_customer: bool = False  # the Qini units come from customer-hash partitions
+
+    def add(self, units: pl.DataFrame) -> None:
+        """Reduce one partition's unit table into the state (its rows may then be dropped)."""
+        p = self.plan
+        self.parts += 1
+        self.units += units.height
+        cols = ["cost", *p.outcomes, *p.pre.values()]
+        for c in cols:
+            sc = _exact_scale(units.schema[c])
+            if self.scales.setdefault(c, sc) != sc:
+                raise InputError(f"uplift: column {c} changed type between partitions "
+                                 f"({units.schema[c]}); give it one type")
+        for o in p.outcomes:
+            ok = bool(units[o].cast(pl.Float64).fill_null(0.0).is_in([0.0, 1.0]).all())
+            self.binary[o] = self.binary.get(o, True) and ok
+        if units.height == 0:
+            return
+        for camp in labels(units["campaign"]).unique().sort().to_list():
+            if p.campaigns and camp not in p.campaigns:
+                continue
+            u = units.filter(labels(pl.col("campaign")) == camp)
+            self._add_campaign(camp, u)
+
+    def _add_campaign(self, camp: str, u: pl.DataFrame) -> None:
+        p = self.plan
+        arm = labels(u["arm"])
+        phys = {c: _physical(u[c]) for c in dict.fromkeys(["cost", *p.outcomes, *p.pre.values()])}
+        _check_range(phys, u.height)
+        listed = np.zeros(u.height, bool)
+        for c in p.boot:
+            listed |= (phys[c] != 0).to_numpy()
+        for bname, col in p.breakdowns:
+            seg = pl.Series("seg", ["all"] * u.height) if col is None else labels(u[col])
+            key = pl.DataFrame({"seg": seg, "arm": arm})
+            local = key.unique().sort("seg", "arm")
+            code = key.join(local.with_row_index("code"), on=["seg", "arm"], how="left",
+                            maintain_order="left")["code"].to_numpy().astype(np.int64)
+            cells = [tuple(r) for r in local.iter_rows()]
+            sums = self._sums(code, len(cells), phys)
+            sums["n"] = np.bincount(code, minlength=len(cells)).tolist()
+            sums["listed"] = np.bincount(code[listed], minlength=len(cells)).tolist()
+            block = self.cells.setdefault((camp, bname), {})
+            for j, cell in enumerate(cells):
+                acc = block.get(cell)
+                if acc is None:
+                    block[cell] = {k: v[j] for k, v in sums.items()}
+                else:
+                    for k, v in sums.items():
+                        acc[k] += v[j]
+            if p.boot and p.seeds.size and bname in p.boot_breakdowns:
+                self._add_boot(camp, bname, u, code, cells, listed, phys)
+        if p.score:
+            self.qini.append(u.select(
+                "customer_id", pl.lit(camp).alias("campaign"), labels(pl.col("arm")).alias("arm"),
+                pl.col(p.score).cast(pl.Float64).alias("score"),
+                *(pl.Series(o, self.floats(o, phys[o])) for o in p.outcomes)))
+
+    def floats(self, col: str, values: pl.Series) -> np.ndarray:
+        """A column's values as float64 (exact integer units divided by 10**scale)."""
+        sc = self.scales[col]
+        if sc is None:
+            return values.to_numpy().astype(np.float64)
+        return values.cast(pl.Float64).to_numpy() / 10.0**sc
+
+    def _sums(self, code: np.ndarray, n_cells: int, phys: dict[str, pl.Series]) -> dict[str, list]:
+        """Per local cell: every statistic of the plan; exact (Python ints) when both columns are."""
+        out: dict[str, list] = {}
+        exact, flt = [], []
+        for name, a, b in self.plan.stats():
+            (exact if self.scales[a] is not None and (b is None or self.scales[b] is not None) else flt).append(
+                (name, a, b))
+        if exact:
+            frame = pl.DataFrame({"code": code, **{c: phys[c] for c in {x for _, a, b in exact for x in (a, b) if x}}})
+            agg = frame.group_by("code").agg(
+                *((pl.col(a) if b is None else pl.col(a) * pl.col(b)).sum().alias(n) for n, a, b in exact))
+            idx = agg["code"].to_numpy()
+            for name, _a, _b in exact:
+                vals = [0] * n_cells
+                for i, v in zip(idx, agg[name].to_list(), strict=True):
+                    vals[int(i)] = int(v)
+                out[name] = vals
+        for name, a, b in flt:
+            ya = self.floats(a, phys[a])
+            w = ya if b is None else ya * self.floats(b, phys[b])
+            out[name] = np.bincount(code, w, n_cells).tolist()
+        return out
+
+    def _add_boot(self, camp: str, bname: str, u: pl.DataFrame, code: np.ndarray, cells: list[Cell],
+                  listed: np.ndarray, phys: dict[str, pl.Series]) -> None:
+        from centile.clubs.compute import customer_hashes
+        from centile.kernels.bootstrap import poisson_bootstrap_sums
+        from centile.uplift.holdout import salt_seed
+
+        p = self.plan
+        idx = np.flatnonzero(listed)
+        sub = code[idx]
+        order = idx[np.argsort(sub, kind="stable")]
+        offsets = np.zeros(len(cells) + 1, np.int64)
+        np.cumsum(np.bincount(sub, minlength=len(cells)), out=offsets[1:])
+        exact = all(self.scales[c] is not None for c in p.boot)
+        take = pl.Series(order)
+        if exact:
+            values = np.vstack([phys[c].gather(take).cast(pl.Int64).to_numpy() for c in p.boot])
+        else:
+            values = np.vstack([self.floats(c, phys[c])[order] for c in p.boot])
+        keys = customer_hashes(u["customer_id"].gather(take), salt_seed(camp, p.seed))
+        sums = poisson_bootstrap_sums(values, offsets, p.seeds, keys)
+        block = self.boot.setdefault((camp, bname), {})
+        for j, cell in enumerate(cells):
+            if cell in block:
+                block[cell] += sums[:, j, :]
+            else:
+                block[cell] = sums[:, j, :].copy()
+
+
+def _check_range(phys: dict[str, pl.Series], n: int) -> None:
+    """Exact sums of products stay within Int128 (2**127): refuse absurd magnitudes clearly."""
+    for c, s in phys.items():
+        if s.dtype == pl.Int128 and n:
+            m = int(s.abs().max() or 0)
+            if m >= 2**62 or m * m * n >= 2**125:
+                raise InputError(f"uplift: column {c} has values too large to sum exactly "
+                                 f"(|value| up to {m} units); check its unit or scale")
