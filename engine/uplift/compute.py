@@ -17,8 +17,10 @@ methods (``method`` column):
 * ``welch`` -- other outcomes: Welch t interval and test;
 * ``bootstrap`` -- skewed outcomes and ratio metrics (sum of a numerator over
   sum of a denominator per arm, e.g. revenue per order): percentile intervals
-  from a Poisson bootstrap (``centile.kernels.bootstrap``), relative uplift
-  from the same replicates;
+  from a Poisson bootstrap (``centile.kernels.bootstrap``; a unit's weight in
+  replicate ``b`` is keyed by (seed, ``b``, customer id, campaign), so every
+  breakdown sees the same resample and the replicate sums of any partitioning
+  add up to the same totals), relative uplift from the same replicates;
 * ``cuped`` -- when a pre-period value of the outcome exists: Welch on ``y -
   theta (x - mean x)``, ``theta`` pooled over the arms of the cell, with the
   variance reduction achieved.
@@ -31,6 +33,12 @@ arms. ``incremental`` = uplift x ``n_arm`` (the outcome the arm added);
 The sample-ratio-mismatch check compares the arm counts of every (campaign,
 breakdown, segment) with the planned split (chi-square); a p-value below
 ``srm_alpha`` is flagged in ``srm_flag``, logged as a warning and noted.
+
+Everything above is a function of per-cell sums (:mod:`centile.uplift.state`):
+the session's units are built and reduced one customer-hash partition at a
+time (:func:`uplift_from_session`), and the table is derived from the merged
+sums at the end (:func:`finish_uplift`), so it does not depend on the
+partition or thread count.
 """
 
 from __future__ import annotations
@@ -163,7 +171,6 @@ def finish_uplift(state: UpliftState, spec: UpliftSpec, notes: list[str] | None 
     srm_rows: list[dict[str, Any]] = []
     qini_parts: list[pl.DataFrame] = []
     qsum: list[dict[str, Any]] = []
-    qini_units = _qini_units(state) if p.score else None
     for camp in campaigns:
         arms = sorted({a for _s, a in state.cells[(camp, "overall")]})
         if spec.control not in arms:
@@ -212,8 +219,8 @@ def finish_uplift(state: UpliftState, spec: UpliftSpec, notes: list[str] | None 
             for name, (num, den) in ratios.items():
                 point = st.safe_div(stat(f"{num}:s", state.scales[num]), stat(f"{den}:s", state.scales[den]))
                 rows += _boot_rows(name, reps, ("ratio", num, den), point, ctx, spec)
-        if qini_units is not None:
-            _qini(camp, qini_units.filter(pl.col("campaign") == camp), arms, ctrl, outcomes, spec, qini_parts, qsum)
+        if p.score and camp in state.qini:
+            _qini(camp, state.qini_units(camp), arms, ctrl, outcomes, spec, qini_parts, qsum)
     table = _finish(rows, spec.srm_alpha)
     srm = pl.DataFrame(srm_rows, schema={"campaign": pl.String, "breakdown": pl.String, "segment": pl.String,
                                          "arm": pl.String, "n": pl.Int64, "observed_share": pl.Float64,
@@ -261,14 +268,6 @@ def _replicate_floats(state: UpliftState, raw: np.ndarray) -> np.ndarray:
         if sc:
             out[..., 1 + k] /= 10.0**sc
     return out
-
-
-def _qini_units(state: UpliftState) -> pl.DataFrame:
-    """The Qini columns of every partition; from the session (``sort_by_customer``) in customer
-    order within each campaign, as one pass over all customers would list them."""
-    units = pl.concat(state.qini, how="vertical") if state.qini else pl.DataFrame(
-        schema={"customer_id": pl.Int64, "campaign": pl.String, "arm": pl.String, "score": pl.Float64})
-    return units.sort("campaign", "customer_id", maintain_order=True) if state.sort_by_customer else units
 
 
 def _srm(camp: str, bname: str, labels: list[str], arms: list[str], counts: np.ndarray, spec: UpliftSpec,

@@ -187,9 +187,8 @@ def session_units(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None, late:
                                       ELSE o.quantity END)::{money}) AS revenue,
              sum(((o.unit_price - {cost}) * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
                                                   ELSE o.quantity END)::{money}) AS margin
-      FROM orders AS o {join}
-      WHERE o.customer_id IN (SELECT customer_id FROM c)
-      GROUP BY o.customer_id, o.order_id)
+      FROM orders AS o {join}  -- no semi-join on c's customers: the LEFT JOIN below drops the others,
+      GROUP BY o.customer_id, o.order_id)  -- and the semi-join cost as much as the rest of the query
     SELECT c.customer_id, c.campaign, c.arm, CAST(c.cost AS {money}) AS cost,
       count(*) FILTER (WHERE o.is_order AND o.ts >= c.sent_ts) AS orders,
       CAST(coalesce(sum(o.revenue) FILTER (WHERE o.ts >= c.sent_ts), 0) AS {money}) AS revenue,

@@ -10,8 +10,9 @@ A partition's unit table (one row per customer and campaign) is reduced to, per
   keyed by (seed, replicate, customer, campaign) (``centile.kernels.bootstrap``);
 
 and, only with an uplift ``score``, the few columns the Qini curves need
-(customer id, arm, score and the outcomes: about 50 MB per million units),
-which need one global sort by score and so are kept whole.
+(customer id, arm, score and the outcomes as float64: about 60 MB per million
+units with the four outcomes of contacts + orders), which need one global sort
+by score and so are kept whole.
 
 Integer and decimal columns (counts; money as DECIMAL(18, 4) from the session)
 are summed exactly -- Python integers for the analytic sums (Int128 within a
@@ -39,6 +40,9 @@ Cell = tuple[str, str]
 Block = tuple[str, str]
 
 MISSING = "(missing)"
+#: at most this many joint (segment columns x arm) cells per campaign and partition are summed
+#: once for every breakdown (the bootstrap's weights generated once); beyond, one pass per breakdown
+JOINT_CELLS = 4096
 
 
 def labels(col: pl.Series) -> pl.Series:
@@ -131,7 +135,7 @@ class UpliftState:
     boot: dict[Block, dict[Cell, np.ndarray]] = field(default_factory=dict)
     binary: dict[str, bool] = field(default_factory=dict)
     scales: dict[str, int | None] = field(default_factory=dict)
-    qini: list[pl.DataFrame] = field(default_factory=list)
+    qini: dict[str, list[pl.DataFrame]] = field(default_factory=dict)  # per campaign
     units: int = 0
     parts: int = 0
     sort_by_customer: bool = False  # the Qini units come from customer-hash partitions
@@ -166,31 +170,54 @@ class UpliftState:
         listed = np.zeros(u.height, bool)
         for c in p.boot:
             listed |= (phys[c] != 0).to_numpy()
-        for bname, col in p.breakdowns:
-            seg = pl.Series("seg", ["all"] * u.height) if col is None else labels(u[col])
-            key = pl.DataFrame({"seg": seg, "arm": arm})
-            local = key.unique().sort("seg", "arm")
-            code = key.join(local.with_row_index("code"), on=["seg", "arm"], how="left",
-                            maintain_order="left")["code"].to_numpy().astype(np.int64)
-            cells = [tuple(r) for r in local.iter_rows()]
-            sums = self._sums(code, len(cells), phys)
-            sums["n"] = np.bincount(code, minlength=len(cells)).tolist()
-            sums["listed"] = np.bincount(code[listed], minlength=len(cells)).tolist()
-            block = self.cells.setdefault((camp, bname), {})
-            for j, cell in enumerate(cells):
-                acc = block.get(cell)
-                if acc is None:
-                    block[cell] = {k: v[j] for k, v in sums.items()}
-                else:
-                    for k, v in sums.items():
-                        acc[k] += v[j]
-            if p.boot and p.seeds.size and bname in p.boot_breakdowns:
-                self._add_boot(camp, bname, u, code, cells, listed, phys)
+        segs = [labels(u[c]).alias(f"s{i}") for i, c in enumerate(p.segments)]
+        key = pl.DataFrame([*segs, arm.alias("arm")])
+        every = list(range(len(segs)))
+        if key.n_unique() <= JOINT_CELLS:  # one pass over the joint cells serves every breakdown
+            groupings = [(every, [b for b, _c in p.breakdowns])]
+        else:  # too many joint cells: one pass per breakdown
+            groupings = [([], ["overall"])] + [([i], [p.segments[i]]) for i in every]
+        for cols, serves in groupings:
+            names = [f"s{i}" for i in cols] + ["arm"]
+            local = key.select(names).unique().sort(names)
+            code = key.select(names).join(local.with_row_index("code"), on=names, how="left", nulls_equal=True,
+                                          maintain_order="left")["code"].to_numpy().astype(np.int64)
+            rows = list(local.iter_rows())
+            sums = self._sums(code, len(rows), phys)
+            sums["n"] = np.bincount(code, minlength=len(rows)).tolist()
+            sums["listed"] = np.bincount(code[listed], minlength=len(rows)).tolist()
+            boot = None
+            if p.boot and p.seeds.size and any(b in p.boot_breakdowns for b in serves):
+                boot = self._boot_sums(camp, u, code, len(rows), listed, phys)
+            for bname in serves:
+                pos = cols.index(p.segments.index(bname)) if bname != "overall" else None
+                cells = [("all" if pos is None else r[pos], r[-1]) for r in rows]
+                block = self.cells.setdefault((camp, bname), {})
+                for j, cell in enumerate(cells):
+                    acc = block.get(cell)
+                    if acc is None:
+                        block[cell] = {k: v[j] for k, v in sums.items()}
+                    else:
+                        for k, v in sums.items():
+                            acc[k] += v[j]
+                if boot is not None and bname in p.boot_breakdowns:
+                    rb = self.boot.setdefault((camp, bname), {})
+                    for j, cell in enumerate(cells):
+                        if cell in rb:
+                            rb[cell] += boot[:, j, :]
+                        else:
+                            rb[cell] = boot[:, j, :].copy()
         if p.score:
-            self.qini.append(u.select(
-                "customer_id", pl.lit(camp).alias("campaign"), labels(pl.col("arm")).alias("arm"),
-                pl.col(p.score).cast(pl.Float64).alias("score"),
+            self.qini.setdefault(camp, []).append(u.select(
+                "customer_id", labels(pl.col("arm")).alias("arm"), pl.col(p.score).cast(pl.Float64).alias("score"),
                 *(pl.Series(o, self.floats(o, phys[o])) for o in p.outcomes)))
+
+    def qini_units(self, camp: str) -> pl.DataFrame:
+        """A campaign's Qini columns over every partition; from customer-hash partitions
+        (``sort_by_customer``) in customer order, as one pass over all customers lists them."""
+        parts = self.qini.get(camp, [])
+        units = pl.concat(parts, how="vertical") if len(parts) != 1 else parts[0]
+        return units.sort("customer_id", maintain_order=True) if self.sort_by_customer else units
 
     def floats(self, col: str, values: pl.Series) -> np.ndarray:
         """A column's values as float64 (exact integer units divided by 10**scale)."""
@@ -222,8 +249,10 @@ class UpliftState:
             out[name] = np.bincount(code, w, n_cells).tolist()
         return out
 
-    def _add_boot(self, camp: str, bname: str, u: pl.DataFrame, code: np.ndarray, cells: list[Cell],
-                  listed: np.ndarray, phys: dict[str, pl.Series]) -> None:
+    def _boot_sums(self, camp: str, u: pl.DataFrame, code: np.ndarray, n_cells: int, listed: np.ndarray,
+                   phys: dict[str, pl.Series]) -> np.ndarray:
+        """Replicate sums (b, cell, 1 + columns) of the listed rows per local cell, each row's
+        weights keyed by (seed, replicate, customer id, campaign)."""
         from centile.clubs.compute import customer_hashes
         from centile.kernels.bootstrap import poisson_bootstrap_sums
         from centile.uplift.holdout import salt_seed
@@ -232,22 +261,15 @@ class UpliftState:
         idx = np.flatnonzero(listed)
         sub = code[idx]
         order = idx[np.argsort(sub, kind="stable")]
-        offsets = np.zeros(len(cells) + 1, np.int64)
-        np.cumsum(np.bincount(sub, minlength=len(cells)), out=offsets[1:])
-        exact = all(self.scales[c] is not None for c in p.boot)
+        offsets = np.zeros(n_cells + 1, np.int64)
+        np.cumsum(np.bincount(sub, minlength=n_cells), out=offsets[1:])
         take = pl.Series(order)
-        if exact:
+        if all(self.scales[c] is not None for c in p.boot):  # integer units: exact int64 sums
             values = np.vstack([phys[c].gather(take).cast(pl.Int64).to_numpy() for c in p.boot])
         else:
             values = np.vstack([self.floats(c, phys[c])[order] for c in p.boot])
         keys = customer_hashes(u["customer_id"].gather(take), salt_seed(camp, p.seed))
-        sums = poisson_bootstrap_sums(values, offsets, p.seeds, keys)
-        block = self.boot.setdefault((camp, bname), {})
-        for j, cell in enumerate(cells):
-            if cell in block:
-                block[cell] += sums[:, j, :]
-            else:
-                block[cell] = sums[:, j, :].copy()
+        return poisson_bootstrap_sums(values, offsets, p.seeds, keys)
 
 
 def _check_range(phys: dict[str, pl.Series], n: int) -> None:
