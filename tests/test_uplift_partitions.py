@@ -55,6 +55,17 @@ def test_uplift_files_are_byte_identical_for_any_partition_count_and_thread_coun
         assert other == one, (key, [n for n in one if one[n] != other.get(n)])
 
 
+def test_one_pass_per_breakdown_gives_the_same_bytes_as_the_joint_cells(data, tmp_path, monkeypatch):
+    """Beyond JOINT_CELLS joint cells each breakdown is summed on its own: exact sums, same bytes."""
+    from centile.uplift import state
+
+    cfg = load_config(data / "c.toml", partitions=3, threads=1)
+    run_uplift(cfg, tmp_path / "joint", segments=data / "segments.parquet")
+    monkeypatch.setattr(state, "JOINT_CELLS", 1)
+    run_uplift(cfg, tmp_path / "apart", segments=data / "segments.parquet")
+    assert _digests(tmp_path / "joint") == _digests(tmp_path / "apart")
+
+
 def test_each_partition_holds_only_its_own_units(data, monkeypatch):
     seen: list[tuple[int, int, set]] = []
     refs: list[weakref.ref] = []
