@@ -164,25 +164,21 @@ class UpliftState:
 
     def _add_campaign(self, camp: str, u: pl.DataFrame) -> None:
         p = self.plan
-        arm = labels(u["arm"])
         phys = {c: _physical(u[c]) for c in dict.fromkeys(["cost", *p.outcomes, *p.pre.values()])}
         _check_range(phys, u.height)
         listed = np.zeros(u.height, bool)
         for c in p.boot:
             listed |= (phys[c] != 0).to_numpy()
-        segs = [labels(u[c]).alias(f"s{i}") for i, c in enumerate(p.segments)]
-        key = pl.DataFrame([*segs, arm.alias("arm")])
-        every = list(range(len(segs)))
-        if key.n_unique() <= JOINT_CELLS:  # one pass over the joint cells serves every breakdown
-            groupings = [(every, [b for b, _c in p.breakdowns])]
+        dense = [_dense(u[c]) for c in p.segments]
+        arms = _dense(u["arm"])
+        every = list(range(len(dense)))
+        joint = _group([*dense, arms])
+        if joint is not None and len(joint[1]) <= JOINT_CELLS:  # one pass serves every breakdown
+            groupings = [(every, [b for b, _c in p.breakdowns], joint)]
         else:  # too many joint cells: one pass per breakdown
-            groupings = [([], ["overall"])] + [([i], [p.segments[i]]) for i in every]
-        for cols, serves in groupings:
-            names = [f"s{i}" for i in cols] + ["arm"]
-            local = key.select(names).unique().sort(names)
-            code = key.select(names).join(local.with_row_index("code"), on=names, how="left", nulls_equal=True,
-                                          maintain_order="left")["code"].to_numpy().astype(np.int64)
-            rows = list(local.iter_rows())
+            groupings = [([i], [p.segments[i]], None) for i in every] + [([], ["overall"], None)]
+        for cols, serves, grouped in groupings:
+            code, rows = grouped or _group([*(dense[i] for i in cols), arms])
             sums = self._sums(code, len(rows), phys)
             sums["n"] = np.bincount(code, minlength=len(rows)).tolist()
             sums["listed"] = np.bincount(code[listed], minlength=len(rows)).tolist()
@@ -243,10 +239,12 @@ class UpliftState:
                 for i, v in zip(idx, agg[name].to_list(), strict=True):
                     vals[int(i)] = int(v)
                 out[name] = vals
+        fl: dict[str, np.ndarray] = {}
         for name, a, b in flt:
-            ya = self.floats(a, phys[a])
-            w = ya if b is None else ya * self.floats(b, phys[b])
-            out[name] = np.bincount(code, w, n_cells).tolist()
+            for c in (a, b):
+                if c is not None and c not in fl:
+                    fl[c] = self.floats(c, phys[c])
+            out[name] = np.bincount(code, fl[a] if b is None else fl[a] * fl[b], n_cells).tolist()
         return out
 
     def _boot_sums(self, camp: str, u: pl.DataFrame, code: np.ndarray, n_cells: int, listed: np.ndarray,
@@ -270,6 +268,41 @@ class UpliftState:
             values = np.vstack([self.floats(c, phys[c])[order] for c in p.boot])
         keys = customer_hashes(u["customer_id"].gather(take), salt_seed(camp, p.seed))
         return poisson_bootstrap_sums(values, offsets, p.seeds, keys)
+
+
+def _dense(col: pl.Series) -> tuple[np.ndarray, list[str]]:
+    """Dense codes of a label column in sorted label order, and the labels."""
+    s = labels(col)
+    cats = s.unique().sort()
+    return s.cast(pl.Enum(cats)).to_physical().to_numpy().astype(np.int64), cats.to_list()
+
+
+def _group(parts: list[tuple[np.ndarray, list[str]]]) -> tuple[np.ndarray, list[tuple[str, ...]]] | None:
+    """Dense codes of the label tuples present (in sorted tuple order) and the tuples; None when
+    the mixed-radix key would not fit in 62 bits."""
+    size = 1
+    for _c, labs in parts:
+        size *= max(len(labs), 1)
+    if size >= 2**62:
+        return None
+    key = np.zeros(parts[0][0].size, np.int64)
+    for codes, labs in parts:
+        key = key * len(labs) + codes
+    if size <= 1 << 22:
+        present = np.flatnonzero(np.bincount(key, minlength=size))
+        remap = np.zeros(size, np.int64)
+        remap[present] = np.arange(present.size)
+        code = remap[key]
+    else:
+        present, code = np.unique(key, return_inverse=True)
+    rows: list[list[str]] = [[] for _ in range(present.size)]
+    rest = present.copy()
+    for _codes, labs in reversed(parts):
+        digit = rest % len(labs)
+        rest //= len(labs)
+        for j, d in enumerate(digit.tolist()):
+            rows[j].append(labs[d])
+    return code.astype(np.int64), [tuple(reversed(r)) for r in rows]
 
 
 def _check_range(phys: dict[str, pl.Series], n: int) -> None:
