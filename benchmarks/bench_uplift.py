@@ -18,8 +18,8 @@ ratio metric revenue per order. Each step runs in a fresh process:
   into one Poisson(count) draw per cell;
 * ``numpy``: the same estimator with NumPy array operations
   (``tests/reference_bootstrap.poisson_bootstrap_sums_numpy``: the same
-  counter-based weights, ``np.bincount`` sums), all 1,000 replicates, checked
-  equal to the kernel's;
+  weights keyed by (seed, replicate, customer), ``np.bincount`` sums), all
+  1,000 replicates, checked equal to the kernel's;
 * ``kernel_all`` / ``numpy_all``: every row listed (3 outcome columns x 40
   cells x 1,000 replicates = 10**10 Poisson weights at 10M), the worst case
   of data where every customer has a non-zero outcome; NumPy runs
@@ -85,9 +85,10 @@ KERNEL = r"""
 import json, sys, time
 import numpy as np, polars as pl
 from centile.kernels.bootstrap import poisson_bootstrap_sums, replicate_seeds
+from centile.kernels.hashing import hash_int64
 sys.path.insert(0, __ROOT__)  # the NumPy baseline lives with the tests, not in the library
 from tests.reference_bootstrap import poisson_bootstrap_sums_numpy
-units = pl.read_parquet(sys.argv[1], columns=["arm", "segment", "orders", "revenue", "margin"])
+units = pl.read_parquet(sys.argv[1], columns=["customer_id", "arm", "segment", "orders", "revenue", "margin"])
 reps, np_reps, which = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 seg = units["segment"].cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
 code = seg * 2 + (units["arm"] == "control").to_numpy()
@@ -102,18 +103,19 @@ off = np.zeros(n_cells + 1, np.int64)
 np.cumsum(np.bincount(code[idx], minlength=n_cells), out=off[1:])
 zeros = np.bincount(code, minlength=n_cells) - np.diff(off)
 vals = np.vstack([c[order] for c in cols])
+keys = hash_int64(units["customer_id"].to_numpy()[order], 1)  # each unit's weights keyed by its customer
 seeds = replicate_seeds(1, reps)
-poisson_bootstrap_sums(vals[:, :5000], [0, 5000], seeds[:2])
+poisson_bootstrap_sums(vals[:, :5000], [0, 5000], seeds[:2], keys[:5000])
 if which.startswith("kernel"):
     t0 = time.perf_counter()
-    out = poisson_bootstrap_sums(vals, off, seeds, zeros=zeros)
+    out = poisson_bootstrap_sums(vals, off, seeds, keys, zeros=zeros)
     print(json.dumps({"seconds": time.perf_counter() - t0, "listed_rows": int(vals.shape[1]),
                       "weights": int(vals.shape[1]) * reps}))
 else:
     t0 = time.perf_counter()
-    ref = poisson_bootstrap_sums_numpy(vals, off, seeds[:np_reps], zeros)
+    ref = poisson_bootstrap_sums_numpy(vals, off, seeds[:np_reps], keys, zeros)
     dt = time.perf_counter() - t0
-    out = poisson_bootstrap_sums(vals, off, seeds[:np_reps], zeros=zeros)
+    out = poisson_bootstrap_sums(vals, off, seeds[:np_reps], keys, zeros=zeros)
     err = float(np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1.0)))
     print(json.dumps({"seconds": dt, "replicates": np_reps, "seconds_per_replicate": dt / np_reps,
                       "max_rel_diff_vs_kernel": err}))

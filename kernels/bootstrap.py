@@ -1,4 +1,4 @@
-"""Poisson bootstrap of grouped sums, parallel over replicates.
+"""Poisson bootstrap of grouped sums, parallel over replicates, weights keyed by the row's identity.
 
 The uplift job needs bootstrap intervals for skewed outcomes (revenue,
 margin) and ratio metrics (revenue per order) in every (segment, arm) cell of
@@ -19,37 +19,42 @@ What the kernel returns is, for each replicate ``b`` and group ``g``,
 over the rows ``i`` of group ``g`` (rows sorted by group, ``offsets`` giving
 the group boundaries). The engine turns these into replicate statistics.
 
+Random numbers: keyed, so the sums can be split and merged
+-----------------------------------------------------------
+``seeds[b]`` (drawn outside the kernel from a ``numpy.random.SeedSequence``)
+seeds replicate ``b``; ``keys[i]`` is a 64-bit identity of row ``i`` (the
+engine passes a seeded hash of (customer id, campaign)). The weight of row
+``i`` in replicate ``b`` is ``w = #{k : u >= T_k}`` with ``u`` the high 32 bits
+of ``mix64(seeds[b] ^ keys[i])`` (``mix64`` as in ``hashing.py``, the
+SplitMix64 output function) and ``T_k = floor(2**32 * P(Poisson(1) <= k))`` --
+inversion of the Poisson(1) distribution function at 32-bit resolution (each
+probability off by less than 2**-32). A weight depends on (seed, replicate,
+key) only, never on the row's position, so the rows may be cut into any
+partitions and their sums added: the result is the same whatever the
+partitioning. A branch-free count of the first five thresholds keeps the
+generator vectorised; the rare tail (w >= 5, probability 0.0037) is finished
+in a second pass.
+
+Integer values (``int64``: money in integer units, counts) are summed in
+``int64``: exact, so the sums do not depend on the order of addition (and the
+wrapper refuses values whose sums could overflow). Float values are summed in
+``float64`` in one fixed order per replicate, so results are bit-identical at
+any thread count.
+
 Rows whose outcomes are all zero (customers who did not respond: usually
 most of them) need not be listed: they only add their weights to
 ``out[..., 0]``, and a sum of ``m`` independent Poisson(1) weights is a single
-Poisson(``m``) draw, so ``zeros[g]`` such rows cost one draw per group and
-replicate (the sufficient-statistic form of the same bootstrap).
-
-Random numbers
---------------
-``seeds[b]`` (drawn outside the kernel from a ``numpy.random.SeedSequence``)
-seeds replicate ``b``. Weights come from a counter-based generator, so a
-weight depends only on (seed, replicate, row): rows are cut into tiles of
-``2 * H`` rows (``H = 1024``); in tile ``t``, ``h = mix64(seeds[b] + (t * H + j)
-* 0x9E3779B97F4A7C15)`` (the ``(t * H + j)``-th output of a SplitMix64 stream;
-``mix64`` as in ``_hash.py``) gives row ``t * 2H + j`` its high 32 bits and row
-``t * 2H + H + j`` its low 32 bits as a uniform ``u``, and ``w = #{k : u >=
-T_k}`` with ``T_k = floor(2**32 * P(Poisson(1) <= k))`` -- inversion of the
-Poisson(1) distribution function at 32-bit resolution (each probability off
-by less than 2**-32). One hash per two rows and a branch-free count of the
-first five thresholds keep the generator vectorised; the rare tail (w >= 5,
-probability 0.0037) is finished in a second pass. Each replicate's sums are
-accumulated in one fixed order, so results are bit-identical at any thread
-count.
+Poisson(``m``) draw (:func:`poisson_count_draws`). The engine draws it once per
+cell after merging the partitions' counts, so the draw does not depend on the
+partitioning either.
 
 Layout: ``prange`` over blocks of replicates (each block writes only its own
 rows of ``out``); inside a block, tile by tile, every replicate of the block
 generates the tile's weights into a per-block buffer and adds one dot product
 per (group, outcome) while the tile's values are still in cache.
 
-Cost: ``n * b`` weights for the ``n`` listed rows (10**10 for 10M rows x
-1,000 replicates if all are listed), plus ``g * b`` block draws; see
-``benchmarks/bench_uplift.py``.
+Cost: ``n * b`` weights for the ``n`` listed rows, plus ``g * b`` block draws;
+see ``benchmarks/bench_uplift.py``.
 """
 
 import math
@@ -76,46 +81,37 @@ def _poisson1_thresholds(kmax=24):
 THRESHOLDS = _poisson1_thresholds()
 #: the 32-bit thresholds the kernel compares against (``T_k >> 32``)
 THRESHOLDS32 = (THRESHOLDS >> np.uint64(32)).astype(np.uint32)
-_HALF = 1024  # a tile is 2 * _HALF rows; one hash gives the weights of rows j and j + _HALF
-_TILE = 2 * _HALF
+#: the largest weight the inversion can give
+MAX_WEIGHT = int(THRESHOLDS32.size)
+_TILE = 2048  # rows whose weights are generated together (per replicate, in a per-block buffer)
 _BLOCK = 16
-_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
 
 
 @njit(**JIT)
-def _tile_weights(seed, tile, thr, buf):
-    """Poisson(1) weights of the ``_TILE`` rows of ``tile`` for one replicate, into ``buf``.
-
-    Row ``tile * _TILE + j`` (``j < _HALF``) takes the high 32 bits of
-    ``h = mix64(seed + (tile * _HALF + j) * golden)`` and row ``... + j + _HALF``
-    the low 32 bits; each 32-bit uniform is inverted against ``thr``.
-    """
+def _tile_weights(seed, keys, r0, r1, thr, buf):
+    """Poisson(1) weights of rows ``r0 .. r1 - 1`` for the replicate seeded ``seed``, into
+    ``buf[0 : r1 - r0]``: the high 32 bits of ``mix64(seed ^ keys[i])`` inverted against ``thr``."""
     t0 = thr[0]
     t1 = thr[1]
     t2 = thr[2]
     t3 = thr[3]
     t4 = thr[4]
-    base = seed + np.uint64(tile) * np.uint64(_HALF) * _GOLDEN
-    for q in range(_HALF):  # branch-free (vectorised): counts up to 5
-        h = _mix64(base + np.uint64(q) * _GOLDEN)
-        a = np.uint32(h >> np.uint64(32))
-        c = np.uint32(h & _LOW32)
-        buf[q] = np.float64(np.int32(a >= t0) + np.int32(a >= t1) + np.int32(a >= t2)
-                            + np.int32(a >= t3) + np.int32(a >= t4))
-        buf[_HALF + q] = np.float64(np.int32(c >= t0) + np.int32(c >= t1) + np.int32(c >= t2)
-                                    + np.int32(c >= t3) + np.int32(c >= t4))
-    for j in range(_TILE):  # the tail (P = 0.0037) by the same inversion
-        if buf[j] == 5.0:
-            q = j if j < _HALF else j - _HALF
-            h = _mix64(base + np.uint64(q) * _GOLDEN)
-            u = np.uint32(h >> np.uint64(32)) if j < _HALF else np.uint32(h & _LOW32)
+    m = r1 - r0
+    for j in range(m):  # branch-free (vectorised): counts up to 5
+        a = np.uint32(_mix64(seed ^ keys[r0 + j]) >> _SHIFT32)
+        buf[j] = (np.int32(a >= t0) + np.int32(a >= t1) + np.int32(a >= t2)
+                  + np.int32(a >= t3) + np.int32(a >= t4))
+    for j in range(m):  # the tail (P = 0.0037) by the same inversion
+        if buf[j] == 5:
+            a = np.uint32(_mix64(seed ^ keys[r0 + j]) >> _SHIFT32)
             k = 5
-            while k < thr.size and u >= thr[k]:
+            while k < thr.size and a >= thr[k]:
                 k += 1
-            buf[j] = np.float64(k)
+            buf[j] = k
 
 
-_STREAM = np.uint64(0xA0761D6478BD642F)  # separates the block streams from the row counters
+_STREAM = np.uint64(0xA0761D6478BD642F)  # separates the block streams from the row weights
 
 
 @njit(**JIT)
@@ -169,9 +165,8 @@ def _poisson_block(seed, g, mu):
 
 
 @njit(**JIT_PARALLEL)
-def _poisson_sums(values, offsets, zeros, seeds, thr, block, out):
+def _poisson_sums(values, keys, offsets, seeds, thr, block, out):
     n_rep = seeds.size
-    n_groups = offsets.size - 1
     n = values.shape[1]
     n_out = values.shape[0]
     n_tiles = (n + _TILE - 1) // _TILE
@@ -179,7 +174,7 @@ def _poisson_sums(values, offsets, zeros, seeds, thr, block, out):
     for blk in prange(n_blocks):
         b0 = blk * block
         b1 = min(b0 + block, n_rep)
-        buf = np.empty(_TILE, np.float64)
+        buf = np.empty(_TILE, out.dtype)  # int64 weights for integer values: exact sums
         g0 = 0
         for t in range(n_tiles):
             r0 = t * _TILE
@@ -187,7 +182,7 @@ def _poisson_sums(values, offsets, zeros, seeds, thr, block, out):
             while offsets[g0 + 1] <= r0:  # first group with rows in this tile
                 g0 += 1
             for b in range(b0, b1):
-                _tile_weights(seeds[b], t, thr, buf)
+                _tile_weights(seeds[b], keys, r0, r1, thr, buf)
                 g = g0
                 lo = r0
                 while lo < r1:
@@ -195,21 +190,26 @@ def _poisson_sums(values, offsets, zeros, seeds, thr, block, out):
                         g += 1
                     hi = min(offsets[g + 1], r1)
                     w = buf[lo - r0:hi - r0]  # slices: plain 0-based loops vectorise
-                    s = 0.0
+                    s = w[0] * 0
                     for j in range(w.size):
                         s += w[j]
                     out[b, g, 0] += s
                     for k in range(n_out):
                         y = values[k, lo:hi]
-                        s = 0.0
+                        s = w[0] * 0
                         for j in range(w.size):
                             s += w[j] * y[j]
                         out[b, g, 1 + k] += s
                     lo = hi
-        for b in range(b0, b1):  # the collapsed all-zero rows: one Poisson(count) per group
-            for g in range(n_groups):
-                if zeros[g] > 0:
-                    out[b, g, 0] += _poisson_block(seeds[b], g, np.float64(zeros[g]))
+
+
+@njit(**JIT_PARALLEL)
+def _block_draws(seeds, counts, stream, out):
+    for b in prange(seeds.size):
+        sd = seeds[b] ^ stream
+        for g in range(counts.size):
+            if counts[g] > 0:
+                out[b, g] = _poisson_block(sd, g, np.float64(counts[g]))
 
 
 def replicate_seeds(seed, replicates):
@@ -218,7 +218,7 @@ def replicate_seeds(seed, replicates):
     Parameters
     ----------
     seed : int or sequence of int
-        Entropy for the ``SeedSequence`` (e.g. ``(cfg.seed, campaign_index)``).
+        Entropy for the ``SeedSequence`` (e.g. ``cfg.seed``).
     replicates : int
         Number of bootstrap replicates.
 
@@ -231,73 +231,118 @@ def replicate_seeds(seed, replicates):
     return np.random.SeedSequence(seed).generate_state(int(replicates), dtype=np.uint64)
 
 
-def poisson_bootstrap_sums(values, offsets, seeds, *, zeros=None, block=_BLOCK):
-    """Poisson-bootstrap replicate sums of grouped outcomes.
+def _u64(x):
+    return np.uint64(int(x) & _U64_MAX)
+
+
+def poisson_count_draws(seeds, counts, stream=0):
+    """One Poisson(``counts[g]``) draw per replicate and group: the summed weights of
+    ``counts[g]`` rows that are not listed (all their outcomes are 0).
 
     Parameters
     ----------
-    values : array_like of float, shape (k, n)
-        ``k`` outcome columns over ``n`` rows, the rows sorted by group.
-        Converted to C-contiguous float64. NaN is not allowed (fill missing
+    seeds : array_like of uint64, shape (b,)
+        The replicate seeds (:func:`replicate_seeds`).
+    counts : array_like of int, shape (g,)
+        Non-negative row counts per group.
+    stream : int
+        Any 64-bit value that separates independent sets of groups (e.g. a hash of the
+        campaign and breakdown): replicate ``b`` draws from ``seeds[b] ^ stream``.
+
+    Returns
+    -------
+    ndarray of int64, shape (b, g)
+        Group ``g``'s draw depends only on (seed, stream, g, count).
+    """
+    sd = np.ascontiguousarray(seeds, dtype=np.uint64).reshape(-1)
+    c = np.ascontiguousarray(counts, dtype=np.int64).reshape(-1)
+    if np.any(c < 0):
+        raise ValueError(f"counts must be non-negative, got {c!r}")
+    out = np.zeros((sd.size, c.size), np.int64)
+    if sd.size and c.any():
+        _block_draws(sd, c, _u64(stream), out)
+    return out
+
+
+def poisson_bootstrap_sums(values, offsets, seeds, keys, *, zeros=None, stream=0, block=_BLOCK):
+    """Poisson-bootstrap replicate sums of grouped outcomes, weights keyed by ``keys``.
+
+    Parameters
+    ----------
+    values : array_like, shape (k, n)
+        ``k`` outcome columns over ``n`` rows, the rows sorted by group. Integer
+        values (money in integer units, counts) are summed exactly in ``int64``;
+        anything else is converted to float64. NaN is not allowed (fill missing
         outcomes before calling: a NaN would poison the whole group's sums).
     offsets : array_like of int, shape (g + 1,)
         Group ``j`` is rows ``offsets[j]:offsets[j + 1]``; non-decreasing,
         ``offsets[0] == 0`` and ``offsets[-1] == n``.
     seeds : array_like of uint64, shape (b,)
         One seed per replicate (see :func:`replicate_seeds`).
+    keys : array_like of uint64, shape (n,)
+        The identity of each row (e.g. a seeded hash of customer and campaign):
+        a row's weight in replicate ``b`` depends on ``seeds[b]`` and its key only.
     zeros : array_like of int, shape (g,), optional
-        Rows whose outcomes are all 0, left out of ``values`` and counted here
-        per group. Their weights only enter ``[..., 0]``, and a sum of ``m``
-        independent Poisson(1) weights is one Poisson(``m``) draw, so the
-        result has exactly the distribution of listing them as rows -- at the
-        cost of one draw per group instead of ``m`` (most customers do not
-        respond to a campaign). Drawn from a stream of the replicate's seed
-        separate from the row weights.
+        Rows whose outcomes are all 0, left out of ``values`` and counted here per
+        group; adds :func:`poisson_count_draws` ``(seeds, zeros, stream)`` to ``[..., 0]``.
+    stream : int
+        The stream of the ``zeros`` draws (see :func:`poisson_count_draws`).
     block : int
         Replicates per parallel task (speed only; the result does not depend on it).
 
     Returns
     -------
-    ndarray of float64, shape (b, g, k + 1)
-        ``[..., 0]`` is the sum of the Poisson(1) weights of the group's rows,
-        ``[..., 1 + j]`` the weighted sum of outcome ``j`` (module docstring).
-        Identical at any thread count.
+    ndarray, shape (b, g, k + 1)
+        ``int64`` for integer values, else ``float64``. ``[..., 0]`` is the sum of the
+        Poisson(1) weights of the group's rows, ``[..., 1 + j]`` the weighted sum of
+        outcome ``j`` (module docstring). Identical at any thread count, and for any
+        split of the rows into parts whose sums are added (integer values exactly).
     """
-    vals = np.ascontiguousarray(values, dtype=np.float64)
+    raw = np.asarray(values)
+    exact = raw.dtype.kind in "iub"
+    vals = np.ascontiguousarray(raw, dtype=np.int64 if exact else np.float64)
     if vals.ndim == 1:
         vals = vals.reshape(1, -1)
     if vals.ndim != 2:
         raise ValueError(f"values must be 2-D (k, n), got shape {vals.shape}")
+    n = vals.shape[1]
     off = np.ascontiguousarray(offsets, dtype=np.int64)
-    if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != vals.shape[1] or np.any(np.diff(off) < 0):
-        raise ValueError(f"offsets must be non-decreasing from 0 to n = {vals.shape[1]}, got {off!r}")
-    if np.isnan(vals).any():
+    if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 0):
+        raise ValueError(f"offsets must be non-decreasing from 0 to n = {n}, got {off!r}")
+    if not exact and np.isnan(vals).any():
         raise ValueError("values contain NaN; fill or drop missing outcomes first")
+    if exact and n and float(np.abs(vals.astype(np.float64)).sum(axis=1).max()) * MAX_WEIGHT >= 2.0**62:
+        raise ValueError("integer values too large for exact int64 replicate sums; pass them as float64")
+    k = np.ascontiguousarray(keys, dtype=np.uint64).reshape(-1)
+    if k.size != n:
+        raise ValueError(f"keys must hold one key per row ({n}), got {k.size}")
     sd = np.ascontiguousarray(seeds, dtype=np.uint64).reshape(-1)
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
-    z = np.zeros(off.size - 1, np.int64) if zeros is None else np.ascontiguousarray(zeros, dtype=np.int64)
-    if z.shape != (off.size - 1,) or np.any(z < 0):
-        raise ValueError(f"zeros must hold {off.size - 1} non-negative counts, got {z!r}")
-    out = np.zeros((sd.size, off.size - 1, vals.shape[0] + 1), np.float64)
-    if sd.size and (vals.shape[1] or z.any()):
-        _poisson_sums(vals, off, z, sd, THRESHOLDS32, int(block), out)
+    out = np.zeros((sd.size, off.size - 1, vals.shape[0] + 1), np.int64 if exact else np.float64)
+    if sd.size and n:
+        _poisson_sums(vals, k, off, sd, THRESHOLDS32, int(block), out)
+    if zeros is not None:
+        z = np.ascontiguousarray(zeros, dtype=np.int64)
+        if z.shape != (off.size - 1,) or np.any(z < 0):
+            raise ValueError(f"zeros must hold {off.size - 1} non-negative counts, got {z!r}")
+        out[..., 0] += poisson_count_draws(sd, z, stream)
     return out
 
 
-def poisson_weights(seed, n):
-    """The Poisson(1) weights of rows ``0 .. n - 1`` in the replicate seeded ``seed``.
+def poisson_weights(seed, keys):
+    """The Poisson(1) weights of rows keyed ``keys`` in the replicate seeded ``seed``.
 
     The same numbers :func:`poisson_bootstrap_sums` uses (for tests and baselines).
 
     Returns
     -------
-    ndarray of float64, shape (n,)
+    ndarray of int64, shape (len(keys),)
     """
-    n = int(n)
-    n_tiles = (n + _TILE - 1) // _TILE
-    out = np.empty(n_tiles * _TILE, np.float64)
-    sd = np.uint64(int(seed) & _U64_MAX)
-    for t in range(n_tiles):
-        _tile_weights(sd, t, THRESHOLDS32, out[t * _TILE:(t + 1) * _TILE])
-    return out[:n]
+    k = np.ascontiguousarray(keys, dtype=np.uint64).reshape(-1)
+    out = np.empty(k.size, np.int64)
+    sd = _u64(seed)
+    for r0 in range(0, k.size, _TILE):
+        r1 = min(r0 + _TILE, k.size)
+        _tile_weights(sd, k, r0, r1, THRESHOLDS32, out[r0:r1])
+    return out

@@ -1,4 +1,4 @@
-"""The Poisson bootstrap with NumPy array operations: the same weights as
+"""The Poisson bootstrap with NumPy array operations: the same keyed weights as
 :mod:`centile.kernels.bootstrap`, one replicate at a time.
 
 The reference of the bootstrap kernel's tests and the baseline of
@@ -21,18 +21,16 @@ def _mix64_np(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def poisson_weights_numpy(seed: int, n: int) -> np.ndarray:
-    """The kernel's Poisson(1) weights of rows ``0 .. n - 1`` computed with NumPy array operations."""
-    from centile.kernels.bootstrap import _HALF, _TILE, THRESHOLDS32
+def poisson_weights_numpy(seed: int, keys: np.ndarray) -> np.ndarray:
+    """The kernel's Poisson(1) weights of rows keyed ``keys`` computed with NumPy array operations:
+    the high 32 bits of ``mix64(seed ^ key)`` inverted against the Poisson(1) distribution function."""
+    from centile.kernels.bootstrap import THRESHOLDS32
 
-    r = np.arange(n, dtype=np.uint64)
-    tile, j = r // np.uint64(_TILE), r % np.uint64(_TILE)
-    hi = j < np.uint64(_HALF)
-    q = np.where(hi, j, j - np.uint64(_HALF))
+    k = np.asarray(keys, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        h = _mix64_np(np.uint64(seed) + (tile * np.uint64(_HALF) + q) * _GOLDEN_NP)
-    u = np.where(hi, h >> np.uint64(32), h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    return np.searchsorted(THRESHOLDS32, u, side="right").astype(np.float64)
+        h = _mix64_np(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF) ^ k)
+    u = (h >> np.uint64(32)).astype(np.uint32)
+    return np.searchsorted(THRESHOLDS32, u, side="right").astype(np.int64)
 
 
 def _u64(x: int) -> np.uint64:
@@ -83,13 +81,13 @@ def poisson_block_py(seed: int, g: int, mu: float) -> float:
             return float(k)
 
 
-def poisson_bootstrap_sums_numpy(values: np.ndarray, offsets: np.ndarray, seeds: np.ndarray,
-                                 zeros: np.ndarray | None = None) -> np.ndarray:
+def poisson_bootstrap_sums_numpy(values: np.ndarray, offsets: np.ndarray, seeds: np.ndarray, keys: np.ndarray,
+                                 zeros: np.ndarray | None = None, stream: int = 0) -> np.ndarray:
     """NumPy implementation of :func:`centile.kernels.bootstrap.poisson_bootstrap_sums`.
 
-    The same estimator and the same weights (so the same result up to summation
-    order), one replicate at a time with whole-array operations: the baseline of
-    ``benchmarks/bench_uplift.py``.
+    The same estimator and the same keyed weights (so the same result up to summation
+    order, exactly for integer values), one replicate at a time with whole-array
+    operations: the baseline of ``benchmarks/bench_uplift.py``.
     """
     vals = np.atleast_2d(np.asarray(values, dtype=np.float64))
     off = np.asarray(offsets, dtype=np.int64)
@@ -99,10 +97,11 @@ def poisson_bootstrap_sums_numpy(values: np.ndarray, offsets: np.ndarray, seeds:
     out = np.zeros((seeds.size, g, k + 1))
     codes = np.repeat(np.arange(g), np.diff(off))
     for b, sd in enumerate(seeds):
-        w = poisson_weights_numpy(int(sd), n)
+        w = poisson_weights_numpy(int(sd), keys).astype(np.float64)
         out[b, :, 0] = np.bincount(codes, weights=w, minlength=g)
         for j in range(k):
             out[b, :, 1 + j] = np.bincount(codes, weights=w * vals[j], minlength=g)
         if zeros is not None:
-            out[b, :, 0] += [poisson_block_py(int(sd), j, float(m)) for j, m in enumerate(zeros)]
+            out[b, :, 0] += [poisson_block_py(int(sd) ^ (stream & 0xFFFFFFFFFFFFFFFF), j, float(m))
+                             for j, m in enumerate(zeros)]
     return out

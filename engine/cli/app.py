@@ -492,7 +492,8 @@ def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("
 @app.command()
 def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
            segments: SegmentsOpt = None, as_of: AsOfOpt = None, strict: StrictOpt = None,
-           threads: ThreadsOpt = None, wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None,
+           threads: ThreadsOpt = None, memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None,
+           wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None,
            json_: JsonOpt = False) -> None:
     """Uplift of each campaign arm against control, overall and per segment: intervals (Newcombe,
     Welch, Poisson bootstrap), CUPED, Holm/BH p-values, SRM checks, ROI, Qini with a score.
@@ -505,7 +506,8 @@ def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("c
     from centile.uplift.job import run_uplift
 
     with _errors(), _lock_wait(wait, wait_timeout):
-        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, memory_limit=memory_limit,
+                      partitions=partitions)
         with _status("uplift") as progress:
             res = run_uplift(cfg, out, segments=segments, progress=progress)
     if json_:

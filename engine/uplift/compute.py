@@ -17,8 +17,10 @@ methods (``method`` column):
 * ``welch`` -- other outcomes: Welch t interval and test;
 * ``bootstrap`` -- skewed outcomes and ratio metrics (sum of a numerator over
   sum of a denominator per arm, e.g. revenue per order): percentile intervals
-  from a Poisson bootstrap (``centile.kernels.bootstrap``), relative uplift
-  from the same replicates;
+  from a Poisson bootstrap (``centile.kernels.bootstrap``; a unit's weight in
+  replicate ``b`` is keyed by (seed, ``b``, customer id, campaign), so every
+  breakdown sees the same resample and the replicate sums of any partitioning
+  add up to the same totals), relative uplift from the same replicates;
 * ``cuped`` -- when a pre-period value of the outcome exists: Welch on ``y -
   theta (x - mean x)``, ``theta`` pooled over the arms of the cell, with the
   variance reduction achieved.
@@ -31,13 +33,18 @@ arms. ``incremental`` = uplift x ``n_arm`` (the outcome the arm added);
 The sample-ratio-mismatch check compares the arm counts of every (campaign,
 breakdown, segment) with the planned split (chi-square); a p-value below
 ``srm_alpha`` is flagged in ``srm_flag``, logged as a warning and noted.
+
+Everything above is a function of per-cell sums (:mod:`centile.uplift.state`):
+the session's units are built and reduced one customer-hash partition at a
+time (:func:`uplift_from_session`), and the table is derived from the merged
+sums at the end (:func:`finish_uplift`), so it does not depend on the
+partition or thread count.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,16 +54,21 @@ import polars as pl
 
 from centile.config import Config
 from centile.errors import ConfigError
+from centile.runtime import Progress
 from centile.uplift import stats as st
 from centile.uplift.inputs import (  # noqa: F401  (re-exported: the uplift API in one place)
     PRE,
     UpliftSpec,
     auto_segments,
+    late_campaigns,
     parse_uplift_spec,
     read_segments,
+    session_notes,
+    session_units,
     units_from_session,
     units_from_table,
 )
+from centile.uplift.state import UpliftState, make_plan
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +94,6 @@ class UpliftResult:
 # --------------------------------------------------------------------------- computation
 
 
-def _codes(col: pl.Series) -> tuple[np.ndarray, list[str]]:
-    """Dense codes of a segment column in sorted label order (null -> '(missing)')."""
-    s = col.cast(pl.String).fill_null("(missing)")
-    labels = s.unique().sort()
-    codes = s.cast(pl.Enum(labels)).to_physical().to_numpy().astype(np.int64)
-    return codes, labels.to_list()
-
-
 @dataclass
 class _Cell:
     """Per (segment, arm) sums of one outcome: n, sum, sum of squares (and pre-period sums)."""
@@ -102,14 +106,6 @@ class _Cell:
     sxy: np.ndarray | None = None
 
 
-def _cells(code: np.ndarray, n_cells: int, y: np.ndarray, x: np.ndarray | None) -> _Cell:
-    bc = np.bincount
-    c = _Cell(bc(code, minlength=n_cells).astype(np.float64), bc(code, y, n_cells), bc(code, y * y, n_cells))
-    if x is not None:
-        c.sx, c.sxx, c.sxy = bc(code, x, n_cells), bc(code, x * x, n_cells), bc(code, x * y, n_cells)
-    return c
-
-
 def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
                    notes: list[str] | None = None) -> UpliftResult:
     """The uplift table, SRM checks and (with a score) Qini curves from a unit table.
@@ -119,11 +115,13 @@ def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
     units : polars.DataFrame
         One row per (customer, campaign): ``customer_id``, ``campaign``, ``arm``,
         ``cost``, numeric outcome columns, optional ``pre__<outcome>`` columns, the
-        ``spec.segments`` columns and ``spec.score`` (see :mod:`centile.uplift_inputs`).
+        ``spec.segments`` columns and ``spec.score`` (see :mod:`centile.uplift.inputs`).
+        Integer and decimal outcomes are summed exactly, floats in row order.
     spec : UpliftSpec
         The parsed ``[uplift]`` section.
     seed : int
-        Seeds the bootstrap replicates (``SeedSequence((seed, campaign, breakdown))``).
+        Seeds the bootstrap: replicate ``b``'s weight of a unit is keyed by (seed, ``b``,
+        customer id, campaign).
     notes : list of str, optional
         Notes from building the units, carried into the result.
 
@@ -139,73 +137,90 @@ def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
     ConfigError
         A ratio names a column that is not an outcome, or ``planned`` lacks an arm.
     """
+    binary = {c: bool(units[c].cast(pl.Float64).fill_null(0.0).is_in([0.0, 1.0]).all())
+              for c, t in units.schema.items() if t.is_numeric()}
+    state = UpliftState(make_plan(units.schema, spec, seed, binary))
+    state.add(units)
+    return finish_uplift(state, spec, notes)
+
+
+def _to_float(v: Any, scale: int | None) -> float:
+    """An exact sum in units of 10**-scale as a float (correctly rounded), or a float sum as is."""
+    if scale is None or not isinstance(v, int):
+        return float(v)
+    return v / 10**scale if scale else float(v)
+
+
+def finish_uplift(state: UpliftState, spec: UpliftSpec, notes: list[str] | None = None) -> UpliftResult:
+    """The uplift table, SRM checks and Qini curves from the merged state of every partition."""
+    p = state.plan
     notes = list(notes or [])
-    # outcomes: the numeric columns that are not ids, cost, pre-period values, segments or the score
-    outcomes = [c for c in units.columns if c not in ("customer_id", "campaign", "arm", "cost")
-                and not c.startswith(PRE) and c not in spec.segments and c != spec.score
-                and units[c].dtype.is_numeric()]
-    for name, (num, den) in spec.ratios.items():
-        if num not in outcomes or den not in outcomes:
-            raise ConfigError(f"[uplift] ratio {name}: {num} and {den} must both be outcomes "
-                              f"(have {', '.join(outcomes)})")
-    binary = {o: bool(units[o].cast(pl.Float64).fill_null(0.0).is_in([0.0, 1.0]).all()) for o in outcomes}
-    boot = list(spec.bootstrap) if spec.bootstrap is not None else [o for o in outcomes if not binary[o]]
-    boot = [o for o in boot if o in outcomes] if spec.replicates else []
+    outcomes = list(p.outcomes)
+    binary = {o: state.binary.get(o, True) for o in outcomes}
+    if not spec.replicates:
+        boot: list[str] = []
+    elif spec.bootstrap is not None:
+        boot = [o for o in spec.bootstrap if o in outcomes]
+    else:
+        boot = [o for o in outcomes if not binary[o]]
     ratios = dict(spec.ratios) if spec.replicates else {}
     if spec.ratios and not spec.replicates:
         notes.append("replicates = 0: ratio metrics need the bootstrap and are not reported")
-    campaigns = units["campaign"].unique().sort().to_list()
-    if spec.campaigns:
-        campaigns = [c for c in campaigns if c in spec.campaigns]
+    campaigns = sorted({camp for camp, _b in state.cells})
     rows: list[dict[str, Any]] = []
     srm_rows: list[dict[str, Any]] = []
     qini_parts: list[pl.DataFrame] = []
     qsum: list[dict[str, Any]] = []
-    for ci, camp in enumerate(campaigns):
-        u = units if len(campaigns) == 1 and units["campaign"].n_unique() == 1 else units.filter(
-            pl.col("campaign") == camp)
-        arm_codes, arms = _codes(u["arm"])
+    for camp in campaigns:
+        arms = sorted({a for _s, a in state.cells[(camp, "overall")]})
         if spec.control not in arms:
             notes.append(f"campaign {camp}: no '{spec.control}' arm (arms: {', '.join(arms)}); skipped")
             continue
         ctrl = arms.index(spec.control)
         n_arms = len(arms)
-        y_all = {o: u[o].fill_null(0.0).to_numpy().astype(np.float64) for o in outcomes}
-        x_all = {o: u[PRE + o].fill_null(0.0).to_numpy().astype(np.float64) if PRE + o in u.columns else None
-                 for o in outcomes}
-        cost = u["cost"].fill_null(0.0).to_numpy().astype(np.float64)
-        if spec.cost_per_contact is not None:
-            cost = np.where(arm_codes == ctrl, 0.0, spec.cost_per_contact)
-        boot_overall = None
-        breakdowns = [("overall", None)] + [(c, c) for c in spec.segments]
-        for bi, (bname, col) in reversed(list(enumerate(breakdowns))):
-            seg_codes, labels = (np.zeros(u.height, np.int64), ["all"]) if col is None else _codes(u[col])
+        raw_overall = None
+        for bname, _col in reversed(p.breakdowns):
+            blk = state.cells.get((camp, bname), {})
+            labels = sorted({s for s, _a in blk})
             n_seg = len(labels)
-            code = seg_codes * n_arms + arm_codes
-            n_cells = n_seg * n_arms
-            counts = np.bincount(code, minlength=n_cells).reshape(n_seg, n_arms)
+            grid = [blk.get((s, a)) for s in labels for a in arms]
+
+            def stat(name: str, scale: int | None, grid: list = grid) -> np.ndarray:
+                return np.array([_to_float(c[name], scale) if c is not None else 0.0 for c in grid], np.float64)
+
+            counts = np.array([c["n"] if c is not None else 0 for c in grid], np.int64).reshape(n_seg, n_arms)
             srm_p = _srm(camp, bname, labels, arms, counts, spec, srm_rows, notes)
-            costs = np.bincount(code, cost, n_cells).reshape(n_seg, n_arms)
+            if spec.cost_per_contact is not None:
+                costs = counts * np.where(np.arange(n_arms) == ctrl, 0.0, spec.cost_per_contact)[None, :]
+            else:
+                costs = stat("cost", state.scales["cost"]).reshape(n_seg, n_arms)
             reps = None
             if boot or ratios:
-                if col is None and boot_overall is not None:
-                    reps = boot_overall  # overall = sum over any segmentation's cells
+                if bname == "overall" and raw_overall is not None:
+                    raw = raw_overall  # overall = the sum over any segmentation's cells (same weights)
                 else:
-                    reps = _bootstrap(code, n_cells, y_all, boot, ratios, (seed, ci, bi), spec.replicates)
-                    if col is not None and boot_overall is None:
-                        boot_overall = _collapse(reps, n_seg, n_arms)
+                    raw = _replicates(state, camp, bname, grid, labels, arms)
+                    if bname != "overall" and raw_overall is None:
+                        raw_overall = raw.reshape(raw.shape[0], n_seg, n_arms, -1).sum(axis=1)
+                reps = {"names": list(p.boot), "sums": _replicate_floats(state, raw)}
             ctx = dict(camp=camp, bname=bname, labels=labels, arms=arms, ctrl=ctrl, counts=counts,
                        costs=costs, srm_p=srm_p)
+            n = counts.reshape(-1).astype(np.float64)
             for o in outcomes:
-                cell = _cells(code, n_cells, y_all[o], x_all[o])
+                sc = state.scales[o]
+                cell = _Cell(n, stat(f"{o}:s", sc), stat(f"{o}:ss", _sum_scale(sc, sc)))
+                if o in p.pre:
+                    sx = state.scales[p.pre[o]]
+                    cell.sx, cell.sxx = stat(f"{o}:sx", sx), stat(f"{o}:sxx", _sum_scale(sx, sx))
+                    cell.sxy = stat(f"{o}:sxy", _sum_scale(sx, sc))
                 rows += _analytic(o, binary[o], cell, ctx, spec)
                 if reps is not None and o in boot:
                     rows += _boot_rows(o, reps, ("mean", o, None), st.safe_div(cell.s, cell.n), ctx, spec)
             for name, (num, den) in ratios.items():
-                point = st.safe_div(np.bincount(code, y_all[num], n_cells), np.bincount(code, y_all[den], n_cells))
+                point = st.safe_div(stat(f"{num}:s", state.scales[num]), stat(f"{den}:s", state.scales[den]))
                 rows += _boot_rows(name, reps, ("ratio", num, den), point, ctx, spec)
-        if spec.score:
-            _qini(camp, u, arms, ctrl, arm_codes, outcomes, y_all, spec, qini_parts, qsum)
+        if p.score and camp in state.qini:
+            _qini(camp, state.qini_units(camp), arms, ctrl, outcomes, spec, qini_parts, qsum)
     table = _finish(rows, spec.srm_alpha)
     srm = pl.DataFrame(srm_rows, schema={"campaign": pl.String, "breakdown": pl.String, "segment": pl.String,
                                          "arm": pl.String, "n": pl.Int64, "observed_share": pl.Float64,
@@ -214,10 +229,45 @@ def compute_uplift(units: pl.DataFrame, spec: UpliftSpec, *, seed: int = 0,
     qini = pl.concat(qini_parts) if qini_parts else None
     qs = pl.DataFrame(qsum) if qsum else None
     flagged = srm.filter(pl.col("flag")).select("campaign", "breakdown", "segment").unique().height
-    summary = {"campaigns": len(campaigns), "rows": table.height, "units": units.height,
+    summary = {"campaigns": len(campaigns), "rows": table.height, "units": state.units,
                "outcomes": outcomes, "bootstrap": boot + list(ratios), "replicates": spec.replicates,
                "srm_failed": flagged, "window_days": spec.window_days}
     return UpliftResult(table, srm, qini, qs, tuple(notes), summary)
+
+
+def _sum_scale(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def _replicates(state: UpliftState, camp: str, bname: str, grid: list, labels: list[str],
+                arms: list[str]) -> np.ndarray:
+    """The merged replicate sums of a breakdown's cells (segment-major, arm-minor), with the
+    weights of the unlisted rows (all bootstrapped outcomes 0) drawn per cell now, from the
+    merged counts: one Poisson(count) per cell and replicate."""
+    from centile.kernels.bootstrap import poisson_count_draws
+    from centile.uplift.holdout import salt_seed
+
+    p = state.plan
+    blk = state.boot.get((camp, bname), {})
+    exact = all(state.scales[c] is not None for c in p.boot)
+    raw = np.zeros((p.seeds.size, len(grid), len(p.boot) + 1), np.int64 if exact else np.float64)
+    cells = [(s, a) for s in labels for a in arms]
+    for j, cell in enumerate(cells):
+        if cell in blk:
+            raw[:, j, :] = blk[cell]
+    zeros = np.array([c["n"] - c["listed"] if c is not None else 0 for c in grid], np.int64)
+    raw[..., 0] += poisson_count_draws(p.seeds, zeros, salt_seed(f"{camp}\x1f{bname}", p.seed))
+    return raw
+
+
+def _replicate_floats(state: UpliftState, raw: np.ndarray) -> np.ndarray:
+    """Replicate sums as floats: the weight totals as they are, each outcome divided by its scale."""
+    out = raw.astype(np.float64)
+    for k, c in enumerate(state.plan.boot):
+        sc = state.scales[c]
+        if sc:
+            out[..., 1 + k] /= 10.0**sc
+    return out
 
 
 def _srm(camp: str, bname: str, labels: list[str], arms: list[str], counts: np.ndarray, spec: UpliftSpec,
@@ -257,36 +307,6 @@ def _srm(camp: str, bname: str, labels: list[str], arms: list[str], counts: np.n
             log.warning(msg)
             notes.append(msg)
     return p
-
-
-def _bootstrap(code: np.ndarray, n_cells: int, y: dict[str, np.ndarray], boot: list[str],
-               ratios: Mapping[str, tuple[str, str]], seed: tuple[int, ...], replicates: int) -> dict[str, Any]:
-    """Poisson-bootstrap replicate sums per cell for the bootstrapped outcomes and ratio parts."""
-    from centile.kernels.bootstrap import poisson_bootstrap_sums, replicate_seeds
-
-    names = list(dict.fromkeys([*boot, *(c for pair in ratios.values() for c in pair)]))
-    # rows whose bootstrapped outcomes are all 0 (non-responders) are collapsed into one
-    # Poisson(count) weight per cell (see centile.kernels.bootstrap): same estimator, less work
-    nonzero = np.zeros(code.size, bool)
-    for nm in names:
-        nonzero |= y[nm] != 0
-    idx = np.flatnonzero(nonzero)
-    sub = code[idx]
-    # stable sort by cell; 16-bit keys take NumPy's radix sort (10x faster than a merge sort)
-    order = idx[np.argsort(sub.astype(np.uint16) if n_cells <= 65536 else sub, kind="stable")]
-    offsets = np.zeros(n_cells + 1, np.int64)
-    np.cumsum(np.bincount(sub, minlength=n_cells), out=offsets[1:])
-    zeros = np.bincount(code, minlength=n_cells) - np.diff(offsets)
-    values = np.empty((len(names), order.size))
-    for k, nm in enumerate(names):
-        np.take(y[nm], order, out=values[k])
-    sums = poisson_bootstrap_sums(values, offsets, replicate_seeds(list(seed), replicates), zeros=zeros)
-    return {"names": names, "sums": sums}
-
-
-def _collapse(reps: dict[str, Any], n_seg: int, n_arms: int) -> dict[str, Any]:
-    s = reps["sums"]
-    return {"names": reps["names"], "sums": s.reshape(s.shape[0], n_seg, n_arms, -1).sum(axis=1)}
 
 
 def _analytic(o: str, binary: bool, c: _Cell, ctx: dict[str, Any], spec: UpliftSpec) -> list[dict[str, Any]]:
@@ -405,16 +425,19 @@ def _finish(rows: list[dict[str, Any]], srm_alpha: float) -> pl.DataFrame:
         UPLIFT_COLUMNS)
 
 
-def _qini(camp: str, u: pl.DataFrame, arms: list[str], ctrl: int, arm_codes: np.ndarray, outcomes: list[str],
-          y: dict[str, np.ndarray], spec: UpliftSpec, parts: list[pl.DataFrame], summary: list[dict[str, Any]]) -> None:
-    """Qini curve, AUUC and uplift@k of ``spec.score`` for each arm against control and outcome."""
-    score = u[spec.score].cast(pl.Float64).to_numpy()
+def _qini(camp: str, u: pl.DataFrame, arms: list[str], ctrl: int, outcomes: list[str], spec: UpliftSpec,
+          parts: list[pl.DataFrame], summary: list[dict[str, Any]]) -> None:
+    """Qini curve, AUUC and uplift@k of the score for each arm against control and outcome
+    (``u``: one campaign's units with ``arm``, ``score`` and the outcomes as floats)."""
+    score = u["score"].to_numpy()
+    arm_codes = u["arm"].replace_strict({a: i for i, a in enumerate(arms)}, return_dtype=pl.Int64).to_numpy()
     for a, arm in enumerate(arms):
         if a == ctrl:
             continue
         keep = (arm_codes == a) | (arm_codes == ctrl)
         for o in outcomes:
-            phi, q, up = st.qini_curve(score[keep], arm_codes[keep] == a, y[o][keep])
+            y = u[o].to_numpy()
+            phi, q, up = st.qini_curve(score[keep], arm_codes[keep] == a, y[keep])
             parts.append(pl.DataFrame({"campaign": camp, "arm": arm, "outcome": o, "fraction": phi,
                                        "qini": q, "uplift_at": up}))
             area, coef = st.auuc(phi, q)
@@ -427,20 +450,43 @@ def _qini(camp: str, u: pl.DataFrame, arms: list[str], ctrl: int, arm_codes: np.
 # --------------------------------------------------------------------------- job
 
 
-def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = None) -> UpliftResult:
-    """The uplift job on an open session: ``[uplift] path`` (a flat results table) if set,
-    else ``contacts`` + ``orders``; ``segments`` (customer_id + columns) for the breakdowns."""
-    spec = parse_uplift_spec(cfg.section("uplift"))
+def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = None,
+                        progress: Progress | None = None) -> UpliftResult:
+    """The uplift job on an open session: ``[uplift] path`` (a flat results table, read whole)
+    if set, else ``contacts`` + ``orders`` per customer-hash partition (``s.partitioning()``):
+    each partition's units are reduced to mergeable state (:mod:`centile.uplift.state`) and
+    dropped before the next, so the table is the same for any partition and thread count.
+    ``segments`` (customer_id + columns) for the breakdowns."""
+    from centile.backend import partitions
     from centile.runtime import numba_threads
 
+    spec = parse_uplift_spec(cfg.section("uplift"))
     if not spec.segments and segments is not None:
         spec = replace(spec, segments=auto_segments(segments))
     if spec.path:
         units, notes = units_from_table(spec, segments)
-    else:
-        units, notes = units_from_session(s, spec, segments)
+        with numba_threads(cfg.threads):
+            return compute_uplift(units, spec, seed=cfg.seed, notes=notes)
+    notes = session_notes(s, spec)
+    late = late_campaigns(s, spec)
+    if late:
+        notes.append(f"campaign(s) {', '.join(late)} left out: their {spec.window_days}-day response "
+                     f"window ends after as_of {s.as_of}")
+    parts = s.partitioning()
+    state: UpliftState | None = None
     with numba_threads(cfg.threads):
-        return compute_uplift(units, spec, seed=cfg.seed, notes=notes)
+        for part in parts.each("uplift", progress):
+            with s.partition(parts, part):
+                units = session_units(s, spec, segments, late)
+            if partitions.observe is not None:
+                partitions.observe("uplift", part, units)
+            if state is None:  # response is 0/1 by construction; every other outcome is a candidate
+                state = UpliftState(make_plan(units.schema, spec, cfg.seed, {"response": True}),
+                                    sort_by_customer=True)
+            state.add(units)
+            del units  # one partition's units at a time
+        assert state is not None
+        return finish_uplift(state, spec, notes)
 
 
 def write_uplift(res: UpliftResult, staging: Any) -> dict[str, int]:

@@ -124,15 +124,47 @@ def units_from_session(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None =
     window_days``: ``response`` (any order), ``orders``, ``revenue`` (net of
     returns) and ``margin`` ((unit_price - unit_cost) x net quantity; only when
     ``unit_cost`` is in orders or products), each with its pre-period value over
-    the ``pre_window_days`` before ``sent_ts``. Campaigns whose window ends after
-    ``as_of`` are left out (noted). Contacts without a group are treated.
-    ``segments`` (customer_id + columns) is left-joined; ``spec.segments`` names
-    the breakdown columns, looked up there first, then in ``customers``.
+    the ``pre_window_days`` before ``sent_ts``. Counts are integers and money
+    DECIMAL(18, 4) (exact sums). Campaigns whose window ends after ``as_of`` are
+    left out (noted). Contacts without a group are treated. ``segments``
+    (customer_id + columns) is left-joined; ``spec.segments`` names the breakdown
+    columns, looked up there first, then in ``customers``.
+
+    Over the customers the session's views hold (all, or one partition: see
+    :func:`session_units`).
     """
+    notes = session_notes(s, spec)
+    late = late_campaigns(s, spec)
+    if late:
+        notes.append(f"campaign(s) {', '.join(late)} left out: their {spec.window_days}-day response "
+                     f"window ends after as_of {s.as_of}")
+    return session_units(s, spec, segments, late), notes
+
+
+def session_notes(s: Any, spec: UpliftSpec) -> list[str]:
+    """Notes on what the session's inputs allow (InputError without contacts)."""
     if not s.has("contacts"):
         raise InputError("uplift needs the contacts table (customer_id, campaign_id, sent_ts, group); "
                          "or map a flat results table in [uplift] path = ...")
-    notes: list[str] = []
+    if s.has("orders", "unit_cost") or s.has("products", "unit_cost"):
+        return []
+    return ["no unit_cost in orders or products: margin per customer and ROI are not computed"]
+
+
+def late_campaigns(s: Any, spec: UpliftSpec) -> list[str]:
+    """Campaigns with a contact whose response window ends after ``as_of`` (over the customers
+    the views hold: call it on the whole session, before any partition)."""
+    as_of = dt.datetime.combine(s.as_of, dt.time())
+    rows = s.con.execute(
+        "SELECT DISTINCT CAST(campaign_id AS VARCHAR) FROM (SELECT customer_id, campaign_id, min(sent_ts) AS t "
+        "FROM contacts GROUP BY customer_id, campaign_id) WHERE t + to_days(CAST($win AS INTEGER)) > $as_of "
+        "ORDER BY 1", {"win": spec.window_days, "as_of": as_of}).fetchall()
+    return [r[0] for r in rows]
+
+
+def session_units(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None, late: list[str]) -> pl.DataFrame:
+    """The unit table of the customers the session's views hold (the whole session or one
+    partition), the ``late`` campaigns left out, ordered by campaign and customer id."""
     has_cost = s.has("orders", "unit_cost") or s.has("products", "unit_cost")
     if has_cost:
         join = "LEFT JOIN products AS p USING (product_id)" if s.has("products", "unit_cost") and s.has(
@@ -141,49 +173,42 @@ def units_from_session(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None =
             "orders", "unit_cost") else "coalesce(p.unit_cost, 0)"
     else:
         join, cost = "", "0"
-        notes.append("no unit_cost in orders or products: margin per customer and ROI are not computed")
-    pre_days = spec.pre_window_days
+    money = "DECIMAL(18, 4)"
     sql = f"""
     WITH c AS (
       SELECT customer_id, CAST(campaign_id AS VARCHAR) AS campaign, min(sent_ts) AS sent_ts,
-             coalesce(min("group"), 'treatment') AS arm, sum(coalesce(cost, 0)::DECIMAL(18, 4)) AS cost
-      FROM contacts GROUP BY customer_id, campaign_id),
+             coalesce(min("group"), 'treatment') AS arm, sum(coalesce(cost, 0)::{money}) AS cost
+      FROM contacts WHERE NOT list_contains(CAST($late AS VARCHAR[]), CAST(campaign_id AS VARCHAR))
+      GROUP BY customer_id, campaign_id),
     o AS (
       SELECT o.customer_id, o.order_id, min(o.order_ts) AS ts, bool_or(o.quantity > 0) AS is_order,
-             -- money summed as DECIMAL: exact, so the same bytes whatever order threads add in
+             -- money summed as DECIMAL: exact, so the same sums whatever order threads and partitions add in
              sum((o.unit_price * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
-                                      ELSE o.quantity END)::DECIMAL(18, 4)) AS revenue,
+                                      ELSE o.quantity END)::{money}) AS revenue,
              sum(((o.unit_price - {cost}) * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
-                                                  ELSE o.quantity END)::DECIMAL(18, 4)) AS margin
-      FROM orders AS o {join}
-      WHERE o.customer_id IN (SELECT customer_id FROM c)
-      GROUP BY o.customer_id, o.order_id)
-    SELECT c.customer_id, c.campaign, c.arm, CAST(c.cost AS DOUBLE) AS cost, c.sent_ts,
-      CAST(count(*) FILTER (WHERE o.is_order AND o.ts >= c.sent_ts) AS DOUBLE) AS orders,
-      CAST(coalesce(sum(o.revenue) FILTER (WHERE o.ts >= c.sent_ts), 0) AS DOUBLE) AS revenue,
-      CAST(coalesce(sum(o.margin) FILTER (WHERE o.ts >= c.sent_ts), 0) AS DOUBLE) AS margin,
-      CAST(count(*) FILTER (WHERE o.is_order AND o.ts < c.sent_ts) AS DOUBLE) AS {PRE}orders,
-      CAST(coalesce(sum(o.revenue) FILTER (WHERE o.ts < c.sent_ts), 0) AS DOUBLE) AS {PRE}revenue,
-      CAST(coalesce(sum(o.margin) FILTER (WHERE o.ts < c.sent_ts), 0) AS DOUBLE) AS {PRE}margin
+                                                  ELSE o.quantity END)::{money}) AS margin
+      FROM orders AS o {join}  -- no semi-join on c's customers: the LEFT JOIN below drops the others,
+      GROUP BY o.customer_id, o.order_id)  -- and the semi-join cost as much as the rest of the query
+    SELECT c.customer_id, c.campaign, c.arm, CAST(c.cost AS {money}) AS cost,
+      count(*) FILTER (WHERE o.is_order AND o.ts >= c.sent_ts) AS orders,
+      CAST(coalesce(sum(o.revenue) FILTER (WHERE o.ts >= c.sent_ts), 0) AS {money}) AS revenue,
+      CAST(coalesce(sum(o.margin) FILTER (WHERE o.ts >= c.sent_ts), 0) AS {money}) AS margin,
+      count(*) FILTER (WHERE o.is_order AND o.ts < c.sent_ts) AS {PRE}orders,
+      CAST(coalesce(sum(o.revenue) FILTER (WHERE o.ts < c.sent_ts), 0) AS {money}) AS {PRE}revenue,
+      CAST(coalesce(sum(o.margin) FILTER (WHERE o.ts < c.sent_ts), 0) AS {money}) AS {PRE}margin
     FROM c LEFT JOIN o ON o.customer_id = c.customer_id
       AND o.ts >= c.sent_ts - to_days(CAST($pre AS INTEGER))
       AND o.ts < c.sent_ts + to_days(CAST($win AS INTEGER))
     GROUP BY ALL
     """
-    units = s.frame(sql, {"pre": pre_days, "win": spec.window_days})
-    as_of = dt.datetime.combine(s.as_of, dt.time())
-    late = units.filter(pl.col("sent_ts") + pl.duration(days=spec.window_days) > as_of)["campaign"].unique().sort()
-    if late.len():
-        notes.append(f"campaign(s) {', '.join(late.to_list())} left out: their {spec.window_days}-day response "
-                     f"window ends after as_of {s.as_of}")
-        units = units.filter(~pl.col("campaign").is_in(late.implode()))
+    units = s.frame(sql, {"pre": spec.pre_window_days, "win": spec.window_days, "late": list(late)})
     units = units.with_columns(
-        response=(pl.col("orders") > 0).cast(pl.Float64),
-        **{f"{PRE}response": (pl.col(f"{PRE}orders") > 0).cast(pl.Float64)}).drop("sent_ts")
+        response=(pl.col("orders") > 0).cast(pl.Int64),
+        **{f"{PRE}response": (pl.col(f"{PRE}orders") > 0).cast(pl.Int64)})
     outcomes = ["response", "orders", "revenue"] + (["margin"] if has_cost else [])
     units = units.select(["customer_id", "campaign", "arm", "cost", *outcomes, *(PRE + o for o in outcomes)])
     units = _join_segments(units, spec, segments, s)
-    return units.sort("campaign", "customer_id"), notes
+    return units.sort("campaign", "customer_id")
 
 
 def auto_segments(segments: pl.DataFrame) -> tuple[str, ...]:

@@ -43,7 +43,7 @@ def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFr
             if progress:
                 progress("measuring uplift")
             with staging.timed("uplift"):
-                res = uplift_from_session(s, cfg, seg)
+                res = uplift_from_session(s, cfg, seg, progress)
             rows = write_uplift(res, staging)
             write_manifest(staging, manifest(s, "uplift", {"uplift": uplift_summary_doc(res)}, rows))
         return replace(res, out=staging.target)

@@ -31,7 +31,7 @@ def _run(ctx: Context) -> dict[str, int]:
             "per-segment uplifts. Name pre-campaign segment columns in [uplift] segments to add breakdowns.")
     ctx.say("uplift: intervals, CUPED, SRM, bootstrap")
     with ctx.staging.timed("uplift"):
-        res = uplift_from_session(s, ctx.cfg, seg)
+        res = uplift_from_session(s, ctx.cfg, seg, progress=ctx.say)
     ctx.publish(uplift=res.uplift, uplift_srm=res.srm)
     ctx.summaries["uplift"] = uplift_summary_doc(res)
     ctx.notes.extend(res.notes)
