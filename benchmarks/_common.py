@@ -11,22 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
+# run first in every child: at exit it reports the peak RSS of the child's own address space
+from centile.bench.child import PEAK as _PEAK
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
-
-#: run first in every child: at exit it reports the peak RSS of the child's own address space
-_PEAK = """
-import atexit as _atexit, sys as _sys
-def _centile_peak():
-    try:
-        with open("/proc/self/status") as _f:
-            _kb = next(int(_l.split()[1]) for _l in _f if _l.startswith("VmHWM:"))
-        _sys.stderr.write(f"\\n__centile_vmhwm_kb__ {_kb}\\n")
-    except (OSError, StopIteration):
-        pass
-_atexit.register(_centile_peak)
-"""
 
 
 def run_isolated(code: str, *args: str) -> dict:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from centile.errors import CentileError
 
 #: prepended to every child's code: at exit the child reports the peak RSS of its own address space
-_PEAK = """
+#: (also the benchmarks' children: ``benchmarks/_common.py``)
+PEAK = """
 import atexit as _atexit, sys as _sys
 def _centile_peak():
     try:
@@ -58,7 +59,7 @@ def run_child(code: str, args: Sequence[str], *, what: str, env: Mapping[str, st
     full_env.update(env or {})
     t0 = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen([sys.executable, "-c", _PEAK + code, *args], stdout=out, stderr=err, text=True,
+        p = subprocess.Popen([sys.executable, "-c", PEAK + code, *args], stdout=out, stderr=err, text=True,
                              env=full_env)
         try:
             _pid, status, usage = os.wait4(p.pid, 0)
