@@ -15,7 +15,7 @@ From a path table (ChannelAttribution's format): one row per distinct path with
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +103,7 @@ def journeys_from_touches(rows: pl.DataFrame, *, collapse_repeats: bool = False,
     return _assemble(df, channels, per, True, unattributed)
 
 
-def _concat(parts: list[Journeys], unattributed: tuple[float, float]) -> Journeys:
+def _concat(parts: list[Journeys]) -> Journeys:
     """Journeys of disjoint customer partitions as one, channels renumbered into their sorted union and
     journeys in customer order (a customer's journeys keep their order): the same arrays as one pass."""
     channels = tuple(sorted({c for p in parts for c in p.channels}))
@@ -120,15 +120,11 @@ def _concat(parts: list[Journeys], unattributed: tuple[float, float]) -> Journey
     whole = Journeys(channels, offsets, np.ascontiguousarray(np.concatenate(chan), dtype=np.int32),
                      np.ascontiguousarray(np.concatenate([p.age_days for p in parts])),
                      np.concatenate([p.conv for p in parts]), np.concatenate([p.null for p in parts]),
-                     np.concatenate([p.value for p in parts]), customer, *unattributed)
+                     np.concatenate([p.value for p in parts]), customer)
     # customer order, a customer's journeys in their order (the position breaks ties: a stable sort)
     order = (pl.DataFrame({"c": customer, "i": np.arange(customer.len(), dtype=np.int64)})
              .sort("c", "i")["i"].to_numpy())
-    if order.size and np.any(order[1:] != order[:-1] + 1):
-        whole = whole.take(order)
-        whole = Journeys(*[getattr(whole, f) for f in ("channels", "offsets", "channel", "age_days", "conv",
-                                                       "null", "value", "customer_id")], *unattributed)
-    return whole
+    return whole.take(order) if np.any(order[1:] != order[:-1] + 1) else whole
 
 
 def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool = False,
@@ -161,11 +157,9 @@ def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool
     if not parts_out:
         raise InputError(f"touchpoints: no touchpoint lies before as_of {session.as_of} inside the "
                          f"{lookback_days}-day lookback of a conversion or of as_of; nothing to attribute")
-    j = _concat(parts_out, (0.0, 0.0))
-    conv_in = float(j.conv.sum())
-    val_in = float(j.value.sum())
-    return Journeys(j.channels, j.offsets, j.channel, j.age_days, j.conv, j.null, j.value, j.customer_id,
-                    float(n_orders) - conv_in, float(v_orders) - val_in)
+    j = _concat(parts_out)
+    return replace(j, unattributed_conversions=float(n_orders) - float(j.conv.sum()),
+                   unattributed_value=float(v_orders) - float(j.value.sum()))
 
 
 def read_path_table(path: str | Path, separator: str = " > ", *, collapse_repeats: bool = False,

@@ -92,14 +92,11 @@ class Partitioning:
             raise ValueError(f"partition {part} is not in 0..{self.count - 1}")
         return part * BUCKETS // self.count, (part + 1) * BUCKETS // self.count
 
-    def predicate(self, part: int, column: str | None = None) -> str:
-        """SQL that is true for the rows of partition ``part`` (``true`` for a single partition): over
-        the ``__bucket`` column of the validated tables, or over the bucket of id ``column``."""
+    def predicate(self, part: int) -> str:
+        """SQL over the ``__bucket`` column of the validated tables that is true for the rows of
+        partition ``part`` (``true`` for a single partition)."""
         lo, hi = self.bounds(part)
-        if self.count == 1:
-            return "true"
-        b = "__bucket" if column is None else bucket_sql(column)
-        return f"({b} >= {lo} AND {b} < {hi})"
+        return "true" if self.count == 1 else f"(__bucket >= {lo} AND __bucket < {hi})"
 
     def each(self, label: str, progress: Progress | None = None) -> Iterator[int]:
         """The partition numbers in order, saying after each how many are done and an ETA."""

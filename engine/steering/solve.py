@@ -21,6 +21,7 @@ smallest bound over all evaluated multipliers are kept.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,6 +160,26 @@ def _subgradient(d: _Dual, mu, nu, usage, steps, *, both: bool = False, tol: flo
     return d.best["mu"].copy(), d.best["nu"].copy()
 
 
+def _with(a: np.ndarray, m: int, x: float) -> np.ndarray:
+    """A copy of the multipliers ``a`` with row (or entry) ``m`` set to ``x``."""
+    out = a.copy()
+    out[m] = x
+    return out
+
+
+def _bisect(over: Callable[[float], bool], hi: float, iterations: int) -> float:
+    """The smallest multiplier in ``[0, hi]`` (to ``iterations`` halvings) at which the medium is not
+    ``over`` its capacity."""
+    lo = 0.0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if over(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
 def _search(d: _Dual, iterations: int, rounds: int) -> None:
     """Multipliers for the capacities of ``d``, from zero (the best bound and plan in ``d.best``).
 
@@ -182,32 +203,16 @@ def _search(d: _Dual, iterations: int, rounds: int) -> None:
         for m in coords:
             if usage[m].sum() <= cap_arr[m] and mu[m] == 0.0:
                 continue
-            lo, hi = 0.0, float(hi_all[m])
-            for _ in range(iterations):
-                mid = 0.5 * (lo + hi)
-                trial = mu.copy()
-                trial[m] = mid
-                u = d.run(trial, nu)
-                if u[m].sum() > cap_arr[m]:
-                    lo = mid
-                else:
-                    hi = mid
+            hi = _bisect(lambda x, m=m, nu=nu: d.run(_with(mu, m, x), nu)[m].sum() > cap_arr[m],
+                         float(hi_all[m]), iterations)
             changed |= mu[m] != hi
             mu[m] = hi
             usage = d.run(mu, nu)
         for m in np.flatnonzero(pcap < BIG):
             if (usage[m] <= pcap[m]).all() and not nu[m].any():
                 continue
-            lo, hi = 0.0, float(hi_all[m])
-            for _ in range(iterations):
-                mid = 0.5 * (lo + hi)
-                trial = nu.copy()
-                trial[m] = mid
-                u = d.run(mu, trial)
-                if u[m].sum() > pcap[m] * T:
-                    lo = mid
-                else:
-                    hi = mid
+            hi = _bisect(lambda x, m=m, nu=nu: d.run(mu, _with(nu, m, x))[m].sum() > pcap[m] * T,
+                         float(hi_all[m]), iterations)
             changed |= not (nu[m] == hi).all()
             nu[m] = hi
             usage = d.run(mu, nu)
