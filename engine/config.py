@@ -17,6 +17,7 @@ import difflib
 import functools
 import glob
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -289,6 +290,30 @@ def as_date(value: Any, where: str) -> dt.date | None:
         return dt.date.fromisoformat(str(value))
     except ValueError:
         raise ConfigError(f"{where}: {value!r} is not a date; write it as YYYY-MM-DD") from None
+
+
+_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def memory_bytes(limit: str | None) -> int | None:
+    """``'8GB'`` / ``'500 MiB'`` / ``'2e9'`` in bytes; None when absent or not understood."""
+    if not limit:
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?b|b)?\s*", str(limit).lower())
+    if not m:
+        return None
+    return int(float(m.group(1)) * _UNITS[m.group(2) or ""])
+
+
+def _memory_limit(value: Any) -> str | None:
+    """``memory_limit`` as given, once it reads as a size (the whole run's budget; see
+    :func:`centile.backend.partitions.duckdb_memory`)."""
+    if value in (None, ""):
+        return None
+    if not memory_bytes(str(value)):
+        raise ConfigError(f"memory_limit {value!r} is not a size; use e.g. '8GB', '512MiB' or a byte count")
+    return str(value)
 
 
 def _as_bool(value: Any, where: str) -> bool:
@@ -647,7 +672,7 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         windows=windows,
         top_categories=_as_int(feats.get("top_categories", 8), "[features] top_categories"),
         threads=None if threads in (None, "", 0, "0") else _as_int(threads, "threads", minimum=1),
-        memory_limit=str(settings["memory_limit"]) if settings.get("memory_limit") else None,
+        memory_limit=_memory_limit(settings.get("memory_limit")),
         partitions=None if partitions in (None, "", 0, "0") else _as_int(partitions, "partitions", minimum=1,
                                                                          maximum=4096),
         clubs=clubs,

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from centile.backend import partitions
-from centile.backend.partitions import BUCKETS, Partitioning, choose_partitions, memory_bytes
+from centile.backend.partitions import BUCKETS, Partitioning, choose_partitions, duckdb_memory, memory_bytes
 from centile.backend.session import open_session
 from centile.config import load_config
 from centile.features.compute import FEATURE_TABLES, compute_features
@@ -35,6 +35,21 @@ def test_features_are_identical_for_any_partition_count_and_thread_count(data):
     for parts, threads in ((7, 1), (7, 2), (3, 2), (1, 2)):
         other = _features(data, partitions=parts, threads=threads)
         assert other.equals(one, null_equal=True), (parts, threads)
+
+
+def test_a_memory_bound_single_pass_joins_in_slices_with_the_same_table(data):
+    """Under a memory budget that asks for partitions, one pass over the order lines still builds
+    the per-customer tables, and only the final join runs slice by slice: same table."""
+    one = _features(data, partitions=1, threads=1)
+    cfg = load_config(data=data, threads=2)
+    with open_session(cfg, only=FEATURE_TABLES) as s:
+        s.parts = Partitioning(4)  # what a tight --memory-limit chooses on big inputs
+        sliced = compute_features(s)[0]
+        left = {r[0] for r in s.con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()}
+        views = {r[0] for r in s.con.execute("SELECT view_name FROM duckdb_views() WHERE temporary").fetchall()}
+    assert sliced.equals(one, null_equal=True)
+    assert not {"universe", "f_orders", "f_kept", "f_category", "order_facts"} & (left | views)
+    assert not any(t.endswith("__all") for t in left)
 
 
 def test_each_partition_sees_only_its_own_customers(data, monkeypatch):
@@ -70,8 +85,9 @@ def test_choose_partitions_from_size_and_memory_limit():
     assert memory_bytes("lots") is None
     assert choose_partitions(4, "1GB", 10**9) == 4  # the configured count wins
     assert choose_partitions(None, "10GB", 1_000_000) == 1
-    # 100M lines x 100 B = 10 GB against half of an 8 GB limit: 3 partitions
-    assert choose_partitions(None, "8GB", 100_000_000) == 3
+    # 100M lines x 100 B = 10 GB against half of the 4 GB DuckDB leaves of an 8 GB limit: 5 partitions
+    assert choose_partitions(None, "8GB", 100_000_000) == 5
+    assert duckdb_memory("8GB") == 4 * 1000**3 and duckdb_memory(None) is None
     with pytest.raises(ValueError):
         Partitioning(0)
     assert Partitioning(1).predicate(0) == "true"
@@ -83,6 +99,9 @@ def test_choose_partitions_from_size_and_memory_limit():
 
 def test_partitions_key_is_validated(data):
     from centile.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="memory_limit 'lots' is not a size"):
+        load_config(data=data, memory_limit="lots")
 
     with pytest.raises(ConfigError, match="partitions"):
         load_config(data=data, partitions="many")

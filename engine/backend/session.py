@@ -131,11 +131,10 @@ def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | No
     if cfg.threads:
         con.execute(f"SET threads = {int(cfg.threads)}")
     if cfg.memory_limit:
-        con.execute("SELECT current_setting('memory_limit')")
-        try:
-            con.execute(f"SET memory_limit = '{str(cfg.memory_limit).replace(chr(39), '')}'")
-        except duckdb.Error as exc:
-            raise InputError(f"memory_limit {cfg.memory_limit!r}: {exc}; use e.g. '8GB'") from None
+        share = partitions.duckdb_memory(cfg.memory_limit)
+        if share is None:
+            raise InputError(f"memory_limit {cfg.memory_limit!r} is not a size; use e.g. '8GB' or '512MiB'")
+        con.execute(f"SET memory_limit = '{share}B'")
     return con
 
 

@@ -54,7 +54,8 @@ StrictOpt = Annotated[bool | None, typer.Option(
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", help="Worker threads for DuckDB, Polars and numba (default: all cores).", show_default=False)]
 MemoryOpt = Annotated[str | None, typer.Option(
-    "--memory-limit", help="DuckDB memory limit, e.g. 8GB; DuckDB spills to disk beyond it.",
+    "--memory-limit", help="Memory budget of the run, e.g. 8GB: DuckDB gets half and spills to disk beyond "
+    "it; customer partitions are sized so the Python-side work fits the rest.",
     show_default=False)]
 PartitionsOpt = Annotated[int | None, typer.Option(
     "--partitions", min=1, max=4096, help="Process the customers in this many customer-hash partitions, one at "
