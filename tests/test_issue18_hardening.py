@@ -104,6 +104,14 @@ def test_issue18_environment_errors_exit_1_not_2():
     assert "No space left" in _environment_error(OSError(errno.ENOSPC, "No space left on device", "/x/out"))
     assert "Read-only" in _environment_error(OSError(errno.EROFS, "Read-only file system", "/x"))
     assert _environment_error(ValueError("a bug")) is None
+    # DuckDB out of its share of --memory-limit: the budget, not a bug
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET memory_limit = '8MB'")
+    with pytest.raises(duckdb.OutOfMemoryException) as oom:
+        con.execute("SELECT list(i) FROM range(5000000) t(i)").fetchall()
+    assert "Raise --memory-limit" in _environment_error(oom.value)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; run as a normal user")

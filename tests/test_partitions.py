@@ -9,7 +9,13 @@ import polars as pl
 import pytest
 
 from centile.backend import partitions
-from centile.backend.partitions import BUCKETS, Partitioning, choose_partitions, duckdb_memory, memory_bytes
+from centile.backend.partitions import (
+    BUCKETS,
+    Partitioning,
+    choose_partitions,
+    duckdb_memory,
+    memory_bytes,
+)
 from centile.backend.session import open_session
 from centile.config import load_config
 from centile.features.compute import FEATURE_TABLES, compute_features

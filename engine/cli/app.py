@@ -140,6 +140,10 @@ def _environment_error(exc: BaseException) -> str | None:
         return (f"{str(exc).splitlines()[0]}; check that the input files are complete and readable "
                 "(a truncated or corrupted Parquet file cannot be read) and that the disk has space. "
                 "Earlier results were left untouched.")
+    if type(exc).__module__.startswith(("duckdb", "_duckdb")) and type(exc).__name__ == "OutOfMemoryException":
+        return (f"{str(exc).splitlines()[0]}: the work did not fit the memory budget. Raise --memory-limit "
+                "(DuckDB gets half of it), or give more --partitions so each holds fewer customers, or "
+                "lower --threads. Earlier results were left untouched.")
     return None
 
 
