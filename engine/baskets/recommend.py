@@ -48,13 +48,64 @@ PROTOCOLS = (("new items only", True), ("all items", False))
 MODELS = ("centile", "popularity")
 
 
+#: customers per slice when the recommendations become rows (one Parquet row group each)
+SLICE_CUSTOMERS = 1 << 18
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """The top-k lists in compact form: ``customers`` in order, their ``(n, k)`` item codes into
+    ``items`` (-1: no item), scores and sources. Rows are made a slice of customers at a time, so
+    the long table (about 400 MB per million customers at k = 10) is never whole in memory when
+    written."""
+
+    customers: pl.Series
+    items: pl.Series
+    codes: np.ndarray
+    score: np.ndarray
+    source: np.ndarray
+
+    @property
+    def height(self) -> int:
+        """Rows of the long table."""
+        return int(np.count_nonzero(self.codes >= 0))
+
+    @property
+    def customers_with_rows(self) -> int:
+        return int(np.count_nonzero((self.codes >= 0).any(axis=1))) if self.codes.size else 0
+
+    def frame(self, lo: int = 0, hi: int | None = None) -> pl.DataFrame:
+        """The long table of customers ``lo:hi`` (all by default)."""
+        return to_frame(self.customers.slice(lo, (hi if hi is not None else self.customers.len()) - lo),
+                        self.items, self.codes[lo:hi], self.score[lo:hi], self.source[lo:hi])
+
+    def write(self, path) -> int:
+        """Write the long table to Parquet (zstd) a slice of :data:`SLICE_CUSTOMERS` customers at
+        a time, one row group each: the bytes depend on the rows only. Returns the row count."""
+        import pyarrow.parquet as pq
+
+        n = self.customers.len()
+        first = self.frame(0, min(n, SLICE_CUSTOMERS)).to_arrow()
+        with pq.ParquetWriter(path, first.schema, compression="zstd") as writer:
+            writer.write_table(first, row_group_size=max(first.num_rows, 1))
+            for lo in range(SLICE_CUSTOMERS, n, SLICE_CUSTOMERS):
+                t = self.frame(lo, min(n, lo + SLICE_CUSTOMERS)).to_arrow().cast(first.schema)
+                writer.write_table(t, row_group_size=max(t.num_rows, 1))
+        return self.height
+
+
 @dataclass
 class RecommendResult:
-    recommendations: pl.DataFrame
+    recs: Recommendations
     evaluation: pl.DataFrame | None
     level: str
     notes: list[str] = field(default_factory=list)
     out: object = None
+
+    @property
+    def recommendations(self) -> pl.DataFrame:
+        """The long table: customer_id, rank, item, score, source (made on each call)."""
+        return self.recs.frame()
 
 
 def recommend_lines(s, level: str, exclude_returned: bool = True) -> pl.DataFrame:
@@ -251,7 +302,8 @@ def recommend_from(source, items: pl.Series, st: RecommendSettings, as_of: dt.da
         evaluation = None
         if start is not None:
             evaluation = _evaluate(parked, passes, ev.model(st, items), ev, st, cutoff, notes, progress)
-    return RecommendResult(recs if recs is not None else _empty_recs(items, id_type), evaluation, st.level, notes)
+    return RecommendResult(recs if recs is not None else _empty_recs(items, id_type, st.k), evaluation, st.level,
+                           notes)
 
 
 def _without_lines(model: Model, pop, segs: Segments, segments: pl.DataFrame | None, line_ids: list[pl.Series],
@@ -267,19 +319,19 @@ def _without_lines(model: Model, pop, segs: Segments, segments: pl.DataFrame | N
     return ids, out.astype(np.int32), score, src
 
 
-def _merge(outs: list[tuple], items: pl.Series) -> pl.DataFrame:
-    """Every partition's rows in customer order."""
+def _merge(outs: list[tuple], items: pl.Series) -> Recommendations:
+    """Every partition's lists in customer order."""
     ids = pl.concat([o[0] for o in outs]).rechunk()
     order = ids.arg_sort().to_numpy()
     out = np.concatenate([o[1] for o in outs])[order]
     score = np.concatenate([o[2] for o in outs])[order]
     src = np.concatenate([o[3] for o in outs])[order]
-    return to_frame(ids.gather(order), items, out, score, src)
+    return Recommendations(ids.gather(order), items, out, score, src)
 
 
-def _empty_recs(items: pl.Series, id_type) -> pl.DataFrame:
-    return pl.DataFrame(schema={"customer_id": id_type or pl.Int64, "rank": pl.Int16, "item": items.dtype,
-                                "score": pl.Float64, "source": pl.String})
+def _empty_recs(items: pl.Series, id_type, k: int) -> Recommendations:
+    return Recommendations(pl.Series("customer_id", [], dtype=id_type or pl.Int64), items,
+                           np.full((0, k), -1, np.int32), np.zeros((0, k)), np.zeros((0, k), np.int8))
 
 
 def _evaluate(parked: Parked, passes: Partitioning, model: Model, counts: CoCounts, st: RecommendSettings,
@@ -340,9 +392,7 @@ def compute_recommendations(lines: pl.DataFrame, st: RecommendSettings, as_of: d
 
 
 def write_recommendations(res: RecommendResult, staging) -> dict[str, int]:
-    out = {}
-    res.recommendations.write_parquet(staging.path("recommendations.parquet"), compression="zstd")
-    out["recommendations"] = res.recommendations.height
+    out = {"recommendations": res.recs.write(staging.path("recommendations.parquet"))}
     if res.evaluation is not None:
         res.evaluation.write_parquet(staging.path("recommendation_eval.parquet"), compression="zstd")
         out["recommendation_eval"] = res.evaluation.height
@@ -350,8 +400,8 @@ def write_recommendations(res: RecommendResult, staging) -> dict[str, int]:
 
 
 def recommend_summary_doc(res: RecommendResult) -> dict:
-    doc: dict = {"level": res.level, "customers": res.recommendations.get_column("customer_id").n_unique(),
-                 "rows": res.recommendations.height, "notes": res.notes}
+    doc: dict = {"level": res.level, "customers": res.recs.customers_with_rows, "rows": res.recs.height,
+                 "notes": res.notes}
     if res.evaluation is not None:
         doc["evaluation"] = res.evaluation.drop("cutoff").to_dicts()
     return doc
