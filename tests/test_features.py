@@ -8,6 +8,8 @@ import math
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from centile.config import load_config
 from centile.errors import ConfigError, InputError, ValidationError
@@ -308,3 +310,20 @@ def test_text_ids_keep_zero_padding_and_drop_float_suffix(tmp_path):
     assert df["customer_id"].to_list() == ["00123", "17850", "42"]
     c = _row(df, "17850")
     assert (c["orders_total"], c["emails_sent_12m"]) == (2, 1)
+
+
+@given(st.lists(st.one_of(st.none(), st.integers(0, 30)), max_size=40),
+       st.lists(st.integers(0, 30), max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_add_columns_is_a_left_join_that_keeps_the_left_columns(left_ids, right_ids):
+    import polars as pl
+
+    from centile.features.join import add_columns
+
+    left = pl.DataFrame({"customer_id": left_ids, "a": list(range(len(left_ids)))},
+                        schema={"customer_id": pl.Int64, "a": pl.Int64})
+    right = pl.DataFrame({"customer_id": right_ids, "b": [str(i) for i in right_ids], "a": right_ids},
+                         schema={"customer_id": pl.Int32, "b": pl.String, "a": pl.Int64})
+    want = left.join(right.with_columns(pl.col("customer_id").cast(pl.Int64)), on="customer_id", how="left",
+                     maintain_order="left")
+    assert add_columns(left, right).equals(want, null_equal=True)

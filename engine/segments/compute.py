@@ -56,6 +56,7 @@ import polars as pl
 from centile.backend import local_sql
 from centile.config import Config, check_expression, check_keys
 from centile.errors import ConfigError, InputError
+from centile.features.join import add_columns
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,7 @@ def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date
     cust = customers.select("customer_id", *extra).unique("customer_id", keep="first")
     if cust["customer_id"].dtype != features["customer_id"].dtype:
         cust = cust.with_columns(pl.col("customer_id").cast(features["customer_id"].dtype, strict=False))
-    base = features.join(cust, on="customer_id", how="left", maintain_order="left")
+    base = add_columns(features, cust)
     if "birth_year" in base.columns and "age" not in base.columns:
         year = (as_of or dt.date.today()).year
         base = base.with_columns((pl.lit(year) - pl.col("birth_year").cast(pl.Int32)).alias("age"))
