@@ -20,7 +20,13 @@ import polars as pl
 
 from centile.backend import partitions
 from centile.backend.partitions import Partitioning, choose_partitions
-from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
+from centile.backend.sources import (
+    Registered,
+    read_error,
+    register_tables,
+    set_aside_duplicates,
+    stage_tables,
+)
 from centile.config import Config
 from centile.contract import CONTRACT
 from centile.errors import ConfigError, InputError, ValidationError
@@ -248,27 +254,48 @@ def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -
     con.execute("SET lock_configuration = true")
 
 
+#: the time column of the tables whose summary has dates and customers (orders have their own)
+_TIME_COLUMN = {"email_events": "ts", "contacts": "sent_ts", "touchpoints": "ts"}
+
+
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
             id_types: dict[str, str], unread: list[str]) -> Session:
     rejects_sql = []
     summaries: dict[str, TableSummary] = {}
+    valid_stats: dict[str, tuple[Any, ...]] = {}
     for name, reg in tables.items():
-        counts = dict(con.execute(
-            f"SELECT reject_reason, count(*) FROM {ident(name + '_staged')} "
-            "WHERE reject_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        tcol = _TIME_COLUMN.get(name)
+        if tcol is None:
+            counts = dict(con.execute(
+                f"SELECT reject_reason, count(*) FROM {ident(name + '_staged')} "
+                "WHERE reject_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        else:
+            # one scan for the reject counts and the valid rows' dates and customers
+            # (e-mail events are a view over the files: each scan decodes them again)
+            try:
+                rows = con.execute(
+                    f"SELECT reject_reason, count(*), min({tcol}), max({tcol}), count(DISTINCT customer_id) "
+                    f"FROM {ident(name + '_staged')} GROUP BY 1 ORDER BY 2 DESC").fetchall()
+            except duckdb.InvalidInputException as exc:
+                raise read_error(reg.spec, exc) from None
+            counts = {r[0]: r[1] for r in rows if r[0] is not None}
+            valid_stats[name] = next((r[2:] for r in rows if r[0] is None), (None, None, 0))
         valid = reg.rows_after_filter - sum(counts.values())
         summaries[name] = TableSummary(
             name, list(reg.spec.paths), reg.rows_in_files, reg.rows_in_files - reg.rows_after_filter,
             valid, {k: int(v) for k, v in counts.items()},
             {c: col.source for c, col in reg.columns.items()})
         key = next((c for c in ("customer_id", "product_id") if c in reg.columns), None)
-        rejects_sql.append(
-            f"SELECT '{name}' AS \"table\", reject_reason AS reason, __centile_file AS file, "
-            f"CAST({ident(key)} AS VARCHAR) AS key, __record AS record "
-            f"FROM {ident(name + '_staged')} WHERE reject_reason IS NOT NULL")
+        if counts:  # a table without rejects is not scanned again for them
+            rejects_sql.append(
+                f"SELECT '{name}' AS \"table\", reject_reason AS reason, __centile_file AS file, "
+                f"CAST({ident(key)} AS VARCHAR) AS key, __record AS record "
+                f"FROM {ident(name + '_staged')} WHERE reject_reason IS NOT NULL")
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_valid')} AS "
                     f"SELECT * EXCLUDE (reject_reason, __record, __centile_file) "
                     f"FROM {ident(name + '_staged')} WHERE reject_reason IS NULL")
+    rejects_sql = rejects_sql or ["SELECT NULL::VARCHAR AS \"table\", NULL::VARCHAR AS reason, NULL::VARCHAR AS file, "
+                                  "NULL::VARCHAR AS key, NULL::VARCHAR AS record WHERE false"]
     con.execute("CREATE OR REPLACE TEMP VIEW rejects AS " + " UNION ALL ".join(rejects_sql))
 
     if cfg.strict:
@@ -305,11 +332,8 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     if s.lines_after_as_of:
         s.notes.append(f"orders: {s.lines_after_as_of} valid lines on or after as_of {as_of} are outside "
                        "every window and not used")
-    for name, tcol in (("email_events", "ts"), ("contacts", "sent_ts"), ("touchpoints", "ts")):
-        if name in summaries:
-            r = con.execute(f"SELECT min({tcol}), max({tcol}), count(DISTINCT customer_id) "
-                            f"FROM {ident(name + '_valid')}").fetchall()[0]
-            summaries[name].date_min, summaries[name].date_max, summaries[name].customers = r[0], r[1], int(r[2])
+    for name, r in valid_stats.items():
+        summaries[name].date_min, summaries[name].date_max, summaries[name].customers = r[0], r[1], int(r[2])
     if "customers" in summaries:
         summaries["customers"].customers = summaries["customers"].rows_valid
     for name, summ in summaries.items():

@@ -143,8 +143,19 @@ def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: lis
     return s.frame(sql, {**params, **cat_params})
 
 
-#: the per-partition feature queries: (sql file, temp table)
-_STEPS = (("order_facts", None), ("universe", None), ("feat_orders", "f_orders"), ("feat_kept", "f_kept"))
+#: the per-partition feature queries in order: (sql file, temp table); universe reads f_email
+_STEPS = (("order_facts", "order_facts"), ("feat_email", "f_email"), ("universe", "universe"),
+          ("feat_orders", "f_orders"), ("feat_kept", "f_kept"), ("feat_premium", "f_premium"),
+          ("feat_channel", "f_channel"), ("feat_category", "f_category"))
+
+#: the optional feature queries: temp table -> (availability key, the empty table's columns)
+_OPTIONAL = {
+    "f_email": ("email", "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, "
+                         "NULL::BIGINT AS clicked_12m"),
+    "f_premium": ("premium_margin_12m", "SELECT NULL::DOUBLE AS premium_margin_12m"),
+    "f_channel": ("preferred_channel", "SELECT NULL::VARCHAR AS preferred_channel"),
+    "f_category": ("category", "SELECT NULL::VARCHAR AS category, NULL::DOUBLE AS net_revenue"),
+}
 
 
 def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, bool], top: list[Any] | None,
@@ -153,30 +164,18 @@ def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, boo
     for name, table in _STEPS:
         if progress:
             progress(f"features: {name}")
-        run_sql(s, name, params, table=table)
-    empties = {
-        "f_premium": ("feat_premium", avail["premium_margin_12m"],
-                      "SELECT NULL::DOUBLE AS premium_margin_12m"),
-        "f_email": ("feat_email", avail["email"],
-                    "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, NULL::BIGINT AS clicked_12m"),
-        "f_channel": ("feat_channel", avail["preferred_channel"], "SELECT NULL::VARCHAR AS preferred_channel"),
-        "f_category": ("feat_category", avail["category"],
-                       "SELECT NULL::VARCHAR AS category, NULL::DOUBLE AS net_revenue"),
-    }
-    for table, (name, ok, empty) in empties.items():
-        if progress:
-            progress(f"features: {name}")
-        if ok:
+        key, empty = _OPTIONAL.get(table, (None, ""))
+        if key is None or avail[key]:
             run_sql(s, name, params, table=table)
         else:
             s.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
-                          f"SELECT customer_id, e.* FROM universe, ({empty}) e WHERE false")
+                          f"SELECT customer_id, e.* FROM order_facts, ({empty}) e WHERE false")
     sql = read_sql("features")
     p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     if progress:
         progress("features: joining")
     df = _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p)
-    for table in ("order_facts", "universe", "f_orders", "f_kept", *empties):
+    for _name, table in _STEPS:
         s.con.execute(f"DROP TABLE IF EXISTS {table}")  # a partition's intermediates go before the next
     return df
 
@@ -229,7 +228,8 @@ def write_rejects(s: Session, path: Path) -> int:
     """
     import pyarrow.parquet as pq
 
-    reader = s.con.sql('SELECT * FROM rejects ORDER BY "table", file, reason').to_arrow_reader(1 << 16)
+    # every column in the order: the same bytes whatever order the threads found the rows in
+    reader = s.con.sql('SELECT * FROM rejects ORDER BY "table", file, reason, key, record').to_arrow_reader(1 << 16)
     with pq.ParquetWriter(path, reader.schema, compression="zstd") as writer:
         for batch in reader:
             writer.write_batch(batch)
