@@ -22,6 +22,7 @@ from centile.backend import partitions
 from centile.backend.partitions import Partitioning, choose_partitions
 from centile.backend.sources import (
     Registered,
+    materialised,
     read_error,
     register_tables,
     set_aside_duplicates,
@@ -147,8 +148,7 @@ def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | No
 
 def _first_reject(con: duckdb.DuckDBPyConnection, table: str) -> str:
     rows = con.execute(
-        f"SELECT reject_reason, __centile_file, __record FROM {ident(table + '_staged')} "
-        "WHERE reject_reason IS NOT NULL LIMIT 1").fetchall()
+        f"SELECT reject_reason, __centile_file, __record FROM {ident(table + '_rejects')} LIMIT 1").fetchall()
     return f"first: {rows[0][0]} in {rows[0][1]}: {rows[0][2]}" if rows else ""
 
 
@@ -159,9 +159,8 @@ def _contract_views(con: duckdb.DuckDBPyConnection, s: Session, where: str = "tr
         if name == "orders" or name not in s.tables:
             continue
         cond = where if "customer_id" in spec else "true"
-        hidden = " EXCLUDE (__bucket)" if "customer_id" in spec else ""
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS "
-                    f"SELECT *{hidden} FROM {ident(name + '_valid')} WHERE {cond}")
+                    f"SELECT * FROM {ident(name + '_valid')} WHERE {cond}")
     _orders_view(con, s, where)
 
 
@@ -176,8 +175,8 @@ def _orders_view(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true"
         SELECT customer_id, {order_id} AS order_id, order_ts,
                coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
                coalesce(returned_quantity, 0.0) AS returned_quantity, channel
-        FROM orders_staged
-        WHERE reject_reason IS NULL AND order_ts < TIMESTAMP '{s.as_of.isoformat()}' AND {where}
+        FROM orders_valid
+        WHERE order_ts < TIMESTAMP '{s.as_of.isoformat()}' AND {where}
     """)
     # the line's own category wins; products.category only when the lines have no category column
     if not reg.has("category") and s.has("products", "category") and reg.has("product_id"):
@@ -265,10 +264,13 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     valid_stats: dict[str, tuple[Any, ...]] = {}
     for name, reg in tables.items():
         tcol = _TIME_COLUMN.get(name)
-        if tcol is None:
+        if tcol is None or materialised(reg):
             counts = dict(con.execute(
-                f"SELECT reject_reason, count(*) FROM {ident(name + '_staged')} "
-                "WHERE reject_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+                f"SELECT reject_reason, count(*) FROM {ident(name + '_rejects')} GROUP BY 1 ORDER BY 2 DESC").fetchall())
+            if tcol is not None:
+                valid_stats[name] = con.execute(
+                    f"SELECT min({tcol}), max({tcol}), count(DISTINCT customer_id) "
+                    f"FROM {ident(name + '_valid')}").fetchall()[0]
         else:
             # one scan for the reject counts and the valid rows' dates and customers
             # (e-mail events are a view over the files: each scan decodes them again)
@@ -285,15 +287,10 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
             name, list(reg.spec.paths), reg.rows_in_files, reg.rows_in_files - reg.rows_after_filter,
             valid, {k: int(v) for k, v in counts.items()},
             {c: col.source for c, col in reg.columns.items()})
-        key = next((c for c in ("customer_id", "product_id") if c in reg.columns), None)
         if counts:  # a table without rejects is not scanned again for them
             rejects_sql.append(
                 f"SELECT '{name}' AS \"table\", reject_reason AS reason, __centile_file AS file, "
-                f"CAST({ident(key)} AS VARCHAR) AS key, __record AS record "
-                f"FROM {ident(name + '_staged')} WHERE reject_reason IS NOT NULL")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_valid')} AS "
-                    f"SELECT * EXCLUDE (reject_reason, __record, __centile_file) "
-                    f"FROM {ident(name + '_staged')} WHERE reject_reason IS NULL")
+                f"CAST(__key AS VARCHAR) AS key, __record AS record FROM {ident(name + '_rejects')}")
     rejects_sql = rejects_sql or ["SELECT NULL::VARCHAR AS \"table\", NULL::VARCHAR AS reason, NULL::VARCHAR AS file, "
                                   "NULL::VARCHAR AS key, NULL::VARCHAR AS record WHERE false"]
     con.execute("CREATE OR REPLACE TEMP VIEW rejects AS " + " UNION ALL ".join(rejects_sql))
