@@ -97,9 +97,12 @@ def run_sql(s: Session, name: str, params: dict[str, Any], *, table: str | None 
     s.con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(table or name)} AS\n{sql}", _params_for(sql, params))
 
 
-def top_categories(s: Session) -> list[Any]:
-    """The ``top_categories`` categories with the most net revenue over every customer (ties by name)."""
-    sql = read_sql("feat_category_totals")
+def top_categories(s: Session, per_customer: str | None = None) -> list[Any]:
+    """The ``top_categories`` categories with the most net revenue over every customer (ties by name),
+    from the order lines, or from ``per_customer``: the table feat_category.sql wrote for every
+    customer (its exact sums added per category are the same figures, without reading the lines)."""
+    sql = (read_sql("feat_category_totals") if per_customer is None else
+           f"SELECT category, sum(net_revenue) AS net_revenue FROM {ident(per_customer)} GROUP BY category")
     return [r[0] for r in s.con.execute(
         f"SELECT category FROM ({sql}) t ORDER BY net_revenue DESC, category LIMIT $k",
         {"k": s.cfg.top_categories}).fetchall()]
@@ -124,21 +127,16 @@ def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: lis
                     for i, n in enumerate(names))
     shares = "".join(f", CAST(CASE WHEN f.net_revenue_lifetime > 0 THEN coalesce(c.{ident(n)}, 0) "
                      f"/ f.net_revenue_lifetime END AS DOUBLE) AS {ident(n)}" for n in names)
+    # one aggregate per customer: the shares, and the top category as the least (-net revenue,
+    # name) among the positive ones, i.e. the most net revenue, then the first name
     sql = f"""
         WITH f AS ({base_sql}),
-        best AS (  -- the most net revenue, then the first name: hash aggregates, which spill
-          SELECT customer_id, max(net_revenue) AS net_revenue FROM f_category
-          WHERE net_revenue > 0 GROUP BY customer_id
-        ),
-        top AS (
-          SELECT customer_id, min(category) AS top_category
-          FROM f_category JOIN best USING (customer_id, net_revenue) GROUP BY customer_id
-        ),
         c AS (
-          SELECT customer_id, top.top_category{pivot}
-          FROM f_category LEFT JOIN top USING (customer_id) GROUP BY customer_id, top.top_category
+          SELECT customer_id,
+                 min(struct_pack(r := -net_revenue, c := category)) FILTER (WHERE net_revenue > 0) AS best{pivot}
+          FROM f_category GROUP BY customer_id
         )
-        SELECT f.*, CAST(c.top_category AS VARCHAR) AS top_category{shares}
+        SELECT f.*, CAST(c.best.c AS VARCHAR) AS top_category{shares}
         FROM f LEFT JOIN c USING (customer_id)"""
     return s.frame(sql, {**params, **cat_params})
 
@@ -170,6 +168,8 @@ def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, boo
         else:
             s.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
                           f"SELECT customer_id, e.* FROM order_facts, ({empty}) e WHERE false")
+    if avail["category"] and top is None:  # one partition holding every customer
+        top = top_categories(s, "f_category")
     sql = read_sql("features")
     p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     if progress:
@@ -195,7 +195,8 @@ def compute_features(s: Session, progress: Progress | None = None, parts: Partit
     params = window_params(s)
     avail, skipped = availability(s)
     parts = parts or (s.partitioning() if s.cfg.partitions else Partitioning(1))
-    top = top_categories(s) if avail["category"] else None
+    # over every customer before the partitions; with one partition, from its own f_category
+    top = top_categories(s) if avail["category"] and parts.count > 1 else None
     frames = []
     for part in parts.each("features", progress):
         with s.partition(parts, part, "features"):
