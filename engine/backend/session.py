@@ -306,7 +306,13 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                                   + "\nFix the data, map the columns differently, or run without --strict "
                                   "to set these rows aside into rejects.parquet.")
 
-    newest = con.execute("SELECT max(order_ts) FROM orders_valid").fetchall()[0][0]
+    # one scan for the dates, the customers and the lines on or after a configured as_of (the
+    # default as_of, the day after the newest line, leaves none)
+    after = "CAST($a AS TIMESTAMP)" if cfg.as_of else "NULL"
+    first, newest, customers, late = con.execute(
+        "SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
+        f"count(*) FILTER (WHERE order_ts >= {after}) FROM orders_valid",
+        {"a": cfg.as_of} if cfg.as_of else None).fetchall()[0]
     if newest is None:
         raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
                          f"({summaries['orders'].rows_read} rows read, "
@@ -322,10 +328,7 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     _contract_views(con, s)
 
     o = summaries["orders"]
-    row = con.execute("SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
-                      "count(*) FILTER (WHERE order_ts >= CAST($a AS TIMESTAMP)) FROM orders_valid",
-                      {"a": as_of}).fetchall()[0]
-    o.date_min, o.date_max, o.customers, s.lines_after_as_of = row[0], row[1], int(row[2]), int(row[3])
+    o.date_min, o.date_max, o.customers, s.lines_after_as_of = first, newest, int(customers), int(late)
     if s.lines_after_as_of:
         s.notes.append(f"orders: {s.lines_after_as_of} valid lines on or after as_of {as_of} are outside "
                        "every window and not used")
