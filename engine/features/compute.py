@@ -141,9 +141,9 @@ def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: lis
     return s.frame(sql, {**params, **cat_params})
 
 
-#: the per-partition feature queries in order: (sql file, temp table); universe reads f_email
-_STEPS = (("order_facts", "order_facts"), ("feat_email", "f_email"), ("universe", "universe"),
-          ("feat_orders", "f_orders"), ("feat_kept", "f_kept"), ("feat_premium", "f_premium"),
+#: the per-partition feature queries in order: (sql file, temp table); universe reads f_orders and f_email
+_STEPS = (("order_facts", "order_facts"), ("feat_email", "f_email"), ("feat_orders", "f_orders"),
+          ("universe", "universe"), ("feat_kept", "f_kept"), ("feat_premium", "f_premium"),
           ("feat_channel", "f_channel"), ("feat_category", "f_category"))
 
 #: the optional feature queries: temp table -> (availability key, the empty table's columns)
