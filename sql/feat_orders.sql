@@ -1,11 +1,13 @@
 -- purpose : order counts, dates and revenue per customer
 -- grain   : one row per customer with at least one valid order line
 -- input   : order_facts (see order_facts.sql), orders
--- params  : $s6, $s12 (TIMESTAMP window starts: as_of minus 6m / 12m days)
+-- params  : $s6, $s12, $s24 (TIMESTAMP window starts: as_of minus 6m / 12m / 24m days)
 -- output  : customer_id, first_order_ts, last_order_ts, orders_6m, orders_12m,
 --           orders_total (distinct orders with a positive-quantity line; in a
 --           window when such a line is), gross_12m, returned_12m, gross_all,
---           returned_all DECIMAL(38, 4)
+--           returned_all DECIMAL(38, 4), kept_max_24m DOUBLE (the highest
+--           unit_price of a line in the 24-month window the customer kept,
+--           before feat_kept.sql takes out products sent back)
 -- notes   : gross = quantity x unit_price over positive lines; returned =
 --           returned_quantity x unit_price of positive lines plus
 --           |quantity| x unit_price of negative lines; windows by line ts.
@@ -34,10 +36,12 @@ money AS (
              ELSE (-quantity * unit_price)::DECIMAL(18, 4) END) AS returned_12m,
     sum(CASE WHEN quantity > 0 THEN (quantity * unit_price)::DECIMAL(18, 4) ELSE 0 END) AS gross_all,
     sum(CASE WHEN quantity > 0 THEN (returned_quantity * unit_price)::DECIMAL(18, 4)
-             ELSE (-quantity * unit_price)::DECIMAL(18, 4) END) AS returned_all
+             ELSE (-quantity * unit_price)::DECIMAL(18, 4) END) AS returned_all,
+    max(unit_price) FILTER (WHERE order_ts >= $s24 AND quantity > 0 AND quantity - returned_quantity > 0)
+      AS kept_max_24m
   FROM orders
   GROUP BY customer_id
 )
 SELECT customer_id, first_order_ts, last_order_ts, orders_6m, orders_12m, orders_total,
-       gross_12m, returned_12m, gross_all, returned_all
+       gross_12m, returned_12m, gross_all, returned_all, kept_max_24m
 FROM counts JOIN money USING (customer_id)
