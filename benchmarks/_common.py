@@ -22,7 +22,7 @@ RESULTS = HERE / "results"
 def run_isolated(code: str, *args: str) -> dict:
     """Run ``code`` in a fresh Python process; it must print one JSON object on its last line.
 
-    Returns that object plus ``wall_s`` (whole process) and ``peak_rss_mb``: the child's
+    Returns that object plus ``wall_s`` (whole process), ``cpu_s`` (its CPU seconds) and ``peak_rss_mb``: the child's
     own peak resident set size, ``VmHWM`` of its address space after exec. (``ru_maxrss``
     from ``os.wait4`` is not used where ``/proc`` exists: Linux counts into it the pages the
     child shared with this parent between fork and exec, so a parent holding generated data
@@ -43,6 +43,7 @@ def run_isolated(code: str, *args: str) -> dict:
         raise RuntimeError(f"benchmark step failed:\n{stderr[-3000:]}")
     doc = json.loads(stdout.strip().splitlines()[-1])
     doc["wall_s"] = wall
+    doc["cpu_s"] = usage.ru_utime + usage.ru_stime  # the child's user + system CPU, all threads
     hwm = [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("__centile_vmhwm_kb__ ")]
     doc["peak_rss_mb"] = round((hwm[-1] if hwm else usage.ru_maxrss) / 1024, 1)
     return doc

@@ -1,16 +1,19 @@
 -- purpose : max_price_kept_24m: the highest unit_price among the items the
 --           customer bought in the 24-month window and kept
 -- grain   : one row per customer with a kept item
--- input   : orders
+-- input   : orders, f_orders (feat_orders.sql: kept_max_24m, the highest
+--           price among the kept lines of the window)
 -- params  : $s24 (TIMESTAMP window start)
 -- output  : customer_id, max_price_kept_24m DOUBLE
 -- notes   : a line is kept when quantity - returned_quantity > 0; when the
 --           customer also sent the product back on negative-quantity lines,
 --           the product counts only if its net quantity over the window
 --           (bought - returned - |negative|) stays positive. Only the few
---           products with negative lines are aggregated per product, so the
---           query is one scan and a small anti-join.
-WITH w AS (
+--           products with negative lines are aggregated per product; only the
+--           customers with such a product gone are computed again from their
+--           lines, the others keep kept_max_24m. The window is a view (NOT
+--           MATERIALIZED): scanning the lines again costs less than copying them.
+WITH w AS NOT MATERIALIZED (
   SELECT customer_id, product_id, unit_price, quantity, returned_quantity
   FROM orders
   WHERE order_ts >= $s24
@@ -23,8 +26,15 @@ gone AS (
   FROM w SEMI JOIN sent_back USING (customer_id, product_id)
   GROUP BY w.customer_id, w.product_id
   HAVING sum(CASE WHEN quantity > 0 THEN quantity - returned_quantity ELSE quantity END) <= 0
+),
+touched AS (
+  SELECT DISTINCT customer_id FROM gone
 )
+SELECT f.customer_id, f.kept_max_24m AS max_price_kept_24m
+FROM f_orders AS f ANTI JOIN touched USING (customer_id)
+WHERE f.kept_max_24m IS NOT NULL
+UNION ALL
 SELECT w.customer_id, max(w.unit_price) AS max_price_kept_24m
-FROM w ANTI JOIN gone USING (customer_id, product_id)
+FROM w SEMI JOIN touched USING (customer_id) ANTI JOIN gone USING (customer_id, product_id)
 WHERE w.quantity - w.returned_quantity > 0 AND w.quantity > 0
 GROUP BY w.customer_id

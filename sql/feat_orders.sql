@@ -1,20 +1,47 @@
 -- purpose : order counts, dates and revenue per customer
 -- grain   : one row per customer with at least one valid order line
--- input   : order_facts (see order_facts.sql)
--- params  : none
+-- input   : order_facts (see order_facts.sql), orders
+-- params  : $s6, $s12, $s24 (TIMESTAMP window starts: as_of minus 6m / 12m / 24m days)
 -- output  : customer_id, first_order_ts, last_order_ts, orders_6m, orders_12m,
---           orders_total (distinct orders with a positive-quantity line),
---           gross_12m, returned_12m, gross_all, returned_all
-SELECT
-  customer_id,
-  min(first_ts) AS first_order_ts,
-  max(last_ts) AS last_order_ts,
-  count(*) FILTER (WHERE in_6m) AS orders_6m,
-  count(*) FILTER (WHERE in_12m) AS orders_12m,
-  count(first_ts) AS orders_total,
-  sum(gross_12m) AS gross_12m,
-  sum(returned_12m) AS returned_12m,
-  sum(gross_all) AS gross_all,
-  sum(returned_all) AS returned_all
-FROM order_facts
-GROUP BY customer_id
+--           orders_total (distinct orders with a positive-quantity line; in a
+--           window when such a line is), gross_12m, returned_12m, gross_all,
+--           returned_all DECIMAL(38, 4), kept_max_24m DOUBLE (the highest
+--           unit_price of a line in the 24-month window the customer kept,
+--           before feat_kept.sql takes out products sent back)
+-- notes   : gross = quantity x unit_price over positive lines; returned =
+--           returned_quantity x unit_price of positive lines plus
+--           |quantity| x unit_price of negative lines; windows by line ts.
+--           Line values are rounded to DECIMAL(18,4) before summing: exact
+--           sums are the same whatever order parallel threads add them in, so
+--           reruns give identical bytes (DOUBLE sums differ in the last bits,
+--           which would reorder ties in the ranks).
+WITH counts AS (
+  SELECT
+    customer_id,
+    min(first_ts) AS first_order_ts,
+    max(last_ts) AS last_order_ts,
+    count(*) FILTER (WHERE last_ts >= $s6) AS orders_6m,
+    count(*) FILTER (WHERE last_ts >= $s12) AS orders_12m,
+    count(first_ts) AS orders_total
+  FROM order_facts
+  GROUP BY customer_id
+),
+money AS (
+  SELECT
+    customer_id,
+    sum(CASE WHEN quantity > 0 AND order_ts >= $s12 THEN (quantity * unit_price)::DECIMAL(18, 4) ELSE 0 END)
+      AS gross_12m,
+    sum(CASE WHEN order_ts < $s12 THEN 0
+             WHEN quantity > 0 THEN (returned_quantity * unit_price)::DECIMAL(18, 4)
+             ELSE (-quantity * unit_price)::DECIMAL(18, 4) END) AS returned_12m,
+    sum(CASE WHEN quantity > 0 THEN (quantity * unit_price)::DECIMAL(18, 4) ELSE 0 END) AS gross_all,
+    sum(CASE WHEN quantity > 0 THEN (returned_quantity * unit_price)::DECIMAL(18, 4)
+             ELSE (-quantity * unit_price)::DECIMAL(18, 4) END) AS returned_all,
+    max(unit_price) FILTER (WHERE order_ts >= $s24 AND quantity > 0 AND quantity - returned_quantity > 0)
+      AS kept_max_24m
+  FROM orders
+  GROUP BY customer_id
+)
+SELECT customer_id, first_order_ts, last_order_ts, orders_6m, orders_12m, orders_total,
+       gross_12m, returned_12m, gross_all, returned_all, kept_max_24m
+FROM counts JOIN money USING (customer_id)

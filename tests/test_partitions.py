@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -100,7 +101,16 @@ def test_choose_partitions_from_size_and_memory_limit():
     seven = [Partitioning(7).bounds(p) for p in range(7)]
     assert seven[0][0] == 0 and seven[-1][1] == BUCKETS
     assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(seven, seven[1:], strict=False))
-    assert Partitioning(7).predicate(3) == f"(__bucket >= {seven[3][0]} AND __bucket < {seven[3][1]})"
+    # every id falls into exactly one partition, the one whose bucket range holds its bucket
+    con = duckdb.connect()
+    ids = "(SELECT range AS customer_id FROM range(-500, 2000))"
+    member = con.execute(
+        f"SELECT customer_id, CAST(hash(customer_id, {partitions.SEED}) % {BUCKETS} AS INTEGER), "
+        + ", ".join(f"{Partitioning(7).predicate(p)}" for p in range(7)) + f" FROM {ids}").fetchall()
+    for _id, bucket, *inside in member:
+        assert sum(inside) == 1
+        lo, hi = seven[inside.index(True)]
+        assert lo <= bucket < hi
 
 
 def test_partitions_key_is_validated(data):

@@ -27,7 +27,7 @@ from centile.runtime import Progress
 #: the seed of the partition hash (any fixed value: results do not depend on it)
 SEED = 20261129
 
-#: customers fall into BUCKETS hash buckets (the ``__bucket`` column of the validated tables);
+#: customers fall into BUCKETS hash buckets (:func:`bucket_sql`);
 #: partition ``p`` of ``P`` is the contiguous bucket range ``[p * BUCKETS // P, (p + 1) * BUCKETS // P)``
 #: (bucket ranges, not ``hash % P``: a layout stored by bucket serves every partition count)
 BUCKETS = 1 << 16
@@ -93,10 +93,11 @@ class Partitioning:
         return part * BUCKETS // self.count, (part + 1) * BUCKETS // self.count
 
     def predicate(self, part: int) -> str:
-        """SQL over the ``__bucket`` column of the validated tables that is true for the rows of
-        partition ``part`` (``true`` for a single partition)."""
+        """SQL over the ``customer_id`` column of the validated tables that is true for the rows of
+        partition ``part`` (``true`` for a single partition): the id's bucket, hashed as the rows
+        are read (storing it with every row cost more than hashing again)."""
         lo, hi = self.bounds(part)
-        return "true" if self.count == 1 else f"(__bucket >= {lo} AND __bucket < {hi})"
+        return "true" if self.count == 1 else f"({bucket_sql('customer_id')} BETWEEN {lo} AND {hi - 1})"
 
     def each(self, label: str, progress: Progress | None = None) -> Iterator[int]:
         """The partition numbers in order, saying after each how many are done and an ETA."""

@@ -20,7 +20,14 @@ import polars as pl
 
 from centile.backend import partitions
 from centile.backend.partitions import Partitioning, choose_partitions
-from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
+from centile.backend.sources import (
+    Registered,
+    materialised,
+    read_error,
+    register_tables,
+    set_aside_duplicates,
+    stage_tables,
+)
 from centile.config import Config
 from centile.contract import CONTRACT
 from centile.errors import ConfigError, InputError, ValidationError
@@ -140,8 +147,7 @@ def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | No
 
 def _first_reject(con: duckdb.DuckDBPyConnection, table: str) -> str:
     rows = con.execute(
-        f"SELECT reject_reason, __centile_file, __record FROM {ident(table + '_staged')} "
-        "WHERE reject_reason IS NOT NULL LIMIT 1").fetchall()
+        f"SELECT reject_reason, __centile_file, __record FROM {ident(table + '_rejects')} LIMIT 1").fetchall()
     return f"first: {rows[0][0]} in {rows[0][1]}: {rows[0][2]}" if rows else ""
 
 
@@ -152,9 +158,8 @@ def _contract_views(con: duckdb.DuckDBPyConnection, s: Session, where: str = "tr
         if name == "orders" or name not in s.tables:
             continue
         cond = where if "customer_id" in spec else "true"
-        hidden = " EXCLUDE (__bucket)" if "customer_id" in spec else ""
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS "
-                    f"SELECT *{hidden} FROM {ident(name + '_valid')} WHERE {cond}")
+                    f"SELECT * FROM {ident(name + '_valid')} WHERE {cond}")
     _orders_view(con, s, where)
 
 
@@ -169,8 +174,8 @@ def _orders_view(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true"
         SELECT customer_id, {order_id} AS order_id, order_ts,
                coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
                coalesce(returned_quantity, 0.0) AS returned_quantity, channel
-        FROM orders_staged
-        WHERE reject_reason IS NULL AND order_ts < TIMESTAMP '{s.as_of.isoformat()}' AND {where}
+        FROM orders_valid
+        WHERE order_ts < TIMESTAMP '{s.as_of.isoformat()}' AND {where}
     """)
     # the line's own category wins; products.category only when the lines have no category column
     if not reg.has("category") and s.has("products", "category") and reg.has("product_id"):
@@ -247,27 +252,46 @@ def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -
     con.execute("SET lock_configuration = true")
 
 
+#: the time column of the tables whose summary has dates and customers (orders have their own)
+_TIME_COLUMN = {"email_events": "ts", "contacts": "sent_ts", "touchpoints": "ts"}
+
+
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
             id_types: dict[str, str], unread: list[str]) -> Session:
     rejects_sql = []
     summaries: dict[str, TableSummary] = {}
+    valid_stats: dict[str, tuple[Any, ...]] = {}
     for name, reg in tables.items():
-        counts = dict(con.execute(
-            f"SELECT reject_reason, count(*) FROM {ident(name + '_staged')} "
-            "WHERE reject_reason IS NOT NULL GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        tcol = _TIME_COLUMN.get(name)
+        if tcol is None or materialised(reg):
+            counts = dict(con.execute(
+                f"SELECT reject_reason, count(*) FROM {ident(name + '_rejects')} GROUP BY 1 ORDER BY 2 DESC").fetchall())
+            if tcol is not None:
+                valid_stats[name] = con.execute(
+                    f"SELECT min({tcol}), max({tcol}), count(DISTINCT customer_id) "
+                    f"FROM {ident(name + '_valid')}").fetchall()[0]
+        else:
+            # one scan for the reject counts and the valid rows' dates and customers
+            # (e-mail events are a view over the files: each scan decodes them again)
+            try:
+                rows = con.execute(
+                    f"SELECT reject_reason, count(*), min({tcol}), max({tcol}), count(DISTINCT customer_id) "
+                    f"FROM {ident(name + '_staged')} GROUP BY 1 ORDER BY 2 DESC").fetchall()
+            except duckdb.InvalidInputException as exc:
+                raise read_error(reg.spec, exc) from None
+            counts = {r[0]: r[1] for r in rows if r[0] is not None}
+            valid_stats[name] = next((r[2:] for r in rows if r[0] is None), (None, None, 0))
         valid = reg.rows_after_filter - sum(counts.values())
         summaries[name] = TableSummary(
             name, list(reg.spec.paths), reg.rows_in_files, reg.rows_in_files - reg.rows_after_filter,
             valid, {k: int(v) for k, v in counts.items()},
             {c: col.source for c, col in reg.columns.items()})
-        key = next((c for c in ("customer_id", "product_id") if c in reg.columns), None)
-        rejects_sql.append(
-            f"SELECT '{name}' AS \"table\", reject_reason AS reason, __centile_file AS file, "
-            f"CAST({ident(key)} AS VARCHAR) AS key, __record AS record "
-            f"FROM {ident(name + '_staged')} WHERE reject_reason IS NOT NULL")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_valid')} AS "
-                    f"SELECT * EXCLUDE (reject_reason, __record, __centile_file) "
-                    f"FROM {ident(name + '_staged')} WHERE reject_reason IS NULL")
+        if counts:  # a table without rejects is not scanned again for them
+            rejects_sql.append(
+                f"SELECT '{name}' AS \"table\", reject_reason AS reason, __centile_file AS file, "
+                f"CAST(__key AS VARCHAR) AS key, __record AS record FROM {ident(name + '_rejects')}")
+    rejects_sql = rejects_sql or ["SELECT NULL::VARCHAR AS \"table\", NULL::VARCHAR AS reason, NULL::VARCHAR AS file, "
+                                  "NULL::VARCHAR AS key, NULL::VARCHAR AS record WHERE false"]
     con.execute("CREATE OR REPLACE TEMP VIEW rejects AS " + " UNION ALL ".join(rejects_sql))
 
     if cfg.strict:
@@ -281,7 +305,13 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                                   + "\nFix the data, map the columns differently, or run without --strict "
                                   "to set these rows aside into rejects.parquet.")
 
-    newest = con.execute("SELECT max(order_ts) FROM orders_valid").fetchall()[0][0]
+    # one scan for the dates, the customers and the lines on or after a configured as_of (the
+    # default as_of, the day after the newest line, leaves none)
+    after = "CAST($a AS TIMESTAMP)" if cfg.as_of else "NULL"
+    first, newest, customers, late = con.execute(
+        "SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
+        f"count(*) FILTER (WHERE order_ts >= {after}) FROM orders_valid",
+        {"a": cfg.as_of} if cfg.as_of else None).fetchall()[0]
     if newest is None:
         raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
                          f"({summaries['orders'].rows_read} rows read, "
@@ -297,18 +327,12 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     _contract_views(con, s)
 
     o = summaries["orders"]
-    row = con.execute("SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
-                      "count(*) FILTER (WHERE order_ts >= CAST($a AS TIMESTAMP)) FROM orders_valid",
-                      {"a": as_of}).fetchall()[0]
-    o.date_min, o.date_max, o.customers, s.lines_after_as_of = row[0], row[1], int(row[2]), int(row[3])
+    o.date_min, o.date_max, o.customers, s.lines_after_as_of = first, newest, int(customers), int(late)
     if s.lines_after_as_of:
         s.notes.append(f"orders: {s.lines_after_as_of} valid lines on or after as_of {as_of} are outside "
                        "every window and not used")
-    for name, tcol in (("email_events", "ts"), ("contacts", "sent_ts"), ("touchpoints", "ts")):
-        if name in summaries:
-            r = con.execute(f"SELECT min({tcol}), max({tcol}), count(DISTINCT customer_id) "
-                            f"FROM {ident(name + '_valid')}").fetchall()[0]
-            summaries[name].date_min, summaries[name].date_max, summaries[name].customers = r[0], r[1], int(r[2])
+    for name, r in valid_stats.items():
+        summaries[name].date_min, summaries[name].date_max, summaries[name].customers = r[0], r[1], int(r[2])
     if "customers" in summaries:
         summaries["customers"].customers = summaries["customers"].rows_valid
     for name, summ in summaries.items():

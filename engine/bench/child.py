@@ -45,6 +45,9 @@ class ChildRun:
     peak_rss_mb: float | None
     stdout: str
     stderr: str
+    #: user + system CPU seconds of the child (all its threads): on a shared machine the wall
+    #: time also counts the waits for a core, the CPU time does not
+    cpu_s: float | None = None
 
 
 def run_child(code: str, args: Sequence[str], *, what: str, env: Mapping[str, str] | None = None) -> ChildRun:
@@ -85,4 +88,5 @@ def run_child(code: str, args: Sequence[str], *, what: str, env: Mapping[str, st
             raise BenchError(f"{what} was killed by signal {sig}{why}; its last output:\n{tail}")
         raise BenchError(f"{what} failed with exit code {p.returncode}:\n{tail}")
     peak = (kb[-1] if kb else usage.ru_maxrss) / 1024
-    return ChildRun(wall, round(peak, 1) if peak else None, stdout, stderr)
+    return ChildRun(wall, round(peak, 1) if peak else None, stdout, stderr,
+                    round(usage.ru_utime + usage.ru_stime, 3))

@@ -97,9 +97,12 @@ def run_sql(s: Session, name: str, params: dict[str, Any], *, table: str | None 
     s.con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(table or name)} AS\n{sql}", _params_for(sql, params))
 
 
-def top_categories(s: Session) -> list[Any]:
-    """The ``top_categories`` categories with the most net revenue over every customer (ties by name)."""
-    sql = read_sql("feat_category_totals")
+def top_categories(s: Session, per_customer: str | None = None) -> list[Any]:
+    """The ``top_categories`` categories with the most net revenue over every customer (ties by name),
+    from the order lines, or from ``per_customer``: the table feat_category.sql wrote for every
+    customer (its exact sums added per category are the same figures, without reading the lines)."""
+    sql = (read_sql("feat_category_totals") if per_customer is None else
+           f"SELECT category, sum(net_revenue) AS net_revenue FROM {ident(per_customer)} GROUP BY category")
     return [r[0] for r in s.con.execute(
         f"SELECT category FROM ({sql}) t ORDER BY net_revenue DESC, category LIMIT $k",
         {"k": s.cfg.top_categories}).fetchall()]
@@ -124,27 +127,33 @@ def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: lis
                     for i, n in enumerate(names))
     shares = "".join(f", CAST(CASE WHEN f.net_revenue_lifetime > 0 THEN coalesce(c.{ident(n)}, 0) "
                      f"/ f.net_revenue_lifetime END AS DOUBLE) AS {ident(n)}" for n in names)
+    # one aggregate per customer: the shares, and the top category as the least (-net revenue,
+    # name) among the positive ones, i.e. the most net revenue, then the first name
     sql = f"""
         WITH f AS ({base_sql}),
-        best AS (  -- the most net revenue, then the first name: hash aggregates, which spill
-          SELECT customer_id, max(net_revenue) AS net_revenue FROM f_category
-          WHERE net_revenue > 0 GROUP BY customer_id
-        ),
-        top AS (
-          SELECT customer_id, min(category) AS top_category
-          FROM f_category JOIN best USING (customer_id, net_revenue) GROUP BY customer_id
-        ),
         c AS (
-          SELECT customer_id, top.top_category{pivot}
-          FROM f_category LEFT JOIN top USING (customer_id) GROUP BY customer_id, top.top_category
+          SELECT customer_id,
+                 min(struct_pack(r := -net_revenue, c := category)) FILTER (WHERE net_revenue > 0) AS best{pivot}
+          FROM f_category GROUP BY customer_id
         )
-        SELECT f.*, CAST(c.top_category AS VARCHAR) AS top_category{shares}
+        SELECT f.*, CAST(c.best.c AS VARCHAR) AS top_category{shares}
         FROM f LEFT JOIN c USING (customer_id)"""
     return s.frame(sql, {**params, **cat_params})
 
 
-#: the per-partition feature queries: (sql file, temp table)
-_STEPS = (("order_facts", None), ("universe", None), ("feat_orders", "f_orders"), ("feat_kept", "f_kept"))
+#: the per-partition feature queries in order: (sql file, temp table); universe reads f_orders and f_email
+_STEPS = (("order_facts", "order_facts"), ("feat_email", "f_email"), ("feat_orders", "f_orders"),
+          ("universe", "universe"), ("feat_kept", "f_kept"), ("feat_premium", "f_premium"),
+          ("feat_channel", "f_channel"), ("feat_category", "f_category"))
+
+#: the optional feature queries: temp table -> (availability key, the empty table's columns)
+_OPTIONAL = {
+    "f_email": ("email", "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, "
+                         "NULL::BIGINT AS clicked_12m"),
+    "f_premium": ("premium_margin_12m", "SELECT NULL::DOUBLE AS premium_margin_12m"),
+    "f_channel": ("preferred_channel", "SELECT NULL::VARCHAR AS preferred_channel"),
+    "f_category": ("category", "SELECT NULL::VARCHAR AS category, NULL::DOUBLE AS net_revenue"),
+}
 
 
 def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, bool], top: list[Any] | None,
@@ -158,29 +167,19 @@ def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, boo
     for name, table in _STEPS:
         if progress:
             progress(f"features: {name}")
-        run_sql(s, name, params, table=table)
-    empties = {
-        "f_premium": ("feat_premium", avail["premium_margin_12m"],
-                      "SELECT NULL::DOUBLE AS premium_margin_12m"),
-        "f_email": ("feat_email", avail["email"],
-                    "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, NULL::BIGINT AS clicked_12m"),
-        "f_channel": ("feat_channel", avail["preferred_channel"], "SELECT NULL::VARCHAR AS preferred_channel"),
-        "f_category": ("feat_category", avail["category"],
-                       "SELECT NULL::VARCHAR AS category, NULL::DOUBLE AS net_revenue"),
-    }
-    for table, (name, ok, empty) in empties.items():
-        if progress:
-            progress(f"features: {name}")
-        if ok:
+        key, empty = _OPTIONAL.get(table, (None, ""))
+        if key is None or avail[key]:
             run_sql(s, name, params, table=table)
         else:
             s.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
-                          f"SELECT customer_id, e.* FROM universe, ({empty}) e WHERE false")
+                          f"SELECT customer_id, e.* FROM order_facts, ({empty}) e WHERE false")
+    if avail["category"] and top is None:  # one partition holding every customer
+        top = top_categories(s, "f_category")
     sql = read_sql("features")
     p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     if progress:
         progress("features: joining")
-    tables = ("universe", "f_orders", "f_kept", *empties)
+    tables = [table for _name, table in _STEPS]
     frames = []
     if joins.count > 1:  # the tables move aside; views under their names hold one slice at a time
         for t in tables:
@@ -194,11 +193,10 @@ def _partition_features(s: Session, params: dict[str, Any], avail: dict[str, boo
                                   f"WHERE {bucket_sql()} >= {lo} AND {bucket_sql()} < {hi}")
             frames.append(_with_categories(s, sql, p, top) if top is not None else s.frame(sql, p))
     finally:
+        kind = "VIEW" if joins.count > 1 else "TABLE"
         for t in tables:  # a partition's intermediates go before the next
-            kind = "VIEW" if joins.count > 1 else "TABLE"
             s.con.execute(f"DROP {kind} IF EXISTS {t}")
             s.con.execute(f"DROP TABLE IF EXISTS {t}__all")
-        s.con.execute("DROP TABLE IF EXISTS order_facts")
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical")
 
 
@@ -220,7 +218,8 @@ def compute_features(s: Session, progress: Progress | None = None, parts: Partit
     # one pass over the order lines, but the final join in slices when the memory budget asked for
     # partitions (a single pass's join of every customer ran out of a 0.8 GB DuckDB share at 1M)
     joins = s.partitioning() if parts.count == 1 else Partitioning(1)
-    top = top_categories(s) if avail["category"] else None
+    # over every customer before the partitions; with one partition, from its own f_category
+    top = top_categories(s) if avail["category"] and parts.count > 1 else None
     frames = []
     for part in parts.each("features", progress):
         with s.partition(parts, part, "features"):
@@ -254,7 +253,8 @@ def write_rejects(s: Session, path: Path) -> int:
     """
     import pyarrow.parquet as pq
 
-    reader = s.con.sql('SELECT * FROM rejects ORDER BY "table", file, reason').to_arrow_reader(1 << 16)
+    # every column in the order: the same bytes whatever order the threads found the rows in
+    reader = s.con.sql('SELECT * FROM rejects ORDER BY "table", file, reason, key, record').to_arrow_reader(1 << 16)
     with pq.ParquetWriter(path, reader.schema, compression="zstd") as writer:
         for batch in reader:
             writer.write_batch(batch)

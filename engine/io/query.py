@@ -15,7 +15,7 @@ from centile.io.sqlfiles import ident, literal
 from centile.runtime import Progress
 
 _INTERNAL = ("src_", "raw_")
-_INTERNAL_SUFFIX = ("_typed", "_valid", "_staged")
+_INTERNAL_SUFFIX = ("_typed", "_valid", "_staged", "_rejects")
 
 
 def register_results(con: duckdb.DuckDBPyConnection, results: Path, skip: set[str] = frozenset()) -> list[str]:
