@@ -21,7 +21,9 @@ def _side(col: str) -> pl.Expr:
 def baskets_section(results: Path, cfg: Config | None = None) -> str:
     rules = read(results, "basket_rules")
     summary = read(results, "basket_summary")
-    recs = read(results, "recommendations")
+    # recommendations: ten rows per customer; only their counts are shown, scanned, never read whole
+    recs_path = results / "recommendations.parquet"
+    recs = pl.scan_parquet(recs_path) if recs_path.exists() else None
     ev = read(results, "recommendation_eval")
     if rules is None and recs is None:
         return ""
@@ -56,10 +58,11 @@ def baskets_section(results: Path, cfg: Config | None = None) -> str:
                   table(ev.drop("cutoff", strict=False), left=("protocol", "model"),
                         pct=("hit_rate", "precision", "recall"), table_id="recommend-eval")]
     if recs is not None:
-        src = recs.group_by("source").agg(pl.len().alias("rows")).sort("source")
+        src = recs.group_by("source").agg(pl.len().alias("rows")).sort("source").collect()
+        n, k = recs.select(pl.col("customer_id").n_unique(), pl.col("rank").max()).collect().row(0)
         parts += ["<h3>Recommendations</h3>",
-                  f'<p class="muted">{recs["customer_id"].n_unique():,} customers, up to {recs["rank"].max()} '
-                  "items each.</p>", table(src, left=("source",), table_id="recommend-sources")]
+                  f'<p class="muted">{n:,} customers, up to {k} items each.</p>',
+                  table(src, left=("source",), table_id="recommend-sources")]
     return f'<section id="baskets"><h2>Baskets and recommendations</h2>{"".join(parts)}</section>'
 
 
