@@ -1,0 +1,198 @@
+"""Features from a refresh state: the feature table at any ``as_of`` at or after the watermark,
+equal to :func:`centile.features.compute.compute_features` over every applied batch.
+
+The state tables stand in for the order lines: ``sql/refresh_f_*.sql`` compute the same
+intermediate tables (``f_orders``, ``f_kept``, ``f_email``, ``f_channel``, ``f_category``) with the
+same types as ``sql/feat_*.sql``, and the same final query (``sql/features.sql`` plus the category
+shares) turns them into the feature table, so casts and divisions are the very same operations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from centile.backend.session import Session, connect, open_session
+from centile.config import Config, TableSpec
+from centile.errors import InputError
+from centile.features.compute import (
+    FeaturesResult,
+    _params_for,
+    _with_categories,
+    compute_features,
+    session_summary,
+    window_params,
+)
+from centile.io.outputs import build_manifest, staged_output, write_manifest
+from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import state as st
+from centile.refresh.ingest import _check_config, _ledger_files, _mapping
+from centile.runtime import Progress
+
+log = logging.getLogger(__name__)
+
+_REASONS = {
+    "premium_margin_12m": "needs a products table, which the refresh state does not follow",
+    "email": "needs e-mail events: no email_events batch has been ingested",
+    "preferred_channel": "needs a channel column on the order lines",
+    "category": "needs a category column on the order lines (the state does not follow products)",
+}
+
+
+def _load(state: str | Path) -> dict[str, Any]:
+    doc = st.read_manifest(Path(state))
+    if doc is None or not doc.get("watermark"):
+        raise InputError(f"no refresh state with data in {state}: run `centile ingest --state {state} BATCH...` "
+                         "first")
+    return doc
+
+
+def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -> None:
+    """Every state table as ``st_<table>`` over the files of all partitions."""
+    for table in st.TABLES:
+        files = [str(root / p["files"][table]) for p in doc["parts"] if p["rows"].get(table)]
+        sql = (f"SELECT * FROM read_parquet([{', '.join(literal(f) for f in files)}])" if files
+               else st.empty_sql(table, doc["types"]))
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('st_' + table)} AS {sql}")
+
+
+def state_availability(doc: dict[str, Any]) -> tuple[dict[str, bool], dict[str, str]]:
+    cols = doc["columns"].get("orders", [])
+    avail = {"premium_margin_12m": False,
+             "email": any(e["table"] == "email_events" for e in doc["ledger"]),
+             "preferred_channel": "channel" in cols,
+             "category": "category" in cols}
+    return avail, {k: _REASONS[k] for k, ok in avail.items() if not ok}
+
+
+def _run(con: duckdb.DuckDBPyConnection, name: str, table: str, params: dict[str, Any]) -> None:
+    sql = read_sql(name)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(table)} AS\n{sql}", _params_for(sql, params))
+
+
+def features_from_state(cfg: Config, state: str | Path, progress: Progress | None = None
+                        ) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str], dt.date]:
+    """The feature table at ``cfg.as_of`` (default: the watermark) from the state in ``state``.
+
+    Raises
+    ------
+    InputError
+        No state; ``as_of`` before the watermark (the windows would need rows merged away: use
+        ``--full``); a window longer than the state keeps day buckets for.
+    """
+    root = Path(state)
+    doc = _load(root)
+    wm = st.watermark(doc)
+    as_of = cfg.as_of or wm
+    if as_of < wm:
+        raise InputError(f"as_of {as_of} is before the refresh state's watermark {wm} (the day after the newest "
+                         f"row ingested): the state cannot drop rows it has merged. Use an as_of of {wm} or "
+                         "later, or --full to recompute from every batch file")
+    w = cfg.windows
+    if max(w.d6, w.d12, w.d24) > int(doc["horizon_days"]):
+        raise InputError(f"[features] windows {w.d6}/{w.d12}/{w.d24} days: the refresh state in {root} keeps "
+                         f"day buckets for {doc['horizon_days']} days (longest window {max(doc['windows_days'])} "
+                         f"+ lateness {doc['lateness_days']}); rebuild the state with these windows")
+    avail, skipped = state_availability(doc)
+    con = connect(cfg)
+    try:
+        _register(con, root, doc)
+        s = Session(con, cfg.with_(as_of=as_of), {}, as_of)
+        params = window_params(s)
+        if progress:
+            progress("features from the refresh state")
+        con.execute("CREATE OR REPLACE TEMP TABLE universe AS SELECT customer_id FROM st_totals")
+        _run(con, "refresh_f_orders", "f_orders", params)
+        _run(con, "refresh_f_kept", "f_kept", params)
+        empties = {
+            "f_premium": (None, "SELECT NULL::DOUBLE AS premium_margin_12m"),
+            "f_email": ("refresh_f_email" if avail["email"] else None,
+                        "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, "
+                        "NULL::BIGINT AS clicked_12m"),
+            "f_channel": ("refresh_f_channel" if avail["preferred_channel"] else None,
+                          "SELECT NULL::VARCHAR AS preferred_channel"),
+        }
+        for table, (name, empty) in empties.items():
+            if name:
+                _run(con, name, table, params)
+            else:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                            f"SELECT customer_id, e.* FROM universe, ({empty}) e WHERE false")
+        con.execute("CREATE OR REPLACE TEMP TABLE f_category AS "
+                    "SELECT customer_id, category, net AS net_revenue FROM st_categories")
+        sql = read_sql("features")
+        p = _params_for(sql, {**params, "has_premium": False, "has_email": avail["email"]})
+        top = None
+        if avail["category"]:
+            top = [r[0] for r in con.execute(
+                "SELECT category FROM (SELECT category, sum(net) AS net_revenue FROM st_categories "
+                "GROUP BY category) t ORDER BY net_revenue DESC, category LIMIT $k",
+                {"k": cfg.top_categories}).fetchall()]
+        df = _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p)
+    finally:
+        con.close()
+    return df.sort("customer_id"), avail, skipped, as_of
+
+
+def full_config(cfg: Config, state: str | Path) -> Config:
+    """``cfg`` reading every batch file of the state's ledger as its tables (for ``--full``)."""
+    root = Path(state)
+    doc = _load(root)
+    files = _ledger_files(doc, root)
+    tables = {}
+    for t, paths in files.items():
+        if not paths:
+            continue
+        base = cfg.tables.get(t)
+        tables[t] = (TableSpec(t, tuple(map(str, paths)), _fmt(paths)) if base is None else
+                     replace(base, paths=tuple(map(str, paths)), format=_fmt(paths)))
+    if {t: _mapping(tables.get(t)) for t in tables} != {t: doc["mapping"][t] for t in tables}:
+        raise InputError(f"refresh state {root}: the config maps the columns differently from the one the state "
+                         "was built with")
+    return cfg.with_(tables=MappingProxyType(tables))
+
+
+def _fmt(paths: list[Path]) -> str:
+    from centile.config import _format_of
+
+    return _format_of(str(paths[0]))
+
+
+def run_state_features(cfg: Config, state: str | Path, out: str | Path | None = None, *, full: bool = False,
+                       progress: Progress | None = None) -> FeaturesResult:
+    """Compute the feature table from a refresh state (``full``: from every batch file of its ledger,
+    any ``as_of``) and write ``features.parquet`` and ``manifest.json`` to ``out`` if given."""
+    _check_config(cfg)
+    doc = _load(state)
+    summary: dict[str, Any] = {"state": str(Path(state).resolve()), "watermark": doc["watermark"],
+                               "batches": len(doc["ledger"]), "full": full}
+    if full:
+        fcfg = full_config(cfg, state)
+        with open_session(fcfg, progress, only=("orders", "email_events")) as s:
+            df, avail, skipped = compute_features(s, progress)
+            as_of = s.as_of
+            summary |= session_summary(s)
+    else:
+        df, avail, skipped, as_of = features_from_state(cfg, state, progress)
+        summary["as_of"] = as_of.isoformat()
+    summary["customers"] = df.height
+    summary["features_skipped"] = skipped
+    if out is None:
+        return FeaturesResult(df, None, as_of, avail, skipped, summary)
+    with staged_output(out) as staging:
+        with staging.timed("features"):
+            df.write_parquet(staging.path("features.parquet"), compression="zstd")
+        write_manifest(staging, build_manifest(
+            "features", as_of=as_of.isoformat(),
+            inputs={"refresh_state": {"path": summary["state"], "watermark": doc["watermark"],
+                                      "ledger": doc["ledger"]}},
+            config=cfg.as_dict(), rows={"features": df.height}, summary=summary))
+        target = staging.target
+    return FeaturesResult(df, target, as_of, avail, skipped, summary)
