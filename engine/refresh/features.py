@@ -33,7 +33,7 @@ from centile.features.compute import (
 from centile.io.outputs import build_manifest, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
 from centile.refresh import state as st
-from centile.refresh.ingest import _check_config, _ledger_files, _mapping
+from centile.refresh.ingest import _check_config, _check_state, _ledger_files
 from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def full_config(cfg: Config, state: str | Path) -> Config:
     """``cfg`` reading every batch file of the state's ledger as its tables (for ``--full``)."""
     root = Path(state)
     doc = _load(root)
+    _check_state(doc, cfg, root)
     files = _ledger_files(doc, root)
     tables = {}
     for t, paths in files.items():
@@ -153,9 +154,6 @@ def full_config(cfg: Config, state: str | Path) -> Config:
         base = cfg.tables.get(t)
         tables[t] = (TableSpec(t, tuple(map(str, paths)), _fmt(paths)) if base is None else
                      replace(base, paths=tuple(map(str, paths)), format=_fmt(paths)))
-    if {t: _mapping(tables.get(t)) for t in tables} != {t: doc["mapping"][t] for t in tables}:
-        raise InputError(f"refresh state {root}: the config maps the columns differently from the one the state "
-                         "was built with")
     return cfg.with_(tables=MappingProxyType(tables))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from centile.backend.partitions import BUCKETS, Partitioning
+from centile.backend.partitions import Partitioning
 from centile.backend.session import _empty_view, connect
 from centile.backend.sources import register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config, TableSpec, _format_of
