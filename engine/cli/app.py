@@ -239,8 +239,20 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
 def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
              memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, wait: WaitOpt = False,
-             wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
+             wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
+             state: Annotated[Path | None, typer.Option(
+                 "--state", help="Compute from a refresh state (see `centile ingest`) instead of the inputs: "
+                 "as_of at or after its watermark, equal to a full run over every applied batch.",
+                 show_default=False)] = None,
+             full: Annotated[bool, typer.Option(
+                 "--full", help="With --state: recompute from every batch file of the state's ledger "
+                 "(any --as-of).")] = False) -> None:
     """Compute the customer feature table (features.parquet, rejects.parquet, manifest.json)."""
+    if state is not None:
+        from centile.cli.refresh import state_features
+
+        state_features(config, state, out, as_of, full, threads, memory_limit, json_)
+        return
     from centile.features.compute import run_features
 
     with _errors(), _lock_wait(wait, wait_timeout):
