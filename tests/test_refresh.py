@@ -24,7 +24,8 @@ EMAIL_SCHEMA = {"customer_id": pl.Int64, "ts": pl.Datetime("us"), "event": pl.Ut
 
 #: small windows and lateness, so that a short stream prunes day buckets and has late rows
 WINDOWS = Windows(3, 6, 10)
-REFRESH = MappingProxyType({"refresh": MappingProxyType({"lateness_days": 2, "partitions": 3})})
+#: and runs merged every other ingest
+REFRESH = MappingProxyType({"refresh": MappingProxyType({"lateness_days": 2, "partitions": 3, "max_runs": 2})})
 #: around the leap day and the month ends of 2024
 BASE = dt.datetime(2024, 2, 20)
 
@@ -88,7 +89,7 @@ def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, re
     return ofile, efile, rows
 
 
-@settings(max_examples=25)
+@settings(max_examples=20)
 @given(st.lists(batch, min_size=1, max_size=5), st.sampled_from([0, 1, 9, 40]))
 def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
     folder = tmp_path_factory.mktemp("stream")

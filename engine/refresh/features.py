@@ -33,7 +33,7 @@ from centile.features.compute import (
 from centile.io.outputs import build_manifest, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
 from centile.refresh import state as st
-from centile.refresh.ingest import _check_config, _check_state, _ledger_files
+from centile.refresh.ingest import _check_config, _check_state, _ledger_files, merged_sql
 from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,24 @@ def _load(state: str | Path) -> dict[str, Any]:
     return doc
 
 
+#: state tables whose features need one row per key: their runs are merged when read (the others
+#: are sums, maxima and ORs over days, which the feature queries aggregate anyway)
+_KEYED = ("totals", "orders", "email_keyed", "categories")
+
+
 def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -> None:
-    """Every state table as ``st_<table>`` over the files of all partitions."""
+    """Every state table as ``st_<table>`` over the run files of all partitions."""
     for table in st.TABLES:
-        files = [str(root / p["files"][table]) for p in doc["parts"] if p["rows"].get(table)]
-        sql = (f"SELECT * FROM read_parquet([{', '.join(literal(f) for f in files)}])" if files
-               else st.empty_sql(table, doc["types"]))
+        selects, plain = [], []
+        for part in doc["parts"]:
+            runs = [root / r["file"] for r in part["runs"].get(table, []) if r["rows"]]
+            if table in _KEYED and len(runs) > 1:
+                selects.append(merged_sql(table, doc["types"], runs))
+            else:
+                plain.extend(runs)
+        if plain:
+            selects.append(f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in plain)}])")
+        sql = " UNION ALL ".join(f"({q})" for q in selects) if selects else st.empty_sql(table, doc["types"])
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('st_' + table)} AS {sql}")
 
 

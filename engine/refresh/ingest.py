@@ -82,10 +82,11 @@ def _new_manifest(cfg: Config) -> dict[str, Any]:
     s = cfg.settings("refresh")
     w = cfg.windows
     return {"version": st.VERSION, "partitions": s.partitions, "lateness_days": s.lateness_days,
+            "max_runs": s.max_runs,
             "windows_days": [w.d6, w.d12, w.d24], "horizon_days": max(w.d6, w.d12, w.d24) + s.lateness_days,
             "duckdb": duckdb.__version__, "watermark": None, "generation": 0, "types": {}, "columns": {},
             "mapping": {t: _mapping(cfg.tables.get(t)) for t in BATCH_TABLES}, "ledger": [],
-            "parts": [{"part": p, "files": {}, "rows": {}} for p in range(s.partitions)]}
+            "parts": [{"part": p, "runs": {}} for p in range(s.partitions)]}
 
 
 def _check_state(doc: dict[str, Any], cfg: Config, root: Path) -> None:
@@ -176,16 +177,16 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
     return rejects
 
 
-def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: Path | None, dedupe: bool) -> int:
+def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Path], dedupe: bool) -> int:
     """The delta state tables ``d_<table>`` of the batch rows in buckets ``[lo, hi)``; lines whose
     hash is among ``old_hashes`` (applied before) are left out. Returns how many were."""
     where = f"__bucket >= {lo} AND __bucket < {hi}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT * FROM batch_all WHERE {where}")
     dropped = 0
-    if dedupe and old_hashes is not None:
+    if dedupe and old_hashes:
         before = con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
         con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
-                    f"ANTI JOIN read_parquet({literal(str(old_hashes))}) AS o "
+                    f"ANTI JOIN read_parquet([{', '.join(literal(str(h)) for h in old_hashes)}]) AS o "
                     "ON b.customer_id = o.customer_id AND b.__h = o.h")
         dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP VIEW batch_email AS SELECT * FROM batch_email_all WHERE {where}")
@@ -196,14 +197,20 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: Path | 
     return dropped
 
 
-def _merged_sql(table: str, types: dict[str, str], old: Path | None, cutoff: dt.date | None) -> str:
+def _cast(table: str, types: dict[str, str]) -> str:
+    return ", ".join(f"CAST({ident(c)} AS {st.column_type(table, c, types)}) AS {ident(c)}"
+                     for c in st.TABLES[table].types)
+
+
+def merged_sql(table: str, types: dict[str, str], runs: list[Path], cutoff: dt.date | None = None,
+               delta: bool = False) -> str:
+    """One row per key of state table ``table`` over its run files (and ``d_<table>`` if ``delta``),
+    merged by the table's aggregates; day buckets before ``cutoff`` pruned."""
     spec = st.TABLES[table]
-    cols = list(spec.types)
-    cast = ", ".join(f"CAST({ident(c)} AS {st.column_type(table, c, types)}) AS {ident(c)}" for c in cols)
-    parts = [f"SELECT {cast} FROM {ident('d_' + table)}"]
-    if old is not None:
-        parts.append(f"SELECT {cast} FROM read_parquet({literal(str(old))})")
-    union = " UNION ALL ".join(parts)
+    parts = [f"SELECT {_cast(table, types)} FROM {ident('d_' + table)}"] if delta else []
+    if runs:
+        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])")
+    union = " UNION ALL ".join(parts) if parts else st.empty_sql(table, types)
     where = f"WHERE {spec.day} >= DATE '{cutoff.isoformat()}'" if spec.day and cutoff else ""
     if not spec.merge:
         return f"SELECT DISTINCT * FROM ({union}) u {where}"
@@ -215,25 +222,29 @@ def _merged_sql(table: str, types: dict[str, str], old: Path | None, cutoff: dt.
 
 def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], part: int, gen: int,
                 cutoff: dt.date | None, fresh: bool) -> None:
-    """Merge the delta tables into partition ``part`` (``fresh``: replace it) and write the changed
-    tables as new files (temp name, then rename); the manifest, written later, points at them."""
-    entry = doc["parts"][part]
+    """Add the delta tables to partition ``part`` as new run files (temp name, then rename); the
+    manifest, written later, points at them. A table that would get more than ``max_runs`` runs, or a ``fresh``
+    partition (rebuilt: the deltas hold all its rows), is merged into one file, pruning day
+    buckets before ``cutoff``: an ingest writes about the size of its batch, not of the state."""
+    runs_of = doc["parts"][part]["runs"]
     folder = root / f"p{part:04d}"
     folder.mkdir(exist_ok=True)
     for table in st.TABLES:
         n_delta = con.execute(f"SELECT count(*) FROM {ident('d_' + table)}").fetchone()[0]
-        old_rel = None if fresh else entry["files"].get(table)
+        runs = [] if fresh else list(runs_of.get(table, []))
         if n_delta == 0 and not fresh:
             continue
-        old = root / old_rel if old_rel and entry["rows"].get(table) else None
         name = f"{table}-{gen:06d}.parquet"
         tmp = folder / (name + ".tmp")
-        con.execute(f"COPY ({_merged_sql(table, doc['types'], old, cutoff)}) TO {literal(str(tmp))} "
-                    "(FORMAT parquet, COMPRESSION zstd)")
+        if fresh or len(runs) + 1 > int(doc["max_runs"]):
+            sql = merged_sql(table, doc["types"], [root / r["file"] for r in runs], cutoff, delta=True)
+            runs = []
+        else:
+            sql = f"SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)}"
+        con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
         rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
         os.replace(tmp, folder / name)
-        entry["files"][table] = f"{folder.name}/{name}"
-        entry["rows"][table] = int(rows)
+        runs_of[table] = [*runs, {"file": f"{folder.name}/{name}", "rows": int(rows)}]
 
 
 def _part_of(buckets: Iterable[int], parts: Partitioning) -> set[int]:
@@ -336,7 +347,7 @@ def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
                 continue
             lo, hi = parts.bounds(p)
             entry = doc["parts"][p]
-            old_h = root / entry["files"]["hashes"] if entry["rows"].get("hashes") else None
+            old_h = [root / r["file"] for r in entry["runs"].get("hashes", []) if r["rows"]]
             dropped += _delta(con, lo, hi, old_h, dedupe)
             _write_part(con, root, doc, p, gen, cutoff, fresh=False)
     finally:
@@ -368,7 +379,7 @@ def _rebuild(cfg: Config, root: Path, doc: dict[str, Any], late: list[int], gen:
         _validate(con, cfg, files, doc, root)
         for p in late:
             lo, hi = parts.bounds(p)
-            _delta(con, lo, hi, None, False)
+            _delta(con, lo, hi, [], False)
             _write_part(con, root, doc, p, gen, cutoff, fresh=True)
     finally:
         con.close()
@@ -380,7 +391,7 @@ def state_summary(state: str | Path) -> dict[str, Any]:
     if doc is None:
         raise InputError(f"no refresh state in {state}: run `centile ingest --state {state} BATCH...` first")
     return {k: v for k, v in doc.items() if k != "parts"} | {
-        "rows": {t: sum(p["rows"].get(t, 0) for p in doc["parts"]) for t in st.TABLES}}
+        "rows": {t: sum(r["rows"] for p in doc["parts"] for r in p["runs"].get(t, [])) for t in st.TABLES}}
 
 
 __all__ = ["BATCH_TABLES", "IngestResult", "ingest", "state_summary"]

@@ -3,7 +3,11 @@
 Layout of ``DIR``::
 
     manifest.json            written last (temp file + rename): what is current
-    p0000/<table>-<gen>.parquet  one file per state table and customer-hash partition
+    p0000/<table>-<gen>.parquet  the runs of a state table in one customer-hash partition
+
+An ingest adds its batch's aggregates as one more run per table and partition; a table with
+many runs is merged into one (and its day buckets pruned). Readers merge the runs by the
+table's aggregates, so runs and merged files give the same state.
 
 Partition ``p`` of ``partitions`` holds the customers of the bucket range
 :meth:`centile.backend.partitions.Partitioning.bounds` (the buckets of the validated tables).
@@ -126,7 +130,7 @@ def watermark(doc: dict[str, Any]) -> dt.date | None:
 
 def referenced(doc: dict[str, Any]) -> set[str]:
     """The partition files the manifest points at (relative paths)."""
-    return {f for part in doc.get("parts", []) for f in part.get("files", {}).values()}
+    return {r["file"] for part in doc.get("parts", []) for runs in part.get("runs", {}).values() for r in runs}
 
 
 def collect_garbage(root: Path, doc: dict[str, Any]) -> None:
