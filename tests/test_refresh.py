@@ -122,7 +122,9 @@ def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
             want = full_features(orders, emails, as_of)
             if want is None:
                 continue
-            got = features_from_state(state_cfg(as_of=as_of), state)[0]
+            stats: dict[str, int] = {}
+            got = features_from_state(state_cfg(as_of=as_of), state, stats=stats)[0]
+            event(f"rows from the feature cache: {stats['cached'] > 0}")
             assert_same(got, want)
 
 

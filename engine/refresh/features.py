@@ -10,7 +10,9 @@ shares) turns them into the feature table, so casts and divisions are the very s
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -19,6 +21,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import Session, connect, open_session
 from centile.config import Config, TableSpec
 from centile.errors import InputError
@@ -59,18 +62,24 @@ def _load(state: str | Path) -> dict[str, Any]:
 _KEYED = ("totals", "orders", "email_keyed", "categories")
 
 
-def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -> None:
-    """Every state table as ``st_<table>`` over the run files of all partitions."""
+def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], only: str | None = None) -> None:
+    """Every state table as ``raw_<table>`` (all run files of all partitions) and ``st_<table>`` (one
+    row per key where the features need it), the latter limited to the customers of table ``only``."""
     for table in st.TABLES:
+        runs_all = [root / r["file"] for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('raw_' + table)} AS " + (
+            f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in runs_all)}])" if runs_all
+            else st.empty_sql(table, doc["types"])))
         selects, plain = [], []
         for part in doc["parts"]:
             runs = [root / r["file"] for r in part["runs"].get(table, []) if r["rows"]]
             if table in _KEYED and len(runs) > 1:
-                selects.append(merged_sql(table, doc["types"], runs))
+                selects.append(merged_sql(table, doc["types"], runs, only=only))
             else:
                 plain.extend(runs)
         if plain:
-            selects.append(f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in plain)}])")
+            semi = f" SEMI JOIN {ident(only)} USING (customer_id)" if only else ""
+            selects.append(f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in plain)}]){semi}")
         sql = " UNION ALL ".join(f"({q})" for q in selects) if selects else st.empty_sql(table, doc["types"])
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('st_' + table)} AS {sql}")
 
@@ -89,9 +98,117 @@ def _run(con: duckdb.DuckDBPyConnection, name: str, table: str, params: dict[str
     con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(table)} AS\n{sql}", _params_for(sql, params))
 
 
-def features_from_state(cfg: Config, state: str | Path, progress: Progress | None = None
+def _feature_rows(s: Session, avail: dict[str, bool], top: list[Any] | None) -> pl.DataFrame:
+    """The feature rows of the customers the ``st_`` views hold: the intermediate tables of
+    ``sql/feat_*.sql`` from the state, then the same final query."""
+    con = s.con
+    params = window_params(s)
+    con.execute("CREATE OR REPLACE TEMP TABLE universe AS SELECT customer_id FROM st_totals")
+    _run(con, "refresh_f_orders", "f_orders", params)
+    _run(con, "refresh_f_kept", "f_kept", params)
+    empties = {
+        "f_premium": (None, "SELECT NULL::DOUBLE AS premium_margin_12m"),
+        "f_email": ("refresh_f_email" if avail["email"] else None,
+                    "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, "
+                    "NULL::BIGINT AS clicked_12m"),
+        "f_channel": ("refresh_f_channel" if avail["preferred_channel"] else None,
+                      "SELECT NULL::VARCHAR AS preferred_channel"),
+    }
+    for table, (name, empty) in empties.items():
+        if name:
+            _run(con, name, table, params)
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                        f"SELECT customer_id, e.* FROM universe, ({empty}) e WHERE false")
+    con.execute("CREATE OR REPLACE TEMP TABLE f_category AS "
+                "SELECT customer_id, category, net AS net_revenue FROM st_categories")
+    sql = read_sql("features")
+    p = _params_for(sql, {**params, "has_premium": False, "has_email": avail["email"]})
+    return _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p)
+
+
+def _affected(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], meta: dict[str, Any],
+              cfg: Config, as_of: dt.date) -> None:
+    """``aff``: the customers whose feature row may differ from the cache's: every customer an
+    ingest since the cache changed (all of a rebuilt partition), and every customer with a row of
+    the state whose day lies between the window starts of the cache's ``as_of`` and this one."""
+    parts = Partitioning(int(doc["partitions"]))
+    changes = [c for c in doc.get("changes", []) if c["gen"] > meta["gen"]]
+    sel = [f"SELECT customer_id FROM read_parquet({literal(str(root / c['file']))})" for c in changes]
+    rebuilt = sorted({p for c in changes for p in c["rebuilt"]})
+    if rebuilt:
+        ranges = " OR ".join("(b >= {} AND b < {})".format(*parts.bounds(p)) for p in rebuilt)
+        sel.append(f"SELECT customer_id FROM (SELECT customer_id, {bucket_sql()} AS b FROM raw_totals) WHERE {ranges}")
+    old = dt.date.fromisoformat(meta["as_of"])
+    lo, hi = min(old, as_of), max(old, as_of)
+    w = cfg.windows
+
+    def between(col: str, days: int, ts: bool) -> str:
+        a, b = lo - dt.timedelta(days=days), hi - dt.timedelta(days=days)
+        kind = "TIMESTAMP" if ts else "DATE"
+        return f"({col} >= {kind} '{a.isoformat()}' AND {col} < {kind} '{b.isoformat()}')"
+
+    if lo != hi:
+        sel += [f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d6, True)} "
+                f"OR {between('last_ts', w.d12, True)}",
+                f"SELECT customer_id FROM raw_days WHERE {between('day', w.d12, False)}",
+                f"SELECT customer_id FROM raw_kept WHERE {between('day', w.d24, False)}",
+                f"SELECT customer_id FROM raw_email_keyed WHERE {between('sent_ts', w.d12, True)}",
+                f"SELECT customer_id FROM raw_email_days WHERE {between('day', w.d12, False)}"]
+    body = " UNION ALL ".join(sel) if sel else "SELECT customer_id FROM raw_totals WHERE false"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE aff AS SELECT DISTINCT customer_id FROM ({body})")
+
+
+def _top(con: duckdb.DuckDBPyConnection, k: int) -> list[Any]:
+    """The ``k`` categories with the most net revenue over every customer (ties by name)."""
+    return [r[0] for r in con.execute(
+        "SELECT category FROM (SELECT category, sum(net) AS net_revenue FROM raw_categories "
+        "GROUP BY category) t ORDER BY net_revenue DESC, category LIMIT $k", {"k": k}).fetchall()]
+
+
+def _usable(meta: dict[str, Any] | None, doc: dict[str, Any], cfg: Config, avail: dict[str, bool],
+            top: list[Any] | None, root: Path) -> bool:
+    """Can the cached feature table stand in for the customers no change touched?"""
+    if meta is None or not (root / meta["file"]).exists():
+        return False
+    w = cfg.windows
+    return (meta["gen"] <= doc["generation"] and meta["windows"] == [w.d6, w.d12, w.d24]
+            and meta["avail"] == avail and meta["top"] == [str(t) for t in top or []]
+            and meta.get("top_none", top is None) == (top is None)
+            # every ingest since the cache left its changed customers
+            and {c["gen"] for c in doc.get("changes", [])} >= set(range(meta["gen"] + 1, doc["generation"] + 1)))
+
+
+def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, cfg: Config, avail: dict[str, bool],
+                 top: list[Any] | None, as_of: dt.date) -> None:
+    folder = root / "cache"
+    folder.mkdir(exist_ok=True)
+    name = f"cache/features-{doc['generation']:06d}-{as_of.isoformat()}.parquet"
+    df.write_parquet(root / (name + ".tmp"))
+    os.replace(root / (name + ".tmp"), root / name)
+    w = cfg.windows
+    meta = {"gen": int(doc["generation"]), "as_of": as_of.isoformat(), "file": name,
+            "windows": [w.d6, w.d12, w.d24], "avail": avail, "top": [str(t) for t in top or []],
+            "top_none": top is None}
+    tmp = root / (st.CACHE + ".tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, root / st.CACHE)
+    for old in folder.glob("features-*.parquet"):
+        if f"cache/{old.name}" != name:
+            old.unlink(missing_ok=True)
+
+
+def features_from_state(cfg: Config, state: str | Path, progress: Progress | None = None, *,
+                        cache: bool = True, stats: dict[str, int] | None = None
                         ) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str], dt.date]:
     """The feature table at ``cfg.as_of`` (default: the watermark) from the state in ``state``.
+
+    With ``cache`` the state keeps the last feature table it computed (``cache.json``): the
+    next call recomputes only the customers an ingest changed since, or whose rows cross a
+    window start between the two ``as_of``; every other row is the cached one with
+    ``recency_days`` and ``tenure_days`` moved to the new ``as_of`` (the same SQL expressions).
+    The cache is not used when the windows, the top categories or the available feature
+    groups changed. ``stats``, if given, receives how many rows were recomputed and cached.
 
     Raises
     ------
@@ -117,40 +234,33 @@ def features_from_state(cfg: Config, state: str | Path, progress: Progress | Non
     try:
         _register(con, root, doc)
         s = Session(con, cfg.with_(as_of=as_of), {}, as_of)
-        params = window_params(s)
         if progress:
             progress("features from the refresh state")
-        con.execute("CREATE OR REPLACE TEMP TABLE universe AS SELECT customer_id FROM st_totals")
-        _run(con, "refresh_f_orders", "f_orders", params)
-        _run(con, "refresh_f_kept", "f_kept", params)
-        empties = {
-            "f_premium": (None, "SELECT NULL::DOUBLE AS premium_margin_12m"),
-            "f_email": ("refresh_f_email" if avail["email"] else None,
-                        "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, "
-                        "NULL::BIGINT AS clicked_12m"),
-            "f_channel": ("refresh_f_channel" if avail["preferred_channel"] else None,
-                          "SELECT NULL::VARCHAR AS preferred_channel"),
-        }
-        for table, (name, empty) in empties.items():
-            if name:
-                _run(con, name, table, params)
-            else:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
-                            f"SELECT customer_id, e.* FROM universe, ({empty}) e WHERE false")
-        con.execute("CREATE OR REPLACE TEMP TABLE f_category AS "
-                    "SELECT customer_id, category, net AS net_revenue FROM st_categories")
-        sql = read_sql("features")
-        p = _params_for(sql, {**params, "has_premium": False, "has_email": avail["email"]})
-        top = None
-        if avail["category"]:
-            top = [r[0] for r in con.execute(
-                "SELECT category FROM (SELECT category, sum(net) AS net_revenue FROM st_categories "
-                "GROUP BY category) t ORDER BY net_revenue DESC, category LIMIT $k",
-                {"k": cfg.top_categories}).fetchall()]
-        df = _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p)
+        top = _top(con, cfg.top_categories) if avail["category"] else None
+        meta = st.read_cache(root) if cache else None
+        if _usable(meta, doc, cfg, avail, top, root):
+            _affected(con, root, doc, meta, cfg, as_of)
+            _register(con, root, doc, only="aff")
+            fresh = _feature_rows(s, avail, top)
+            kept = s.frame(
+                "SELECT * REPLACE (CAST(date_diff('day', CAST(last_order_ts AS DATE), $as_of) AS INTEGER) "
+                "AS recency_days, CAST(date_diff('day', CAST(first_order_ts AS DATE), $as_of) AS INTEGER) "
+                f"AS tenure_days) FROM read_parquet({literal(str(root / meta['file']))}) "
+                "ANTI JOIN aff USING (customer_id)", {"as_of": as_of})
+            df = pl.concat([kept, fresh.select(kept.columns)], how="vertical")
+            counts = {"recomputed": fresh.height, "cached": kept.height}
+        else:
+            df = _feature_rows(s, avail, top)
+            counts = {"recomputed": df.height, "cached": 0}
+        log.info("features from the refresh state: %(recomputed)d customers recomputed, %(cached)d cached", counts)
+        if stats is not None:
+            stats.update(counts)
     finally:
         con.close()
-    return df.sort("customer_id"), avail, skipped, as_of
+    df = df.sort("customer_id")
+    if cache:
+        _write_cache(root, doc, df, cfg, avail, top, as_of)
+    return df, avail, skipped, as_of
 
 
 def full_config(cfg: Config, state: str | Path) -> Config:

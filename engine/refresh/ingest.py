@@ -203,13 +203,16 @@ def _cast(table: str, types: dict[str, str]) -> str:
 
 
 def merged_sql(table: str, types: dict[str, str], runs: list[Path], cutoff: dt.date | None = None,
-               delta: bool = False) -> str:
+               delta: bool = False, only: str | None = None) -> str:
     """One row per key of state table ``table`` over its run files (and ``d_<table>`` if ``delta``),
-    merged by the table's aggregates; day buckets before ``cutoff`` pruned."""
+    merged by the table's aggregates; day buckets before ``cutoff`` pruned; only the customers of
+    table ``only`` if given."""
     spec = st.TABLES[table]
     parts = [f"SELECT {_cast(table, types)} FROM {ident('d_' + table)}"] if delta else []
     if runs:
-        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])")
+        semi = f" SEMI JOIN {ident(only)} USING (customer_id)" if only else ""
+        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])"
+                     + semi)
     union = " UNION ALL ".join(parts) if parts else st.empty_sql(table, types)
     where = f"WHERE {spec.day} >= DATE '{cutoff.isoformat()}'" if spec.day and cutoff else ""
     if not spec.merge:
@@ -342,6 +345,13 @@ def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
         touched = con.execute("SELECT DISTINCT __bucket FROM (SELECT __bucket FROM batch_all UNION ALL "
                               "SELECT __bucket FROM batch_email_all)").fetchnumpy()["__bucket"]
         touched_parts = _part_of(touched.tolist(), parts)
+        # the customers this ingest changes: a feature cache recomputes them (centile.refresh.features)
+        (root / "changes").mkdir(exist_ok=True)
+        changes = f"changes/{gen:06d}.parquet"
+        con.execute(f"COPY (SELECT DISTINCT customer_id FROM (SELECT customer_id FROM batch_all UNION ALL "
+                    f"SELECT customer_id FROM batch_email_all)) TO {literal(str(root / (changes + '.tmp')))} "
+                    "(FORMAT parquet)")
+        os.replace(root / (changes + ".tmp"), root / changes)
         for p in parts.each("ingest", progress):
             if p in late_parts or p not in touched_parts:
                 continue
@@ -361,6 +371,9 @@ def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
         _rebuild(cfg, root, doc, sorted(late_parts), gen, cutoff, progress)
     doc["watermark"] = wm.isoformat() if wm else None
     doc["generation"] = gen
+    cached = st.cache_generation(root)
+    doc["changes"] = [c for c in doc.get("changes", []) if cached is None or c["gen"] > cached] + [
+        {"gen": gen, "file": changes, "rebuilt": sorted(late_parts)}]
     st.write_manifest(root, doc)
     st.collect_garbage(root, doc)
     return IngestResult(root, applied, skipped, wm, sorted(late_parts), late_rows, rows_applied, rejects,

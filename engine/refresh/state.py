@@ -134,10 +134,27 @@ def referenced(doc: dict[str, Any]) -> set[str]:
 
 
 def collect_garbage(root: Path, doc: dict[str, Any]) -> None:
-    """Remove partition files the manifest no longer points at (left by earlier commits or an
-    interrupted ingest)."""
-    keep = referenced(doc)
-    for path in root.glob("p[0-9]*/*"):
+    """Remove partition and change files the manifest no longer points at (left by earlier commits
+    or an interrupted ingest)."""
+    keep = referenced(doc) | {c["file"] for c in doc.get("changes", [])}
+    for path in [*root.glob("p[0-9]*/*"), *root.glob("changes/*")]:
         rel = f"{path.parent.name}/{path.name}"
         if rel not in keep:
             path.unlink(missing_ok=True)
+
+
+CACHE = "cache.json"
+
+
+def read_cache(root: Path) -> dict[str, Any] | None:
+    """The feature cache's description (``cache.json``), or None."""
+    try:
+        return json.loads((root / CACHE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cache_generation(root: Path) -> int | None:
+    """The state generation the feature cache was computed at (None: no cache)."""
+    meta = read_cache(root)
+    return int(meta["gen"]) if meta else None
