@@ -249,9 +249,7 @@ def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
                  "(any --as-of).")] = False) -> None:
     """Compute the customer feature table (features.parquet, rejects.parquet, manifest.json)."""
     if state is not None:
-        from centile.cli.refresh import state_features
-
-        state_features(config, state, out, as_of, full, threads, memory_limit, json_)
+        _state_features(config, state, out, as_of, full, threads, memory_limit, json_)
         return
     from centile.features.compute import run_features
 
@@ -267,6 +265,44 @@ def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
 
     print_features(out_console, res)
     out_console.print(f"written to {res.out}/")
+
+
+def _state_config(config: Path | None, **overrides: Any):
+    """The config for a refresh state: the file's column mappings, windows and [refresh], or the
+    defaults (a state needs no data folder: its batches are named on the command line)."""
+    if config is not None:
+        return _config(config, None, **overrides)
+    from types import MappingProxyType
+
+    from centile.config import Config, as_date
+
+    over = {k: v for k, v in overrides.items() if v is not None}
+    if "as_of" in over:
+        over["as_of"] = as_date(over["as_of"], "--as-of")
+    return Config(tables=MappingProxyType({}), **over)
+
+
+
+def _state_features(config: Path | None, state: Path, out: Path, as_of: str | None, full: bool,
+                   threads: int | None, memory_limit: str | None, json_: bool) -> None:
+    """``centile features --state DIR``: the feature table from a refresh state."""
+    from centile.refresh import run_state_features
+
+    with _errors():
+        cfg = _state_config(config, as_of=as_of, threads=threads, memory_limit=memory_limit)
+        with _status("features") as progress:
+            res = run_state_features(cfg, state, out, full=full, progress=progress)
+    if json_:
+        _print_json(res.summary)
+        return
+    s = res.summary
+    out_console.print(f"features{' (--full, from every batch file)' if full else ' from the refresh state'}: "
+                      f"{res.features.height:,} customers × {res.features.width} columns, as_of {res.as_of} "
+                      f"(watermark {s['watermark']}, {s['batches']} batches)")
+    for k, why in res.skipped.items():
+        out_console.print(f"  skipped {k}: {why}")
+    out_console.print(f"written to {res.out}/")
+
 
 
 StrategyOpt = Annotated[str | None, typer.Option(

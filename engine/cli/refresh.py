@@ -12,9 +12,9 @@ from centile.cli.app import (
     JsonOpt,
     MemoryOpt,
     ThreadsOpt,
-    _config,
     _errors,
     _print_json,
+    _state_config,
     _status,
     err_console,
     out_console,
@@ -23,21 +23,6 @@ from centile.cli.app import (
 StateOpt = Annotated[Path, typer.Option(
     "--state", help="Folder of the refresh state (created by the first ingest; manifest.json, a ledger of "
     "the applied batches, Parquet files per customer-hash partition).")]
-
-
-def state_config(config: Path | None, **overrides: Any):
-    """The config for a refresh state: the file's column mappings, windows and [refresh], or the
-    defaults (a state needs no data folder: its batches are named on the command line)."""
-    if config is not None:
-        return _config(config, None, **overrides)
-    from types import MappingProxyType
-
-    from centile.config import Config, as_date
-
-    over = {k: v for k, v in overrides.items() if v is not None}
-    if "as_of" in over:
-        over["as_of"] = as_date(over["as_of"], "--as-of")
-    return Config(tables=MappingProxyType({}), **over)
 
 
 def print_ingest(console: Any, res: Any) -> None:
@@ -51,27 +36,6 @@ def print_ingest(console: Any, res: Any) -> None:
         console.print(f"  late rows: {res.late_rows:,} rows older than the state's day buckets; partition(s) "
                       f"{', '.join(map(str, res.rebuilt))} of {res.partitions} rebuilt from every batch file",
                       markup=False, highlight=False)
-
-
-def state_features(config: Path | None, state: Path, out: Path, as_of: str | None, full: bool,
-                   threads: int | None, memory_limit: str | None, json_: bool) -> None:
-    """``centile features --state DIR``: the feature table from a refresh state."""
-    from centile.refresh import run_state_features
-
-    with _errors():
-        cfg = state_config(config, as_of=as_of, threads=threads, memory_limit=memory_limit)
-        with _status("features") as progress:
-            res = run_state_features(cfg, state, out, full=full, progress=progress)
-    if json_:
-        _print_json(res.summary)
-        return
-    s = res.summary
-    out_console.print(f"features{' (--full, from every batch file)' if full else ' from the refresh state'}: "
-                      f"{res.features.height:,} customers × {res.features.width} columns, as_of {res.as_of} "
-                      f"(watermark {s['watermark']}, {s['batches']} batches)")
-    for k, why in res.skipped.items():
-        out_console.print(f"  skipped {k}: {why}")
-    out_console.print(f"written to {res.out}/")
 
 
 def register(app: typer.Typer) -> None:
@@ -104,7 +68,7 @@ def register(app: typer.Typer) -> None:
                               "[--email-events EVENTS.parquet]")
             raise typer.Exit(1)
         with _errors():
-            cfg = state_config(config, threads=threads, memory_limit=memory_limit)
+            cfg = _state_config(config, threads=threads, memory_limit=memory_limit)
             with _status("ingest") as progress:
                 res = run_ingest(cfg, state, batches or [], email_events or [], progress)
         if json_:
