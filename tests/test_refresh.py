@@ -34,11 +34,12 @@ def state_cfg(**kw) -> Config:
     return Config(tables=MappingProxyType({}), windows=WINDOWS, sections=REFRESH, **kw)
 
 
-def full_features(orders: list[Path], emails: list[Path], as_of: dt.date) -> pl.DataFrame | None:
+def full_features(orders: list[Path], emails: list[Path], as_of: dt.date, windows: Windows = WINDOWS
+                  ) -> pl.DataFrame | None:
     tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet")}
     if emails:
         tables["email_events"] = TableSpec("email_events", tuple(map(str, emails)), "parquet")
-    cfg = Config(tables=MappingProxyType(tables), windows=WINDOWS, as_of=as_of)
+    cfg = Config(tables=MappingProxyType(tables), windows=windows, as_of=as_of)
     try:
         s = open_session(cfg)
     except InputError:  # no valid order line yet: the full path has no feature table
@@ -167,3 +168,41 @@ def test_a_batch_with_other_columns_is_refused(tmp_path):
 def test_features_without_a_state_say_how_to_make_one(tmp_path):
     with pytest.raises(InputError, match=r"no refresh state with data in .*: run `centile ingest --state"):
         features_from_state(state_cfg(), tmp_path / "nothing")
+
+
+def test_strict_refuses_a_batch_with_rejects_and_applies_nothing(tmp_path):
+    from centile.errors import ValidationError
+
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), -5.0, 1.0, 0.0, 1, "a", "web")])
+    with pytest.raises(ValidationError, match=r"1 × unit_price is negative"):
+        ingest(state_cfg(strict=True), tmp_path / "s", [b])
+    assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+def test_cli_ingest_then_features_from_the_state(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from centile.cli import app
+
+    b1 = _one_batch(tmp_path, "day1.parquet", [(1, "o1", dt.datetime(2024, 2, 28, 9), 5.0, 2.0, 1.0, 1, "a", "web"),
+                                               (2, "o2", dt.datetime(2024, 2, 29, 9), 7.5, 1.0, 0.0, 2, "b", "shop")])
+    b2 = _one_batch(tmp_path, "day2.parquet", [(1, "o3", dt.datetime(2024, 3, 1, 9), 5.0, -1.0, 0.0, 1, "a", "web")])
+    ev = _one_batch(tmp_path, "ev.parquet", [(3, dt.datetime(2024, 2, 29, 8), "sent", "c1")], EMAIL_SCHEMA)
+    state, out = tmp_path / "state", tmp_path / "out"
+    runner = CliRunner()
+    r = runner.invoke(app, ["ingest", "--state", str(state), str(b1), "--email-events", str(ev), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows_applied"] == {"orders": 2, "email_events": 1}
+    r = runner.invoke(app, ["ingest", "--state", str(state), str(b2), str(b1)])
+    assert r.exit_code == 0, r.output
+    assert "1 batch file(s) applied, 1 already applied" in r.stdout
+    r = runner.invoke(app, ["features", "--state", str(state), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    got = pl.read_parquet(out / "features.parquet")
+    assert_same(got, full_features([b1, b2], [ev], dt.date(2024, 3, 2), Windows()))  # the CLI's default windows
+    assert got["customer_id"].to_list() == [1, 2, 3]
+    assert json.loads((out / "manifest.json").read_text())["as_of"] == "2024-03-02"
+    r = runner.invoke(app, ["features", "--state", str(state), "--out", str(out), "--as-of", "2024-03-01"])
+    assert r.exit_code == 1 and "before the refresh state's watermark 2024-03-02" in r.output

@@ -30,7 +30,8 @@ COLUMNS = MappingProxyType({"customer_id": "household_id", "order_id": "basket_i
 
 def _cfg(paths: tuple[str, ...] = (), **kw) -> Config:
     spec = TableSpec("orders", paths, "parquet", columns=COLUMNS, filter="quantity > 0")
-    return Config(tables=MappingProxyType({"orders": spec}), **kw)
+    refresh = MappingProxyType({"refresh": MappingProxyType({"partitions": 2})})
+    return Config(tables=MappingProxyType({"orders": spec}), sections=refresh, **kw)
 
 
 def test_weekly_batches_equal_the_full_run(tmp_path):

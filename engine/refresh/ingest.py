@@ -26,7 +26,7 @@ from centile.backend.partitions import Partitioning
 from centile.backend.session import _empty_view, connect
 from centile.backend.sources import register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config, TableSpec, _format_of
-from centile.errors import ConfigError, InputError
+from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal, read_sql
 from centile.refresh import state as st
 from centile.runtime import Progress
@@ -316,6 +316,11 @@ def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
     con = connect(cfg)
     try:
         rejects = _validate(con, cfg, new, doc, root)
+        if cfg.strict and any(rejects.values()):
+            detail = "; ".join(f"{t}: " + ", ".join(f"{n} × {r}" for r, n in reasons.items())
+                               for t, reasons in rejects.items() if reasons)
+            raise ValidationError(f"--strict: batch rows break the data contract ({detail}); nothing was "
+                                  "applied. Fix the batch, or ingest without strict to count them as rejects.")
         dedupe = doc["types"].get("order") == "VARCHAR" and doc["mapping"]["orders"].get(
             "duplicates", "set_aside") != "keep"
         newest = con.execute("SELECT max(d) FROM (SELECT max(__day) AS d FROM batch_all UNION ALL "

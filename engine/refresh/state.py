@@ -4,6 +4,8 @@ Layout of ``DIR``::
 
     manifest.json            written last (temp file + rename): what is current
     p0000/<table>-<gen>.parquet  the runs of a state table in one customer-hash partition
+    changes/<gen>.parquet    the customers each ingest changed (for the feature cache)
+    cache.json, cache/       the last feature table computed from the state, and its as_of
 
 An ingest adds its batch's aggregates as one more run per table and partition; a table with
 many runs is merged into one (and its day buckets pruned). Readers merge the runs by the
