@@ -206,3 +206,20 @@ def test_cli_ingest_then_features_from_the_state(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["as_of"] == "2024-03-02"
     r = runner.invoke(app, ["features", "--state", str(state), "--out", str(out), "--as-of", "2024-03-01"])
     assert r.exit_code == 1 and "before the refresh state's watermark 2024-03-02" in r.output
+
+
+def test_cache_is_not_used_across_pruned_buckets_of_its_windows(tmp_path):
+    # one partition, runs merged (and old day buckets pruned) at every second ingest
+    cfg = Config(tables=MappingProxyType({}), windows=WINDOWS, sections=MappingProxyType(
+        {"refresh": MappingProxyType({"lateness_days": 2, "partitions": 1, "max_runs": 1})}))
+    # customer 1 only returned an item: no order, one day bucket
+    b1 = _one_batch(tmp_path, "b1.parquet", [(1, "o1", dt.datetime(2024, 2, 1, 9), 5.0, -1.0, 0.0, 1, "a", "web")])
+    b2 = _one_batch(tmp_path, "b2.parquet", [(2, "o2", dt.datetime(2024, 2, 20, 9), 7.0, 1.0, 0.0, 1, "a", "web")])
+    ingest(cfg, tmp_path / "s", [b1])
+    assert features_from_state(cfg, tmp_path / "s")[0]["returned_value_12m"].to_list() == [5.0]  # cached
+    ingest(cfg, tmp_path / "s", [b2])  # prunes customer 1's day bucket: outside every window now
+    stats: dict[str, int] = {}
+    got = features_from_state(cfg, tmp_path / "s", stats=stats)[0]
+    assert_same(got, full_features([b1, b2], [], dt.date(2024, 2, 21)))
+    assert stats == {"recomputed": 2, "cached": 0}
+    assert got["returned_value_12m"].to_list() == [0.0, 0.0]

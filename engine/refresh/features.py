@@ -167,16 +167,21 @@ def _top(con: duckdb.DuckDBPyConnection, k: int) -> list[Any]:
 
 
 def _usable(meta: dict[str, Any] | None, doc: dict[str, Any], cfg: Config, avail: dict[str, bool],
-            top: list[Any] | None, root: Path) -> bool:
+            top: list[Any] | None, root: Path, as_of: dt.date) -> bool:
     """Can the cached feature table stand in for the customers no change touched?"""
     if meta is None or not (root / meta["file"]).exists():
         return False
     w = cfg.windows
+    # rows before this day are outside every window at both as_of: pruning them changes nothing
+    meta = {**meta, "pruned_before_ok": (min(dt.date.fromisoformat(meta["as_of"]), as_of)
+                                         - dt.timedelta(days=max(w.d6, w.d12, w.d24))).isoformat()}
     return (meta["gen"] <= doc["generation"] and meta["windows"] == [w.d6, w.d12, w.d24]
             and meta["avail"] == avail and meta["top"] == [str(t) for t in top or []]
             and meta.get("top_none", top is None) == (top is None)
             # every ingest since the cache left its changed customers
-            and {c["gen"] for c in doc.get("changes", [])} >= set(range(meta["gen"] + 1, doc["generation"] + 1)))
+            and {c["gen"] for c in doc.get("changes", [])} >= set(range(meta["gen"] + 1, doc["generation"] + 1))
+            # day buckets pruned since may have been in the cache's windows: no boundary scan sees them
+            and (doc.get("pruned_before") or "") <= meta.get("pruned_before_ok", ""))
 
 
 def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, cfg: Config, avail: dict[str, bool],
@@ -238,7 +243,7 @@ def features_from_state(cfg: Config, state: str | Path, progress: Progress | Non
             progress("features from the refresh state")
         top = _top(con, cfg.top_categories) if avail["category"] else None
         meta = st.read_cache(root) if cache else None
-        if _usable(meta, doc, cfg, avail, top, root):
+        if _usable(meta, doc, cfg, avail, top, root, as_of):
             _affected(con, root, doc, meta, cfg, as_of)
             _register(con, root, doc, only="aff")
             fresh = _feature_rows(s, avail, top)

@@ -242,6 +242,9 @@ def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any],
         if fresh or len(runs) + 1 > int(doc["max_runs"]):
             sql = merged_sql(table, doc["types"], [root / r["file"] for r in runs], cutoff, delta=True)
             runs = []
+            if cutoff and st.TABLES[table].day:
+                # a feature cache is stale for rows pruned after it was computed (features.py)
+                doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
         else:
             sql = f"SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)}"
         con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
