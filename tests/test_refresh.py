@@ -223,3 +223,14 @@ def test_cache_is_not_used_across_pruned_buckets_of_its_windows(tmp_path):
     assert_same(got, full_features([b1, b2], [], dt.date(2024, 2, 21)))
     assert stats == {"recomputed": 2, "cached": 0}
     assert got["returned_value_12m"].to_list() == [0.0, 0.0]
+
+
+def test_one_ingest_or_features_run_per_state_at_a_time(tmp_path):
+    from centile.errors import OutputError
+    from centile.refresh.state import state_lock
+
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    with state_lock(tmp_path / "s"):
+        with pytest.raises(OutputError, match=r"refresh state .*s is in use by another centile ingest"):
+            ingest(state_cfg(), tmp_path / "s", [b])
+    assert ingest(state_cfg(), tmp_path / "s", [b]).applied

@@ -238,6 +238,12 @@ def features_from_state(cfg: Config, state: str | Path, progress: Progress | Non
         ``--full``); a window longer than the state keeps day buckets for.
     """
     root = Path(state)
+    with st.state_lock(root):
+        return _features(cfg, root, progress, cache, stats)
+
+
+def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, stats: dict[str, int] | None
+              ) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str], dt.date]:
     doc = _load(root)
     wm = st.watermark(doc)
     as_of = cfg.as_of or wm

@@ -290,6 +290,12 @@ def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
     """
     _check_config(cfg)
     root = Path(state)
+    with st.state_lock(root):
+        return _ingest(cfg, root, orders, email_events, progress)
+
+
+def _ingest(cfg: Config, root: Path, orders: Iterable[str | Path], email_events: Iterable[str | Path],
+            progress: Progress | None) -> IngestResult:
     root.mkdir(parents=True, exist_ok=True)
     doc = st.read_manifest(root)
     doc = _new_manifest(cfg) if doc is None else doc

@@ -19,15 +19,17 @@ batch's rows aggregate into a delta that merges into the state in any order.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from centile.errors import InputError
+from centile.errors import InputError, OutputError
 
 #: the manifest's format
 VERSION = 1
@@ -160,3 +162,22 @@ def cache_generation(root: Path) -> int | None:
     """The state generation the feature cache was computed at (None: no cache)."""
     meta = read_cache(root)
     return int(meta["gen"]) if meta else None
+
+
+@contextlib.contextmanager
+def state_lock(root: Path) -> Iterator[None]:
+    """One ingest or feature computation per state at a time (an ingest removes the files a merge
+    replaced; a feature computation writes the cache): the output folders' ``fcntl`` lock."""
+    from centile.io.outputs import folder_lock
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = folder_lock(root)
+        lock.__enter__()
+    except OutputError:
+        raise OutputError(f"refresh state {root} is in use by another centile ingest or features run; "
+                          "run again when it is done") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
