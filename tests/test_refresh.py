@@ -234,3 +234,20 @@ def test_one_ingest_or_features_run_per_state_at_a_time(tmp_path):
         with pytest.raises(OutputError, match=r"refresh state .*s is in use by another centile ingest"):
             ingest(state_cfg(), tmp_path / "s", [b])
     assert ingest(state_cfg(), tmp_path / "s", [b]).applied
+
+
+def test_an_email_only_batch(tmp_path):
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    e1 = _one_batch(tmp_path, "e1.parquet", [(2, dt.datetime(2024, 3, 2, 8), "sent", "c1"),
+                                             (1, dt.datetime(2024, 3, 2, 9), "open", None)], EMAIL_SCHEMA)
+    e2 = _one_batch(tmp_path, "e2.parquet", [(2, dt.datetime(2024, 3, 3, 8), "click", "c1")], EMAIL_SCHEMA)
+    state = tmp_path / "s"
+    ingest(state_cfg(), state, [b])
+    features_from_state(state_cfg(), state)  # a cache without e-mail features
+    res = ingest(state_cfg(), state, [], [e1])
+    assert res.rows == {"orders": 0, "email_events": 2} and str(res.watermark) == "2024-03-03"
+    assert_same(features_from_state(state_cfg(), state)[0], full_features([b], [e1], dt.date(2024, 3, 3)))
+    ingest(state_cfg(), state, [], [e2])
+    got = features_from_state(state_cfg(), state)[0]
+    assert_same(got, full_features([b], [e1, e2], dt.date(2024, 3, 4)))
+    assert got["click_rate_12m"].to_list() == [None, 1.0]
