@@ -32,6 +32,8 @@ for _name in CAPABILITIES:
         except ModuleNotFoundError as exc:
             if exc.name != f"centile.{_name}.{_part}":
                 raise
+# [refresh] (centile ingest --state): a config section without a stage
+importlib.import_module("centile.refresh.settings")
 
 __all__ = ["PipelineResult", "run_pipeline"]
 

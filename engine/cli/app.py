@@ -244,8 +244,18 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
 def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
              memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, wait: WaitOpt = False,
-             wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
+             wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
+             state: Annotated[Path | None, typer.Option(
+                 "--state", help="Compute from a refresh state (see `centile ingest`) instead of the inputs: "
+                 "as_of at or after its watermark, equal to a full run over every applied batch.",
+                 show_default=False)] = None,
+             full: Annotated[bool, typer.Option(
+                 "--full", help="With --state: recompute from every batch file of the state's ledger "
+                 "(any --as-of).")] = False) -> None:
     """Compute the customer feature table (features.parquet, rejects.parquet, manifest.json)."""
+    if state is not None:
+        _state_features(config, state, out, as_of, full, threads, memory_limit, json_)
+        return
     from centile.features.compute import run_features
 
     with _errors(), _lock_wait(wait, wait_timeout):
@@ -260,6 +270,44 @@ def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
 
     print_features(out_console, res)
     out_console.print(f"written to {res.out}/")
+
+
+def _state_config(config: Path | None, **overrides: Any):
+    """The config for a refresh state: the file's column mappings, windows and [refresh], or the
+    defaults (a state needs no data folder: its batches are named on the command line)."""
+    if config is not None:
+        return _config(config, None, **overrides)
+    from types import MappingProxyType
+
+    from centile.config import Config, as_date
+
+    over = {k: v for k, v in overrides.items() if v is not None}
+    if "as_of" in over:
+        over["as_of"] = as_date(over["as_of"], "--as-of")
+    return Config(tables=MappingProxyType({}), **over)
+
+
+
+def _state_features(config: Path | None, state: Path, out: Path, as_of: str | None, full: bool,
+                   threads: int | None, memory_limit: str | None, json_: bool) -> None:
+    """``centile features --state DIR``: the feature table from a refresh state."""
+    from centile.refresh import run_state_features
+
+    with _errors():
+        cfg = _state_config(config, as_of=as_of, threads=threads, memory_limit=memory_limit)
+        with _status("features") as progress:
+            res = run_state_features(cfg, state, out, full=full, progress=progress)
+    if json_:
+        _print_json(res.summary)
+        return
+    s = res.summary
+    out_console.print(f"features{' (--full, from every batch file)' if full else ' from the refresh state'}: "
+                      f"{res.features.height:,} customers × {res.features.width} columns, as_of {res.as_of} "
+                      f"(watermark {s['watermark']}, {s['batches']} batches)")
+    for k, why in res.skipped.items():
+        out_console.print(f"  skipped {k}: {why}")
+    out_console.print(f"written to {res.out}/")
+
 
 
 StrategyOpt = Annotated[str | None, typer.Option(

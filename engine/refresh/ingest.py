@@ -1,0 +1,424 @@
+"""``centile ingest``: apply batches of order lines and e-mail events to a refresh state.
+
+A batch is validated by the session's own rules (:func:`centile.backend.sources.stage_tables`
+with ``sql/stage_<table>.sql`` and :func:`~centile.backend.sources.set_aside_duplicates`), then
+aggregated into the state tables of :mod:`centile.refresh.state` (``sql/refresh_*.sql``) and
+merged partition by partition. Rows older than the state's day buckets (the watermark minus the
+longest window and ``[refresh] lateness_days``) cannot be merged exactly: their partitions are
+rebuilt from every batch file of the ledger.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import duckdb
+
+from centile.backend.partitions import Partitioning
+from centile.backend.session import _empty_view, connect
+from centile.backend.sources import register_tables, set_aside_duplicates, stage_tables
+from centile.config import Config, TableSpec, _format_of
+from centile.errors import ConfigError, InputError, ValidationError
+from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import state as st
+from centile.runtime import Progress
+
+log = logging.getLogger(__name__)
+
+#: the tables a batch may hold
+BATCH_TABLES = ("orders", "email_events")
+#: configured tables the state cannot follow: features that read them are not refreshed
+REFUSED = {"products": "premium_margin_12m and categories from products.category",
+           "customers": "the customers without orders or e-mail events in the feature table"}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one ``ingest`` call did."""
+
+    state: Path
+    applied: list[dict[str, Any]]
+    skipped: list[str]
+    watermark: dt.date | None
+    rebuilt: list[int] = field(default_factory=list)
+    late_rows: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    rejects: dict[str, dict[str, int]] = field(default_factory=dict)
+    partitions: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"state": str(self.state), "applied": self.applied, "skipped_already_applied": self.skipped,
+                "watermark": self.watermark.isoformat() if self.watermark else None,
+                "partitions": self.partitions, "partitions_rebuilt_for_late_rows": self.rebuilt,
+                "late_rows": self.late_rows, "rows_applied": self.rows, "rows_rejected": self.rejects}
+
+
+def _mapping(spec: TableSpec | None) -> dict[str, Any]:
+    """The parts of a table spec that shape the validated rows (not where the files are)."""
+    if spec is None:
+        return {}
+    return {"columns": dict(spec.columns), "filter": spec.filter, "timestamp_format": spec.timestamp_format,
+            "options": dict(spec.options), "null_strings": list(spec.null_strings),
+            "duplicates": spec.duplicates, "timezone": spec.timezone}
+
+
+def _check_config(cfg: Config) -> None:
+    for name, what in REFUSED.items():
+        if name in cfg.tables:
+            raise ConfigError(f"[tables.{name}]: the refresh state (--state) follows orders and email_events "
+                              f"only, not {name} ({what}); remove [tables.{name}] from the config used with "
+                              "--state, or compute features without --state")
+
+
+def _new_manifest(cfg: Config) -> dict[str, Any]:
+    s = cfg.settings("refresh")
+    w = cfg.windows
+    return {"version": st.VERSION, "partitions": s.partitions, "lateness_days": s.lateness_days,
+            "max_runs": s.max_runs,
+            "windows_days": [w.d6, w.d12, w.d24], "horizon_days": max(w.d6, w.d12, w.d24) + s.lateness_days,
+            "duckdb": duckdb.__version__, "watermark": None, "generation": 0, "types": {}, "columns": {},
+            "mapping": {t: _mapping(cfg.tables.get(t)) for t in BATCH_TABLES}, "ledger": [],
+            "parts": [{"part": p, "runs": {}} for p in range(s.partitions)]}
+
+
+def _check_state(doc: dict[str, Any], cfg: Config, root: Path) -> None:
+    for t in BATCH_TABLES:
+        if doc["mapping"].get(t) != _mapping(cfg.tables.get(t)):
+            raise ConfigError(f"refresh state {root}: [tables.{t}] maps the columns differently from the config "
+                              "the state was built with; use that config, or rebuild the state into an empty "
+                              "folder")
+    if doc.get("duckdb") != duckdb.__version__:
+        raise InputError(f"refresh state {root} was built with DuckDB {doc.get('duckdb')}, this is "
+                         f"{duckdb.__version__}: its line hashes may differ; rebuild the state into an empty folder")
+
+
+def _specs(cfg: Config, files: dict[str, list[Path]]) -> dict[str, TableSpec]:
+    specs = {}
+    for table, paths in files.items():
+        if not paths:
+            continue
+        formats = {_format_of(str(p)) for p in paths}
+        if len(formats) > 1:
+            raise InputError(f"{table}: batches mix CSV and Parquet ({', '.join(map(str, paths))}); "
+                             "ingest them in separate calls")
+        base = cfg.tables.get(table)
+        paths_t = tuple(str(p) for p in paths)
+        specs[table] = (replace(base, paths=paths_t, format=formats.pop()) if base is not None
+                        else TableSpec(table, paths_t, formats.pop()))
+    return specs
+
+
+def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list[Path]],
+              doc: dict[str, Any], root: Path) -> dict[str, dict[str, int]]:
+    """Register and validate the batch files with the session's rules; leave ``batch_all`` (valid
+    order lines, contract defaults applied, with ``__bucket``, ``__h`` and ``__day``) and
+    ``batch_email_all``. Returns the rejected rows per table and reason."""
+    specs = _specs(cfg, files)
+    tables, id_types = register_tables(con, cfg.with_(tables=MappingProxyType(specs))) if specs else ({}, {})
+    stage_tables(con, tables)
+    if "orders" in tables:
+        set_aside_duplicates(con, tables["orders"])
+    types = dict(doc["types"])
+    if tables:
+        new = {"id": id_types["id"]}
+        if "orders" in tables:
+            new["product"] = id_types["product"]
+            new["order"] = "VARCHAR" if tables["orders"].has("order_id") else "DATE"
+        for k, v in new.items():
+            if types.setdefault(k, v) != v:
+                raise InputError(f"batch {', '.join(str(p) for ps in files.values() for p in ps)}: "
+                                 f"{'product' if k == 'product' else 'customer' if k == 'id' else 'order'} ids "
+                                 f"are {v} where the state's are {types[k]}; a full read would type every batch "
+                                 "alike: map the column to one type in every batch, or rebuild the state")
+    for name, reg in tables.items():
+        cols = sorted(c for c in reg.columns if reg.has(c))
+        known = doc["columns"].setdefault(name, cols)
+        if known != cols:
+            raise InputError(f"{name}: batch {', '.join(map(str, files[name]))} has the columns "
+                             f"{', '.join(cols)} where earlier batches had {', '.join(known)}; every batch of "
+                             "a table needs the same columns (map the missing ones in [tables.<table>.columns])")
+    doc["types"] = types
+    rejects = {name: {str(k): int(v) for k, v in con.execute(
+        f"SELECT reject_reason, count(*) FROM {ident(name + '_staged')} WHERE reject_reason IS NOT NULL "
+        "GROUP BY 1 ORDER BY 1").fetchall()} for name in tables}
+    if "orders" not in tables:
+        _empty_view(con, "orders", {"id": types.get("id", "BIGINT"), "product": types.get("product", "BIGINT")})
+        con.execute("CREATE OR REPLACE TEMP VIEW orders_staged AS SELECT *, CAST(NULL AS VARCHAR) AS reject_reason, "
+                    "0 AS __bucket FROM orders")
+        order_id, key = ("CAST(order_ts AS DATE)" if types.get("order") == "DATE" else "CAST(order_id AS VARCHAR)"), ""
+    else:
+        reg = tables["orders"]
+        order_id = "order_id" if reg.has("order_id") else "CAST(order_ts AS DATE)"
+        key = ", ".join(ident(c) for c in reg.columns if reg.has(c))
+    dedupe = bool(key) and types.get("order") == "VARCHAR" and doc["mapping"]["orders"].get(
+        "duplicates", "set_aside") != "keep"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE batch_all AS
+        SELECT customer_id, {order_id} AS order_id, order_ts,
+               coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
+               coalesce(returned_quantity, 0.0) AS returned_quantity, channel, __bucket,
+               {f"hash({key})" if dedupe else "CAST(NULL AS UBIGINT)"} AS __h, CAST(order_ts AS DATE) AS __day
+        FROM orders_staged WHERE reject_reason IS NULL""")
+    if "email_events" not in tables:
+        _empty_view(con, "email_events", {"id": types.get("id", "BIGINT"), "product": "BIGINT"})
+        src = "SELECT *, 0 AS __bucket FROM email_events"
+    else:
+        src = "SELECT * FROM email_events_staged WHERE reject_reason IS NULL"
+    con.execute("CREATE OR REPLACE TEMP TABLE batch_email_all AS SELECT customer_id, ts, event, "
+                f"CAST(campaign_id AS VARCHAR) AS campaign_id, __bucket FROM ({src}) e")
+    return rejects
+
+
+def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Path], dedupe: bool) -> int:
+    """The delta state tables ``d_<table>`` of the batch rows in buckets ``[lo, hi)``; lines whose
+    hash is among ``old_hashes`` (applied before) are left out. Returns how many were."""
+    where = f"__bucket >= {lo} AND __bucket < {hi}"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT * FROM batch_all WHERE {where}")
+    dropped = 0
+    if dedupe and old_hashes:
+        before = con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
+        con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
+                    f"ANTI JOIN read_parquet([{', '.join(literal(str(h)) for h in old_hashes)}]) AS o "
+                    "ON b.customer_id = o.customer_id AND b.__h = o.h")
+        dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
+    con.execute(f"CREATE OR REPLACE TEMP VIEW batch_email AS SELECT * FROM batch_email_all WHERE {where}")
+    for table in st.TABLES:
+        sql = ("SELECT DISTINCT customer_id, __h AS h, __day AS day, __bucket FROM batch_orders WHERE __h IS NOT NULL"
+               if table == "hashes" else read_sql("refresh_" + table))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('d_' + table)} AS {sql}")
+    return dropped
+
+
+def _cast(table: str, types: dict[str, str]) -> str:
+    return ", ".join(f"CAST({ident(c)} AS {st.column_type(table, c, types)}) AS {ident(c)}"
+                     for c in st.TABLES[table].types)
+
+
+def merged_sql(table: str, types: dict[str, str], runs: list[Path], cutoff: dt.date | None = None,
+               delta: bool = False, only: str | None = None) -> str:
+    """One row per key of state table ``table`` over its run files (and ``d_<table>`` if ``delta``),
+    merged by the table's aggregates; day buckets before ``cutoff`` pruned; only the customers of
+    table ``only`` if given."""
+    spec = st.TABLES[table]
+    parts = [f"SELECT {_cast(table, types)} FROM {ident('d_' + table)}"] if delta else []
+    if runs:
+        semi = f" SEMI JOIN {ident(only)} USING (customer_id)" if only else ""
+        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])"
+                     + semi)
+    union = " UNION ALL ".join(parts) if parts else st.empty_sql(table, types)
+    where = f"WHERE {spec.day} >= DATE '{cutoff.isoformat()}'" if spec.day and cutoff else ""
+    if not spec.merge:
+        return f"SELECT DISTINCT * FROM ({union}) u {where}"
+    aggs = ", ".join(f"CAST({fn}({ident(c)}) AS {st.column_type(table, c, types)}) AS {ident(c)}"
+                     for c, fn in spec.merge.items())
+    keys = ", ".join(ident(k) for k in spec.keys)
+    return f"SELECT {keys}, {aggs} FROM ({union}) u {where} GROUP BY {keys}"
+
+
+def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], part: int, gen: int,
+                cutoff: dt.date | None, fresh: bool) -> None:
+    """Add the delta tables to partition ``part`` as new run files (temp name, then rename); the
+    manifest, written later, points at them. A table that would get more than ``max_runs`` runs, or a ``fresh``
+    partition (rebuilt: the deltas hold all its rows), is merged into one file, pruning day
+    buckets before ``cutoff``: an ingest writes about the size of its batch, not of the state."""
+    runs_of = doc["parts"][part]["runs"]
+    folder = root / f"p{part:04d}"
+    folder.mkdir(exist_ok=True)
+    for table in st.TABLES:
+        n_delta = con.execute(f"SELECT count(*) FROM {ident('d_' + table)}").fetchone()[0]
+        runs = [] if fresh else list(runs_of.get(table, []))
+        if n_delta == 0 and not fresh:
+            continue
+        name = f"{table}-{gen:06d}.parquet"
+        tmp = folder / (name + ".tmp")
+        if fresh or len(runs) + 1 > int(doc["max_runs"]):
+            sql = merged_sql(table, doc["types"], [root / r["file"] for r in runs], cutoff, delta=True)
+            runs = []
+            if cutoff and st.TABLES[table].day:
+                # a feature cache is stale for rows pruned after it was computed (features.py)
+                doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
+        else:
+            sql = f"SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)}"
+        con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
+        os.replace(tmp, folder / name)
+        runs_of[table] = [*runs, {"file": f"{folder.name}/{name}", "rows": int(rows)}]
+
+
+def _part_of(buckets: Iterable[int], parts: Partitioning) -> set[int]:
+    starts = [parts.bounds(p)[0] for p in range(parts.count)]
+    return {bisect.bisect_right(starts, int(b)) - 1 for b in buckets}
+
+
+def _ledger_files(doc: dict[str, Any], root: Path) -> dict[str, list[Path]]:
+    """The batch files of the ledger, checked unchanged (a rebuild reads them again)."""
+    out: dict[str, list[Path]] = {t: [] for t in BATCH_TABLES}
+    for e in doc["ledger"]:
+        p = Path(e["path"])
+        if not p.exists() or st.file_hash(p) != e["fingerprint"]:
+            raise InputError(f"refresh state {root}: late rows need their partitions rebuilt from every batch, "
+                             f"but batch file {p} (applied as {e['fingerprint']}) is missing or changed; "
+                             "restore it, or rebuild the state into an empty folder")
+        out[e["table"]].append(p)
+    return out
+
+
+def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
+           email_events: Iterable[str | Path] = (), progress: Progress | None = None) -> IngestResult:
+    """Apply batch files of order lines (``orders``) and e-mail events to the state in ``state``.
+
+    A file whose content was applied before (same fingerprint) is skipped, so applying a batch
+    twice changes nothing. Returns what was applied, the new watermark and the partitions that
+    late rows made rebuild.
+
+    Raises
+    ------
+    ConfigError
+        The config maps tables the state cannot follow (products, customers) or maps the
+        columns differently from the config the state was built with.
+    InputError
+        A batch cannot be read, has other columns or id types than earlier batches, or late
+        rows need a rebuild while a ledger file is missing or changed.
+    """
+    _check_config(cfg)
+    root = Path(state)
+    with st.state_lock(root):
+        return _ingest(cfg, root, orders, email_events, progress)
+
+
+def _ingest(cfg: Config, root: Path, orders: Iterable[str | Path], email_events: Iterable[str | Path],
+            progress: Progress | None) -> IngestResult:
+    root.mkdir(parents=True, exist_ok=True)
+    doc = st.read_manifest(root)
+    doc = _new_manifest(cfg) if doc is None else doc
+    _check_state(doc, cfg, root)
+    seen = {e["fingerprint"] for e in doc["ledger"]}
+    new: dict[str, list[Path]] = {t: [] for t in BATCH_TABLES}
+    applied, skipped = [], []
+    for table, paths in (("orders", orders), ("email_events", email_events)):
+        for raw in paths:
+            p = Path(raw).resolve()
+            if not p.is_file():
+                raise InputError(f"{table} batch {raw}: no such file (a batch is one Parquet or CSV file)")
+            fp = st.file_hash(p)
+            if fp in seen:
+                skipped.append(str(p))
+                continue
+            seen.add(fp)
+            new[table].append(p)
+            applied.append({"table": table, "path": str(p), "fingerprint": fp, "bytes": p.stat().st_size,
+                            "applied_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    parts = Partitioning(int(doc["partitions"]))
+    if not applied:
+        return IngestResult(root, [], skipped, st.watermark(doc), partitions=parts.count)
+
+    if progress:
+        progress("ingest: validating the batch")
+    con = connect(cfg)
+    try:
+        rejects = _validate(con, cfg, new, doc, root)
+        if cfg.strict and any(rejects.values()):
+            detail = "; ".join(f"{t}: " + ", ".join(f"{n} × {r}" for r, n in reasons.items())
+                               for t, reasons in rejects.items() if reasons)
+            raise ValidationError(f"--strict: batch rows break the data contract ({detail}); nothing was "
+                                  "applied. Fix the batch, or ingest without strict to count them as rejects.")
+        dedupe = doc["types"].get("order") == "VARCHAR" and doc["mapping"]["orders"].get(
+            "duplicates", "set_aside") != "keep"
+        newest = con.execute("SELECT max(d) FROM (SELECT max(__day) AS d FROM batch_all UNION ALL "
+                             "SELECT max(CAST(ts AS DATE)) FROM batch_email_all)").fetchone()[0]
+        old_wm = st.watermark(doc)
+        horizon = dt.timedelta(days=int(doc["horizon_days"]))
+        candidates = [d for d in (old_wm, newest + dt.timedelta(days=1) if newest else None) if d]
+        wm = max(candidates) if candidates else None
+        late_rows, late_parts = 0, set()
+        if old_wm is not None:
+            old_cut = old_wm - horizon
+            rows = con.execute(
+                "SELECT __bucket, count(*) FROM (SELECT __bucket FROM batch_all WHERE __day < $c UNION ALL "
+                "SELECT __bucket FROM batch_email_all WHERE CAST(ts AS DATE) < $c) GROUP BY 1",
+                {"c": old_cut}).fetchall()
+            late_rows = sum(int(n) for _b, n in rows)
+            late_parts = _part_of((b for b, _n in rows), parts)
+            if late_rows:
+                log.warning("ingest: %d rows are older than the state's day buckets (before %s): rebuilding "
+                            "partition(s) %s from every batch file", late_rows, old_cut,
+                            ", ".join(map(str, sorted(late_parts))))
+        cutoff = wm - horizon if wm else None
+        gen = int(doc["generation"]) + 1
+        rows_applied = {"orders": int(con.execute("SELECT count(*) FROM batch_all").fetchone()[0]),
+                        "email_events": int(con.execute("SELECT count(*) FROM batch_email_all").fetchone()[0])}
+        dropped = 0
+        touched = con.execute("SELECT DISTINCT __bucket FROM (SELECT __bucket FROM batch_all UNION ALL "
+                              "SELECT __bucket FROM batch_email_all)").fetchnumpy()["__bucket"]
+        touched_parts = _part_of(touched.tolist(), parts)
+        # the customers this ingest changes: a feature cache recomputes them (centile.refresh.features)
+        (root / "changes").mkdir(exist_ok=True)
+        changes = f"changes/{gen:06d}.parquet"
+        con.execute(f"COPY (SELECT DISTINCT customer_id FROM (SELECT customer_id FROM batch_all UNION ALL "
+                    f"SELECT customer_id FROM batch_email_all)) TO {literal(str(root / (changes + '.tmp')))} "
+                    "(FORMAT parquet)")
+        os.replace(root / (changes + ".tmp"), root / changes)
+        for p in parts.each("ingest", progress):
+            if p in late_parts or p not in touched_parts:
+                continue
+            lo, hi = parts.bounds(p)
+            entry = doc["parts"][p]
+            old_h = [root / r["file"] for r in entry["runs"].get("hashes", []) if r["rows"]]
+            dropped += _delta(con, lo, hi, old_h, dedupe)
+            _write_part(con, root, doc, p, gen, cutoff, fresh=False)
+    finally:
+        con.close()
+    if dropped:
+        rejects.setdefault("orders", {})
+        rejects["orders"]["duplicate line"] = rejects["orders"].get("duplicate line", 0) + dropped
+        rows_applied["orders"] -= dropped
+    doc["ledger"].extend(applied)
+    if late_parts:
+        _rebuild(cfg, root, doc, sorted(late_parts), gen, cutoff, progress)
+    doc["watermark"] = wm.isoformat() if wm else None
+    doc["generation"] = gen
+    cached = st.cache_generation(root)
+    doc["changes"] = [c for c in doc.get("changes", []) if cached is None or c["gen"] > cached] + [
+        {"gen": gen, "file": changes, "rebuilt": sorted(late_parts)}]
+    st.write_manifest(root, doc)
+    st.collect_garbage(root, doc)
+    return IngestResult(root, applied, skipped, wm, sorted(late_parts), late_rows, rows_applied, rejects,
+                        parts.count)
+
+
+def _rebuild(cfg: Config, root: Path, doc: dict[str, Any], late: list[int], gen: int,
+             cutoff: dt.date | None, progress: Progress | None) -> None:
+    """Recompute partitions ``late`` from every batch file of the ledger (the late batch included)."""
+    files = _ledger_files(doc, root)
+    parts = Partitioning(int(doc["partitions"]))
+    if progress:
+        progress(f"ingest: rebuilding partition(s) {', '.join(map(str, late))} from {len(doc['ledger'])} batches")
+    con = connect(cfg)
+    try:
+        _validate(con, cfg, files, doc, root)
+        for p in late:
+            lo, hi = parts.bounds(p)
+            _delta(con, lo, hi, [], False)
+            _write_part(con, root, doc, p, gen, cutoff, fresh=True)
+    finally:
+        con.close()
+
+
+def state_summary(state: str | Path) -> dict[str, Any]:
+    """The manifest of a state without its partition file list (for ``--json``)."""
+    doc = st.read_manifest(Path(state))
+    if doc is None:
+        raise InputError(f"no refresh state in {state}: run `centile ingest --state {state} BATCH...` first")
+    return {k: v for k, v in doc.items() if k != "parts"} | {
+        "rows": {t: sum(r["rows"] for p in doc["parts"] for r in p["runs"].get(t, [])) for t in st.TABLES}}
+
+
+__all__ = ["BATCH_TABLES", "IngestResult", "ingest", "state_summary"]

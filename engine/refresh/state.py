@@ -1,0 +1,183 @@
+"""The incremental refresh's state on disk: a manifest, a ledger and Parquet files per partition.
+
+Layout of ``DIR``::
+
+    manifest.json            written last (temp file + rename): what is current
+    p0000/<table>-<gen>.parquet  the runs of a state table in one customer-hash partition
+    changes/<gen>.parquet    the customers each ingest changed (for the feature cache)
+    cache.json, cache/       the last feature table computed from the state, and its as_of
+
+An ingest adds its batch's aggregates as one more run per table and partition; a table with
+many runs is merged into one (and its day buckets pruned). Readers merge the runs by the
+table's aggregates, so runs and merged files give the same state.
+
+Partition ``p`` of ``partitions`` holds the customers of the bucket range
+:meth:`centile.backend.partitions.Partitioning.bounds` (the buckets of the validated tables).
+Every state table merges by addition, min, max or OR over its key (:data:`TABLES`), so a
+batch's rows aggregate into a delta that merges into the state in any order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from centile.errors import InputError, OutputError
+
+#: the manifest's format
+VERSION = 1
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One state table: key columns, value columns with their merge, the day column it is pruned
+    by (None: kept whole), and the column types (``{id}``, ``{product}``, ``{order}``: the id
+    types of the state)."""
+
+    keys: tuple[str, ...]
+    merge: dict[str, str]
+    day: str | None
+    types: dict[str, str]
+    #: the table needs this orders column (None: always present)
+    needs: str | None = None
+
+
+TABLES: dict[str, Table] = {
+    "totals": Table(("customer_id",), {"gross": "sum", "returned": "sum", "lines": "sum", "events": "sum"}, None,
+                    {"customer_id": "{id}", "gross": "DECIMAL(38,4)", "returned": "DECIMAL(38,4)",
+                     "lines": "BIGINT", "events": "BIGINT"}),
+    "orders": Table(("customer_id", "order_id"), {"first_ts": "min", "last_ts": "max", "channel": "min"}, None,
+                    {"customer_id": "{id}", "order_id": "{order}", "first_ts": "TIMESTAMP",
+                     "last_ts": "TIMESTAMP", "channel": "VARCHAR"}),
+    "days": Table(("customer_id", "day"), {"gross": "sum", "returned": "sum"}, "day",
+                  {"customer_id": "{id}", "day": "DATE", "gross": "DECIMAL(38,4)", "returned": "DECIMAL(38,4)"}),
+    "kept": Table(("customer_id", "product_id", "day"), {"price": "max", "net": "sum", "neg": "bool_or"}, "day",
+                  {"customer_id": "{id}", "product_id": "{product}", "day": "DATE", "price": "DOUBLE",
+                   "net": "DOUBLE", "neg": "BOOLEAN"}),
+    "categories": Table(("customer_id", "category"), {"net": "sum"}, None,
+                        {"customer_id": "{id}", "category": "VARCHAR", "net": "DECIMAL(38,4)"}),
+    "email_keyed": Table(("customer_id", "campaign_id"), {"sent_ts": "min", "opened": "bool_or",
+                                                          "clicked": "bool_or"}, None,
+                         {"customer_id": "{id}", "campaign_id": "VARCHAR", "sent_ts": "TIMESTAMP",
+                          "opened": "BOOLEAN", "clicked": "BOOLEAN"}),
+    "email_days": Table(("customer_id", "day"), {"sent": "sum", "opens": "sum", "clicks": "sum"}, "day",
+                        {"customer_id": "{id}", "day": "DATE", "sent": "BIGINT", "opens": "BIGINT",
+                         "clicks": "BIGINT"}),
+    # 64-bit hashes of the lines with an order_id, to set aside a line already applied in an
+    # earlier batch (the session does the same within one read: set_aside_duplicates)
+    "hashes": Table(("customer_id", "h", "day"), {}, "day",
+                    {"customer_id": "{id}", "h": "UBIGINT", "day": "DATE"}),
+}
+
+
+def column_type(table: str, col: str, types: dict[str, str]) -> str:
+    """The SQL type of a state column given the state's id types."""
+    return TABLES[table].types[col].format(id=types.get("id", "BIGINT"), product=types.get("product", "BIGINT"),
+                                           order=types.get("order", "VARCHAR"))
+
+
+def empty_sql(table: str, types: dict[str, str]) -> str:
+    """A typed empty relation with the columns of state table ``table``."""
+    cols = ", ".join(f"CAST(NULL AS {column_type(table, c, types)}) AS {c}" for c in TABLES[table].types)
+    return f"SELECT {cols} WHERE false"
+
+
+def file_hash(path: Path) -> str:
+    """The content fingerprint of a batch file (blake2b of every byte): the ledger's key."""
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return "blake2b:" + h.hexdigest()
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The state's manifest, or None when ``root`` holds no state yet."""
+    path = root / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"refresh state {root}: {MANIFEST} cannot be read ({exc}); restore it or "
+                         "rebuild the state into an empty folder") from None
+    if doc.get("version") != VERSION:
+        raise InputError(f"refresh state {root}: format version {doc.get('version')!r}, this centile "
+                         f"reads version {VERSION}; rebuild the state into an empty folder")
+    return doc
+
+
+def write_manifest(root: Path, doc: dict[str, Any]) -> None:
+    """Write the manifest atomically (temp file, fsync, rename): the state's commit point."""
+    tmp = root / (MANIFEST + ".tmp")
+    with tmp.open("w") as fh:
+        fh.write(json.dumps(doc, indent=1, sort_keys=True, default=str))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, root / MANIFEST)
+
+
+def watermark(doc: dict[str, Any]) -> dt.date | None:
+    """The first day the state holds no data for (the day after the newest row loaded)."""
+    w = doc.get("watermark")
+    return dt.date.fromisoformat(w) if w else None
+
+
+def referenced(doc: dict[str, Any]) -> set[str]:
+    """The partition files the manifest points at (relative paths)."""
+    return {r["file"] for part in doc.get("parts", []) for runs in part.get("runs", {}).values() for r in runs}
+
+
+def collect_garbage(root: Path, doc: dict[str, Any]) -> None:
+    """Remove partition and change files the manifest no longer points at (left by earlier commits
+    or an interrupted ingest)."""
+    keep = referenced(doc) | {c["file"] for c in doc.get("changes", [])}
+    for path in [*root.glob("p[0-9]*/*"), *root.glob("changes/*")]:
+        rel = f"{path.parent.name}/{path.name}"
+        if rel not in keep:
+            path.unlink(missing_ok=True)
+
+
+CACHE = "cache.json"
+
+
+def read_cache(root: Path) -> dict[str, Any] | None:
+    """The feature cache's description (``cache.json``), or None."""
+    try:
+        return json.loads((root / CACHE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cache_generation(root: Path) -> int | None:
+    """The state generation the feature cache was computed at (None: no cache)."""
+    meta = read_cache(root)
+    return int(meta["gen"]) if meta else None
+
+
+@contextlib.contextmanager
+def state_lock(root: Path) -> Iterator[None]:
+    """One ingest or feature computation per state at a time (an ingest removes the files a merge
+    replaced; a feature computation writes the cache): the output folders' ``fcntl`` lock."""
+    from centile.io.outputs import folder_lock
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = folder_lock(root)
+        lock.__enter__()
+    except OutputError:
+        raise OutputError(f"refresh state {root} is in use by another centile ingest or features run; "
+                          "run again when it is done") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)

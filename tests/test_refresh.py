@@ -1,0 +1,253 @@
+"""Incremental refresh (issue 17): features from the state equal a full recompute, exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from types import MappingProxyType
+
+import polars as pl
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from centile.backend.session import open_session
+from centile.config import Config, TableSpec, Windows
+from centile.errors import ConfigError, InputError
+from centile.features.compute import compute_features
+from centile.refresh import features_from_state, ingest
+
+ORDER_SCHEMA = {"customer_id": pl.Int64, "order_id": pl.Utf8, "order_ts": pl.Datetime("us"),
+                "unit_price": pl.Float64, "quantity": pl.Float64, "returned_quantity": pl.Float64,
+                "product_id": pl.Int64, "category": pl.Utf8, "channel": pl.Utf8}
+EMAIL_SCHEMA = {"customer_id": pl.Int64, "ts": pl.Datetime("us"), "event": pl.Utf8, "campaign_id": pl.Utf8}
+
+#: small windows and lateness, so that a short stream prunes day buckets and has late rows
+WINDOWS = Windows(3, 6, 10)
+#: and runs merged every other ingest
+REFRESH = MappingProxyType({"refresh": MappingProxyType({"lateness_days": 2, "partitions": 3, "max_runs": 2})})
+#: around the leap day and the month ends of 2024
+BASE = dt.datetime(2024, 2, 20)
+
+
+def state_cfg(**kw) -> Config:
+    return Config(tables=MappingProxyType({}), windows=WINDOWS, sections=REFRESH, **kw)
+
+
+def full_features(orders: list[Path], emails: list[Path], as_of: dt.date, windows: Windows = WINDOWS
+                  ) -> pl.DataFrame | None:
+    tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet")}
+    if emails:
+        tables["email_events"] = TableSpec("email_events", tuple(map(str, emails)), "parquet")
+    cfg = Config(tables=MappingProxyType(tables), windows=windows, as_of=as_of)
+    try:
+        s = open_session(cfg)
+    except InputError:  # no valid order line yet: the full path has no feature table
+        return None
+    with s:
+        df, _, _ = compute_features(s)
+    return df
+
+
+def assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    assert got.columns == want.columns
+    assert got.dtypes == want.dtypes
+    assert got.equals(want), f"state:\n{got}\nfull:\n{want}"
+
+
+line = st.tuples(
+    st.integers(1, 4),                                    # customer
+    st.sampled_from(["o1", "o2", "o3"]),                  # order (orders span batches)
+    st.integers(0, 14), st.sampled_from([0, 13]),         # day offset from the batch's day, hour
+    st.sampled_from([0.0, 1.5, 2.25, 10.0, 99.99, -1.0]),  # unit price (negative: rejected)
+    st.sampled_from([1.0, 2.0, 3.0, -1.0, -2.0]),         # quantity (negative: a return line)
+    st.sampled_from([0.0, 0.0, 1.0]),                     # returned quantity
+    st.sampled_from([1, 2, None]),                        # product
+    st.sampled_from(["a", "b", None]),                    # category
+    st.sampled_from(["web", "shop", None]),               # channel
+)
+email_event = st.tuples(st.integers(1, 5), st.integers(0, 14), st.sampled_from(["sent", "open", "click"]),
+                  st.sampled_from(["c1", "c2", None]))
+batch = st.tuples(
+    st.integers(0, 12),                       # how many days the stream moves on before this batch
+    st.lists(line, min_size=1, max_size=6),
+    st.lists(email_event, max_size=3),
+    st.integers(-1, 3),                       # >= 0: apply an earlier batch again instead
+    st.booleans(),                            # a late batch: its lines 20 days back
+    st.integers(-1, 3),                       # >= 0: also resend the lines of an earlier batch
+)
+
+
+def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, resend: list
+           ) -> tuple[Path, Path, list]:
+    back = dt.timedelta(days=20 if late else 0)
+    rows = resend + [(c, o, day - back - dt.timedelta(days=d) + dt.timedelta(hours=h), p, q, min(r, max(q, 0)), pr, ca, ch)
+            for c, o, d, h, p, q, r, pr, ca, ch in lines]
+    ofile, efile = folder / f"orders-{i}.parquet", folder / f"email-{i}.parquet"
+    pl.DataFrame(rows, schema=ORDER_SCHEMA, orient="row").write_parquet(ofile)
+    ev = [(c, day - dt.timedelta(days=d, hours=1), e, k) for c, d, e, k in events]
+    pl.DataFrame(ev, schema=EMAIL_SCHEMA, orient="row").write_parquet(efile)
+    return ofile, efile, rows
+
+
+@settings(max_examples=20)
+@given(st.lists(batch, min_size=1, max_size=5), st.sampled_from([0, 1, 9, 40]))
+def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
+    folder = tmp_path_factory.mktemp("stream")
+    state = folder / "state"
+    day = BASE
+    batches: list[tuple[Path, Path | None]] = []
+    sent: list[list] = []
+    for i, (step, lines, events, again, late, copy) in enumerate(stream):
+        if 0 <= again < len(batches):
+            ofile, efile = batches[again]
+            res = ingest(state_cfg(), state, [ofile], [efile] if efile else [])
+            assert res.applied == [] and res.skipped  # applying a batch twice changes nothing
+        else:
+            day += dt.timedelta(days=step)
+            resend = sent[copy] if 0 <= copy < len(sent) else []
+            ofile, efile, rows = _write(folder, i, day, lines, events, late, resend)
+            sent.append(rows)
+            res = ingest(state_cfg(), state, [ofile], [efile] if events else [])
+            batches.append((ofile, efile if events else None))
+            event(f"late rows rebuild partitions: {bool(res.rebuilt)}")
+            event(f"a line applied in an earlier batch set aside: "
+                  f"{res.rejects.get('orders', {}).get('duplicate line', 0) > 0}")
+        orders = [o for o, _e in batches]
+        emails = [e for _o, e in batches if e]
+        try:
+            wm = features_from_state(state_cfg(), state)[3]
+        except InputError:
+            continue  # nothing valid ingested yet
+        for as_of in (wm, wm + dt.timedelta(days=k)):
+            want = full_features(orders, emails, as_of)
+            if want is None:
+                continue
+            stats: dict[str, int] = {}
+            got = features_from_state(state_cfg(as_of=as_of), state, stats=stats)[0]
+            event(f"rows from the feature cache: {stats['cached'] > 0}")
+            assert_same(got, want)
+
+
+def _one_batch(folder: Path, name: str, rows: list, schema=ORDER_SCHEMA) -> Path:
+    path = folder / name
+    pl.DataFrame(rows, schema=schema, orient="row").write_parquet(path)
+    return path
+
+
+def test_as_of_before_the_watermark_is_refused_and_full_recomputes(tmp_path):
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web"),
+                                           (1, "o0", dt.datetime(2024, 2, 28, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    ingest(state_cfg(), tmp_path / "s", [b])
+    with pytest.raises(InputError, match=r"as_of 2024-03-01 is before the refresh state's watermark 2024-03-02"):
+        features_from_state(state_cfg(as_of=dt.date(2024, 3, 1)), tmp_path / "s")
+    from centile.refresh import run_state_features
+
+    res = run_state_features(state_cfg(as_of=dt.date(2024, 3, 1)), tmp_path / "s", full=True)
+    want = full_features([b], [], dt.date(2024, 3, 1))
+    assert_same(res.features, want)
+    assert res.features["orders_total"].to_list() == [1]  # the line on as_of is outside every window
+
+
+def test_tables_the_state_cannot_follow_are_refused(tmp_path):
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    cfg = state_cfg().with_(tables=MappingProxyType({"products": TableSpec("products", (str(b),), "parquet")}))
+    with pytest.raises(ConfigError, match=r"\[tables.products\]: the refresh state .* orders and email_events only"):
+        ingest(cfg, tmp_path / "s", [b])
+
+
+def test_a_batch_with_other_columns_is_refused(tmp_path):
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    ingest(state_cfg(), tmp_path / "s", [b])
+    c = tmp_path / "c.parquet"
+    pl.read_parquet(b).drop("channel").write_parquet(c)
+    with pytest.raises(InputError, match=r"orders: batch .*c.parquet has the columns .* where earlier batches had"):
+        ingest(state_cfg(), tmp_path / "s", [c])
+
+
+def test_features_without_a_state_say_how_to_make_one(tmp_path):
+    with pytest.raises(InputError, match=r"no refresh state with data in .*: run `centile ingest --state"):
+        features_from_state(state_cfg(), tmp_path / "nothing")
+
+
+def test_strict_refuses_a_batch_with_rejects_and_applies_nothing(tmp_path):
+    from centile.errors import ValidationError
+
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), -5.0, 1.0, 0.0, 1, "a", "web")])
+    with pytest.raises(ValidationError, match=r"1 × unit_price is negative"):
+        ingest(state_cfg(strict=True), tmp_path / "s", [b])
+    assert not (tmp_path / "s" / "manifest.json").exists()
+
+
+def test_cli_ingest_then_features_from_the_state(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from centile.cli import app
+
+    b1 = _one_batch(tmp_path, "day1.parquet", [(1, "o1", dt.datetime(2024, 2, 28, 9), 5.0, 2.0, 1.0, 1, "a", "web"),
+                                               (2, "o2", dt.datetime(2024, 2, 29, 9), 7.5, 1.0, 0.0, 2, "b", "shop")])
+    b2 = _one_batch(tmp_path, "day2.parquet", [(1, "o3", dt.datetime(2024, 3, 1, 9), 5.0, -1.0, 0.0, 1, "a", "web")])
+    ev = _one_batch(tmp_path, "ev.parquet", [(3, dt.datetime(2024, 2, 29, 8), "sent", "c1")], EMAIL_SCHEMA)
+    state, out = tmp_path / "state", tmp_path / "out"
+    runner = CliRunner()
+    r = runner.invoke(app, ["ingest", "--state", str(state), str(b1), "--email-events", str(ev), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["rows_applied"] == {"orders": 2, "email_events": 1}
+    r = runner.invoke(app, ["ingest", "--state", str(state), str(b2), str(b1)])
+    assert r.exit_code == 0, r.output
+    assert "1 batch file(s) applied, 1 already applied" in r.stdout
+    r = runner.invoke(app, ["features", "--state", str(state), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    got = pl.read_parquet(out / "features.parquet")
+    assert_same(got, full_features([b1, b2], [ev], dt.date(2024, 3, 2), Windows()))  # the CLI's default windows
+    assert got["customer_id"].to_list() == [1, 2, 3]
+    assert json.loads((out / "manifest.json").read_text())["as_of"] == "2024-03-02"
+    r = runner.invoke(app, ["features", "--state", str(state), "--out", str(out), "--as-of", "2024-03-01"])
+    assert r.exit_code == 1 and "before the refresh state's watermark 2024-03-02" in r.output
+
+
+def test_cache_is_not_used_across_pruned_buckets_of_its_windows(tmp_path):
+    # one partition, runs merged (and old day buckets pruned) at every second ingest
+    cfg = Config(tables=MappingProxyType({}), windows=WINDOWS, sections=MappingProxyType(
+        {"refresh": MappingProxyType({"lateness_days": 2, "partitions": 1, "max_runs": 1})}))
+    # customer 1 only returned an item: no order, one day bucket
+    b1 = _one_batch(tmp_path, "b1.parquet", [(1, "o1", dt.datetime(2024, 2, 1, 9), 5.0, -1.0, 0.0, 1, "a", "web")])
+    b2 = _one_batch(tmp_path, "b2.parquet", [(2, "o2", dt.datetime(2024, 2, 20, 9), 7.0, 1.0, 0.0, 1, "a", "web")])
+    ingest(cfg, tmp_path / "s", [b1])
+    assert features_from_state(cfg, tmp_path / "s")[0]["returned_value_12m"].to_list() == [5.0]  # cached
+    ingest(cfg, tmp_path / "s", [b2])  # prunes customer 1's day bucket: outside every window now
+    stats: dict[str, int] = {}
+    got = features_from_state(cfg, tmp_path / "s", stats=stats)[0]
+    assert_same(got, full_features([b1, b2], [], dt.date(2024, 2, 21)))
+    assert stats == {"recomputed": 2, "cached": 0}
+    assert got["returned_value_12m"].to_list() == [0.0, 0.0]
+
+
+def test_one_ingest_or_features_run_per_state_at_a_time(tmp_path):
+    from centile.errors import OutputError
+    from centile.refresh.state import state_lock
+
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    with state_lock(tmp_path / "s"):
+        with pytest.raises(OutputError, match=r"refresh state .*s is in use by another centile ingest"):
+            ingest(state_cfg(), tmp_path / "s", [b])
+    assert ingest(state_cfg(), tmp_path / "s", [b]).applied
+
+
+def test_an_email_only_batch(tmp_path):
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    e1 = _one_batch(tmp_path, "e1.parquet", [(2, dt.datetime(2024, 3, 2, 8), "sent", "c1"),
+                                             (1, dt.datetime(2024, 3, 2, 9), "open", None)], EMAIL_SCHEMA)
+    e2 = _one_batch(tmp_path, "e2.parquet", [(2, dt.datetime(2024, 3, 3, 8), "click", "c1")], EMAIL_SCHEMA)
+    state = tmp_path / "s"
+    ingest(state_cfg(), state, [b])
+    features_from_state(state_cfg(), state)  # a cache without e-mail features
+    res = ingest(state_cfg(), state, [], [e1])
+    assert res.rows == {"orders": 0, "email_events": 2} and str(res.watermark) == "2024-03-03"
+    assert_same(features_from_state(state_cfg(), state)[0], full_features([b], [e1], dt.date(2024, 3, 3)))
+    ingest(state_cfg(), state, [], [e2])
+    got = features_from_state(state_cfg(), state)[0]
+    assert_same(got, full_features([b], [e1, e2], dt.date(2024, 3, 4)))
+    assert got["click_rate_12m"].to_list() == [None, 1.0]
