@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 
-from centile.backend.partitions import Partitioning
+from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import _empty_view, connect
 from centile.backend.sources import register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config, TableSpec, _format_of
@@ -147,12 +147,11 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
                              "a table needs the same columns (map the missing ones in [tables.<table>.columns])")
     doc["types"] = types
     rejects = {name: {str(k): int(v) for k, v in con.execute(
-        f"SELECT reject_reason, count(*) FROM {ident(name + '_staged')} WHERE reject_reason IS NOT NULL "
+        f"SELECT reject_reason, count(*) FROM {ident(name + '_rejects')} "
         "GROUP BY 1 ORDER BY 1").fetchall()} for name in tables}
     if "orders" not in tables:
         _empty_view(con, "orders", {"id": types.get("id", "BIGINT"), "product": types.get("product", "BIGINT")})
-        con.execute("CREATE OR REPLACE TEMP VIEW orders_staged AS SELECT *, CAST(NULL AS VARCHAR) AS reject_reason, "
-                    "0 AS __bucket FROM orders")
+        con.execute("CREATE OR REPLACE TEMP VIEW orders_valid AS SELECT * FROM orders")
         order_id, key = ("CAST(order_ts AS DATE)" if types.get("order") == "DATE" else "CAST(order_id AS VARCHAR)"), ""
     else:
         reg = tables["orders"]
@@ -164,14 +163,14 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
         CREATE OR REPLACE TEMP TABLE batch_all AS
         SELECT customer_id, {order_id} AS order_id, order_ts,
                coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
-               coalesce(returned_quantity, 0.0) AS returned_quantity, channel, __bucket,
+               coalesce(returned_quantity, 0.0) AS returned_quantity, channel, {bucket_sql()} AS __bucket,
                {f"hash({key})" if dedupe else "CAST(NULL AS UBIGINT)"} AS __h, CAST(order_ts AS DATE) AS __day
-        FROM orders_staged WHERE reject_reason IS NULL""")
+        FROM orders_valid""")
     if "email_events" not in tables:
         _empty_view(con, "email_events", {"id": types.get("id", "BIGINT"), "product": "BIGINT"})
         src = "SELECT *, 0 AS __bucket FROM email_events"
     else:
-        src = "SELECT * FROM email_events_staged WHERE reject_reason IS NULL"
+        src = f"SELECT *, {bucket_sql()} AS __bucket FROM email_events_valid"
     con.execute("CREATE OR REPLACE TEMP TABLE batch_email_all AS SELECT customer_id, ts, event, "
                 f"CAST(campaign_id AS VARCHAR) AS campaign_id, __bucket FROM ({src}) e")
     return rejects
