@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,8 @@ class Session:
     unread: list[str] = field(default_factory=list)
     #: the customer-hash partitions of per-customer work
     parts: Partitioning = field(default_factory=Partitioning)
+    #: the backend that runs per-partition work (:meth:`map_partitions`); None: this process
+    backend: Any = None
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -112,9 +114,56 @@ class Session:
             if parts.count > 1:
                 _contract_views(self.con, self)
 
+    def work_partitions(self) -> Partitioning:
+        """The partitions of per-customer work that runs best in one pass in this process (a DuckDB
+        query, which spills by itself): the configured count; else, on a backend whose workers
+        are elsewhere, the backend's choice (enough to keep every worker busy); else one pass."""
+        if self.cfg.partitions:
+            return self.parts
+        if self.distributed():
+            return self.backend.default_partitions(self)
+        return Partitioning(1)
+
+    def map_partitions(self, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+                       progress: Progress | None = None) -> list[Any]:
+        """``fn(view, p, *args)`` for every partition ``p`` in order, ``view`` holding partition ``p``
+        only: here, one partition at a time (:func:`map_here`), or on the backend's workers. ``fn``
+        must be a module-level function; its arguments and result should be small (mergeable state,
+        or the partition's per-customer rows), never order lines."""
+        if self.backend is None:
+            return map_here(self, parts, label, fn, *args, progress=progress)
+        return self.backend.map_partitions(self, parts, label, fn, *args, progress=progress)
+
+    def distributed(self) -> bool:
+        """Does per-partition work leave this process?"""
+        return self.backend is not None and self.backend.distributed()
+
     @property
     def total_rejects(self) -> int:
         return sum(sum(s.rejects.values()) for s in self.summaries.values())
+
+
+def map_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+             progress: Progress | None = None) -> list[Any]:
+    """:meth:`Session.map_partitions` in this process: one partition at a time over ``s``."""
+    out = []
+    for part in parts.each(label, progress):
+        with s.partition(parts, part, label):
+            out.append(fn(s, part, *args))
+    return out
+
+
+@contextlib.contextmanager
+def frames_sql(cfg: Config, frames: Mapping[str, pl.DataFrame]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection in this process over in-memory frames registered under their names, row order
+    kept (what every backend's ``local_sql`` gives)."""
+    con = connect(cfg, preserve_order=True)
+    try:
+        for name, df in frames.items():
+            con.register(name, df)
+        yield con
+    finally:
+        con.close()
 
 
 def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | None = None
@@ -193,7 +242,7 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, 
 
 def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None,
                  readable: tuple[str | Path, ...] = (), restrict: bool = True,
-                 spill: str | Path | None = None) -> Session:
+                 spill: str | Path | None = None, buckets: tuple[int, int] | None = None) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
@@ -203,6 +252,10 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     SQL from a config cannot reach other files (``restrict=False`` leaves the
     connection unrestricted: ``centile sql``, a console over the user's own data). ``spill``:
     the folder DuckDB spills to beyond its memory limit (default: DuckDB's own ``.tmp``).
+    ``buckets``: the hash-bucket range ``[lo, hi)`` of one partition: only those customers' rows
+    are validated and kept (the filter runs while the files are read), so a worker holds one
+    partition; ``cfg.as_of`` must then be set (the whole data's as_of) and a partition without
+    valid order lines is not an error.
 
     Raises
     ------
@@ -222,9 +275,9 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         tables = {n: r for n, r in tables.items() if n not in unread}
         lines = tables["orders"].rows_after_filter if "orders" in tables else 0
         parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
-        stage_tables(con, tables, progress)
+        stage_tables(con, tables, progress, buckets)
         duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
-        session = _finish(con, cfg, tables, id_types, unread)
+        session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None)
         session.parts = parts
         if duplicates and tables["orders"].spec.duplicates == "keep":
             session.notes.append(f"orders: {duplicates} exact duplicate lines kept and counted "
@@ -249,7 +302,7 @@ def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -
 
 
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
-            id_types: dict[str, str], unread: list[str]) -> Session:
+            id_types: dict[str, str], unread: list[str], partial: bool = False) -> Session:
     rejects_sql = []
     summaries: dict[str, TableSummary] = {}
     for name, reg in tables.items():
@@ -282,13 +335,15 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                                   + "\nFix the data, map the columns differently, or run without --strict "
                                   "to set these rows aside into rejects.parquet.")
 
+    if partial and cfg.as_of is None:
+        raise ValueError("a session over one partition needs the whole data's as_of in cfg.as_of")
     newest = con.execute("SELECT max(order_ts) FROM orders_valid").fetchall()[0][0]
-    if newest is None:
+    if newest is None and not partial:
         raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
                          f"({summaries['orders'].rows_read} rows read, "
                          f"{sum(summaries['orders'].rejects.values())} rejected"
                          f"{'; ' + _first_reject(con, 'orders') if summaries['orders'].rejects else ''})")
-    as_of = cfg.as_of or (newest.date() + dt.timedelta(days=1))
+    as_of = cfg.as_of or (newest.date() + dt.timedelta(days=1))  # type: ignore[union-attr]
 
     # the valid rows under the contract's table names, empty typed views for absent tables
     s = Session(con, cfg, tables, as_of, summaries, unread=unread)

@@ -468,7 +468,7 @@ def input_fingerprints(tables: Mapping[str, TableSpec],
 
 
 def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, buckets: tuple[int, int] | None = None) -> None:
     """Materialise ``<t>_staged`` (typed rows plus ``reject_reason``) for every table.
 
     The reject rules live in ``sql/stage_<t>.sql``. Rejected rows keep their
@@ -488,13 +488,17 @@ def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
         # the file name and raw record are kept for rejected rows only: a path
         # per valid row would cost memory for nothing
         bucket = f",\n  {bucket_sql('customer_id')} AS __bucket" if "customer_id" in reg.columns else ""
+        only = ""
+        if buckets is not None and "customer_id" in reg.columns:
+            b = bucket_sql("customer_id")
+            only = f"\nWHERE {b} >= {int(buckets[0])} AND {b} < {int(buckets[1])}"
         try:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {ident(name + '_staged')} AS\n"
                 f"SELECT {typed_cols}, reject_reason,\n"
                 f"  CASE WHEN reject_reason IS NOT NULL THEN __centile_file END AS __centile_file,\n"
                 f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record{bucket}\n"
-                f"FROM (\n{read_sql('stage_' + name)}\n) staged")
+                f"FROM (\n{read_sql('stage_' + name)}\n) staged{only}")
         except duckdb.Error as exc:
             # a bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here
             if not isinstance(exc, duckdb.InvalidInputException):

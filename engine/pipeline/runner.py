@@ -113,6 +113,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
     last_use = _last_use(stages)
     with staged_folder(out) as staging, _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
         with contextlib.ExitStack() as stack:
+            stack.enter_context(backend)  # a cluster connection (the dask backend), closed last
             ctx = Context(cfg, staging, options, progress,
                           open_inputs=lambda: stack.enter_context(backend.open(only=read, progress=ctx.say,
                                                                                spill=staging.spill)))

@@ -1,0 +1,211 @@
+"""The Dask backend: per-partition work as tasks on the workers of a Dask cluster.
+
+``centile run --backend dask [--scheduler tcp://host:8786]``. Validation, as_of and every
+global step (ranks and clubs, the CLV fit, merges) stay in this process, the client, as with
+the DuckDB backend; work that a stage hands to :meth:`Session.map_partitions` runs as one task
+per customer-hash partition. A task opens its own DuckDB session over the same input files,
+keeping only its customers' rows (:mod:`centile.backend.worker`), so the workers must see the
+inputs and the output's parent folder under the same paths as the client (a shared file
+system). Without a scheduler address a ``distributed.LocalCluster`` of worker processes is
+started for the run and closed after it.
+
+Importing this module imports dask: the backend registry loads it only when ``dask`` is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from centile.backend import worker
+from centile.backend.partitions import Partitioning
+from centile.backend.session import Session, frames_sql, open_session
+from centile.config import Config
+from centile.errors import BackendError, CentileError, ConfigError
+from centile.runtime import Progress
+
+if TYPE_CHECKING:
+    import polars as pl
+
+try:
+    import distributed
+except ImportError:  # pragma: no cover - depends on the installation
+    distributed = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for a scheduler to answer before saying it cannot be reached
+CONNECT_TIMEOUT = 10
+
+#: partitions per worker thread when none are configured (some slack, so that one slow partition
+#: does not leave the other workers idle at the end of a stage)
+PARTS_PER_THREAD = 2
+
+
+def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """One partition on a worker, DuckDB limited to the worker's threads."""
+    threads = None
+    with contextlib.suppress(ValueError, AttributeError):
+        threads = distributed.get_worker().state.nthreads
+    return worker.run_partition(job, part, fn, args, threads=threads)
+
+
+class DaskBackend:
+    """Per-partition work on a Dask cluster; everything else as the DuckDB backend, here."""
+
+    name = "dask"
+
+    def __init__(self, cfg: Config) -> None:
+        if distributed is None:
+            raise ConfigError("the dask backend needs the packages dask and distributed, which are not "
+                              "installed: pip install 'centile[dask]' (or run without --backend dask)")
+        self.cfg = cfg
+        self.client: Any = None
+        self._cluster: Any = None
+        self._spill: Path | None = None
+
+    # -- the cluster --------------------------------------------------------------------------
+
+    def __enter__(self) -> DaskBackend:
+        address = self.cfg.backend.scheduler
+        try:
+            if address:
+                try:
+                    self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+                except (OSError, TimeoutError) as exc:
+                    raise BackendError(
+                        f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); start "
+                        "one (`dask scheduler`, then `dask worker <address>` on each machine), check the "
+                        "address and port, or leave out --scheduler to run on a local cluster") from None
+            else:
+                self._cluster = distributed.LocalCluster(processes=True, dashboard_address=":0",
+                                                         silence_logs=logging.ERROR)
+                self.client = distributed.Client(self._cluster, set_as_default=False)
+            self.check_workers()
+        except BaseException:
+            self.__exit__()
+            raise
+        log.info("dask backend: %d workers, %d threads (%s)", len(self.client.nthreads()),
+                 sum(self.client.nthreads().values()), address or "local cluster")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
+            self.client = None
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.close()
+            self._cluster = None
+
+    def _running(self) -> Any:
+        if self.client is None:
+            raise RuntimeError("the dask backend is not started: use it as a context manager")
+        return self.client
+
+    def check_workers(self) -> None:
+        """Every worker must run the client's centile (version and source files) and Python
+        minor version; raise :class:`BackendError` naming the workers that do not."""
+        client = self._running()
+        if not client.nthreads():
+            raise BackendError(f"the Dask cluster at {self.cfg.backend.scheduler or 'local'} has no workers; start "
+                               "some (`dask worker <scheduler address>`) and run again")
+        try:
+            found = client.run(worker.identity, on_error="return")
+        except Exception as exc:  # the function cannot even be unpickled where centile is missing
+            found = {addr: exc for addr in client.nthreads()}
+        bad = worker.mismatches(worker.identity(), found)
+        if bad:
+            raise BackendError(
+                f"{len(bad)} of {len(found)} Dask workers do not run this centile "
+                f"(version {worker.identity()['centile']}):\n  " + "\n  ".join(bad)
+                + "\nInstall the same centile (and Python) on every worker, e.g. the same wheel or "
+                "container image, and restart the workers.")
+
+    def threads(self) -> int:
+        return sum(self._running().nthreads().values())
+
+    # -- the seam -----------------------------------------------------------------------------
+
+    def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
+             spill: Path | None = None) -> Session:
+        """Validate the inputs here (rejects, as_of, the summary); partitions go to the workers."""
+        s = open_session(self.cfg, progress, only=only, spill=spill)
+        s.backend = self
+        self._spill = spill
+        return s
+
+    def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
+        """SQL over in-memory frames, here (they are the client's frames)."""
+        return frames_sql(self.cfg, frames)
+
+    def distributed(self) -> bool:
+        return True
+
+    def default_partitions(self, s: Session) -> Partitioning:
+        """Enough partitions to keep every worker thread busy (or more, for the memory limit)."""
+        return Partitioning(max(s.parts.count, PARTS_PER_THREAD * self.threads()))
+
+    def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                       *args: Any, progress: Progress | None = None) -> list[Any]:
+        """One task per partition; results in partition order. A failed partition cancels the
+        others and raises :class:`BackendError` (a :class:`CentileError` from the task as it is)."""
+        client = self._running()
+        scratch = None
+        if self._spill is not None:
+            scratch = self._spill / f"parts-{uuid.uuid4().hex[:8]}"
+            scratch.mkdir(parents=True, exist_ok=True)
+        job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), tuple(s.tables), parts, label,
+                                  str(scratch) if scratch else None,
+                                  str(self._spill) if self._spill else None)
+        token = uuid.uuid4().hex[:8]
+        futures = [client.submit(_task, job, p, fn, args, key=f"centile-{label}-{p}-{token}", pure=False)
+                   for p in range(parts.count)]
+        index = {f.key: p for p, f in enumerate(futures)}
+        results: list[Any] = [None] * parts.count
+        t0, done = time.perf_counter(), 0
+        try:
+            for fut in distributed.as_completed(futures, loop=client.loop):
+                part = index[fut.key]
+                if fut.status != "finished":
+                    raise _failure(label, part, parts.count, fut)
+                results[part] = fut.result()
+                done += 1
+                if progress and parts.count > 1:
+                    spent = time.perf_counter() - t0
+                    eta = spent / done * (parts.count - done)
+                    progress(f"{label}: partition {done}/{parts.count} done on the cluster in {spent:.0f} s"
+                             + (f", about {eta:.0f} s left" if done < parts.count else ""))
+        except BaseException:
+            client.cancel(futures)
+            raise
+        finally:
+            del futures
+        out = [worker.reload(r) for r in results]
+        if scratch is not None:
+            with contextlib.suppress(OSError):
+                scratch.rmdir()
+        return out
+
+
+def _failure(label: str, part: int, count: int, fut: Any) -> BaseException:
+    """The error of a failed partition task, said for the user."""
+    exc = fut.exception()
+    if isinstance(exc, CentileError):
+        return exc
+    what = f"{label}: partition {part + 1} of {count} failed on the Dask cluster"
+    if type(exc).__name__ == "KilledWorker":
+        err = BackendError(f"{what}: the workers running it died ({exc}). A worker usually dies of "
+                           "memory: give the workers more memory, or use more partitions (--partitions). "
+                           "Nothing was written; the previous output folder is untouched.")
+    else:
+        err = BackendError(f"{what}: {type(exc).__name__}: {exc}. Nothing was written; the previous "
+                           "output folder is untouched.")
+    err.__cause__ = exc
+    return err
