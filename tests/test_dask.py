@@ -66,6 +66,11 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     assert remote.summaries["inputs"]["partitions"] == 4
     tasks = [t for t in ts.data if str(t["key"]).startswith("centile-features-")]
     assert len(tasks) == 4 and len({t["worker"] for t in tasks}) == 2
+    # and so did the CLV summary's and the uplift units'
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-")]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-uplift-units-")]) == 4
+    assert {"uplift.parquet", "clv.parquet", "features.parquet"} <= a.keys()
+    assert remote.stages["uplift"]["status"] == "ran"
     # the frames came back through the scratch folder beside --out, which is gone with the run
     assert not list(tmp_path.glob(".dask.centile-*"))
 

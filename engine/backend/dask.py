@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -47,7 +48,7 @@ CONNECT_TIMEOUT = 10
 PARTS_PER_THREAD = 2
 
 
-def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], *args: Any) -> Any:
     """One partition on a worker, DuckDB limited to the worker's threads."""
     threads = None
     with contextlib.suppress(ValueError, AttributeError):
@@ -164,8 +165,13 @@ class DaskBackend:
         job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), tuple(s.tables), parts, label,
                                   str(scratch) if scratch else None,
                                   str(self._spill) if self._spill else None)
+        import polars as pl
+
+        # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task
+        shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
+                  for a in args]
         token = uuid.uuid4().hex[:8]
-        futures = [client.submit(_task, job, p, fn, args, key=f"centile-{label}-{p}-{token}", pure=False)
+        futures = [client.submit(_task, job, p, fn, *shared, key=f"centile-{re.sub(r'[^0-9A-Za-z]+', '-', label)}-{p}-{token}", pure=False)
                    for p in range(parts.count)]
         index = {f.key: p for p, f in enumerate(futures)}
         results: list[Any] = [None] * parts.count
@@ -186,7 +192,7 @@ class DaskBackend:
             client.cancel(futures)
             raise
         finally:
-            del futures
+            del futures, shared
         out = [worker.reload(r) for r in results]
         if scratch is not None:
             with contextlib.suppress(OSError):

@@ -23,6 +23,7 @@ from typing import Any
 from centile.backend import partitions
 from centile.backend.partitions import Partitioning
 from centile.config import Config
+from centile.runtime import numba_threads
 
 #: the source files whose bytes make a worker's code identity
 _CODE_SUFFIXES = (".py", ".sql")
@@ -58,8 +59,8 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
                   threads: int | None = None) -> Any:
     """``fn(view, part, *args)`` over a session holding partition ``part`` only (on a worker).
 
-    ``threads``: DuckDB threads when the config sets none (a worker's share of the machine, so
-    that two workers on one machine do not each take every core).
+    ``threads``: DuckDB's and numba's threads when the config sets none (a worker's share of the
+    machine, so that two workers on one machine do not each take every core).
     """
     from centile.backend.session import open_session
 
@@ -68,7 +69,8 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
     with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part)) as s:
         if partitions.observe is not None:
             partitions.observe(job.label, part, s)
-        result = fn(s, part, *args)
+        with numba_threads(cfg.threads):
+            result = fn(s, part, *args)
     if job.scratch is None:
         return result
     stem = f"{re.sub(r'[^0-9A-Za-z]+', '-', job.label).strip('-') or 'part'}-{part:05d}"
