@@ -49,9 +49,19 @@ class Backend(Protocol):
         a backend may run it in another process or on another machine."""
         ...
 
+    def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+        """``fn`` per partition as :meth:`map_partitions`, the results folded in partition order
+        with the associative ``merge(a, b)`` (on a cluster: a tree on the workers)."""
+        ...
+
     def distributed(self) -> bool:
         """Does per-partition work leave this process (so that several partitions pay off even
         where one pass would do)?"""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """For the manifest: the backend's kind, and for a cluster its workers and traffic."""
         ...
 
     def __enter__(self) -> Backend:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import time
 import uuid
@@ -69,6 +70,9 @@ class DaskBackend:
         self.client: Any = None
         self._cluster: Any = None
         self._spill: Path | None = None
+        #: per map_partitions label: tasks, and bytes sent to the workers, back to the client
+        #: through the scheduler, and through frame files in the scratch folder
+        self.traffic: dict[str, dict[str, int]] = {}
 
     # -- the cluster --------------------------------------------------------------------------
 
@@ -129,6 +133,13 @@ class DaskBackend:
                 + "\nInstall the same centile (and Python) on every worker, e.g. the same wheel or "
                 "container image, and restart the workers.")
 
+    def describe(self) -> dict[str, Any]:
+        """For the manifest: where the partitions ran and what moved over the network."""
+        nthreads = self.client.nthreads() if self.client is not None else {}
+        return {"kind": self.name, "scheduler": self.cfg.backend.scheduler or "local cluster",
+                "workers": len(nthreads), "threads": sum(nthreads.values()),
+                "partitions": {k: dict(v) for k, v in self.traffic.items()}}
+
     def threads(self) -> int:
         return sum(self._running().nthreads().values())
 
@@ -155,42 +166,16 @@ class DaskBackend:
 
     def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
                        *args: Any, progress: Progress | None = None) -> list[Any]:
-        """One task per partition; results in partition order. A failed partition cancels the
-        others and raises :class:`BackendError` (a :class:`CentileError` from the task as it is)."""
-        client = self._running()
+        """One task per partition; results in partition order (frames through the scratch folder).
+        A failed partition cancels the others and raises :class:`BackendError` (a
+        :class:`CentileError` from the task as it is)."""
         scratch = None
         if self._spill is not None:
             scratch = self._spill / f"parts-{uuid.uuid4().hex[:8]}"
             scratch.mkdir(parents=True, exist_ok=True)
-        job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), tuple(s.tables), parts, label,
-                                  str(scratch) if scratch else None,
-                                  str(self._spill) if self._spill else None)
-        import polars as pl
-
-        # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task
-        shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
-                  for a in args]
-        token = uuid.uuid4().hex[:8]
-        futures = [client.submit(_task, job, p, fn, *shared, key=f"centile-{re.sub(r'[^0-9A-Za-z]+', '-', label)}-{p}-{token}", pure=False)
-                   for p in range(parts.count)]
-        index = {f.key: p for p, f in enumerate(futures)}
-        results: list[Any] = [None] * parts.count
-        t0, done = time.perf_counter(), 0
+        futures, shared, traffic = self._submit(s, parts, label, fn, args, scratch)
         try:
-            for fut in distributed.as_completed(futures, loop=client.loop):
-                part = index[fut.key]
-                if fut.status != "finished":
-                    raise _failure(label, part, parts.count, fut)
-                results[part] = fut.result()
-                done += 1
-                if progress and parts.count > 1:
-                    spent = time.perf_counter() - t0
-                    eta = spent / done * (parts.count - done)
-                    progress(f"{label}: partition {done}/{parts.count} done on the cluster in {spent:.0f} s"
-                             + (f", about {eta:.0f} s left" if done < parts.count else ""))
-        except BaseException:
-            client.cancel(futures)
-            raise
+            results = self._watch(futures, label, traffic, progress, collect=True)
         finally:
             del futures, shared
         out = [worker.reload(r) for r in results]
@@ -198,6 +183,109 @@ class DaskBackend:
             with contextlib.suppress(OSError):
                 scratch.rmdir()
         return out
+
+    def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+        """One task per partition, merged pairwise on the workers (lower partitions on the left),
+        so that one state comes back to the client."""
+        client = self._running()
+        futures, shared, traffic = self._submit(s, parts, label, fn, args, None)
+        level, tree = list(futures), []
+        while len(level) > 1:
+            nxt = [client.submit(_merge_task, merge, a, b, pure=False) for a, b in zip(level[::2], level[1::2],
+                                                                                          strict=False)]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            tree += nxt
+            level = nxt
+        try:
+            self._watch(futures, label, traffic, progress, collect=False)
+            self._watch(level, label, traffic, None, collect=False)
+            result = level[0].result()
+            traffic["bytes_to_client"] += _nbytes(result)
+            return result
+        except BaseException:
+            client.cancel(tree)
+            raise
+        finally:
+            del futures, shared, level, tree
+
+    def _submit(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                args: tuple[Any, ...], scratch: Path | None) -> tuple[list[Any], list[Any], dict[str, int]]:
+        import polars as pl
+
+        client = self._running()
+        job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), tuple(s.tables), parts, label,
+                                  str(scratch) if scratch else None,
+                                  str(self._spill) if self._spill else None)
+        # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task
+        shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
+                  for a in args]
+        frames = [a for a in args if isinstance(a, pl.DataFrame)]
+        traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_to_client": 0,
+                                                  "bytes_via_files": 0})
+        traffic["tasks"] += parts.count
+        traffic["bytes_to_workers"] += (
+            parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, pl.DataFrame)]))
+            + len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames))
+        token = uuid.uuid4().hex[:8]
+        slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
+        futures = [client.submit(_task, job, p, fn, *shared, key=f"centile-{slug}-{p}-{token}", pure=False)
+                   for p in range(parts.count)]
+        return futures, shared, traffic
+
+    def _watch(self, futures: list[Any], label: str, traffic: dict[str, int], progress: Progress | None,
+               *, collect: bool) -> list[Any]:
+        """Wait for ``futures`` (one per partition, in order), saying progress; the results when
+        ``collect``. The first failure cancels the rest and raises."""
+        client = self._running()
+        index = {f.key: p for p, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        t0, done, count = time.perf_counter(), 0, len(futures)
+        try:
+            for fut in distributed.as_completed(futures, loop=client.loop):
+                part = index[fut.key]
+                if fut.status != "finished":
+                    raise _failure(label, part, count, fut)
+                if collect:
+                    results[part] = fut.result()
+                    traffic["bytes_to_client"] += _nbytes(results[part])
+                    traffic["bytes_via_files"] += sum(os.path.getsize(f.path) for f in _frame_parts(results[part]))
+                done += 1
+                if progress and count > 1:
+                    spent = time.perf_counter() - t0
+                    eta = spent / done * (count - done)
+                    progress(f"{label}: partition {done}/{count} done on the cluster in {spent:.0f} s"
+                             + (f", about {eta:.0f} s left" if done < count else ""))
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return results
+
+
+def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """One step of a tree reduction on a worker. ``merge`` may update ``a``: it gets a copy, so that
+    a retried step (its worker died) starts again from the unchanged input."""
+    import copy
+
+    return merge(copy.deepcopy(a), b)
+
+
+def _nbytes(obj: Any) -> int:
+    """The size of ``obj`` as sent between client and workers (pickled)."""
+    import cloudpickle
+
+    return len(cloudpickle.dumps(obj))
+
+
+def _frame_parts(obj: Any) -> list[worker.FramePart]:
+    if isinstance(obj, worker.FramePart):
+        return [obj]
+    if isinstance(obj, tuple | list):
+        return [f for x in obj for f in _frame_parts(x)]
+    if isinstance(obj, dict):
+        return [f for x in obj.values() for f in _frame_parts(x)]
+    return []
 
 
 def _failure(label: str, part: int, count: int, fut: Any) -> BaseException:

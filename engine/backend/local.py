@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from centile.backend.base import register_backend
 from centile.backend.partitions import Partitioning
-from centile.backend.session import Session, frames_sql, map_here, open_session
+from centile.backend.session import Session, frames_sql, map_here, open_session, reduce_here
 from centile.config import Config
 from centile.runtime import Progress
 
@@ -37,8 +37,16 @@ class DuckDBBackend:
         """One partition at a time over the open session's connection."""
         return map_here(s, parts, label, fn, *args, progress=progress)
 
+    def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+        """Each partition's result merged into the state before the next partition."""
+        return reduce_here(s, parts, label, fn, merge, *args, progress=progress)
+
     def distributed(self) -> bool:
         return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name}
 
     def __enter__(self) -> DuckDBBackend:
         return self

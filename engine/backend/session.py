@@ -134,6 +134,16 @@ class Session:
             return map_here(self, parts, label, fn, *args, progress=progress)
         return self.backend.map_partitions(self, parts, label, fn, *args, progress=progress)
 
+    def map_reduce(self, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+        """``fn`` per partition as in :meth:`map_partitions`, the results folded with ``merge(a, b)``
+        (``a`` holding lower partitions than ``b``; it may update and return ``a``): here as each
+        partition is done, on a cluster as a tree on the workers, so only the merged state comes
+        back. ``merge`` must be associative for that: exact sums, counts, lists in partition order."""
+        if self.backend is None:
+            return reduce_here(self, parts, label, fn, merge, *args, progress=progress)
+        return self.backend.map_reduce(self, parts, label, fn, merge, *args, progress=progress)
+
     def distributed(self) -> bool:
         """Does per-partition work leave this process?"""
         return self.backend is not None and self.backend.distributed()
@@ -164,6 +174,18 @@ def frames_sql(cfg: Config, frames: Mapping[str, pl.DataFrame]) -> Iterator[duck
         yield con
     finally:
         con.close()
+
+
+def reduce_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+    """:meth:`Session.map_reduce` in this process: each partition's result merged before the next."""
+    acc: Any = None
+    for part in parts.each(label, progress):
+        with s.partition(parts, part, label):
+            r = fn(s, part, *args)
+        acc = r if part == 0 else merge(acc, r)
+        del r
+    return acc
 
 
 def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | None = None

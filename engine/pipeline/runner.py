@@ -169,6 +169,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 _evict(ctx, last_use, position[st.name])
             as_of = ctx.session.as_of.isoformat() if ctx.session is not None else prev_doc.get("as_of")
             summary = dict(ctx.summaries)
+            summary["backend"] = backend.describe()
             manifest = build_manifest(
                 "run", as_of=as_of, inputs=fps, config=cfg.as_dict(), stages=records, rows=ctx.rows,
                 notes=ctx.notes, summary=summary,

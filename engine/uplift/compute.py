@@ -474,14 +474,16 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     # on a cluster, enough partitions for every worker (their count does not change the result)
     parts = s.work_partitions() if s.distributed() else s.partitioning()
     with numba_threads(cfg.threads):
-        # each partition's units reduced to its state (here, or on a cluster's workers), then the
-        # states merged in partition order
-        states = s.map_partitions(parts, "uplift: units", _uplift_state_of_partition, spec, segments, late,
-                                  cfg.seed, progress=progress)
-        state = states[0]
-        for other in states[1:]:
-            state.merge(other)
+        # each partition's units reduced to its state and merged in partition order (here, one
+        # partition at a time, or on a cluster's workers)
+        state = s.map_reduce(parts, "uplift: units", _uplift_state_of_partition, _merged_states, spec,
+                             segments, late, cfg.seed, progress=progress)
         return finish_uplift(state, spec, notes)
+
+
+def _merged_states(a: UpliftState, b: UpliftState) -> UpliftState:
+    a.merge(b)
+    return a
 
 
 def _uplift_state_of_partition(s: Any, part: int, spec: UpliftSpec, segments: pl.DataFrame | None,
