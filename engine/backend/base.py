@@ -42,15 +42,18 @@ class Backend(Protocol):
         ...
 
     def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                       *args: Any, progress: Progress | None = None) -> list[Any]:
+                       *args: Any, progress: Progress | None = None,
+                       tables: tuple[str, ...] | None = None) -> list[Any]:
         """``[fn(view, p, *args) for p in range(parts.count)]``, where ``view`` is a session whose
         customer tables hold partition ``p`` only. ``fn`` must be a module-level function and its
         arguments and result small (a partition's mergeable state, or its per-customer frame):
-        a backend may run it in another process or on another machine."""
+        a backend may run it in another process or on another machine. ``tables``: the input
+        tables ``fn`` reads (a remote partition validates only those; None: all)."""
         ...
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
         """``fn`` per partition as :meth:`map_partitions`, the results folded in partition order
         with the associative ``merge(a, b)`` (on a cluster: a tree on the workers)."""
         ...

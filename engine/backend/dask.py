@@ -165,7 +165,8 @@ class DaskBackend:
         return Partitioning(max(s.parts.count, PARTS_PER_THREAD * self.threads()))
 
     def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                       *args: Any, progress: Progress | None = None) -> list[Any]:
+                       *args: Any, progress: Progress | None = None,
+                       tables: tuple[str, ...] | None = None) -> list[Any]:
         """One task per partition; results in partition order (frames through the scratch folder).
         A failed partition cancels the others and raises :class:`BackendError` (a
         :class:`CentileError` from the task as it is)."""
@@ -173,7 +174,7 @@ class DaskBackend:
         if self._spill is not None:
             scratch = self._spill / f"parts-{uuid.uuid4().hex[:8]}"
             scratch.mkdir(parents=True, exist_ok=True)
-        futures, shared, traffic = self._submit(s, parts, label, fn, args, scratch)
+        futures, shared, traffic = self._submit(s, parts, label, fn, args, scratch, tables)
         try:
             results = self._watch(futures, label, traffic, progress, collect=True)
         finally:
@@ -185,11 +186,12 @@ class DaskBackend:
         return out
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
         """One task per partition, merged pairwise on the workers (lower partitions on the left),
         so that one state comes back to the client."""
         client = self._running()
-        futures, shared, traffic = self._submit(s, parts, label, fn, args, None)
+        futures, shared, traffic = self._submit(s, parts, label, fn, args, None, tables)
         level, tree = list(futures), []
         while len(level) > 1:
             nxt = [client.submit(_merge_task, merge, a, b, pure=False) for a, b in zip(level[::2], level[1::2],
@@ -211,11 +213,14 @@ class DaskBackend:
             del futures, shared, level, tree
 
     def _submit(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                args: tuple[Any, ...], scratch: Path | None) -> tuple[list[Any], list[Any], dict[str, int]]:
+                args: tuple[Any, ...], scratch: Path | None, tables: tuple[str, ...] | None
+                ) -> tuple[list[Any], list[Any], dict[str, int]]:
         import polars as pl
 
         client = self._running()
-        job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), tuple(s.tables), parts, label,
+        # the tables the function reads (orders always: as_of and the views are built on it)
+        only = tuple(t for t in s.tables if tables is None or t in tables or t == "orders")
+        job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), only, parts, label,
                                   str(scratch) if scratch else None,
                                   str(self._spill) if self._spill else None)
         # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task

@@ -33,12 +33,14 @@ class DuckDBBackend:
         return frames_sql(self.cfg, frames)
 
     def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                       *args: Any, progress: Progress | None = None) -> list[Any]:
-        """One partition at a time over the open session's connection."""
+                       *args: Any, progress: Progress | None = None,
+                       tables: tuple[str, ...] | None = None) -> list[Any]:
+        """One partition at a time over the open session's connection (every table at hand)."""
         return map_here(s, parts, label, fn, *args, progress=progress)
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
         """Each partition's result merged into the state before the next partition."""
         return reduce_here(s, parts, label, fn, merge, *args, progress=progress)
 

@@ -125,24 +125,26 @@ class Session:
         return Partitioning(1)
 
     def map_partitions(self, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
-                       progress: Progress | None = None) -> list[Any]:
+                       progress: Progress | None = None, tables: tuple[str, ...] | None = None) -> list[Any]:
         """``fn(view, p, *args)`` for every partition ``p`` in order, ``view`` holding partition ``p``
         only: here, one partition at a time (:func:`map_here`), or on the backend's workers. ``fn``
         must be a module-level function; its arguments and result should be small (mergeable state,
-        or the partition's per-customer rows), never order lines."""
+        or the partition's per-customer rows), never order lines. ``tables``: the input tables ``fn``
+        reads (a worker validates only those; default: every table of the session)."""
         if self.backend is None:
             return map_here(self, parts, label, fn, *args, progress=progress)
-        return self.backend.map_partitions(self, parts, label, fn, *args, progress=progress)
+        return self.backend.map_partitions(self, parts, label, fn, *args, progress=progress, tables=tables)
 
     def map_reduce(self, parts: Partitioning, label: str, fn: Callable[..., Any],
-                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
         """``fn`` per partition as in :meth:`map_partitions`, the results folded with ``merge(a, b)``
         (``a`` holding lower partitions than ``b``; it may update and return ``a``): here as each
         partition is done, on a cluster as a tree on the workers, so only the merged state comes
         back. ``merge`` must be associative for that: exact sums, counts, lists in partition order."""
         if self.backend is None:
             return reduce_here(self, parts, label, fn, merge, *args, progress=progress)
-        return self.backend.map_reduce(self, parts, label, fn, merge, *args, progress=progress)
+        return self.backend.map_reduce(self, parts, label, fn, merge, *args, progress=progress, tables=tables)
 
     def distributed(self) -> bool:
         """Does per-partition work leave this process?"""

@@ -200,7 +200,7 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
     # per customer: one partition at a time when partitions are configured (a DuckDB query, which
     # spills by itself: one pass otherwise, as the features), or on a cluster's workers; then in
     # customer order
-    frames = s.map_partitions(s.work_partitions(), "clv", _summary_of_partition, sql, params)
+    frames = s.map_partitions(s.work_partitions(), "clv", _summary_of_partition, sql, params, tables=("orders",))
     frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
     if frame.height == 0:
         raise InputError(f"orders: no customer purchased on or before the calibration end {cal}; "

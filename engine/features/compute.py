@@ -206,7 +206,7 @@ def compute_features(s: Session, progress: Progress | None = None, parts: Partit
     # per partition, here or on a cluster's workers (each worker reads its customers' rows itself)
     frames = s.map_partitions(parts, "features", _features_of_partition, params, avail, top,
                               progress if parts.count == 1 and not s.distributed() else None,
-                              progress=progress)
+                              progress=progress, tables=FEATURE_TABLES)
     # one order whatever the partitions: Polars' sort, also for a single partition
     df = pl.concat(frames, how="vertical").sort("customer_id")
     return df, avail, skipped

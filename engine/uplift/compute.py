@@ -477,8 +477,12 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
         # each partition's units reduced to its state and merged in partition order (here, one
         # partition at a time, or on a cluster's workers)
         state = s.map_reduce(parts, "uplift: units", _uplift_state_of_partition, _merged_states, spec,
-                             segments, late, cfg.seed, progress=progress)
+                             segments, late, cfg.seed, progress=progress, tables=UNIT_TABLES)
         return finish_uplift(state, spec, notes)
+
+
+#: the input tables of a partition's unit table (:func:`session_units`)
+UNIT_TABLES = ("contacts", "orders", "products", "customers")
 
 
 def _merged_states(a: UpliftState, b: UpliftState) -> UpliftState:
