@@ -4,6 +4,7 @@ that run another centile."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -69,6 +70,12 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     # and so did the CLV summary's and the uplift units'
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-uplift-units-")]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-attribution-")]) == 4
+    traffic = json.loads((tmp_path / "dask" / "manifest.json").read_text())["summary"]["backend"]
+    assert traffic["workers"] == 2 and set(traffic["partitions"]) == {"features", "clv", "uplift: units",
+                                                                       "attribution"}
+    # the feature rows come back through files, not the scheduler
+    assert traffic["partitions"]["features"]["bytes_via_files"] > 50 * traffic["partitions"]["features"]["bytes_to_client"]
     assert {"uplift.parquet", "clv.parquet", "features.parquet"} <= a.keys()
     assert remote.stages["uplift"]["status"] == "ran"
     # the frames came back through the scratch folder beside --out, which is gone with the run
