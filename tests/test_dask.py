@@ -82,25 +82,42 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     assert not list(tmp_path.glob(".dask.centile-*"))
 
 
-def test_a_worker_session_holds_exactly_its_partition_of_the_validated_rows(data):
-    """What a task sees (its own session over the files, filtered while reading) equals the
-    client's partition views over the whole validated inputs, row for row."""
+def test_a_worker_session_holds_exactly_its_partition_of_the_validated_rows(data, tmp_path, monkeypatch):
+    """What a task sees (its own session over the files, filtered while reading; then, in a later
+    stage, the same rows from the partition cache) equals the client's partition views over the
+    whole validated inputs, row for row."""
+    from centile.backend import session as session_module
+
     cfg = load_config(data, partitions=5)
     tables = ("orders", "email_events", "contacts", "customers", "products")
+    staged: list[str] = []
+    real = session_module.stage_tables
+    monkeypatch.setattr(session_module, "stage_tables",
+                        lambda con, t, *a: (staged.extend(t), real(con, t, *a))[1])
 
     def rows(s):
         return {t: s.frame(f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
 
     with open_session(cfg) as s:
         parts = Partitioning(5)
-        job = worker.PartitionJob(cfg.with_(as_of=s.as_of), tuple(s.tables), parts, "check")
+        job = worker.PartitionJob(cfg.with_(as_of=s.as_of), tuple(s.tables), parts, "check",
+                                  cache=str(tmp_path / "cache"))
         for p in range(parts.count):
             with s.partition(parts, p):
                 want = rows(s)
-            got = worker.run_partition(job, p, _rows_of, (tables,))
+            staged.clear()
+            first = worker.run_partition(job, p, _rows_of, (tables,))
+            assert sorted(staged) == sorted(s.tables)  # read and validated from the files
+            staged.clear()
+            again = worker.run_partition(job, p, _rows_of, (tables,))
+            assert staged == []  # every table from the partition's cache
             assert want["orders"].height > 0
             for t in tables:
-                assert got[t].equals(want[t], null_equal=True), (p, t)
+                assert first[t].equals(want[t], null_equal=True), (p, t)
+                assert again[t].equals(want[t], null_equal=True), (p, t)
+                assert again[t].schema == want[t].schema
+    assert len(list((tmp_path / "cache").glob("*.duckdb"))) == 5 * len(s.tables)
+    assert not list((tmp_path / "cache").glob("*.tmp"))
 
 
 def _rows_of(s, part, tables):

@@ -70,6 +70,7 @@ class DaskBackend:
         self.client: Any = None
         self._cluster: Any = None
         self._spill: Path | None = None
+        self._token = uuid.uuid4().hex[:8]  # this run's partition cache
         #: per map_partitions label: tasks, and bytes sent to the workers, back to the client
         #: through the scheduler, and through frame files in the scratch folder
         self.traffic: dict[str, dict[str, int]] = {}
@@ -222,7 +223,8 @@ class DaskBackend:
         only = tuple(t for t in s.tables if tables is None or t in tables or t == "orders")
         job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), only, parts, label,
                                   str(scratch) if scratch else None,
-                                  str(self._spill) if self._spill else None)
+                                  str(self._spill) if self._spill else None,
+                                  str(self._spill / f"cache-{self._token}") if self._spill else None)
         # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task
         shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
                   for a in args]

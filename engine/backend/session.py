@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,7 +268,8 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, 
 
 def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None,
                  readable: tuple[str | Path, ...] = (), restrict: bool = True,
-                 spill: str | Path | None = None, buckets: tuple[int, int] | None = None) -> Session:
+                 spill: str | Path | None = None, buckets: tuple[int, int] | None = None,
+                 cache: str | Path | None = None) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
@@ -279,7 +282,9 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     ``buckets``: the hash-bucket range ``[lo, hi)`` of one partition: only those customers' rows
     are validated and kept (the filter runs while the files are read), so a worker holds one
     partition; ``cfg.as_of`` must then be set (the whole data's as_of) and a partition without
-    valid order lines is not an error.
+    valid order lines is not an error. ``cache`` (with ``buckets``): a folder where the partition's
+    validated rows of each table are kept for the next session over the same partition (a later
+    stage on a cluster), so only the first reads and validates the input files.
 
     Raises
     ------
@@ -299,8 +304,11 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         tables = {n: r for n, r in tables.items() if n not in unread}
         lines = tables["orders"].rows_after_filter if "orders" in tables else 0
         parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
-        stage_tables(con, tables, progress, buckets)
-        duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
+        if buckets is not None and cache is not None:
+            duplicates = _stage_cached(con, tables, progress, buckets, Path(cache))
+        else:
+            stage_tables(con, tables, progress, buckets)
+            duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
         session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None)
         session.parts = parts
         if duplicates and tables["orders"].spec.duplicates == "keep":
@@ -313,6 +321,39 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     except BaseException:
         con.close()
         raise
+
+
+def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], progress: Progress | None,
+                  buckets: tuple[int, int], cache: Path) -> int:
+    """``<t>_staged`` of one partition for every table: copied from ``cache`` when an earlier
+    session over the same buckets left it there (a DuckDB file: every type kept exactly), else
+    validated from the input files and then left there. Returns the duplicate lines set aside."""
+    cache.mkdir(parents=True, exist_ok=True)
+    todo = {}
+    for name, reg in tables.items():
+        f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
+        if not f.exists():
+            todo[name] = reg
+            continue
+        con.execute(f"ATTACH {literal(str(f))} AS __centile_cache (READ_ONLY)")
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name + '_staged')} AS "
+                        f"SELECT * FROM __centile_cache.{ident(name + '_staged')}")
+        finally:
+            con.execute("DETACH __centile_cache")
+    stage_tables(con, todo, progress, buckets)
+    duplicates = set_aside_duplicates(con, todo["orders"]) if "orders" in todo else 0
+    for name in todo:
+        f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
+        tmp = f.with_name(f"{f.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        con.execute(f"ATTACH {literal(str(tmp))} AS __centile_cache")
+        try:
+            con.execute(f"CREATE TABLE __centile_cache.{ident(name + '_staged')} AS "
+                        f"SELECT * FROM {ident(name + '_staged')}")
+        finally:
+            con.execute("DETACH __centile_cache")
+        os.replace(tmp, f)  # whole or absent: a task that dies while writing leaves no half file
+    return duplicates
 
 
 def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -> None:

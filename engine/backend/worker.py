@@ -45,6 +45,8 @@ class PartitionJob:
     label: str
     scratch: str | None = None
     spill: str | None = None
+    #: a shared folder where each partition's validated rows are kept from stage to stage
+    cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
 
     cfg = job.cfg if job.cfg.threads or not threads else job.cfg.with_(threads=threads)
     spill = Path(job.spill) / f"part-{part}" if job.spill else None
-    with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part)) as s:
+    with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part), cache=job.cache) as s:
         if partitions.observe is not None:
             partitions.observe(job.label, part, s)
         with numba_threads(cfg.threads):
