@@ -3,6 +3,7 @@ that run another centile."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -267,3 +268,11 @@ def test_centile_help_does_not_import_dask():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_worker_that_cannot_see_the_scratch_folder_says_so(data, tmp_path):
+    cfg = load_config(data)
+    job = worker.PartitionJob(cfg.with_(as_of=dt.date(2024, 1, 1)), ("orders",), Partitioning(2), "features",
+                              scratch=str(tmp_path / "not-shared"))
+    with pytest.raises(BackendError, match="cannot see the run's scratch folder .*not-shared.*share the file system"):
+        worker.run_partition(job, 0, _rows_of, (("orders",),))

@@ -298,8 +298,16 @@ def _frame_parts(obj: Any) -> list[worker.FramePart]:
 def _failure(label: str, part: int, count: int, fut: Any) -> BaseException:
     """The error of a failed partition task, said for the user."""
     exc = fut.exception()
-    if isinstance(exc, CentileError):
+    if isinstance(exc, BackendError):
         return exc
+    if isinstance(exc, CentileError):  # e.g. an input a worker cannot read: say where it happened
+        try:
+            err = type(exc)(f"{label}: partition {part + 1} of {count}, on a Dask worker (the workers read the "
+                            f"inputs themselves, under the client's paths): {exc}")
+        except TypeError:
+            return exc
+        err.__cause__ = exc
+        return err
     what = f"{label}: partition {part + 1} of {count} failed on the Dask cluster"
     if type(exc).__name__ == "KilledWorker":
         err = BackendError(f"{what}: the workers running it died ({exc}). A worker usually dies of "

@@ -23,6 +23,7 @@ from typing import Any
 from centile.backend import partitions
 from centile.backend.partitions import Partitioning
 from centile.config import Config
+from centile.errors import BackendError
 from centile.runtime import numba_threads
 
 #: the source files whose bytes make a worker's code identity
@@ -66,6 +67,11 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
     """
     from centile.backend.session import open_session
 
+    if job.scratch is not None and not Path(job.scratch).is_dir():
+        raise BackendError(
+            f"this worker ({platform.node()}) cannot see the run's scratch folder {job.scratch}, which the "
+            "client made beside --out: the workers and the client must share the file system that holds "
+            "--out (and the inputs), under the same paths")
     cfg = job.cfg if job.cfg.threads or not threads else job.cfg.with_(threads=threads)
     spill = Path(job.spill) / f"part-{part}" if job.spill else None
     with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part), cache=job.cache) as s:
