@@ -276,3 +276,13 @@ def test_a_worker_that_cannot_see_the_scratch_folder_says_so(data, tmp_path):
                               scratch=str(tmp_path / "not-shared"))
     with pytest.raises(BackendError, match="cannot see the run's scratch folder .*not-shared.*share the file system"):
         worker.run_partition(job, 0, _rows_of, (("orders",),))
+
+
+def test_a_cluster_without_workers_is_a_clear_error(data, tmp_path, monkeypatch):
+    from centile.backend import dask as dask_backend
+
+    monkeypatch.setattr(dask_backend, "WORKER_TIMEOUT", 1)
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0", silence_logs=40) as c:
+        with pytest.raises(BackendError, match="has had no worker for 1 s; start some"):
+            _run(data, tmp_path / "out", backend="dask", scheduler=c.scheduler_address)
+    assert not (tmp_path / "out").exists()

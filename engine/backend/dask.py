@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 #: seconds to wait for a scheduler to answer before saying it cannot be reached
 CONNECT_TIMEOUT = 10
 
+#: seconds to wait for the first worker of a cluster that has none yet
+WORKER_TIMEOUT = 60
+
 #: partitions per worker thread when none are configured (some slack, so that one slow partition
 #: does not leave the other workers idle at the end of a stage)
 PARTS_PER_THREAD = 2
@@ -119,9 +122,13 @@ class DaskBackend:
         """Every worker must run the client's centile (version and source files) and Python
         minor version; raise :class:`BackendError` naming the workers that do not."""
         client = self._running()
-        if not client.nthreads():
-            raise BackendError(f"the Dask cluster at {self.cfg.backend.scheduler or 'local'} has no workers; start "
-                               "some (`dask worker <scheduler address>`) and run again")
+        try:
+            client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
+        except TimeoutError:
+            raise BackendError(
+                f"the Dask cluster at {self.cfg.backend.scheduler or 'local'} has had no worker for "
+                f"{WORKER_TIMEOUT} s; start some (`dask worker <scheduler address>`), or give an adaptive "
+                "cluster a minimum of one worker, and run again") from None
         try:
             found = client.run(worker.identity, on_error="return")
         except Exception as exc:  # the function cannot even be unpickled where centile is missing
