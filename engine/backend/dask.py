@@ -57,7 +57,9 @@ def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], *args: An
     threads = None
     with contextlib.suppress(ValueError, AttributeError):
         threads = distributed.get_worker().state.nthreads
-    return worker.run_partition(job, part, fn, args, threads=threads)
+    t: dict[str, float] = {}
+    value = worker.run_partition(job, part, fn, args, threads=threads, timings=t)
+    return worker.Timed(value, t["open_s"], t["work_s"])
 
 
 class DaskBackend:
@@ -74,8 +76,9 @@ class DaskBackend:
         self._cluster: Any = None
         self._spill: Path | None = None
         self._token = uuid.uuid4().hex[:8]  # this run's partition cache
-        #: per map_partitions label: tasks, and bytes sent to the workers, back to the client
-        #: through the scheduler, and through frame files in the scratch folder
+        #: per map_partitions label: tasks; bytes sent to the workers, back to the client through
+        #: the scheduler, and through frame files in the scratch folder; the tasks' seconds opening
+        #: their partition (reading and validating it, or loading it from the cache) and working
         self.traffic: dict[str, dict[str, int]] = {}
 
     # -- the cluster --------------------------------------------------------------------------
@@ -146,7 +149,8 @@ class DaskBackend:
         nthreads = self.client.nthreads() if self.client is not None else {}
         return {"kind": self.name, "scheduler": self.cfg.backend.scheduler or "local cluster",
                 "workers": len(nthreads), "threads": sum(nthreads.values()),
-                "partitions": {k: dict(v) for k, v in self.traffic.items()}}
+                "partitions": {k: {n: round(x, 3) if isinstance(x, float) else x for n, x in v.items()}
+                               for k, v in self.traffic.items()}}
 
     def threads(self) -> int:
         return sum(self._running().nthreads().values())
@@ -211,9 +215,11 @@ class DaskBackend:
         try:
             self._watch(futures, label, traffic, progress, collect=False)
             self._watch(level, label, traffic, None, collect=False)
-            result = level[0].result()
-            traffic["bytes_to_client"] += _nbytes(result)
-            return result
+            timed = level[0].result()
+            traffic["bytes_to_client"] += _nbytes(timed)
+            traffic["open_s"] += timed.open_s
+            traffic["work_s"] += timed.work_s
+            return timed.value
         except BaseException:
             client.cancel(tree)
             raise
@@ -228,16 +234,18 @@ class DaskBackend:
         client = self._running()
         # the tables the function reads (orders always: as_of and the views are built on it)
         only = tuple(t for t in s.tables if tables is None or t in tables or t == "orders")
+        cache = self._spill / f"cache-{self._token}" if self._spill else None
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)  # here: workers never create the run's folders
         job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), only, parts, label,
                                   str(scratch) if scratch else None,
-                                  str(self._spill) if self._spill else None,
-                                  str(self._spill / f"cache-{self._token}") if self._spill else None)
+                                  str(cache) if cache else None, str(cache) if cache else None)
         # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task
         shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
                   for a in args]
         frames = [a for a in args if isinstance(a, pl.DataFrame)]
         traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_to_client": 0,
-                                                  "bytes_via_files": 0})
+                                                  "bytes_via_files": 0, "open_s": 0.0, "work_s": 0.0})
         traffic["tasks"] += parts.count
         traffic["bytes_to_workers"] += (
             parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, pl.DataFrame)]))
@@ -262,8 +270,11 @@ class DaskBackend:
                 if fut.status != "finished":
                     raise _failure(label, part, count, fut)
                 if collect:
-                    results[part] = fut.result()
-                    traffic["bytes_to_client"] += _nbytes(results[part])
+                    timed = fut.result()
+                    traffic["bytes_to_client"] += _nbytes(timed)
+                    traffic["open_s"] += timed.open_s
+                    traffic["work_s"] += timed.work_s
+                    results[part] = timed.value
                     traffic["bytes_via_files"] += sum(os.path.getsize(f.path) for f in _frame_parts(results[part]))
                 done += 1
                 if progress and count > 1:
@@ -282,7 +293,7 @@ def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     a retried step (its worker died) starts again from the unchanged input."""
     import copy
 
-    return merge(copy.deepcopy(a), b)
+    return worker.Timed(merge(copy.deepcopy(a.value), b.value), a.open_s + b.open_s, a.work_s + b.work_s)
 
 
 def _nbytes(obj: Any) -> int:

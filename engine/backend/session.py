@@ -327,8 +327,10 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
                   buckets: tuple[int, int], cache: Path) -> int:
     """``<t>_staged`` of one partition for every table: copied from ``cache`` when an earlier
     session over the same buckets left it there (a DuckDB file: every type kept exactly), else
-    validated from the input files and then left there. Returns the duplicate lines set aside."""
-    cache.mkdir(parents=True, exist_ok=True)
+    validated from the input files and then left there. Returns the duplicate lines set aside.
+    The folder's parent must exist: a task still running after its run failed and removed its
+    scratch folder must not create it again beside the output."""
+    cache.mkdir(exist_ok=True)
     todo = {}
     for name, reg in tables.items():
         f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"

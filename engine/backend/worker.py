@@ -16,6 +16,7 @@ import hashlib
 import os
 import platform
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,23 @@ class FramePart:
     rows: int
 
 
+@dataclass(frozen=True)
+class Timed:
+    """A task's result with the seconds its partition(s) spent opening and working."""
+
+    value: Any
+    open_s: float
+    work_s: float
+
+
 def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
-                  threads: int | None = None) -> Any:
+                  threads: int | None = None, timings: dict[str, float] | None = None) -> Any:
     """``fn(view, part, *args)`` over a session holding partition ``part`` only (on a worker).
 
     ``threads``: DuckDB's and numba's threads when the config sets none (a worker's share of the
-    machine, so that two workers on one machine do not each take every core).
+    machine, so that two workers on one machine do not each take every core). ``timings`` gets
+    ``open_s`` (reading and validating the partition, or loading it from the cache) and
+    ``work_s`` (``fn`` and handing its frames over).
     """
     from centile.backend.session import open_session
 
@@ -73,16 +85,20 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
             "client made beside --out: the workers and the client must share the file system that holds "
             "--out (and the inputs), under the same paths")
     cfg = job.cfg if job.cfg.threads or not threads else job.cfg.with_(threads=threads)
-    spill = Path(job.spill) / f"part-{part}" if job.spill else None
+    spill = Path(job.spill) / f"spill-{part}" if job.spill else None
+    t0 = time.perf_counter()
     with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part), cache=job.cache) as s:
+        t1 = time.perf_counter()
         if partitions.observe is not None:
             partitions.observe(job.label, part, s)
         with numba_threads(cfg.threads):
             result = fn(s, part, *args)
-    if job.scratch is None:
-        return result
-    stem = f"{re.sub(r'[^0-9A-Za-z]+', '-', job.label).strip('-') or 'part'}-{part:05d}"
-    return _offload(result, Path(job.scratch), stem)
+    if job.scratch is not None:
+        stem = f"{re.sub(r'[^0-9A-Za-z]+', '-', job.label).strip('-') or 'part'}-{part:05d}"
+        result = _offload(result, Path(job.scratch), stem)
+    if timings is not None:
+        timings.update(open_s=t1 - t0, work_s=time.perf_counter() - t1)
+    return result
 
 
 def _offload(obj: Any, folder: Path, stem: str) -> Any:
