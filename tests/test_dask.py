@@ -151,6 +151,10 @@ class _Fail(distributed.WorkerPlugin):
                 if how == "kill":
                     os._exit(1)
                 raise RuntimeError("disk on fire")
+            if label == "features" and how == "raise":
+                import time
+
+                time.sleep(2)  # still running when partition 1 fails: the run waits for them to end
 
         p.observe = observe
 

@@ -47,19 +47,27 @@ CONNECT_TIMEOUT = 10
 #: seconds to wait for the first worker of a cluster that has none yet
 WORKER_TIMEOUT = 60
 
+#: seconds a failed run waits for its cancelled tasks that are still running on the workers
+SETTLE_TIMEOUT = 60
+
 #: partitions per worker thread when none are configured (some slack, so that one slow partition
 #: does not leave the other workers idle at the end of a stage)
 PARTS_PER_THREAD = 2
 
 
 def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], *args: Any) -> Any:
-    """One partition on a worker, DuckDB limited to the worker's threads."""
-    threads = None
-    with contextlib.suppress(ValueError, AttributeError):
-        threads = distributed.get_worker().state.nthreads
+    """One partition on a worker. Without ``--threads``, DuckDB and numba take one thread per task:
+    a worker runs as many tasks at once as it has threads."""
     t: dict[str, float] = {}
-    value = worker.run_partition(job, part, fn, args, threads=threads, timings=t)
+    value = worker.run_partition(job, part, fn, args, threads=1, timings=t)
     return worker.Timed(value, t["open_s"], t["work_s"])
+
+
+def _executing(token: str, dask_worker: Any = None) -> list[str]:
+    """The keys of this run's tasks still executing on a worker (also cancelled ones: a running
+    task cannot be interrupted)."""
+    return [str(k) for k, ts in dask_worker.state.tasks.items()
+            if token in str(k) and ts.state in ("executing", "long-running", "cancelled", "resumed")]
 
 
 class DaskBackend:
@@ -75,7 +83,7 @@ class DaskBackend:
         self.client: Any = None
         self._cluster: Any = None
         self._spill: Path | None = None
-        self._token = uuid.uuid4().hex[:8]  # this run's partition cache
+        self._token = uuid.uuid4().hex[:8]  # this run's tasks and partition cache
         #: per map_partitions label: tasks; bytes sent to the workers, back to the client through
         #: the scheduler, and through frame files in the scratch folder; the tasks' seconds opening
         #: their partition (reading and validating it, or loading it from the cache) and working
@@ -206,8 +214,9 @@ class DaskBackend:
         futures, shared, traffic = self._submit(s, parts, label, fn, args, None, tables)
         level, tree = list(futures), []
         while len(level) > 1:
-            nxt = [client.submit(_merge_task, merge, a, b, pure=False) for a, b in zip(level[::2], level[1::2],
-                                                                                          strict=False)]
+            nxt = [client.submit(_merge_task, merge, a, b, pure=False,
+                                 key=f"centile-merge-{self._token}-{uuid.uuid4().hex[:8]}")
+                   for a, b in zip(level[::2], level[1::2], strict=False)]
             if len(level) % 2:
                 nxt.append(level[-1])
             tree += nxt
@@ -222,6 +231,7 @@ class DaskBackend:
             return timed.value
         except BaseException:
             client.cancel(tree)
+            self._settle()
             raise
         finally:
             del futures, shared, level, tree
@@ -250,10 +260,10 @@ class DaskBackend:
         traffic["bytes_to_workers"] += (
             parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, pl.DataFrame)]))
             + len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames))
-        token = uuid.uuid4().hex[:8]
+        call = uuid.uuid4().hex[:8]
         slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
-        futures = [client.submit(_task, job, p, fn, *shared, key=f"centile-{slug}-{p}-{token}", pure=False)
-                   for p in range(parts.count)]
+        futures = [client.submit(_task, job, p, fn, *shared, key=f"centile-{slug}-{p}-{self._token}-{call}",
+                                 pure=False) for p in range(parts.count)]
         return futures, shared, traffic
 
     def _watch(self, futures: list[Any], label: str, traffic: dict[str, int], progress: Progress | None,
@@ -284,8 +294,25 @@ class DaskBackend:
                              + (f", about {eta:.0f} s left" if done < count else ""))
         except BaseException:
             client.cancel(futures)
+            self._settle()
             raise
         return results
+
+    def _settle(self) -> None:
+        """Wait until no task of this run still executes on a worker (at most SETTLE_TIMEOUT s): a
+        cancelled task runs to its end, and must not write into the run's scratch folder after the
+        failed run removed it."""
+        client = self._running()
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                busy = client.run(_executing, self._token, on_error="return")
+            except Exception:  # the cluster is going away: nothing to wait for
+                return
+            if not any(isinstance(keys, list) and keys for keys in busy.values()):
+                return
+            time.sleep(0.2)
+        log.warning("tasks of the failed run still run on the Dask workers after %d s", SETTLE_TIMEOUT)
 
 
 def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:

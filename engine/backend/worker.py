@@ -72,8 +72,8 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
                   threads: int | None = None, timings: dict[str, float] | None = None) -> Any:
     """``fn(view, part, *args)`` over a session holding partition ``part`` only (on a worker).
 
-    ``threads``: DuckDB's and numba's threads when the config sets none (a worker's share of the
-    machine, so that two workers on one machine do not each take every core). ``timings`` gets
+    ``threads``: DuckDB's and numba's threads when the config sets none (on a cluster one per task:
+    a worker runs as many tasks at once as it has threads, so tasks must not each take every core). ``timings`` gets
     ``open_s`` (reading and validating the partition, or loading it from the cache) and
     ``work_s`` (``fn`` and handing its frames over).
     """
