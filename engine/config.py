@@ -67,6 +67,16 @@ class TableSpec:
 
 
 @dataclass(frozen=True)
+class BackendSpec:
+    """Where the per-partition work runs: ``kind`` names a registered backend (``duckdb``: this
+    process; ``dask``: the workers of a Dask cluster); ``scheduler`` is a Dask scheduler's address
+    (None: a local cluster is started for the run)."""
+
+    kind: str = "duckdb"
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
 class Windows:
     """Trailing windows in days before ``as_of`` (``as_of`` itself excluded)."""
 
@@ -113,6 +123,7 @@ class Config:
     memory_limit: str | None = None
     #: customer-hash partitions of the per-customer work (None: chosen from the data size and memory limit)
     partitions: int | None = None
+    backend: BackendSpec = BackendSpec()
     clubs: tuple[ClubSpec, ...] = DEFAULT_CLUBS
     strategy: str = "priority"
     group_by: str | None = None
@@ -151,6 +162,7 @@ class Config:
             "threads": self.threads,
             "memory_limit": self.memory_limit,
             "partitions": self.partitions,
+            "backend": {"kind": self.backend.kind, "scheduler": self.backend.scheduler},
             "strategy": self.strategy,
             "group_by": self.group_by,
             "seed": self.seed,
@@ -185,7 +197,8 @@ CONFIG_SECTIONS: Registry[ConfigSection] = Registry("config section")
 
 #: top-level keys and sections of the core (everything else is a capability's section)
 CORE_KEYS = ("data", "as_of", "strict", "threads", "memory_limit", "partitions", "seed", "tables", "features",
-             "clubs")
+             "clubs", "backend")
+BACKEND_KEYS = ("kind", "scheduler")
 FEATURE_KEYS = ("window_6m", "window_12m", "window_24m", "top_categories")
 CLUBS_KEYS = ("strategy", "group_by", "shares", "club")
 CLUB_KEYS = ("name", "metric", "direction", "eligible", "tie_break", "shares")
@@ -605,7 +618,7 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         if key not in CORE_KEYS and key not in sections:
             known = [*CORE_KEYS, *sections]
             raise ConfigError(f"unknown section or key {key!r}{suggest(key, known)}; known: {', '.join(known)}")
-    for key in ("tables", "features", "clubs", *sections):
+    for key in ("tables", "features", "clubs", "backend", *sections):
         if key in doc and not isinstance(doc[key], Mapping):
             raise ConfigError(f"[{key}] must be a table (a TOML section), got {type(doc[key]).__name__} {doc[key]!r}")
 
@@ -643,6 +656,13 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
     check_keys("[clubs]", clubs_doc, CLUBS_KEYS)
     settings["strategy"] = clubs_doc.get("strategy")
     settings["group_by"] = clubs_doc.get("group_by")
+    backend_doc = doc.get("backend", {}) or {}
+    check_keys("[backend]", backend_doc, BACKEND_KEYS)
+    settings["backend"] = backend_doc.get("kind")
+    settings["scheduler"] = backend_doc.get("scheduler")
+    for key in ("backend", "scheduler"):
+        if env.get(f"CENTILE_{key.upper()}"):
+            settings[key] = env[f"CENTILE_{key.upper()}"]
     for k, v in overrides.items():
         if v is not None:
             settings[k] = v
@@ -665,6 +685,13 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         _text(group_by, "[clubs] group_by")
     threads = settings.get("threads")
     partitions = settings.get("partitions")
+    scheduler = _text(settings["scheduler"], "[backend] scheduler") if settings.get("scheduler") else None
+    kind = _text(settings.get("backend") or ("dask" if scheduler else "duckdb"), "[backend] kind")
+    if scheduler and kind == "duckdb":
+        raise ConfigError(f"[backend] scheduler = {scheduler!r} is a Dask scheduler, but the backend is "
+                          "duckdb (this process); set [backend] kind = \"dask\" (--backend dask) or drop "
+                          "the scheduler")
+    backend = BackendSpec(kind, scheduler)
     return Config(
         tables=MappingProxyType(tables),
         as_of=as_date(settings.get("as_of"), "as_of"),
@@ -675,6 +702,7 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         memory_limit=_memory_limit(settings.get("memory_limit")),
         partitions=None if partitions in (None, "", 0, "0") else _as_int(partitions, "partitions", minimum=1,
                                                                          maximum=4096),
+        backend=backend,
         clubs=clubs,
         strategy=strategy,
         group_by=group_by,

@@ -31,3 +31,8 @@ class OutputError(CentileError):
 
 class QueryError(CentileError):
     """An ad-hoc SQL query failed."""
+
+
+class BackendError(CentileError):
+    """The compute backend failed: a cluster scheduler cannot be reached, a worker died or raised
+    during a partition, or the workers run another centile than the client."""

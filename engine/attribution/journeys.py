@@ -127,6 +127,20 @@ def _concat(parts: list[Journeys]) -> Journeys:
     return whole.take(order) if np.any(order[1:] != order[:-1] + 1) else whole
 
 
+def _journeys_of_partition(session, part: int, sql: str, as_of: dt.datetime, lookback_days: int,
+                           collapse_repeats: bool, max_path_length: int) -> tuple[Journeys | None, int, object]:
+    """One partition's journeys (None without touches), its orders' count and exact value."""
+    from decimal import Decimal
+
+    rows = session.frame(sql, {"as_of": as_of, "lookback_days": lookback_days})
+    n, v = session.con.execute(
+        "SELECT count(*), coalesce(sum(v), 0) FROM (SELECT sum(((quantity - returned_quantity) * "
+        "unit_price)::DECIMAL(18, 4)) AS v FROM orders GROUP BY customer_id, order_id)").fetchall()[0]
+    j = journeys_from_touches(rows, collapse_repeats=collapse_repeats, max_path_length=max_path_length) \
+        if rows.height else None
+    return j, int(n), Decimal(v)
+
+
 def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool = False,
                           max_path_length: int = 0, progress=None) -> Journeys:
     """Journeys of the validated ``touchpoints`` and ``orders`` of an open session.
@@ -140,20 +154,15 @@ def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool
 
     as_of = dt.datetime.combine(session.as_of, dt.time())
     sql = read_sql("attribution_journeys")
-    parts_out: list[Journeys] = []
-    n_orders, v_orders = 0, Decimal(0)
-    parts = session.partitioning()
-    for part in parts.each("attribution: journeys", progress):
-        with session.partition(parts, part, "attribution"):
-            rows = session.frame(sql, {"as_of": as_of, "lookback_days": int(lookback_days)})
-            n, v = session.con.execute(
-                "SELECT count(*), coalesce(sum(v), 0) FROM (SELECT sum(((quantity - returned_quantity) * "
-                "unit_price)::DECIMAL(18, 4)) AS v FROM orders GROUP BY customer_id, order_id)").fetchall()[0]
-        n_orders += int(n)
-        v_orders += Decimal(v)
-        if rows.height:
-            parts_out.append(journeys_from_touches(rows, collapse_repeats=collapse_repeats,
-                                                   max_path_length=max_path_length))
+    # one partition at a time here, or on a cluster's workers (more partitions there: one per worker
+    # thread at least; the journeys do not depend on the count)
+    parts = session.work_partitions() if session.distributed() else session.partitioning()
+    results = session.map_partitions(parts, "attribution", _journeys_of_partition, sql, as_of,
+                                     int(lookback_days), collapse_repeats, max_path_length,
+                                     progress=progress, tables=("orders", "touchpoints"))
+    parts_out = [j for j, _n, _v in results if j is not None]
+    n_orders = sum(n for _j, n, _v in results)
+    v_orders = sum((v for _j, _n, v in results), Decimal(0))
     if not parts_out:
         raise InputError(f"touchpoints: no touchpoint lies before as_of {session.as_of} inside the "
                          f"{lookback_days}-day lookback of a conversion or of as_of; nothing to attribute")

@@ -9,7 +9,7 @@ customer-hash partitions, locally or on a cluster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -21,6 +21,7 @@ from centile.runtime import Progress
 if TYPE_CHECKING:
     import polars as pl
 
+    from centile.backend.partitions import Partitioning
     from centile.backend.session import Session
 
 
@@ -40,6 +41,39 @@ class Backend(Protocol):
         """A SQL connection over in-memory frames registered under their names."""
         ...
 
+    def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                       *args: Any, progress: Progress | None = None,
+                       tables: tuple[str, ...] | None = None) -> list[Any]:
+        """``[fn(view, p, *args) for p in range(parts.count)]``, where ``view`` is a session whose
+        customer tables hold partition ``p`` only. ``fn`` must be a module-level function and its
+        arguments and result small (a partition's mergeable state, or its per-customer frame):
+        a backend may run it in another process or on another machine. ``tables``: the input
+        tables ``fn`` reads (a remote partition validates only those; None: all)."""
+        ...
+
+    def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
+        """``fn`` per partition as :meth:`map_partitions`, the results folded in partition order
+        with the associative ``merge(a, b)`` (on a cluster: a tree on the workers)."""
+        ...
+
+    def distributed(self) -> bool:
+        """Does per-partition work leave this process (so that several partitions pay off even
+        where one pass would do)?"""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """For the manifest: the backend's kind, and for a cluster its workers and traffic."""
+        ...
+
+    def __enter__(self) -> Backend:
+        """Start what the run needs (a cluster connection); :meth:`__exit__` stops it."""
+        ...
+
+    def __exit__(self, *exc: object) -> None:
+        ...
+
 
 #: name -> factory(cfg) -> Backend
 BACKENDS: Registry[Any] = Registry("backend")
@@ -50,19 +84,28 @@ def register_backend(name: str, factory: Any) -> Any:
     return BACKENDS.add(name, factory)
 
 
-def open_backend(cfg: Config, name: str = "duckdb") -> Backend:
-    """The backend ``name`` for this config (DuckDB in this process by default)."""
+def open_backend(cfg: Config, name: str | None = None) -> Backend:
+    """The backend ``name`` (default: the config's ``[backend] kind``, DuckDB in this process) for
+    this config. Use it as a context manager around the run when it may be remote."""
+    name = name or cfg.backend.kind
     if name not in BACKENDS:
         from centile.errors import ConfigError
 
-        raise ConfigError(f"backend {name!r} is not available; choose one of {', '.join(BACKENDS.names())}")
+        raise ConfigError(f"backend {name!r} ([backend] kind, --backend) is not available; choose one of {', '.join(BACKENDS.names())}")
     return BACKENDS[name](cfg)
 
 
+def _dask(cfg: Config) -> Backend:
+    # imported on use: dask is an optional extra, and `centile --help` must not pay for it
+    from centile.backend.dask import DaskBackend
 
+    return DaskBackend(cfg)
+
+
+register_backend("dask", _dask)
 
 def local_sql(frames: Mapping[str, pl.DataFrame], cfg: Config | None = None) -> AbstractContextManager[Any]:
     """SQL over in-memory frames (e.g. a club's eligibility over the feature table), row order kept."""
     from types import MappingProxyType
 
-    return open_backend(cfg if cfg is not None else Config(tables=MappingProxyType({}))).local_sql(frames)
+    return open_backend(cfg if cfg is not None else Config(tables=MappingProxyType({})), "duckdb").local_sql(frames)

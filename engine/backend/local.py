@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from centile.backend.base import register_backend
-from centile.backend.session import Session, connect, open_session
+from centile.backend.partitions import Partitioning
+from centile.backend.session import Session, frames_sql, map_here, open_session, reduce_here
 from centile.config import Config
 from centile.runtime import Progress
 
@@ -28,15 +29,32 @@ class DuckDBBackend:
              spill: Path | None = None) -> Session:
         return open_session(self.cfg, progress, only=only, spill=spill)
 
-    @contextlib.contextmanager
-    def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> Iterator[Any]:
-        con = connect(self.cfg, preserve_order=True)
-        try:
-            for name, df in frames.items():
-                con.register(name, df)
-            yield con
-        finally:
-            con.close()
+    def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
+        return frames_sql(self.cfg, frames)
+
+    def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                       *args: Any, progress: Progress | None = None,
+                       tables: tuple[str, ...] | None = None) -> list[Any]:
+        """One partition at a time over the open session's connection (every table at hand)."""
+        return map_here(s, parts, label, fn, *args, progress=progress)
+
+    def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
+        """Each partition's result merged into the state before the next partition."""
+        return reduce_here(s, parts, label, fn, merge, *args, progress=progress)
+
+    def distributed(self) -> bool:
+        return False
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name}
+
+    def __enter__(self) -> DuckDBBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 register_backend("duckdb", DuckDBBackend)

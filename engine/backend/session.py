@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,8 @@ class Session:
     unread: list[str] = field(default_factory=list)
     #: the customer-hash partitions of per-customer work
     parts: Partitioning = field(default_factory=Partitioning)
+    #: the backend that runs per-partition work (:meth:`map_partitions`); None: this process
+    backend: Any = None
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -119,9 +123,80 @@ class Session:
             if parts.count > 1:
                 _contract_views(self.con, self)
 
+    def work_partitions(self) -> Partitioning:
+        """The partitions of per-customer work that runs best in one pass in this process (a DuckDB
+        query, which spills by itself): the configured count; else, on a backend whose workers
+        are elsewhere, the backend's choice (enough to keep every worker busy); else one pass."""
+        if self.cfg.partitions:
+            return self.parts
+        if self.distributed():
+            return self.backend.default_partitions(self)
+        return Partitioning(1)
+
+    def map_partitions(self, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+                       progress: Progress | None = None, tables: tuple[str, ...] | None = None) -> list[Any]:
+        """``fn(view, p, *args)`` for every partition ``p`` in order, ``view`` holding partition ``p``
+        only: here, one partition at a time (:func:`map_here`), or on the backend's workers. ``fn``
+        must be a module-level function; its arguments and result should be small (mergeable state,
+        or the partition's per-customer rows), never order lines. ``tables``: the input tables ``fn``
+        reads (a worker validates only those; default: every table of the session)."""
+        if self.backend is None:
+            return map_here(self, parts, label, fn, *args, progress=progress)
+        return self.backend.map_partitions(self, parts, label, fn, *args, progress=progress, tables=tables)
+
+    def map_reduce(self, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
+        """``fn`` per partition as in :meth:`map_partitions`, the results folded with ``merge(a, b)``
+        (``a`` holding lower partitions than ``b``; it may update and return ``a``): here as each
+        partition is done, on a cluster as a tree on the workers, so only the merged state comes
+        back. ``merge`` must be associative for that: exact sums, counts, lists in partition order."""
+        if self.backend is None:
+            return reduce_here(self, parts, label, fn, merge, *args, progress=progress)
+        return self.backend.map_reduce(self, parts, label, fn, merge, *args, progress=progress, tables=tables)
+
+    def distributed(self) -> bool:
+        """Does per-partition work leave this process?"""
+        return self.backend is not None and self.backend.distributed()
+
     @property
     def total_rejects(self) -> int:
         return sum(sum(s.rejects.values()) for s in self.summaries.values())
+
+
+def map_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+             progress: Progress | None = None) -> list[Any]:
+    """:meth:`Session.map_partitions` in this process: one partition at a time over ``s``."""
+    out = []
+    for part in parts.each(label, progress):
+        with s.partition(parts, part, label):
+            out.append(fn(s, part, *args))
+    return out
+
+
+@contextlib.contextmanager
+def frames_sql(cfg: Config, frames: Mapping[str, pl.DataFrame]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection in this process over in-memory frames registered under their names, row order
+    kept (what every backend's ``local_sql`` gives)."""
+    con = connect(cfg, preserve_order=True)
+    try:
+        for name, df in frames.items():
+            con.register(name, df)
+        yield con
+    finally:
+        con.close()
+
+
+def reduce_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+    """:meth:`Session.map_reduce` in this process: each partition's result merged before the next."""
+    acc: Any = None
+    for part in parts.each(label, progress):
+        with s.partition(parts, part, label):
+            r = fn(s, part, *args)
+        acc = r if part == 0 else merge(acc, r)
+        del r
+    return acc
 
 
 def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | None = None
@@ -197,7 +272,8 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, 
 
 def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None,
                  readable: tuple[str | Path, ...] = (), restrict: bool = True,
-                 spill: str | Path | None = None) -> Session:
+                 spill: str | Path | None = None, buckets: tuple[int, int] | None = None,
+                 cache: str | Path | None = None) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
@@ -207,6 +283,12 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     SQL from a config cannot reach other files (``restrict=False`` leaves the
     connection unrestricted: ``centile sql``, a console over the user's own data). ``spill``:
     the folder DuckDB spills to beyond its memory limit (default: DuckDB's own ``.tmp``).
+    ``buckets``: the hash-bucket range ``[lo, hi)`` of one partition: only those customers' rows
+    are validated and kept (the filter runs while the files are read), so a worker holds one
+    partition; ``cfg.as_of`` must then be set (the whole data's as_of) and a partition without
+    valid order lines is not an error. ``cache`` (with ``buckets``): a folder where the partition's
+    validated rows of each table are kept for the next session over the same partition (a later
+    stage on a cluster), so only the first reads and validates the input files.
 
     Raises
     ------
@@ -226,9 +308,12 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         tables = {n: r for n, r in tables.items() if n not in unread}
         lines = tables["orders"].rows_after_filter if "orders" in tables else 0
         parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
-        stage_tables(con, tables, progress)
-        duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
-        session = _finish(con, cfg, tables, id_types, unread)
+        if buckets is not None and cache is not None:
+            duplicates = _stage_cached(con, tables, progress, buckets, Path(cache))
+        else:
+            stage_tables(con, tables, progress, buckets)
+            duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
+        session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None)
         session.parts = parts
         if duplicates and tables["orders"].spec.duplicates == "keep":
             session.notes.append(f"orders: {duplicates} exact duplicate lines kept and counted "
@@ -240,6 +325,50 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     except BaseException:
         con.close()
         raise
+
+
+def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], progress: Progress | None,
+                  buckets: tuple[int, int], cache: Path) -> int:
+    """``<t>_valid`` and ``<t>_rejects`` of one partition for every table: copied from ``cache`` when
+    an earlier session over the same buckets left them there (a DuckDB file: every type kept
+    exactly), else validated from the input files and then left there. Returns the duplicate lines
+    set aside. The folder's parent must exist: a task still running after its run failed and
+    removed its scratch folder must not create it again beside the output."""
+    cache.mkdir(exist_ok=True)
+    todo = {}
+    for name, reg in tables.items():
+        f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
+        if not f.exists():
+            todo[name] = reg
+            continue
+        con.execute(f"ATTACH {literal(str(f))} AS __centile_cache (READ_ONLY)")
+        try:
+            for t in (name + "_valid", name + "_rejects"):
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(t)} AS SELECT * FROM __centile_cache.{ident(t)}")
+        finally:
+            con.execute("DETACH __centile_cache")
+    stage_tables(con, todo, progress, buckets)
+    duplicates = set_aside_duplicates(con, todo["orders"]) if "orders" in todo else 0
+    for name in todo:
+        f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
+        tmp = f.with_name(f"{f.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        con.execute(f"ATTACH {literal(str(tmp))} AS __centile_cache")
+        try:
+            for t in (name + "_valid", name + "_rejects"):
+                con.execute(f"CREATE TABLE __centile_cache.{ident(t)} AS SELECT * FROM {ident(t)}")
+        finally:
+            con.execute("DETACH __centile_cache")
+        os.replace(tmp, f)  # whole or absent: a task that dies while writing leaves no half file
+        if not materialised(todo[name]):  # a view over the files: from now on the copy just made
+            for t in (name + "_valid", name + "_rejects"):
+                con.execute(f"DROP VIEW IF EXISTS {ident(t)}")
+            con.execute(f"ATTACH {literal(str(f))} AS __centile_cache (READ_ONLY)")
+            try:
+                for t in (name + "_valid", name + "_rejects"):
+                    con.execute(f"CREATE TEMP TABLE {ident(t)} AS SELECT * FROM __centile_cache.{ident(t)}")
+            finally:
+                con.execute("DETACH __centile_cache")
+    return duplicates
 
 
 def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -> None:
@@ -256,14 +385,19 @@ def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -
 _TIME_COLUMN = {"email_events": "ts", "contacts": "sent_ts", "touchpoints": "ts"}
 
 
+def _is_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Is ``name`` a (temporary) table, not a view?"""
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}).fetchall()[0][0])
+
+
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
-            id_types: dict[str, str], unread: list[str]) -> Session:
+            id_types: dict[str, str], unread: list[str], partial: bool = False) -> Session:
     rejects_sql = []
     summaries: dict[str, TableSummary] = {}
     valid_stats: dict[str, tuple[Any, ...]] = {}
     for name, reg in tables.items():
         tcol = _TIME_COLUMN.get(name)
-        if tcol is None or materialised(reg):
+        if tcol is None or materialised(reg) or _is_table(con, name + "_valid"):
             counts = dict(con.execute(
                 f"SELECT reject_reason, count(*) FROM {ident(name + '_rejects')} GROUP BY 1 ORDER BY 2 DESC").fetchall())
             if tcol is not None:
@@ -305,6 +439,8 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                                   + "\nFix the data, map the columns differently, or run without --strict "
                                   "to set these rows aside into rejects.parquet.")
 
+    if partial and cfg.as_of is None:
+        raise ValueError("a session over one partition needs the whole data's as_of in cfg.as_of")
     # one scan for the dates, the customers and the lines on or after a configured as_of (the
     # default as_of, the day after the newest line, leaves none)
     after = "CAST($a AS TIMESTAMP)" if cfg.as_of else "NULL"
@@ -312,12 +448,12 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
         "SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
         f"count(*) FILTER (WHERE order_ts >= {after}) FROM orders_valid",
         {"a": cfg.as_of} if cfg.as_of else None).fetchall()[0]
-    if newest is None:
+    if newest is None and not partial:
         raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
                          f"({summaries['orders'].rows_read} rows read, "
                          f"{sum(summaries['orders'].rejects.values())} rejected"
                          f"{'; ' + _first_reject(con, 'orders') if summaries['orders'].rejects else ''})")
-    as_of = cfg.as_of or (newest.date() + dt.timedelta(days=1))
+    as_of = cfg.as_of or (newest.date() + dt.timedelta(days=1))  # type: ignore[union-attr]
 
     # the valid rows under the contract's table names, empty typed views for absent tables
     s = Session(con, cfg, tables, as_of, summaries, unread=unread)

@@ -32,6 +32,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from centile.backend.partitions import bucket_sql
 from centile.config import Config, TableSpec, check_expression
 from centile.contract import CONTRACT
 from centile.errors import ConfigError, InputError
@@ -488,8 +489,10 @@ def reject_key(reg: Registered) -> str | None:
 
 
 def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
-                 progress: Callable[[str], None] | None = None) -> None:
-    """Validate every table: ``<t>_valid`` (the typed valid rows) and ``<t>_rejects``.
+                 progress: Callable[[str], None] | None = None, buckets: tuple[int, int] | None = None) -> None:
+    """Validate every table: ``<t>_valid`` (the typed valid rows) and ``<t>_rejects``
+    (``buckets``: only the rows of the customers in that hash-bucket range ``[lo, hi)``, filtered
+    as the files are read: one partition on a worker).
 
     ``<t>_staged`` is a view: the typed rows plus ``reject_reason`` computed by the rules in
     ``sql/stage_<t>.sql``; rejected rows keep their file and raw values as JSON in
@@ -512,13 +515,17 @@ def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
         typed_cols = ", ".join(ident(c) for c in cols)
         staged, valid, rejects = (ident(name + suffix) for suffix in ("_staged", "_valid", "_rejects"))
         key = reject_key(reg)
+        only = ""
+        if buckets is not None and "customer_id" in reg.columns:
+            b = bucket_sql("customer_id")
+            only = f"\nWHERE {b} >= {int(buckets[0])} AND {b} < {int(buckets[1])}"
         # the file name and raw record are computed for rejected rows only
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {staged} AS\n"
             f"SELECT {typed_cols}, reject_reason,\n"
             f"  CASE WHEN reject_reason IS NOT NULL THEN __centile_file END AS __centile_file,\n"
             f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record\n"
-            f"FROM (\n{read_sql('stage_' + name)}\n) staged")
+            f"FROM (\n{read_sql('stage_' + name)}\n) staged{only}")
         select_rejects = (f"SELECT reject_reason, __centile_file, __record, {ident(key)} AS __key "
                           f"FROM {staged} WHERE reject_reason IS NOT NULL")
         if not materialised(reg):

@@ -61,6 +61,14 @@ PartitionsOpt = Annotated[int | None, typer.Option(
     "--partitions", min=1, max=4096, help="Process the customers in this many customer-hash partitions, one at "
     "a time (default: chosen from the order lines and --memory-limit). Results do not depend on it.",
     show_default=False)]
+BackendOpt = Annotated[str | None, typer.Option(
+    "--backend", help="Where per-customer partitions run: duckdb (this process, the default) or dask (the "
+    "workers of a Dask cluster; pip install 'centile[dask]'). Results are the same bytes.",
+    show_default=False)]
+SchedulerOpt = Annotated[str | None, typer.Option(
+    "--scheduler", help="With --backend dask: the scheduler's address, e.g. tcp://host:8786 (default: a "
+    "local cluster started for the run). Workers must see the inputs and --out under the same paths.",
+    show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; files replaced atomically).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
 WaitOpt = Annotated[bool, typer.Option(
@@ -368,7 +376,7 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
 def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
         strategy: StrategyOpt = None, previous: PreviousOpt = None, as_of: AsOfOpt = None,
         strict: StrictOpt = None, threads: ThreadsOpt = None, memory_limit: MemoryOpt = None,
-        partitions: PartitionsOpt = None,
+        partitions: PartitionsOpt = None, backend: BackendOpt = None, scheduler: SchedulerOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even those whose "
                                             "inputs and config did not change since the run in --out.")] = False,
         wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
@@ -389,7 +397,7 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
         raise typer.Exit(1)
     with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
-                      memory_limit=memory_limit, partitions=partitions)
+                      memory_limit=memory_limit, partitions=partitions, backend=backend, scheduler=scheduler)
         with _stage_progress() as progress:
             res = run_pipeline(cfg, out, force=force, previous=previous, progress=progress)
     if json_:

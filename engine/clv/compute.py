@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.backend.partitions import Partitioning
 from centile.backend.session import Session
 from centile.clv.models import (
     LABELS,
@@ -169,6 +168,10 @@ class Summary:
     time_unit: str
 
 
+def _summary_of_partition(s: Session, part: int, sql: str, params: dict[str, Any]) -> pl.DataFrame:
+    return s.frame(sql, params)
+
+
 def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: str = "week",
               holdout_end: dt.date | None = None) -> Summary:
     """Build the BTYD summary from the ``orders`` view of an open session.
@@ -195,12 +198,9 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
     sql, params = read_sql("clv_summary"), {"cal_end": cal, "hold_end": holdout_end or cal,
                                             "unit": TIME_UNITS[time_unit]}
     # per customer: one partition at a time when partitions are configured (a DuckDB query, which
-    # spills by itself: one pass otherwise, as the features), then in customer order
-    parts = s.partitioning() if s.cfg.partitions else Partitioning(1)
-    frames = []
-    for part in parts.each("clv: summary"):
-        with s.partition(parts, part, "clv"):
-            frames.append(s.frame(sql, params))
+    # spills by itself: one pass otherwise, as the features), or on a cluster's workers; then in
+    # customer order
+    frames = s.map_partitions(s.work_partitions(), "clv", _summary_of_partition, sql, params, tables=("orders",))
     frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
     if frame.height == 0:
         raise InputError(f"orders: no customer purchased on or before the calibration end {cal}; "

@@ -113,6 +113,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
     last_use = _last_use(stages)
     with staged_folder(out) as staging, _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
         with contextlib.ExitStack() as stack:
+            stack.enter_context(backend)  # a cluster connection (the dask backend), closed last
             ctx = Context(cfg, staging, options, progress,
                           open_inputs=lambda: stack.enter_context(backend.open(only=read, progress=ctx.say,
                                                                                spill=staging.spill)))
@@ -168,6 +169,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 _evict(ctx, last_use, position[st.name])
             as_of = ctx.session.as_of.isoformat() if ctx.session is not None else prev_doc.get("as_of")
             summary = dict(ctx.summaries)
+            summary["backend"] = backend.describe()
             manifest = build_manifest(
                 "run", as_of=as_of, inputs=fps, config=cfg.as_dict(), stages=records, rows=ctx.rows,
                 notes=ctx.notes, summary=summary,

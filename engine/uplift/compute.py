@@ -457,7 +457,6 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     each partition's units are reduced to mergeable state (:mod:`centile.uplift.state`) and
     dropped before the next, so the table is the same for any partition and thread count.
     ``segments`` (customer_id + columns) for the breakdowns."""
-    from centile.backend import partitions
     from centile.runtime import numba_threads
 
     spec = parse_uplift_spec(cfg.section("uplift"))
@@ -472,21 +471,37 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     if late:
         notes.append(f"campaign(s) {', '.join(late)} left out: their {spec.window_days}-day response "
                      f"window ends after as_of {s.as_of}")
-    parts = s.partitioning()
-    state: UpliftState | None = None
+    # on a cluster, enough partitions for every worker (their count does not change the result)
+    parts = s.work_partitions() if s.distributed() else s.partitioning()
     with numba_threads(cfg.threads):
-        for part in parts.each("uplift", progress):
-            with s.partition(parts, part):
-                units = session_units(s, spec, segments, late)
-            if partitions.observe is not None:
-                partitions.observe("uplift", part, units)
-            if state is None:  # response is 0/1 by construction; every other outcome is a candidate
-                state = UpliftState(make_plan(units.schema, spec, cfg.seed, {"response": True}),
-                                    sort_by_customer=True)
-            state.add(units)
-            del units  # one partition's units at a time
-        assert state is not None
+        # each partition's units reduced to its state and merged in partition order (here, one
+        # partition at a time, or on a cluster's workers)
+        state = s.map_reduce(parts, "uplift: units", _uplift_state_of_partition, _merged_states, spec,
+                             segments, late, cfg.seed, progress=progress, tables=UNIT_TABLES)
         return finish_uplift(state, spec, notes)
+
+
+#: the input tables of a partition's unit table (:func:`session_units`)
+UNIT_TABLES = ("contacts", "orders", "products", "customers")
+
+
+def _merged_states(a: UpliftState, b: UpliftState) -> UpliftState:
+    a.merge(b)
+    return a
+
+
+def _uplift_state_of_partition(s: Any, part: int, spec: UpliftSpec, segments: pl.DataFrame | None,
+                               late: list[str], seed: int) -> UpliftState:
+    """One partition's units, reduced to mergeable state and dropped."""
+    from centile.backend import partitions
+
+    units = session_units(s, spec, segments, late)
+    if partitions.observe is not None:
+        partitions.observe("uplift", part, units)
+    # response is 0/1 by construction; every other outcome is a candidate
+    state = UpliftState(make_plan(units.schema, spec, seed, {"response": True}), sort_by_customer=True)
+    state.add(units)
+    return state
 
 
 def write_uplift(res: UpliftResult, staging: Any) -> dict[str, int]:

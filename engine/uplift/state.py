@@ -102,6 +102,12 @@ class Plan:
         return out
 
 
+def _same_plan(a: Plan, b: Plan) -> bool:
+    return (a.outcomes, dict(a.pre), a.segments, a.boot, a.seed, a.score, a.campaigns) == (
+        b.outcomes, dict(b.pre), b.segments, b.boot, b.seed, b.score, b.campaigns) and np.array_equal(
+        a.seeds, b.seeds)
+
+
 def make_plan(schema: Mapping[str, pl.DataType], spec: UpliftSpec, seed: int,
               binary: Mapping[str, bool]) -> Plan:
     """The plan for unit tables of ``schema``; ``binary``: outcomes known to be 0/1 (only those
@@ -161,6 +167,40 @@ class UpliftState:
                 continue
             u = units.filter(labels(pl.col("campaign")) == camp)
             self._add_campaign(camp, u)
+
+    def merge(self, other: UpliftState) -> None:
+        """Add the state of later partitions (``other``, reduced elsewhere, e.g. on a worker) as
+        if its units had been added here: cells, replicate sums and Qini units in the order
+        ``other`` met them, so merging partition states in partition order gives the state of
+        adding the partitions in that order."""
+        if not _same_plan(self.plan, other.plan):
+            raise InputError("uplift: the partitions' unit tables differ in their columns; give every "
+                             "column one type")
+        self.parts += other.parts
+        self.units += other.units
+        for c, sc in other.scales.items():
+            if self.scales.setdefault(c, sc) != sc:
+                raise InputError(f"uplift: column {c} changed type between partitions; give it one type")
+        for o, ok in other.binary.items():
+            self.binary[o] = self.binary.get(o, True) and ok
+        for key, cells in other.cells.items():
+            block = self.cells.setdefault(key, {})
+            for cell, sums in cells.items():
+                acc = block.get(cell)
+                if acc is None:
+                    block[cell] = dict(sums)
+                else:
+                    for k, v in sums.items():
+                        acc[k] += v
+        for key, reps in other.boot.items():
+            rb = self.boot.setdefault(key, {})
+            for cell, arr in reps.items():
+                if cell in rb:
+                    rb[cell] += arr
+                else:
+                    rb[cell] = arr.copy()
+        for camp, frames in other.qini.items():
+            self.qini.setdefault(camp, []).extend(frames)
 
     def _add_campaign(self, camp: str, u: pl.DataFrame) -> None:
         p = self.plan

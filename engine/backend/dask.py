@@ -1,0 +1,365 @@
+"""The Dask backend: per-partition work as tasks on the workers of a Dask cluster.
+
+``centile run --backend dask [--scheduler tcp://host:8786]``. Validation, as_of and every
+global step (ranks and clubs, the CLV fit, merges) stay in this process, the client, as with
+the DuckDB backend; work that a stage hands to :meth:`Session.map_partitions` runs as one task
+per customer-hash partition. A task opens its own DuckDB session over the same input files,
+keeping only its customers' rows (:mod:`centile.backend.worker`), so the workers must see the
+inputs and the output's parent folder under the same paths as the client (a shared file
+system). Without a scheduler address a ``distributed.LocalCluster`` of worker processes is
+started for the run and closed after it.
+
+Importing this module imports dask: the backend registry loads it only when ``dask`` is chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from centile.backend import worker
+from centile.backend.partitions import Partitioning
+from centile.backend.session import Session, frames_sql, open_session
+from centile.config import Config
+from centile.errors import BackendError, CentileError, ConfigError
+from centile.runtime import Progress
+
+if TYPE_CHECKING:
+    import polars as pl
+
+try:
+    import distributed
+except ImportError:  # pragma: no cover - depends on the installation
+    distributed = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+#: seconds to wait for a scheduler to answer before saying it cannot be reached
+CONNECT_TIMEOUT = 10
+
+#: seconds to wait for the first worker of a cluster that has none yet
+WORKER_TIMEOUT = 60
+
+#: seconds a failed run waits for its cancelled tasks that are still running on the workers
+SETTLE_TIMEOUT = 60
+
+#: partitions per worker thread when none are configured (some slack, so that one slow partition
+#: does not leave the other workers idle at the end of a stage)
+PARTS_PER_THREAD = 2
+
+
+def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """One partition on a worker. Without ``--threads``, DuckDB and numba take one thread per task:
+    a worker runs as many tasks at once as it has threads."""
+    t: dict[str, float] = {}
+    value = worker.run_partition(job, part, fn, args, threads=1, timings=t)
+    return worker.Timed(value, t["open_s"], t["work_s"])
+
+
+def _executing(token: str, dask_worker: Any = None) -> list[str]:
+    """The keys of this run's tasks still executing on a worker (also cancelled ones: a running
+    task cannot be interrupted)."""
+    return [str(k) for k, ts in dask_worker.state.tasks.items()
+            if token in str(k) and ts.state in ("executing", "long-running", "cancelled", "resumed")]
+
+
+class DaskBackend:
+    """Per-partition work on a Dask cluster; everything else as the DuckDB backend, here."""
+
+    name = "dask"
+
+    def __init__(self, cfg: Config) -> None:
+        if distributed is None:
+            raise ConfigError("the dask backend needs the packages dask and distributed, which are not "
+                              "installed: pip install 'centile[dask]' (or run without --backend dask)")
+        self.cfg = cfg
+        self.client: Any = None
+        self._cluster: Any = None
+        self._spill: Path | None = None
+        self._token = uuid.uuid4().hex[:8]  # this run's tasks and partition cache
+        #: per map_partitions label: tasks; bytes sent to the workers, back to the client through
+        #: the scheduler, and through frame files in the scratch folder; the tasks' seconds opening
+        #: their partition (reading and validating it, or loading it from the cache) and working
+        self.traffic: dict[str, dict[str, int]] = {}
+
+    # -- the cluster --------------------------------------------------------------------------
+
+    def __enter__(self) -> DaskBackend:
+        address = self.cfg.backend.scheduler
+        try:
+            if address:
+                try:
+                    self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+                except (OSError, TimeoutError) as exc:
+                    raise BackendError(
+                        f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); start "
+                        "one (`dask scheduler`, then `dask worker <address>` on each machine), check the "
+                        "address and port, or leave out --scheduler to run on a local cluster") from None
+            else:
+                self._cluster = distributed.LocalCluster(processes=True, dashboard_address=":0",
+                                                         silence_logs=logging.ERROR)
+                self.client = distributed.Client(self._cluster, set_as_default=False)
+            self.check_workers()
+        except BaseException:
+            self.__exit__()
+            raise
+        log.info("dask backend: %d workers, %d threads (%s)", len(self.client.nthreads()),
+                 sum(self.client.nthreads().values()), address or "local cluster")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close()
+            self.client = None
+        if self._cluster is not None:
+            with contextlib.suppress(Exception):
+                self._cluster.close()
+            self._cluster = None
+
+    def _running(self) -> Any:
+        if self.client is None:
+            raise RuntimeError("the dask backend is not started: use it as a context manager")
+        return self.client
+
+    def check_workers(self) -> None:
+        """Every worker must run the client's centile (version and source files) and Python
+        minor version; raise :class:`BackendError` naming the workers that do not."""
+        client = self._running()
+        try:
+            client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
+        except TimeoutError:
+            raise BackendError(
+                f"the Dask cluster at {self.cfg.backend.scheduler or 'local'} has had no worker for "
+                f"{WORKER_TIMEOUT} s; start some (`dask worker <scheduler address>`), or give an adaptive "
+                "cluster a minimum of one worker, and run again") from None
+        try:
+            found = client.run(worker.identity, on_error="return")
+        except Exception as exc:  # the function cannot even be unpickled where centile is missing
+            found = {addr: exc for addr in client.nthreads()}
+        bad = worker.mismatches(worker.identity(), found)
+        if bad:
+            raise BackendError(
+                f"{len(bad)} of {len(found)} Dask workers do not run this centile "
+                f"(version {worker.identity()['centile']}):\n  " + "\n  ".join(bad)
+                + "\nInstall the same centile (and Python) on every worker, e.g. the same wheel or "
+                "container image, and restart the workers.")
+
+    def describe(self) -> dict[str, Any]:
+        """For the manifest: where the partitions ran and what moved over the network."""
+        nthreads = self.client.nthreads() if self.client is not None else {}
+        return {"kind": self.name, "scheduler": self.cfg.backend.scheduler or "local cluster",
+                "workers": len(nthreads), "threads": sum(nthreads.values()),
+                "partitions": {k: {n: round(x, 3) if isinstance(x, float) else x for n, x in v.items()}
+                               for k, v in self.traffic.items()}}
+
+    def threads(self) -> int:
+        return sum(self._running().nthreads().values())
+
+    # -- the seam -----------------------------------------------------------------------------
+
+    def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
+             spill: Path | None = None) -> Session:
+        """Validate the inputs here (rejects, as_of, the summary); partitions go to the workers."""
+        s = open_session(self.cfg, progress, only=only, spill=spill)
+        s.backend = self
+        self._spill = spill
+        return s
+
+    def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
+        """SQL over in-memory frames, here (they are the client's frames)."""
+        return frames_sql(self.cfg, frames)
+
+    def distributed(self) -> bool:
+        return True
+
+    def default_partitions(self, s: Session) -> Partitioning:
+        """Enough partitions to keep every worker thread busy (or more, for the memory limit)."""
+        return Partitioning(max(s.parts.count, PARTS_PER_THREAD * self.threads()))
+
+    def map_partitions(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                       *args: Any, progress: Progress | None = None,
+                       tables: tuple[str, ...] | None = None) -> list[Any]:
+        """One task per partition; results in partition order (frames through the scratch folder).
+        A failed partition cancels the others and raises :class:`BackendError` (a
+        :class:`CentileError` from the task as it is)."""
+        scratch = None
+        if self._spill is not None:
+            scratch = self._spill / f"parts-{uuid.uuid4().hex[:8]}"
+            scratch.mkdir(parents=True, exist_ok=True)
+        futures, shared, traffic = self._submit(s, parts, label, fn, args, scratch, tables)
+        try:
+            results = self._watch(futures, label, traffic, progress, collect=True)
+        finally:
+            del futures, shared
+        out = [worker.reload(r) for r in results]
+        if scratch is not None:
+            with contextlib.suppress(OSError):
+                scratch.rmdir()
+        return out
+
+    def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                   merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                   tables: tuple[str, ...] | None = None) -> Any:
+        """One task per partition, merged pairwise on the workers (lower partitions on the left),
+        so that one state comes back to the client."""
+        client = self._running()
+        futures, shared, traffic = self._submit(s, parts, label, fn, args, None, tables)
+        level, tree = list(futures), []
+        while len(level) > 1:
+            nxt = [client.submit(_merge_task, merge, a, b, pure=False,
+                                 key=f"centile-merge-{self._token}-{uuid.uuid4().hex[:8]}")
+                   for a, b in zip(level[::2], level[1::2], strict=False)]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            tree += nxt
+            level = nxt
+        try:
+            self._watch(futures, label, traffic, progress, collect=False)
+            self._watch(level, label, traffic, None, collect=False)
+            timed = level[0].result()
+            traffic["bytes_to_client"] += _nbytes(timed)
+            traffic["open_s"] += timed.open_s
+            traffic["work_s"] += timed.work_s
+            return timed.value
+        except BaseException:
+            client.cancel(tree)
+            self._settle()
+            raise
+        finally:
+            del futures, shared, level, tree
+
+    def _submit(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
+                args: tuple[Any, ...], scratch: Path | None, tables: tuple[str, ...] | None
+                ) -> tuple[list[Any], list[Any], dict[str, int]]:
+        import polars as pl
+
+        client = self._running()
+        # the tables the function reads (orders always: as_of and the views are built on it)
+        only = tuple(t for t in s.tables if tables is None or t in tables or t == "orders")
+        cache = self._spill / f"cache-{self._token}" if self._spill else None
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)  # here: workers never create the run's folders
+        job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), only, parts, label,
+                                  str(scratch) if scratch else None,
+                                  str(cache) if cache else None, str(cache) if cache else None)
+        # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task
+        shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
+                  for a in args]
+        frames = [a for a in args if isinstance(a, pl.DataFrame)]
+        traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_to_client": 0,
+                                                  "bytes_via_files": 0, "open_s": 0.0, "work_s": 0.0})
+        traffic["tasks"] += parts.count
+        traffic["bytes_to_workers"] += (
+            parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, pl.DataFrame)]))
+            + len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames))
+        call = uuid.uuid4().hex[:8]
+        slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
+        futures = [client.submit(_task, job, p, fn, *shared, key=f"centile-{slug}-{p}-{self._token}-{call}",
+                                 pure=False) for p in range(parts.count)]
+        return futures, shared, traffic
+
+    def _watch(self, futures: list[Any], label: str, traffic: dict[str, int], progress: Progress | None,
+               *, collect: bool) -> list[Any]:
+        """Wait for ``futures`` (one per partition, in order), saying progress; the results when
+        ``collect``. The first failure cancels the rest and raises."""
+        client = self._running()
+        index = {f.key: p for p, f in enumerate(futures)}
+        results: list[Any] = [None] * len(futures)
+        t0, done, count = time.perf_counter(), 0, len(futures)
+        try:
+            for fut in distributed.as_completed(futures, loop=client.loop):
+                part = index[fut.key]
+                if fut.status != "finished":
+                    raise _failure(label, part, count, fut)
+                if collect:
+                    timed = fut.result()
+                    traffic["bytes_to_client"] += _nbytes(timed)
+                    traffic["open_s"] += timed.open_s
+                    traffic["work_s"] += timed.work_s
+                    results[part] = timed.value
+                    traffic["bytes_via_files"] += sum(os.path.getsize(f.path) for f in _frame_parts(results[part]))
+                done += 1
+                if progress and count > 1:
+                    spent = time.perf_counter() - t0
+                    eta = spent / done * (count - done)
+                    progress(f"{label}: partition {done}/{count} done on the cluster in {spent:.0f} s"
+                             + (f", about {eta:.0f} s left" if done < count else ""))
+        except BaseException:
+            client.cancel(futures)
+            self._settle()
+            raise
+        return results
+
+    def _settle(self) -> None:
+        """Wait until no task of this run still executes on a worker (at most SETTLE_TIMEOUT s): a
+        cancelled task runs to its end, and must not write into the run's scratch folder after the
+        failed run removed it."""
+        client = self._running()
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                busy = client.run(_executing, self._token, on_error="return")
+            except Exception:  # the cluster is going away: nothing to wait for
+                return
+            if not any(isinstance(keys, list) and keys for keys in busy.values()):
+                return
+            time.sleep(0.2)
+        log.warning("tasks of the failed run still run on the Dask workers after %d s", SETTLE_TIMEOUT)
+
+
+def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
+    """One step of a tree reduction on a worker. ``merge`` may update ``a``: it gets a copy, so that
+    a retried step (its worker died) starts again from the unchanged input."""
+    import copy
+
+    return worker.Timed(merge(copy.deepcopy(a.value), b.value), a.open_s + b.open_s, a.work_s + b.work_s)
+
+
+def _nbytes(obj: Any) -> int:
+    """The size of ``obj`` as sent between client and workers (pickled)."""
+    import cloudpickle
+
+    return len(cloudpickle.dumps(obj))
+
+
+def _frame_parts(obj: Any) -> list[worker.FramePart]:
+    if isinstance(obj, worker.FramePart):
+        return [obj]
+    if isinstance(obj, tuple | list):
+        return [f for x in obj for f in _frame_parts(x)]
+    if isinstance(obj, dict):
+        return [f for x in obj.values() for f in _frame_parts(x)]
+    return []
+
+
+def _failure(label: str, part: int, count: int, fut: Any) -> BaseException:
+    """The error of a failed partition task, said for the user."""
+    exc = fut.exception()
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, CentileError):  # e.g. an input a worker cannot read: say where it happened
+        try:
+            err = type(exc)(f"{label}: partition {part + 1} of {count}, on a Dask worker (the workers read the "
+                            f"inputs themselves, under the client's paths): {exc}")
+        except TypeError:
+            return exc
+        err.__cause__ = exc
+        return err
+    what = f"{label}: partition {part + 1} of {count} failed on the Dask cluster"
+    if type(exc).__name__ == "KilledWorker":
+        err = BackendError(f"{what}: the workers running it died ({exc}). A worker usually dies of "
+                           "memory: give the workers more memory, or use more partitions (--partitions). "
+                           "Nothing was written; the previous output folder is untouched.")
+    else:
+        err = BackendError(f"{what}: {type(exc).__name__}: {exc}. Nothing was written; the previous "
+                           "output folder is untouched.")
+    err.__cause__ = exc
+    return err

@@ -1,0 +1,292 @@
+"""Issue 16: the Dask backend gives the local backend's bytes, fails cleanly, and refuses workers
+that run another centile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import sys
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+distributed = pytest.importorskip("distributed")
+
+import cloudpickle  # noqa: E402  (installed with distributed)
+
+from centile.backend import partitions, worker  # noqa: E402
+from centile.backend.partitions import Partitioning  # noqa: E402
+from centile.backend.session import open_session  # noqa: E402
+from centile.config import load_config  # noqa: E402
+from centile.errors import BackendError, ConfigError  # noqa: E402
+from centile.synth import generate  # noqa: E402
+
+# the failure-injecting worker plugins below travel to the worker processes by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dask")
+    generate(root / "data", 3_000, seed=16)
+    toml = root / "c.toml"
+    toml.write_text(f'data = "{root / "data"}"\n[steering]\nglobal_budget = 2000.0\ncap = 4\ngap = 1\n')
+    return toml
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=40) as c, distributed.Client(c, set_as_default=False) as client:
+        yield c, client
+
+
+def _digests(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+
+
+def _run(toml, out, **overrides):
+    from centile.run import run_pipeline
+
+    return run_pipeline(load_config(toml, **overrides), out, report=False, force=True)
+
+
+def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_backend(data, cluster, tmp_path):
+    c, client = cluster
+    local = _run(data, tmp_path / "local")
+    with distributed.get_task_stream(client=client) as ts:
+        remote = _run(data, tmp_path / "dask", backend="dask", scheduler=c.scheduler_address)
+    a, b = _digests(tmp_path / "local"), _digests(tmp_path / "dask")
+    assert len(a) >= 20 and a.keys() == b.keys()
+    assert [n for n in a if a[n] != b[n]] == []
+    # the feature partitions ran as tasks on both workers (one pass locally, 2 x 2 threads there)
+    assert local.summaries["inputs"]["partitions"] == 1
+    assert remote.summaries["inputs"]["partitions"] == 4
+    tasks = [t for t in ts.data if str(t["key"]).startswith("centile-features-")]
+    assert len(tasks) == 4 and len({t["worker"] for t in tasks}) == 2
+    # and so did the CLV summary's and the uplift units'
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-")]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-uplift-units-")]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-attribution-")]) == 4
+    traffic = json.loads((tmp_path / "dask" / "manifest.json").read_text())["summary"]["backend"]
+    assert traffic["workers"] == 2 and set(traffic["partitions"]) == {"features", "clv", "uplift: units",
+                                                                       "attribution"}
+    # the feature rows come back through files, not the scheduler
+    assert traffic["partitions"]["features"]["bytes_via_files"] > 50 * traffic["partitions"]["features"]["bytes_to_client"]
+    assert {"uplift.parquet", "clv.parquet", "features.parquet"} <= a.keys()
+    assert remote.stages["uplift"]["status"] == "ran"
+    # the frames came back through the scratch folder beside --out, which is gone with the run
+    assert not list(tmp_path.glob(".dask.centile-*"))
+
+
+def test_a_worker_session_holds_exactly_its_partition_of_the_validated_rows(data, tmp_path, monkeypatch):
+    """What a task sees (its own session over the files, filtered while reading; then, in a later
+    stage, the same rows from the partition cache) equals the client's partition views over the
+    whole validated inputs, row for row."""
+    from centile.backend import session as session_module
+
+    cfg = load_config(data, partitions=5)
+    tables = ("orders", "email_events", "contacts", "customers", "products")
+    staged: list[str] = []
+    real = session_module.stage_tables
+    monkeypatch.setattr(session_module, "stage_tables",
+                        lambda con, t, *a: (staged.extend(t), real(con, t, *a))[1])
+
+    def rows(s):
+        return {t: s.frame(f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
+
+    with open_session(cfg) as s:
+        parts = Partitioning(5)
+        job = worker.PartitionJob(cfg.with_(as_of=s.as_of), tuple(s.tables), parts, "check",
+                                  cache=str(tmp_path / "cache"))
+        for p in range(parts.count):
+            with s.partition(parts, p):
+                want = rows(s)
+            staged.clear()
+            first = worker.run_partition(job, p, _rows_of, (tables,))
+            assert sorted(staged) == sorted(s.tables)  # read and validated from the files
+            staged.clear()
+            again = worker.run_partition(job, p, _rows_of, (tables,))
+            assert staged == []  # every table from the partition's cache
+            assert want["orders"].height > 0
+            for t in tables:
+                assert first[t].equals(want[t], null_equal=True), (p, t)
+                assert again[t].equals(want[t], null_equal=True), (p, t)
+                assert again[t].schema == want[t].schema
+    assert len(list((tmp_path / "cache").glob("*.duckdb"))) == 5 * len(s.tables)
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def _rows_of(s, part, tables):
+    return {t: s.frame(f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
+
+
+def test_frames_come_back_through_the_scratch_folder(tmp_path):
+    df = pl.DataFrame({"customer_id": [3, 1], "x": [0.1, None]})
+    handed = worker._offload((df, {"k": df}, 7), tmp_path, "features-00001")
+    assert isinstance(handed[0], worker.FramePart) and handed[2] == 7
+    assert len(list(tmp_path.iterdir())) == 2
+    back = worker.reload(handed)
+    assert back[0].equals(df, null_equal=True) and back[1]["k"].equals(df, null_equal=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Fail(distributed.WorkerPlugin):
+    """Makes partition 1 of the feature stage raise, or kill its worker process."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def setup(self, worker) -> None:  # noqa: ARG002
+        from centile.backend import partitions as p
+
+        how = self.how
+
+        def observe(label, part, s):
+            if label == "features" and part == 1:
+                if how == "kill":
+                    os._exit(1)
+                raise RuntimeError("disk on fire")
+            if label == "features" and how == "raise":
+                import time
+
+                time.sleep(2)  # still running when partition 1 fails: the run waits for them to end
+
+        p.observe = observe
+
+    def teardown(self, worker) -> None:  # noqa: ARG002
+        from centile.backend import partitions as p
+
+        p.observe = None
+
+
+def _previous_run_kept(data, out, run):
+    _run(data, out)
+    before = _digests(out)
+    manifest = (out / "manifest.json").read_text()
+    with pytest.raises(BackendError) as err:
+        run()
+    assert _digests(out) == before and (out / "manifest.json").read_text() == manifest
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.centile-")]
+    return str(err.value)
+
+
+def test_a_worker_raising_mid_stage_fails_the_run_and_keeps_the_previous_output(data, cluster, tmp_path):
+    c, client = cluster
+    out = tmp_path / "out"
+    client.register_plugin(_Fail("raise"), name="fail")
+    try:
+        msg = _previous_run_kept(data, out, lambda: _run(data, out, backend="dask", scheduler=c.scheduler_address))
+    finally:
+        client.unregister_worker_plugin("fail")
+        client.run(setattr, partitions, "observe", None)
+    assert "features: partition 2 of 4 failed" in msg and "RuntimeError: disk on fire" in msg
+    assert "previous output folder is untouched" in msg
+
+
+def test_a_worker_killed_mid_stage_fails_the_run_and_keeps_the_previous_output(data, tmp_path):
+    import dask
+
+    out = tmp_path / "out"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                     silence_logs=50) as c, \
+            distributed.Client(c, set_as_default=False) as client:
+        client.register_plugin(_Fail("kill"), name="fail")
+        msg = _previous_run_kept(data, out, lambda: _run(data, out, backend="dask", scheduler=c.scheduler_address))
+    assert re.search(r"features: partition [1-4] of 4 failed", msg) and "workers running it died" in msg
+
+
+def test_workers_with_another_centile_are_refused(data, cluster, tmp_path, monkeypatch):
+    c, _client = cluster
+    out = tmp_path / "out"
+    monkeypatch.setattr(worker, "code_hash", lambda: "0" * 64)  # the client's code differs
+    msg = _previous_run_kept(data, out, lambda: _run(data, out, backend="dask", scheduler=c.scheduler_address))
+    assert "2 of 2 Dask workers do not run this centile" in msg and "other code" in msg
+    import centile
+
+    monkeypatch.setattr(centile, "__version__", "9.9.9")
+    with pytest.raises(BackendError, match=r"centile '0\.1\.0' \(client: '9\.9\.9'\)"):
+        _run(data, out, backend="dask", scheduler=c.scheduler_address)
+
+
+def test_a_worker_without_centile_is_named():
+    me = worker.identity()
+    bad = worker.mismatches(me, {"tcp://a:1": dict(me), "tcp://b:2": ModuleNotFoundError("No module named 'centile'")})
+    assert bad == ["tcp://b:2: centile cannot be imported there (ModuleNotFoundError: No module named 'centile')"]
+    assert worker.mismatches(me, {"tcp://a:1": {**me, "python": "3.9"}}) == [
+        f"tcp://a:1: python '3.9' (client: {me['python']!r})"]
+
+
+def test_an_unreachable_scheduler_is_a_clear_error_with_exit_code_1(data, tmp_path, monkeypatch):
+    from centile.backend import dask as dask_backend
+    from centile.cli import app
+
+    monkeypatch.setattr(dask_backend, "CONNECT_TIMEOUT", 1)
+    r = CliRunner().invoke(app, ["run", "-c", str(data), "--out", str(tmp_path / "out"), "--backend", "dask",
+                                 "--scheduler", "tcp://127.0.0.1:9"])
+    assert r.exit_code == 1, r.output
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_dask_installed_the_error_says_how_to_install_it(data, tmp_path, monkeypatch):
+    from centile.backend import dask as dask_backend
+    from centile.cli import app
+
+    monkeypatch.setattr(dask_backend, "distributed", None)
+    r = CliRunner().invoke(app, ["run", "-c", str(data), "--out", str(tmp_path / "out"), "--backend", "dask"])
+    assert r.exit_code == 1
+    assert "pip install 'centile[dask]'" in r.output
+
+
+def test_backend_config_section_and_flags(data, tmp_path):
+    toml = tmp_path / "b.toml"
+    toml.write_text(data.read_text() + '[backend]\nkind = "dask"\nscheduler = "tcp://h:8786"\n')
+    cfg = load_config(toml)
+    assert (cfg.backend.kind, cfg.backend.scheduler) == ("dask", "tcp://h:8786")
+    assert load_config(data).backend.kind == "duckdb"
+    assert load_config(data, scheduler="tcp://h:1").backend.kind == "dask"  # a scheduler means dask
+    assert load_config(data, env={"CENTILE_BACKEND": "dask"}).backend.kind == "dask"
+    with pytest.raises(ConfigError, match="backend is duckdb"):
+        load_config(data, backend="duckdb", scheduler="tcp://h:1")
+    toml.write_text(data.read_text() + '[backend]\nkind = "dask"\nschedular = "x"\n')
+    with pytest.raises(ConfigError, match="did you mean 'scheduler'"):
+        load_config(toml)
+    from centile.backend import open_backend
+
+    with pytest.raises(ConfigError, match=r"--backend\) is not available; choose one of dask, duckdb"):
+        open_backend(load_config(data, backend="spark"))
+
+
+def test_centile_help_does_not_import_dask():
+    import subprocess
+
+    code = ("import sys; from typer.testing import CliRunner; from centile.cli import app; "
+            "r = CliRunner().invoke(app, ['run', '--help']); assert r.exit_code == 0, r.output; "
+            "assert '--scheduler' in r.output; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_worker_that_cannot_see_the_scratch_folder_says_so(data, tmp_path):
+    cfg = load_config(data)
+    job = worker.PartitionJob(cfg.with_(as_of=dt.date(2024, 1, 1)), ("orders",), Partitioning(2), "features",
+                              scratch=str(tmp_path / "not-shared"))
+    with pytest.raises(BackendError, match="cannot see the run's scratch folder .*not-shared.*share the file system"):
+        worker.run_partition(job, 0, _rows_of, (("orders",),))
+
+
+def test_a_cluster_without_workers_is_a_clear_error(data, tmp_path, monkeypatch):
+    from centile.backend import dask as dask_backend
+
+    monkeypatch.setattr(dask_backend, "WORKER_TIMEOUT", 1)
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0", silence_logs=40) as c:
+        with pytest.raises(BackendError, match="has had no worker for 1 s; start some"):
+            _run(data, tmp_path / "out", backend="dask", scheduler=c.scheduler_address)
+    assert not (tmp_path / "out").exists()
