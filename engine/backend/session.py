@@ -338,15 +338,10 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
     todo = {}
     for name, reg in tables.items():
         f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
-        if not f.exists():
+        if f.exists():
+            _load_cached(con, f, name)
+        else:
             todo[name] = reg
-            continue
-        con.execute(f"ATTACH {literal(str(f))} AS __centile_cache (READ_ONLY)")
-        try:
-            for t in (name + "_valid", name + "_rejects"):
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(t)} AS SELECT * FROM __centile_cache.{ident(t)}")
-        finally:
-            con.execute("DETACH __centile_cache")
     stage_tables(con, todo, progress, buckets)
     duplicates = set_aside_duplicates(con, todo["orders"]) if "orders" in todo else 0
     for name in todo:
@@ -362,12 +357,7 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
         if not materialised(todo[name]):  # a view over the files: from now on the copy just made
             for t in (name + "_valid", name + "_rejects"):
                 con.execute(f"DROP VIEW IF EXISTS {ident(t)}")
-            con.execute(f"ATTACH {literal(str(f))} AS __centile_cache (READ_ONLY)")
-            try:
-                for t in (name + "_valid", name + "_rejects"):
-                    con.execute(f"CREATE TEMP TABLE {ident(t)} AS SELECT * FROM __centile_cache.{ident(t)}")
-            finally:
-                con.execute("DETACH __centile_cache")
+            _load_cached(con, f, name)
     return duplicates
 
 
@@ -383,6 +373,16 @@ def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -
 
 #: the time column of the tables whose summary has dates and customers (orders have their own)
 _TIME_COLUMN = {"email_events": "ts", "contacts": "sent_ts", "touchpoints": "ts"}
+
+
+def _load_cached(con: duckdb.DuckDBPyConnection, f: Path, name: str) -> None:
+    """``<name>_valid`` and ``<name>_rejects`` as temp tables copied from the cache file ``f``."""
+    con.execute(f"ATTACH {literal(str(f))} AS __centile_cache (READ_ONLY)")
+    try:
+        for t in (name + "_valid", name + "_rejects"):
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(t)} AS SELECT * FROM __centile_cache.{ident(t)}")
+    finally:
+        con.execute("DETACH __centile_cache")
 
 
 def _is_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
