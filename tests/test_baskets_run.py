@@ -91,3 +91,25 @@ def test_config_typos_fail_at_load(data, tmp_path):
     bad.write_text(f'data = "{data}"\n[recommend]\nsimilarity = "jaccard"\n')
     with pytest.raises(ConfigError, match="similarity"):
         load_config(bad)
+
+
+def test_report_top_rules_are_read_a_batch_at_a_time(tmp_path, monkeypatch):
+    """The report's top rules per segment, read in batches that cut segments apart, equal the first
+    rows of every segment of the whole file."""
+    import polars as pl
+
+    from centile.baskets import report
+
+    rows = []
+    for seg_by, segs in (("all", ["all"]), ("club", ["a", "b", None]), ("rfm", ["x"])):
+        for seg in segs:
+            for i in range(7 if seg != "b" else 2):
+                rows.append((seg_by, seg, i, None, i + 1, None, 10.0 - i, 0.1, 0.5, 3, 100))
+    rules = pl.DataFrame(rows, schema=list(report._RULE_COLUMNS), orient="row")
+    path = tmp_path / "basket_rules.parquet"
+    rules.write_parquet(path)
+    want = rules.with_columns(r=pl.int_range(pl.len()).over("segment_by", "segment")).filter(pl.col("r") < 3).drop("r")
+    monkeypatch.setattr(report, "_BATCH_ROWS", 4)
+    got = report._top_rules(path, 3)
+    assert got.height == 3 * 4 + 2
+    assert got.equals(want, null_equal=True)

@@ -18,8 +18,38 @@ def _side(col: str) -> pl.Expr:
     return pl.when(two.is_null()).then(one).otherwise(pl.concat_str(one, pl.lit(" + "), two)).alias(col)
 
 
+#: rows of basket_rules.parquet read at a time for the report
+_BATCH_ROWS = 1 << 20
+
+_RULE_COLUMNS = ("segment_by", "segment", "antecedent", "antecedent_2", "consequent", "consequent_2", "lift",
+                 "support", "confidence", "count_both", "n_baskets")
+
+
+def _top_rules(path: Path, top: int) -> pl.DataFrame:
+    """The first ``top`` rules of every segment of ``basket_rules.parquet`` (sorted by segment, then
+    lift), read a batch at a time: a segment's rules are contiguous, so a batch adds to the rows
+    each segment already has."""
+    import pyarrow.parquet as pq
+
+    have: dict[tuple[str, str], int] = {}
+    keep = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=list(_RULE_COLUMNS)):
+        df = pl.DataFrame(pl.from_arrow(batch)).with_columns(r=pl.int_range(pl.len()).over("segment_by", "segment"))
+        before = pl.DataFrame([(k[0], k[1], v) for k, v in have.items()], orient="row",
+                              schema={"segment_by": df.schema["segment_by"], "segment": df.schema["segment"],
+                                      "n": pl.Int64})
+        df = df.join(before, on=["segment_by", "segment"], how="left", maintain_order="left", nulls_equal=True)
+        keep.append(df.filter(pl.col("r") + pl.col("n").fill_null(0) < top).drop("r", "n"))
+        for seg_by, seg, n in df.group_by("segment_by", "segment").len().iter_rows():
+            have[(seg_by, seg)] = have.get((seg_by, seg), 0) + n
+    return pl.concat(keep) if keep else pl.read_parquet(path, columns=list(_RULE_COLUMNS))
+
+
 def baskets_section(results: Path, cfg: Config | None = None) -> str:
-    rules = read(results, "basket_rules")
+    # the rules are millions of rows, sorted by segment then lift: only each segment's first rows are
+    # shown, so the file is scanned for them rather than read whole
+    rules_path = results / "basket_rules.parquet"
+    rules = rules_path if rules_path.exists() else None
     summary = read(results, "basket_summary")
     # recommendations: ten rows per customer; only their counts are shown, scanned, never read whole
     recs_path = results / "recommendations.parquet"
@@ -39,11 +69,10 @@ def baskets_section(results: Path, cfg: Config | None = None) -> str:
                   "kept when at least <em>threshold</em> baskets of its segment hold both (an integer count). "
                   "Lift = N·c(A∪C)/(c(A)·c(C)).</p>",
                   table(summary, left=("segment_by", "segment"), table_id="basket-summary")]
-    if rules is not None and rules.height:
-        best = (rules.with_columns(r=pl.int_range(pl.len()).over("segment_by", "segment"))
-                .filter(pl.col("r") < top)
-                .select("segment_by", "segment", _side("antecedent"), _side("consequent"), "lift", "support",
-                        "confidence", "count_both", "n_baskets"))
+    best = None if rules is None else _top_rules(rules_path, top).select(
+        "segment_by", "segment", _side("antecedent"), _side("consequent"), "lift", "support", "confidence",
+        "count_both", "n_baskets")
+    if best is not None and best.height:
         parts += [f"<h3>Top {top} rules per segment (by lift)</h3>",
                   table(best, left=("segment_by", "segment", "antecedent", "consequent"),
                         pct=("support", "confidence"), table_id="basket-rules", max_rows=500)]

@@ -14,7 +14,7 @@ from centile.report.sections import register_section
 
 def clv_section(results: Path, cfg: Config | None = None) -> str:
     model = read_json(results, "clv_model.json")
-    clv = read(results, "clv")
+    clv = read(results, "clv", columns=["clv", "p_alive", "p_repurchase"])
     if model is None or clv is None:
         return ""
     st = model.get("settings", {})

@@ -88,9 +88,16 @@ def chart(svg: str, caption: str) -> str:
     return f'<figure class="chart" role="img" aria-label="{esc(caption)}">{svg}<figcaption class="muted">{esc(caption)}</figcaption></figure>'
 
 
-def read(results: Path, name: str) -> pl.DataFrame | None:
+def read(results: Path, name: str, columns: list[str] | None = None) -> pl.DataFrame | None:
+    """``<name>.parquet`` of a results folder (only ``columns`` when given: per-customer tables
+    are large), None when absent."""
     p = results / f"{name}.parquet"
-    return pl.read_parquet(p) if p.exists() else None
+    if not p.exists():
+        return None
+    if columns is not None:
+        have = pl.read_parquet_schema(p)
+        columns = [c for c in columns if c in have]
+    return pl.read_parquet(p, columns=columns)
 
 
 def read_json(results: Path, name: str) -> dict[str, Any] | None:

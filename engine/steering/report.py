@@ -16,7 +16,7 @@ from centile.report.sections import register_section
 def steering_section(results: Path, cfg: Config | None = None) -> str:
     doc = read_json(results, "steering.json")
     summ = read(results, "plan_summary")
-    budgets = read(results, "budgets")
+    budgets = read(results, "budgets", columns=["budget"])
     if doc is None or summ is None or budgets is None:
         return ""
     gb = "unlimited" if doc.get("global_budget") is None else fmt(doc["global_budget"])
