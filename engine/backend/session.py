@@ -339,7 +339,7 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
     for name, reg in tables.items():
         f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
         if f.exists():
-            _load_cached(con, f, name)
+            _copy_cached(con, f, name, save=False)
         else:
             todo[name] = reg
     stage_tables(con, todo, progress, buckets)
@@ -347,17 +347,12 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
     for name in todo:
         f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
         tmp = f.with_name(f"{f.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        con.execute(f"ATTACH {literal(str(tmp))} AS __centile_cache")
-        try:
-            for t in (name + "_valid", name + "_rejects"):
-                con.execute(f"CREATE TABLE __centile_cache.{ident(t)} AS SELECT * FROM {ident(t)}")
-        finally:
-            con.execute("DETACH __centile_cache")
+        _copy_cached(con, tmp, name, save=True)
         os.replace(tmp, f)  # whole or absent: a task that dies while writing leaves no half file
         if not materialised(todo[name]):  # a view over the files: from now on the copy just made
             for t in (name + "_valid", name + "_rejects"):
                 con.execute(f"DROP VIEW IF EXISTS {ident(t)}")
-            _load_cached(con, f, name)
+            _copy_cached(con, f, name, save=False)
     return duplicates
 
 
@@ -375,12 +370,14 @@ def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -
 _TIME_COLUMN = {"email_events": "ts", "contacts": "sent_ts", "touchpoints": "ts"}
 
 
-def _load_cached(con: duckdb.DuckDBPyConnection, f: Path, name: str) -> None:
-    """``<name>_valid`` and ``<name>_rejects`` as temp tables copied from the cache file ``f``."""
-    con.execute(f"ATTACH {literal(str(f))} AS __centile_cache (READ_ONLY)")
+def _copy_cached(con: duckdb.DuckDBPyConnection, f: Path, name: str, *, save: bool) -> None:
+    """``<name>_valid`` and ``<name>_rejects`` into the cache file ``f`` (``save``), or from it as
+    temp tables."""
+    con.execute(f"ATTACH {literal(str(f))} AS __centile_cache" + ("" if save else " (READ_ONLY)"))
     try:
-        for t in (name + "_valid", name + "_rejects"):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(t)} AS SELECT * FROM __centile_cache.{ident(t)}")
+        for t in (ident(name + "_valid"), ident(name + "_rejects")):
+            con.execute(f"CREATE TABLE __centile_cache.{t} AS SELECT * FROM {t}" if save else
+                        f"CREATE OR REPLACE TEMP TABLE {t} AS SELECT * FROM __centile_cache.{t}")
     finally:
         con.execute("DETACH __centile_cache")
 
@@ -397,7 +394,7 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     valid_stats: dict[str, tuple[Any, ...]] = {}
     for name, reg in tables.items():
         tcol = _TIME_COLUMN.get(name)
-        if tcol is None or materialised(reg) or _is_table(con, name + "_valid"):
+        if tcol is None or _is_table(con, name + "_valid"):  # materialised, or from a worker's cache
             counts = dict(con.execute(
                 f"SELECT reject_reason, count(*) FROM {ident(name + '_rejects')} GROUP BY 1 ORDER BY 2 DESC").fetchall())
             if tcol is not None:

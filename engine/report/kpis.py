@@ -209,12 +209,11 @@ register_config_section("report", report_settings)
 
 
 def kpis_section(results: Path, cfg: Config | None) -> str:
-    path = results / "features.parquet"
-    if not path.exists():
-        return ""
     # only the columns the KPIs read: the whole table is about 250 MB per million customers
-    want = {"customer_id", *(c for d in DEFINITIONS.values() for c in d[3])}
-    features = pl.read_parquet(path, columns=[c for c in pl.read_parquet_schema(path) if c in want])
+    features = read(results, "features", columns=["customer_id", *dict.fromkeys(
+        c for d in DEFINITIONS.values() for c in d[3])])
+    if features is None:
+        return ""
     sc = _segment_column(results, cfg)
     col, seg = (sc if sc else (None, None))
     kt = kpi_table(features, seg, col)
