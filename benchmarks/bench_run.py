@@ -96,12 +96,14 @@ def main() -> None:
             print(f"centile {' '.join(cmd + tail)}", file=sys.stderr)
             partial = Path("bench-data") / f"scaling-{n}.partial.json"
             partial.unlink(missing_ok=True)
-            r = subprocess.run([*CENTILE, *cmd, "--out-json", str(partial), *tail], stdout=subprocess.PIPE,
+            r = subprocess.run([*CENTILE, *cmd, "--out-json", str(partial), *tail], stdout=subprocess.DEVNULL,
                                text=True, env=dict(os.environ))
             if r.returncode != 0 and not partial.exists():
                 sys.exit(f"centile bench at {n:,} customers failed (exit {r.returncode})")
-            # a failed later round (e.g. killed for memory on a shared machine) keeps the rounds before it
-            doc = json.loads(r.stdout) if r.returncode == 0 else json.loads(partial.read_text())
+            # the document is read from the file centile bench writes after every round (not its stdout,
+            # which a child process may also print to): a failed later round (e.g. killed for memory on
+            # a shared machine) keeps the rounds before it
+            doc = json.loads(partial.read_text())
             doc["command"] = f"centile {' '.join(cmd + tail)}"
             if r.returncode != 0:
                 doc["incomplete"] = f"a later round failed (exit {r.returncode}); {doc['runs']} of {args.runs} rounds"
