@@ -36,7 +36,14 @@ from centile.features.compute import (
 from centile.io.outputs import build_manifest, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
 from centile.refresh import state as st
-from centile.refresh.ingest import _check_config, _check_state, _ledger_files, merged_sql
+from centile.refresh.ingest import (
+    _cast,
+    _check_config,
+    _check_state,
+    _ledger_files,
+    merge_sql,
+    merged_sql,
+)
 from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
@@ -62,9 +69,9 @@ def _load(state: str | Path) -> dict[str, Any]:
 _KEYED = ("totals", "orders", "email_keyed", "categories")
 
 
-def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], only: str | None = None) -> None:
+def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -> None:
     """Every state table as ``raw_<table>`` (all run files of all partitions) and ``st_<table>`` (one
-    row per key where the features need it), the latter limited to the customers of table ``only``."""
+    row per key where the features need it), as views."""
     for table in st.TABLES:
         if table == "hashes":  # for ingest's duplicate check only
             continue
@@ -76,17 +83,37 @@ def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], o
         for part in doc["parts"]:
             runs = [root / r["file"] for r in part["runs"].get(table, []) if r["rows"]]
             if table in _KEYED and len(runs) > 1:
-                selects.append(merged_sql(table, doc["types"], runs, only=only))
+                selects.append(merged_sql(table, doc["types"], runs))
             else:
                 plain.extend(runs)
         if plain:
-            semi = f" SEMI JOIN {ident(only)} USING (customer_id)" if only else ""
-            selects.append(f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in plain)}]){semi}")
+            selects.append(f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in plain)}])")
         sql = " UNION ALL ".join(f"({q})" for q in selects) if selects else st.empty_sql(table, doc["types"])
-        # a few customers' rows: one scan each into a table, which the feature queries then reread
-        kind = "TABLE" if only else "VIEW"
+        con.execute(f"DROP TABLE IF EXISTS {ident('st_' + table)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('st_' + table)} AS {sql}")
+
+
+def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series) -> None:
+    """``st_<table>``: the state rows of the customers ``ids`` (one row per key where the features
+    need it), as tables. Read with Polars' prefiltered Parquet scan, which decodes the other columns
+    of the matching rows only; a DuckDB semi join decodes every row (at 1M customers and 3 %
+    changed: 2-3x slower, and most of the refresh's time)."""
+    wanted = ids.implode()
+    for table in st.TABLES:
+        if table == "hashes":
+            continue
+        runs = [root / r["file"] for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
+        rows = st.empty_sql(table, doc["types"])
+        if runs:
+            found = pl.scan_parquet(runs, parallel="prefiltered").filter(
+                pl.col("customer_id").is_in(wanted)).collect()
+            con.register("__centile_gathered", found.to_arrow())
+            rows = f"SELECT {_cast(table, doc['types'])} FROM __centile_gathered"
+        sql = merge_sql(table, doc["types"], rows) if table in _KEYED else rows
         con.execute(f"DROP VIEW IF EXISTS {ident('st_' + table)}")
-        con.execute(f"CREATE OR REPLACE TEMP {kind} {ident('st_' + table)} AS {sql}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('st_' + table)} AS {sql}")
+        if runs:
+            con.unregister("__centile_gathered")
 
 
 def state_availability(doc: dict[str, Any]) -> tuple[dict[str, bool], dict[str, str]]:
@@ -154,8 +181,10 @@ def _affected(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], m
         return f"({col} >= {kind} '{a.isoformat()}' AND {col} < {kind} '{b.isoformat()}')"
 
     if lo != hi:
-        sel += [f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d6, True)} "
-                f"OR {between('last_ts', w.d12, True)}",
+        # one range per scan: a range filter skips the row groups of other days (run files are
+        # in day order, state.Table.order); an OR of two ranges would read every row group
+        sel += [f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d6, True)}",
+                f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d12, True)}",
                 f"SELECT customer_id FROM raw_days WHERE {between('day', w.d12, False)}",
                 f"SELECT customer_id FROM raw_kept WHERE {between('day', w.d24, False)}",
                 f"SELECT customer_id FROM raw_email_keyed WHERE {between('sent_ts', w.d12, True)}",
@@ -267,10 +296,10 @@ def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, s
         meta = st.read_cache(root) if cache else None
         if _usable(meta, doc, cfg, avail, top, root, as_of):
             _affected(con, root, doc, meta, cfg, as_of)
-            _register(con, root, doc, only="aff")
+            changed = s.frame("SELECT customer_id FROM aff")["customer_id"]
+            _gather(con, root, doc, changed)
             fresh = _feature_rows(s, avail, top)
-            kept = _from_cache(root / meta["file"], s.frame("SELECT customer_id FROM aff")["customer_id"],
-                               as_of)
+            kept = _from_cache(root / meta["file"], changed, as_of)
             # both in customer_id order (the cache is written sorted): a merge instead of a sort
             df = kept.set_sorted("customer_id").merge_sorted(
                 fresh.select(kept.columns).sort("customer_id").set_sorted("customer_id"), key="customer_id")

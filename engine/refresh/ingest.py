@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 import duckdb
+import polars as pl
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import _empty_view, connect
@@ -184,9 +185,17 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Pa
     dropped = 0
     if dedupe and old_hashes:
         before = con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
-        con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
-                    f"ANTI JOIN read_parquet([{', '.join(literal(str(h)) for h in old_hashes)}]) AS o "
-                    "ON b.customer_id = o.customer_id AND b.__h = o.h")
+        # the old hashes equal to one of the batch's, read with Polars' prefiltered scan: it decodes
+        # the customer column of those rows only (a DuckDB anti join over the files decodes every row)
+        mine = con.execute("SELECT DISTINCT __h FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()["__h"]
+        seen = pl.scan_parquet(old_hashes, parallel="prefiltered").filter(
+            pl.col("h").is_in(pl.Series(mine, dtype=pl.UInt64).implode())).select("customer_id", "h").collect()
+        con.register("__centile_seen", seen.to_arrow())
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
+                        "ANTI JOIN __centile_seen AS o ON b.customer_id = o.customer_id AND b.__h = o.h")
+        finally:
+            con.unregister("__centile_seen")
         dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP VIEW batch_email AS SELECT * FROM batch_email_all WHERE {where}")
     for table in st.TABLES:
@@ -202,18 +211,22 @@ def _cast(table: str, types: dict[str, str]) -> str:
 
 
 def merged_sql(table: str, types: dict[str, str], runs: list[Path], cutoff: dt.date | None = None,
-               delta: bool = False, only: str | None = None) -> str:
+               delta: bool = False) -> str:
     """One row per key of state table ``table`` over its run files (and ``d_<table>`` if ``delta``),
-    merged by the table's aggregates; day buckets before ``cutoff`` pruned; only the customers of
-    table ``only`` if given."""
+    merged by the table's aggregates; day buckets before ``cutoff`` pruned."""
     spec = st.TABLES[table]
     parts = [f"SELECT {_cast(table, types)} FROM {ident('d_' + table)}"] if delta else []
     if runs:
-        semi = f" SEMI JOIN {ident(only)} USING (customer_id)" if only else ""
-        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])"
-                     + semi)
+        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])")
     union = " UNION ALL ".join(parts) if parts else st.empty_sql(table, types)
     where = f"WHERE {spec.day} >= DATE '{cutoff.isoformat()}'" if spec.day and cutoff else ""
+    return merge_sql(table, types, union, where)
+
+
+def merge_sql(table: str, types: dict[str, str], rows: str, where: str = "") -> str:
+    """One row per key of state table ``table`` over the relation ``rows`` (its columns), merged by
+    the table's aggregates."""
+    spec, union = st.TABLES[table], rows
     if not spec.merge:
         return f"SELECT DISTINCT * FROM ({union}) u {where}"
     aggs = ", ".join(f"CAST({fn}({ident(c)}) AS {st.column_type(table, c, types)}) AS {ident(c)}"
@@ -246,6 +259,9 @@ def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any],
                 doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
         else:
             sql = f"SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)}"
+        order = st.TABLES[table].order
+        if order:
+            sql = f"SELECT * FROM ({sql}) ORDER BY {ident(order)}"
         con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
         rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
         os.replace(tmp, folder / name)
