@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from types import MappingProxyType
 
@@ -91,8 +92,20 @@ def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, re
 
 
 @settings(max_examples=20)
-@given(st.lists(batch, min_size=1, max_size=5), st.sampled_from([0, 1, 9, 40]))
-def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
+@given(st.lists(batch, min_size=1, max_size=5), st.sampled_from([0, 1, 9, 40]),
+       st.sampled_from([(0.125, 16), (100.0, 2)]))
+def test_state_features_equal_full_recompute(tmp_path_factory, stream, k, deltas):
+    # the feature cache as a base alone (the deltas' share of 1/8 is never reached with a few
+    # customers), or as a base plus up to two deltas, folded into a new base at the third
+    from unittest import mock
+
+    import centile.refresh.features as refresh_features
+
+    with mock.patch.multiple(refresh_features, DELTA_SHARE=deltas[0], MAX_DELTAS=deltas[1]):
+        _stream_equals_full(tmp_path_factory, stream, k)
+
+
+def _stream_equals_full(tmp_path_factory, stream, k) -> None:
     folder = tmp_path_factory.mktemp("stream")
     state = folder / "state"
     day = BASE
@@ -126,6 +139,7 @@ def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
             stats: dict[str, int] = {}
             got = features_from_state(state_cfg(as_of=as_of), state, stats=stats)[0]
             event(f"rows from the feature cache: {stats['cached'] > 0}")
+            event(f"cache deltas: {len(json.loads((state / 'cache.json').read_text()).get('deltas', []))}")
             assert_same(got, want)
 
 
@@ -180,8 +194,6 @@ def test_strict_refuses_a_batch_with_rejects_and_applies_nothing(tmp_path):
 
 
 def test_cli_ingest_then_features_from_the_state(tmp_path):
-    import json
-
     from typer.testing import CliRunner
 
     from centile.cli import app
@@ -251,3 +263,25 @@ def test_an_email_only_batch(tmp_path):
     got = features_from_state(state_cfg(), state)[0]
     assert_same(got, full_features([b], [e1, e2], dt.date(2024, 3, 4)))
     assert got["click_rate_12m"].to_list() == [None, 1.0]
+
+
+def test_feature_cache_deltas_are_read_newest_first_and_folded(tmp_path):
+    from unittest import mock
+
+    import centile.refresh.features as refresh_features
+
+    state, orders = tmp_path / "s", []
+    seen = []
+    with mock.patch.multiple(refresh_features, DELTA_SHARE=100.0, MAX_DELTAS=2):
+        for i in range(5):
+            # customer 1 buys every day (its row is in every delta); customer 2 + i is new
+            day = dt.datetime(2024, 3, 1 + i, 9)
+            orders.append(_one_batch(tmp_path, f"b{i}.parquet", [
+                (1, f"o{i}", day, 50.0 + i, 1.0, 0.0, 1, "a", "web"),
+                (2 + i, f"p{i}", day, 7.0, 2.0, 1.0, 2, "b", "shop")]))
+            ingest(state_cfg(), state, [orders[-1]])
+            got = features_from_state(state_cfg(), state)[0]
+            assert_same(got, full_features(orders, [], (day + dt.timedelta(days=1)).date()))
+            seen.append(len(json.loads((state / "cache.json").read_text())["deltas"]))
+    assert seen == [0, 1, 2, 0, 1]
+    assert len(list((state / "cache").glob("*.arrow"))) == 2  # the base and one delta

@@ -203,7 +203,7 @@ def _top(con: duckdb.DuckDBPyConnection, k: int) -> list[Any]:
 def _usable(meta: dict[str, Any] | None, doc: dict[str, Any], cfg: Config, avail: dict[str, bool],
             top: list[Any] | None, root: Path, as_of: dt.date) -> bool:
     """Can the cached feature table stand in for the customers no change touched?"""
-    if meta is None or not meta["file"].endswith(".arrow") or not (root / meta["file"]).exists():
+    if meta is None or "rows" not in meta or not all((root / f["file"]).exists() for f in _cache_files(meta)):
         return False
     w = cfg.windows
     # rows before this day are outside every window at both as_of: pruning them changes nothing
@@ -218,34 +218,69 @@ def _usable(meta: dict[str, Any] | None, doc: dict[str, Any], cfg: Config, avail
             and (doc.get("pruned_before") or "") <= meta.get("pruned_before_ok", ""))
 
 
-def _from_cache(path: Path, changed: pl.Series, as_of: dt.date) -> pl.DataFrame:
-    """The cached rows of the customers not in ``changed``, with ``recency_days`` and ``tenure_days``
-    at ``as_of``: whole days from the order's date (DuckDB's ``date_diff('day', date, as_of)`` in
-    features.sql is the same integer)."""
-    cached = pl.read_ipc(path)
+def _cache_files(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cache's files, the newest first: its deltas, then its base."""
+    return [*reversed(meta.get("deltas", [])), {"file": meta["file"], "rows": meta.get("rows", 0)}]
+
+
+def _from_cache(root: Path, meta: dict[str, Any], changed: pl.Series, as_of: dt.date) -> list[pl.DataFrame]:
+    """The cached rows of the customers not in ``changed``, one frame per cache file (deltas first,
+    the base last, each in customer order; a customer's row is the one of the newest file that has
+    it), with ``recency_days`` and ``tenure_days`` at ``as_of``: whole days from the order's date
+    (DuckDB's ``date_diff('day', date, as_of)`` in features.sql is the same integer)."""
     days = {c: (pl.lit(as_of, dtype=pl.Date) - pl.col(ts).dt.date()).dt.total_days().cast(pl.Int32).alias(c)
             for c, ts in (("recency_days", "last_order_ts"), ("tenure_days", "first_order_ts"))}
-    return cached.filter(~pl.col("customer_id").is_in(changed.implode())).with_columns(**days)
+    out, drop = [], changed
+    files = _cache_files(meta)
+    for i, f in enumerate(files):
+        cached = pl.read_ipc(root / f["file"])
+        out.append(cached.filter(~pl.col("customer_id").is_in(drop.implode())).with_columns(**days))
+        if i + 1 < len(files):
+            drop = pl.concat([drop, cached["customer_id"]])
+    return out
 
 
-def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, cfg: Config, avail: dict[str, bool],
-                 top: list[Any] | None, as_of: dt.date) -> None:
+#: the cache's deltas are folded into a new base when they hold more rows than this share of it
+#: (or number more than MAX_DELTAS): below it, a refresh writes only the rows it recomputed
+DELTA_SHARE, MAX_DELTAS = 0.125, 16
+
+
+def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, fresh: pl.DataFrame | None, cfg: Config,
+                 avail: dict[str, bool], top: list[Any] | None, as_of: dt.date) -> None:
+    """Keep ``df`` (this call's feature table) as the cache: as a new base, or, when the cache was
+    used and its deltas stay small, as the previous cache plus a delta holding ``fresh`` (the rows
+    recomputed by this call); the rows of a delta replace the older files' rows of its customers."""
     folder = root / "cache"
     folder.mkdir(exist_ok=True)
+    old = st.read_cache(root) or {}
+    deltas = list(old.get("deltas", [])) if fresh is not None else []
+    small = fresh is not None and len(deltas) < MAX_DELTAS and (
+        sum(d["rows"] for d in deltas) + fresh.height <= DELTA_SHARE * old.get("rows", 0))
+    stem = f"{doc['generation']:06d}-{as_of.isoformat()}"
     # uncompressed Arrow IPC: several times faster to write and read back than zstd Parquet
-    name = f"cache/features-{doc['generation']:06d}-{as_of.isoformat()}.arrow"
-    df.write_ipc(root / (name + ".tmp"), compression="uncompressed")
-    os.replace(root / (name + ".tmp"), root / name)
+    if small:
+        base = {"file": old["file"], "rows": old["rows"]}
+        if fresh.height:  # nothing recomputed: the files stand as they are
+            name = f"cache/delta-{stem}.arrow"
+            fresh.write_ipc(root / (name + ".tmp"), compression="uncompressed")
+            os.replace(root / (name + ".tmp"), root / name)
+            deltas.append({"file": name, "rows": fresh.height})
+    else:
+        name = f"cache/features-{stem}.arrow"
+        df.write_ipc(root / (name + ".tmp"), compression="uncompressed")
+        os.replace(root / (name + ".tmp"), root / name)
+        deltas, base = [], {"file": name, "rows": df.height}
     w = cfg.windows
-    meta = {"gen": int(doc["generation"]), "as_of": as_of.isoformat(), "file": name,
+    meta = {"gen": int(doc["generation"]), "as_of": as_of.isoformat(), **base, "deltas": deltas,
             "windows": [w.d6, w.d12, w.d24], "avail": avail, "top": [str(t) for t in top or []],
             "top_none": top is None}
     tmp = root / (st.CACHE + ".tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, root / st.CACHE)
-    for old in folder.glob("features-*"):
-        if f"cache/{old.name}" != name:
-            old.unlink(missing_ok=True)
+    keep = {f["file"] for f in _cache_files(meta)}
+    for path in folder.glob("*.arrow"):
+        if f"cache/{path.name}" not in keep:
+            path.unlink(missing_ok=True)
 
 
 def features_from_state(cfg: Config, state: str | Path, progress: Progress | None = None, *,
@@ -299,22 +334,23 @@ def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, s
             changed = s.frame("SELECT customer_id FROM aff")["customer_id"]
             _gather(con, root, doc, changed)
             fresh = _feature_rows(s, avail, top)
-            kept = _from_cache(root / meta["file"], changed, as_of)
-            # both in customer_id order (the cache is written sorted): a merge instead of a sort
-            df = kept.set_sorted("customer_id").merge_sorted(
-                fresh.select(kept.columns).sort("customer_id").set_sorted("customer_id"), key="customer_id")
-            counts = {"recomputed": fresh.height, "cached": kept.height}
+            *deltas, base = _from_cache(root, meta, changed, as_of)
+            fresh = fresh.select(base.columns).sort("customer_id")
+            extra = pl.concat([*deltas, fresh]).sort("customer_id") if deltas else fresh
+            # both in customer_id order (the cache's files are written sorted): a merge, not a sort
+            df = base.set_sorted("customer_id").merge_sorted(extra.set_sorted("customer_id"), key="customer_id")
+            counts = {"recomputed": fresh.height, "cached": df.height - fresh.height}
         else:
             df = _feature_rows(s, avail, top)
             counts = {"recomputed": df.height, "cached": 0}
-            df = df.sort("customer_id")
+            df, fresh = df.sort("customer_id"), None
         log.info("features from the refresh state: %(recomputed)d customers recomputed, %(cached)d cached", counts)
         if stats is not None:
             stats.update(counts)
     finally:
         con.close()
     if cache:
-        _write_cache(root, doc, df, cfg, avail, top, as_of)
+        _write_cache(root, doc, df, fresh, cfg, avail, top, as_of)
     return df, avail, skipped, as_of
 
 
