@@ -31,13 +31,28 @@ REFRESH = MappingProxyType({"refresh": MappingProxyType({"lateness_days": 2, "pa
 BASE = dt.datetime(2024, 2, 20)
 
 
-def state_cfg(**kw) -> Config:
-    return Config(tables=MappingProxyType({}), windows=WINDOWS, sections=REFRESH, **kw)
+PRODUCT_SCHEMA = {"product_id": pl.Int64, "market_price": pl.Float64, "unit_cost": pl.Float64, "category": pl.Utf8}
 
 
-def full_features(orders: list[Path], emails: list[Path], as_of: dt.date, windows: Windows = WINDOWS
-                  ) -> pl.DataFrame | None:
-    tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet")}
+def products_file(folder: Path) -> Path:
+    """Product 1 is premium above 2.0 with a cost, product 2 above 50 without one; 3 is never sold."""
+    path = folder / "products.parquet"
+    pl.DataFrame([(1, 2.0, 1.0, "x"), (2, 50.0, None, "y"), (3, 1.0, 0.5, None)], schema=PRODUCT_SCHEMA,
+                 orient="row").write_parquet(path)
+    return path
+
+
+def _products(products: Path | None) -> dict[str, TableSpec]:
+    return {"products": TableSpec("products", (str(products),), "parquet")} if products else {}
+
+
+def state_cfg(products: Path | None = None, **kw) -> Config:
+    return Config(tables=MappingProxyType(_products(products)), windows=WINDOWS, sections=REFRESH, **kw)
+
+
+def full_features(orders: list[Path], emails: list[Path], as_of: dt.date, windows: Windows = WINDOWS,
+                  products: Path | None = None) -> pl.DataFrame | None:
+    tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet"), **_products(products)}
     if emails:
         tables["email_events"] = TableSpec("email_events", tuple(map(str, emails)), "parquet")
     cfg = Config(tables=MappingProxyType(tables), windows=windows, as_of=as_of)
@@ -79,13 +94,14 @@ batch = st.tuples(
 )
 
 
-def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, resend: list
-           ) -> tuple[Path, Path, list]:
+def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, resend: list,
+           no_category: bool = False) -> tuple[Path, Path, list]:
     back = dt.timedelta(days=20 if late else 0)
     rows = resend + [(c, o, day - back - dt.timedelta(days=d) + dt.timedelta(hours=h), p, q, min(r, max(q, 0)), pr, ca, ch)
             for c, o, d, h, p, q, r, pr, ca, ch in lines]
     ofile, efile = folder / f"orders-{i}.parquet", folder / f"email-{i}.parquet"
-    pl.DataFrame(rows, schema=ORDER_SCHEMA, orient="row").write_parquet(ofile)
+    df = pl.DataFrame(rows, schema=ORDER_SCHEMA, orient="row")
+    (df.drop("category") if no_category else df).write_parquet(ofile)
     ev = [(c, day - dt.timedelta(days=d, hours=1), e, k) for c, d, e, k in events]
     pl.DataFrame(ev, schema=EMAIL_SCHEMA, orient="row").write_parquet(efile)
     return ofile, efile, rows
@@ -93,8 +109,8 @@ def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, re
 
 @settings(max_examples=20)
 @given(st.lists(batch, min_size=1, max_size=5), st.sampled_from([0, 1, 9, 40]),
-       st.sampled_from([(0.125, 16), (100.0, 2)]))
-def test_state_features_equal_full_recompute(tmp_path_factory, stream, k, deltas):
+       st.sampled_from([(0.125, 16), (100.0, 2)]), st.sampled_from([None, "lines", "products"]))
+def test_state_features_equal_full_recompute(tmp_path_factory, stream, k, deltas, products):
     # the feature cache as a base alone (the deltas' share of 1/8 is never reached with a few
     # customers), or as a base plus up to two deltas, folded into a new base at the third
     from unittest import mock
@@ -102,11 +118,22 @@ def test_state_features_equal_full_recompute(tmp_path_factory, stream, k, deltas
     import centile.refresh.features as refresh_features
 
     with mock.patch.multiple(refresh_features, DELTA_SHARE=deltas[0], MAX_DELTAS=deltas[1]):
-        _stream_equals_full(tmp_path_factory, stream, k)
+        _stream_equals_full(tmp_path_factory, stream, k, products)
 
 
-def _stream_equals_full(tmp_path_factory, stream, k) -> None:
+def _stream_equals_full(tmp_path_factory, stream, k, products: str | None) -> None:
+    """``products``: None (no products table), "lines" (a products table, categories on the lines),
+    "products" (categories from the products table: the lines have no category column)."""
     folder = tmp_path_factory.mktemp("stream")
+    prod = products_file(folder) if products else None
+    event(f"products: {products}")
+
+    def state_cfg(**kw) -> Config:
+        return globals()["state_cfg"](prod, **kw)
+
+    def full_features(orders, emails, as_of) -> pl.DataFrame | None:
+        return globals()["full_features"](orders, emails, as_of, products=prod)
+
     state = folder / "state"
     day = BASE
     batches: list[tuple[Path, Path | None]] = []
@@ -119,7 +146,7 @@ def _stream_equals_full(tmp_path_factory, stream, k) -> None:
         else:
             day += dt.timedelta(days=step)
             resend = sent[copy] if 0 <= copy < len(sent) else []
-            ofile, efile, rows = _write(folder, i, day, lines, events, late, resend)
+            ofile, efile, rows = _write(folder, i, day, lines, events, late, resend, products == "products")
             sent.append(rows)
             res = ingest(state_cfg(), state, [ofile], [efile] if events else [])
             batches.append((ofile, efile if events else None))
@@ -139,6 +166,7 @@ def _stream_equals_full(tmp_path_factory, stream, k) -> None:
             stats: dict[str, int] = {}
             got = features_from_state(state_cfg(as_of=as_of), state, stats=stats)[0]
             event(f"rows from the feature cache: {stats['cached'] > 0}")
+            event(f"a premium margin: {bool(got['premium_margin_12m'].fill_null(0).abs().sum())}")
             event(f"cache deltas: {len(json.loads((state / 'cache.json').read_text()).get('deltas', []))}")
             assert_same(got, want)
 
@@ -165,9 +193,24 @@ def test_as_of_before_the_watermark_is_refused_and_full_recomputes(tmp_path):
 
 def test_tables_the_state_cannot_follow_are_refused(tmp_path):
     b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
-    cfg = state_cfg().with_(tables=MappingProxyType({"products": TableSpec("products", (str(b),), "parquet")}))
-    with pytest.raises(ConfigError, match=r"\[tables.products\]: the refresh state .* orders and email_events only"):
+    cfg = state_cfg().with_(tables=MappingProxyType({"customers": TableSpec("customers", (str(b),), "parquet")}))
+    with pytest.raises(ConfigError, match=r"\[tables.customers\]: the refresh state .* not customers"):
         ingest(cfg, tmp_path / "s", [b])
+
+
+def test_a_products_table_other_than_the_states_is_refused(tmp_path):
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    prod = products_file(tmp_path)
+    ingest(state_cfg(prod), tmp_path / "s", [b])
+    assert features_from_state(state_cfg(prod), tmp_path / "s")[0]["premium_margin_12m"].to_list() == [4.0]
+    with pytest.raises(ConfigError, match="was built with a products table; use the config that maps it"):
+        features_from_state(state_cfg(), tmp_path / "s")
+    pl.DataFrame([(1, 9.0, 1.0, "x")], schema=PRODUCT_SCHEMA, orient="row").write_parquet(prod)
+    with pytest.raises(ConfigError, match="another products table .* rebuild the state into an empty folder"):
+        ingest(state_cfg(prod), tmp_path / "s", [b])
+    ingest(state_cfg(), tmp_path / "s2", [b])
+    with pytest.raises(ConfigError, match="was built without a products table"):
+        features_from_state(state_cfg(prod), tmp_path / "s2")
 
 
 def test_a_batch_with_other_columns_is_refused(tmp_path):

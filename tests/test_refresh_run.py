@@ -32,12 +32,11 @@ def batches(tmp_path_factory) -> Path:
     half = email["ts"].dt.month() <= 6
     email.filter(half).write_parquet(root / "email-h1.parquet")
     email.filter(~half).write_parquet(root / "email-h2.parquet")
-    (root / "run.toml").write_text(
-        "[tables.contacts]\n" f'path = "{data / "contacts.parquet"}"\n\n[refresh]\npartitions = 3\n')
+    others = "".join(f'[tables.{t}]\npath = "{data / t}.parquet"\n\n' for t in ("contacts", "products"))
+    (root / "run.toml").write_text(others + "[refresh]\npartitions = 3\n")
     (root / "full.toml").write_text(
         f'[tables.orders]\npath = "{root}/orders-q*.parquet"\n\n'
-        f'[tables.email_events]\npath = "{root}/email-h*.parquet"\n\n'
-        "[tables.contacts]\n" f'path = "{data / "contacts.parquet"}"\n')
+        f'[tables.email_events]\npath = "{root}/email-h*.parquet"\n\n' + others)
     return root
 
 
@@ -68,6 +67,7 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
     ran = {k for k, r in doc["stages"].items() if r["status"] == "ran"}
     assert ran == {k for k, r in full["stages"].items() if r["status"] == "ran"}
     assert {"features", "clv", "clubs", "segments", "baskets"} <= ran
+    assert pl.read_parquet(tmp_path / "s" / "features.parquet")["premium_margin_12m"].sum() > 0
     got, want = _parquet_files(tmp_path / "s"), _parquet_files(tmp_path / "f")
     assert got.keys() == want.keys() and "features.parquet" in got
     assert [k for k in got if got[k] != want[k]] == []

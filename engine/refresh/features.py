@@ -41,6 +41,7 @@ from centile.refresh.ingest import (
     _check_config,
     _check_state,
     _ledger_files,
+    check_products,
     merge_sql,
     merged_sql,
 )
@@ -49,10 +50,10 @@ from centile.runtime import Progress
 log = logging.getLogger(__name__)
 
 _REASONS = {
-    "premium_margin_12m": "needs a products table, which the refresh state does not follow",
+    "premium_margin_12m": "needs a products table with market_price and product_id on the order lines",
     "email": "needs e-mail events: no email_events batch has been ingested",
     "preferred_channel": "needs a channel column on the order lines",
-    "category": "needs a category column on the order lines (the state does not follow products)",
+    "category": "needs category on the order lines or in products",
 }
 
 
@@ -118,10 +119,11 @@ def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids
 
 def state_availability(doc: dict[str, Any]) -> tuple[dict[str, bool], dict[str, str]]:
     cols = doc["columns"].get("orders", [])
-    avail = {"premium_margin_12m": False,
+    products = doc["columns"].get("products", []) if doc.get("products") else []
+    avail = {"premium_margin_12m": "market_price" in products and "product_id" in cols,
              "email": any(e["table"] == "email_events" for e in doc["ledger"]),
              "preferred_channel": "channel" in cols,
-             "category": "category" in cols}
+             "category": "category" in cols or ("category" in products and "product_id" in cols)}
     return avail, {k: _REASONS[k] for k, ok in avail.items() if not ok}
 
 
@@ -139,7 +141,8 @@ def _feature_rows(s: Session, avail: dict[str, bool], top: list[Any] | None) -> 
     _run(con, "refresh_f_orders", "f_orders", params)
     _run(con, "refresh_f_kept", "f_kept", params)
     empties = {
-        "f_premium": (None, "SELECT NULL::DOUBLE AS premium_margin_12m"),
+        "f_premium": ("refresh_f_premium" if avail["premium_margin_12m"] else None,
+                      "SELECT NULL::DOUBLE AS premium_margin_12m"),
         "f_email": ("refresh_f_email" if avail["email"] else None,
                     "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, "
                     "NULL::BIGINT AS clicked_12m"),
@@ -155,7 +158,7 @@ def _feature_rows(s: Session, avail: dict[str, bool], top: list[Any] | None) -> 
     con.execute("CREATE OR REPLACE TEMP TABLE f_category AS "
                 "SELECT customer_id, category, net AS net_revenue FROM st_categories")
     sql = read_sql("features")
-    p = _params_for(sql, {**params, "has_premium": False, "has_email": avail["email"]})
+    p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     return _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p)
 
 
@@ -186,6 +189,7 @@ def _affected(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], m
         sel += [f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d6, True)}",
                 f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d12, True)}",
                 f"SELECT customer_id FROM raw_days WHERE {between('day', w.d12, False)}",
+                f"SELECT customer_id FROM raw_premium WHERE {between('day', w.d12, False)}",
                 f"SELECT customer_id FROM raw_kept WHERE {between('day', w.d24, False)}",
                 f"SELECT customer_id FROM raw_email_keyed WHERE {between('sent_ts', w.d12, True)}",
                 f"SELECT customer_id FROM raw_email_days WHERE {between('day', w.d12, False)}"]
@@ -320,6 +324,7 @@ def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, s
         raise InputError(f"[features] windows {w.d6}/{w.d12}/{w.d24} days: the refresh state in {root} keeps "
                          f"day buckets for {doc['horizon_days']} days (longest window {max(doc['windows_days'])} "
                          f"+ lateness {doc['lateness_days']}); rebuild the state with these windows")
+    check_products(doc, cfg, root)
     avail, skipped = state_availability(doc)
     con = connect(cfg)
     try:
@@ -360,7 +365,7 @@ def full_config(cfg: Config, state: str | Path) -> Config:
     doc = _load(root)
     _check_state(doc, cfg, root)
     files = _ledger_files(doc, root)
-    tables = {}
+    tables = {t: spec for t, spec in cfg.tables.items() if t == "products"}
     for t, paths in files.items():
         if not paths:
             continue
@@ -386,7 +391,7 @@ def run_state_features(cfg: Config, state: str | Path, out: str | Path | None = 
                                "batches": len(doc["ledger"]), "full": full}
     if full:
         fcfg = full_config(cfg, state)
-        with open_session(fcfg, progress, only=("orders", "email_events")) as s:
+        with open_session(fcfg, progress, only=("orders", "email_events", "products")) as s:
             df, avail, skipped = compute_features(s, progress)
             as_of = s.as_of
             summary |= session_summary(s)

@@ -75,6 +75,10 @@ TABLES: dict[str, Table] = {
     "email_days": Table(("customer_id", "day"), {"sent": "sum", "opens": "sum", "clicks": "sum"}, "day",
                         {"customer_id": "{id}", "day": "DATE", "sent": "BIGINT", "opens": "BIGINT",
                          "clicks": "BIGINT"}, order="day"),
+    # premium margin per customer and day (feat_premium.sql): the margins of the lines priced above
+    # their product's market price, with the products table the state was built with
+    "premium": Table(("customer_id", "day"), {"margin": "sum"}, "day",
+                     {"customer_id": "{id}", "day": "DATE", "margin": "DECIMAL(38,4)"}, order="day"),
     # 64-bit hashes of the lines with an order_id, to set aside a line already applied in an
     # earlier batch (the session does the same within one read: set_aside_duplicates)
     "hashes": Table(("customer_id", "h", "day"), {}, "day",
