@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from centile.backend.partitions import Partitioning, bucket_sql
@@ -227,21 +228,38 @@ def _cache_files(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return [*reversed(meta.get("deltas", [])), {"file": meta["file"], "rows": meta.get("rows", 0)}]
 
 
-def _from_cache(root: Path, meta: dict[str, Any], changed: pl.Series, as_of: dt.date) -> list[pl.DataFrame]:
-    """The cached rows of the customers not in ``changed``, one frame per cache file (deltas first,
-    the base last, each in customer order; a customer's row is the one of the newest file that has
-    it), with ``recency_days`` and ``tenure_days`` at ``as_of``: whole days from the order's date
-    (DuckDB's ``date_diff('day', date, as_of)`` in features.sql is the same integer)."""
+def _from_cache(root: Path, meta: dict[str, Any], changed: pl.Series, as_of: dt.date
+                ) -> tuple[pl.DataFrame, pl.Series, list[pl.DataFrame]]:
+    """The cache's base, which of its rows stand (customers neither in ``changed`` nor in a delta),
+    and the standing rows of its deltas (a customer's row is the one of the newest file that has
+    it); every file is in customer order. ``recency_days`` and ``tenure_days`` are moved to
+    ``as_of``: whole days from the order's date (DuckDB's ``date_diff('day', date, as_of)`` in
+    features.sql is the same integer)."""
     days = {c: (pl.lit(as_of, dtype=pl.Date) - pl.col(ts).dt.date()).dt.total_days().cast(pl.Int32).alias(c)
             for c, ts in (("recency_days", "last_order_ts"), ("tenure_days", "first_order_ts"))}
-    out, drop = [], changed
-    files = _cache_files(meta)
-    for i, f in enumerate(files):
+    deltas, drop = [], changed
+    *newer, base = _cache_files(meta)
+    for f in newer:
         cached = pl.read_ipc(root / f["file"])
-        out.append(cached.filter(~pl.col("customer_id").is_in(drop.implode())).with_columns(**days))
-        if i + 1 < len(files):
-            drop = pl.concat([drop, cached["customer_id"]])
-    return out
+        deltas.append(cached.filter(~pl.col("customer_id").is_in(drop.implode())).with_columns(**days))
+        drop = pl.concat([drop, cached["customer_id"]])
+    cached = pl.read_ipc(root / base["file"])
+    return cached.with_columns(**days), ~cached["customer_id"].is_in(drop.implode()), deltas
+
+
+def _merged(base: pl.DataFrame, keep: pl.Series, extra: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``base`` where ``keep`` and every row of ``extra``, in customer order (both are,
+    and no customer is in both), gathered in one pass: a filter and a merge would copy the
+    million-row table twice."""
+    kept = np.flatnonzero(keep.to_numpy())
+    slots = (base["customer_id"].gather(kept).search_sorted(extra["customer_id"], side="left").to_numpy()
+             + np.arange(extra.height))
+    idx = np.empty(kept.size + extra.height, dtype=np.int64)
+    from_extra = np.zeros(idx.size, dtype=bool)
+    from_extra[slots] = True
+    idx[slots] = base.height + np.arange(extra.height)
+    idx[~from_extra] = kept
+    return pl.concat([base, extra], how="vertical", rechunk=False).gather(idx)
 
 
 #: the cache's deltas are folded into a new base when they hold more rows than this share of it
@@ -339,11 +357,10 @@ def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, s
             changed = s.frame("SELECT customer_id FROM aff")["customer_id"]
             _gather(con, root, doc, changed)
             fresh = _feature_rows(s, avail, top)
-            *deltas, base = _from_cache(root, meta, changed, as_of)
+            base, keep, deltas = _from_cache(root, meta, changed, as_of)
             fresh = fresh.select(base.columns).sort("customer_id")
             extra = pl.concat([*deltas, fresh]).sort("customer_id") if deltas else fresh
-            # both in customer_id order (the cache's files are written sorted): a merge, not a sort
-            df = base.set_sorted("customer_id").merge_sorted(extra.set_sorted("customer_id"), key="customer_id")
+            df = _merged(base, keep, extra)
             counts = {"recomputed": fresh.height, "cached": df.height - fresh.height}
         else:
             df = _feature_rows(s, avail, top)
