@@ -191,11 +191,29 @@ def test_as_of_before_the_watermark_is_refused_and_full_recomputes(tmp_path):
     assert res.features["orders_total"].to_list() == [1]  # the line on as_of is outside every window
 
 
-def test_tables_the_state_cannot_follow_are_refused(tmp_path):
-    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
-    cfg = state_cfg().with_(tables=MappingProxyType({"customers": TableSpec("customers", (str(b),), "parquet")}))
-    with pytest.raises(ConfigError, match=r"\[tables.customers\]: the refresh state .* not customers"):
-        ingest(cfg, tmp_path / "s", [b])
+def test_a_customers_table_adds_its_customers_without_orders(tmp_path):
+    b1 = _one_batch(tmp_path, "b1.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    b2 = _one_batch(tmp_path, "b2.parquet", [(9, "o2", dt.datetime(2024, 3, 2, 9), 6.0, 1.0, 0.0, 1, "a", "web")])
+    cust = tmp_path / "customers.parquet"
+    pl.DataFrame({"customer_id": [1, 7, 9]}).write_parquet(cust)
+    cfg = state_cfg().with_(tables=MappingProxyType({"customers": TableSpec("customers", (str(cust),), "parquet")}))
+
+    def full(orders: list[Path], as_of: dt.date) -> pl.DataFrame:
+        tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet"), **cfg.tables}
+        with open_session(Config(tables=MappingProxyType(tables), windows=WINDOWS, as_of=as_of)) as s:
+            return compute_features(s)[0]
+
+    ingest(cfg, tmp_path / "s", [b1])
+    got = features_from_state(cfg, tmp_path / "s")[0]
+    assert got["customer_id"].to_list() == [1, 7, 9]  # 7 and 9: in customers, no order line yet
+    assert_same(got, full([b1], dt.date(2024, 3, 2)))
+    ingest(cfg, tmp_path / "s", [b2])
+    stats: dict[str, int] = {}
+    assert_same(features_from_state(cfg, tmp_path / "s", stats=stats)[0], full([b1, b2], dt.date(2024, 3, 3)))
+    assert stats == {"recomputed": 1, "cached": 2}
+    pl.DataFrame({"customer_id": [1, 5]}).write_parquet(cust)  # another customers table: no cache
+    assert_same(features_from_state(cfg, tmp_path / "s", stats=stats)[0], full([b1, b2], dt.date(2024, 3, 3)))
+    assert stats == {"recomputed": 3, "cached": 0}
 
 
 def test_a_products_table_other_than_the_states_is_refused(tmp_path):

@@ -32,7 +32,7 @@ def batches(tmp_path_factory) -> Path:
     half = email["ts"].dt.month() <= 6
     email.filter(half).write_parquet(root / "email-h1.parquet")
     email.filter(~half).write_parquet(root / "email-h2.parquet")
-    others = "".join(f'[tables.{t}]\npath = "{data / t}.parquet"\n\n' for t in ("contacts", "products"))
+    others = "".join(f'[tables.{t}]\npath = "{data / t}.parquet"\n\n' for t in ("contacts", "products", "customers"))
     (root / "run.toml").write_text(others + "[refresh]\npartitions = 3\n")
     (root / "full.toml").write_text(
         f'[tables.orders]\npath = "{root}/orders-q*.parquet"\n\n'

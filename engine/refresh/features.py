@@ -24,8 +24,9 @@ import polars as pl
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import Session, connect, open_session
+from centile.backend.sources import register_tables, stage_tables
 from centile.config import Config, TableSpec
-from centile.errors import InputError
+from centile.errors import InputError, ValidationError
 from centile.features.compute import (
     FeaturesResult,
     _params_for,
@@ -39,9 +40,9 @@ from centile.io.sqlfiles import ident, literal, read_sql
 from centile.refresh import state as st
 from centile.refresh.ingest import (
     _cast,
-    _check_config,
     _check_state,
     _ledger_files,
+    _mapping,
     check_products,
     merge_sql,
     merged_sql,
@@ -93,6 +94,7 @@ def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -
         sql = " UNION ALL ".join(f"({q})" for q in selects) if selects else st.empty_sql(table, doc["types"])
         con.execute(f"DROP TABLE IF EXISTS {ident('st_' + table)}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('st_' + table)} AS {sql}")
+    con.execute("CREATE OR REPLACE TEMP VIEW st_customers AS SELECT customer_id FROM cust_all")
 
 
 def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series) -> None:
@@ -116,6 +118,35 @@ def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('st_' + table)} AS {sql}")
         if runs:
             con.unregister("__centile_gathered")
+    con.execute("DROP VIEW IF EXISTS st_customers")
+    con.execute("CREATE OR REPLACE TEMP TABLE st_customers AS SELECT customer_id FROM cust_all SEMI JOIN aff "
+                "USING (customer_id)")
+
+
+def _customers(con: duckdb.DuckDBPyConnection, cfg: Config, doc: dict[str, Any], root: Path
+               ) -> dict[str, Any] | None:
+    """``cust_all``: the valid customer ids of the config's customers table (empty without one),
+    validated by the session's rules; returns the table's record (fingerprints and mapping) for
+    the feature cache, which is not used across a changed customers table."""
+    id_type = doc["types"].get("id", "BIGINT")
+    spec = cfg.tables.get("customers")
+    if spec is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE cust_all AS SELECT CAST(NULL AS {id_type}) AS customer_id "
+                    "WHERE false")
+        return None
+    tables, id_types = register_tables(con, cfg.with_(tables=MappingProxyType({"customers": spec})))
+    if id_types["id"] != id_type:
+        raise InputError(f"customers ({', '.join(spec.paths)}): customer ids are {id_types['id']} where the refresh "
+                         f"state's are {id_type}; a full read would type every table alike: map "
+                         "customers.customer_id to the orders' type")
+    stage_tables(con, tables)
+    rejected = con.execute("SELECT count(*) FROM customers_rejects").fetchone()[0]
+    if cfg.strict and rejected:
+        raise ValidationError(f"--strict: {rejected} rows of customers break the data contract; fix the "
+                              "customers table, or run without strict to set them aside")
+    con.execute("CREATE OR REPLACE TEMP TABLE cust_all AS SELECT DISTINCT customer_id FROM customers_valid "
+                "WHERE customer_id IS NOT NULL")
+    return {"fingerprints": sorted(st.file_hash(Path(p)) for p in spec.paths), "mapping": _mapping(spec)}
 
 
 def state_availability(doc: dict[str, Any]) -> tuple[dict[str, bool], dict[str, str]]:
@@ -138,7 +169,9 @@ def _feature_rows(s: Session, avail: dict[str, bool], top: list[Any] | None) -> 
     ``sql/feat_*.sql`` from the state, then the same final query."""
     con = s.con
     params = window_params(s)
-    con.execute("CREATE OR REPLACE TEMP TABLE universe AS SELECT customer_id FROM st_totals")
+    # universe.sql: everyone with an order line or an e-mail event (st_totals), or in customers
+    con.execute("CREATE OR REPLACE TEMP TABLE universe AS SELECT customer_id FROM st_totals "
+                "UNION SELECT customer_id FROM st_customers")
     _run(con, "refresh_f_orders", "f_orders", params)
     _run(con, "refresh_f_kept", "f_kept", params)
     empties = {
@@ -268,7 +301,8 @@ DELTA_SHARE, MAX_DELTAS = 0.125, 16
 
 
 def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, fresh: pl.DataFrame | None, cfg: Config,
-                 avail: dict[str, bool], top: list[Any] | None, as_of: dt.date) -> None:
+                 avail: dict[str, bool], top: list[Any] | None, as_of: dt.date,
+                 customers: dict[str, Any] | None) -> None:
     """Keep ``df`` (this call's feature table) as the cache: as a new base, or, when the cache was
     used and its deltas stay small, as the previous cache plus a delta holding ``fresh`` (the rows
     recomputed by this call); the rows of a delta replace the older files' rows of its customers."""
@@ -295,7 +329,7 @@ def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, fresh: pl.Da
     w = cfg.windows
     meta = {"gen": int(doc["generation"]), "as_of": as_of.isoformat(), **base, "deltas": deltas,
             "windows": [w.d6, w.d12, w.d24], "avail": avail, "top": [str(t) for t in top or []],
-            "top_none": top is None}
+            "top_none": top is None, "customers": customers}
     tmp = root / (st.CACHE + ".tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, root / st.CACHE)
@@ -346,13 +380,14 @@ def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, s
     avail, skipped = state_availability(doc)
     con = connect(cfg)
     try:
+        customers = _customers(con, cfg, doc, root)
         _register(con, root, doc)
         s = Session(con, cfg.with_(as_of=as_of), {}, as_of)
         if progress:
             progress("features from the refresh state")
         top = _top(con, cfg.top_categories) if avail["category"] else None
         meta = st.read_cache(root) if cache else None
-        if _usable(meta, doc, cfg, avail, top, root, as_of):
+        if _usable(meta, doc, cfg, avail, top, root, as_of) and meta.get("customers") == customers:
             _affected(con, root, doc, meta, cfg, as_of)
             changed = s.frame("SELECT customer_id FROM aff")["customer_id"]
             _gather(con, root, doc, changed)
@@ -372,7 +407,7 @@ def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, s
     finally:
         con.close()
     if cache:
-        _write_cache(root, doc, df, fresh, cfg, avail, top, as_of)
+        _write_cache(root, doc, df, fresh, cfg, avail, top, as_of, customers)
     return df, avail, skipped, as_of
 
 
@@ -382,7 +417,7 @@ def full_config(cfg: Config, state: str | Path) -> Config:
     doc = _load(root)
     _check_state(doc, cfg, root)
     files = _ledger_files(doc, root)
-    tables = {t: spec for t, spec in cfg.tables.items() if t == "products"}
+    tables = {t: spec for t, spec in cfg.tables.items() if t in ("products", "customers")}
     for t, paths in files.items():
         if not paths:
             continue
@@ -402,13 +437,12 @@ def run_state_features(cfg: Config, state: str | Path, out: str | Path | None = 
                        progress: Progress | None = None) -> FeaturesResult:
     """Compute the feature table from a refresh state (``full``: from every batch file of its ledger,
     any ``as_of``) and write ``features.parquet`` and ``manifest.json`` to ``out`` if given."""
-    _check_config(cfg)
     doc = _load(state)
     summary: dict[str, Any] = {"state": str(Path(state).resolve()), "watermark": doc["watermark"],
                                "batches": len(doc["ledger"]), "full": full}
     if full:
         fcfg = full_config(cfg, state)
-        with open_session(fcfg, progress, only=("orders", "email_events", "products")) as s:
+        with open_session(fcfg, progress, only=("orders", "email_events", "products", "customers")) as s:
             df, avail, skipped = compute_features(s, progress)
             as_of = s.as_of
             summary |= session_summary(s)

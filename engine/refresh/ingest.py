@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: the tables a batch may hold
 BATCH_TABLES = ("orders", "email_events")
-#: configured tables the state cannot follow: features that read them are not refreshed
-REFUSED = {"customers": "the customers without orders or e-mail events in the feature table"}
 
 
 @dataclass(frozen=True)
@@ -68,14 +66,6 @@ def _mapping(spec: TableSpec | None) -> dict[str, Any]:
     return {"columns": dict(spec.columns), "filter": spec.filter, "timestamp_format": spec.timestamp_format,
             "options": dict(spec.options), "null_strings": list(spec.null_strings),
             "duplicates": spec.duplicates, "timezone": spec.timezone}
-
-
-def _check_config(cfg: Config) -> None:
-    for name, what in REFUSED.items():
-        if name in cfg.tables:
-            raise ConfigError(f"[tables.{name}]: the refresh state (--state) follows orders, email_events and "
-                              f"a fixed products table, not {name} ({what}); remove [tables.{name}] from the "
-                              "config used with --state, or compute features without --state")
 
 
 def _new_manifest(cfg: Config) -> dict[str, Any]:
@@ -341,13 +331,12 @@ def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
     Raises
     ------
     ConfigError
-        The config maps tables the state cannot follow (products, customers) or maps the
-        columns differently from the config the state was built with.
+        The config maps the columns differently from the config the state was built with, or
+        maps another products table.
     InputError
         A batch cannot be read, has other columns or id types than earlier batches, or late
         rows need a rebuild while a ledger file is missing or changed.
     """
-    _check_config(cfg)
     root = Path(state)
     with st.state_lock(root):
         return _ingest(cfg, root, orders, email_events, progress)

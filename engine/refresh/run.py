@@ -8,7 +8,8 @@ What reads what:
   ``rejects.parquet`` of the features stage, ``clv``, ``steering``, ``baskets``, ``recommend``,
   ``uplift``, ``attribution``) reads the batch files of the state's ledger, as ``centile run``
   over those files would: the state keeps aggregates, not the lines those stages need;
-* the other input tables (contacts, touchpoints) are read from the config as usual.
+* the other input tables (products, customers, contacts, touchpoints) are read from the config as
+  usual; the products table must be the one the state was built with.
 
 The ledger's fingerprints enter the features stage's key (the run option ``refresh_state``), so a
 run after an ingest never reuses the previous run's feature table; the other stages' keys follow
@@ -30,7 +31,7 @@ from centile.config import Config, TableSpec, _format_of
 from centile.errors import InputError
 from centile.refresh import state as st
 from centile.refresh.features import _load, features_from_state
-from centile.refresh.ingest import BATCH_TABLES, _check_config, _check_state
+from centile.refresh.ingest import BATCH_TABLES, _check_state
 
 
 def _ledger_paths(doc: dict[str, Any], root: Path) -> dict[str, list[Path]]:
@@ -60,12 +61,11 @@ def run_config(cfg: Config, state: str | Path) -> tuple[Config, dict[str, Any]]:
     Raises
     ------
     ConfigError
-        The config maps tables the state cannot follow, or maps columns differently from the
-        config the state was built with.
+        The config maps columns differently from the config the state was built with, or maps
+        another products table.
     InputError
         No state, ``as_of`` before its watermark, or a batch file missing or changed.
     """
-    _check_config(cfg)
     root = Path(state).resolve()
     doc = _load(root)
     _check_state(doc, cfg, root)
