@@ -43,7 +43,8 @@ def _report(results: Path, path: Path, cfg: Config, name: str) -> Path:
 
 
 def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous: str | Path | None = None,
-                 progress: Progress | None = None, report: bool = True) -> PipelineResult:
+                 progress: Progress | None = None, report: bool = True,
+                 state: str | Path | None = None) -> PipelineResult:
     """Run every stage the inputs allow into ``out`` (atomically), reusing unchanged stages.
 
     Parameters
@@ -58,6 +59,10 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
         An earlier run's folder for the clubs stability report (stayed / joined / left).
     report : bool
         Render ``report.html`` (default).
+    state : path, optional
+        A refresh state (``centile ingest --state``): the feature table comes from it, the
+        stages that read order lines or e-mail events read its ledger's batch files
+        (:mod:`centile.refresh.run`).
 
     Returns
     -------
@@ -65,6 +70,10 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
         Per stage: ``status`` (ran, reused, skipped), ``reason`` when skipped,
         ``key``, ``seconds``, ``files``.
     """
-    options = {"previous": str(previous) if previous else None}
+    options: dict[str, object] = {"previous": str(previous) if previous else None}
+    if state is not None:
+        from centile.refresh.run import run_config
+
+        cfg, options["refresh_state"] = run_config(cfg, state)
     return execute(stages(), cfg, out, force=force, options=options, progress=progress,
                    report=_report if report else None)

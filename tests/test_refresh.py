@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from types import MappingProxyType
 
@@ -30,13 +31,28 @@ REFRESH = MappingProxyType({"refresh": MappingProxyType({"lateness_days": 2, "pa
 BASE = dt.datetime(2024, 2, 20)
 
 
-def state_cfg(**kw) -> Config:
-    return Config(tables=MappingProxyType({}), windows=WINDOWS, sections=REFRESH, **kw)
+PRODUCT_SCHEMA = {"product_id": pl.Int64, "market_price": pl.Float64, "unit_cost": pl.Float64, "category": pl.Utf8}
 
 
-def full_features(orders: list[Path], emails: list[Path], as_of: dt.date, windows: Windows = WINDOWS
-                  ) -> pl.DataFrame | None:
-    tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet")}
+def products_file(folder: Path) -> Path:
+    """Product 1 is premium above 2.0 with a cost, product 2 above 50 without one; 3 is never sold."""
+    path = folder / "products.parquet"
+    pl.DataFrame([(1, 2.0, 1.0, "x"), (2, 50.0, None, "y"), (3, 1.0, 0.5, None)], schema=PRODUCT_SCHEMA,
+                 orient="row").write_parquet(path)
+    return path
+
+
+def _products(products: Path | None) -> dict[str, TableSpec]:
+    return {"products": TableSpec("products", (str(products),), "parquet")} if products else {}
+
+
+def state_cfg(products: Path | None = None, **kw) -> Config:
+    return Config(tables=MappingProxyType(_products(products)), windows=WINDOWS, sections=REFRESH, **kw)
+
+
+def full_features(orders: list[Path], emails: list[Path], as_of: dt.date, windows: Windows = WINDOWS,
+                  products: Path | None = None) -> pl.DataFrame | None:
+    tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet"), **_products(products)}
     if emails:
         tables["email_events"] = TableSpec("email_events", tuple(map(str, emails)), "parquet")
     cfg = Config(tables=MappingProxyType(tables), windows=windows, as_of=as_of)
@@ -78,22 +94,46 @@ batch = st.tuples(
 )
 
 
-def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, resend: list
-           ) -> tuple[Path, Path, list]:
+def _write(folder: Path, i: int, day: dt.datetime, lines, events, late: bool, resend: list,
+           no_category: bool = False) -> tuple[Path, Path, list]:
     back = dt.timedelta(days=20 if late else 0)
     rows = resend + [(c, o, day - back - dt.timedelta(days=d) + dt.timedelta(hours=h), p, q, min(r, max(q, 0)), pr, ca, ch)
             for c, o, d, h, p, q, r, pr, ca, ch in lines]
     ofile, efile = folder / f"orders-{i}.parquet", folder / f"email-{i}.parquet"
-    pl.DataFrame(rows, schema=ORDER_SCHEMA, orient="row").write_parquet(ofile)
+    df = pl.DataFrame(rows, schema=ORDER_SCHEMA, orient="row")
+    (df.drop("category") if no_category else df).write_parquet(ofile)
     ev = [(c, day - dt.timedelta(days=d, hours=1), e, k) for c, d, e, k in events]
     pl.DataFrame(ev, schema=EMAIL_SCHEMA, orient="row").write_parquet(efile)
     return ofile, efile, rows
 
 
 @settings(max_examples=20)
-@given(st.lists(batch, min_size=1, max_size=5), st.sampled_from([0, 1, 9, 40]))
-def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
+@given(st.lists(batch, min_size=1, max_size=5), st.sampled_from([0, 1, 9, 40]),
+       st.sampled_from([(0.125, 16), (100.0, 2)]), st.sampled_from([None, "lines", "products"]))
+def test_state_features_equal_full_recompute(tmp_path_factory, stream, k, deltas, products):
+    # the feature cache as a base alone (the deltas' share of 1/8 is never reached with a few
+    # customers), or as a base plus up to two deltas, folded into a new base at the third
+    from unittest import mock
+
+    import centile.refresh.features as refresh_features
+
+    with mock.patch.multiple(refresh_features, DELTA_SHARE=deltas[0], MAX_DELTAS=deltas[1]):
+        _stream_equals_full(tmp_path_factory, stream, k, products)
+
+
+def _stream_equals_full(tmp_path_factory, stream, k, products: str | None) -> None:
+    """``products``: None (no products table), "lines" (a products table, categories on the lines),
+    "products" (categories from the products table: the lines have no category column)."""
     folder = tmp_path_factory.mktemp("stream")
+    prod = products_file(folder) if products else None
+    event(f"products: {products}")
+
+    def state_cfg(**kw) -> Config:
+        return globals()["state_cfg"](prod, **kw)
+
+    def full_features(orders, emails, as_of) -> pl.DataFrame | None:
+        return globals()["full_features"](orders, emails, as_of, products=prod)
+
     state = folder / "state"
     day = BASE
     batches: list[tuple[Path, Path | None]] = []
@@ -106,7 +146,7 @@ def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
         else:
             day += dt.timedelta(days=step)
             resend = sent[copy] if 0 <= copy < len(sent) else []
-            ofile, efile, rows = _write(folder, i, day, lines, events, late, resend)
+            ofile, efile, rows = _write(folder, i, day, lines, events, late, resend, products == "products")
             sent.append(rows)
             res = ingest(state_cfg(), state, [ofile], [efile] if events else [])
             batches.append((ofile, efile if events else None))
@@ -126,6 +166,8 @@ def test_state_features_equal_full_recompute(tmp_path_factory, stream, k):
             stats: dict[str, int] = {}
             got = features_from_state(state_cfg(as_of=as_of), state, stats=stats)[0]
             event(f"rows from the feature cache: {stats['cached'] > 0}")
+            event(f"a premium margin: {bool(got['premium_margin_12m'].fill_null(0).abs().sum())}")
+            event(f"cache deltas: {len(json.loads((state / 'cache.json').read_text()).get('deltas', []))}")
             assert_same(got, want)
 
 
@@ -149,11 +191,44 @@ def test_as_of_before_the_watermark_is_refused_and_full_recomputes(tmp_path):
     assert res.features["orders_total"].to_list() == [1]  # the line on as_of is outside every window
 
 
-def test_tables_the_state_cannot_follow_are_refused(tmp_path):
+def test_a_customers_table_adds_its_customers_without_orders(tmp_path):
+    b1 = _one_batch(tmp_path, "b1.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    b2 = _one_batch(tmp_path, "b2.parquet", [(9, "o2", dt.datetime(2024, 3, 2, 9), 6.0, 1.0, 0.0, 1, "a", "web")])
+    cust = tmp_path / "customers.parquet"
+    pl.DataFrame({"customer_id": [1, 7, 9]}).write_parquet(cust)
+    cfg = state_cfg().with_(tables=MappingProxyType({"customers": TableSpec("customers", (str(cust),), "parquet")}))
+
+    def full(orders: list[Path], as_of: dt.date) -> pl.DataFrame:
+        tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet"), **cfg.tables}
+        with open_session(Config(tables=MappingProxyType(tables), windows=WINDOWS, as_of=as_of)) as s:
+            return compute_features(s)[0]
+
+    ingest(cfg, tmp_path / "s", [b1])
+    got = features_from_state(cfg, tmp_path / "s")[0]
+    assert got["customer_id"].to_list() == [1, 7, 9]  # 7 and 9: in customers, no order line yet
+    assert_same(got, full([b1], dt.date(2024, 3, 2)))
+    ingest(cfg, tmp_path / "s", [b2])
+    stats: dict[str, int] = {}
+    assert_same(features_from_state(cfg, tmp_path / "s", stats=stats)[0], full([b1, b2], dt.date(2024, 3, 3)))
+    assert stats == {"recomputed": 1, "cached": 2}
+    pl.DataFrame({"customer_id": [1, 5]}).write_parquet(cust)  # another customers table: no cache
+    assert_same(features_from_state(cfg, tmp_path / "s", stats=stats)[0], full([b1, b2], dt.date(2024, 3, 3)))
+    assert stats == {"recomputed": 3, "cached": 0}
+
+
+def test_a_products_table_other_than_the_states_is_refused(tmp_path):
     b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
-    cfg = state_cfg().with_(tables=MappingProxyType({"products": TableSpec("products", (str(b),), "parquet")}))
-    with pytest.raises(ConfigError, match=r"\[tables.products\]: the refresh state .* orders and email_events only"):
-        ingest(cfg, tmp_path / "s", [b])
+    prod = products_file(tmp_path)
+    ingest(state_cfg(prod), tmp_path / "s", [b])
+    assert features_from_state(state_cfg(prod), tmp_path / "s")[0]["premium_margin_12m"].to_list() == [4.0]
+    with pytest.raises(ConfigError, match="was built with a products table; use the config that maps it"):
+        features_from_state(state_cfg(), tmp_path / "s")
+    pl.DataFrame([(1, 9.0, 1.0, "x")], schema=PRODUCT_SCHEMA, orient="row").write_parquet(prod)
+    with pytest.raises(ConfigError, match="another products table .* rebuild the state into an empty folder"):
+        ingest(state_cfg(prod), tmp_path / "s", [b])
+    ingest(state_cfg(), tmp_path / "s2", [b])
+    with pytest.raises(ConfigError, match="was built without a products table"):
+        features_from_state(state_cfg(prod), tmp_path / "s2")
 
 
 def test_a_batch_with_other_columns_is_refused(tmp_path):
@@ -180,8 +255,6 @@ def test_strict_refuses_a_batch_with_rejects_and_applies_nothing(tmp_path):
 
 
 def test_cli_ingest_then_features_from_the_state(tmp_path):
-    import json
-
     from typer.testing import CliRunner
 
     from centile.cli import app
@@ -251,3 +324,25 @@ def test_an_email_only_batch(tmp_path):
     got = features_from_state(state_cfg(), state)[0]
     assert_same(got, full_features([b], [e1, e2], dt.date(2024, 3, 4)))
     assert got["click_rate_12m"].to_list() == [None, 1.0]
+
+
+def test_feature_cache_deltas_are_read_newest_first_and_folded(tmp_path):
+    from unittest import mock
+
+    import centile.refresh.features as refresh_features
+
+    state, orders = tmp_path / "s", []
+    seen = []
+    with mock.patch.multiple(refresh_features, DELTA_SHARE=100.0, MAX_DELTAS=2):
+        for i in range(5):
+            # customer 1 buys every day (its row is in every delta); customer 2 + i is new
+            day = dt.datetime(2024, 3, 1 + i, 9)
+            orders.append(_one_batch(tmp_path, f"b{i}.parquet", [
+                (1, f"o{i}", day, 50.0 + i, 1.0, 0.0, 1, "a", "web"),
+                (2 + i, f"p{i}", day, 7.0, 2.0, 1.0, 2, "b", "shop")]))
+            ingest(state_cfg(), state, [orders[-1]])
+            got = features_from_state(state_cfg(), state)[0]
+            assert_same(got, full_features(orders, [], (day + dt.timedelta(days=1)).date()))
+            seen.append(len(json.loads((state / "cache.json").read_text())["deltas"]))
+    assert seen == [0, 1, 2, 0, 1]
+    assert len(list((state / "cache").glob("*.arrow"))) == 2  # the base and one delta

@@ -20,8 +20,8 @@ DATA = ROOT.parent / "shared" / "data" / "completejourney"
 pytestmark = pytest.mark.skipif(not (DATA / "transactions.parquet").exists(),
                                 reason=f"real data not found at {DATA} (../shared/data beside the clone)")
 
-#: engine/examples/completejourney.toml's order mapping (products and demographics are not
-#: followed by the refresh state)
+#: engine/examples/completejourney.toml's mapping: orders, products (categories from the
+#: department: the lines have no category column) and the demographics as customers
 COLUMNS = MappingProxyType({"customer_id": "household_id", "order_id": "basket_id",
                             "order_ts": "transaction_timestamp", "quantity": "quantity",
                             "unit_price": "sales_value / nullif(quantity, 0)", "product_id": "product_id",
@@ -29,9 +29,13 @@ COLUMNS = MappingProxyType({"customer_id": "household_id", "order_id": "basket_i
 
 
 def _cfg(paths: tuple[str, ...] = (), **kw) -> Config:
-    spec = TableSpec("orders", paths, "parquet", columns=COLUMNS, filter="quantity > 0")
+    tables = {"products": TableSpec("products", (str(DATA / "products.parquet"),), "parquet",
+                                    columns=MappingProxyType({"product_id": "product_id", "category": "department"})),
+              "customers": TableSpec("customers", (str(DATA / "demographics.parquet"),), "parquet",
+                                     columns=MappingProxyType({"customer_id": "household_id"})),
+              "orders": TableSpec("orders", paths, "parquet", columns=COLUMNS, filter="quantity > 0")}
     refresh = MappingProxyType({"refresh": MappingProxyType({"partitions": 2})})
-    return Config(tables=MappingProxyType({"orders": spec}), sections=refresh, **kw)
+    return Config(tables=MappingProxyType(tables), sections=refresh, **kw)
 
 
 def test_weekly_batches_equal_the_full_run(tmp_path):
@@ -57,4 +61,5 @@ def test_weekly_batches_equal_the_full_run(tmp_path):
             with open_session(_cfg(full, as_of=as_of)) as s:
                 want, _, _ = compute_features(s)
             assert got.height > 2000 and got.columns == want.columns and got.dtypes == want.dtypes
+            assert "top_category" in got.columns and got["top_category"].null_count() < got.height
             assert got.equals(want)

@@ -287,11 +287,14 @@ def _state_config(config: Path | None, **overrides: Any):
         return _config(config, None, **overrides)
     from types import MappingProxyType
 
-    from centile.config import Config, as_date
+    from centile.config import BackendSpec, Config, as_date
 
     over = {k: v for k, v in overrides.items() if v is not None}
     if "as_of" in over:
         over["as_of"] = as_date(over["as_of"], "--as-of")
+    if "backend" in over or "scheduler" in over:
+        scheduler = over.pop("scheduler", None)
+        over["backend"] = BackendSpec(over.get("backend") or ("dask" if scheduler else "duckdb"), scheduler)
     return Config(tables=MappingProxyType({}), **over)
 
 
@@ -379,7 +382,11 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
         partitions: PartitionsOpt = None, backend: BackendOpt = None, scheduler: SchedulerOpt = None,
         force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even those whose "
                                             "inputs and config did not change since the run in --out.")] = False,
-        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
+        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
+        state: Annotated[Path | None, typer.Option(
+            "--state", help="Run over a refresh state (see `centile ingest`): the feature table comes from "
+            "the state; stages that read order lines or e-mail events read its ledger's batch files; as_of "
+            "defaults to its watermark.", show_default=False)] = None) -> None:
     """Run every stage the inputs allow (features → CLV → ranks and clubs → segments → CLV per
     club and segment → uplift) and write report.html, manifest.json and centile.log into one
     output folder. Configure the stages in the config's [clubs], [segments], [clv], [uplift]
@@ -392,14 +399,15 @@ def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
     """
     from centile.run import run_pipeline
 
-    if data is None and config is None:
-        err_console.print("Error: pass --data DIR or -c centile.toml")
+    if data is None and config is None and state is None:
+        err_console.print("Error: pass --data DIR or -c centile.toml (or --state DIR)")
         raise typer.Exit(1)
     with _errors(), _lock_wait(wait, wait_timeout):
-        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
-                      memory_limit=memory_limit, partitions=partitions, backend=backend, scheduler=scheduler)
+        over = dict(as_of=as_of, strict=strict, threads=threads, strategy=strategy, memory_limit=memory_limit,
+                    partitions=partitions, backend=backend, scheduler=scheduler)
+        cfg = _config(config, data, **over) if data is not None or state is None else _state_config(config, **over)
         with _stage_progress() as progress:
-            res = run_pipeline(cfg, out, force=force, previous=previous, progress=progress)
+            res = run_pipeline(cfg, out, force=force, previous=previous, progress=progress, state=state)
     if json_:
         _print_json(res.as_dict())
         return

@@ -19,12 +19,14 @@ from types import MappingProxyType
 from typing import Any
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import Session, connect, open_session
+from centile.backend.sources import register_tables, stage_tables
 from centile.config import Config, TableSpec
-from centile.errors import InputError
+from centile.errors import InputError, ValidationError
 from centile.features.compute import (
     FeaturesResult,
     _params_for,
@@ -36,16 +38,24 @@ from centile.features.compute import (
 from centile.io.outputs import build_manifest, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
 from centile.refresh import state as st
-from centile.refresh.ingest import _check_config, _check_state, _ledger_files, merged_sql
+from centile.refresh.ingest import (
+    _cast,
+    _check_state,
+    _ledger_files,
+    _mapping,
+    check_products,
+    merge_sql,
+    merged_sql,
+)
 from centile.runtime import Progress
 
 log = logging.getLogger(__name__)
 
 _REASONS = {
-    "premium_margin_12m": "needs a products table, which the refresh state does not follow",
+    "premium_margin_12m": "needs a products table with market_price and product_id on the order lines",
     "email": "needs e-mail events: no email_events batch has been ingested",
     "preferred_channel": "needs a channel column on the order lines",
-    "category": "needs a category column on the order lines (the state does not follow products)",
+    "category": "needs category on the order lines or in products",
 }
 
 
@@ -62,9 +72,9 @@ def _load(state: str | Path) -> dict[str, Any]:
 _KEYED = ("totals", "orders", "email_keyed", "categories")
 
 
-def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], only: str | None = None) -> None:
+def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -> None:
     """Every state table as ``raw_<table>`` (all run files of all partitions) and ``st_<table>`` (one
-    row per key where the features need it), the latter limited to the customers of table ``only``."""
+    row per key where the features need it), as views."""
     for table in st.TABLES:
         if table == "hashes":  # for ingest's duplicate check only
             continue
@@ -76,25 +86,76 @@ def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], o
         for part in doc["parts"]:
             runs = [root / r["file"] for r in part["runs"].get(table, []) if r["rows"]]
             if table in _KEYED and len(runs) > 1:
-                selects.append(merged_sql(table, doc["types"], runs, only=only))
+                selects.append(merged_sql(table, doc["types"], runs))
             else:
                 plain.extend(runs)
         if plain:
-            semi = f" SEMI JOIN {ident(only)} USING (customer_id)" if only else ""
-            selects.append(f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in plain)}]){semi}")
+            selects.append(f"SELECT * FROM read_parquet([{', '.join(literal(str(f)) for f in plain)}])")
         sql = " UNION ALL ".join(f"({q})" for q in selects) if selects else st.empty_sql(table, doc["types"])
-        # a few customers' rows: one scan each into a table, which the feature queries then reread
-        kind = "TABLE" if only else "VIEW"
+        con.execute(f"DROP TABLE IF EXISTS {ident('st_' + table)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('st_' + table)} AS {sql}")
+    con.execute("CREATE OR REPLACE TEMP VIEW st_customers AS SELECT customer_id FROM cust_all")
+
+
+def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series) -> None:
+    """``st_<table>``: the state rows of the customers ``ids`` (one row per key where the features
+    need it), as tables. Read with Polars' prefiltered Parquet scan, which decodes the other columns
+    of the matching rows only; a DuckDB semi join decodes every row (at 1M customers and 3 %
+    changed: 2-3x slower, and most of the refresh's time)."""
+    wanted = ids.implode()
+    for table in st.TABLES:
+        if table == "hashes":
+            continue
+        runs = [root / r["file"] for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
+        rows = st.empty_sql(table, doc["types"])
+        if runs:
+            found = pl.scan_parquet(runs, parallel="prefiltered").filter(
+                pl.col("customer_id").is_in(wanted)).collect()
+            con.register("__centile_gathered", found.to_arrow())
+            rows = f"SELECT {_cast(table, doc['types'])} FROM __centile_gathered"
+        sql = merge_sql(table, doc["types"], rows) if table in _KEYED else rows
         con.execute(f"DROP VIEW IF EXISTS {ident('st_' + table)}")
-        con.execute(f"CREATE OR REPLACE TEMP {kind} {ident('st_' + table)} AS {sql}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('st_' + table)} AS {sql}")
+        if runs:
+            con.unregister("__centile_gathered")
+    con.execute("DROP VIEW IF EXISTS st_customers")
+    con.execute("CREATE OR REPLACE TEMP TABLE st_customers AS SELECT customer_id FROM cust_all SEMI JOIN aff "
+                "USING (customer_id)")
+
+
+def _customers(con: duckdb.DuckDBPyConnection, cfg: Config, doc: dict[str, Any], root: Path
+               ) -> dict[str, Any] | None:
+    """``cust_all``: the valid customer ids of the config's customers table (empty without one),
+    validated by the session's rules; returns the table's record (fingerprints and mapping) for
+    the feature cache, which is not used across a changed customers table."""
+    id_type = doc["types"].get("id", "BIGINT")
+    spec = cfg.tables.get("customers")
+    if spec is None:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE cust_all AS SELECT CAST(NULL AS {id_type}) AS customer_id "
+                    "WHERE false")
+        return None
+    tables, id_types = register_tables(con, cfg.with_(tables=MappingProxyType({"customers": spec})))
+    if id_types["id"] != id_type:
+        raise InputError(f"customers ({', '.join(spec.paths)}): customer ids are {id_types['id']} where the refresh "
+                         f"state's are {id_type}; a full read would type every table alike: map "
+                         "customers.customer_id to the orders' type")
+    stage_tables(con, tables)
+    rejected = con.execute("SELECT count(*) FROM customers_rejects").fetchone()[0]
+    if cfg.strict and rejected:
+        raise ValidationError(f"--strict: {rejected} rows of customers break the data contract; fix the "
+                              "customers table, or run without strict to set them aside")
+    con.execute("CREATE OR REPLACE TEMP TABLE cust_all AS SELECT DISTINCT customer_id FROM customers_valid "
+                "WHERE customer_id IS NOT NULL")
+    return {"fingerprints": sorted(st.file_hash(Path(p)) for p in spec.paths), "mapping": _mapping(spec)}
 
 
 def state_availability(doc: dict[str, Any]) -> tuple[dict[str, bool], dict[str, str]]:
     cols = doc["columns"].get("orders", [])
-    avail = {"premium_margin_12m": False,
+    products = doc["columns"].get("products", []) if doc.get("products") else []
+    avail = {"premium_margin_12m": "market_price" in products and "product_id" in cols,
              "email": any(e["table"] == "email_events" for e in doc["ledger"]),
              "preferred_channel": "channel" in cols,
-             "category": "category" in cols}
+             "category": "category" in cols or ("category" in products and "product_id" in cols)}
     return avail, {k: _REASONS[k] for k, ok in avail.items() if not ok}
 
 
@@ -108,11 +169,14 @@ def _feature_rows(s: Session, avail: dict[str, bool], top: list[Any] | None) -> 
     ``sql/feat_*.sql`` from the state, then the same final query."""
     con = s.con
     params = window_params(s)
-    con.execute("CREATE OR REPLACE TEMP TABLE universe AS SELECT customer_id FROM st_totals")
+    # universe.sql: everyone with an order line or an e-mail event (st_totals), or in customers
+    con.execute("CREATE OR REPLACE TEMP TABLE universe AS SELECT customer_id FROM st_totals "
+                "UNION SELECT customer_id FROM st_customers")
     _run(con, "refresh_f_orders", "f_orders", params)
     _run(con, "refresh_f_kept", "f_kept", params)
     empties = {
-        "f_premium": (None, "SELECT NULL::DOUBLE AS premium_margin_12m"),
+        "f_premium": ("refresh_f_premium" if avail["premium_margin_12m"] else None,
+                      "SELECT NULL::DOUBLE AS premium_margin_12m"),
         "f_email": ("refresh_f_email" if avail["email"] else None,
                     "SELECT NULL::BIGINT AS emails_sent_12m, NULL::BIGINT AS opened_12m, "
                     "NULL::BIGINT AS clicked_12m"),
@@ -128,7 +192,7 @@ def _feature_rows(s: Session, avail: dict[str, bool], top: list[Any] | None) -> 
     con.execute("CREATE OR REPLACE TEMP TABLE f_category AS "
                 "SELECT customer_id, category, net AS net_revenue FROM st_categories")
     sql = read_sql("features")
-    p = _params_for(sql, {**params, "has_premium": False, "has_email": avail["email"]})
+    p = _params_for(sql, {**params, "has_premium": avail["premium_margin_12m"], "has_email": avail["email"]})
     return _with_categories(s, sql, p, top) if top is not None else s.frame(sql, p)
 
 
@@ -154,9 +218,12 @@ def _affected(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], m
         return f"({col} >= {kind} '{a.isoformat()}' AND {col} < {kind} '{b.isoformat()}')"
 
     if lo != hi:
-        sel += [f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d6, True)} "
-                f"OR {between('last_ts', w.d12, True)}",
+        # one range per scan: a range filter skips the row groups of other days (run files are
+        # in day order, state.Table.order); an OR of two ranges would read every row group
+        sel += [f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d6, True)}",
+                f"SELECT customer_id FROM raw_orders WHERE {between('last_ts', w.d12, True)}",
                 f"SELECT customer_id FROM raw_days WHERE {between('day', w.d12, False)}",
+                f"SELECT customer_id FROM raw_premium WHERE {between('day', w.d12, False)}",
                 f"SELECT customer_id FROM raw_kept WHERE {between('day', w.d24, False)}",
                 f"SELECT customer_id FROM raw_email_keyed WHERE {between('sent_ts', w.d12, True)}",
                 f"SELECT customer_id FROM raw_email_days WHERE {between('day', w.d12, False)}"]
@@ -174,7 +241,7 @@ def _top(con: duckdb.DuckDBPyConnection, k: int) -> list[Any]:
 def _usable(meta: dict[str, Any] | None, doc: dict[str, Any], cfg: Config, avail: dict[str, bool],
             top: list[Any] | None, root: Path, as_of: dt.date) -> bool:
     """Can the cached feature table stand in for the customers no change touched?"""
-    if meta is None or not meta["file"].endswith(".arrow") or not (root / meta["file"]).exists():
+    if meta is None or "rows" not in meta or not all((root / f["file"]).exists() for f in _cache_files(meta)):
         return False
     w = cfg.windows
     # rows before this day are outside every window at both as_of: pruning them changes nothing
@@ -189,34 +256,87 @@ def _usable(meta: dict[str, Any] | None, doc: dict[str, Any], cfg: Config, avail
             and (doc.get("pruned_before") or "") <= meta.get("pruned_before_ok", ""))
 
 
-def _from_cache(path: Path, changed: pl.Series, as_of: dt.date) -> pl.DataFrame:
-    """The cached rows of the customers not in ``changed``, with ``recency_days`` and ``tenure_days``
-    at ``as_of``: whole days from the order's date (DuckDB's ``date_diff('day', date, as_of)`` in
+def _cache_files(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cache's files, the newest first: its deltas, then its base."""
+    return [*reversed(meta.get("deltas", [])), {"file": meta["file"], "rows": meta.get("rows", 0)}]
+
+
+def _from_cache(root: Path, meta: dict[str, Any], changed: pl.Series, as_of: dt.date
+                ) -> tuple[pl.DataFrame, pl.Series, list[pl.DataFrame]]:
+    """The cache's base, which of its rows stand (customers neither in ``changed`` nor in a delta),
+    and the standing rows of its deltas (a customer's row is the one of the newest file that has
+    it); every file is in customer order. ``recency_days`` and ``tenure_days`` are moved to
+    ``as_of``: whole days from the order's date (DuckDB's ``date_diff('day', date, as_of)`` in
     features.sql is the same integer)."""
-    cached = pl.read_ipc(path)
     days = {c: (pl.lit(as_of, dtype=pl.Date) - pl.col(ts).dt.date()).dt.total_days().cast(pl.Int32).alias(c)
             for c, ts in (("recency_days", "last_order_ts"), ("tenure_days", "first_order_ts"))}
-    return cached.filter(~pl.col("customer_id").is_in(changed.implode())).with_columns(**days)
+    deltas, drop = [], changed
+    *newer, base = _cache_files(meta)
+    for f in newer:
+        cached = pl.read_ipc(root / f["file"])
+        deltas.append(cached.filter(~pl.col("customer_id").is_in(drop.implode())).with_columns(**days))
+        drop = pl.concat([drop, cached["customer_id"]])
+    cached = pl.read_ipc(root / base["file"])
+    return cached.with_columns(**days), ~cached["customer_id"].is_in(drop.implode()), deltas
 
 
-def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, cfg: Config, avail: dict[str, bool],
-                 top: list[Any] | None, as_of: dt.date) -> None:
+def _merged(base: pl.DataFrame, keep: pl.Series, extra: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``base`` where ``keep`` and every row of ``extra``, in customer order (both are,
+    and no customer is in both), gathered in one pass: a filter and a merge would copy the
+    million-row table twice."""
+    kept = np.flatnonzero(keep.to_numpy())
+    slots = (base["customer_id"].gather(kept).search_sorted(extra["customer_id"], side="left").to_numpy()
+             + np.arange(extra.height))
+    idx = np.empty(kept.size + extra.height, dtype=np.int64)
+    from_extra = np.zeros(idx.size, dtype=bool)
+    from_extra[slots] = True
+    idx[slots] = base.height + np.arange(extra.height)
+    idx[~from_extra] = kept
+    return pl.concat([base, extra], how="vertical", rechunk=False).gather(idx)
+
+
+#: the cache's deltas are folded into a new base when they hold more rows than this share of it
+#: (or number more than MAX_DELTAS): below it, a refresh writes only the rows it recomputed
+DELTA_SHARE, MAX_DELTAS = 0.125, 16
+
+
+def _write_cache(root: Path, doc: dict[str, Any], df: pl.DataFrame, fresh: pl.DataFrame | None, cfg: Config,
+                 avail: dict[str, bool], top: list[Any] | None, as_of: dt.date,
+                 customers: dict[str, Any] | None) -> None:
+    """Keep ``df`` (this call's feature table) as the cache: as a new base, or, when the cache was
+    used and its deltas stay small, as the previous cache plus a delta holding ``fresh`` (the rows
+    recomputed by this call); the rows of a delta replace the older files' rows of its customers."""
     folder = root / "cache"
     folder.mkdir(exist_ok=True)
+    old = st.read_cache(root) or {}
+    deltas = list(old.get("deltas", [])) if fresh is not None else []
+    small = fresh is not None and len(deltas) < MAX_DELTAS and (
+        sum(d["rows"] for d in deltas) + fresh.height <= DELTA_SHARE * old.get("rows", 0))
+    stem = f"{doc['generation']:06d}-{as_of.isoformat()}"
     # uncompressed Arrow IPC: several times faster to write and read back than zstd Parquet
-    name = f"cache/features-{doc['generation']:06d}-{as_of.isoformat()}.arrow"
-    df.write_ipc(root / (name + ".tmp"), compression="uncompressed")
-    os.replace(root / (name + ".tmp"), root / name)
+    if small:
+        base = {"file": old["file"], "rows": old["rows"]}
+        if fresh.height:  # nothing recomputed: the files stand as they are
+            name = f"cache/delta-{stem}.arrow"
+            fresh.write_ipc(root / (name + ".tmp"), compression="uncompressed")
+            os.replace(root / (name + ".tmp"), root / name)
+            deltas.append({"file": name, "rows": fresh.height})
+    else:
+        name = f"cache/features-{stem}.arrow"
+        df.write_ipc(root / (name + ".tmp"), compression="uncompressed")
+        os.replace(root / (name + ".tmp"), root / name)
+        deltas, base = [], {"file": name, "rows": df.height}
     w = cfg.windows
-    meta = {"gen": int(doc["generation"]), "as_of": as_of.isoformat(), "file": name,
+    meta = {"gen": int(doc["generation"]), "as_of": as_of.isoformat(), **base, "deltas": deltas,
             "windows": [w.d6, w.d12, w.d24], "avail": avail, "top": [str(t) for t in top or []],
-            "top_none": top is None}
+            "top_none": top is None, "customers": customers}
     tmp = root / (st.CACHE + ".tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, root / st.CACHE)
-    for old in folder.glob("features-*"):
-        if f"cache/{old.name}" != name:
-            old.unlink(missing_ok=True)
+    keep = {f["file"] for f in _cache_files(meta)}
+    for path in folder.glob("*.arrow"):
+        if f"cache/{path.name}" not in keep:
+            path.unlink(missing_ok=True)
 
 
 def features_from_state(cfg: Config, state: str | Path, progress: Progress | None = None, *,
@@ -256,36 +376,38 @@ def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, s
         raise InputError(f"[features] windows {w.d6}/{w.d12}/{w.d24} days: the refresh state in {root} keeps "
                          f"day buckets for {doc['horizon_days']} days (longest window {max(doc['windows_days'])} "
                          f"+ lateness {doc['lateness_days']}); rebuild the state with these windows")
+    check_products(doc, cfg, root)
     avail, skipped = state_availability(doc)
     con = connect(cfg)
     try:
+        customers = _customers(con, cfg, doc, root)
         _register(con, root, doc)
         s = Session(con, cfg.with_(as_of=as_of), {}, as_of)
         if progress:
             progress("features from the refresh state")
         top = _top(con, cfg.top_categories) if avail["category"] else None
         meta = st.read_cache(root) if cache else None
-        if _usable(meta, doc, cfg, avail, top, root, as_of):
+        if _usable(meta, doc, cfg, avail, top, root, as_of) and meta.get("customers") == customers:
             _affected(con, root, doc, meta, cfg, as_of)
-            _register(con, root, doc, only="aff")
+            changed = s.frame("SELECT customer_id FROM aff")["customer_id"]
+            _gather(con, root, doc, changed)
             fresh = _feature_rows(s, avail, top)
-            kept = _from_cache(root / meta["file"], s.frame("SELECT customer_id FROM aff")["customer_id"],
-                               as_of)
-            # both in customer_id order (the cache is written sorted): a merge instead of a sort
-            df = kept.set_sorted("customer_id").merge_sorted(
-                fresh.select(kept.columns).sort("customer_id").set_sorted("customer_id"), key="customer_id")
-            counts = {"recomputed": fresh.height, "cached": kept.height}
+            base, keep, deltas = _from_cache(root, meta, changed, as_of)
+            fresh = fresh.select(base.columns).sort("customer_id")
+            extra = pl.concat([*deltas, fresh]).sort("customer_id") if deltas else fresh
+            df = _merged(base, keep, extra)
+            counts = {"recomputed": fresh.height, "cached": df.height - fresh.height}
         else:
             df = _feature_rows(s, avail, top)
             counts = {"recomputed": df.height, "cached": 0}
-            df = df.sort("customer_id")
+            df, fresh = df.sort("customer_id"), None
         log.info("features from the refresh state: %(recomputed)d customers recomputed, %(cached)d cached", counts)
         if stats is not None:
             stats.update(counts)
     finally:
         con.close()
     if cache:
-        _write_cache(root, doc, df, cfg, avail, top, as_of)
+        _write_cache(root, doc, df, fresh, cfg, avail, top, as_of, customers)
     return df, avail, skipped, as_of
 
 
@@ -295,7 +417,7 @@ def full_config(cfg: Config, state: str | Path) -> Config:
     doc = _load(root)
     _check_state(doc, cfg, root)
     files = _ledger_files(doc, root)
-    tables = {}
+    tables = {t: spec for t, spec in cfg.tables.items() if t in ("products", "customers")}
     for t, paths in files.items():
         if not paths:
             continue
@@ -315,13 +437,12 @@ def run_state_features(cfg: Config, state: str | Path, out: str | Path | None = 
                        progress: Progress | None = None) -> FeaturesResult:
     """Compute the feature table from a refresh state (``full``: from every batch file of its ledger,
     any ``as_of``) and write ``features.parquet`` and ``manifest.json`` to ``out`` if given."""
-    _check_config(cfg)
     doc = _load(state)
     summary: dict[str, Any] = {"state": str(Path(state).resolve()), "watermark": doc["watermark"],
                                "batches": len(doc["ledger"]), "full": full}
     if full:
         fcfg = full_config(cfg, state)
-        with open_session(fcfg, progress, only=("orders", "email_events")) as s:
+        with open_session(fcfg, progress, only=("orders", "email_events", "products", "customers")) as s:
             df, avail, skipped = compute_features(s, progress)
             as_of = s.as_of
             summary |= session_summary(s)

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 import duckdb
+import polars as pl
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import _empty_view, connect
@@ -35,9 +36,6 @@ log = logging.getLogger(__name__)
 
 #: the tables a batch may hold
 BATCH_TABLES = ("orders", "email_events")
-#: configured tables the state cannot follow: features that read them are not refreshed
-REFUSED = {"products": "premium_margin_12m and categories from products.category",
-           "customers": "the customers without orders or e-mail events in the feature table"}
 
 
 @dataclass(frozen=True)
@@ -70,14 +68,6 @@ def _mapping(spec: TableSpec | None) -> dict[str, Any]:
             "duplicates": spec.duplicates, "timezone": spec.timezone}
 
 
-def _check_config(cfg: Config) -> None:
-    for name, what in REFUSED.items():
-        if name in cfg.tables:
-            raise ConfigError(f"[tables.{name}]: the refresh state (--state) follows orders and email_events "
-                              f"only, not {name} ({what}); remove [tables.{name}] from the config used with "
-                              "--state, or compute features without --state")
-
-
 def _new_manifest(cfg: Config) -> dict[str, Any]:
     s = cfg.settings("refresh")
     w = cfg.windows
@@ -86,10 +76,40 @@ def _new_manifest(cfg: Config) -> dict[str, Any]:
             "windows_days": [w.d6, w.d12, w.d24], "horizon_days": max(w.d6, w.d12, w.d24) + s.lateness_days,
             "duckdb": duckdb.__version__, "watermark": None, "generation": 0, "types": {}, "columns": {},
             "mapping": {t: _mapping(cfg.tables.get(t)) for t in BATCH_TABLES}, "ledger": [],
+            "products": products_record(cfg),
             "parts": [{"part": p, "runs": {}} for p in range(s.partitions)]}
 
 
+def products_record(cfg: Config) -> dict[str, Any] | None:
+    """What the state keeps of the products table: its files' content fingerprints and mapping.
+    Every line's premium margin and (without a category column on the lines) its category are
+    aggregated with the products table of the ingest, so the state follows one fixed table."""
+    spec = cfg.tables.get("products")
+    if spec is None:
+        return None
+    return {"fingerprints": sorted(st.file_hash(Path(p)) for p in spec.paths), "mapping": _mapping(spec)}
+
+
+def check_products(doc: dict[str, Any], cfg: Config, root: Path) -> None:
+    """Refuse a products table other than the one the state was built with (or one it was built
+    without): the premium margins and categories of every line applied so far depend on it."""
+    have, want = doc.get("products"), products_record(cfg)
+    if have == want:
+        return
+    if have is None:
+        what = "was built without a products table; remove [tables.products] from the config"
+    elif want is None:
+        what = "was built with a products table; use the config that maps it (-c)"
+    else:
+        what = ("was built with another products table (other content or column mapping); use the products "
+                "file it was built with")
+    raise ConfigError(f"refresh state {root} {what}, or rebuild the state into an empty folder with this "
+                      "products table (the premium margins and product categories of every applied line "
+                      "depend on it)")
+
+
 def _check_state(doc: dict[str, Any], cfg: Config, root: Path) -> None:
+    check_products(doc, cfg, root)
     for t in BATCH_TABLES:
         if doc["mapping"].get(t) != _mapping(cfg.tables.get(t)):
             raise ConfigError(f"refresh state {root}: [tables.{t}] maps the columns differently from the config "
@@ -122,6 +142,8 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
     order lines, contract defaults applied, with ``__bucket``, ``__h`` and ``__day``) and
     ``batch_email_all``. Returns the rejected rows per table and reason."""
     specs = _specs(cfg, files)
+    if specs and "products" in cfg.tables:
+        specs["products"] = cfg.tables["products"]
     tables, id_types = register_tables(con, cfg.with_(tables=MappingProxyType(specs))) if specs else ({}, {})
     stage_tables(con, tables)
     if "orders" in tables:
@@ -141,6 +163,8 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
     for name, reg in tables.items():
         cols = sorted(c for c in reg.columns if reg.has(c))
         known = doc["columns"].setdefault(name, cols)
+        if name == "products":
+            continue  # fixed by its fingerprint (check_products)
         if known != cols:
             raise InputError(f"{name}: batch {', '.join(map(str, files[name]))} has the columns "
                              f"{', '.join(cols)} where earlier batches had {', '.join(known)}; every batch of "
@@ -159,13 +183,24 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
         key = ", ".join(ident(c) for c in reg.columns if reg.has(c))
     dedupe = bool(key) and types.get("order") == "VARCHAR" and doc["mapping"]["orders"].get(
         "duplicates", "set_aside") != "keep"
+    # the product's market price and cost (premium margin) and, when the lines have no category
+    # column, its category: the session's order_categories view
+    prod = tables.get("products")
+    has_product = "orders" in tables and tables["orders"].has("product_id")
+    market = "p.__market" if prod is not None and prod.has("market_price") and has_product else "NULL::DOUBLE"
+    category = ("p.__category" if prod is not None and prod.has("category") and has_product
+                and not tables["orders"].has("category") else "category")
+    join = ("LEFT JOIN (SELECT product_id, market_price AS __market, unit_cost AS __cost, category AS __category "
+            "FROM products_valid) AS p USING (product_id)" if prod is not None and has_product else "")
+    cost = "p.__cost" if join else "NULL::DOUBLE"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE batch_all AS
         SELECT customer_id, {order_id} AS order_id, order_ts,
-               coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
+               coalesce(quantity, 1.0) AS quantity, unit_price, product_id, {category} AS category, unit_cost,
                coalesce(returned_quantity, 0.0) AS returned_quantity, channel, {bucket_sql()} AS __bucket,
-               {f"hash({key})" if dedupe else "CAST(NULL AS UBIGINT)"} AS __h, CAST(order_ts AS DATE) AS __day
-        FROM orders_valid""")
+               {f"hash({key})" if dedupe else "CAST(NULL AS UBIGINT)"} AS __h, CAST(order_ts AS DATE) AS __day,
+               {market} AS __market, {cost} AS __cost
+        FROM orders_valid {join}""")
     if "email_events" not in tables:
         _empty_view(con, "email_events", {"id": types.get("id", "BIGINT"), "product": "BIGINT"})
         src = "SELECT *, 0 AS __bucket FROM email_events"
@@ -184,9 +219,17 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Pa
     dropped = 0
     if dedupe and old_hashes:
         before = con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
-        con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
-                    f"ANTI JOIN read_parquet([{', '.join(literal(str(h)) for h in old_hashes)}]) AS o "
-                    "ON b.customer_id = o.customer_id AND b.__h = o.h")
+        # the old hashes equal to one of the batch's, read with Polars' prefiltered scan: it decodes
+        # the customer column of those rows only (a DuckDB anti join over the files decodes every row)
+        mine = con.execute("SELECT DISTINCT __h FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()["__h"]
+        seen = pl.scan_parquet(old_hashes, parallel="prefiltered").filter(
+            pl.col("h").is_in(pl.Series(mine, dtype=pl.UInt64).implode())).select("customer_id", "h").collect()
+        con.register("__centile_seen", seen.to_arrow())
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
+                        "ANTI JOIN __centile_seen AS o ON b.customer_id = o.customer_id AND b.__h = o.h")
+        finally:
+            con.unregister("__centile_seen")
         dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP VIEW batch_email AS SELECT * FROM batch_email_all WHERE {where}")
     for table in st.TABLES:
@@ -202,18 +245,22 @@ def _cast(table: str, types: dict[str, str]) -> str:
 
 
 def merged_sql(table: str, types: dict[str, str], runs: list[Path], cutoff: dt.date | None = None,
-               delta: bool = False, only: str | None = None) -> str:
+               delta: bool = False) -> str:
     """One row per key of state table ``table`` over its run files (and ``d_<table>`` if ``delta``),
-    merged by the table's aggregates; day buckets before ``cutoff`` pruned; only the customers of
-    table ``only`` if given."""
+    merged by the table's aggregates; day buckets before ``cutoff`` pruned."""
     spec = st.TABLES[table]
     parts = [f"SELECT {_cast(table, types)} FROM {ident('d_' + table)}"] if delta else []
     if runs:
-        semi = f" SEMI JOIN {ident(only)} USING (customer_id)" if only else ""
-        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])"
-                     + semi)
+        parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])")
     union = " UNION ALL ".join(parts) if parts else st.empty_sql(table, types)
     where = f"WHERE {spec.day} >= DATE '{cutoff.isoformat()}'" if spec.day and cutoff else ""
+    return merge_sql(table, types, union, where)
+
+
+def merge_sql(table: str, types: dict[str, str], rows: str, where: str = "") -> str:
+    """One row per key of state table ``table`` over the relation ``rows`` (its columns), merged by
+    the table's aggregates."""
+    spec, union = st.TABLES[table], rows
     if not spec.merge:
         return f"SELECT DISTINCT * FROM ({union}) u {where}"
     aggs = ", ".join(f"CAST({fn}({ident(c)}) AS {st.column_type(table, c, types)}) AS {ident(c)}"
@@ -246,6 +293,9 @@ def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any],
                 doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
         else:
             sql = f"SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)}"
+        order = st.TABLES[table].order
+        if order:
+            sql = f"SELECT * FROM ({sql}) ORDER BY {ident(order)}"
         con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
         rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
         os.replace(tmp, folder / name)
@@ -281,13 +331,12 @@ def ingest(cfg: Config, state: str | Path, orders: Iterable[str | Path] = (),
     Raises
     ------
     ConfigError
-        The config maps tables the state cannot follow (products, customers) or maps the
-        columns differently from the config the state was built with.
+        The config maps the columns differently from the config the state was built with, or
+        maps another products table.
     InputError
         A batch cannot be read, has other columns or id types than earlier batches, or late
         rows need a rebuild while a ledger file is missing or changed.
     """
-    _check_config(cfg)
     root = Path(state)
     with st.state_lock(root):
         return _ingest(cfg, root, orders, email_events, progress)

@@ -49,6 +49,9 @@ class Table:
     types: dict[str, str]
     #: the table needs this orders column (None: always present)
     needs: str | None = None
+    #: run files are written in this column's order, so that a scan for the rows of a few days
+    #: (the window starts an ``as_of`` moves past) skips the other row groups by their statistics
+    order: str | None = None
 
 
 TABLES: dict[str, Table] = {
@@ -57,21 +60,25 @@ TABLES: dict[str, Table] = {
                      "lines": "BIGINT", "events": "BIGINT"}),
     "orders": Table(("customer_id", "order_id"), {"first_ts": "min", "last_ts": "max", "channel": "min"}, None,
                     {"customer_id": "{id}", "order_id": "{order}", "first_ts": "TIMESTAMP",
-                     "last_ts": "TIMESTAMP", "channel": "VARCHAR"}),
+                     "last_ts": "TIMESTAMP", "channel": "VARCHAR"}, order="last_ts"),
     "days": Table(("customer_id", "day"), {"gross": "sum", "returned": "sum"}, "day",
-                  {"customer_id": "{id}", "day": "DATE", "gross": "DECIMAL(38,4)", "returned": "DECIMAL(38,4)"}),
+                  {"customer_id": "{id}", "day": "DATE", "gross": "DECIMAL(38,4)", "returned": "DECIMAL(38,4)"}, order="day"),
     "kept": Table(("customer_id", "product_id", "day"), {"price": "max", "net": "sum", "neg": "bool_or"}, "day",
                   {"customer_id": "{id}", "product_id": "{product}", "day": "DATE", "price": "DOUBLE",
-                   "net": "DOUBLE", "neg": "BOOLEAN"}),
+                   "net": "DOUBLE", "neg": "BOOLEAN"}, order="day"),
     "categories": Table(("customer_id", "category"), {"net": "sum"}, None,
                         {"customer_id": "{id}", "category": "VARCHAR", "net": "DECIMAL(38,4)"}),
     "email_keyed": Table(("customer_id", "campaign_id"), {"sent_ts": "min", "opened": "bool_or",
                                                           "clicked": "bool_or"}, None,
                          {"customer_id": "{id}", "campaign_id": "VARCHAR", "sent_ts": "TIMESTAMP",
-                          "opened": "BOOLEAN", "clicked": "BOOLEAN"}),
+                          "opened": "BOOLEAN", "clicked": "BOOLEAN"}, order="sent_ts"),
     "email_days": Table(("customer_id", "day"), {"sent": "sum", "opens": "sum", "clicks": "sum"}, "day",
                         {"customer_id": "{id}", "day": "DATE", "sent": "BIGINT", "opens": "BIGINT",
-                         "clicks": "BIGINT"}),
+                         "clicks": "BIGINT"}, order="day"),
+    # premium margin per customer and day (feat_premium.sql): the margins of the lines priced above
+    # their product's market price, with the products table the state was built with
+    "premium": Table(("customer_id", "day"), {"margin": "sum"}, "day",
+                     {"customer_id": "{id}", "day": "DATE", "margin": "DECIMAL(38,4)"}, order="day"),
     # 64-bit hashes of the lines with an order_id, to set aside a line already applied in an
     # earlier batch (the session does the same within one read: set_aside_duplicates)
     "hashes": Table(("customer_id", "h", "day"), {}, "day",

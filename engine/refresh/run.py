@@ -1,0 +1,106 @@
+"""``centile run --state DIR``: the whole pipeline over a refresh state.
+
+What reads what:
+
+* the ``features`` stage's feature table comes from the state (:func:`state_features`, with its
+  feature cache): equal to the full computation over every applied batch;
+* every stage that reads order lines or e-mail events row by row (the validation summary and
+  ``rejects.parquet`` of the features stage, ``clv``, ``steering``, ``baskets``, ``recommend``,
+  ``uplift``, ``attribution``) reads the batch files of the state's ledger, as ``centile run``
+  over those files would: the state keeps aggregates, not the lines those stages need;
+* the other input tables (products, customers, contacts, touchpoints) are read from the config as
+  usual; the products table must be the one the state was built with.
+
+The ledger's fingerprints enter the features stage's key (the run option ``refresh_state``), so a
+run after an ingest never reuses the previous run's feature table; the other stages' keys follow
+from the batch files they read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import polars as pl
+
+from centile.config import Config, TableSpec, _format_of
+from centile.errors import InputError
+from centile.refresh import state as st
+from centile.refresh.features import _load, features_from_state
+from centile.refresh.ingest import BATCH_TABLES, _check_state
+
+
+def _ledger_paths(doc: dict[str, Any], root: Path) -> dict[str, list[Path]]:
+    """The ledger's batch files per table, each checked present with the size it was applied at (the
+    stages that read rows read them; a full content check is what a late-row rebuild does)."""
+    out: dict[str, list[Path]] = {t: [] for t in BATCH_TABLES}
+    for e in doc["ledger"]:
+        p = Path(e["path"])
+        if not p.is_file() or p.stat().st_size != int(e["bytes"]):
+            raise InputError(f"refresh state {root}: batch file {p} (applied as {e['fingerprint']}) is missing "
+                             "or changed since it was ingested; the stages that read order lines need every "
+                             "batch file as applied: restore it, or rebuild the state into an empty folder")
+        out[e["table"]].append(p)
+    return out
+
+
+def _ledger_digest(doc: dict[str, Any]) -> str:
+    return hashlib.blake2b("\n".join(e["fingerprint"] for e in doc["ledger"]).encode(), digest_size=16).hexdigest()
+
+
+def run_config(cfg: Config, state: str | Path) -> tuple[Config, dict[str, Any]]:
+    """The config of ``centile run --state``: orders and e-mail events are the ledger's batch files
+    (the config's own paths for them, if any, are not read), ``as_of`` is fixed (default: the
+    state's watermark) so every stage sees the same one; and the run option that enters the
+    features stage's key.
+
+    Raises
+    ------
+    ConfigError
+        The config maps columns differently from the config the state was built with, or maps
+        another products table.
+    InputError
+        No state, ``as_of`` before its watermark, or a batch file missing or changed.
+    """
+    root = Path(state).resolve()
+    doc = _load(root)
+    _check_state(doc, cfg, root)
+    wm = st.watermark(doc)
+    as_of = cfg.as_of or wm
+    if as_of < wm:
+        raise InputError(f"as_of {as_of} is before the refresh state's watermark {wm}: the state cannot drop "
+                         f"rows it has merged. Use an as_of of {wm} or later, or run without --state over the "
+                         "batch files")
+    tables = dict(cfg.tables)
+    for t, paths in _ledger_paths(doc, root).items():
+        tables.pop(t, None)
+        if not paths:
+            continue
+        formats = {_format_of(str(p)) for p in paths}
+        if len(formats) > 1:
+            raise InputError(f"refresh state {root}: the {t} batches mix CSV and Parquet; a run reads one "
+                             "format per table: convert them to one format and rebuild the state")
+        base = cfg.tables.get(t)
+        spec = TableSpec(t, tuple(map(str, paths)), formats.pop())
+        tables[t] = spec if base is None else replace(base, paths=spec.paths, format=spec.format)
+    option = {"path": str(root), "ledger": _ledger_digest(doc), "batches": len(doc["ledger"]), "watermark": doc["watermark"]}
+    return cfg.with_(tables=MappingProxyType(tables), as_of=as_of), option
+
+
+def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
+    """The feature table of a ``centile run --state`` from the state (``option`` from
+    :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
+    doc = _load(option["path"])
+    if _ledger_digest(doc) != option["ledger"]:
+        raise InputError(f"refresh state {option['path']}: an ingest changed the state during this run; "
+                         "run again")
+    base = cfg.with_(tables=MappingProxyType({k: v for k, v in cfg.tables.items() if k not in BATCH_TABLES}))
+    df, _avail, skipped, as_of = features_from_state(base, option["path"])
+    return df.rechunk(), skipped, as_of
+
+
+__all__ = ["run_config", "state_features"]

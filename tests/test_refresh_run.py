@@ -1,0 +1,98 @@
+"""``centile run --state`` (issue 17): the whole pipeline over a refresh state gives the same files as
+``centile run`` over the state's batch files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from centile.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory) -> Path:
+    """A small generated history split into order batches by quarter and e-mail batches by half-year."""
+    from centile.synth import generate
+
+    root = tmp_path_factory.mktemp("refresh-run")
+    data = root / "data"
+    generate(data, 300, seed=3, years=1)
+    orders = pl.read_parquet(data / "orders" / "*.parquet")
+    quarter = orders["order_ts"].dt.quarter()
+    for q in range(1, 5):
+        orders.filter(quarter == q).write_parquet(root / f"orders-q{q}.parquet")
+    email = pl.read_parquet(data / "email_events.parquet")
+    half = email["ts"].dt.month() <= 6
+    email.filter(half).write_parquet(root / "email-h1.parquet")
+    email.filter(~half).write_parquet(root / "email-h2.parquet")
+    others = "".join(f'[tables.{t}]\npath = "{data / t}.parquet"\n\n' for t in ("contacts", "products", "customers"))
+    (root / "run.toml").write_text(others + "[refresh]\npartitions = 3\n")
+    (root / "full.toml").write_text(
+        f'[tables.orders]\npath = "{root}/orders-q*.parquet"\n\n'
+        f'[tables.email_events]\npath = "{root}/email-h*.parquet"\n\n' + others)
+    return root
+
+
+def _parquet_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("*.parquet"))}
+
+
+def _ok(args: list[str]) -> str:
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
+    root, state = batches, tmp_path / "state"
+    cfg = str(root / "run.toml")
+    _ok(["ingest", "-c", cfg, "--state", str(state), *(str(root / f"orders-q{q}.parquet") for q in (1, 2, 3)),
+         "--email-events", str(root / "email-h1.parquet")])
+    _ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "s"), "--json"])
+    # the next day's run: one more batch of each, the features from the state's cache plus the changes
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(root / "orders-q4.parquet"),
+         "--email-events", str(root / "email-h2.parquet")])
+    doc = json.loads(_ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "s"), "--json"]))
+    assert doc["stages"]["features"]["status"] == "ran"  # the ledger changed: not reused
+    wm = json.loads((state / "manifest.json").read_text())["watermark"]
+    full = json.loads(_ok(["run", "-c", str(root / "full.toml"), "--as-of", wm, "--out", str(tmp_path / "f"),
+                           "--json"]))
+    ran = {k for k, r in doc["stages"].items() if r["status"] == "ran"}
+    assert ran == {k for k, r in full["stages"].items() if r["status"] == "ran"}
+    assert {"features", "clv", "clubs", "segments", "baskets"} <= ran
+    assert pl.read_parquet(tmp_path / "s" / "features.parquet")["premium_margin_12m"].sum() > 0
+    got, want = _parquet_files(tmp_path / "s"), _parquet_files(tmp_path / "f")
+    assert got.keys() == want.keys() and "features.parquet" in got
+    assert [k for k in got if got[k] != want[k]] == []
+    # nothing changed since: every stage is reused, the features' key included
+    again = json.loads(_ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "s"), "--json"]))
+    assert {r["status"] for r in again["stages"].values()} <= {"reused", "skipped"}
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["as_of"] == wm
+    assert manifest["summary"]["inputs"]["refresh_state"]["batches"] == 6
+
+
+def test_run_over_a_state_refuses_an_as_of_before_its_watermark(batches, tmp_path):
+    state = tmp_path / "state"
+    _ok(["ingest", "-c", str(batches / "run.toml"), "--state", str(state), str(batches / "orders-q1.parquet")])
+    wm = dt.date.fromisoformat(json.loads((state / "manifest.json").read_text())["watermark"])
+    r = runner.invoke(app, ["run", "-c", str(batches / "run.toml"), "--state", str(state), "--out",
+                            str(tmp_path / "o"), "--as-of", (wm - dt.timedelta(days=1)).isoformat()])
+    assert r.exit_code == 1 and f"before the refresh state's watermark {wm}" in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_run_over_a_state_names_a_missing_batch_file(batches, tmp_path):
+    state, moved = tmp_path / "state", tmp_path / "q1.parquet"
+    moved.write_bytes((batches / "orders-q1.parquet").read_bytes())
+    _ok(["ingest", "--state", str(state), str(moved)])
+    moved.unlink()
+    r = runner.invoke(app, ["run", "--state", str(state), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and f"batch file {moved.resolve()}" in r.output and "missing or changed" in r.output
