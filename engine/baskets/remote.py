@@ -1,0 +1,140 @@
+"""Basket counting with the partitions on a cluster's workers (the Dask backend).
+
+The same passes as :func:`centile.baskets.counting.count_groups`, through the session's
+:meth:`~centile.backend.session.Session.map_reduce`: pass 1 runs one task per customer partition
+that reads the partition's lines on its worker, builds its baskets, parks them in the run's
+scratch folder (a file per partition, on the file system the workers share with the client) and
+returns its item counts per group; the counts are added as a tree on the workers. Pass 2 (and 3)
+counts the pairs (triples) of each parked partition among the items frequent in the merged counts
+and adds them on the workers the same way. Only the merged integer counts reach the client; no
+order line or basket leaves the workers, and the counts are those of one pass over every basket.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from centile.baskets.counting import (
+    OVERALL,
+    Counted,
+    Tally,
+    _add_items,
+    _groups,
+    _parked_groups,
+    counted,
+    plan,
+    segment_columns,
+)
+from centile.baskets.lines import build_baskets, segment_codes
+from centile.baskets.parts import Parked
+from centile.baskets.settings import BasketSettings
+from centile.kernels.pairs import merge_counts, pair_counts, triple_counts
+from centile.runtime import Progress
+
+
+def count_remote(source: Any, items: pl.Series, st: BasketSettings, segments: pl.DataFrame | None,
+                 progress: Progress | None = None, scratch: Any = None) -> Counted:
+    """:func:`~centile.baskets.counting.count_groups` over the partitions of ``source`` (a
+    :class:`~centile.baskets.parts.SessionLines` whose session runs partitions on a cluster)."""
+    present, notes = segment_columns(st, segments)
+    s, parts = source.s, source.parts
+    m = items.len()
+    dictionary = items.to_frame("item")  # a frame: sent to each worker once
+    seg = segments.select("customer_id", *present) if segments is not None and present else None
+    with Parked(max(parts.count, 2), scratch) as parked:  # always a folder: the workers write into it
+        folder = str(parked.dir)
+        tallies = s.map_reduce(parts, "baskets: items", _items_of_partition, _add_tallies, source.read,
+                               dictionary, st.max_basket_items, seg, present, folder, progress=progress,
+                               tables=("orders", "products"))
+        order, thresholds, prune, least = plan(tallies, present, st, parts.count)
+        pairs = s.map_reduce(parts, "baskets: pairs", _pairs_of_partition, _add_pairs, folder, m,
+                             {k: (prune[k], least[k]) for k in order}, progress=progress, tables=())
+        for key, (keys, counts) in pairs.items():
+            tallies[key].pair_keys, tallies[key].pair_counts = keys, counts
+        if st.max_size >= 3:
+            frequent = {k: (*tallies[k].pairs(thresholds[k])[:2], prune[k], least[k]) for k in order}
+            triples = s.map_reduce(parts, "baskets: triples", _triples_of_partition, _add_triples, folder, m,
+                                   frequent, progress=progress, tables=())
+            for key, t in triples.items():
+                tallies[key].triples = t
+    return counted((tallies, order, thresholds), st, notes)
+
+
+def _parked_path(folder: str, part: int) -> Path:
+    return Path(folder) / f"{part}.pkl"
+
+
+def _items_of_partition(view: Any, part: int, read: Any, dictionary: pl.DataFrame, max_basket_items: int,
+                        segments: pl.DataFrame | None, present: tuple[str, ...], folder: str) -> dict:
+    """Pass 1 on a worker: the partition's baskets parked in ``folder``, its item counts per group."""
+    items = dictionary.get_column("item")
+    m = items.len()
+    lines = read(view)
+    customers = lines.get_column("customer_id").unique().sort()
+    b = build_baskets(lines, items, customers, max_basket_items)
+    del lines
+    seg_cols, _ = segment_codes(customers, segments, present)
+    groups = _groups(b, seg_cols)
+    tallies: dict[tuple[str, str], Tally] = {(OVERALL, OVERALL): Tally(m)}
+    _add_items(tallies, b, seg_cols, groups, m)
+    path = _parked_path(folder, part)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump((b.offsets, b.items.astype(np.int32 if m < 2**31 else np.int64), groups), f, protocol=5)
+    os.replace(tmp, path)  # whole or absent: a retried task writes it again
+    return tallies
+
+
+def _add_tallies(a: dict, b: dict) -> dict:
+    """Item counts of two sets of partitions, added per group."""
+    for key, t in b.items():
+        if key not in a:
+            a[key] = t
+            continue
+        a[key].n += t.n
+        a[key].excluded += t.excluded
+        a[key].items += t.items
+    return a
+
+
+def _load(folder: str, part: int) -> Any:
+    with open(_parked_path(folder, part), "rb") as f:
+        return pickle.load(f)  # noqa: S301 - written by pass 1 of this run into its own scratch folder
+
+
+def _pairs_of_partition(view: Any, part: int, folder: str, m: int, prune: dict) -> dict:
+    """Pass 2 on a worker: the pair counts of one parked partition per group (sorted keys a*m+b)."""
+    out = {}
+    for key, b in _parked_groups(_load(folder, part)):
+        counts, least = prune[key]
+        a, bb, c = pair_counts(b.offsets, b.items, m, least, counts=counts)
+        out[key] = (a * np.int64(m) + bb, c)
+    return out
+
+
+def _add_pairs(a: dict, b: dict) -> dict:
+    for key, (keys, counts) in b.items():
+        a[key] = merge_counts(*a[key], keys, counts) if key in a else (keys, counts)
+    return a
+
+
+def _triples_of_partition(view: Any, part: int, folder: str, m: int, frequent: dict) -> dict:
+    """Pass 3 on a worker: the triple counts of one parked partition per group."""
+    out = {}
+    for key, b in _parked_groups(_load(folder, part)):
+        ma, mb, counts, least = frequent[key]
+        ta, tb, tc, tn = triple_counts(b.offsets, b.items, m, least, ma, mb, counts=counts)
+        out[key] = pl.DataFrame({"a": ta, "b": tb, "c": tc, "n": tn})
+    return out
+
+
+def _add_triples(a: dict, b: dict) -> dict:
+    for key, t in b.items():
+        a[key] = pl.concat([a[key], t]).group_by("a", "b", "c").agg(pl.col("n").sum()) if key in a else t
+    return a
