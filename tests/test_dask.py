@@ -76,7 +76,8 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-baskets-pairs-")]) == 4
     traffic = json.loads((tmp_path / "dask" / "manifest.json").read_text())["summary"]["backend"]
     assert traffic["workers"] == 2 and set(traffic["partitions"]) == {
-        "features", "clv", "uplift: units", "attribution", "baskets: items", "baskets: pairs"}
+        "features", "clv", "uplift: units", "attribution", "baskets: items", "baskets: pairs",
+        "recommend: histories", "recommend: scoring"}
     # the basket counts come back merged: one state per pass, no lines, no baskets
     assert traffic["partitions"]["baskets: items"]["bytes_via_files"] == 0
     # the feature rows come back through files, not the scheduler
@@ -338,11 +339,14 @@ def test_single_job_commands_run_their_partitions_on_the_cluster_with_the_local_
 
     c, client = cluster
     ids = pl.read_parquet(data.parent / "data" / "customers.parquet").select("customer_id")
+    # (and 40 customers without a line: recommend fills them from their segment's popular items)
+    ids = pl.concat([ids, pl.DataFrame({"customer_id": range(10**9, 10**9 + 40)}).cast(ids.schema)])
     seg = ids.sort("customer_id").with_columns(club=pl.Series([f"c{i % 3}" for i in range(ids.height)]))
     seg.write_parquet(tmp_path / "seg.parquet")
     runner = CliRunner()
     for command, extra in (("baskets", ["--max-size", "3", "--min-count", "2", "--segments",
                                         str(tmp_path / "seg.parquet"), "--segment-by", "club"]),
+                           ("recommend", ["--segments", str(tmp_path / "seg.parquet"), "--segment-by", "club"]),
                            ("features", [])):
         local = runner.invoke(app, [command, "-c", str(data), "-o", str(tmp_path / f"{command}-local"), *extra])
         assert local.exit_code == 0, local.output
@@ -359,6 +363,13 @@ def test_single_job_commands_run_their_partitions_on_the_cluster_with_the_local_
             summary = pl.read_parquet(tmp_path / "baskets-dask" / "basket_summary.parquet")
             assert summary["segment"].to_list() == ["all", "c0", "c1", "c2"]
             assert summary["frequent_triples"].sum() > 0 and summary["frequent_pairs"].min() > 0
+        elif command == "recommend":
+            for p in ("histories", "scoring"):
+                assert len([k for k in keys if k.startswith(f"centile-recommend-{p}-")]) == 4, p
+            recs = pl.read_parquet(tmp_path / "recommend-dask" / "recommendations.parquet")
+            idle = recs.filter(pl.col("customer_id") >= 10**9)
+            assert idle["customer_id"].n_unique() == 40 and set(idle["source"]) == {"popularity"}
+            assert set(recs["source"]) == {"popularity", "co-occurrence"}
         else:
             assert len([k for k in keys if k.startswith("centile-features-")]) == 4
     assert not list(tmp_path.glob(".*centile-*"))

@@ -102,10 +102,16 @@ def run_recommend(cfg: Config, out: str | Path, *, settings: RecommendSettings |
                                                                  spill=staging.spill) as s:
         with staging.timed("recommend"), numba_threads(cfg.threads):
             items = basket_items(s, st.level, exclude_returned=False)
-            source = SessionLines(s, s.partitioning(), lambda s: recommend_lines(s, st.level, bst.exclude_returned),
-                                  progress)
-            res = recommend_from(source, items, st, s.as_of, seg, cutoff=evaluate, progress=progress,
-                                 scratch=staging.spill)
+            parts = s.work_partitions() if s.distributed() else s.partitioning()
+            source = SessionLines(s, parts, partial(recommend_lines, level=st.level,
+                                                    exclude_returned=bst.exclude_returned), progress)
+            if source.remote and evaluate is None:  # the partitions on the cluster (the evaluation stays here)
+                from centile.baskets.remote import recommend_remote
+
+                res = recommend_remote(source, items, st, s.as_of, seg, progress=progress, scratch=staging.spill)
+            else:
+                res = recommend_from(source, items, st, s.as_of, seg, cutoff=evaluate, progress=progress,
+                                     scratch=staging.spill)
         rows = write_recommendations(res, staging)
         rows["rejects"] = s.total_rejects
         write_manifest(staging, manifest(s, "recommend", {"recommend": recommend_summary_doc(res)}, rows))
