@@ -28,6 +28,11 @@ def is_url(path: object) -> bool:
     return isinstance(path, str) and bool(_URL.match(path))
 
 
+def mangled(path: object) -> bool:
+    """Is ``path`` a URL that went through :class:`pathlib.Path` (``s3://b/x`` -> ``s3:/b/x``)?"""
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/", str(path))) and not is_url(str(path))
+
+
 def protocol(url: str) -> str:
     return url.split("://", 1)[0].lower()
 

@@ -98,3 +98,56 @@ def test_sql_over_url_inputs_stays_read_only(folder):
     assert run_query("SELECT count(*) AS n FROM orders", cfg)["n"][0] > 0
     with pytest.raises(QueryError):
         run_query("SELECT * FROM read_csv('/etc/passwd')", cfg, read_only=True)
+
+
+def test_a_run_to_an_output_url_writes_a_new_prefix_then_the_pointer(folder, tmp_path, monkeypatch):
+    from centile.errors import OutputError
+    from centile.io.outputs import current_run
+    from centile.run import run_pipeline
+
+    fs = fsspec.filesystem("memory")
+    out = f"memory://out-{uuid.uuid4().hex[:8]}/centile"
+    assert current_run(out) is None
+    cfg = load_config(data=str(folder))
+    run_pipeline(cfg, tmp_path / "local", report=False)
+    first = run_pipeline(cfg, out, report=False)
+    assert isinstance(first.out, str) and first.out == current_run(out)
+    assert fs.cat_file(out + "/LATEST").decode().strip() == first.out.rsplit("/", 1)[1]
+    local = _digests(tmp_path / "local")
+    remote = {p.rsplit("/", 1)[1]: hashlib.sha256(fs.cat_file(p)).hexdigest()
+              for p in fs.glob(first.out + "/*.parquet")}
+    assert len(local) >= 20 and remote == local
+    manifest = json.loads(fs.cat_file(first.out + "/manifest.json"))
+    assert set(manifest["stages"]) and all(r["status"] != "reused" for r in manifest["stages"].values())
+
+    second = run_pipeline(cfg, out, report=False)  # a new prefix; the first run stays
+    assert second.out != first.out and current_run(out) == second.out and fs.exists(first.out + "/manifest.json")
+
+    # an upload that fails half-way: the pointer still names the second run, the partial prefix is gone
+    real, calls = fs.put_file, []
+
+    def flaky(lpath, rpath, **kw):
+        calls.append(rpath)
+        if len(calls) == 3:
+            raise OSError("connection reset")
+        return real(lpath, rpath, **kw)
+
+    monkeypatch.setattr(fs, "put_file", flaky)
+    with pytest.raises(OutputError, match=r"cannot write the run to memory://.*connection reset.*LATEST still names"):
+        run_pipeline(cfg, out, report=False)
+    assert current_run(out) == second.out
+    assert len(fs.ls(out + "/runs")) == 2
+
+
+def test_only_centile_run_writes_to_a_url(folder, tmp_path):
+    from centile.cli import app
+
+    r = CliRunner().invoke(app, ["features", "--data", str(folder), "-o", "memory://nope/features"])
+    assert r.exit_code == 1 and "only `centile run` writes to a URL" in r.output
+    out = f"memory://cli-{uuid.uuid4().hex[:8]}"
+    r = CliRunner().invoke(app, ["run", "--data", str(folder), "-o", out, "--json"])
+    assert r.exit_code == 0, r.output
+    from centile.io.outputs import current_run
+
+    assert json.loads(r.stdout)["out"] == current_run(out)
+    assert fsspec.filesystem("memory").exists(current_run(out) + "/report.html")

@@ -376,7 +376,10 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
 
 
 @app.command()
-def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+def run(data: DataOpt = None, config: ConfigOpt = None,
+        out: Annotated[str, typer.Option("--out", "-o", help="Output folder (replaced whole when the run succeeds), "
+                                         "or an fsspec URL (s3://bucket/prefix: the run goes to a new "
+                                         "<prefix>/runs/<id>/, then <prefix>/LATEST names it).")] = "centile-out",
         strategy: StrategyOpt = None, previous: PreviousOpt = None, as_of: AsOfOpt = None,
         strict: StrictOpt = None, threads: ThreadsOpt = None, memory_limit: MemoryOpt = None,
         partitions: PartitionsOpt = None, backend: BackendOpt = None, scheduler: SchedulerOpt = None,
