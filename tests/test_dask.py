@@ -333,8 +333,9 @@ def test_worker_check_without_workers_or_scheduler_exits_1(monkeypatch):
 
 
 def test_single_job_commands_run_their_partitions_on_the_cluster_with_the_local_bytes(data, cluster, tmp_path):
-    """``centile baskets`` (pairs and triples per segment) and ``centile features`` with --scheduler:
-    the partitions run as tasks on the workers and every Parquet file equals the local command's."""
+    """``centile baskets`` (pairs and triples per segment), ``recommend``, ``features``, ``segments``
+    and ``steer`` with --scheduler: the partitions run as tasks on the workers and every Parquet file
+    equals the local command's."""
     from centile.cli import app
 
     c, client = cluster
@@ -347,7 +348,7 @@ def test_single_job_commands_run_their_partitions_on_the_cluster_with_the_local_
     for command, extra in (("baskets", ["--max-size", "3", "--min-count", "2", "--segments",
                                         str(tmp_path / "seg.parquet"), "--segment-by", "club"]),
                            ("recommend", ["--segments", str(tmp_path / "seg.parquet"), "--segment-by", "club"]),
-                           ("features", [])):
+                           ("features", []), ("segments", []), ("steer", [])):
         local = runner.invoke(app, [command, "-c", str(data), "-o", str(tmp_path / f"{command}-local"), *extra])
         assert local.exit_code == 0, local.output
         with distributed.get_task_stream(client=client) as ts:
@@ -370,8 +371,9 @@ def test_single_job_commands_run_their_partitions_on_the_cluster_with_the_local_
             idle = recs.filter(pl.col("customer_id") >= 10**9)
             assert idle["customer_id"].n_unique() == 40 and set(idle["source"]) == {"popularity"}
             assert set(recs["source"]) == {"popularity", "co-occurrence"}
-        else:
-            assert len([k for k in keys if k.startswith("centile-features-")]) == 4
+        else:  # segments computes the features first, steer the CLV summary
+            step = {"features": "features", "segments": "features", "steer": "clv"}[command]
+            assert len([k for k in keys if k.startswith(f"centile-{step}-")]) == 4, command
     assert not list(tmp_path.glob(".*centile-*"))
 
 

@@ -496,6 +496,7 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
                  "--clubs", help="clubs.parquet (or the output folder of centile clubs): adds the club "
                  "segmentation.", show_default=False)] = None,
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+             backend: BackendOpt = None, scheduler: SchedulerOpt = None,
              wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """RFM scores and named segments, rule-based segments ([segments.rules]), clusters and a
     profile per segment.
@@ -516,7 +517,8 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
 
             cfg = Config(tables={}, threads=threads)
         else:
-            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, backend=backend,
+                          scheduler=scheduler)
         with _status("segments") as progress:
             res = run_segments(cfg, out, features=features, clubs=clubs, progress=progress)
     if json_:
