@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from centile import urls
 from centile.contract import CONTRACT, FORMATS, TABLES
 from centile.errors import ConfigError
 from centile.registry import Registry, load_builtin
@@ -251,8 +252,11 @@ def discover(data_dir: str | os.PathLike[str]) -> dict[str, TableSpec]:
     """Find the contract's tables by name inside ``data_dir``.
 
     A table is a folder ``<name>/`` (Parquet files, Hive partitions allowed),
-    or files ``<name>*.parquet`` / ``<name>*.csv``. Tables not found are absent.
+    or files ``<name>*.parquet`` / ``<name>*.csv``. Tables not found are absent. ``data_dir``
+    may be an fsspec URL (:mod:`centile.urls`).
     """
+    if urls.is_url(data_dir):
+        return _discover_url(str(data_dir))
     root = Path(data_dir)
     if not root.is_dir():
         raise ConfigError(f"--data {root}: not a folder; pass the folder that holds orders.parquet "
@@ -272,8 +276,36 @@ def discover(data_dir: str | os.PathLike[str]) -> dict[str, TableSpec]:
     return found
 
 
+def _discover_url(url: str) -> dict[str, TableSpec]:
+    """:func:`discover` inside a folder URL."""
+    if not urls.isdir(url):
+        raise ConfigError(f"data = {url!r}: not a folder; give the URL of the folder that holds orders.parquet "
+                          "(or orders/, orders.csv)")
+    found: dict[str, TableSpec] = {}
+    for name in TABLES:
+        folder = urls.normal(urls.join(url, name))
+        if urls.isdir(folder):
+            found[name] = TableSpec(name, (folder,), "parquet")
+            continue
+        for fmt, patterns in (("parquet", (f"{name}*.parquet",)), ("csv", (f"{name}*.csv", f"{name}*.csv.gz"))):
+            files = sorted({f for pat in patterns for f in urls.glob(urls.join(url, pat))})
+            if files:
+                found[name] = TableSpec(name, tuple(files), fmt)
+                break
+    return found
+
+
 def resolve_paths(table: str, path: str, base: Path) -> tuple[str, ...]:
-    """Expand a file, folder or glob (relative to ``base``) into existing paths."""
+    """Expand a file, folder or glob (relative to ``base``; or an fsspec URL) into existing paths."""
+    if urls.is_url(path):
+        if any(ch in path for ch in "*?["):
+            hits = urls.glob(path)
+            if not hits:
+                raise ConfigError(f"tables.{table}.path: the glob {path!r} matches no file")
+            return tuple(hits)
+        if not urls.exists(path):
+            raise ConfigError(f"tables.{table}.path: {path} does not exist; fix the URL in the config")
+        return (path,)
     p = Path(path).expanduser()
     if not p.is_absolute():
         p = base / p
@@ -622,14 +654,14 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         if key in doc and not isinstance(doc[key], Mapping):
             raise ConfigError(f"[{key}] must be a table (a TOML section), got {type(doc[key]).__name__} {doc[key]!r}")
 
-    data_dir: Path | None = None
+    data_dir: Path | str | None = None
     if doc.get("data"):
-        data_dir = Path(doc["data"]).expanduser()
-        data_dir = data_dir if data_dir.is_absolute() else base / data_dir
+        data_dir = str(doc["data"]) if urls.is_url(doc["data"]) else Path(doc["data"]).expanduser()
+        data_dir = data_dir if isinstance(data_dir, str) or data_dir.is_absolute() else base / data_dir
     if env.get("CENTILE_DATA"):
-        data_dir = Path(env["CENTILE_DATA"])
+        data_dir = env["CENTILE_DATA"] if urls.is_url(env["CENTILE_DATA"]) else Path(env["CENTILE_DATA"])
     if data is not None:
-        data_dir = Path(data)
+        data_dir = data if urls.is_url(data) else Path(data)
     discovered = discover(data_dir) if data_dir is not None else {}
 
     tables = dict(discovered)

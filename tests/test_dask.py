@@ -72,9 +72,14 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-uplift-units-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-attribution-")]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-baskets-items-")]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-baskets-pairs-")]) == 4
     traffic = json.loads((tmp_path / "dask" / "manifest.json").read_text())["summary"]["backend"]
-    assert traffic["workers"] == 2 and set(traffic["partitions"]) == {"features", "clv", "uplift: units",
-                                                                       "attribution"}
+    assert traffic["workers"] == 2 and set(traffic["partitions"]) == {
+        "features", "clv", "uplift: units", "attribution", "baskets: items", "baskets: pairs",
+        "recommend: histories", "recommend: scoring"}
+    # the basket counts come back merged: one state per pass, no lines, no baskets
+    assert traffic["partitions"]["baskets: items"]["bytes_via_files"] == 0
     # the feature rows come back through files, not the scheduler
     assert traffic["partitions"]["features"]["bytes_via_files"] > 50 * traffic["partitions"]["features"]["bytes_to_client"]
     assert {"uplift.parquet", "clv.parquet", "features.parquet"} <= a.keys()
@@ -290,3 +295,112 @@ def test_a_cluster_without_workers_is_a_clear_error(data, tmp_path, monkeypatch)
         with pytest.raises(BackendError, match="has had no worker for 1 s; start some"):
             _run(data, tmp_path / "out", backend="dask", scheduler=c.scheduler_address)
     assert not (tmp_path / "out").exists()
+
+
+def test_worker_check_prints_every_worker_and_exits_1_on_a_mismatch(cluster, monkeypatch):
+    from centile.cli import app
+
+    c, _client = cluster
+    r = CliRunner().invoke(app, ["worker-check", "--scheduler", c.scheduler_address], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    workers = sorted(c.workers[w].worker_address for w in c.workers)
+    assert all(w in r.output for w in workers) and r.output.count(" ok ") == 2
+    assert "all 2 workers run this centile" in r.output
+    doc = json.loads(CliRunner().invoke(app, ["worker-check", "--scheduler", c.scheduler_address, "--json"]).stdout)
+    assert doc["ok"] and [w["address"] for w in doc["workers"]] == workers
+    assert {w["centile"] for w in doc["workers"]} == {doc["client"]["centile"]}
+
+    monkeypatch.setattr(worker, "code_hash", lambda: "f" * 64)  # this machine's code differs from the workers'
+    r = CliRunner().invoke(app, ["worker-check", "--scheduler", c.scheduler_address], env={"COLUMNS": "200"})
+    assert r.exit_code == 1, r.output
+    assert r.output.count("mismatch") == 2 and "other code" in r.output and "client: ffffffffffff" in r.output
+    assert "2 of 2 workers do not run this centile" in r.output
+    doc = json.loads(CliRunner().invoke(app, ["worker-check", "--scheduler", c.scheduler_address, "--json"]).stdout)
+    assert not doc["ok"] and all(not w["ok"] and "other code" in w["problem"] for w in doc["workers"])
+
+
+def test_worker_check_without_workers_or_scheduler_exits_1(monkeypatch):
+    from centile.backend import dask as dask_backend
+    from centile.cli import app
+
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0", silence_logs=40) as c:
+        r = CliRunner().invoke(app, ["worker-check", "--scheduler", c.scheduler_address, "--timeout", "1"])
+    assert r.exit_code == 1 and "has had no worker for 1 s" in r.output
+    monkeypatch.setattr(dask_backend, "CONNECT_TIMEOUT", 1)
+    r = CliRunner().invoke(app, ["worker-check", "--scheduler", "tcp://127.0.0.1:9"])
+    assert r.exit_code == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in r.output
+
+
+
+def test_single_job_commands_run_their_partitions_on_the_cluster_with_the_local_bytes(data, cluster, tmp_path):
+    """``centile baskets`` (pairs and triples per segment), ``recommend``, ``features``, ``segments``
+    and ``steer`` with --scheduler: the partitions run as tasks on the workers and every Parquet file
+    equals the local command's."""
+    from centile.cli import app
+
+    c, client = cluster
+    ids = pl.read_parquet(data.parent / "data" / "customers.parquet").select("customer_id")
+    # (and 40 customers without a line: recommend fills them from their segment's popular items)
+    ids = pl.concat([ids, pl.DataFrame({"customer_id": range(10**9, 10**9 + 40)}).cast(ids.schema)])
+    seg = ids.sort("customer_id").with_columns(club=pl.Series([f"c{i % 3}" for i in range(ids.height)]))
+    seg.write_parquet(tmp_path / "seg.parquet")
+    runner = CliRunner()
+    for command, extra in (("baskets", ["--max-size", "3", "--min-count", "2", "--segments",
+                                        str(tmp_path / "seg.parquet"), "--segment-by", "club"]),
+                           ("recommend", ["--segments", str(tmp_path / "seg.parquet"), "--segment-by", "club"]),
+                           ("features", []), ("segments", []), ("steer", [])):
+        local = runner.invoke(app, [command, "-c", str(data), "-o", str(tmp_path / f"{command}-local"), *extra])
+        assert local.exit_code == 0, local.output
+        with distributed.get_task_stream(client=client) as ts:
+            remote = runner.invoke(app, [command, "-c", str(data), "-o", str(tmp_path / f"{command}-dask"), *extra,
+                                         "--backend", "dask", "--scheduler", c.scheduler_address])
+        assert remote.exit_code == 0, remote.output
+        a, b = _digests(tmp_path / f"{command}-local"), _digests(tmp_path / f"{command}-dask")
+        assert a and a == b, command
+        keys = [str(t["key"]) for t in ts.data]
+        if command == "baskets":
+            for p in ("items", "pairs", "triples"):
+                assert len([k for k in keys if k.startswith(f"centile-baskets-{p}-")]) == 4, p
+            summary = pl.read_parquet(tmp_path / "baskets-dask" / "basket_summary.parquet")
+            assert summary["segment"].to_list() == ["all", "c0", "c1", "c2"]
+            assert summary["frequent_triples"].sum() > 0 and summary["frequent_pairs"].min() > 0
+        elif command == "recommend":
+            for p in ("histories", "scoring"):
+                assert len([k for k in keys if k.startswith(f"centile-recommend-{p}-")]) == 4, p
+            recs = pl.read_parquet(tmp_path / "recommend-dask" / "recommendations.parquet")
+            idle = recs.filter(pl.col("customer_id") >= 10**9)
+            assert idle["customer_id"].n_unique() == 40 and set(idle["source"]) == {"popularity"}
+            assert set(recs["source"]) == {"popularity", "co-occurrence"}
+        else:  # segments computes the features first, steer the CLV summary
+            step = {"features": "features", "segments": "features", "steer": "clv"}[command]
+            assert len([k for k in keys if k.startswith(f"centile-{step}-")]) == 4, command
+    assert not list(tmp_path.glob(".*centile-*"))
+
+
+def test_file_urls_on_the_cluster_give_the_local_bytes_and_memory_urls_are_refused(data, cluster, tmp_path):
+    """Inputs named by ``file://`` URLs: the workers read them through fsspec as the client does,
+    and every output equals the local backend's over the plain folder. A ``memory://`` input exists
+    in the client's process only: the Dask backend says so."""
+    pytest.importorskip("fsspec")
+    from centile.cli import app
+
+    c, _client = cluster
+    folder = data.parent / "data"
+    runner = CliRunner()
+    local = runner.invoke(app, ["features", "--data", str(folder), "-o", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    with distributed.get_task_stream(client=_client) as ts:
+        remote = runner.invoke(app, ["features", "--data", f"file://{folder}", "-o", str(tmp_path / "url"),
+                                     "--backend", "dask", "--scheduler", c.scheduler_address])
+    assert remote.exit_code == 0, remote.output
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-features-")]) == 4
+    assert _digests(tmp_path / "local") == _digests(tmp_path / "url")
+    manifest = json.loads((tmp_path / "url" / "manifest.json").read_text())
+    assert all(f["path"].startswith("file:///") for f in manifest["inputs"]["orders"])
+
+    import fsspec
+
+    fsspec.filesystem("memory").pipe("memory://dask-refuses/orders.parquet", (folder / "products.parquet").read_bytes())
+    r = runner.invoke(app, ["features", "--data", "memory://dask-refuses", "-o", str(tmp_path / "m"),
+                            "--backend", "dask", "--scheduler", c.scheduler_address])
+    assert r.exit_code == 1 and "memory:// input lives in this process" in r.output

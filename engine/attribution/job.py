@@ -38,7 +38,7 @@ def run_attribution(cfg: Config, out: str | Path, *, settings: AttributionSettin
     ``segments``: customer_id + segment columns (a frame or a Parquet/CSV file, e.g. a run's
     ``segments.parquet``); ``uplift``: an ``uplift.parquet`` to compare with.
     """
-    from centile.backend.session import open_session
+    from centile.backend import open_inputs
     from centile.features.compute import manifest
     from centile.io.outputs import staged_output, write_manifest
     from centile.runtime import numba_threads
@@ -51,7 +51,7 @@ def run_attribution(cfg: Config, out: str | Path, *, settings: AttributionSettin
     if upl is not None and not {"campaign", "breakdown", "outcome", "method", "incremental"} <= set(upl.columns):
         raise InputError(f"--uplift {uplift}: not an uplift table (needs campaign, breakdown, outcome, method, "
                          "incremental; use the uplift.parquet of centile uplift or centile run)")
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "touchpoints", "contacts"),
+    with staged_output(out) as staging, open_inputs(cfg, progress, only=("orders", "touchpoints", "contacts"),
                                                                  spill=staging.spill) as s:
         with staging.timed("attribution"), numba_threads(cfg.threads):
             res = attribution_from_session(s, st, seg, upl, progress=progress)

@@ -9,8 +9,8 @@ customer-hash partitions, locally or on a cluster.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -93,6 +93,17 @@ def open_backend(cfg: Config, name: str | None = None) -> Backend:
 
         raise ConfigError(f"backend {name!r} ([backend] kind, --backend) is not available; choose one of {', '.join(BACKENDS.names())}")
     return BACKENDS[name](cfg)
+
+
+@contextmanager
+def open_inputs(cfg: Config, progress: Progress | None = None, *, only: tuple[str, ...] | None = None,
+                spill: Path | None = None) -> Iterator[Session]:
+    """The validated inputs of a single job (``centile features``, ``clv``, …) as a session on the
+    config's backend: with ``--backend dask`` the job's per-partition work runs on the cluster,
+    connected (and its workers checked) for the job's duration. ``spill``: the folder beside the
+    output where DuckDB spills and, on a cluster, partitions are cached and frames handed back."""
+    with open_backend(cfg) as backend, backend.open(only=only, progress=progress, spill=spill) as s:
+        yield s
 
 
 def _dask(cfg: Config) -> Backend:

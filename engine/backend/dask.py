@@ -21,6 +21,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,11 +76,17 @@ class DaskBackend:
 
     name = "dask"
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, check: bool = True) -> None:
         if distributed is None:
             raise ConfigError("the dask backend needs the packages dask and distributed, which are not "
                               "installed: pip install 'centile[dask]' (or run without --backend dask)")
+        in_memory = [p for spec in cfg.tables.values() for p in spec.paths if p.lower().startswith("memory://")]
+        if in_memory:
+            raise ConfigError(f"{in_memory[0]}: a memory:// input lives in this process, and the Dask workers are "
+                              "other processes that cannot read it; put the inputs where every worker can read "
+                              "them (a shared folder, file:// or s3://), or run without --backend dask")
         self.cfg = cfg
+        self._check = check  # False: connect only (``centile worker-check`` reports instead of refusing)
         self.client: Any = None
         self._cluster: Any = None
         self._spill: Path | None = None
@@ -106,7 +113,8 @@ class DaskBackend:
                 self._cluster = distributed.LocalCluster(processes=True, dashboard_address=":0",
                                                          silence_logs=logging.ERROR)
                 self.client = distributed.Client(self._cluster, set_as_default=False)
-            self.check_workers()
+            if self._check:
+                self.check_workers()
         except BaseException:
             self.__exit__()
             raise
@@ -129,21 +137,28 @@ class DaskBackend:
             raise RuntimeError("the dask backend is not started: use it as a context manager")
         return self.client
 
-    def check_workers(self) -> None:
-        """Every worker must run the client's centile (version and source files) and Python
-        minor version; raise :class:`BackendError` naming the workers that do not."""
+    def identities(self, timeout: float | None = None) -> dict[str, Any]:
+        """Every worker's :func:`~centile.backend.worker.identity` (or the exception it raised
+        there), by address, once at least one worker is up (at most ``timeout`` s, default
+        :data:`WORKER_TIMEOUT`; then :class:`BackendError`)."""
         client = self._running()
+        wait = WORKER_TIMEOUT if timeout is None else timeout
         try:
-            client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
+            client.wait_for_workers(1, timeout=wait)
         except TimeoutError:
             raise BackendError(
                 f"the Dask cluster at {self.cfg.backend.scheduler or 'local'} has had no worker for "
-                f"{WORKER_TIMEOUT} s; start some (`dask worker <scheduler address>`), or give an adaptive "
+                f"{wait:g} s; start some (`dask worker <scheduler address>`), or give an adaptive "
                 "cluster a minimum of one worker, and run again") from None
         try:
-            found = client.run(worker.identity, on_error="return")
+            return dict(client.run(worker.identity, on_error="return"))
         except Exception as exc:  # the function cannot even be unpickled where centile is missing
-            found = {addr: exc for addr in client.nthreads()}
+            return {addr: exc for addr in client.nthreads()}
+
+    def check_workers(self) -> None:
+        """Every worker must run the client's centile (version and source files) and Python
+        minor version; raise :class:`BackendError` naming the workers that do not."""
+        found = self.identities()
         bad = worker.mismatches(worker.identity(), found)
         if bad:
             raise BackendError(
@@ -243,7 +258,8 @@ class DaskBackend:
 
         client = self._running()
         # the tables the function reads (orders always: as_of and the views are built on it)
-        only = tuple(t for t in s.tables if tables is None or t in tables or t == "orders")
+        # (none: the function reads only what an earlier pass left in the scratch folder)
+        only = () if tables == () else tuple(t for t in s.tables if tables is None or t in tables or t == "orders")
         cache = self._spill / f"cache-{self._token}" if self._spill else None
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)  # here: workers never create the run's folders
@@ -313,6 +329,61 @@ class DaskBackend:
                 return
             time.sleep(0.2)
         log.warning("tasks of the failed run still run on the Dask workers after %d s", SETTLE_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker as ``centile worker-check`` sees it."""
+
+    address: str
+    centile: str | None
+    python: str | None
+    code: str | None
+    #: why the worker cannot run this client's tasks (None: it can)
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True)
+class ClusterCheck:
+    """The client's identity and every worker's, for ``centile worker-check``."""
+
+    scheduler: str
+    client: dict[str, str]
+    workers: list[WorkerStatus]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.workers) and all(w.ok for w in self.workers)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler, "client": self.client, "ok": self.ok,
+                "workers": [{**asdict(w), "ok": w.ok} for w in self.workers]}
+
+
+def check_cluster(scheduler: str | None, timeout: float | None = None) -> ClusterCheck:
+    """Connect to the scheduler (None: a local cluster, which checks this installation's workers) and
+    compare every worker's centile version, source hash and Python with this process's.
+
+    Raises :class:`BackendError` when the scheduler cannot be reached or no worker comes up within
+    ``timeout`` seconds; a worker that differs is reported, not raised."""
+    from types import MappingProxyType
+
+    from centile.config import BackendSpec
+
+    cfg = Config(tables=MappingProxyType({}), backend=BackendSpec("dask", scheduler))
+    me = worker.identity()
+    with DaskBackend(cfg, check=False) as backend:
+        found = backend.identities(timeout)
+    rows = []
+    for addr, ident in sorted(found.items()):
+        known = ident if isinstance(ident, dict) else {}
+        rows.append(WorkerStatus(addr, known.get("centile"), known.get("python"), known.get("code"),
+                                 worker.verdict(me, ident)))
+    return ClusterCheck(scheduler or "local cluster", me, rows)
 
 
 def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from centile import urls
 from centile.backend import partitions
 from centile.backend.partitions import Partitioning, choose_partitions
 from centile.backend.sources import (
@@ -139,7 +140,8 @@ class Session:
         only: here, one partition at a time (:func:`map_here`), or on the backend's workers. ``fn``
         must be a module-level function; its arguments and result should be small (mergeable state,
         or the partition's per-customer rows), never order lines. ``tables``: the input tables ``fn``
-        reads (a worker validates only those; default: every table of the session)."""
+        reads (a worker validates only those; default: every table of the session; ``()``: none, ``fn``
+        works on what an earlier pass left in a scratch folder, and a worker passes ``view=None``)."""
         if self.backend is None:
             return map_here(self, parts, label, fn, *args, progress=progress)
         return self.backend.map_partitions(self, parts, label, fn, *args, progress=progress, tables=tables)
@@ -303,6 +305,8 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
                           "[tables.orders] path, or run `centile steer` alone")
     con = connect(cfg, spill=spill)
     try:
+        paths = [p for spec in cfg.tables.values() for p in spec.paths]
+        remote = urls.register(con, paths)  # inputs named by fsspec URLs: read through their filesystems
         tables, id_types = register_tables(con, cfg, progress)
         unread = [t for t in tables if only is not None and t not in only]
         tables = {n: r for n, r in tables.items() if n not in unread}
@@ -319,8 +323,8 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
             session.notes.append(f"orders: {duplicates} exact duplicate lines kept and counted "
                                  "([tables.orders] duplicates = \"keep\")")
         if restrict:
-            inputs = [Path(p) for spec in cfg.tables.values() for p in spec.paths]
-            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs] + list(readable))
+            inputs = [Path(p) for p in paths if not urls.is_url(p)]
+            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs] + list(readable), prefixes=remote)
         return session
     except BaseException:
         con.close()
@@ -356,11 +360,13 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
     return duplicates
 
 
-def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path]) -> None:
-    """Limit the connection's file access to ``readable`` folders and DuckDB's temporary folder,
-    for the rest of its life (``lock_configuration``)."""
+def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path],
+                   prefixes: list[str] | tuple[str, ...] = ()) -> None:
+    """Limit the connection's file access to ``readable`` folders, the URL ``prefixes`` (of
+    registered fsspec filesystems) and DuckDB's temporary folder, for the rest of its life
+    (``lock_configuration``)."""
     temp = Path(str(con.execute("SELECT current_setting('temp_directory')").fetchone()[0] or ".tmp"))
-    dirs = sorted({str(Path(d).resolve()) for d in [*readable, temp]})
+    dirs = sorted({str(Path(d).resolve()) for d in [*readable, temp]} | set(prefixes))
     con.execute(f"SET allowed_directories = [{', '.join(literal(d) for d in dirs)}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")

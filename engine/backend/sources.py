@@ -32,6 +32,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from centile import urls
 from centile.backend.partitions import bucket_sql
 from centile.config import Config, TableSpec, check_expression
 from centile.contract import CONTRACT
@@ -101,7 +102,8 @@ class Registered:
 def _patterns(spec: TableSpec) -> list[str]:
     """The file paths or globs a spec reads (a folder means every file of its format below it)."""
     ext = "csv" if spec.format == "csv" else "parquet"
-    return [str(Path(p) / "**" / f"*.{ext}") if os.path.isdir(p) else p for p in spec.paths]
+    return [(urls.join(p, "**", f"*.{ext}") if urls.isdir(p) else p) if urls.is_url(p)
+            else str(Path(p) / "**" / f"*.{ext}") if os.path.isdir(p) else p for p in spec.paths]
 
 
 def _reader(spec: TableSpec, as_text: tuple[str, ...] = ()) -> str:
@@ -212,7 +214,7 @@ def _check_not_empty(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
     """An empty CSV file has no header: say so instead of reporting a column named ``column0``."""
     for f in input_files(con, spec):
         try:
-            empty = os.path.getsize(f) == 0
+            empty = (urls.size(f) if urls.is_url(f) else os.path.getsize(f)) == 0
         except OSError:
             continue  # reported when the file is read
         if empty:
@@ -452,8 +454,9 @@ def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
 
 def input_files(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> list[str]:
     """The files a table spec reads (folders and globs expanded)."""
-    return [r[0] for pattern in _patterns(spec)
-            for r in con.execute("SELECT file FROM glob($p) ORDER BY file", {"p": pattern}).fetchall()]
+    return [f for pattern in _patterns(spec)
+            for f in (urls.glob(pattern) if urls.is_url(pattern) else
+                      [r[0] for r in con.execute("SELECT file FROM glob($p) ORDER BY file", {"p": pattern}).fetchall()])]
 
 
 def input_fingerprints(tables: Mapping[str, TableSpec],
@@ -464,7 +467,8 @@ def input_fingerprints(tables: Mapping[str, TableSpec],
     own = con is None
     con = duckdb.connect(":memory:") if own else con
     try:
-        return {name: [fingerprint(Path(f)) for f in input_files(con, spec)] for name, spec in tables.items()}
+        return {name: [urls.fingerprint(f) if urls.is_url(f) else fingerprint(Path(f)) for f in input_files(con, spec)]
+                for name, spec in tables.items()}
     finally:
         if own:
             con.close()

@@ -87,12 +87,17 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
     cfg = job.cfg if job.cfg.threads or not threads else job.cfg.with_(threads=threads)
     spill = Path(job.spill) / f"spill-{part}" if job.spill else None
     t0 = time.perf_counter()
-    with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part), cache=job.cache) as s:
-        t1 = time.perf_counter()
-        if partitions.observe is not None:
-            partitions.observe(job.label, part, s)
+    if not job.only:  # the function reads no input table (e.g. a later pass over parked state)
+        t1 = t0
         with numba_threads(cfg.threads):
-            result = fn(s, part, *args)
+            result = fn(None, part, *args)
+    else:
+        with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part), cache=job.cache) as s:
+            t1 = time.perf_counter()
+            if partitions.observe is not None:
+                partitions.observe(job.label, part, s)
+            with numba_threads(cfg.threads):
+                result = fn(s, part, *args)
     if job.scratch is not None:
         stem = f"{re.sub(r'[^0-9A-Za-z]+', '-', job.label).strip('-') or 'part'}-{part:05d}"
         result = _offload(result, Path(job.scratch), stem)
@@ -162,20 +167,26 @@ def identity() -> dict[str, str]:
             "python": ".".join(platform.python_version_tuple()[:2])}
 
 
+def verdict(client: dict[str, str], ident: Any) -> str | None:
+    """Why a worker whose :func:`identity` is ``ident`` (or the exception it raised) cannot run the
+    client's tasks; None when it can."""
+    if isinstance(ident, BaseException):
+        why = f"{type(ident).__name__}: {ident}"
+        if isinstance(ident, ModuleNotFoundError) or "centile" in str(ident):
+            why = f"centile cannot be imported there ({why})"
+        return why
+    diff = [f"{k} {ident.get(k)!r} (client: {v!r})" for k, v in client.items()
+            if k != "code" and ident.get(k) != v]
+    if ident.get("code") != client["code"]:
+        diff.append(f"other code (sources hash {str(ident.get('code'))[:12]}, client: {client['code'][:12]})")
+    return ", ".join(diff) or None
+
+
 def mismatches(client: dict[str, str], workers: dict[str, Any]) -> list[str]:
     """One line per worker whose identity differs from the client's (or that could not tell)."""
     out = []
     for addr, ident in sorted(workers.items()):
-        if isinstance(ident, BaseException):
-            why = f"{type(ident).__name__}: {ident}"
-            if isinstance(ident, ModuleNotFoundError) or "centile" in str(ident):
-                why = f"centile cannot be imported there ({why})"
+        why = verdict(client, ident)
+        if why:
             out.append(f"{addr}: {why}")
-            continue
-        diff = [f"{k} {ident.get(k)!r} (client: {v!r})" for k, v in client.items()
-                if k != "code" and ident.get(k) != v]
-        if ident.get("code") != client["code"]:
-            diff.append(f"other code (sources hash {str(ident.get('code'))[:12]}, client: {client['code'][:12]})")
-        if diff:
-            out.append(f"{addr}: " + ", ".join(diff))
     return out

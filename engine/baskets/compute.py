@@ -202,7 +202,12 @@ def baskets_from(source, items: pl.Series, st: BasketSettings, segments: pl.Data
                  progress: Progress | None = None, scratch=None) -> BasketsResult:
     """Itemsets and rules from the lines ``source`` yields one customer partition at a time
     (:mod:`centile.baskets.parts`); ``items`` is the sorted item dictionary."""
-    counted = count_groups(source, items, st, segments, progress, scratch)
+    if getattr(source, "remote", False):  # the partitions run on the session's cluster
+        from centile.baskets.remote import count_remote
+
+        counted = count_remote(source, items, st, segments, progress, scratch)
+    else:
+        counted = count_groups(source, items, st, segments, progress, scratch)
     item_rows, pair_rows, triple_rows, summary = [], [], [], []
     for seg_by, seg, t, thr in counted.groups:
         n = t.n

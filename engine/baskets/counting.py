@@ -118,11 +118,7 @@ def count_groups(source, items: pl.Series, st: BasketSettings, segments: pl.Data
     ``scratch`` is the folder parked partitions go to when there are several.
     """
     m = items.len()
-    notes: list[str] = []
-    present = tuple(c for c in st.segment_by if segments is not None and c in segments.columns)
-    for col in st.segment_by:
-        if col not in present:
-            notes.append(f"baskets: no segment column {col!r} in this run; rules per {col} are skipped")
+    present, notes = segment_columns(st, segments)
     tallies: dict[tuple[str, str], Tally] = {(OVERALL, OVERALL): Tally(m)}
     with Parked(source.count, scratch) as parked:
         for part, lines in enumerate(source.each("baskets: items")):
@@ -134,15 +130,7 @@ def count_groups(source, items: pl.Series, st: BasketSettings, segments: pl.Data
             _add_items(tallies, b, seg_cols, groups, m)
             parked.put(part, (b.offsets, b.items.astype(np.int32 if m < 2**31 else np.int64), groups))
             del b, groups
-        order = [(OVERALL, OVERALL)] + [(c, v) for c in present
-                                        for v in sorted(v for (cc, v) in tallies if cc == c)]
-        thresholds = {key: st.threshold(tallies[key].n) for key in order}
-        # one partition: its counts are the totals, so the threshold prunes inside the kernel; several:
-        # every pair among the items frequent in the totals, thresholded after the merge
-        whole = source.count == 1
-        prune = {key: tallies[key].items if whole else (tallies[key].items >= thresholds[key]).astype(np.int64)
-                 for key in order}
-        least = {key: thresholds[key] if whole else 1 for key in order}
+        order, thresholds, prune, least = plan(tallies, present, st, source.count)
         passes = Partitioning(source.count)
         for part in passes.each("baskets: pairs", progress):
             for key, b in _parked_groups(parked.get(part)):
@@ -155,6 +143,34 @@ def count_groups(source, items: pl.Series, st: BasketSettings, segments: pl.Data
                     ma, mb = frequent[key]
                     tallies[key].add_triples(*triple_counts(b.offsets, b.items, m, least[key], ma, mb,
                                                             counts=prune[key]))
+    return counted((tallies, order, thresholds), st, notes)
+
+
+def segment_columns(st: BasketSettings, segments: pl.DataFrame | None) -> tuple[tuple[str, ...], list[str]]:
+    """The segmentation columns of ``st`` present in ``segments``, and a note per absent one."""
+    present = tuple(c for c in st.segment_by if segments is not None and c in segments.columns)
+    return present, [f"baskets: no segment column {col!r} in this run; rules per {col} are skipped"
+                     for col in st.segment_by if col not in present]
+
+
+def plan(tallies: dict, present: tuple[str, ...], st: BasketSettings, count: int) -> tuple[list, dict, dict, dict]:
+    """After the item counts: the groups in output order, their thresholds, and what prunes the pair
+    counting of a partition (``prune`` per item, ``least`` the kernel's own threshold)."""
+    order = [(OVERALL, OVERALL)] + [(c, v) for c in present
+                                    for v in sorted(v for (cc, v) in tallies if cc == c)]
+    thresholds = {key: st.threshold(tallies[key].n) for key in order}
+    # one partition: its counts are the totals, so the threshold prunes inside the kernel; several:
+    # every pair among the items frequent in the totals, thresholded after the merge
+    whole = count == 1
+    prune = {key: tallies[key].items if whole else (tallies[key].items >= thresholds[key]).astype(np.int64)
+             for key in order}
+    least = {key: thresholds[key] if whole else 1 for key in order}
+    return order, thresholds, prune, least
+
+
+def counted(done: tuple[dict, list, dict], st: BasketSettings, notes: list[str]) -> Counted:
+    """The groups' counts in output order, with the note on baskets left out first."""
+    tallies, order, thresholds = done
     excluded = tallies[(OVERALL, OVERALL)].excluded
     if excluded:
         notes.insert(0, f"baskets: {excluded} baskets with more than {st.max_basket_items} items were left out "

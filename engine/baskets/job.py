@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import polars as pl
@@ -57,7 +58,7 @@ def _check_columns(seg: pl.DataFrame | None, columns: tuple[str, ...], where: st
 def run_baskets(cfg: Config, out: str | Path, *, settings: BasketSettings | None = None,
                 segments: str | Path | pl.DataFrame | None = None, progress: Progress | None = None) -> BasketsResult:
     """Association rules overall and per segment into ``out`` (basket_itemsets, basket_rules, basket_summary)."""
-    from centile.backend.session import open_session
+    from centile.backend import open_inputs
     from centile.features.compute import manifest
     from centile.io.outputs import staged_output, write_manifest
 
@@ -67,12 +68,13 @@ def run_baskets(cfg: Config, out: str | Path, *, settings: BasketSettings | None
         st = replace(st, segment_by=())
     else:
         _check_columns(seg, st.segment_by, "--segment-by")
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products"),
+    with staged_output(out) as staging, open_inputs(cfg, progress, only=("orders", "products"),
                                                                  spill=staging.spill) as s:
         with staging.timed("baskets"), numba_threads(cfg.threads):
             items = basket_items(s, st.level, st.exclude_returned)
-            source = SessionLines(s, s.partitioning(), lambda s: basket_lines(s, st.level, st.exclude_returned),
-                                  progress)
+            parts = s.work_partitions() if s.distributed() else s.partitioning()
+            source = SessionLines(s, parts, partial(basket_lines, level=st.level,
+                                                    exclude_returned=st.exclude_returned), progress)
             res = baskets_from(source, items, st, seg, progress=progress, scratch=staging.spill)
         rows = write_baskets(res, staging)
         rows["rejects"] = s.total_rejects
@@ -85,7 +87,7 @@ def run_recommend(cfg: Config, out: str | Path, *, settings: RecommendSettings |
                   progress: Progress | None = None) -> RecommendResult:
     """Top-k items per customer into ``out`` (recommendations.parquet) and, with ``evaluate`` (a cutoff
     date), the time-split evaluation against popularity (recommendation_eval.parquet)."""
-    from centile.backend.session import open_session
+    from centile.backend import open_inputs
     from centile.features.compute import manifest
     from centile.io.outputs import staged_output, write_manifest
 
@@ -96,14 +98,20 @@ def run_recommend(cfg: Config, out: str | Path, *, settings: RecommendSettings |
         st = replace(st, segment_by=None)
     elif st.segment_by:
         _check_columns(seg, (st.segment_by,), "--segment-by")
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "products"),
+    with staged_output(out) as staging, open_inputs(cfg, progress, only=("orders", "products"),
                                                                  spill=staging.spill) as s:
         with staging.timed("recommend"), numba_threads(cfg.threads):
             items = basket_items(s, st.level, exclude_returned=False)
-            source = SessionLines(s, s.partitioning(), lambda s: recommend_lines(s, st.level, bst.exclude_returned),
-                                  progress)
-            res = recommend_from(source, items, st, s.as_of, seg, cutoff=evaluate, progress=progress,
-                                 scratch=staging.spill)
+            parts = s.work_partitions() if s.distributed() else s.partitioning()
+            source = SessionLines(s, parts, partial(recommend_lines, level=st.level,
+                                                    exclude_returned=bst.exclude_returned), progress)
+            if source.remote and evaluate is None:  # the partitions on the cluster (the evaluation stays here)
+                from centile.baskets.remote import recommend_remote
+
+                res = recommend_remote(source, items, st, s.as_of, seg, progress=progress, scratch=staging.spill)
+            else:
+                res = recommend_from(source, items, st, s.as_of, seg, cutoff=evaluate, progress=progress,
+                                     scratch=staging.spill)
         rows = write_recommendations(res, staging)
         rows["rejects"] = s.total_rejects
         write_manifest(staging, manifest(s, "recommend", {"recommend": recommend_summary_doc(res)}, rows))

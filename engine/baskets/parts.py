@@ -58,6 +58,12 @@ class SessionLines:
         self.progress = progress
         self.count = parts.count
 
+    @property
+    def remote(self) -> bool:
+        """Do the partitions run on the session's cluster (``read`` then goes there: a module-level
+        function or a :func:`functools.partial` of one)?"""
+        return self.s.distributed()
+
     def each(self, label: str) -> Iterator[pl.DataFrame]:
         for part in self.parts.each(label, self.progress):
             with self.s.partition(self.parts, part, label):

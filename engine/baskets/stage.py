@@ -8,6 +8,8 @@ their section turns them off.
 
 from __future__ import annotations
 
+from functools import partial
+
 import polars as pl
 
 from centile.baskets.compute import baskets_from, baskets_summary_doc, write_baskets
@@ -59,8 +61,9 @@ def _run_baskets(ctx: Context) -> dict[str, int]:
         items = basket_items(s, st.level, st.exclude_returned)
         if items.len() == 0:
             raise StageSkipped("no order lines with an item before as_of")
-        parts = s.partitioning()
-        source = SessionLines(s, parts, lambda s: basket_lines(s, st.level, st.exclude_returned), ctx.say)
+        parts = s.work_partitions() if s.distributed() else s.partitioning()
+        source = SessionLines(s, parts, partial(basket_lines, level=st.level, exclude_returned=st.exclude_returned),
+                              ctx.say)
         res = baskets_from(source, items, st, segment_frame(ctx), progress=ctx.say, scratch=ctx.staging.spill)
     ctx.summaries["baskets"] = {**baskets_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
@@ -76,10 +79,17 @@ def _run_recommend(ctx: Context) -> dict[str, int]:
         items = basket_items(s, st.level, exclude_returned=False)
         if items.len() == 0:
             raise StageSkipped("no order lines with an item before as_of")
-        parts = s.partitioning()
-        source = SessionLines(s, parts, lambda s: recommend_lines(s, st.level, bst.exclude_returned), ctx.say)
-        res = recommend_from(source, items, st, s.as_of, segment_frame(ctx), cutoff=st.cutoff, progress=ctx.say,
-                             scratch=ctx.staging.spill)
+        parts = s.work_partitions() if s.distributed() else s.partitioning()
+        source = SessionLines(s, parts, partial(recommend_lines, level=st.level, exclude_returned=bst.exclude_returned),
+                              ctx.say)
+        if source.remote and st.cutoff is None:  # the partitions on the cluster (the evaluation stays here)
+            from centile.baskets.remote import recommend_remote
+
+            res = recommend_remote(source, items, st, s.as_of, segment_frame(ctx), progress=ctx.say,
+                                   scratch=ctx.staging.spill)
+        else:
+            res = recommend_from(source, items, st, s.as_of, segment_frame(ctx), cutoff=st.cutoff,
+                                 progress=ctx.say, scratch=ctx.staging.spill)
     ctx.summaries["recommend"] = {**recommend_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
     return write_recommendations(res, ctx.staging)

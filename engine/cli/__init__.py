@@ -10,7 +10,7 @@ import importlib
 from centile.cli.app import app, main
 
 #: capabilities whose commands live in their own module
-for _name in ("steering", "attribution", "baskets", "warmup", "bench", "refresh"):
+for _name in ("steering", "attribution", "baskets", "warmup", "bench", "refresh", "cluster"):
     try:
         importlib.import_module(f"centile.cli.{_name}").register(app)
     except ModuleNotFoundError as _exc:

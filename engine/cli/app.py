@@ -40,9 +40,10 @@ log = logging.getLogger("centile")
 # ---------------------------------------------------------------------------
 # shared options
 
-DataOpt = Annotated[Path | None, typer.Option(
+DataOpt = Annotated[str | None, typer.Option(
     "--data", "-d", help="Folder holding the input tables by name (orders*, products*, email_events*, "
-    "contacts*, customers*, touchpoints*; Parquet files, folders or CSV).", show_default=False)]
+    "contacts*, customers*, touchpoints*; Parquet files, folders or CSV); a path or an fsspec URL "
+    "(s3://bucket/data, gs://…, file:///…).", show_default=False)]
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", "-c", help="TOML config mapping paths and column names (see README).", show_default=False)]
 AsOfOpt = Annotated[str | None, typer.Option(
@@ -181,7 +182,7 @@ def _lock_wait(wait: bool, timeout: float | None) -> Iterator[None]:
         yield
 
 
-def _config(config: Path | None, data: Path | None, **overrides: Any):
+def _config(config: Path | None, data: str | Path | None, **overrides: Any):
     from centile.config import load_config
 
     return load_config(config, data=data, **overrides)
@@ -251,8 +252,8 @@ def validate(data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = No
 @app.command()
 def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-             memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, wait: WaitOpt = False,
-             wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
+             memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, backend: BackendOpt = None, scheduler: SchedulerOpt = None,
+             wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
              state: Annotated[Path | None, typer.Option(
                  "--state", help="Compute from a refresh state (see `centile ingest`) instead of the inputs: "
                  "as_of at or after its watermark, equal to a full run over every applied batch.",
@@ -268,7 +269,7 @@ def features(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
 
     with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, memory_limit=memory_limit,
-                      partitions=partitions)
+                      partitions=partitions, backend=backend, scheduler=scheduler)
         with _status("features") as progress:
             res = run_features(cfg, out, progress)
     if json_:
@@ -331,14 +332,16 @@ PreviousOpt = Annotated[Path | None, typer.Option(
 
 
 def _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_,
-               memory_limit=None, partitions=None, wait=False, wait_timeout=None) -> None:
+               memory_limit=None, partitions=None, wait=False, wait_timeout=None, backend=None,
+               scheduler=None) -> None:
     from centile.clubs.job import feature_columns, run_clubs
 
     with _errors(), _lock_wait(wait, wait_timeout):
         # club metrics may use every column of a feature table built elsewhere
         columns = feature_columns(features) if features is not None else None
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, strategy=strategy,
-                      feature_columns=columns, memory_limit=memory_limit, partitions=partitions)
+                      feature_columns=columns, memory_limit=memory_limit, partitions=partitions,
+                      backend=backend, scheduler=scheduler)
         with _status("clubs") as progress:
             res = run_clubs(cfg, out, features=features, strategy=strategy, previous=previous, progress=progress)
     if json_:
@@ -361,8 +364,8 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
               "--features", help="Use this feature table (features.parquet) instead of computing it "
               "from the inputs.", show_default=False)] = None,
           as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-          memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, wait: WaitOpt = False,
-          wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
+          memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None, backend: BackendOpt = None, scheduler: SchedulerOpt = None,
+          wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """Rank every customer on each club metric and form overlap-free 1 % clubs with tiers.
 
     Writes ranks.parquet, clubs.parquet, club_summary.parquet (and club_stability.parquet
@@ -372,11 +375,14 @@ def clubs(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("ce
         err_console.print("Error: pass --data DIR or -c centile.toml (or --features FILE)")
         raise typer.Exit(2)
     _clubs_job(data, config, out, as_of, strict, threads, strategy, previous, features, json_,
-               memory_limit, partitions, wait, wait_timeout)
+               memory_limit, partitions, wait, wait_timeout, backend, scheduler)
 
 
 @app.command()
-def run(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
+def run(data: DataOpt = None, config: ConfigOpt = None,
+        out: Annotated[str, typer.Option("--out", "-o", help="Output folder (replaced whole when the run succeeds), "
+                                         "or an fsspec URL (s3://bucket/prefix: the run goes to a new "
+                                         "<prefix>/runs/<id>/, then <prefix>/LATEST names it).")] = "centile-out",
         strategy: StrategyOpt = None, previous: PreviousOpt = None, as_of: AsOfOpt = None,
         strict: StrictOpt = None, threads: ThreadsOpt = None, memory_limit: MemoryOpt = None,
         partitions: PartitionsOpt = None, backend: BackendOpt = None, scheduler: SchedulerOpt = None,
@@ -498,6 +504,7 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
                  "--clubs", help="clubs.parquet (or the output folder of centile clubs): adds the club "
                  "segmentation.", show_default=False)] = None,
              as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+             backend: BackendOpt = None, scheduler: SchedulerOpt = None,
              wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """RFM scores and named segments, rule-based segments ([segments.rules]), clusters and a
     profile per segment.
@@ -518,7 +525,8 @@ def segments(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path(
 
             cfg = Config(tables={}, threads=threads)
         else:
-            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, backend=backend,
+                          scheduler=scheduler)
         with _status("segments") as progress:
             res = run_segments(cfg, out, features=features, clubs=clubs, progress=progress)
     if json_:
@@ -562,8 +570,8 @@ def holdout(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("
 def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("centile-out"),
            segments: SegmentsOpt = None, as_of: AsOfOpt = None, strict: StrictOpt = None,
            threads: ThreadsOpt = None, memory_limit: MemoryOpt = None, partitions: PartitionsOpt = None,
-           wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None,
-           json_: JsonOpt = False) -> None:
+           backend: BackendOpt = None, scheduler: SchedulerOpt = None, wait: WaitOpt = False,
+           wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """Uplift of each campaign arm against control, overall and per segment: intervals (Newcombe,
     Welch, Poisson bootstrap), CUPED, Holm/BH p-values, SRM checks, ROI, Qini with a score.
 
@@ -576,7 +584,7 @@ def uplift(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("c
 
     with _errors(), _lock_wait(wait, wait_timeout):
         cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, memory_limit=memory_limit,
-                      partitions=partitions)
+                      partitions=partitions, backend=backend, scheduler=scheduler)
         with _status("uplift") as progress:
             res = run_uplift(cfg, out, segments=segments, progress=progress)
     if json_:
@@ -606,6 +614,7 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
             "--groups", help="FILE[:COLUMN] with customer_id and a group column (e.g. clubs.parquet:club); "
             "repeatable; writes clv_groups.parquet.", show_default=False)] = None,
         as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+        backend: BackendOpt = None, scheduler: SchedulerOpt = None,
         wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
     """Fit BG/NBD (or Pareto/NBD) and Gamma-Gamma; predict per customer P(alive), churn risk,
     expected transactions, repurchase probability, expected order value and CLV.
@@ -621,7 +630,8 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
         err_console.print("Error: pass --data DIR or -c centile.toml")
         raise typer.Exit(1)
     with _errors(), _lock_wait(wait, wait_timeout):
-        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+        cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, backend=backend,
+                      scheduler=scheduler)
         st = clv_settings(cfg, model=model, calibration_end=calibration_end, holdout_end=holdout_end,
                           horizon=horizon, time_unit=time_unit)
         frames = [read_groups(g) for g in groups or []]

@@ -10,10 +10,12 @@ import typer
 
 from centile.cli.app import (
     AsOfOpt,
+    BackendOpt,
     ConfigOpt,
     DataOpt,
     JsonOpt,
     OutOpt,
+    SchedulerOpt,
     StrictOpt,
     ThreadsOpt,
     WaitOpt,
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
             "orders beside the attributed conversions of channels named like a contact medium.",
             show_default=False)] = None,
         as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
+        backend: BackendOpt = None, scheduler: SchedulerOpt = None, wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
     ) -> None:
         """Attribution over touchpoint paths: first/last touch, linear, time decay, position based,
         simplified and full Shapley, exact Markov removal effects (orders from [attribution] markov_orders).
@@ -89,7 +91,8 @@ def register(app: typer.Typer) -> None:
         from centile.attribution.job import run_attribution
 
         with _errors(), _lock_wait(wait, wait_timeout):
-            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, backend=backend,
+                          scheduler=scheduler)
             with _status("attribution") as progress:
                 res = run_attribution(cfg, out, segments=segments, uplift=uplift, progress=progress)
         if json_:

@@ -10,10 +10,12 @@ import typer
 
 from centile.cli.app import (
     AsOfOpt,
+    BackendOpt,
     ConfigOpt,
     DataOpt,
     JsonOpt,
     OutOpt,
+    SchedulerOpt,
     StrictOpt,
     ThreadsOpt,
     WaitOpt,
@@ -122,7 +124,7 @@ def register(app: typer.Typer) -> None:
             "consequent (as mlxtend), or only single-item consequents (default, as Spark MLlib and arules).",
             show_default=False)] = None,
         as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
+        backend: BackendOpt = None, scheduler: SchedulerOpt = None, wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
     ) -> None:
         """Association rules overall and per segment: exact item and pair counts, support, confidence,
         lift, leverage and conviction.
@@ -137,7 +139,8 @@ def register(app: typer.Typer) -> None:
             err_console.print("Error: pass --data DIR or -c centile.toml")
             raise typer.Exit(1)
         with _errors(), _lock_wait(wait, wait_timeout):
-            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, backend=backend,
+                          scheduler=scheduler)
             st = basket_settings(cfg, level=level, min_count=min_count, min_support=min_support,
                                  min_confidence=min_confidence, segment_by=_segment_list(segment_by),
                                  max_size=max_size, all_splits=all_splits)
@@ -171,7 +174,7 @@ def register(app: typer.Typer) -> None:
             "--cutoff", help="Evaluation cutoff YYYY-MM-DD (default from [recommend] cutoff).",
             show_default=False)] = None,
         as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
-        wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
+        backend: BackendOpt = None, scheduler: SchedulerOpt = None, wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
     ) -> None:
         """Top-k products (or categories) per customer from co-occurrence with their recency-weighted
         history; segment popularity for customers without history.
@@ -187,7 +190,8 @@ def register(app: typer.Typer) -> None:
             err_console.print("Error: pass --data DIR or -c centile.toml")
             raise typer.Exit(1)
         with _errors(), _lock_wait(wait, wait_timeout):
-            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, backend=backend,
+                          scheduler=scheduler)
             st = recommend_settings(cfg, level=level, k=k, new_only=new_only, similarity=similarity,
                                     segment_by=segment_by, cutoff=cutoff)
             if evaluate and st.cutoff is None:

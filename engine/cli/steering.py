@@ -9,10 +9,12 @@ import typer
 
 from centile.cli.app import (
     AsOfOpt,
+    BackendOpt,
     ConfigOpt,
     DataOpt,
     JsonOpt,
     OutOpt,
+    SchedulerOpt,
     StrictOpt,
     ThreadsOpt,
     WaitOpt,
@@ -68,6 +70,7 @@ def register(app: typer.Typer) -> None:
                   "--global-budget", help="Total campaign budget in currency (default from [steering]; "
                   "else unlimited).", show_default=False)] = None,
               as_of: AsOfOpt = None, strict: StrictOpt = None, threads: ThreadsOpt = None,
+              backend: BackendOpt = None, scheduler: SchedulerOpt = None,
               wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False) -> None:
         """Plan contacts per customer: medium affinity (empirical Bayes), a budget from CLV, and an
         optimised plan under frequency caps (overall and per medium), minimum gap, budgets and
@@ -87,7 +90,8 @@ def register(app: typer.Typer) -> None:
             err_console.print("Error: pass --data DIR or -c centile.toml")
             raise typer.Exit(1)
         with _errors(), _lock_wait(wait, wait_timeout):
-            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads)
+            cfg = _config(config, data, as_of=as_of, strict=strict, threads=threads, backend=backend,
+                          scheduler=scheduler)
             st = steering_settings(cfg)
             if global_budget is not None:
                 if not global_budget >= 0:

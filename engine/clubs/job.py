@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from centile.backend.session import open_session
+from centile.backend import open_inputs
 from centile.clubs.compute import ClubsResult, clubs_summary_doc, form_clubs, write_clubs
 from centile.config import Config
 from centile.errors import InputError
@@ -76,7 +76,7 @@ def run_clubs(cfg: Config, out: str | Path, *, features: str | Path | None = Non
                 "clubs", as_of=None, inputs={"features": [fingerprint(p)]}, config=cfg.as_dict(), rows=rows,
                 summary={"clubs": clubs_summary_doc(res)}))
             return ClubsJobResult(staging.target, None, res)
-        with open_session(cfg, progress, only=FEATURE_TABLES, spill=staging.spill) as s:
+        with open_inputs(cfg, progress, only=FEATURE_TABLES, spill=staging.spill) as s:
             fres = write_features(s, staging, progress)
             if progress:
                 progress("ranking and assigning clubs")

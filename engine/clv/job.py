@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from centile.backend.session import open_session
+from centile.backend import open_inputs
 from centile.clv.compute import (
     ClvResult,
     ClvSettings,
@@ -48,7 +48,7 @@ def run_clv(cfg: Config, out: str | Path, *, settings: ClvSettings | None = None
     from centile.features.compute import manifest
 
     st = settings or clv_settings(cfg)
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders",), spill=staging.spill) as s:
+    with staged_output(out) as staging, open_inputs(cfg, progress, only=("orders",), spill=staging.spill) as s:
         with staging.timed("clv"), numba_threads(cfg.threads):
             res = compute_clv(s, st, groups=groups, progress=progress)
         rows = write_clv(res, staging)

@@ -298,7 +298,9 @@ def run_features(cfg: Config, out: str | Path | None = None, progress: Progress 
             summary = session_summary(s)
             summary["features_skipped"] = skipped
             return FeaturesResult(df, None, s.as_of, avail, skipped, summary)
-    with staged_output(out) as staging, open_session(cfg, progress, only=FEATURE_TABLES, spill=staging.spill) as s:
+    from centile.backend import open_inputs
+
+    with staged_output(out) as staging, open_inputs(cfg, progress, only=FEATURE_TABLES, spill=staging.spill) as s:
         res = write_features(s, staging, progress)
         write_manifest(staging, manifest(s, "features", res.summary,
                                          {"features": res.features.height, "rejects": s.total_rejects}))

@@ -30,6 +30,8 @@ class Staging:
     target: Path
     tmp: Path
     timings: dict[str, float] = field(default_factory=dict)
+    #: for an output URL (:func:`staged_url`): the run prefix the files went to, once committed
+    url: str | None = None
 
     @property
     def spill(self) -> Path:
@@ -61,6 +63,11 @@ def staged_output(target: str | os.PathLike[str]) -> Iterator[Staging]:
     the same file system). Sub-folders (e.g. partitioned tables) are replaced
     whole.
     """
+    from centile import urls
+
+    if urls.is_url(str(target)) or urls.mangled(target):
+        raise OutputError(f"--out {target}: only `centile run` writes to a URL (a new run prefix and a pointer "
+                          "file); give this job a local folder")
     target = Path(target)
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -273,6 +280,60 @@ def _tell(wait: LockWait, msg: str) -> None:
         import logging
 
         logging.getLogger(__name__).warning(msg)
+
+
+#: the object under an output URL that names its current run (written last)
+POINTER = "LATEST"
+
+
+@contextlib.contextmanager
+def staged_url(url: str) -> Iterator[Staging]:
+    """A local staging folder for an output URL (an object store has no rename): when the block
+    succeeds, every file is uploaded under a new run prefix ``<url>/runs/<run id>/``, then the
+    pointer object ``<url>/LATEST`` is written with the run id, last.
+
+    What that guarantees: a reader who reads ``LATEST`` and then the prefix it names sees a complete
+    run (each object write is atomic on s3, gcs and azure); a run that fails before or while
+    uploading leaves ``LATEST`` as it was (a partial prefix it uploaded is removed when possible, else
+    left unnamed by the pointer). Earlier runs stay under ``runs/``. No lock: two runs at once each
+    write their own prefix, and the later pointer write wins."""
+    import datetime as dt
+    import uuid
+
+    from centile import urls
+
+    fs, base = urls.filesystem(url)
+    root = Path(tempfile.mkdtemp(prefix="centile-url-out-"))
+    staging = Staging(target=root / "run", tmp=root / "staging")
+    staging.tmp.mkdir()
+    run_id = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+    prefix = f"{base.rstrip('/')}/runs/{run_id}"
+    try:
+        yield staging
+        try:
+            for f in sorted(p for p in staging.tmp.rglob("*") if p.is_file()):
+                fs.put_file(str(f), f"{prefix}/{f.relative_to(staging.tmp).as_posix()}")
+            fs.pipe_file(f"{base.rstrip('/')}/{POINTER}", (run_id + "\n").encode())
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                fs.rm(prefix, recursive=True)
+            raise OutputError(f"cannot write the run to {url} ({type(exc).__name__}: {exc}); {POINTER} still names "
+                              "the previous run; check the credentials and the bucket, and run again") from exc
+        staging.url = urls.full(fs, prefix)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def current_run(url: str) -> str | None:
+    """The URL of the run ``<url>/LATEST`` names (None before the first run)."""
+    from centile import urls
+
+    fs, base = urls.filesystem(url)
+    try:
+        run_id = fs.cat_file(f"{base.rstrip('/')}/{POINTER}").decode().strip()
+    except FileNotFoundError:
+        return None
+    return urls.full(fs, f"{base.rstrip('/')}/runs/{run_id}")
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from centile import urls
 from centile.backend.session import connect, open_session, restrict_files
 from centile.config import Config
 from centile.errors import QueryError
@@ -71,9 +72,10 @@ def run_query(query: str, cfg: Config | None = None, results: str | Path | None 
         if results is not None:
             views |= set(register_results(con, Path(results), views))
         if read_only:
-            inputs = [Path(p) for spec in (cfg.tables.values() if cfg else []) for p in spec.paths]
+            paths = [p for spec in (cfg.tables.values() if cfg else []) for p in spec.paths]
+            inputs = [Path(p) for p in paths if not urls.is_url(p)]
             restrict_files(con, [p if p.is_dir() else p.parent for p in inputs]
-                           + ([Path(results)] if results is not None else []))
+                           + ([Path(results)] if results is not None else []), prefixes=urls.prefixes(paths))
         try:
             rel = con.sql(query)
         except duckdb.Error as exc:

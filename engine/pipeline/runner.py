@@ -10,16 +10,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from centile import urls
 from centile.backend import open_backend
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
-from centile.io.outputs import Staging, build_manifest, staged_folder
+from centile.errors import OutputError
+from centile.io.outputs import Staging, build_manifest, staged_folder, staged_url
 from centile.pipeline.dag import dependencies, order, producers
 from centile.pipeline.keys import link_files, previous_manifest, reusable, stage_keys
 from centile.pipeline.stage import Context, Stage, StageSkipped
@@ -35,12 +38,13 @@ ReportWriter = Callable[[Path, Path, Config, str], Path]
 class PipelineResult:
     """What ``run_pipeline`` did: one record per stage, and where the results are."""
 
-    out: Path
+    #: the output folder; for an output URL, the run's own prefix (``<url>/runs/<run id>``, text)
+    out: Path | str
     stages: dict[str, dict[str, Any]]
     rows: dict[str, int]
     summaries: dict[str, Any]
     seconds: float
-    report: Path | None
+    report: Path | str | None
     notes: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,20 +102,24 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
             report: ReportWriter | None = None) -> PipelineResult:
     """Run ``stages`` (ordered from their declared frames) into ``out``; see :func:`centile.run.run_pipeline`."""
     t0 = time.perf_counter()
-    out = Path(out)
+    url = str(out) if urls.is_url(str(out)) else None  # an object store: a new run prefix, then a pointer
+    if url is None and urls.mangled(out):
+        raise OutputError(f"--out {out}: looks like a URL whose '//' was lost; pass it as text (s3://bucket/prefix)")
+    out = Path(out) if url is None else Path(tempfile.gettempdir()) / "centile-url-run"
     options = dict(options or {})
     stages = order(stages)
     made_by = producers(stages)
     fps = input_fingerprints(cfg.tables)
     keys = stage_keys(stages, cfg, fps, options)
-    prev_doc = {} if force else previous_manifest(out)
+    prev_doc = {} if force or url is not None else previous_manifest(out)  # (no reuse from a URL)
     records: dict[str, dict[str, Any]] = {}
     # validate only the tables some stage reads
     read = tuple(dict.fromkeys(t for st in stages for t in st.tables))
     backend = open_backend(cfg)
     position = {st.name: i for i, st in enumerate(stages)}
     last_use = _last_use(stages)
-    with staged_folder(out) as staging, _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
+    with (staged_url(url) if url else staged_folder(out)) as staging, _log_file(staging.path("centile.log")), \
+            numba_threads(cfg.threads):
         with contextlib.ExitStack() as stack:
             stack.enter_context(backend)  # a cluster connection (the dask backend), closed last
             ctx = Context(cfg, staging, options, progress,
@@ -182,8 +190,11 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
             report_path = None
             if report is not None:
                 ctx.say("report: rendering report.html")
-                report_path = report(staging.tmp, staging.path("report.html"), cfg, str(out))
+                report_path = report(staging.tmp, staging.path("report.html"), cfg, url or str(out))
         seconds = time.perf_counter() - t0
         log.info("run finished in %.2f s", seconds)
+    if url is not None:  # the run's own prefix, which <url>/LATEST now names
+        return PipelineResult(staging.url, records, dict(ctx.rows), summary, seconds,
+                              f"{staging.url}/report.html" if report_path else None, tuple(ctx.notes))
     return PipelineResult(out.resolve(), records, dict(ctx.rows), summary, seconds,
                           out.resolve() / "report.html" if report_path else None, tuple(ctx.notes))

@@ -27,6 +27,7 @@ def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = 
     ``clubs`` is a ``clubs.parquet`` (or the folder holding it) whose club
     becomes the ``club`` segmentation.
     """
+    from centile.backend import open_inputs
     from centile.backend.session import open_session
     from centile.clubs.job import read_features
     from centile.features.compute import manifest, write_features
@@ -59,7 +60,7 @@ def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = 
                 "segments", as_of=None, inputs={"features": [fingerprint(p)]}, config=cfg.as_dict(), rows=rows,
                 summary={"segments": segments_summary_doc(res)}))
             return replace(res, out=staging.target)
-        with open_session(cfg, progress, only=SEGMENT_TABLES, spill=staging.spill) as s:
+        with open_inputs(cfg, progress, only=SEGMENT_TABLES, spill=staging.spill) as s:
             fres = write_features(s, staging, progress)
             customers = s.frame("SELECT * FROM customers") if s.has("customers") else None
             if progress:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from centile.backend.session import open_session
+from centile.backend import open_inputs
 from centile.clv.compute import TIME_UNITS, clv_settings, compute_clv
 from centile.clv.models import FitError
 from centile.config import Config
@@ -60,7 +60,8 @@ def run_steering(cfg: Config, out: str | Path, *, settings: SteeringSettings | N
     st = settings or steering_settings(cfg)
     if st.proposals is not None:
         return _run_from_proposals(cfg, st, out)
-    with staged_output(out) as staging, open_session(cfg, progress, only=("orders", "contacts", "customers")) as s:
+    with staged_output(out) as staging, open_inputs(cfg, progress, only=("orders", "contacts", "customers"),
+                                                                 spill=staging.spill) as s:
         with staging.timed("steering"), numba_threads(cfg.threads):
             try:
                 clv = compute_clv(s, clv_settings(cfg), progress=progress)

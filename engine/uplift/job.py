@@ -21,7 +21,7 @@ from centile.uplift.inputs import parse_uplift_spec, read_segments
 def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFrame | None = None,
                progress: Any = None) -> UpliftResult:
     """``centile uplift``: compute and write the uplift tables atomically with a manifest."""
-    from centile.backend.session import open_session
+    from centile.backend import open_inputs
     from centile.features.compute import manifest
     from centile.io.outputs import staged_output, write_manifest
 
@@ -39,7 +39,8 @@ def run_uplift(cfg: Config, out: str | Path, *, segments: str | Path | pl.DataFr
                 rows=rows, summary={"uplift": uplift_summary_doc(res)}))
             return replace(res, out=staging.target)
     with staged_output(out) as staging:
-        with open_session(cfg, progress, only=("orders", "products", "contacts", "customers")) as s:
+        with open_inputs(cfg, progress, only=("orders", "products", "contacts", "customers"),
+                         spill=staging.spill) as s:
             if progress:
                 progress("measuring uplift")
             with staging.timed("uplift"):
