@@ -6,6 +6,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
@@ -342,3 +343,29 @@ def test_pipeline_stage_in_centile_run(generated):
     assert seg.height == 20_000 and seg["club"].is_not_null().sum() == clubs.height
     assert seg["cluster"].n_unique() == 3 and "age_band" in seg.columns
     assert (root / "run" / "segment_profiles.parquet").exists() and res is not None
+
+
+def test_profile_mixes_filter_two_columns_not_the_customer_table(monkeypatch):
+    """Issue 12: each mix (channel, gender, age group, ...) counts over its two columns; a filter of
+    the whole customer table copied every feature column once per mix and segmentation."""
+    rng = np.random.default_rng(12)
+    n = 500
+    base = pl.DataFrame({"customer_id": np.arange(n), "seg": rng.choice(["a", "b", "c"], n),
+                         "orders_12m": rng.poisson(2, n), "net_revenue_12m": rng.gamma(2, 50, n),
+                         "preferred_channel": rng.choice(["web", "app", None], n),
+                         "gender": rng.choice(["f", "m"], n), "age": rng.integers(18, 90, n),
+                         **{f"share_c{i}": rng.random(n) for i in range(6)}})
+    expected = profile_table(base, ["seg"])
+    seen: list[tuple[int, int]] = []
+    real = pl.DataFrame.filter
+
+    def filter_(self, *a, **k):
+        seen.append((self.width, self.height))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pl.DataFrame, "filter", filter_)
+    got = profile_table(base, ["seg"])
+    assert_frame_equal(got, expected)
+    whole = [w for w, h in seen if h == n]
+    assert whole, "the mixes filter the customers' rows"
+    assert max(whole) <= 2, f"a filter over {max(whole)} columns of every customer"
