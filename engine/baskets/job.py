@@ -73,7 +73,7 @@ def run_baskets(cfg: Config, out: str | Path, *, settings: BasketSettings | None
             items = basket_items(s, st.level, st.exclude_returned)
             source = SessionLines(s, s.partitioning(), lambda s: basket_lines(s, st.level, st.exclude_returned),
                                   progress)
-            res = baskets_from(source, items, st, seg, progress=progress, scratch=staging.spill)
+            res = baskets_from(source, items, st, seg, progress=progress, scratch=staging.spill, sink=staging)
         rows = write_baskets(res, staging)
         rows["rejects"] = s.total_rejects
         write_manifest(staging, manifest(s, "baskets", {"baskets": baskets_summary_doc(res)}, rows))
