@@ -55,7 +55,9 @@ def _both(tmp, data, seg, **kw):
 def test_outputs_are_identical_for_any_partition_and_thread_count(data, tmp_path):
     path, seg = data
     base, b, r = _both(tmp_path, path, seg, partitions=1, threads=1)
-    assert b.rules.height > 0 and b.itemsets.filter(pl.col("size") == 3).height > 0
+    assert b.rules is None and b.itemsets is None  # written a segment at a time
+    assert pl.read_parquet(base / "basket_rules.parquet").height == b.summary["rules"].sum() > 0
+    assert pl.read_parquet(base / "basket_itemsets.parquet").filter(pl.col("size") == 3).height > 0
     assert set(b.summary["segment_by"]) == {"all", "club", "rfm_segment"}
     recs = r.recommendations
     assert recs.select("customer_id", "rank").is_duplicated().sum() == 0
@@ -175,3 +177,24 @@ def test_recommendations_are_written_a_slice_of_customers_at_a_time(data, tmp_pa
         assert r.recs.height == meta.num_rows == r.recommendations.height
         files.append(f.read_bytes())
     assert files[0] == files[1]
+
+
+def test_segment_frame_holds_only_the_columns_a_stage_groups_by():
+    """Issue 12: baskets and recommend get customer_id and their segment columns only, not a copy of
+    every segmentation of every customer joined with the clubs."""
+    from centile.baskets.stage import segment_frame
+
+    seg = pl.DataFrame({"customer_id": [1, 2, 3], "rfm_segment": ["a", "b", "c"], "lifecycle": ["x", "y", "z"],
+                        "cluster": [0, 1, 2]})
+    clubs = pl.DataFrame({"customer_id": [2, 4], "club": ["c1", "c2"]})
+
+    class Ctx:
+        def frame_or_none(self, name):
+            return {"segments": seg, "clubs": clubs}[name]
+
+    both = segment_frame(Ctx(), ("club", "rfm_segment"))
+    assert both.columns == ["customer_id", "rfm_segment", "club"]
+    assert both.sort("customer_id").rows() == [(1, "a", None), (2, "b", "c1"), (3, "c", None), (4, None, "c2")]
+    assert segment_frame(Ctx(), ("rfm_segment",)).columns == ["customer_id", "rfm_segment"]
+    assert segment_frame(Ctx(), ()).columns == ["customer_id"]
+    assert segment_frame(Ctx()).columns == ["customer_id", "rfm_segment", "lifecycle", "cluster", "club"]

@@ -179,3 +179,46 @@ def test_bad_settings_name_the_key(raw, msg):
 
 def test_fraction_settings():
     assert parse_baskets({"min_support": 0.001}).min_support == Fraction(1, 1000)
+
+
+def test_issue12_rules_go_to_parquet_one_segment_at_a_time(tmp_path, monkeypatch):
+    """With a sink, each segment's itemsets and rules are written and dropped before the next segment's
+    are built (the rules of every segment at once grew with the customers); the files hold the same
+    rows, in the same order, as the frames built in memory."""
+    import weakref
+
+    import centile.baskets.compute as bc
+    from centile.baskets.lines import item_dictionary
+    from centile.baskets.parts import FrameLines
+
+    baskets, custs = _random_baskets(2)
+    lines = _lines(baskets, custs)
+    seg = pl.DataFrame({"customer_id": list(range(0, 400, 2)), "club": ["b", "a"] * 100,
+                        "tier": ["x", "y", "z", "w"] * 50})
+    st_ = parse_baskets({"min_count": 2, "segment_by": ["tier", "club"], "max_size": 3})
+    whole = compute_baskets(lines, st_, seg)
+
+    class Sink:
+        def path(self, name):
+            return tmp_path / name
+
+    written: list[tuple[tuple, weakref.ref]] = []
+    real = bc._Writer.write
+
+    def write(self, df):
+        keys = set(df.select("segment_by", "segment").unique().iter_rows())
+        assert len(keys) <= 1, "one segment per write"
+        held = [k for k, ref in written if ref() is not None and {k} != keys]
+        assert not held, f"the frames of {held} are still held while another segment is written"
+        written.append((next(iter(keys), None), weakref.ref(df)))
+        real(self, df)
+
+    monkeypatch.setattr(bc._Writer, "write", write)
+    res = bc.baskets_from(FrameLines(lines, 3), item_dictionary(lines), st_, seg, sink=Sink())
+    assert res.rules is None and res.itemsets is None
+    assert res.rows == {"basket_itemsets": whole.itemsets.height, "basket_rules": whole.rules.height}
+    assert len(written) == 2 * res.summary.height  # itemsets and rules of each segment
+    assert pl.read_parquet(tmp_path / "basket_rules.parquet").equals(whole.rules)
+    assert pl.read_parquet(tmp_path / "basket_itemsets.parquet").equals(whole.itemsets)
+    assert res.summary.equals(whole.summary)
+    assert res.summary["segment_by"].to_list()[:1] == ["all"]  # the summary keeps the counting order

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from sklearn.metrics import adjusted_rand_score
 from typer.testing import CliRunner
 
@@ -342,3 +343,61 @@ def test_pipeline_stage_in_centile_run(generated):
     assert seg.height == 20_000 and seg["club"].is_not_null().sum() == clubs.height
     assert seg["cluster"].n_unique() == 3 and "age_band" in seg.columns
     assert (root / "run" / "segment_profiles.parquet").exists() and res is not None
+
+
+def test_profile_mixes_filter_two_columns_not_the_customer_table(monkeypatch):
+    """Issue 12: each mix (channel, gender, age group, ...) counts over its two columns; a filter of
+    the whole customer table copied every feature column once per mix and segmentation."""
+    rng = np.random.default_rng(12)
+    n = 500
+    base = pl.DataFrame({"customer_id": np.arange(n), "seg": rng.choice(["a", "b", "c"], n),
+                         "orders_12m": rng.poisson(2, n), "net_revenue_12m": rng.gamma(2, 50, n),
+                         "preferred_channel": rng.choice(["web", "app", None], n),
+                         "gender": rng.choice(["f", "m"], n), "age": rng.integers(18, 90, n),
+                         **{f"share_c{i}": rng.random(n) for i in range(6)}})
+    expected = profile_table(base, ["seg"])
+    seen: list[tuple[int, int]] = []
+    real = pl.DataFrame.filter
+
+    def filter_(self, *a, **k):
+        seen.append((self.width, self.height))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pl.DataFrame, "filter", filter_)
+    got = profile_table(base, ["seg"])
+    assert_frame_equal(got, expected)
+    whole = [w for w, h in seen if h == n]
+    assert whole, "the mixes filter the customers' rows"
+    assert max(whole) <= 2, f"a filter over {max(whole)} columns of every customer"
+
+
+def test_cluster_matrix_and_club_labels_select_only_their_columns(monkeypatch):
+    """Issue 12: the cluster matrix and the club labels read their columns of the customer table; a
+    select over the whole table copied all of it when its columns were chunked differently (the
+    features with the clv_* columns beside them), about 0.25 GB per million customers each time."""
+    from centile.segments.clusters import prepare_matrix
+    from centile.segments.compute import _club_labels
+
+    rng = np.random.default_rng(3)
+    n = 300
+    chunked = pl.concat([pl.DataFrame({"customer_id": np.arange(i, i + 100), "recency_days": rng.integers(0, 900, 100),
+                                       "orders_12m": rng.poisson(2, 100), **{f"x{j}": rng.random(100) for j in range(8)}})
+                         for i in (0, 100, 200)], rechunk=False)
+    table = chunked.hstack([pl.Series("clv_value", rng.random(n))])  # one chunk beside three
+    clubs = pl.DataFrame({"customer_id": [5, 7], "club": ["a", "b"], "tier": [1, 2]})
+    want_z = prepare_matrix(table.rechunk(), ("recency_days", "orders_12m", "clv_value"))
+    want_club = _club_labels(table.rechunk(), clubs)
+    widths: list[int] = []
+    real = pl.DataFrame.select
+
+    def select(self, *a, **k):
+        widths.append(self.width)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pl.DataFrame, "select", select)
+    z = prepare_matrix(table, ("recency_days", "orders_12m", "clv_value"))
+    club = _club_labels(table, clubs)
+    assert all(np.array_equal(a, b) for a, b in zip(z, want_z, strict=True) if isinstance(a, np.ndarray))
+    assert z[1] == want_z[1] and club.equals(want_club)
+    assert club.to_list()[5:8] == ["a", None, "b tier 2"]
+    assert widths and max(widths) <= 3, f"a select over {max(widths)} columns of the customer table"

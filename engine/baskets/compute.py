@@ -50,12 +50,16 @@ __all__ = ["NO_SEGMENT", "OVERALL", "Baskets", "BasketsResult", "Counts", "baske
 
 @dataclass
 class BasketsResult:
-    itemsets: pl.DataFrame
-    rules: pl.DataFrame
+    """Itemsets, rules and the summary per segment. With ``baskets_from(..., sink=...)`` the itemsets
+    and rules went to Parquet a segment at a time and are None here (``rows`` has their row counts)."""
+
+    itemsets: pl.DataFrame | None
+    rules: pl.DataFrame | None
     summary: pl.DataFrame
     level: str
     notes: list[str] = field(default_factory=list)
     out: object = None
+    rows: dict[str, int] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -199,35 +203,89 @@ def compute_baskets(lines: pl.DataFrame, st: BasketSettings, segments: pl.DataFr
 
 
 def baskets_from(source, items: pl.Series, st: BasketSettings, segments: pl.DataFrame | None = None,
-                 progress: Progress | None = None, scratch=None) -> BasketsResult:
+                 progress: Progress | None = None, scratch=None, sink=None) -> BasketsResult:
     """Itemsets and rules from the lines ``source`` yields one customer partition at a time
-    (:mod:`centile.baskets.parts`); ``items`` is the sorted item dictionary."""
+    (:mod:`centile.baskets.parts`); ``items`` is the sorted item dictionary.
+
+    The itemsets and rules are built one segment at a time, in output order (segment_by, segment).
+    With ``sink`` (an output folder: ``sink.path(name)``) each segment's rows are appended to
+    ``basket_itemsets.parquet`` and ``basket_rules.parquet`` and dropped, so only the largest
+    segment's rules are held at once (the rules of every segment together took about 0.6 GB per
+    million customers, and a few times that while sorted and decoded); without it they are
+    concatenated into the result.
+    """
     if getattr(source, "remote", False):  # the partitions run on the session's cluster
         from centile.baskets.remote import count_remote
 
         counted = count_remote(source, items, st, segments, progress, scratch)
     else:
         counted = count_groups(source, items, st, segments, progress, scratch)
-    item_rows, pair_rows, triple_rows, summary = [], [], [], []
-    for seg_by, seg, t, thr in counted.groups:
-        n = t.n
-        freq = np.flatnonzero(t.items >= thr)
-        pa, pb, pc = t.pairs(thr)
-        c = Counts(n, t.items, pa, pb, pc, _triples(t, thr) if st.max_size >= 3 else None)
-        item_rows.append(pl.DataFrame({
-            "segment_by": [seg_by] * freq.size, "segment": [seg] * freq.size,
-            "a": freq.astype(np.int64), "count": c.items[freq], "n_baskets": np.full(freq.size, n, np.int64)}))
-        pair_rows.append(pl.DataFrame({
-            "segment_by": [seg_by] * c.a.size, "segment": [seg] * c.a.size, "a": c.a, "b": c.b,
-            "count_a": c.items[c.a], "count_b": c.items[c.b], "count_ab": c.ab,
-            "n_baskets": np.full(c.a.size, n, np.int64)}))
-        if st.max_size >= 3:
-            triple_rows.append(_triples_frame(seg_by, seg, c, n))
-        summary.append({"segment_by": seg_by, "segment": seg, "n_baskets": n,
-                        "baskets_excluded": t.excluded,
-                        "threshold": thr, "frequent_items": int(freq.size), "frequent_pairs": int(c.a.size),
-                        "frequent_triples": int(c.t[0].size) if c.t is not None else 0})
-    return _finish(items, item_rows, pair_rows, triple_rows, summary, st, counted.notes)
+    rows: dict[tuple[str, str], dict] = {}
+    kept: dict[str, list[pl.DataFrame]] = {"basket_itemsets": [], "basket_rules": []}
+    with _Writer(sink, "basket_itemsets") as w_sets, _Writer(sink, "basket_rules") as w_rules:
+        for seg_by, seg, t, thr in sorted(counted.groups, key=lambda g: (g[0], g[1])):
+            n = t.n
+            freq = np.flatnonzero(t.items >= thr)
+            pa, pb, pc = t.pairs(thr)
+            c = Counts(n, t.items, pa, pb, pc, _triples(t, thr) if st.max_size >= 3 else None)
+            ones = pl.DataFrame({
+                "segment_by": [seg_by] * freq.size, "segment": [seg] * freq.size,
+                "a": freq.astype(np.int64), "count": c.items[freq], "n_baskets": np.full(freq.size, n, np.int64)})
+            pairs = pl.DataFrame({
+                "segment_by": [seg_by] * c.a.size, "segment": [seg] * c.a.size, "a": c.a, "b": c.b,
+                "count_a": c.items[c.a], "count_b": c.items[c.b], "count_ab": c.ab,
+                "n_baskets": np.full(c.a.size, n, np.int64)})
+            triples = _triples_frame(seg_by, seg, c, n) if st.max_size >= 3 else None
+            itemsets, rules = _segment_frames(items, ones, pairs, triples, st)
+            del ones, pairs, triples
+            rows[(seg_by, seg)] = {
+                "segment_by": seg_by, "segment": seg, "n_baskets": n, "baskets_excluded": t.excluded,
+                "threshold": thr, "frequent_items": int(freq.size), "frequent_pairs": int(c.a.size),
+                "frequent_triples": int(c.t[0].size) if c.t is not None else 0, "rules": rules.height}
+            for name, frame, writer in (("basket_itemsets", itemsets, w_sets), ("basket_rules", rules, w_rules)):
+                if writer.on:
+                    writer.write(frame)
+                else:
+                    kept[name].append(frame)
+            del itemsets, rules
+    # the summary keeps the counting order: overall first, then each segmentation's values
+    summ = pl.DataFrame([rows[(g[0], g[1])] for g in counted.groups], schema=_SUMMARY)
+    if sink is not None:
+        return BasketsResult(None, None, summ, st.level, counted.notes,
+                             rows={"basket_itemsets": w_sets.rows, "basket_rules": w_rules.rows})
+    return BasketsResult(pl.concat(kept["basket_itemsets"]), pl.concat(kept["basket_rules"]), summ, st.level,
+                         counted.notes)
+
+
+_SUMMARY = {"segment_by": pl.String, "segment": pl.String, "n_baskets": pl.Int64, "baskets_excluded": pl.Int64,
+            "threshold": pl.Int64, "frequent_items": pl.Int64, "frequent_pairs": pl.Int64,
+            "frequent_triples": pl.Int64, "rules": pl.Int64}
+
+
+class _Writer:
+    """Appends frames of one schema to ``sink.path(f"{name}.parquet")`` (zstd); off without a sink."""
+
+    def __init__(self, sink, name: str) -> None:
+        self.path = sink.path(f"{name}.parquet") if sink is not None else None
+        self.on = self.path is not None
+        self.pq = None
+        self.rows = 0
+
+    def write(self, df: pl.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        table = df.to_arrow()
+        if self.pq is None:
+            self.pq = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self.pq.write_table(table)
+        self.rows += df.height
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pq is not None:
+            self.pq.close()
 
 
 def _triples(t, threshold: int) -> tuple[np.ndarray, ...]:
@@ -258,16 +316,15 @@ def _triples_frame(seg_by: str, seg: str, c: Counts, n: int) -> pl.DataFrame:
     return t
 
 
-def _finish(items: pl.Series, item_rows: list[pl.DataFrame], pair_rows: list[pl.DataFrame],
-            triple_rows: list[pl.DataFrame], summary: list[dict], st: BasketSettings,
-            notes: list[str]) -> BasketsResult:
+def _segment_frames(items: pl.Series, ones: pl.DataFrame, pairs: pl.DataFrame, triples: pl.DataFrame | None,
+                    st: BasketSettings) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The itemsets and the rules of one segment, sorted and decoded."""
     schema_i = {"segment_by": pl.String, "segment": pl.String, "a": pl.Int64, "count": pl.Int64,
                 "n_baskets": pl.Int64}
-    ones = pl.concat([r.cast(schema_i) for r in item_rows]) if item_rows else pl.DataFrame(schema=schema_i)
+    ones = ones.cast(schema_i)
     schema_p = {"segment_by": pl.String, "segment": pl.String, "a": pl.Int64, "b": pl.Int64, "count_a": pl.Int64,
                 "count_b": pl.Int64, "count_ab": pl.Int64, "n_baskets": pl.Int64}
-    pairs = pl.concat([r.cast(schema_p) for r in pair_rows]) if pair_rows else pl.DataFrame(schema=schema_p)
-    triples = pl.concat(triple_rows) if triple_rows else None
+    pairs = pairs.cast(schema_p)
     rules = rules_from_counts(pairs, triples, st.all_splits)
     if st.min_confidence > 0:  # exact: count_both * den >= num * count_antecedent
         num, den = st.min_confidence.numerator, st.min_confidence.denominator
@@ -289,23 +346,18 @@ def _finish(items: pl.Series, item_rows: list[pl.DataFrame], pair_rows: list[pl.
                              descending=[False, False, False, True, False, False, False], nulls_last=True)
     itemsets = _decode(itemsets, items, ("item_1", "item_2", "item_3"))
     rules = _decode(rules, items, ("antecedent", "antecedent_2", "consequent", "consequent_2"))
-    summ = pl.DataFrame(summary, schema={"segment_by": pl.String, "segment": pl.String, "n_baskets": pl.Int64,
-                                         "baskets_excluded": pl.Int64, "threshold": pl.Int64,
-                                         "frequent_items": pl.Int64, "frequent_pairs": pl.Int64,
-                                         "frequent_triples": pl.Int64})
-    counts = rules.group_by("segment_by", "segment").agg(pl.len().cast(pl.Int64).alias("rules"))
-    summ = (summ.join(counts, on=["segment_by", "segment"], how="left", maintain_order="left")
-            .with_columns(pl.col("rules").fill_null(0)))
-    return BasketsResult(itemsets, rules, summ, st.level, notes)
+    return itemsets, rules
 
 
 def write_baskets(res: BasketsResult, staging) -> dict[str, int]:
-    """basket_itemsets, basket_rules, basket_summary (Parquet, zstd)."""
-    out = {}
+    """basket_itemsets, basket_rules (unless ``baskets_from`` wrote them already), basket_summary
+    (Parquet, zstd)."""
+    out = dict(res.rows)
     for name, df in (("basket_itemsets", res.itemsets), ("basket_rules", res.rules),
                      ("basket_summary", res.summary)):
-        df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
-        out[name] = df.height
+        if df is not None:
+            df.write_parquet(staging.path(f"{name}.parquet"), compression="zstd")
+            out[name] = df.height
     return out
 
 
@@ -314,4 +366,4 @@ def baskets_summary_doc(res: BasketsResult) -> dict:
     row = overall.row(0, named=True) if overall.height else {}
     return {"level": res.level, "baskets": row.get("n_baskets", 0), "threshold": row.get("threshold"),
             "baskets_excluded": row.get("baskets_excluded", 0), "rules_overall": row.get("rules", 0),
-            "segments": res.summary.height - 1, "rules_total": res.rules.height, "notes": res.notes}
+            "segments": res.summary.height - 1, "rules_total": int(res.summary["rules"].sum()), "notes": res.notes}

@@ -75,7 +75,7 @@ def run_baskets(cfg: Config, out: str | Path, *, settings: BasketSettings | None
             parts = s.work_partitions() if s.distributed() else s.partitioning()
             source = SessionLines(s, parts, partial(basket_lines, level=st.level,
                                                     exclude_returned=st.exclude_returned), progress)
-            res = baskets_from(source, items, st, seg, progress=progress, scratch=staging.spill)
+            res = baskets_from(source, items, st, seg, progress=progress, scratch=staging.spill, sink=staging)
         rows = write_baskets(res, staging)
         rows["rejects"] = s.total_rejects
         write_manifest(staging, manifest(s, "baskets", {"baskets": baskets_summary_doc(res)}, rows))

@@ -28,10 +28,16 @@ from centile.pipeline.parts import config_part
 from centile.runtime import numba_threads
 
 
-def segment_frame(ctx: Context) -> pl.DataFrame | None:
-    """customer_id plus every segment column of this run (``segments``) and ``club`` (``clubs``)."""
+def segment_frame(ctx: Context, columns: tuple[str, ...] | None = None) -> pl.DataFrame | None:
+    """customer_id plus the segment columns of this run (``segments``) and ``club`` (``clubs``);
+    with ``columns``, only those of them (the others would be copied for every customer for nothing)."""
     seg = ctx.frame_or_none("segments")
     clubs = ctx.frame_or_none("clubs")
+    if columns is not None:
+        if seg is not None:
+            seg = seg.select("customer_id", *(c for c in columns if c in seg.columns and c != "customer_id"))
+        if "club" not in columns:
+            clubs = None
     if clubs is not None and "club" in clubs.columns:
         c = clubs.select("customer_id", "club").unique("customer_id", keep="first")
         if seg is None:
@@ -64,7 +70,8 @@ def _run_baskets(ctx: Context) -> dict[str, int]:
         parts = s.work_partitions() if s.distributed() else s.partitioning()
         source = SessionLines(s, parts, partial(basket_lines, level=st.level, exclude_returned=st.exclude_returned),
                               ctx.say)
-        res = baskets_from(source, items, st, segment_frame(ctx), progress=ctx.say, scratch=ctx.staging.spill)
+        res = baskets_from(source, items, st, segment_frame(ctx, st.segment_by), progress=ctx.say,
+                           scratch=ctx.staging.spill, sink=ctx.staging)
     ctx.summaries["baskets"] = {**baskets_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
     return write_baskets(res, ctx.staging)
@@ -82,14 +89,14 @@ def _run_recommend(ctx: Context) -> dict[str, int]:
         parts = s.work_partitions() if s.distributed() else s.partitioning()
         source = SessionLines(s, parts, partial(recommend_lines, level=st.level, exclude_returned=bst.exclude_returned),
                               ctx.say)
+        seg = segment_frame(ctx, (st.segment_by,) if st.segment_by else ())
         if source.remote and st.cutoff is None:  # the partitions on the cluster (the evaluation stays here)
             from centile.baskets.remote import recommend_remote
 
-            res = recommend_remote(source, items, st, s.as_of, segment_frame(ctx), progress=ctx.say,
-                                   scratch=ctx.staging.spill)
+            res = recommend_remote(source, items, st, s.as_of, seg, progress=ctx.say, scratch=ctx.staging.spill)
         else:
-            res = recommend_from(source, items, st, s.as_of, segment_frame(ctx), cutoff=st.cutoff,
-                                 progress=ctx.say, scratch=ctx.staging.spill)
+            res = recommend_from(source, items, st, s.as_of, seg, cutoff=st.cutoff, progress=ctx.say,
+                                 scratch=ctx.staging.spill)
     ctx.summaries["recommend"] = {**recommend_summary_doc(res), "partitions": parts.count}
     ctx.notes.extend(res.notes)
     return write_recommendations(res, ctx.staging)

@@ -55,7 +55,9 @@ def print_baskets(console: Any, res: Any, *, limit: int = 15) -> None:
         t.add_row(r["segment_by"], r["segment"], f"{r['n_baskets']:,}", f"{r['baskets_excluded']:,}",
                   f"{r['threshold']:,}", f"{r['frequent_items']:,}", f"{r['frequent_pairs']:,}", f"{r['rules']:,}")
     console.print(t)
-    top = res.rules.filter(pl.col("segment_by") == "all").head(limit)
+    # the rules went to basket_rules.parquet a segment at a time: read the top overall ones back
+    rules = res.rules.lazy() if res.rules is not None else pl.scan_parquet(f"{res.out}/basket_rules.parquet")
+    top = rules.filter(pl.col("segment_by") == "all").head(limit).collect()
     t2 = Table(title=f"Top {limit} rules overall (every segment in basket_rules.parquet)", title_justify="left",
                padding=(0, 1), collapse_padding=True)
     for c in ("antecedent", "consequent", "baskets", "support", "confidence", "lift", "conviction"):

@@ -64,7 +64,9 @@ def prepare_matrix(features: pl.DataFrame, cols: tuple[str, ...]
             x = x.fill_null(x.max())
         x = x.fill_null(0.0)
         exprs.append((x.sign() * x.abs().log1p()).alias(c))
-    z = features.select(exprs).to_numpy().astype(np.float64, copy=False)
+    # a frame of these columns only: a select on the whole table copies every column of it when its
+    # columns are chunked differently (the features with the clv_* columns beside them)
+    z = pl.DataFrame([features.get_column(c) for c in cols]).select(exprs).to_numpy().astype(np.float64, copy=False)
     mean = z.mean(axis=0)
     sd = z.std(axis=0)
     keep = sd > 1e-12

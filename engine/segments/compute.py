@@ -302,7 +302,8 @@ def _club_labels(features: pl.DataFrame, clubs: pl.DataFrame) -> pl.Series:
     c = clubs.select("customer_id", pl.when(pl.col("tier") > 1)
                      .then(pl.format("{} tier {}", pl.col("club"), pl.col("tier")))
                      .otherwise(pl.col("club").cast(pl.String)).alias("club"))
-    return features.select("customer_id").join(c, on="customer_id", how="left", maintain_order="left")["club"]
+    ids = features.get_column("customer_id").to_frame()  # not features.select: see clusters.prepare_matrix
+    return ids.join(c, on="customer_id", how="left", maintain_order="left")["club"]
 
 
 def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str, pl.Series],

@@ -110,8 +110,11 @@ def _finish(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def _mix(df: pl.DataFrame, seg: str, col: str, top: int) -> pl.DataFrame:
-    """'a 51 %, b 40 %, …' per segment, plus the mode and its share."""
-    counts = (df.filter(pl.col(col).is_not_null()).group_by(seg, col).len()
+    """'a 51 %, b 40 %, …' per segment, plus the mode and its share.
+
+    Only the two columns are filtered: a filter of the whole customer table copied every feature
+    column (about 0.4 GB per million customers) for each mix."""
+    counts = (df.select(seg, col).filter(pl.col(col).is_not_null()).group_by(seg, col).len()
                 .sort([seg, "len", col], descending=[False, True, False]))
     tot = counts.group_by(seg).agg(pl.col("len").sum().alias("_tot"))
     counts = counts.join(tot, on=seg).with_columns((pl.col("len") / pl.col("_tot")).alias("_p"))
