@@ -239,6 +239,16 @@ def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date
     return base
 
 
+def _rule_columns(sqls: list[str], columns: list[str]) -> list[str]:
+    """The columns of ``columns`` whose name appears in one of the SQL expressions (as a word or a
+    quoted identifier, case-insensitively, as DuckDB binds them): a superset of what they read."""
+    words: set[str] = set()
+    for sql in sqls:
+        for quoted, word in re.findall(r'"((?:[^"]|"")+)"|(\w+)', sql):
+            words.add((quoted.replace('""', '"') if quoted else word).lower())
+    return [c for c in columns if c.lower() in words]
+
+
 def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl.DataFrame, list[str]]:
     """Evaluate every rule set over ``base`` (first match wins); returns labels and notes.
 
@@ -247,7 +257,10 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
     """
     notes: list[str] = []
     out: dict[str, pl.Series] = {}
-    with local_sql({"base": base.with_row_index("__row")}) as con:
+    # the predicates are bound against an empty frame of the table's schema, then evaluated over the
+    # columns they name only: registering the whole table made DuckDB's scan align (copy) all of it
+    schema = pl.DataFrame(schema=base.schema).with_row_index("__row")
+    with local_sql({"base": schema}) as con:
         cols = {r[0] for r in con.execute("DESCRIBE base").fetchall()}
         selects: list[tuple[RuleSet, str]] = []
         for rs in rulesets:
@@ -271,6 +284,11 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
             selects.append((rs, sel))
         if selects:
             sql = ", ".join(f"{sel} AS s{i}" for i, (_rs, sel) in enumerate(selects))
+            used = _rule_columns([sel for _rs, sel in selects], [c for c in base.columns if c != "__row"])
+            row = pl.int_range(0, base.height, dtype=pl.UInt32, eager=True).alias("__row")
+            narrow = pl.DataFrame([row, *(base.get_column(c) for c in used)])
+            con.unregister("base")
+            con.register("base", narrow)
             try:
                 res = con.sql(f"SELECT {sql} FROM base ORDER BY __row").pl()
             except duckdb.Error as exc:
