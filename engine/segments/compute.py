@@ -235,8 +235,20 @@ def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date
     base = add_columns(features, cust)
     if "birth_year" in base.columns and "age" not in base.columns:
         year = (as_of or dt.date.today()).year
-        base = base.with_columns((pl.lit(year) - pl.col("birth_year").cast(pl.Int32)).alias("age"))
+        # computed on its own column and put beside the others: a with_columns on the whole table copied
+        # every column of it (they are chunked unevenly: features per partition, the added columns whole)
+        age = base.get_column("birth_year").to_frame().select((pl.lit(year) - pl.col("birth_year").cast(pl.Int32))
+                                                              .alias("age")).to_series()
+        base = base.hstack([age])
     return base
+
+
+def with_columns_beside(frame: pl.DataFrame, columns: list[pl.Series]) -> pl.DataFrame:
+    """``frame.with_columns(columns)`` without copying ``frame``'s other columns (a column of the same
+    name is replaced in place, the others are appended)."""
+    new = {s.name: s for s in columns}
+    kept = [new.pop(c) if c in new else frame.get_column(c) for c in frame.columns]
+    return pl.DataFrame(kept + list(new.values()))
 
 
 def _rule_columns(sqls: list[str], columns: list[str]) -> list[str]:
@@ -414,7 +426,7 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
             centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes)
     segments = pl.DataFrame([s.alias(n) for n, s in cols.items()])
     names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
-    prof_base = base.with_columns(segments.select(names))
+    prof_base = with_columns_beside(base, [segments.get_column(n) for n in names])
     profiles = profile_table(prof_base, list(names))
     return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes))
 
