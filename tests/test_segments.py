@@ -401,3 +401,76 @@ def test_cluster_matrix_and_club_labels_select_only_their_columns(monkeypatch):
     assert z[1] == want_z[1] and club.equals(want_club)
     assert club.to_list()[5:8] == ["a", None, "b tier 2"]
     assert widths and max(widths) <= 3, f"a select over {max(widths)} columns of the customer table"
+
+
+def test_issue_12_segments_read_a_few_columns_of_the_customer_table_at_a_time(tmp_path, monkeypatch):
+    """Issue 12 (memory bounded by --memory-limit): no step of the segments copies the whole customer
+    table. Its columns come chunked unevenly (features per partition, clv_* whole), so any select,
+    filter, with_columns, group_by or DuckDB scan over the table copied every column (+1.75 GB at 5M
+    customers). Every frame of all customers that is worked on holds a few columns, and the
+    outputs are those over the same table in one chunk."""
+    import contextlib
+
+    import centile.segments.compute as compute
+
+    n = 3000
+    rng = np.random.default_rng(12)
+    f = _features(n).with_columns(
+        pl.Series("max_price_kept_24m", rng.gamma(2, 40, n)), pl.Series("premium_margin_12m", rng.gamma(1, 5, n)),
+        pl.Series("preferred_channel", rng.choice(["web", "app", "store"], n)),
+        pl.Series("top_category", rng.choice(["shoes", "bags", "tops"], n)),
+        *(pl.Series(f"share_c{i}", rng.random(n)) for i in range(6)), *(pl.Series(f"x{i}", rng.random(n)) for i in range(12)))
+    chunked = pl.concat([f.slice(0, 1000), f.slice(1000, 700), f.slice(1700)], rechunk=False)
+    table = chunked.hstack([pl.Series("clv_value", rng.gamma(2, 30, n))])  # one chunk beside three
+    cust = pl.DataFrame({"customer_id": np.arange(1, n + 1), "gender": [("f", "m", None)[i] for i in rng.integers(0, 3, n)],
+                         "region": rng.choice(["n", "s"], n), "birth_year": rng.integers(1940, 2005, n)})
+    clubs = pl.DataFrame({"customer_id": [5, 7, 9], "club": ["a", "a", "b"], "tier": [1, 2, 1]})
+    cfg = _cfg(tmp_path, k=3)
+    want = form_segments(table.rechunk(), cfg, customers=cust, clubs=clubs, as_of=dt.date(2026, 1, 1))
+
+    seen: list[tuple[str, int]] = []
+
+    def spy(name):
+        real = getattr(pl.DataFrame, name)
+
+        def wrapped(self, *a, **k):
+            if self.height == n:
+                seen.append((name, self.width))
+            return real(self, *a, **k)
+        return wrapped
+
+    for name in ("select", "with_columns", "filter", "group_by", "join", "with_row_index", "rechunk", "to_arrow",
+                 "to_numpy", "unique", "sort"):
+        monkeypatch.setattr(pl.DataFrame, name, spy(name))
+
+    class Con:
+        def __init__(self, con):
+            self.con = con
+
+        def register(self, name, df):
+            if df.height == n:
+                seen.append(("duckdb", df.width))
+            return self.con.register(name, df)
+
+        def __getattr__(self, name):
+            return getattr(self.con, name)
+
+    real_sql = compute.local_sql
+
+    @contextlib.contextmanager
+    def local_sql(frames, *a):
+        for df in frames.values():
+            if df.height == n:
+                seen.append(("duckdb", df.width))
+        with real_sql(frames, *a) as con:
+            yield Con(con)
+
+    monkeypatch.setattr(compute, "local_sql", local_sql)
+    got = form_segments(table, cfg, customers=cust, clubs=clubs, as_of=dt.date(2026, 1, 1))
+    monkeypatch.undo()
+    assert_frame_equal(got.segments, want.segments)
+    assert_frame_equal(got.profiles, want.profiles)
+    assert table.width >= 35 and seen
+    wide = [(name, w) for name, w in seen if w > 10]
+    assert not wide, f"steps over many columns of every customer (the table has {table.width + 4}): {wide}"
+    assert ("duckdb", 8) in seen  # the rules read __row and the 7 columns the default rules name

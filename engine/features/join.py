@@ -27,5 +27,6 @@ def add_columns(left: pl.DataFrame, right: pl.DataFrame, on: str = "customer_id"
     right = right.with_columns(pl.col(on).cast(left.schema[on]))
     if right.get_column(on).is_duplicated().any():
         return left.join(right, on=on, how="left", maintain_order="left")
-    new = left.select(on).join(right, on=on, how="left", maintain_order="left").drop(on)
+    # the key column alone: a select on ``left`` copies every column of it when they are chunked unevenly
+    new = left.get_column(on).to_frame().join(right, on=on, how="left", maintain_order="left").drop(on)
     return left.hstack(new.rename({c: f"{c}_right" for c in new.columns if c in left.columns}).get_columns())

@@ -235,8 +235,30 @@ def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date
     base = add_columns(features, cust)
     if "birth_year" in base.columns and "age" not in base.columns:
         year = (as_of or dt.date.today()).year
-        base = base.with_columns((pl.lit(year) - pl.col("birth_year").cast(pl.Int32)).alias("age"))
+        # computed on its own column and put beside the others: a with_columns on the whole table copied
+        # every column of it (they are chunked unevenly: features per partition, the added columns whole)
+        age = base.get_column("birth_year").to_frame().select((pl.lit(year) - pl.col("birth_year").cast(pl.Int32))
+                                                              .alias("age")).to_series()
+        base = base.hstack([age])
     return base
+
+
+def with_columns_beside(frame: pl.DataFrame, columns: list[pl.Series]) -> pl.DataFrame:
+    """``frame.with_columns(columns)`` without copying ``frame``'s other columns (a column of the same
+    name is replaced in place, the others are appended)."""
+    new = {s.name: s for s in columns}
+    kept = [new.pop(c) if c in new else frame.get_column(c) for c in frame.columns]
+    return pl.DataFrame(kept + list(new.values()))
+
+
+def _rule_columns(sqls: list[str], columns: list[str]) -> list[str]:
+    """The columns of ``columns`` whose name appears in one of the SQL expressions (as a word or a
+    quoted identifier, case-insensitively, as DuckDB binds them): a superset of what they read."""
+    words: set[str] = set()
+    for sql in sqls:
+        for quoted, word in re.findall(r'"((?:[^"]|"")+)"|(\w+)', sql):
+            words.add((quoted.replace('""', '"') if quoted else word).lower())
+    return [c for c in columns if c.lower() in words]
 
 
 def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl.DataFrame, list[str]]:
@@ -247,7 +269,10 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
     """
     notes: list[str] = []
     out: dict[str, pl.Series] = {}
-    with local_sql({"base": base.with_row_index("__row")}) as con:
+    # the predicates are bound against an empty frame of the table's schema, then evaluated over the
+    # columns they name only: registering the whole table made DuckDB's scan align (copy) all of it
+    schema = pl.DataFrame(schema=base.schema).with_row_index("__row")
+    with local_sql({"base": schema}) as con:
         cols = {r[0] for r in con.execute("DESCRIBE base").fetchall()}
         selects: list[tuple[RuleSet, str]] = []
         for rs in rulesets:
@@ -271,6 +296,11 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
             selects.append((rs, sel))
         if selects:
             sql = ", ".join(f"{sel} AS s{i}" for i, (_rs, sel) in enumerate(selects))
+            used = _rule_columns([sel for _rs, sel in selects], [c for c in base.columns if c != "__row"])
+            row = pl.int_range(0, base.height, dtype=pl.UInt32, eager=True).alias("__row")
+            narrow = pl.DataFrame([row, *(base.get_column(c) for c in used)])
+            con.unregister("base")
+            con.register("base", narrow)
             try:
                 res = con.sql(f"SELECT {sql} FROM base ORDER BY __row").pl()
             except duckdb.Error as exc:
@@ -396,7 +426,7 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
             centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes)
     segments = pl.DataFrame([s.alias(n) for n, s in cols.items()])
     names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
-    prof_base = base.with_columns(segments.select(names))
+    prof_base = with_columns_beside(base, [segments.get_column(n) for n in names])
     profiles = profile_table(prof_base, list(names))
     return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes))
 

@@ -59,29 +59,66 @@ _ORDER_TRAITS = {"orders_12m", "recency_days", "net_revenue_12m", "avg_order_val
                  "tenure_days", "max_price_kept_24m", "premium_margin_12m"}
 
 
-def _agg_exprs(cols: set[str], share_cols: list[str]) -> list[pl.Expr]:
-    out: list[pl.Expr] = [pl.len().alias("customers")]
+#: at most this many columns of the customer table are copied into one chunk at a time
+AGG_COLUMNS = 4
+
+
+def _agg_specs(cols: set[str], share_cols: list[str]) -> list[tuple[tuple[str, ...], list[pl.Expr]]]:
+    """The aggregations, in output order, each with the customer columns it reads."""
+    out: list[tuple[tuple[str, ...], list[pl.Expr]]] = [((), [pl.len().alias("customers")])]
     if "net_revenue_12m" in cols:
-        out.append(pl.col("net_revenue_12m").sum().alias("_rev"))
+        out.append((("net_revenue_12m",), [pl.col("net_revenue_12m").sum().alias("_rev")]))
     for name, col in MEANS.items():
         if col in cols:
             x = pl.col(col).cast(pl.Float64)
-            out += [x.mean().alias(f"{name}_mean"), x.std().alias(f"_{name}_sd"), x.count().alias(f"_{name}_n")]
+            out.append(((col,), [x.mean().alias(f"{name}_mean"), x.std().alias(f"_{name}_sd"),
+                                 x.count().alias(f"_{name}_n")]))
     if "max_price_kept_24m" in cols:
-        out.append(pl.col("max_price_kept_24m").mean().alias("max_price_kept_24m_mean"))
+        out.append((("max_price_kept_24m",), [pl.col("max_price_kept_24m").mean().alias("max_price_kept_24m_mean")]))
     for name, (y, x) in RATIOS.items():
         if not set(_RATIO_NEEDS[name]) <= cols:
             continue
         ok = y.is_not_null() & x.is_not_null() & y.is_not_nan() & x.is_not_nan()
         yy, xx = y.filter(ok).cast(pl.Float64), x.filter(ok).cast(pl.Float64)
-        out += [yy.sum().alias(f"_{name}_sy"), xx.sum().alias(f"_{name}_sx"), (yy * yy).sum().alias(f"_{name}_syy"),
-                (xx * xx).sum().alias(f"_{name}_sxx"), (xx * yy).sum().alias(f"_{name}_sxy"),
-                ok.sum().alias(f"_{name}_n")]
+        out.append((_RATIO_NEEDS[name], [
+            yy.sum().alias(f"_{name}_sy"), xx.sum().alias(f"_{name}_sx"), (yy * yy).sum().alias(f"_{name}_syy"),
+            (xx * xx).sum().alias(f"_{name}_sxx"), (xx * yy).sum().alias(f"_{name}_sxy"),
+            ok.sum().alias(f"_{name}_n")]))
     if share_cols and "net_revenue_lifetime" in cols:
         w = pl.col("net_revenue_lifetime").clip(lower_bound=0.0)
-        out.append(w.sum().alias("_w"))
-        out += [(pl.col(c).fill_null(0.0) * w).sum().alias(f"_cat_{c}") for c in share_cols]
+        out.append((("net_revenue_lifetime",), [w.sum().alias("_w")]))
+        out += [(("net_revenue_lifetime", c), [(pl.col(c).fill_null(0.0) * w).sum().alias(f"_cat_{c}")])
+                for c in share_cols]
     return out
+
+
+def _batches(specs: list[tuple[tuple[str, ...], list[pl.Expr]]]
+             ) -> list[tuple[list[str], list[pl.Expr]]]:
+    """Consecutive aggregations packed so that each batch reads at most AGG_COLUMNS columns."""
+    out: list[tuple[list[str], list[pl.Expr]]] = []
+    for need, exprs in specs:
+        if out and len(set(out[-1][0]) | set(need)) <= AGG_COLUMNS:
+            out[-1][0].extend(c for c in need if c not in out[-1][0])
+            out[-1][1].extend(exprs)
+        else:
+            out.append((list(need), list(exprs)))
+    return out
+
+
+def _aggregate(key: pl.Series, base: pl.DataFrame, share_cols: list[str]) -> pl.DataFrame:
+    """The per-segment sums, means and counts, one row per value of ``key``.
+
+    Each batch of aggregations runs over a frame of ``key`` and its own few columns, each copied into
+    one chunk: float sums then do not depend on how the customer table is chunked (which follows the
+    partition count), and only those columns are copied, never the whole table."""
+    seg = key.name
+    key = key.rechunk()
+    prof: pl.DataFrame | None = None
+    for need, exprs in _batches(_agg_specs(set(base.columns), share_cols)):
+        part = pl.DataFrame([key, *(base.get_column(c).rechunk() for c in need)]).group_by(seg).agg(exprs)
+        prof = part if prof is None else prof.join(part, on=seg, how="left", maintain_order="left")
+    assert prof is not None
+    return prof
 
 
 def _finish(df: pl.DataFrame) -> pl.DataFrame:
@@ -109,12 +146,13 @@ def _finish(df: pl.DataFrame) -> pl.DataFrame:
     return df
 
 
-def _mix(df: pl.DataFrame, seg: str, col: str, top: int) -> pl.DataFrame:
+def _mix(key: pl.Series, values: pl.Series, top: int) -> pl.DataFrame:
     """'a 51 %, b 40 %, …' per segment, plus the mode and its share.
 
     Only the two columns are filtered: a filter of the whole customer table copied every feature
     column (about 0.4 GB per million customers) for each mix."""
-    counts = (df.select(seg, col).filter(pl.col(col).is_not_null()).group_by(seg, col).len()
+    seg, col = key.name, values.name
+    counts = (pl.DataFrame([key, values]).filter(pl.col(col).is_not_null()).group_by(seg, col).len()
                 .sort([seg, "len", col], descending=[False, True, False]))
     tot = counts.group_by(seg).agg(pl.col("len").sum().alias("_tot"))
     counts = counts.join(tot, on=seg).with_columns((pl.col("len") / pl.col("_tot")).alias("_p"))
@@ -124,18 +162,23 @@ def _mix(df: pl.DataFrame, seg: str, col: str, top: int) -> pl.DataFrame:
           .head(top).str.join(", ").alias(f"{col}_mix"))
 
 
-def _one(df: pl.DataFrame, seg: str, share_cols: list[str]) -> pl.DataFrame:
-    cols = set(df.columns)
-    prof = _finish(df.group_by(seg).agg(_agg_exprs(cols, share_cols)))
-    if "age" in cols:
-        a = pl.col("age")
-        df = df.with_columns(pl.when(a < 30).then(pl.lit("<30")).when(a < 45).then(pl.lit("30-44"))
-                             .when(a < 60).then(pl.lit("45-59")).when(a >= 60).then(pl.lit("60+")).alias("age_group"))
-        cols = cols | {"age_group"}
+def _one(key: pl.Series, base: pl.DataFrame, share_cols: list[str], age_group: pl.Series | None) -> pl.DataFrame:
+    seg = key.name
+    prof = _finish(_aggregate(key, base, share_cols))
     for col, top in (("preferred_channel", 3), ("gender", 4), ("age_group", 4), ("region", 3), ("top_category", 3)):
-        if col in cols:
-            prof = prof.join(_mix(df, seg, col, top), on=seg, how="left")
+        values = age_group if col == "age_group" else base.get_column(col) if col in base.columns else None
+        if values is not None:
+            prof = prof.join(_mix(key, values, top), on=seg, how="left")
     return prof
+
+
+def _age_group(base: pl.DataFrame) -> pl.Series | None:
+    if "age" not in base.columns:
+        return None
+    a = pl.col("age")
+    return base.get_column("age").to_frame().select(
+        pl.when(a < 30).then(pl.lit("<30")).when(a < 45).then(pl.lit("30-44"))
+          .when(a < 60).then(pl.lit("45-59")).when(a >= 60).then(pl.lit("60+")).alias("age_group")).to_series()
 
 
 def profile_table(base: pl.DataFrame, segmentations: list[str]) -> pl.DataFrame:
@@ -151,12 +194,15 @@ def profile_table(base: pl.DataFrame, segmentations: list[str]) -> pl.DataFrame:
     """
     share_cols = [c for c in base.columns if c.startswith("share_")]
     n_all = base.height
-    every = _one(base.with_columns(pl.lit(ALL).alias("_seg")), "_seg", share_cols)
+    # every step reads the columns it needs from ``base``: no select, filter or with_columns over the
+    # whole customer table (each would copy all of it when its columns are chunked unevenly)
+    age_group = _age_group(base)
+    every = _one(pl.repeat(ALL, n_all, dtype=pl.String, eager=True).alias("_seg"), base, share_cols, age_group)
     rev_all = every["_rev"][0] if "_rev" in every.columns else None
     parts = []
     for s in segmentations:
-        df = base.with_columns(pl.col(s).cast(pl.String).fill_null(NONE).alias("_seg"))
-        prof = _one(df, "_seg", share_cols).sort("customers", "_seg", descending=[True, False])
+        key = base.get_column(s).cast(pl.String).fill_null(NONE).alias("_seg")
+        prof = _one(key, base, share_cols, age_group).sort("customers", "_seg", descending=[True, False])
         parts.append(pl.concat([every, prof], how="diagonal_relaxed").with_columns(pl.lit(s).alias("segmentation")))
     out = pl.concat(parts, how="diagonal_relaxed") if parts else every.head(0).with_columns(
         pl.lit(None, pl.String).alias("segmentation"))
@@ -233,12 +279,11 @@ def describe(prof: pl.DataFrame, base: pl.DataFrame) -> list[str]:
     stats: dict[str, tuple[float, float]] = {}
     for feat in TRAITS:
         if feat in base.columns:
-            x = base[feat].cast(pl.Float64).fill_nan(None)
+            x = base.get_column(feat).rechunk().cast(pl.Float64).fill_nan(None)  # one chunk: sums in a fixed order
             sd = x.std()
             if x.count() >= 2 and sd and sd > 0:
                 stats[feat] = (float(x.mean()), float(sd))
-    cat_stats = {c: (float(base[c].fill_null(0.0).mean()), float(base[c].fill_null(0.0).std() or 0.0))
-                 for c in base.columns if c.startswith("share_")}
+    cat_stats = {c: _mean_sd(base.get_column(c).rechunk().fill_null(0.0)) for c in base.columns if c.startswith("share_")}
     rows = prof.to_dicts()
     allrow = next((r for r in rows if r["segment"] == ALL), None)
     out = []
@@ -279,6 +324,10 @@ def describe(prof: pl.DataFrame, base: pl.DataFrame) -> list[str]:
         text = ", ".join(parts)
         out.append(text[0].upper() + text[1:] + ".")
     return out
+
+
+def _mean_sd(x: pl.Series) -> tuple[float, float]:
+    return float(x.mean()), float(x.std() or 0.0)
 
 
 def _category_phrase(row: dict[str, Any], base: pl.DataFrame, cat_stats: dict[str, tuple[float, float]]) -> str | None:
