@@ -365,12 +365,7 @@ def features_from_state(cfg: Config, state: str | Path, progress: Progress | Non
 def _features(cfg: Config, root: Path, progress: Progress | None, cache: bool, stats: dict[str, int] | None
               ) -> tuple[pl.DataFrame, dict[str, bool], dict[str, str], dt.date]:
     doc = _load(root)
-    wm = st.watermark(doc)
-    as_of = cfg.as_of or wm
-    if as_of < wm:
-        raise InputError(f"as_of {as_of} is before the refresh state's watermark {wm} (the day after the newest "
-                         f"row ingested): the state cannot drop rows it has merged. Use an as_of of {wm} or "
-                         "later, or --full to recompute from every batch file")
+    as_of = st.as_of_for(doc, cfg.as_of, "--full to recompute from every batch file")
     w = cfg.windows
     if max(w.d6, w.d12, w.d24) > int(doc["horizon_days"]):
         raise InputError(f"[features] windows {w.d6}/{w.d12}/{w.d24} days: the refresh state in {root} keeps "

@@ -120,15 +120,17 @@ def _check_state(doc: dict[str, Any], cfg: Config, root: Path) -> None:
                          f"{duckdb.__version__}: its line hashes may differ; rebuild the state into an empty folder")
 
 
-def _specs(cfg: Config, files: dict[str, list[Path]]) -> dict[str, TableSpec]:
+def batch_specs(cfg: Config, files: dict[str, list[Path]], fix: str = "ingest them in separate calls"
+                ) -> dict[str, TableSpec]:
+    """The table specs reading ``files`` per table (the config's mapping kept); tables without files
+    are left out. A table whose files mix CSV and Parquet is refused with ``fix`` as the way out."""
     specs = {}
     for table, paths in files.items():
         if not paths:
             continue
         formats = {_format_of(str(p)) for p in paths}
         if len(formats) > 1:
-            raise InputError(f"{table}: batches mix CSV and Parquet ({', '.join(map(str, paths))}); "
-                             "ingest them in separate calls")
+            raise InputError(f"{table}: batches mix CSV and Parquet ({', '.join(map(str, paths))}); {fix}")
         base = cfg.tables.get(table)
         paths_t = tuple(str(p) for p in paths)
         specs[table] = (replace(base, paths=paths_t, format=formats.pop()) if base is not None
@@ -141,7 +143,7 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
     """Register and validate the batch files with the session's rules; leave ``batch_all`` (valid
     order lines, contract defaults applied, with ``__bucket``, ``__h`` and ``__day``) and
     ``batch_email_all``. Returns the rejected rows per table and reason."""
-    specs = _specs(cfg, files)
+    specs = batch_specs(cfg, files)
     if specs and "products" in cfg.tables:
         specs["products"] = cfg.tables["products"]
     tables, id_types = register_tables(con, cfg.with_(tables=MappingProxyType(specs))) if specs else ({}, {})

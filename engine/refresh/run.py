@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import polars as pl
 
-from centile.config import Config, TableSpec, _format_of
+from centile.config import Config
 from centile.errors import InputError
 from centile.refresh import state as st
 from centile.refresh.features import _load, features_from_state
-from centile.refresh.ingest import BATCH_TABLES, _check_state
+from centile.refresh.ingest import BATCH_TABLES, _check_state, batch_specs
 
 
 def _ledger_paths(doc: dict[str, Any], root: Path) -> dict[str, list[Path]]:
@@ -69,24 +68,11 @@ def run_config(cfg: Config, state: str | Path) -> tuple[Config, dict[str, Any]]:
     root = Path(state).resolve()
     doc = _load(root)
     _check_state(doc, cfg, root)
-    wm = st.watermark(doc)
-    as_of = cfg.as_of or wm
-    if as_of < wm:
-        raise InputError(f"as_of {as_of} is before the refresh state's watermark {wm}: the state cannot drop "
-                         f"rows it has merged. Use an as_of of {wm} or later, or run without --state over the "
-                         "batch files")
-    tables = dict(cfg.tables)
-    for t, paths in _ledger_paths(doc, root).items():
-        tables.pop(t, None)
-        if not paths:
-            continue
-        formats = {_format_of(str(p)) for p in paths}
-        if len(formats) > 1:
-            raise InputError(f"refresh state {root}: the {t} batches mix CSV and Parquet; a run reads one "
-                             "format per table: convert them to one format and rebuild the state")
-        base = cfg.tables.get(t)
-        spec = TableSpec(t, tuple(map(str, paths)), formats.pop())
-        tables[t] = spec if base is None else replace(base, paths=spec.paths, format=spec.format)
+    as_of = st.as_of_for(doc, cfg.as_of, "run without --state over the batch files")
+    ledger = _ledger_paths(doc, root)
+    tables = {t: spec for t, spec in cfg.tables.items() if t not in ledger}
+    tables.update(batch_specs(cfg, ledger, f"a run reads one format per table: convert the batches of refresh "
+                                           f"state {root} to one format and rebuild the state"))
     option = {"path": str(root), "ledger": _ledger_digest(doc), "batches": len(doc["ledger"]), "watermark": doc["watermark"]}
     return cfg.with_(tables=MappingProxyType(tables), as_of=as_of), option
 

@@ -139,6 +139,18 @@ def watermark(doc: dict[str, Any]) -> dt.date | None:
     return dt.date.fromisoformat(w) if w else None
 
 
+def as_of_for(doc: dict[str, Any], as_of: dt.date | None, way_out: str) -> dt.date:
+    """``as_of``, or the watermark when it is None; an ``as_of`` before the watermark is refused
+    with ``way_out`` (the state cannot drop rows it has merged)."""
+    wm = watermark(doc)
+    as_of = as_of or wm
+    if as_of < wm:
+        raise InputError(f"as_of {as_of} is before the refresh state's watermark {wm} (the day after the newest "
+                         f"row ingested): the state cannot drop rows it has merged. Use an as_of of {wm} or "
+                         f"later, or {way_out}")
+    return as_of
+
+
 def referenced(doc: dict[str, Any]) -> set[str]:
     """The partition files the manifest points at (relative paths)."""
     return {r["file"] for part in doc.get("parts", []) for runs in part.get("runs", {}).values() for r in runs}
