@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -164,3 +165,23 @@ def test_the_completed_rounds_are_kept_when_a_later_round_fails(tmp_path, monkey
     doc = json.loads(out.read_text())
     assert doc["runs"] == 1 and doc["runs_requested"] == 3
     assert doc["ratios"] == {"features": 2.0, "clubs": 2.0}
+
+
+def test_duckdb_draws_no_progress_bar_on_stdout_of_any_connection_centile_opens(tmp_path):
+    """DuckDB prints a progress bar on stdout for queries over two seconds, even into a pipe; it
+    broke the JSON of ``centile bench --json`` at 1M customers. Every connection centile opens turns
+    it off (the baselines' own script too)."""
+    from centile.backend.session import connect
+    from centile.bench import baselines, measure
+    from centile.config import _parser, load_config
+    from centile.runtime import duckdb_connect
+
+    def bar(con) -> bool:
+        return con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0]
+
+    pl.DataFrame({"customer_id": [1], "order_ts": ["2024-01-01"], "unit_price": [1.0]}).write_csv(tmp_path / "orders.csv")
+    assert not bar(connect(load_config(data=tmp_path)))
+    assert not bar(_parser())
+    assert not bar(baselines._connect({}))
+    assert not bar(duckdb_connect())  # the bench's own connections
+    assert "duckdb.connect(" not in Path(measure.__file__).read_text()

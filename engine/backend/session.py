@@ -35,7 +35,7 @@ from centile.config import Config
 from centile.contract import CONTRACT
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal
-from centile.runtime import Progress
+from centile.runtime import Progress, duckdb_connect
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | No
     """A fresh in-memory DuckDB connection set up for the run (``preserve_order``: results keep
     the row order of their inputs, as evaluating expressions over a frame needs; ``spill``: the
     folder DuckDB spills to beyond its memory limit, created on first use)."""
-    con = duckdb.connect(":memory:")
+    con = duckdb_connect()
     if spill is not None:
         con.execute(f"SET temp_directory = {literal(str(Path(spill).resolve()))}")
     con.execute(f"SET preserve_insertion_order = {'true' if preserve_order else 'false'}")

@@ -39,6 +39,7 @@ from centile.contract import CONTRACT
 from centile.errors import ConfigError, InputError
 from centile.io.outputs import fingerprint
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.runtime import duckdb_connect
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +466,7 @@ def input_fingerprints(tables: Mapping[str, TableSpec],
 
 
     own = con is None
-    con = duckdb.connect(":memory:") if own else con
+    con = duckdb_connect() if own else con
     try:
         return {name: [urls.fingerprint(f) if urls.is_url(f) else fingerprint(Path(f)) for f in input_files(con, spec)]
                 for name, spec in tables.items()}

@@ -95,6 +95,7 @@ def _connect(spec: dict[str, Any]) -> Any:
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # no bar on stdout, which carries the result
     if spec.get("threads"):
         con.execute(f"SET threads = {int(spec['threads'])}")
     if spec.get("memory_limit"):

@@ -31,6 +31,7 @@ from typing import Any
 
 from centile.bench.child import CENTILE, BenchError, run_child
 from centile.errors import ConfigError
+from centile.runtime import duckdb_connect
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def count_rows(tables: dict[str, dict[str, Any]], name: str) -> int | None:
     if src is None:
         return None
     try:
-        return int(duckdb.connect().execute(f"SELECT count(*) FROM {src}").fetchone()[0])
+        return int(duckdb_connect().execute(f"SELECT count(*) FROM {src}").fetchone()[0])
     except duckdb.Error as exc:
         from centile.errors import InputError
 
@@ -141,12 +142,11 @@ def agreement(features_path: Path, metrics_path: Path, centile_clubs: Path, plai
     (beyond 1e-6 relative, or null on one side only), and the share of the baseline's memberships
     (customer, club, tier) that centile has too (they differ only where ties are broken by a
     different hash)."""
-    import duckdb
 
     def lit(p: Path) -> str:
         return "'" + str(p).replace("'", "''") + "'"
 
-    con = duckdb.connect()
+    con = duckdb_connect()
     cols = sorted({c for club in clubs for c in (club.metric, *club.tie_break)})
     con.execute(f"CREATE VIEW a AS SELECT * FROM read_parquet({lit(features_path)})")
     con.execute(f"CREATE VIEW b AS SELECT * FROM read_parquet({lit(metrics_path)})")
