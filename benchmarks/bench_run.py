@@ -31,38 +31,44 @@ def _label(n: int) -> str:
 
 
 def table(sizes: dict[str, dict]) -> str:
-    """The markdown scaling table over the stored documents (ordered by size)."""
+    """The markdown scaling table over the stored documents (ordered by size): per size the wall
+    seconds, the CPU seconds (user + system of every thread; on a shared machine the wall time also
+    counts the waits for a core) and the peak RSS."""
     order = sorted(sizes, key=int)
     docs = [sizes[k] for k in order]
-    head = "| step | " + " | ".join(f"{_label(int(k))}: s | {_label(int(k))}: peak GB" for k in order) + " |"
-    rule = "| --- |" + " ---: | ---: |" * len(order)
+    head = "| step | " + " | ".join(f"{_label(int(k))}: s | CPU s | peak GB" for k in order) + " |"
+    rule = "| --- |" + " ---: | ---: | ---: |" * len(order)
     rows = [head, rule]
 
-    def cell(sec, mb) -> str:
-        return (f"{sec:.1f}" if sec is not None else "") + " | " + (f"{mb / 1024:.2f}" if mb is not None else "")
+    def num(v, spec) -> str:
+        return format(v, spec) if v is not None else ""
 
-    rows.append("| order lines | " + " | ".join(f"{d['order_lines'] / 1e6:.1f}M | " for d in docs) + " |")
+    def cell(d: dict) -> str:
+        mb = d.get("peak_rss_mb")
+        return " | ".join([num(d.get("seconds"), ".1f"), num(d.get("cpu_s"), ".1f"),
+                           num(mb / 1024 if mb is not None else None, ".2f")])
+
+    def ratio(d: dict, key: str) -> str:
+        wall, cpu = d["ratios"][key], (d.get("ratios_cpu") or {}).get(key)
+        return f"{wall:.2f}x | {num(cpu, '.2f') + 'x' if cpu else ''} | "
+
+    rows.append("| order lines | " + " | ".join(f"{d['order_lines'] / 1e6:.1f}M | | " for d in docs) + " |")
     names = list(dict.fromkeys(n for d in docs for n in d["stages"]))
     for name in names:
         cells = []
         for d in docs:
             s = d["stages"].get(name, {})
-            cells.append(cell(s.get("seconds"), s.get("peak_rss_mb")) if s.get("seconds") is not None
-                         else f"{s.get('status', '')} | ")
+            cells.append(cell(s) if s.get("seconds") is not None else f"{s.get('status', '')} | | ")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    rows.append("| **centile run, whole process** | " + " | ".join(
-        cell(d["run"]["seconds"], d["run"]["peak_rss_mb"]) for d in docs) + " |")
-    rows.append("| features baseline (bare GROUP BY scans) | " + " | ".join(
-        cell(d["baselines"]["features"]["seconds"], d["baselines"]["features"]["peak_rss_mb"]) for d in docs) + " |")
-    rows.append("| features stage / baseline | " + " | ".join(
-        f"{d['ratios']['features']:.2f}x | " for d in docs) + " |")
-    rows.append("| `centile clubs`, end to end | " + " | ".join(
-        cell(d["centile_clubs"]["seconds"], d["centile_clubs"]["peak_rss_mb"]) for d in docs) + " |")
-    rows.append("| plain DuckDB clubs script | " + " | ".join(
-        cell(d["baselines"]["clubs"]["seconds"], d["baselines"]["clubs"]["peak_rss_mb"]) for d in docs) + " |")
-    rows.append("| `centile clubs` / script | " + " | ".join(f"{d['ratios']['clubs']:.2f}x | " for d in docs) + " |")
+    rows.append("| **centile run, whole process** | " + " | ".join(cell(d["run"]) for d in docs) + " |")
+    rows.append("| features baseline (bare GROUP BY scans) | "
+                + " | ".join(cell(d["baselines"]["features"]) for d in docs) + " |")
+    rows.append("| features stage / baseline | " + " | ".join(ratio(d, "features") for d in docs) + " |")
+    rows.append("| `centile clubs`, end to end | " + " | ".join(cell(d["centile_clubs"]) for d in docs) + " |")
+    rows.append("| plain DuckDB clubs script | " + " | ".join(cell(d["baselines"]["clubs"]) for d in docs) + " |")
+    rows.append("| `centile clubs` / script | " + " | ".join(ratio(d, "clubs") for d in docs) + " |")
     rows.append("| load average (start, end) | " + " | ".join(
-        f"{d['load']['start'][0]:.1f}, {d['load']['end'][0]:.1f} | " for d in docs) + " |")
+        f"{d['load']['start'][0]:.1f}, {d['load']['end'][0]:.1f} | | " for d in docs) + " |")
     return "\n".join(rows)
 
 

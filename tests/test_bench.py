@@ -35,7 +35,7 @@ def test_the_document_has_every_stage_the_baselines_and_ratios_from_the_medians(
     assert set(doc["stages"]) == {s.name for s in stages()}
     for name, s in doc["stages"].items():
         assert s["status"] == "ran", (name, s)
-        assert s["seconds"] > 0 and s["peak_rss_mb"] > 0
+        assert s["seconds"] > 0 and s["peak_rss_mb"] > 0 and s["cpu_s"] > 0
         assert s["rows_per_s"] == round(doc["order_lines"] / s["seconds"])
     assert doc["customers"] == 2000 and doc["order_lines"] > 0 and doc["email_events"] > 0
     assert doc["generated"]["customers"] == 2000 and doc["runs"] == 1 and doc["threads"] == 2
@@ -45,6 +45,10 @@ def test_the_document_has_every_stage_the_baselines_and_ratios_from_the_medians(
     assert doc["ratios"]["features"] == round(doc["stages"]["features"]["seconds"] / f["seconds"], 3)
     assert doc["ratios"]["clubs"] == round(doc["centile_clubs"]["seconds"] / c["seconds"], 3)
     assert doc["run"]["peak_rss_mb"] >= max(s["peak_rss_mb"] for s in doc["stages"].values())
+    # CPU seconds of the whole run cover its stages', and the CPU ratios come from the CPU medians
+    assert doc["run"]["cpu_s"] >= sum(s["cpu_s"] for s in doc["stages"].values())
+    assert doc["ratios_cpu"]["features"] == round(doc["stages"]["features"]["cpu_s"] / f["cpu_s"], 3)
+    assert doc["ratios_cpu"]["clubs"] == round(doc["centile_clubs"]["cpu_s"] / c["cpu_s"], 3)
 
 
 def test_the_clubs_baseline_computes_centiles_club_metrics(bench):
@@ -66,17 +70,19 @@ def test_out_json_is_the_printed_document_and_the_work_folder_is_cleaned(bench):
 
 
 def _rec(features_s: float, clubs_s: float, peak: float) -> dict:
-    return {"features": {"status": "ran", "seconds": features_s, "peak_rss_mb": peak},
-            "clubs": {"status": "ran", "seconds": clubs_s, "peak_rss_mb": peak},
+    return {"features": {"status": "ran", "seconds": features_s, "cpu_s": features_s / 2, "peak_rss_mb": peak},
+            "clubs": {"status": "ran", "seconds": clubs_s, "cpu_s": clubs_s / 2, "peak_rss_mb": peak},
             "steering": {"status": "skipped", "reason": "no [steering] section"}}
 
 
 def test_medians_peaks_and_ratios_over_three_rounds():
     runs = [{"wall_s": w, "peak_rss_mb": p, "customers": 10, "stages": _rec(fs, cs, p)}
             for w, p, fs, cs in ((10.0, 100.0, 4.0, 1.0), (30.0, 300.0, 6.0, 3.0), (20.0, 200.0, 9.0, 2.0))]
-    feats = [{"seconds": s, "orders_s": s - 0.5, "email_events_s": 0.5, "peak_rss_mb": 50.0} for s in (1.0, 3.0, 2.0)]
-    clubs = [{"wall_s": s, "peak_rss_mb": 70.0} for s in (12.0, 8.0, 10.0)]
-    plain = [{"wall_s": s, "seconds": s - 1, "members": 5, "peak_rss_mb": 60.0} for s in (4.0, 5.0, 40.0)]
+    feats = [{"seconds": s, "cpu_s": s / 4, "orders_s": s - 0.5, "email_events_s": 0.5, "peak_rss_mb": 50.0}
+             for s in (1.0, 3.0, 2.0)]
+    clubs = [{"wall_s": s, "cpu_s": s / 2, "peak_rss_mb": 70.0} for s in (12.0, 8.0, 10.0)]
+    plain = [{"wall_s": s, "process_cpu_s": s / 5, "seconds": s - 1, "members": 5, "peak_rss_mb": 60.0}
+             for s in (4.0, 5.0, 40.0)]
     doc = _document(BenchOptions(customers=10, runs=3), None, None, 1000, 10, None, runs, feats, clubs, plain,
                     None, (1.0, 1.0, 1.0), 1.0)
     assert doc["stages"]["features"]["seconds"] == 6.0 and doc["stages"]["features"]["all_seconds"] == [4.0, 6.0, 9.0]
@@ -92,6 +98,9 @@ def test_medians_peaks_and_ratios_over_three_rounds():
     assert doc["baselines"]["features"]["seconds"] == 2.0 and doc["baselines"]["clubs"]["seconds"] == 5.0
     assert doc["centile_clubs"]["seconds"] == 10.0
     assert doc["ratios"] == {"features": 3.0, "clubs": 2.0}
+    # CPU medians: features stage 3.0 against 0.5 for the scans; clubs 5.0 against 1.0
+    assert doc["stages"]["features"]["cpu_s"] == 3.0 and doc["run"]["cpu_s"] is None
+    assert doc["ratios_cpu"] == {"features": 6.0, "clubs": 5.0}
 
 
 @pytest.mark.parametrize("args, words", [

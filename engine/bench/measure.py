@@ -127,6 +127,13 @@ def _median(values: Sequence[float]) -> float:
     return round(statistics.median(values), 3)
 
 
+def _cpu(values: Sequence[float | None]) -> float | None:
+    """The median CPU seconds over the runs that report them (None where none does: a manifest of
+    an older centile, or a platform without ``wait4`` usage)."""
+    known = [v for v in values if v is not None]
+    return _median(known) if known else None
+
+
 def _peak(values: Sequence[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return max(known) if known else None
@@ -216,7 +223,8 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None,
                                     *(["--memory-limit", opts.memory_limit] if opts.memory_limit else []),
                                     *opts.run_args], what="centile run", env=env)
             manifest = json.loads((out / "manifest.json").read_text())
-            runs.append({"wall_s": c.wall_s, "peak_rss_mb": c.peak_rss_mb, "stages": manifest["stages"],
+            runs.append({"wall_s": c.wall_s, "cpu_s": c.cpu_s, "peak_rss_mb": c.peak_rss_mb,
+                         "stages": manifest["stages"],
                          "customers": (manifest.get("rows") or {}).get("features")})
             shutil.rmtree(out, ignore_errors=True)
             peak = _peak([c.peak_rss_mb, *(st.get("peak_rss_mb") for st in manifest["stages"].values())])
@@ -228,14 +236,14 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] | None = None,
             cout = tmp / f"clubs-{i}"
             k = run_child(CENTILE, ["clubs", "--data", str(data), "--out", str(cout), *common],
                           what="centile clubs", env=env)
-            clubs.append({"wall_s": k.wall_s, "peak_rss_mb": k.peak_rss_mb})
+            clubs.append({"wall_s": k.wall_s, "cpu_s": k.cpu_s, "peak_rss_mb": k.peak_rss_mb})
             say(f"{r}: centile clubs {k.wall_s:.1f} s")
             pout = tmp / f"plain-{i}.parquet"
             spec = {**base_spec, "out": str(pout), "clubs": club_specs(),
                     "metrics_out": str(tmp / "plain-metrics.parquet") if opts.check and i == 0 else None}
             p = run_child(BASELINE, ["clubs", json.dumps(spec)], what="the clubs baseline", env=env)
             plain.append({**json.loads(p.stdout.strip().splitlines()[-1]), "wall_s": p.wall_s,
-                          "peak_rss_mb": p.peak_rss_mb})
+                          "process_cpu_s": p.cpu_s, "peak_rss_mb": p.peak_rss_mb})
             say(f"{r}: plain DuckDB clubs script {p.wall_s:.1f} s")
             if spec["metrics_out"]:
                 from centile.config import DEFAULT_CLUBS
@@ -272,6 +280,7 @@ def _document(opts: BenchOptions, data: Path, generated: dict[str, Any] | None, 
             continue
         secs = _median([x["seconds"] for x in ran])
         stages[name] = {"status": ran[0]["status"], "seconds": secs,
+                        "cpu_s": _cpu([x.get("cpu_s") for x in ran]),
                         "rows_per_s": round(lines / secs) if lines and secs else None,
                         "peak_rss_mb": _peak([x.get("peak_rss_mb") for x in ran]),
                         "all_seconds": [x["seconds"] for x in ran]}
@@ -280,7 +289,8 @@ def _document(opts: BenchOptions, data: Path, generated: dict[str, Any] | None, 
     baselines = {
         "features": {"what": "bare GROUP BY customer_id scans of the order lines and of the e-mail events, "
                              "timed apart and summed",
-                     "seconds": f_sec, "orders_s": _median([f["orders_s"] for f in feats]),
+                     "seconds": f_sec, "cpu_s": _cpu([f.get("cpu_s") for f in feats]),
+                     "orders_s": _median([f["orders_s"] for f in feats]),
                      "email_events_s": _median(emails) if emails else None,
                      "all_seconds": [round(f["seconds"], 3) for f in feats],
                      "peak_rss_mb": _peak([f["peak_rss_mb"] for f in feats])},
@@ -288,6 +298,7 @@ def _document(opts: BenchOptions, data: Path, generated: dict[str, Any] | None, 
                           "default club metrics, then ORDER BY ... LIMIT per club and tier over the customers "
                           "not yet taken; process wall time",
                   "seconds": _median([p["wall_s"] for p in plain]),
+                  "cpu_s": _cpu([p.get("process_cpu_s") for p in plain]),
                   "script_s": _median([p["seconds"] for p in plain]),
                   "all_seconds": [round(p["wall_s"], 3) for p in plain],
                   "peak_rss_mb": _peak([p["peak_rss_mb"] for p in plain]),
@@ -295,6 +306,7 @@ def _document(opts: BenchOptions, data: Path, generated: dict[str, Any] | None, 
     }
     centile_clubs = {"what": "centile clubs --data DIR --out DIR, process wall time",
                      "seconds": _median([c["wall_s"] for c in clubs]),
+                     "cpu_s": _cpu([c.get("cpu_s") for c in clubs]),
                      "all_seconds": [round(c["wall_s"], 3) for c in clubs],
                      "peak_rss_mb": _peak([c["peak_rss_mb"] for c in clubs])}
     run_s = _median([r["wall_s"] for r in runs])
@@ -315,7 +327,8 @@ def _document(opts: BenchOptions, data: Path, generated: dict[str, Any] | None, 
         "memory_limit": opts.memory_limit,
         "run_options": list(opts.run_args),
         "warmup_s": warmup,
-        "run": {"seconds": run_s, "rows_per_s": round(lines / run_s) if lines and run_s else None,
+        "run": {"seconds": run_s, "cpu_s": _cpu([r.get("cpu_s") for r in runs]),
+                "rows_per_s": round(lines / run_s) if lines and run_s else None,
                 "peak_rss_mb": run_peak, "all_seconds": [round(r["wall_s"], 3) for r in runs]},
         "stages": stages,
         "centile_clubs": centile_clubs,
@@ -329,6 +342,8 @@ def _document(opts: BenchOptions, data: Path, generated: dict[str, Any] | None, 
             "ratios: centile / baseline from the medians shown (lower is faster)"],
         "ratios": {"features": _ratio(stages.get("features", {}).get("seconds"), f_sec),
                    "clubs": _ratio(centile_clubs["seconds"], baselines["clubs"]["seconds"])},
+        "ratios_cpu": {"features": _ratio(stages.get("features", {}).get("cpu_s"), baselines["features"]["cpu_s"]),
+                       "clubs": _ratio(centile_clubs["cpu_s"], baselines["clubs"]["cpu_s"])},
         "baseline_check": check,
         "load": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "seconds": round(seconds, 1),

@@ -145,7 +145,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 before = set(_files(staging))
                 summaries_before = set(ctx.summaries)
                 peak_rss_mb(reset=True)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 if can_reuse:
                     link_files(out, prev_rec["files"], staging)
                     rows, status = dict(prev_rec.get("rows") or {}), "reused"
@@ -168,8 +168,9 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                     status = "ran"
                 ctx.loaders.update(st.derived)
                 secs = round(time.perf_counter() - t1, 3)
+                cpu = round(time.process_time() - c1, 3)  # every thread of this process, not the waits for a core
                 files = sorted(set(_files(staging)) - before - {"centile.log"})
-                records[st.name] = {"status": status, "key": key, "seconds": secs, "files": files, "rows": rows,
+                records[st.name] = {"status": status, "key": key, "seconds": secs, "cpu_s": cpu, "files": files, "rows": rows,
                                     "summary_keys": sorted(set(ctx.summaries) - summaries_before),
                                     "peak_rss_mb": peak_rss_mb()}
                 ctx.rows.update(rows)
