@@ -1,6 +1,7 @@
 """Feature table at scale against bare DuckDB GROUP BY scans of the same Parquet, in the same run.
 
     python benchmarks/bench_features.py [--customers 1000000] [--runs 3] [--data DIR] [--threads N]
+                                        [--memory-limit 2GB]
 
 Generates the data once (``centile generate``, seed 1) unless it exists, then
 alternates, for each of ``--runs`` rounds, one baseline run and one centile
@@ -40,8 +41,9 @@ import json, sys, time
 from centile.config import load_config
 from centile.features import run_features
 t0, c0 = time.perf_counter(), time.process_time()
-threads = int(sys.argv[3]) if len(sys.argv) > 3 else None
-res = run_features(load_config(data=sys.argv[1], threads=threads), out=sys.argv[2])
+threads = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
+limit = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] else None
+res = run_features(load_config(data=sys.argv[1], threads=threads, memory_limit=limit), out=sys.argv[2])
 print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_in_job_s": time.process_time() - c0,
                   "customers": res.features.height}))
 """
@@ -63,6 +65,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--data", type=Path, default=None, help="generated data folder (default bench-data/c<N>)")
+    ap.add_argument("--memory-limit", default=None,
+                    help="centile's --memory-limit (the whole process); the baseline's DuckDB gets the same "
+                         "share of it as centile's DuckDB does")
     args = ap.parse_args()
     data = args.data or Path("bench-data") / f"c{args.customers}"
     if not (data / "orders").exists():
@@ -71,8 +76,12 @@ def main() -> None:
                      "r = generate(sys.argv[1], int(sys.argv[2]), seed=1); print(json.dumps(r.rows))",
                      str(data), str(args.customers))
     lines = run_isolated(LINES, str(data))["lines"]
-    spec = json.dumps({"tables": input_tables(data), "threads": args.threads, "memory_limit": None})
-    threads = [str(args.threads)] if args.threads else []
+    from centile.backend.partitions import duckdb_memory
+
+    share = duckdb_memory(args.memory_limit)
+    spec = json.dumps({"tables": input_tables(data), "threads": args.threads,
+                       "memory_limit": f"{share}B" if share else None})
+    threads = [str(args.threads or ""), args.memory_limit or ""]
     base, cent, load = [], [], [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         # one untimed centile run so numba/duckdb imports and the OS file cache are warm for both
@@ -88,7 +97,8 @@ def main() -> None:
     bc, cc = median_of(base, "cpu_s"), median_of(cent, "cpu_in_job_s")
     doc = {
         "benchmark": "features", "data": str(data), "customers": cent[0]["customers"], "order_lines": lines,
-        "runs": args.runs, "threads": args.threads,
+        "runs": args.runs, "threads": args.threads, "memory_limit": args.memory_limit,
+        "baseline_duckdb_memory_limit_bytes": share,
         "baseline": "bare GROUP BY customer_id scans of the order lines and the e-mail events, summed",
         "baseline_duckdb_groupby_s": round(b, 3), "centile_features_s": round(c, 3),
         "baseline_orders_s": round(median_of(base, "orders_s"), 3),

@@ -7,7 +7,9 @@
 --           window when such a line is), gross_12m, returned_12m, gross_all,
 --           returned_all DECIMAL(38, 4), kept_max_24m DOUBLE (the highest
 --           unit_price of a line in the 24-month window the customer kept,
---           before feat_kept.sql takes out products sent back)
+--           before feat_kept.sql takes out products sent back), sent_back_24m
+--           BOOLEAN (a negative line with a product_id in the 24-month window:
+--           feat_kept.sql looks again at these customers only)
 -- notes   : gross = quantity x unit_price over positive lines; returned =
 --           returned_quantity x unit_price of positive lines plus
 --           |quantity| x unit_price of negative lines; windows by line ts.
@@ -28,20 +30,21 @@ WITH counts AS (
 ),
 money AS (
   SELECT
-    customer_id,
-    sum(CASE WHEN quantity > 0 AND order_ts >= $s12 THEN (quantity * unit_price)::DECIMAL(18, 4) ELSE 0 END)
+    o.customer_id,
+    sum(CASE WHEN o.quantity > 0 AND o.order_ts >= $s12 THEN (o.quantity * o.unit_price)::DECIMAL(18, 4) ELSE 0 END)
       AS gross_12m,
-    sum(CASE WHEN order_ts < $s12 THEN 0
-             WHEN quantity > 0 THEN (returned_quantity * unit_price)::DECIMAL(18, 4)
-             ELSE (-quantity * unit_price)::DECIMAL(18, 4) END) AS returned_12m,
-    sum(CASE WHEN quantity > 0 THEN (quantity * unit_price)::DECIMAL(18, 4) ELSE 0 END) AS gross_all,
-    sum(CASE WHEN quantity > 0 THEN (returned_quantity * unit_price)::DECIMAL(18, 4)
-             ELSE (-quantity * unit_price)::DECIMAL(18, 4) END) AS returned_all,
-    max(unit_price) FILTER (WHERE order_ts >= $s24 AND quantity > 0 AND quantity - returned_quantity > 0)
-      AS kept_max_24m
-  FROM orders
-  GROUP BY customer_id
+    sum(CASE WHEN o.order_ts < $s12 THEN 0
+             WHEN o.quantity > 0 THEN (o.returned_quantity * o.unit_price)::DECIMAL(18, 4)
+             ELSE (-o.quantity * o.unit_price)::DECIMAL(18, 4) END) AS returned_12m,
+    sum(CASE WHEN o.quantity > 0 THEN (o.quantity * o.unit_price)::DECIMAL(18, 4) ELSE 0 END) AS gross_all,
+    sum(CASE WHEN o.quantity > 0 THEN (o.returned_quantity * o.unit_price)::DECIMAL(18, 4)
+             ELSE (-o.quantity * o.unit_price)::DECIMAL(18, 4) END) AS returned_all,
+    max(o.unit_price) FILTER (WHERE o.order_ts >= $s24 AND o.quantity > 0 AND o.quantity - o.returned_quantity > 0)
+      AS kept_max_24m,
+    coalesce(bool_or(o.quantity < 0 AND o.product_id IS NOT NULL AND o.order_ts >= $s24), false) AS sent_back_24m
+  FROM orders AS o
+  GROUP BY o.customer_id
 )
 SELECT customer_id, first_order_ts, last_order_ts, orders_6m, orders_12m, orders_total,
-       gross_12m, returned_12m, gross_all, returned_all, kept_max_24m
+       gross_12m, returned_12m, gross_all, returned_all, kept_max_24m, sent_back_24m
 FROM counts JOIN money USING (customer_id)

@@ -9,6 +9,7 @@ features and rejects for equality across partition and thread counts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections import defaultdict
@@ -16,6 +17,7 @@ from collections import defaultdict
 import duckdb
 import pytest
 
+from centile.backend import sources
 from centile.backend.session import open_session
 from centile.config import load_config
 from centile.features.compute import FEATURE_TABLES, compute_features, window_params, write_rejects
@@ -138,3 +140,47 @@ def test_dirty_inputs_give_the_same_features_and_rejects_at_any_partition_and_th
         assert df.equals(one, null_equal=True)
         assert digest == rejects
         assert why == reasons
+
+
+def _features_and_rejects(cfg, path):
+    with open_session(cfg, only=FEATURE_TABLES) as s:
+        df = compute_features(s)[0]
+        write_rejects(s, path)
+        kinds = {t: sources.is_table(s.con, t) for t in ("orders_valid", "orders_rejects")}
+        return df, path.read_bytes(), s.summaries["orders"].as_dict(), s.lines_after_as_of, kinds
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_order_lines_read_as_a_view_give_the_same_features_rejects_and_summary(dirty, tmp_path, monkeypatch, keep):
+    """Order lines too large for DuckDB's memory share stay a view over the files (VIEW_SHARE 0:
+    always); with duplicate lines to set aside they become a table. Features, rejects and the
+    summary are the same as from the materialised lines, also with duplicates kept and an as_of
+    that leaves lines after it."""
+    cfg = load_config(data=dirty, threads=2, memory_limit="4GB", as_of="2025-06-01")
+    if keep:
+        cfg = dataclasses.replace(cfg, tables={**cfg.tables,
+                                               "orders": dataclasses.replace(cfg.tables["orders"], duplicates="keep")})
+    table = _features_and_rejects(cfg, tmp_path / "table.parquet")
+    monkeypatch.setattr(sources, "VIEW_SHARE", 0.0)
+    view = _features_and_rejects(cfg, tmp_path / "view.parquet")
+    assert table[4] == {"orders_valid": True, "orders_rejects": True}
+    # duplicates are found in both runs: the view is materialised to set them aside (or count them)
+    assert view[4] == {"orders_valid": True, "orders_rejects": True}
+    assert view[0].equals(table[0], null_equal=True)
+    assert view[1:4] == table[1:4]
+    assert table[3] > 0
+
+
+def test_clean_order_lines_stay_a_view(tmp_path, monkeypatch):
+    """Without rejects or duplicates the lines are never copied into a table, and the features
+    are those of the materialised lines."""
+    generate(tmp_path / "d", 400, seed=5)
+    cfg = load_config(data=tmp_path / "d", threads=1, memory_limit="4GB", as_of="2025-06-01")
+    table = _features_and_rejects(cfg, tmp_path / "table.parquet")
+    assert table[3] > 0
+    monkeypatch.setattr(sources, "VIEW_SHARE", 0.0)
+    view = _features_and_rejects(cfg, tmp_path / "view.parquet")
+    assert table[4] == {"orders_valid": True, "orders_rejects": True}
+    assert view[4] == {"orders_valid": False, "orders_rejects": False}
+    assert view[0].equals(table[0], null_equal=True)
+    assert view[1:4] == table[1:4]

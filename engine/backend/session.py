@@ -25,6 +25,7 @@ from centile.backend import partitions
 from centile.backend.partitions import Partitioning, choose_partitions
 from centile.backend.sources import (
     Registered,
+    is_table,
     materialised,
     read_error,
     register_tables,
@@ -315,7 +316,7 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         if buckets is not None and cache is not None:
             duplicates = _stage_cached(con, tables, progress, buckets, Path(cache))
         else:
-            stage_tables(con, tables, progress, buckets)
+            stage_tables(con, tables, progress, buckets, budget=partitions.duckdb_memory(cfg.memory_limit))
             duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
         session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None)
         session.parts = parts
@@ -388,19 +389,31 @@ def _copy_cached(con: duckdb.DuckDBPyConnection, f: Path, name: str, *, save: bo
         con.execute("DETACH __centile_cache")
 
 
-def _is_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Is ``name`` a (temporary) table, not a view?"""
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}).fetchall()[0][0])
-
-
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
             id_types: dict[str, str], unread: list[str], partial: bool = False) -> Session:
     rejects_sql = []
     summaries: dict[str, TableSummary] = {}
     valid_stats: dict[str, tuple[Any, ...]] = {}
+    # the order lines' dates, customers and lines on or after a configured as_of (the default as_of,
+    # the day after the newest line, leaves none): with the reject counts when the lines are a view
+    after = "CAST($a AS TIMESTAMP)" if cfg.as_of else "NULL"
+    late_sql = f"count(*) FILTER (WHERE order_ts >= {after})"
+    late_params = {"a": cfg.as_of} if cfg.as_of else None
+    orders_stats: tuple[Any, ...] | None = None
     for name, reg in tables.items():
         tcol = _TIME_COLUMN.get(name)
-        if tcol is None or _is_table(con, name + "_valid"):  # materialised, or from a worker's cache
+        if name == "orders" and not is_table(con, "orders_valid"):
+            # a view over the files (too large to materialise): one scan for the reject counts and the
+            # valid lines' summary; no duplicates were set aside (they would have made it a table)
+            try:
+                rows = con.execute(
+                    f"SELECT reject_reason, count(*), min(order_ts), max(order_ts), count(DISTINCT customer_id), "
+                    f"{late_sql} FROM orders_staged GROUP BY 1 ORDER BY 2 DESC", late_params).fetchall()
+            except duckdb.InvalidInputException as exc:
+                raise read_error(reg.spec, exc) from None
+            counts = {r[0]: r[1] for r in rows if r[0] is not None}
+            orders_stats = next((r[2:] for r in rows if r[0] is None), (None, None, 0, 0))
+        elif tcol is None or is_table(con, name + "_valid"):  # materialised, or from a worker's cache
             counts = dict(con.execute(
                 f"SELECT reject_reason, count(*) FROM {ident(name + '_rejects')} GROUP BY 1 ORDER BY 2 DESC").fetchall())
             if tcol is not None:
@@ -444,13 +457,10 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
 
     if partial and cfg.as_of is None:
         raise ValueError("a session over one partition needs the whole data's as_of in cfg.as_of")
-    # one scan for the dates, the customers and the lines on or after a configured as_of (the
-    # default as_of, the day after the newest line, leaves none)
-    after = "CAST($a AS TIMESTAMP)" if cfg.as_of else "NULL"
-    first, newest, customers, late = con.execute(
-        "SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), "
-        f"count(*) FILTER (WHERE order_ts >= {after}) FROM orders_valid",
-        {"a": cfg.as_of} if cfg.as_of else None).fetchall()[0]
+    # one scan for the dates, the customers and the lines on or after a configured as_of
+    first, newest, customers, late = orders_stats or con.execute(
+        f"SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), {late_sql} FROM orders_valid",
+        late_params).fetchall()[0]
     if newest is None and not partial:
         raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
                          f"({summaries['orders'].rows_read} rows read, "
