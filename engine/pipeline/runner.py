@@ -19,6 +19,7 @@ from typing import Any
 
 from centile import urls
 from centile.backend import open_backend
+from centile.backend.base import network_delta
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
 from centile.errors import OutputError
@@ -145,7 +146,8 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 before = set(_files(staging))
                 summaries_before = set(ctx.summaries)
                 peak_rss_mb(reset=True)
-                t1 = time.perf_counter()
+                moved = backend.moved()
+                t1, c1 = time.perf_counter(), time.process_time()
                 if can_reuse:
                     link_files(out, prev_rec["files"], staging)
                     rows, status = dict(prev_rec.get("rows") or {}), "reused"
@@ -168,10 +170,14 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                     status = "ran"
                 ctx.loaders.update(st.derived)
                 secs = round(time.perf_counter() - t1, 3)
+                cpu = round(time.process_time() - c1, 3)  # this process's CPU (every thread of it)
                 files = sorted(set(_files(staging)) - before - {"centile.log"})
                 records[st.name] = {"status": status, "key": key, "seconds": secs, "files": files, "rows": rows,
                                     "summary_keys": sorted(set(ctx.summaries) - summaries_before),
-                                    "peak_rss_mb": peak_rss_mb()}
+                                    "peak_rss_mb": peak_rss_mb(), "cpu_s": cpu}
+                network = network_delta(moved, backend.moved())
+                if network:  # a cluster: what this stage's per-partition steps moved
+                    records[st.name]["network"] = network
                 ctx.rows.update(rows)
                 log.info("stage %s %s in %.2f s: %s", st.name, status, secs, ", ".join(files))
                 _evict(ctx, last_use, position[st.name])
