@@ -125,3 +125,44 @@ def _pair_state(view, part, m):
     a, b, c = pair_counts(offsets, items, m, 1)
     return {("all", "all"): (a * np.int64(m) + b, c)}
 
+
+
+def _bench_dask():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_dask.py"
+    spec = importlib.util.spec_from_file_location("bench_dask", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_paper_model_scales_task_work_over_workers_and_keeps_the_client_and_first_scan_fixed():
+    step = {"tasks": 4, "bytes_to_workers": 1_000, "bytes_to_client": 100, "bytes_via_files": 9_900,
+            "bytes_held_on_workers": 0, "open_s": 3.0, "work_s": 1.0, "cpu_s": 8.0, "wall_s": 5.0}
+    merged = {**step, "bytes_via_files": 0, "bytes_to_client": 5_000, "open_s": 0.0, "cpu_s": 2.0}
+    dask = {"lines": 1_000_000, "process_peak_rss_mb": 1_024.0, "backend": {"workers": 2},
+            "stages": {"features": {"status": "ran", "cpu_s": 10.0, "network": {"steps": {"features": step}}},
+                       "uplift": {"status": "ran", "cpu_s": 1.0, "network": {"steps": {"uplift: units": merged}}},
+                       "clubs": {"status": "ran", "cpu_s": 4.0},
+                       "steering": {"status": "skipped"}}}
+    model = _bench_dask().paper_model(dask, 100_000, target_customers=1_000_000, target_lines=10_000_000,
+                                      workers=(1, 10))
+    r = model["rates"]
+    assert set(r) == {"features", "uplift", "clubs"}
+    # the features step's opening is a whole scan per task: 6 of its 8 CPU s over 4 tasks
+    assert r["features"]["full_scan_cpu_s_per_task"] == 1.5 and r["features"]["task_cpu_s"] == 2.0
+    one, ten = model["rows"]
+    # client: validation scales with the lines (x10), clubs with the customers (x10); not with the workers
+    assert one["stages"]["features"]["client_s"] == ten["stages"]["features"]["client_s"] == 100.0
+    assert one["stages"]["clubs"]["total_s"] == ten["stages"]["clubs"]["total_s"] == 40.0
+    # workers: 2 whole scans per thread (x10 lines) plus the rest divided over the threads
+    assert one["stages"]["features"]["workers_s"] == 2 * 15.0 + 20.0
+    assert ten["stages"]["features"]["workers_s"] == 2 * 15.0 + 2.0
+    assert ten["stages"]["uplift"]["workers_s"] == 2.0
+    # per-customer rows back scale with the customers, merged states stay
+    assert r["features"]["bytes_to_client_per_customer"] == 0.1 and r["features"]["bytes_to_client_fixed"] == 0
+    assert r["uplift"]["bytes_to_client_per_customer"] == 0 and r["uplift"]["bytes_to_client_fixed"] == 5_000
+    assert model["client_memory_gb"]["peak_scaled"] == 10.0
+    assert "| 10 |" in _bench_dask().print_model(model)
