@@ -54,8 +54,11 @@ t0 = time.perf_counter()
 res = run_pipeline(load_config(data=data, **over), out, report=False, force=True)
 run_s = time.perf_counter() - t0
 doc = {"run_s": round(run_s, 2), "cluster_start_s": round(start, 2),
-       "stages": {k: {"seconds": v.get("seconds"), "peak_rss_mb": v.get("peak_rss_mb"), "status": v["status"]}
+       "run_cpu_s": round(time.process_time(), 2),
+       "stages": {k: {"seconds": v.get("seconds"), "cpu_s": v.get("cpu_s"), "peak_rss_mb": v.get("peak_rss_mb"),
+                      "status": v["status"], **({"network": v["network"]} if "network" in v else {})}
                   for k, v in res.stages.items()},
+       "lines": res.summaries["inputs"]["tables"]["orders"]["rows_valid"],
        "backend": json.load(open(f"{out}/manifest.json"))["summary"].get("backend")}
 if client is not None:
     def _hwm():
@@ -66,6 +69,111 @@ if client is not None:
     cluster.close()
 print(json.dumps(doc))
 """
+
+
+#: what a step sends back grows with the customers (per-customer rows: features, the CLV summary,
+#: the attribution journeys, the top-k recommendations) or is a merged state whose size is set by the
+#: items, segments and replicates, not by the customers (uplift cells and replicates, basket item
+#: counts, frequent pairs and triples, co-counts above min_pair_count)
+PER_CUSTOMER_STEPS = ("features", "clv", "attribution", "recommend: scoring")
+
+#: the step whose tasks read the input files (every later step reads the partition cache): with
+#: predicate push-down on the hash, each of its tasks scans the whole files
+FIRST_READ_STEP = "features"
+
+#: the stage whose client time is the inputs' validation (it opens the session), a scan of every line
+FIRST_STAGE = "features"
+
+
+def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_000,
+                target_lines: int = 2_000_000_000, workers: tuple[int, ...] = (8, 32, 128, 512),
+                threads_per_worker: int = 1, parts_per_thread: int = 2) -> dict:
+    """Time per stage, client memory and network bytes at ``target_customers`` / ``target_lines`` on
+    N workers, from one measured Dask run (``dask``: the run's document from ``_RUN``).
+
+    Per stage: workers' part = the tasks' CPU seconds (their threads' CPU, merges included) scaled
+    by the lines and divided over N x T threads; the first read step's open cost is a scan of the
+    whole input per task (P = parts_per_thread x N x T tasks), so each thread pays
+    ``parts_per_thread`` whole scans whatever N. Client part = the client process's CPU seconds in
+    the stage (it idles while it waits for the tasks; the LocalCluster's scheduler runs in it and is
+    counted), scaled by the lines for the first stage (validation reads every line) and by the
+    customers otherwise. The two parts are added (the client's global steps run between the steps). Bytes to the client scale with the
+    customers for per-customer steps and stay as measured for merged states; bytes to the workers
+    with customers x workers (the segments frame goes to every worker). Client memory: the
+    measured client peak scaled by the customers, and the per-customer columns that come back.
+    """
+    lines = dask["lines"]
+    sl, sc = target_lines / lines, target_customers / customers
+    rates: dict[str, dict] = {}
+    for stage, rec in dask["stages"].items():
+        if rec.get("status") != "ran":
+            continue
+        steps = (rec.get("network") or {}).get("steps", {})
+        task_cpu = sum(st.get("cpu_s", 0.0) for st in steps.values())
+        full_scan = 0.0
+        if FIRST_READ_STEP in steps:
+            st = steps[FIRST_READ_STEP]
+            wall = st["open_s"] + st["work_s"]
+            # CPU of the opening (the filtered scan) by its share of the tasks' wall time, per task
+            full_scan = st["cpu_s"] * st["open_s"] / wall / st["tasks"] if wall else 0.0
+            task_cpu -= full_scan * st["tasks"]
+        to_client_cust = sum(st["bytes_to_client"] + st["bytes_via_files"] for k, st in steps.items()
+                             if k in PER_CUSTOMER_STEPS)
+        to_client_fixed = sum(st["bytes_to_client"] + st["bytes_via_files"] for k, st in steps.items()
+                              if k not in PER_CUSTOMER_STEPS)
+        rates[stage] = {
+            "client_cpu_s": rec.get("cpu_s") or 0.0, "client_scales_with": "lines" if stage == FIRST_STAGE else "customers",
+            "task_cpu_s": round(task_cpu, 3), "task_ns_per_line": round(1e9 * task_cpu / lines, 1),
+            "full_scan_cpu_s_per_task": round(full_scan, 3),
+            "full_scan_ns_per_line": round(1e9 * full_scan / lines, 1),
+            "bytes_to_client_per_customer": round(to_client_cust / customers, 1),
+            "bytes_to_client_fixed": to_client_fixed,
+            "bytes_to_workers": sum(st["bytes_to_workers"] for st in steps.values())}
+    workers0 = dask["backend"]["workers"] if dask.get("backend") else 2
+    client_peak_mb = dask["process_peak_rss_mb"]
+    per_customer_cols = sum(r["bytes_to_client_per_customer"] for r in rates.values())
+    rows = []
+    for n in workers:
+        threads = n * threads_per_worker
+        per_stage = {}
+        for stage, r in rates.items():
+            client = r["client_cpu_s"] * (sl if r["client_scales_with"] == "lines" else sc)
+            on_workers = r["task_cpu_s"] * sl / threads + parts_per_thread * r["full_scan_cpu_s_per_task"] * sl
+            per_stage[stage] = {"client_s": round(client, 1), "workers_s": round(on_workers, 1),
+                                "total_s": round(client + on_workers, 1)}
+        rows.append({
+            "workers": n, "threads": threads,
+            "hours": round(sum(v["total_s"] for v in per_stage.values()) / 3600, 2),
+            "client_hours": round(sum(v["client_s"] for v in per_stage.values()) / 3600, 2),
+            "stages": per_stage,
+            "bytes_to_client_gb": round(sum(r["bytes_to_client_per_customer"] * target_customers
+                                            + r["bytes_to_client_fixed"] for r in rates.values()) / 1e9, 2),
+            "bytes_to_workers_gb": round(sum(r["bytes_to_workers"] for r in rates.values()) * sc * n / workers0 / 1e9, 2)})
+    return {"target_customers": target_customers, "target_lines": target_lines,
+            "measured_customers": customers, "measured_lines": lines,
+            "client_memory_gb": {"peak_scaled": round(client_peak_mb * sc / 1024, 1),
+                                 "per_customer_columns_back": round(per_customer_cols * target_customers / 1e9, 1)},
+            "rates": rates, "rows": rows,
+            "assumptions": [
+                "CPU seconds, not wall: the measuring machine was shared; a thread of a real worker is assumed "
+                "as fast as one of this machine",
+                "task work scales with the order lines and divides over the worker threads; the first read "
+                f"step ({FIRST_READ_STEP}) scans the whole input once per task ({parts_per_thread} tasks per thread)",
+                "the client's CPU per stage scales with the lines for the first stage (validation) and with "
+                "the customers otherwise; it does not divide over workers",
+                "no network or storage bandwidth limit, no scheduler overhead per task, no straggler"]}
+
+
+def print_model(model: dict) -> str:
+    """The model's rows as a markdown table (for the README)."""
+    stages = list(model["rates"])
+    head = "| workers | " + " | ".join(stages) + " | total | of it on the client | to client | to workers |"
+    out = [head, "|" + " --- |" * (len(stages) + 6)]
+    for r in model["rows"]:
+        cells = [f"{r['stages'][s]['total_s'] / 60:.0f} min" for s in stages]
+        out.append(f"| {r['workers']} | " + " | ".join(cells) + f" | {r['hours']:.1f} h | {r['client_hours']:.1f} h"
+                   f" | {r['bytes_to_client_gb']:.0f} GB | {r['bytes_to_workers_gb']:.0f} GB |")
+    return "\n".join(out)
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -101,6 +209,7 @@ def main() -> None:
     def summary(rs: list[dict]) -> dict:
         last = rs[-1]
         return {"run_s_median": statistics.median(r["run_s"] for r in rs), "runs_s": [r["run_s"] for r in rs],
+                "client_cpu_s": last["run_cpu_s"], "lines": last["lines"],
                 "process_peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "cluster_start_s": last["cluster_start_s"], "stages": last["stages"],
                 "worker_peak_rss_mb": last.get("worker_peak_rss_mb"), "backend": last["backend"]}
@@ -111,6 +220,8 @@ def main() -> None:
            "identical_parquet_outputs": identical,
            "local": summary(runs["local"]), "dask": summary(runs["dask"])}
     doc["load_after"] = os.getloadavg()[0]
+    doc["paper_model"] = paper_model(doc["dask"], args.customers)
+    doc["paper_model"]["table"] = print_model(doc["paper_model"])
     path = RESULTS / "dask.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored[str(args.customers)] = doc

@@ -53,9 +53,10 @@ class Backend(Protocol):
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
                    merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
-                   tables: tuple[str, ...] | None = None) -> Any:
+                   tables: tuple[str, ...] | None = None, finish: Callable[[Any], Any] | None = None) -> Any:
         """``fn`` per partition as :meth:`map_partitions`, the results folded in partition order
-        with the associative ``merge(a, b)`` (on a cluster: a tree on the workers)."""
+        with the associative ``merge(a, b)`` (on a cluster: a tree on the workers), then
+        ``finish(state)`` when given (on a cluster: on the worker holding the merged state)."""
         ...
 
     def distributed(self) -> bool:
@@ -67,12 +68,41 @@ class Backend(Protocol):
         """For the manifest: the backend's kind, and for a cluster its workers and traffic."""
         ...
 
+    def moved(self) -> dict[str, dict[str, Any]]:
+        """What the per-partition steps moved so far, by step label (tasks, bytes each way); empty
+        when nothing leaves this process."""
+        ...
+
     def __enter__(self) -> Backend:
         """Start what the run needs (a cluster connection); :meth:`__exit__` stops it."""
         ...
 
     def __exit__(self, *exc: object) -> None:
         ...
+
+
+def network_delta(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
+                  ) -> dict[str, Any]:
+    """What moved between two :meth:`Backend.moved` snapshots (a stage's share), for its manifest
+    record: tasks, bytes to the workers, ``bytes_to_client`` (through the scheduler and through
+    frame files in the scratch folder, which the client reads back), and the same per step.
+    Empty when nothing moved (the DuckDB backend, or a stage without per-partition steps)."""
+    steps: dict[str, dict[str, Any]] = {}
+    for label, now in after.items():
+        was = before.get(label, {})
+        diff = {k: (round(v - was.get(k, 0), 3) if isinstance(v, float) else v - was.get(k, 0))
+                for k, v in now.items()}
+        if diff.get("tasks"):
+            steps[label] = diff
+    if not steps:
+        return {}
+
+    def total(key: str) -> int:
+        return sum(int(d.get(key, 0)) for d in steps.values())
+
+    return {"tasks": total("tasks"), "bytes_to_workers": total("bytes_to_workers"),
+            "bytes_to_client": total("bytes_to_client") + total("bytes_via_files"),
+            "bytes_held_on_workers": total("bytes_held_on_workers"), "steps": steps}
 
 
 #: name -> factory(cfg) -> Backend

@@ -61,7 +61,7 @@ def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], *args: An
     a worker runs as many tasks at once as it has threads."""
     t: dict[str, float] = {}
     value = worker.run_partition(job, part, fn, args, threads=1, timings=t)
-    return worker.Timed(value, t["open_s"], t["work_s"])
+    return worker.Timed(value, t["open_s"], t["work_s"], cpu_s=t["cpu_s"])
 
 
 def _executing(token: str, dask_worker: Any = None) -> list[str]:
@@ -92,9 +92,11 @@ class DaskBackend:
         self._spill: Path | None = None
         self._token = uuid.uuid4().hex[:8]  # this run's tasks and partition cache
         #: per map_partitions label: tasks; bytes sent to the workers, back to the client through
-        #: the scheduler, and through frame files in the scratch folder; the tasks' seconds opening
-        #: their partition (reading and validating it, or loading it from the cache) and working
-        self.traffic: dict[str, dict[str, int]] = {}
+        #: the scheduler, and through frame files in the scratch folder; bytes of merged state that a
+        #: finish step reduced on a worker; the tasks' seconds opening their partition (reading and
+        #: validating it, or loading it from the cache) and working, their threads' CPU seconds
+        #: (merges included); the client's wall seconds from submitting to holding the results
+        self.traffic: dict[str, dict[str, Any]] = {}
 
     # -- the cluster --------------------------------------------------------------------------
 
@@ -175,6 +177,10 @@ class DaskBackend:
                 "partitions": {k: {n: round(x, 3) if isinstance(x, float) else x for n, x in v.items()}
                                for k, v in self.traffic.items()}}
 
+    def moved(self) -> dict[str, dict[str, Any]]:
+        """A copy of :attr:`traffic` (the runner records each stage's share of it)."""
+        return {k: dict(v) for k, v in self.traffic.items()}
+
     def threads(self) -> int:
         return sum(self._running().nthreads().values())
 
@@ -209,12 +215,14 @@ class DaskBackend:
         if self._spill is not None:
             scratch = self._spill / f"parts-{uuid.uuid4().hex[:8]}"
             scratch.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
         futures, shared, traffic = self._submit(s, parts, label, fn, args, scratch, tables)
         try:
             results = self._watch(futures, label, traffic, progress, collect=True)
         finally:
             del futures, shared
         out = [worker.reload(r) for r in results]
+        traffic["wall_s"] += time.perf_counter() - t0
         if scratch is not None:
             with contextlib.suppress(OSError):
                 scratch.rmdir()
@@ -222,10 +230,12 @@ class DaskBackend:
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
                    merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
-                   tables: tuple[str, ...] | None = None) -> Any:
+                   tables: tuple[str, ...] | None = None, finish: Callable[[Any], Any] | None = None) -> Any:
         """One task per partition, merged pairwise on the workers (lower partitions on the left),
-        so that one state comes back to the client."""
+        then ``finish`` on the worker holding the merged state, so that one (finished) state comes
+        back to the client."""
         client = self._running()
+        t0 = time.perf_counter()
         futures, shared, traffic = self._submit(s, parts, label, fn, args, None, tables)
         level, tree = list(futures), []
         while len(level) > 1:
@@ -236,13 +246,20 @@ class DaskBackend:
                 nxt.append(level[-1])
             tree += nxt
             level = nxt
+        if finish is not None:
+            level = [client.submit(_finish_task, finish, level[0], pure=False,
+                                   key=f"centile-finish-{self._token}-{uuid.uuid4().hex[:8]}")]
+            tree += level
         try:
             self._watch(futures, label, traffic, progress, collect=False)
             self._watch(level, label, traffic, None, collect=False)
             timed = level[0].result()
             traffic["bytes_to_client"] += _nbytes(timed)
+            traffic["bytes_held_on_workers"] += timed.held_bytes
             traffic["open_s"] += timed.open_s
             traffic["work_s"] += timed.work_s
+            traffic["cpu_s"] += timed.cpu_s
+            traffic["wall_s"] += time.perf_counter() - t0
             return timed.value
         except BaseException:
             client.cancel(tree)
@@ -271,7 +288,8 @@ class DaskBackend:
                   for a in args]
         frames = [a for a in args if isinstance(a, pl.DataFrame)]
         traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_to_client": 0,
-                                                  "bytes_via_files": 0, "open_s": 0.0, "work_s": 0.0})
+                                                  "bytes_via_files": 0, "bytes_held_on_workers": 0,
+                                                  "open_s": 0.0, "work_s": 0.0, "cpu_s": 0.0, "wall_s": 0.0})
         traffic["tasks"] += parts.count
         traffic["bytes_to_workers"] += (
             parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, pl.DataFrame)]))
@@ -300,6 +318,7 @@ class DaskBackend:
                     traffic["bytes_to_client"] += _nbytes(timed)
                     traffic["open_s"] += timed.open_s
                     traffic["work_s"] += timed.work_s
+                    traffic["cpu_s"] += timed.cpu_s
                     results[part] = timed.value
                     traffic["bytes_via_files"] += sum(os.path.getsize(f.path) for f in _frame_parts(results[part]))
                 done += 1
@@ -391,7 +410,20 @@ def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     a retried step (its worker died) starts again from the unchanged input."""
     import copy
 
-    return worker.Timed(merge(copy.deepcopy(a.value), b.value), a.open_s + b.open_s, a.work_s + b.work_s)
+    c0 = time.thread_time()
+    value = merge(copy.deepcopy(a.value), b.value)
+    return worker.Timed(value, a.open_s + b.open_s, a.work_s + b.work_s,
+                        cpu_s=a.cpu_s + b.cpu_s + time.thread_time() - c0)
+
+
+def _finish_task(finish: Callable[[Any], Any], a: Any) -> Any:
+    """The last step of a tree reduction on a worker: ``finish`` over the merged state (which it
+    must not update: a retried step starts from the same input), with the merged state's size
+    before it (what stayed on the workers)."""
+    c0 = time.thread_time()
+    value = finish(a.value)
+    return worker.Timed(value, a.open_s, a.work_s, held_bytes=_nbytes(a.value),
+                        cpu_s=a.cpu_s + time.thread_time() - c0)
 
 
 def _nbytes(obj: Any) -> int:

@@ -40,15 +40,18 @@ class DuckDBBackend:
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
                    merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
-                   tables: tuple[str, ...] | None = None) -> Any:
+                   tables: tuple[str, ...] | None = None, finish: Callable[[Any], Any] | None = None) -> Any:
         """Each partition's result merged into the state before the next partition."""
-        return reduce_here(s, parts, label, fn, merge, *args, progress=progress)
+        return reduce_here(s, parts, label, fn, merge, *args, progress=progress, finish=finish)
 
     def distributed(self) -> bool:
         return False
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name}
+
+    def moved(self) -> dict[str, dict[str, Any]]:
+        return {}  # nothing leaves this process
 
     def __enter__(self) -> DuckDBBackend:
         return self

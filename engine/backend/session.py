@@ -149,14 +149,18 @@ class Session:
 
     def map_reduce(self, parts: Partitioning, label: str, fn: Callable[..., Any],
                    merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
-                   tables: tuple[str, ...] | None = None) -> Any:
+                   tables: tuple[str, ...] | None = None, finish: Callable[[Any], Any] | None = None) -> Any:
         """``fn`` per partition as in :meth:`map_partitions`, the results folded with ``merge(a, b)``
         (``a`` holding lower partitions than ``b``; it may update and return ``a``): here as each
         partition is done, on a cluster as a tree on the workers, so only the merged state comes
-        back. ``merge`` must be associative for that: exact sums, counts, lists in partition order."""
+        back. ``merge`` must be associative for that: exact sums, counts, lists in partition order.
+        ``finish(state)`` (module-level, or a ``functools.partial`` of one; it returns a new state
+        and leaves its argument as it was) is applied to the merged state before it is returned; on a cluster it runs on the worker holding the merged state,
+        so what it drops (e.g. pair counts below a global threshold) never reaches the client."""
         if self.backend is None:
-            return reduce_here(self, parts, label, fn, merge, *args, progress=progress)
-        return self.backend.map_reduce(self, parts, label, fn, merge, *args, progress=progress, tables=tables)
+            return reduce_here(self, parts, label, fn, merge, *args, progress=progress, finish=finish)
+        return self.backend.map_reduce(self, parts, label, fn, merge, *args, progress=progress, tables=tables,
+                                       finish=finish)
 
     def distributed(self) -> bool:
         """Does per-partition work leave this process?"""
@@ -191,7 +195,8 @@ def frames_sql(cfg: Config, frames: Mapping[str, pl.DataFrame]) -> Iterator[duck
 
 
 def reduce_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
-                merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None) -> Any:
+                merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
+                finish: Callable[[Any], Any] | None = None) -> Any:
     """:meth:`Session.map_reduce` in this process: each partition's result merged before the next."""
     acc: Any = None
     for part in parts.each(label, progress):
@@ -199,7 +204,7 @@ def reduce_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., A
             r = fn(s, part, *args)
         acc = r if part == 0 else merge(acc, r)
         del r
-    return acc
+    return acc if finish is None else finish(acc)
 
 
 def connect(cfg: Config, *, preserve_order: bool = False, spill: str | Path | None = None

@@ -66,6 +66,11 @@ class Timed:
     value: Any
     open_s: float
     work_s: float
+    #: the pickled size of the state a ``finish`` step reduced (it stayed on the workers)
+    held_bytes: int = 0
+    #: CPU seconds of the task's thread (DuckDB and numba run one thread per task on a cluster),
+    #: with the merge and finish steps that folded it in
+    cpu_s: float = 0.0
 
 
 def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
@@ -75,7 +80,7 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
     ``threads``: DuckDB's and numba's threads when the config sets none (on a cluster one per task:
     a worker runs as many tasks at once as it has threads, so tasks must not each take every core). ``timings`` gets
     ``open_s`` (reading and validating the partition, or loading it from the cache) and
-    ``work_s`` (``fn`` and handing its frames over).
+    ``work_s`` (``fn`` and handing its frames over) and ``cpu_s`` (this thread's CPU seconds).
     """
     from centile.backend.session import open_session
 
@@ -86,7 +91,7 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
             "--out (and the inputs), under the same paths")
     cfg = job.cfg if job.cfg.threads or not threads else job.cfg.with_(threads=threads)
     spill = Path(job.spill) / f"spill-{part}" if job.spill else None
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     if not job.only:  # the function reads no input table (e.g. a later pass over parked state)
         t1 = t0
         with numba_threads(cfg.threads):
@@ -102,7 +107,7 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
         stem = f"{re.sub(r'[^0-9A-Za-z]+', '-', job.label).strip('-') or 'part'}-{part:05d}"
         result = _offload(result, Path(job.scratch), stem)
     if timings is not None:
-        timings.update(open_s=t1 - t0, work_s=time.perf_counter() - t1)
+        timings.update(open_s=t1 - t0, work_s=time.perf_counter() - t1, cpu_s=time.thread_time() - c0)
     return result
 
 

@@ -18,6 +18,7 @@ evaluation (``--cutoff``) still runs here.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import pickle
 from pathlib import Path
@@ -70,8 +71,11 @@ def count_remote(source: Any, items: pl.Series, st: BasketSettings, segments: pl
                                dictionary, st.max_basket_items, seg, present, folder, progress=progress,
                                tables=("orders", "products"))
         order, thresholds, prune, least = plan(tallies, present, st, parts.count)
+        # the support threshold applies to the merged counts on the worker holding them: only the
+        # frequent pairs reach the client (all that the rules and pass 3 read)
         pairs = s.map_reduce(parts, "baskets: pairs", _pairs_of_partition, _add_pairs, folder, m,
-                             {k: (prune[k], least[k]) for k in order}, progress=progress, tables=())
+                             {k: (prune[k], least[k]) for k in order}, progress=progress, tables=(),
+                             finish=functools.partial(_frequent_pairs, {k: thresholds[k] for k in order}))
         for key, (keys, counts) in pairs.items():
             tallies[key].pair_keys, tallies[key].pair_counts = keys, counts
         if st.max_size >= 3:
@@ -141,6 +145,15 @@ def _add_pairs(a: dict, b: dict) -> dict:
     return a
 
 
+def _frequent_pairs(thresholds: dict, merged: dict) -> dict:
+    """The merged pair counts of each group held by at least its threshold's baskets (new arrays)."""
+    out = {}
+    for key, (keys, counts) in merged.items():
+        keep = counts >= thresholds[key]
+        out[key] = (keys[keep], counts[keep])
+    return out
+
+
 def _triples_of_partition(view: Any, part: int, folder: str, m: int, frequent: dict) -> dict:
     """Pass 3 on a worker: the triple counts of one parked partition per group."""
     out = {}
@@ -176,9 +189,11 @@ def recommend_remote(source: Any, items: pl.Series, st: RecommendSettings, as_of
     ids = segments.select("customer_id") if segments is not None else None
     with Parked(max(parts.count, 2), scratch) as parked:
         folder = str(parked.dir)
+        # min_pair_count applies to the merged co-counts on the worker holding them (the model
+        # reads no pair below it)
         first = s.map_reduce(parts, "recommend: histories", _histories_of_partition, _add_cocounts, source.read,
                              dictionary, st, as_of, seg, ids, parts, folder, progress=progress,
-                             tables=("orders", "products"))
+                             tables=("orders", "products"), finish=functools.partial(_co_pairs, st.min_pair_count))
         counts, notes, id_type = first
         model, pop = counts.model(st, items), counts.popularity()
         outs = s.map_partitions(parts, "recommend: scoring", _scores_of_partition, folder, model, pop, st,
@@ -227,6 +242,15 @@ def _add_cocounts(a: tuple, b: tuple) -> tuple:
     x.segment_items += y.segment_items
     x.keys, x.pairs = merge_counts(x.keys, x.pairs, y.keys, y.pairs)
     return x, a[1], a[2]
+
+
+def _co_pairs(least: int, merged: tuple) -> tuple:
+    """The merged co-counts with the pairs held by fewer than ``least`` baskets dropped (a copy)."""
+    import dataclasses
+
+    counts = merged[0]
+    keep = counts.pairs >= least
+    return dataclasses.replace(counts, keys=counts.keys[keep], pairs=counts.pairs[keep]), merged[1], merged[2]
 
 
 def _scores_of_partition(view: Any, part: int, folder: str, model: Model, pop: Any, st: RecommendSettings

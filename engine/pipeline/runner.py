@@ -19,6 +19,7 @@ from typing import Any
 
 from centile import urls
 from centile.backend import open_backend
+from centile.backend.base import network_delta
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
 from centile.errors import OutputError
@@ -145,6 +146,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 before = set(_files(staging))
                 summaries_before = set(ctx.summaries)
                 peak_rss_mb(reset=True)
+                moved = backend.moved()
                 t1, c1 = time.perf_counter(), time.process_time()
                 if can_reuse:
                     link_files(out, prev_rec["files"], staging)
@@ -173,6 +175,9 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 records[st.name] = {"status": status, "key": key, "seconds": secs, "cpu_s": cpu, "files": files, "rows": rows,
                                     "summary_keys": sorted(set(ctx.summaries) - summaries_before),
                                     "peak_rss_mb": peak_rss_mb()}
+                network = network_delta(moved, backend.moved())
+                if network:  # a cluster: what this stage's per-partition steps moved
+                    records[st.name]["network"] = network
                 ctx.rows.update(rows)
                 log.info("stage %s %s in %.2f s: %s", st.name, status, secs, ", ".join(files))
                 _evict(ctx, last_use, position[st.name])
