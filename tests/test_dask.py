@@ -99,7 +99,7 @@ def test_a_worker_session_holds_exactly_its_partition_of_the_validated_rows(data
     staged: list[str] = []
     real = session_module.stage_tables
     monkeypatch.setattr(session_module, "stage_tables",
-                        lambda con, t, *a: (staged.extend(t), real(con, t, *a))[1])
+                        lambda con, t, *a, **k: (staged.extend(t), real(con, t, *a, **k))[1])
 
     def rows(s):
         return {t: s.frame(f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
