@@ -160,15 +160,9 @@ def test_order_lines_read_as_a_view_give_the_same_features_rejects_and_summary(d
     if keep:
         cfg = dataclasses.replace(cfg, tables={**cfg.tables,
                                                "orders": dataclasses.replace(cfg.tables["orders"], duplicates="keep")})
-    table = _features_and_rejects(cfg, tmp_path / "table.parquet")
-    monkeypatch.setattr(sources, "VIEW_SHARE", 0.0)
-    view = _features_and_rejects(cfg, tmp_path / "view.parquet")
-    assert table[4] == {"orders_valid": True, "orders_rejects": True}
+    table, view = _as_table_then_as_view(cfg, tmp_path, monkeypatch)
     # duplicates are found in both runs: the view is materialised to set them aside (or count them)
     assert view[4] == {"orders_valid": True, "orders_rejects": True}
-    assert view[0].equals(table[0], null_equal=True)
-    assert view[1:4] == table[1:4]
-    assert table[3] > 0
 
 
 def test_clean_order_lines_stay_a_view(tmp_path, monkeypatch):
@@ -176,11 +170,18 @@ def test_clean_order_lines_stay_a_view(tmp_path, monkeypatch):
     are those of the materialised lines."""
     generate(tmp_path / "d", 400, seed=5)
     cfg = load_config(data=tmp_path / "d", threads=1, memory_limit="4GB", as_of="2025-06-01")
+    _table, view = _as_table_then_as_view(cfg, tmp_path, monkeypatch)
+    assert view[4] == {"orders_valid": False, "orders_rejects": False}
+
+
+def _as_table_then_as_view(cfg, tmp_path, monkeypatch):
+    """Features, rejects and summary from the materialised lines, then with the lines a view
+    (VIEW_SHARE 0); asserts they are the same, with lines after as_of."""
     table = _features_and_rejects(cfg, tmp_path / "table.parquet")
-    assert table[3] > 0
     monkeypatch.setattr(sources, "VIEW_SHARE", 0.0)
     view = _features_and_rejects(cfg, tmp_path / "view.parquet")
     assert table[4] == {"orders_valid": True, "orders_rejects": True}
-    assert view[4] == {"orders_valid": False, "orders_rejects": False}
     assert view[0].equals(table[0], null_equal=True)
     assert view[1:4] == table[1:4]
+    assert table[3] > 0
+    return table, view
