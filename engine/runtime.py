@@ -15,6 +15,7 @@ from typing import Any
 #: a callback that shows what a long job is doing ("features: orders", ...)
 Progress = Callable[[str], None]
 
+
 def duckdb_connect(database: str = ":memory:") -> Any:
     """A DuckDB connection as every part of centile opens one: without DuckDB's progress bar,
     which it draws on stdout for queries over two seconds even when stdout is a pipe (it corrupted

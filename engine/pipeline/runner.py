@@ -172,7 +172,8 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 secs = round(time.perf_counter() - t1, 3)
                 cpu = round(time.process_time() - c1, 3)  # every thread of this process, not the waits for a core
                 files = sorted(set(_files(staging)) - before - {"centile.log"})
-                records[st.name] = {"status": status, "key": key, "seconds": secs, "cpu_s": cpu, "files": files, "rows": rows,
+                records[st.name] = {"status": status, "key": key, "seconds": secs, "cpu_s": cpu, "files": files,
+                                    "rows": rows,
                                     "summary_keys": sorted(set(ctx.summaries) - summaries_before),
                                     "peak_rss_mb": peak_rss_mb()}
                 network = network_delta(moved, backend.moved())
