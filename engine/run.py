@@ -44,7 +44,7 @@ def _report(results: Path, path: Path, cfg: Config, name: str) -> Path:
 
 def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous: str | Path | None = None,
                  progress: Progress | None = None, report: bool = True,
-                 state: str | Path | None = None) -> PipelineResult:
+                 state: str | Path | None = None, keep_runs: int = 0) -> PipelineResult:
     """Run every stage the inputs allow into ``out`` (atomically), reusing unchanged stages.
 
     Parameters
@@ -63,6 +63,9 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
         A refresh state (``centile ingest --state``): the feature table comes from it, the
         stages that read order lines or e-mail events read its ledger's batch files
         (:mod:`centile.refresh.run`).
+    keep_runs : int
+        For an output URL: after publishing, remove the runs under ``<url>/runs/`` other than the
+        newest ``keep_runs`` (0, the default: keep every run).
 
     Returns
     -------
@@ -76,4 +79,4 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
 
         cfg, options["refresh_state"] = run_config(cfg, state)
     return execute(stages(), cfg, out, force=force, options=options, progress=progress,
-                   report=_report if report else None)
+                   report=_report if report else None, keep_runs=keep_runs)

@@ -120,8 +120,18 @@ def test_a_run_to_an_output_url_writes_a_new_prefix_then_the_pointer(folder, tmp
     manifest = json.loads(fs.cat_file(first.out + "/manifest.json"))
     assert set(manifest["stages"]) and all(r["status"] != "reused" for r in manifest["stages"].values())
 
-    second = run_pipeline(cfg, out, report=False)  # a new prefix; the first run stays
+    # a second run: a new prefix, the first run stays; unchanged stages are copied within the store
+    copies = []
+    real_copy = fs.copy
+    monkeypatch.setattr(fs, "copy", lambda a, b, **kw: (copies.append(b), real_copy(a, b, **kw))[1])
+    second = run_pipeline(cfg, out, report=False)
     assert second.out != first.out and current_run(out) == second.out and fs.exists(first.out + "/manifest.json")
+    ran = {k for k, r in second.stages.items() if r["status"] != "skipped"}
+    assert ran and all(second.stages[k]["status"] == "reused" for k in ran)
+    assert {p.rsplit("/", 1)[1]: hashlib.sha256(fs.cat_file(p)).hexdigest()
+            for p in fs.glob(second.out + "/*.parquet")} == local
+    assert {c.rsplit("/", 1)[1] for c in copies} >= set(local) and "manifest.json" not in str(copies)
+    monkeypatch.undo()
 
     # an upload that fails half-way: the pointer still names the second run, the partial prefix is gone
     real, calls = fs.put_file, []
@@ -134,9 +144,65 @@ def test_a_run_to_an_output_url_writes_a_new_prefix_then_the_pointer(folder, tmp
 
     monkeypatch.setattr(fs, "put_file", flaky)
     with pytest.raises(OutputError, match=r"cannot write the run to memory://.*connection reset.*LATEST still names"):
-        run_pipeline(cfg, out, report=False)
+        run_pipeline(cfg, out, force=True, report=False)
     assert current_run(out) == second.out
     assert len(fs.ls(out + "/runs")) == 2
+
+
+def test_a_run_published_meanwhile_is_not_overwritten(folder, monkeypatch):
+    """LATEST moves only if it still names the run it named when this run started."""
+    from centile.errors import OutputError
+    from centile.io import outputs
+    from centile.io.outputs import current_run
+    from centile.run import run_pipeline
+
+    fs = fsspec.filesystem("memory")
+    out = f"memory://race-{uuid.uuid4().hex[:8]}/centile"
+    cfg = load_config(data=str(folder))
+    first = run_pipeline(cfg, out, report=False)
+    real = outputs._pointer
+    seen = []
+
+    def other_run_publishes(fs_, base):  # the read just before the write sees another run's id
+        seen.append(1)
+        if len(seen) == 2:
+            fs_.pipe_file(f"{base}/LATEST", b"20991231T000000Z-other\n")
+        return real(fs_, base)
+
+    monkeypatch.setattr(outputs, "_pointer", other_run_publishes)
+    with pytest.raises(OutputError, match=r"another run \(20991231T000000Z-other\) was published.*files are complete "
+                                          r"under memory://.*/runs/"):
+        run_pipeline(cfg, out, force=True, report=False)
+    monkeypatch.undo()
+    assert fs.cat_file(out + "/LATEST").decode().strip() == "20991231T000000Z-other"
+    mine = [p for p in fs.ls(out + "/runs", detail=False) if p.rstrip("/") != first.out.split("://", 1)[1]]
+    assert len(mine) == 1 and fs.exists(mine[0] + "/manifest.json")
+    assert current_run(out).endswith("/runs/20991231T000000Z-other")
+
+
+def test_keep_runs_removes_old_runs_but_not_one_started_meanwhile(folder, tmp_path):
+    from centile.errors import OutputError
+    from centile.io.outputs import current_run, prune_runs
+    from centile.run import run_pipeline
+
+    fs = fsspec.filesystem("memory")
+    out = f"memory://keep-{uuid.uuid4().hex[:8]}/centile"
+    cfg = load_config(data=str(folder))
+    runs = [run_pipeline(cfg, out, report=False, keep_runs=2).out for _ in range(4)]
+    left = sorted(p.rsplit("/", 1)[1] for p in fs.ls(out + "/runs", detail=False))
+    assert left == sorted(r.rsplit("/", 1)[1] for r in runs[-2:]) and current_run(out) == runs[-1]
+    assert fs.exists(runs[-1] + "/features.parquet") and fs.exists(runs[-2] + "/features.parquet")
+
+    # the rule itself: only ids older than the run current at the start go, the newest N and `keep` stay
+    base = out.split("://", 1)[1]
+    for i in ("20200101T000000Z-a", "20200102T000000Z-b", "20990101T000000Z-late"):
+        fs.pipe_file(f"{base}/runs/{i}/manifest.json", b"{}")
+    gone = prune_runs(fs, base, 1, keep=set(), older_than=runs[-1].rsplit("/", 1)[1])
+    assert sorted(gone) == ["20200101T000000Z-a", "20200102T000000Z-b", runs[-2].rsplit("/", 1)[1]]
+    assert fs.exists(f"{base}/runs/20990101T000000Z-late") and fs.exists(runs[-1] + "/manifest.json")
+
+    with pytest.raises(OutputError, match="applies to an output URL only"):
+        run_pipeline(cfg, tmp_path / "local", report=False, keep_runs=3)
 
 
 def test_only_centile_run_writes_to_a_url(folder, tmp_path):

@@ -392,7 +392,10 @@ def run(data: DataOpt = None, config: ConfigOpt = None,
         state: Annotated[Path | None, typer.Option(
             "--state", help="Run over a refresh state (see `centile ingest`): the feature table comes from "
             "the state; stages that read order lines or e-mail events read its ledger's batch files; as_of "
-            "defaults to its watermark.", show_default=False)] = None) -> None:
+            "defaults to its watermark.", show_default=False)] = None,
+        keep_runs: Annotated[int, typer.Option(
+            "--keep-runs", help="With an output URL: after publishing, remove the runs under <url>/runs/ other "
+            "than the newest N (0: keep all).", min=0)] = 0) -> None:
     """Run every stage the inputs allow (features → CLV → ranks and clubs → segments → CLV per
     club and segment → uplift) and write report.html, manifest.json and centile.log into one
     output folder. Configure the stages in the config's [clubs], [segments], [clv], [uplift]
@@ -413,7 +416,8 @@ def run(data: DataOpt = None, config: ConfigOpt = None,
                     partitions=partitions, backend=backend, scheduler=scheduler)
         cfg = _config(config, data, **over) if data is not None or state is None else _state_config(config, **over)
         with _stage_progress() as progress:
-            res = run_pipeline(cfg, out, force=force, previous=previous, progress=progress, state=state)
+            res = run_pipeline(cfg, out, force=force, previous=previous, progress=progress, state=state,
+                               keep_runs=keep_runs)
     if json_:
         _print_json(res.as_dict())
         return

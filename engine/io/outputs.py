@@ -32,6 +32,9 @@ class Staging:
     timings: dict[str, float] = field(default_factory=dict)
     #: for an output URL (:func:`staged_url`): the run prefix the files went to, once committed
     url: str | None = None
+    #: for an output URL: staged files that are a previous run's objects (downloaded for stage reuse),
+    #: by name -> (the local download, the object), copied within the store instead of uploaded
+    copies: dict[str, tuple[Path, str]] = field(default_factory=dict)
 
     @property
     def spill(self) -> Path:
@@ -286,8 +289,16 @@ def _tell(wait: LockWait, msg: str) -> None:
 POINTER = "LATEST"
 
 
+def _pointer(fs: Any, base: str) -> str | None:
+    """The run id ``<base>/LATEST`` names (None before the first run)."""
+    try:
+        return fs.cat_file(f"{base}/{POINTER}").decode().strip() or None
+    except FileNotFoundError:
+        return None
+
+
 @contextlib.contextmanager
-def staged_url(url: str) -> Iterator[Staging]:
+def staged_url(url: str, keep_runs: int = 0) -> Iterator[Staging]:
     """A local staging folder for an output URL (an object store has no rename): when the block
     succeeds, every file is uploaded under a new run prefix ``<url>/runs/<run id>/``, then the
     pointer object ``<url>/LATEST`` is written with the run id, last.
@@ -295,33 +306,82 @@ def staged_url(url: str) -> Iterator[Staging]:
     What that guarantees: a reader who reads ``LATEST`` and then the prefix it names sees a complete
     run (each object write is atomic on s3, gcs and azure); a run that fails before or while
     uploading leaves ``LATEST`` as it was (a partial prefix it uploaded is removed when possible, else
-    left unnamed by the pointer). Earlier runs stay under ``runs/``. No lock: two runs at once each
-    write their own prefix, and the later pointer write wins."""
+    left unnamed by the pointer). ``LATEST`` moves only if it still names the run it named when this
+    run started, read again just before the write: a run published meanwhile is not overwritten (a
+    window of one request between that read and the write remains; object stores offer no
+    compare-and-swap through fsspec). Staged files listed in ``Staging.copies`` (stages reused from
+    the previous run) are copied within the store rather than uploaded.
+
+    ``keep_runs`` > 0: after publishing, prefixes under ``runs/`` other than the newest ``keep_runs``
+    are removed, but only those older than the run that was current when this one started, so a
+    run started meanwhile (still uploading) is never removed under it."""
     import datetime as dt
+    import logging
     import uuid
 
     from centile import urls
 
     fs, base = urls.filesystem(url)
+    base = base.rstrip("/")
+    started_from = _pointer(fs, base)
     root = Path(tempfile.mkdtemp(prefix="centile-url-out-"))
     staging = Staging(target=root / "run", tmp=root / "staging")
     staging.tmp.mkdir()
-    run_id = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
-    prefix = f"{base.rstrip('/')}/runs/{run_id}"
+    # ids sort by start time (to the microsecond), which prune_runs relies on
+    run_id = f"{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
+    prefix = f"{base}/runs/{run_id}"
     try:
         yield staging
         try:
             for f in sorted(p for p in staging.tmp.rglob("*") if p.is_file()):
-                fs.put_file(str(f), f"{prefix}/{f.relative_to(staging.tmp).as_posix()}")
-            fs.pipe_file(f"{base.rstrip('/')}/{POINTER}", (run_id + "\n").encode())
+                name = f.relative_to(staging.tmp).as_posix()
+                local, obj = staging.copies.get(name, (None, None))
+                if local is not None and local.exists() and os.path.samefile(local, f):
+                    fs.copy(obj, f"{prefix}/{name}")  # a reused stage's file: the same bytes, no upload
+                else:
+                    fs.put_file(str(f), f"{prefix}/{name}")
+            now = _pointer(fs, base)
+            if now != started_from:
+                raise OutputError(f"another run ({now}) was published to {url} while this one ran: {POINTER} "
+                                  f"still names it, not this run. This run's files are complete under "
+                                  f"{urls.full(fs, prefix)}; run again to publish after it (unchanged stages "
+                                  "are reused), and do not run two jobs into one URL at once")
+            fs.pipe_file(f"{base}/{POINTER}", (run_id + "\n").encode())
+        except OutputError:
+            raise
         except Exception as exc:
             with contextlib.suppress(Exception):
                 fs.rm(prefix, recursive=True)
             raise OutputError(f"cannot write the run to {url} ({type(exc).__name__}: {exc}); {POINTER} still names "
                               "the previous run; check the credentials and the bucket, and run again") from exc
         staging.url = urls.full(fs, prefix)
+        if keep_runs > 0 and started_from is not None:
+            try:
+                gone = prune_runs(fs, base, keep_runs, keep={run_id}, older_than=started_from)
+            except Exception as exc:  # the run is published; old prefixes stay until the next run
+                logging.getLogger(__name__).warning("cannot remove old runs under %s/runs (%s: %s); they stay",
+                                                    url, type(exc).__name__, exc)
+            else:
+                if gone:
+                    logging.getLogger(__name__).info("removed %d old runs under %s/runs: %s", len(gone), url,
+                                                     ", ".join(gone))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def prune_runs(fs: Any, base: str, keep_runs: int, *, keep: set[str], older_than: str) -> list[str]:
+    """Remove ``<base>/runs/<id>`` prefixes except the newest ``keep_runs`` ids and ``keep``, and only
+    ids that sort before ``older_than`` (run ids start with their UTC start time); returns the ids
+    removed."""
+    try:
+        ids = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(f"{base}/runs", detail=False))
+    except FileNotFoundError:
+        return []
+    kept = set(ids[-keep_runs:]) | keep
+    gone = [i for i in ids if i not in kept and i < older_than]
+    for i in gone:
+        fs.rm(f"{base}/runs/{i}", recursive=True)
+    return gone
 
 
 def current_run(url: str) -> str | None:
@@ -329,11 +389,39 @@ def current_run(url: str) -> str | None:
     from centile import urls
 
     fs, base = urls.filesystem(url)
+    run_id = _pointer(fs, base.rstrip("/"))
+    return None if run_id is None else urls.full(fs, f"{base.rstrip('/')}/runs/{run_id}")
+
+
+def fetch_previous(url: str, wanted: Callable[[dict[str, Any]], list[str]], dest: Path,
+                   staging: Staging) -> dict[str, Any]:
+    """The manifest of the run ``<url>/LATEST`` names (empty when there is none), with the files
+    ``wanted(manifest)`` lists downloaded into ``dest`` and recorded in ``staging.copies``: a run to
+    a URL reuses unchanged stages as a run into a folder does. A file that cannot be read is left
+    out (its stage is then recomputed)."""
+    from centile import urls
+
+    prev = current_run(url)
+    if prev is None:
+        return {}
+    fs, path = urls.filesystem(prev)
     try:
-        run_id = fs.cat_file(f"{base.rstrip('/')}/{POINTER}").decode().strip()
-    except FileNotFoundError:
-        return None
-    return urls.full(fs, f"{base.rstrip('/')}/runs/{run_id}")
+        doc = json.loads(fs.cat_file(f"{path}/manifest.json"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict) or doc.get("job") != "run":
+        return {}
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in wanted(doc):
+        obj = f"{path}/{name}"
+        try:
+            fs.get_file(obj, str(dest / name))
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                (dest / name).unlink()
+            continue
+        staging.copies[name] = (dest / name, obj)
+    return doc
 
 
 @contextlib.contextmanager

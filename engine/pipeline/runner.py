@@ -23,7 +23,14 @@ from centile.backend.base import network_delta
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
 from centile.errors import OutputError
-from centile.io.outputs import Staging, build_manifest, staged_folder, staged_url
+from centile.io.outputs import (
+    Staging,
+    build_manifest,
+    current_run,
+    fetch_previous,
+    staged_folder,
+    staged_url,
+)
 from centile.pipeline.dag import dependencies, order, producers
 from centile.pipeline.keys import link_files, previous_manifest, reusable, stage_keys
 from centile.pipeline.stage import Context, Stage, StageSkipped
@@ -98,29 +105,46 @@ def _evict(ctx: Context, last_use: dict[str, int], done: int) -> None:
         gc.collect()
 
 
+def _wanted(keys: Mapping[str, str]) -> Callable[[dict[str, Any]], list[str]]:
+    """The files of a previous run's stages whose keys equal this run's (what reuse would link)."""
+    def files(doc: dict[str, Any]) -> list[str]:
+        recs = doc.get("stages") or {}
+        return [f for name, key in keys.items() for rec in [recs.get(name) or {}]
+                if rec.get("key") == key and rec.get("status") in ("ran", "reused") for f in rec.get("files") or []]
+    return files
+
+
 def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = False,
             options: Mapping[str, Any] | None = None, progress: Progress | None = None,
-            report: ReportWriter | None = None) -> PipelineResult:
+            report: ReportWriter | None = None, keep_runs: int = 0) -> PipelineResult:
     """Run ``stages`` (ordered from their declared frames) into ``out``; see :func:`centile.run.run_pipeline`."""
     t0 = time.perf_counter()
     url = str(out) if urls.is_url(str(out)) else None  # an object store: a new run prefix, then a pointer
     if url is None and urls.mangled(out):
         raise OutputError(f"--out {out}: looks like a URL whose '//' was lost; pass it as text (s3://bucket/prefix)")
+    if keep_runs < 0 or (keep_runs and url is None):
+        raise OutputError(f"--keep-runs {keep_runs}: applies to an output URL only (old runs under <url>/runs/), "
+                          "as a number >= 1; a local --out folder holds one run")
     out = Path(out) if url is None else Path(tempfile.gettempdir()) / "centile-url-run"
     options = dict(options or {})
     stages = order(stages)
     made_by = producers(stages)
     fps = input_fingerprints(cfg.tables)
     keys = stage_keys(stages, cfg, fps, options)
-    prev_doc = {} if force or url is not None else previous_manifest(out)  # (no reuse from a URL)
+    prev_doc = {} if force or url is not None else previous_manifest(out)
+    prev_dir, prev_name = out, str(out)  # where the previous run's files are (for a URL: downloaded, below)
     records: dict[str, dict[str, Any]] = {}
     # validate only the tables some stage reads
     read = tuple(dict.fromkeys(t for st in stages for t in st.tables))
     backend = open_backend(cfg)
     position = {st.name: i for i, st in enumerate(stages)}
     last_use = _last_use(stages)
-    with (staged_url(url) if url else staged_folder(out)) as staging, _log_file(staging.path("centile.log")), \
-            numba_threads(cfg.threads):
+    with (staged_url(url, keep_runs) if url else staged_folder(out)) as staging, \
+            _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
+        if url is not None and not force:  # the run LATEST names: its unchanged stages' files
+            prev_dir = staging.target.parent / "previous"
+            prev_doc = fetch_previous(url, _wanted(keys), prev_dir, staging)
+            prev_name = current_run(url) or url
         with contextlib.ExitStack() as stack:
             stack.enter_context(backend)  # a cluster connection (the dask backend), closed last
             ctx = Context(cfg, staging, options, progress,
@@ -131,7 +155,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 missing = [a for a in needs if records.get(a, {}).get("status") not in ("ran", "reused")]
                 key = keys[st.name]
                 prev_rec = (prev_doc.get("stages") or {}).get(st.name) or {}
-                can_reuse = reusable(out, prev_rec, key)
+                can_reuse = reusable(prev_dir, prev_rec, key)
                 if missing:
                     reason = f"needs {', '.join(missing)}"
                 elif prev_rec.get("key") == key and prev_rec.get("status") == "skipped":
@@ -149,9 +173,9 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 moved = backend.moved()
                 t1, c1 = time.perf_counter(), time.process_time()
                 if can_reuse:
-                    link_files(out, prev_rec["files"], staging)
+                    link_files(prev_dir, prev_rec["files"], staging)
                     rows, status = dict(prev_rec.get("rows") or {}), "reused"
-                    ctx.say(f"{st.name}: unchanged inputs, reusing {out}/")
+                    ctx.say(f"{st.name}: unchanged inputs, reusing {prev_name}/")
                     ctx.summaries.update({k: prev_doc.get("summary", {}).get(k)
                                           for k in prev_rec.get("summary_keys", [])})
                 else:
