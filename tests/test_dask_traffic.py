@@ -114,6 +114,39 @@ def test_the_finish_step_runs_on_the_merged_state_alike_here_and_on_the_cluster(
     assert all(np.array_equal(x, y) for x, y in zip(got[0][("all", "all")], got[1][("all", "all")], strict=True))
 
 
+def test_a_per_customer_frame_reaches_each_task_as_its_partition_rows_only(datasets, cluster):
+    """``PerCustomer(frame)``: on the cluster partition p's task gets the frame's rows of p's customers
+    (sent once in all, not to every worker); in this process the whole frame. The task's join gives
+    the same either way."""
+    from centile.backend import open_backend
+    from centile.backend.partitions import PerCustomer
+
+    base, _double, _lines = datasets
+    segments = pl.read_parquet(sorted((base / "orders").glob("*.parquet"))).select("customer_id").unique().sort(
+        "customer_id").with_columns(seg=(pl.col("customer_id") % 5).cast(pl.String))
+    got = []
+    for over in ({}, {"backend": "dask", "scheduler": cluster.scheduler_address}):
+        cfg = load_config(data=str(base), **over)
+        with open_backend(cfg) as backend, backend.open(only=("orders",)) as s:
+            parts = Partitioning(4)
+            got.append(s.map_partitions(parts, "t", _joined_segments, PerCustomer(segments), tables=("orders",)))
+            moved = backend.moved()
+        if over:
+            sent = moved["t"]["bytes_to_workers"]
+            assert sent < 2 * segments.estimated_size()  # not once per worker (2 here) on top of the task args
+    here, there = got
+    for (h_rows, h_joined), (t_rows, t_joined) in zip(here, there, strict=True):
+        assert h_rows == segments.height and 0 < t_rows < segments.height  # the whole frame / the slice
+        assert h_joined.equals(t_joined)
+    assert sum(t for t, _ in there) == segments.height
+
+
+def _joined_segments(view, part, segments):
+    """The frame's row count and the partition's customers joined with it."""
+    ids = view.frame("SELECT DISTINCT customer_id FROM orders ORDER BY customer_id")
+    return segments.height, ids.join(segments, on="customer_id", how="left")
+
+
 def _pair_state(view, part, m):
     """A partition's pair counts of products (mod m) per order, as the baskets' pass 2 returns them."""
     from centile.kernels.pairs import pair_counts

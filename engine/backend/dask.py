@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from centile.backend import worker
-from centile.backend.partitions import Partitioning
+from centile.backend.partitions import Partitioning, PerCustomer, split_by_partition
 from centile.backend.session import Session, frames_sql, open_session
 from centile.config import Config
 from centile.errors import BackendError, CentileError, ConfigError
@@ -283,21 +283,27 @@ class DaskBackend:
         job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), only, parts, label,
                                   str(scratch) if scratch else None,
                                   str(cache) if cache else None, str(cache) if cache else None)
-        # a frame argument (e.g. the segments of every customer) goes to each worker once, not per task
-        shared = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
-                  for a in args]
+        # a frame argument goes to each worker once, not per task; a PerCustomer frame (e.g. the
+        # segments of every customer) is split by partition and each task gets its own rows only
+        slices = {i: client.scatter(split_by_partition(a.frame, parts, _id_type(s)), hash=False)
+                  for i, a in enumerate(args) if isinstance(a, PerCustomer)}
+        shared = [slices[i] if i in slices else
+                  client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
+                  for i, a in enumerate(args)]
         frames = [a for a in args if isinstance(a, pl.DataFrame)]
         traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_to_client": 0,
                                                   "bytes_via_files": 0, "bytes_held_on_workers": 0,
                                                   "open_s": 0.0, "work_s": 0.0, "cpu_s": 0.0, "wall_s": 0.0})
         traffic["tasks"] += parts.count
         traffic["bytes_to_workers"] += (
-            parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, pl.DataFrame)]))
-            + len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames))
+            parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, (pl.DataFrame, PerCustomer))]))
+            + len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames)
+            + sum(int(a.frame.estimated_size()) for a in args if isinstance(a, PerCustomer)))
         call = uuid.uuid4().hex[:8]
         slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
-        futures = [client.submit(_task, job, p, fn, *shared, key=f"centile-{slug}-{p}-{self._token}-{call}",
-                                 pure=False) for p in range(parts.count)]
+        futures = [client.submit(_task, job, p, fn, *[a[p] if i in slices else a for i, a in enumerate(shared)],
+                                 key=f"centile-{slug}-{p}-{self._token}-{call}", pure=False)
+                   for p in range(parts.count)]
         return futures, shared, traffic
 
     def _watch(self, futures: list[Any], label: str, traffic: dict[str, int], progress: Progress | None,
@@ -466,3 +472,10 @@ def _failure(label: str, part: int, count: int, fut: Any) -> BaseException:
                            "output folder is untouched.")
     err.__cause__ = exc
     return err
+
+
+def _id_type(s: Session) -> str:
+    """The SQL type of ``customer_id`` in the session's validated order lines."""
+    rows = s.con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'orders' "
+                         "AND column_name = 'customer_id'").fetchall()
+    return rows[0][0] if rows else "BIGINT"

@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from centile.config import memory_bytes
 from centile.io.sqlfiles import ident
@@ -110,6 +111,50 @@ class Partitioning:
                 eta = spent / done * (self.count - done)
                 progress(f"{label}: partition {done}/{self.count} done in {spent:.0f} s"
                          + (f", about {eta:.0f} s left" if done < self.count else ""))
+
+
+@dataclass(frozen=True)
+class PerCustomer:
+    """A frame argument of :meth:`~centile.backend.session.Session.map_partitions` /
+    ``map_reduce`` of which partition ``p``'s call reads only the rows of ``p``'s customers (it
+    joins them by ``customer_id``, e.g. the segments of every customer). On a cluster each task
+    gets only those rows (:func:`split_by_partition`: the frame crosses the network once, not once
+    per worker); in this process the call gets the whole frame. The function must give the same
+    result either way."""
+
+    frame: Any
+
+
+def plain(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with every :class:`PerCustomer` unwrapped to its whole frame."""
+    return tuple(a.frame if isinstance(a, PerCustomer) else a for a in args)
+
+
+def split_by_partition(frame: Any, parts: Partitioning, id_type: str) -> list[Any]:
+    """The rows of a frame with ``customer_id`` per partition (``[frame of partition 0, ...]``), in
+    the frame's row order: each id cast to ``id_type`` (the SQL type of ``customer_id`` in the
+    validated tables) and hashed as :func:`bucket_sql` does there. An id that is not of that type
+    matches no customer; it goes to partition 0."""
+    import numpy as np
+    import polars as pl
+
+    from centile.runtime import duckdb_connect
+
+    if parts.count == 1:
+        return [frame]
+    con = duckdb_connect()
+    try:
+        con.register("__centile_frame", frame.select("customer_id"))
+        buckets = con.sql(f"SELECT CASE WHEN id IS NULL THEN 0 ELSE {bucket_sql('id')} END AS b "
+                          f"FROM (SELECT TRY_CAST(customer_id AS {id_type}) AS id FROM __centile_frame)").pl()["b"]
+    finally:
+        con.close()
+    if buckets.len() != frame.height:  # the connection keeps row order for a plain projection
+        raise RuntimeError("bucket hashing lost rows")
+    part = np.searchsorted(np.array([parts.bounds(p)[1] for p in range(parts.count)]), buckets.to_numpy(),
+                           side="right")
+    index = pl.Series("__part", part)
+    return [frame.filter(index == p) for p in range(parts.count)]
 
 
 def bucket_sql(column: str = "customer_id") -> str:

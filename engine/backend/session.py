@@ -22,7 +22,7 @@ import polars as pl
 
 from centile import urls
 from centile.backend import partitions
-from centile.backend.partitions import Partitioning, choose_partitions
+from centile.backend.partitions import Partitioning, choose_partitions, plain
 from centile.backend.sources import (
     Registered,
     is_table,
@@ -175,6 +175,7 @@ def map_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any]
              progress: Progress | None = None) -> list[Any]:
     """:meth:`Session.map_partitions` in this process: one partition at a time over ``s``."""
     out = []
+    args = plain(args)
     for part in parts.each(label, progress):
         with s.partition(parts, part, label):
             out.append(fn(s, part, *args))
@@ -199,6 +200,7 @@ def reduce_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., A
                 finish: Callable[[Any], Any] | None = None) -> Any:
     """:meth:`Session.map_reduce` in this process: each partition's result merged before the next."""
     acc: Any = None
+    args = plain(args)
     for part in parts.each(label, progress):
         with s.partition(parts, part, label):
             r = fn(s, part, *args)

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from centile.backend import local_sql
-from centile.backend.partitions import Partitioning
+from centile.backend.partitions import Partitioning, PerCustomer
 from centile.baskets.counting import (
     OVERALL,
     Counted,
@@ -67,8 +67,10 @@ def count_remote(source: Any, items: pl.Series, st: BasketSettings, segments: pl
     seg = segments.select("customer_id", *present) if segments is not None and present else None
     with Parked(max(parts.count, 2), scratch) as parked:  # always a folder: the workers write into it
         folder = str(parked.dir)
+        # segment codes come from the partition's own customers: it needs their rows only
         tallies = s.map_reduce(parts, "baskets: items", _items_of_partition, _add_tallies, source.read,
-                               dictionary, st.max_basket_items, seg, present, folder, progress=progress,
+                               dictionary, st.max_basket_items, None if seg is None else PerCustomer(seg),
+                               present, folder, progress=progress,
                                tables=("orders", "products"))
         order, thresholds, prune, least = plan(tallies, present, st, parts.count)
         # the support threshold applies to the merged counts on the worker holding them: only the
@@ -192,7 +194,8 @@ def recommend_remote(source: Any, items: pl.Series, st: RecommendSettings, as_of
         # min_pair_count applies to the merged co-counts on the worker holding them (the model
         # reads no pair below it)
         first = s.map_reduce(parts, "recommend: histories", _histories_of_partition, _add_cocounts, source.read,
-                             dictionary, st, as_of, seg, ids, parts, folder, progress=progress,
+                             dictionary, st, as_of, seg, None if ids is None else PerCustomer(ids), parts,
+                             folder, progress=progress,
                              tables=("orders", "products"), finish=functools.partial(_co_pairs, st.min_pair_count))
         counts, notes, id_type = first
         model, pop = counts.model(st, items), counts.popularity()

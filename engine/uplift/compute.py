@@ -457,6 +457,7 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     each partition's units are reduced to mergeable state (:mod:`centile.uplift.state`) and
     dropped before the next, so the table is the same for any partition and thread count.
     ``segments`` (customer_id + columns) for the breakdowns."""
+    from centile.backend.partitions import PerCustomer
     from centile.runtime import numba_threads
 
     spec = parse_uplift_spec(cfg.section("uplift"))
@@ -476,8 +477,10 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
     with numba_threads(cfg.threads):
         # each partition's units reduced to its state and merged in partition order (here, one
         # partition at a time, or on a cluster's workers)
+        # a partition's units join only its own customers' segments
+        seg = PerCustomer(segments) if segments is not None else None
         state = s.map_reduce(parts, "uplift: units", _uplift_state_of_partition, _merged_states, spec,
-                             segments, late, cfg.seed, progress=progress, tables=UNIT_TABLES)
+                             seg, late, cfg.seed, progress=progress, tables=UNIT_TABLES)
         return finish_uplift(state, spec, notes)
 
 
