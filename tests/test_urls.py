@@ -217,3 +217,32 @@ def test_only_centile_run_writes_to_a_url(folder, tmp_path):
 
     assert json.loads(r.stdout)["out"] == current_run(out)
     assert fsspec.filesystem("memory").exists(current_run(out) + "/report.html")
+
+
+def test_sql_and_report_read_the_run_an_output_url_names(folder, tmp_path):
+    from centile.cli import app
+    from centile.io.outputs import current_run
+    from centile.io.query import run_query
+    from centile.run import run_pipeline
+
+    out = f"memory://read-{uuid.uuid4().hex[:8]}/centile"
+    cfg = load_config(data=str(folder))
+    run_pipeline(cfg, tmp_path / "local", report=False)
+    run_pipeline(cfg, out, report=False)
+    q = "SELECT club, tier, count(*) AS n FROM clubs GROUP BY ALL ORDER BY ALL"
+    want = run_query(q, results=tmp_path / "local")
+    assert run_query(q, results=out).equals(want)
+    assert run_query(q, results=current_run(out)).equals(want)  # a run prefix itself
+    assert run_query(q, results=out, read_only=True).equals(want)
+    from centile.errors import QueryError
+
+    with pytest.raises(QueryError):  # read-only: nothing beyond the run's prefix
+        run_query("SELECT * FROM read_parquet('memory:///elsewhere/x.parquet')", results=out, read_only=True)
+
+    r = CliRunner().invoke(app, ["report", "--results", out, "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    assert "<html" in (tmp_path / "r.html").read_text()[:2000].lower()
+    r = CliRunner().invoke(app, ["sql", q, "--results", out, "--format", "csv"])
+    assert r.exit_code == 0 and r.stdout.count("\n") == want.height + 1, r.output
+    r = CliRunner().invoke(app, ["sql", q, "--results", "memory://nothing-here/x"])
+    assert r.exit_code == 1 and "no run there" in r.output

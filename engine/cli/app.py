@@ -448,21 +448,34 @@ def _stage_progress() -> Iterator[Callable[[str], None]]:
 
 @app.command()
 def report(
-    results: Annotated[Path, typer.Option("--results", "-r", help="Output folder of a run.")] = Path("centile-out"),
+    results: Annotated[str, typer.Option("--results", "-r", help="Output folder of a run, or the output URL "
+                                         "of centile run (the run its LATEST names).")] = "centile-out",
     config: ConfigOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the HTML "
-                                             "(default: RESULTS/report.html).", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the HTML (default: "
+                                             "RESULTS/report.html; for a URL, report.html here).",
+                                             show_default=False)] = None,
 ) -> None:
     """Render report.html (self-contained, works offline) over the outputs of a run."""
+    from centile import urls
     from centile.report.page import write_report
 
     with _errors():
         cfg = _config(config, None) if config else None
-        if not (results / "manifest.json").exists():
-            from centile.errors import InputError
+        if urls.is_url(results):  # the run's files, downloaded; the report is written here
+            import tempfile
 
-            raise InputError(f"--results {results}: no manifest.json there; pass the --out folder of a centile run")
-        path = write_report(results, out or results / "report.html", cfg)
+            from centile.io.outputs import download_run
+
+            with tempfile.TemporaryDirectory(prefix="centile-report-") as tmp:
+                path = write_report(download_run(results, Path(tmp)), out or Path("report.html"), cfg)
+        else:
+            folder = Path(results)
+            if not (folder / "manifest.json").exists():
+                from centile.errors import InputError
+
+                raise InputError(f"--results {results}: no manifest.json there; pass the --out folder of a centile "
+                                 "run")
+            path = write_report(folder, out or folder / "report.html", cfg)
     out_console.print(f"report written to {path}")
 
 
@@ -472,8 +485,9 @@ def sql(
                                               "email_events, contacts, customers, touchpoints, rejects) "
                                               "and the outputs in --results (features, clubs, ...).")],
     data: DataOpt = None, config: ConfigOpt = None, as_of: AsOfOpt = None,
-    results: Annotated[Path, typer.Option("--results", "-r", help="Output folder of an earlier run whose "
-                                          "Parquet files are registered as views by file name.")] = Path("centile-out"),
+    results: Annotated[str, typer.Option("--results", "-r", help="Output folder of an earlier run (or the "
+                                         "output URL of centile run) whose Parquet files are registered as "
+                                         "views by file name.")] = "centile-out",
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to this file "
                                              "instead of stdout (required for parquet).")] = None,

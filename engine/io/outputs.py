@@ -393,6 +393,41 @@ def current_run(url: str) -> str | None:
     return None if run_id is None else urls.full(fs, f"{base.rstrip('/')}/runs/{run_id}")
 
 
+def run_url(url: str) -> str:
+    """The run an output URL holds, for reading: the run ``<url>/LATEST`` names, else ``url`` itself
+    when it is a run prefix (it holds ``manifest.json``).
+
+    Raises
+    ------
+    InputError
+        Neither: no run there.
+    """
+    from centile import urls
+    from centile.errors import InputError
+
+    current = current_run(url)
+    if current is not None:
+        return current
+    fs, path = urls.filesystem(url)
+    if fs.exists(f"{path.rstrip('/')}/manifest.json"):
+        return urls.full(fs, path.rstrip("/"))
+    raise InputError(f"--results {url}: no run there (neither {POINTER} nor manifest.json); pass the --out URL of "
+                     "centile run, or one of its runs/<id> prefixes")
+
+
+def download_run(url: str, dest: Path) -> Path:
+    """Every file of the run :func:`run_url` finds at ``url``, copied into the folder ``dest``."""
+    from centile import urls
+
+    fs, path = urls.filesystem(run_url(url))
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in fs.find(path):
+        rel = f[len(path):].lstrip("/")
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(f, str(dest / rel))
+    return dest
+
+
 def fetch_previous(url: str, wanted: Callable[[dict[str, Any]], list[str]], dest: Path,
                    staging: Staging) -> dict[str, Any]:
     """The manifest of the run ``<url>/LATEST`` names (empty when there is none), with the files

@@ -19,9 +19,14 @@ _INTERNAL = ("src_", "raw_")
 _INTERNAL_SUFFIX = ("_typed", "_valid", "_staged", "_rejects")
 
 
-def register_results(con: duckdb.DuckDBPyConnection, results: Path, skip: set[str] = frozenset()) -> list[str]:
+def register_results(con: duckdb.DuckDBPyConnection, results: str | Path, skip: set[str] = frozenset()
+                     ) -> list[str]:
     """Register each ``*.parquet`` file or Parquet folder in ``results`` as a view named by its
-    stem, except names in ``skip`` (the input tables win)."""
+    stem, except names in ``skip`` (the input tables win). ``results`` may be an output URL of
+    ``centile run`` (the run its ``LATEST`` names) or one of its run prefixes."""
+    if urls.is_url(str(results)):
+        return _register_url_results(con, str(results), skip)
+    results = Path(results)
     names = []
     if not results.is_dir():
         return names
@@ -39,6 +44,34 @@ def register_results(con: duckdb.DuckDBPyConnection, results: Path, skip: set[st
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM read_parquet({literal(target)})")
         names.append(name)
     return names
+
+
+def _register_url_results(con: duckdb.DuckDBPyConnection, url: str, skip: set[str]) -> list[str]:
+    from centile.io.outputs import run_url
+
+    run = run_url(url)
+    urls.register(con, [run])
+    tables: dict[str, str] = {}
+    for f in urls.files(run):
+        rel = f[len(run):].lstrip("/")
+        top, _, rest = rel.partition("/")
+        if not f.endswith(".parquet") or top.startswith("."):
+            continue
+        name, target = (top[:-len(".parquet")], f) if not rest else (top, urls.join(run, top, "**", "*.parquet"))
+        tables.setdefault(name, target)
+    names = []
+    for name, target in sorted(tables.items()):
+        if name in skip:
+            continue
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS SELECT * FROM read_parquet({literal(target)})")
+        names.append(name)
+    return names
+
+
+def _run_prefix(url: str) -> str:
+    from centile.io.outputs import run_url
+
+    return run_url(url).rstrip("/") + "/"
 
 
 def run_query(query: str, cfg: Config | None = None, results: str | Path | None = None,
@@ -70,12 +103,14 @@ def run_query(query: str, cfg: Config | None = None, results: str | Path | None 
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal").fetchall()
                  if not r[0].startswith(_INTERNAL) and not r[0].endswith(_INTERNAL_SUFFIX)}
         if results is not None:
-            views |= set(register_results(con, Path(results), views))
+            views |= set(register_results(con, results, views))
         if read_only:
             paths = [p for spec in (cfg.tables.values() if cfg else []) for p in spec.paths]
             inputs = [Path(p) for p in paths if not urls.is_url(p)]
+            remote = results is not None and urls.is_url(str(results))
             restrict_files(con, [p if p.is_dir() else p.parent for p in inputs]
-                           + ([Path(results)] if results is not None else []), prefixes=urls.prefixes(paths))
+                           + ([Path(results)] if results is not None and not remote else []),
+                           prefixes=urls.prefixes(paths) + ([_run_prefix(str(results))] if remote else []))
         try:
             rel = con.sql(query)
         except duckdb.Error as exc:
