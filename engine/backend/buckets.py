@@ -55,6 +55,8 @@ class Pieces:
     with_rejects: bool
     #: piece number -> its files (pieces without rows have none)
     files: tuple[tuple[int, tuple[str, ...]], ...]
+    #: column -> its DuckDB type where Parquet does not keep it (an ENUM comes back as VARCHAR)
+    casts: tuple[tuple[str, str], ...] = ()
 
     def files_of(self, lo: int = 0, hi: int = BUCKETS) -> list[str]:
         """The schema file and the files of the pieces overlapping the bucket range ``[lo, hi)``."""
@@ -79,7 +81,8 @@ class Pieces:
         files = self.files_of(lo, hi)
         if observe is not None:
             observe(self.table, files)
-        cols = [ident(c) for c in self.columns]
+        casts = dict(self.casts)
+        cols = [f"CAST({ident(c)} AS {casts[c]}) AS {ident(c)}" if c in casts else ident(c) for c in self.columns]
         if rejects is not False:
             cols += [ident(c) if self.with_rejects else f"CAST(NULL AS VARCHAR) AS {ident(c)}"
                      for c in REJECT_COLUMNS]
@@ -108,9 +111,13 @@ def write_pieces(con: duckdb.DuckDBPyConnection, table: str, columns: list[str],
     folder.mkdir(parents=True, exist_ok=False)
     cols = [ident(c) for c in columns] + ([ident(c) for c in REJECT_COLUMNS] if with_rejects else [])
     src = ident(table + ("_staged" if with_rejects else "_valid"))
+    schema = folder / "schema.parquet"
     try:
-        con.execute(f"COPY (SELECT {', '.join(cols)} FROM {src} LIMIT 0) "
-                    f"TO {literal(str(folder / 'schema.parquet'))} (FORMAT parquet)")
+        con.execute(f"COPY (SELECT {', '.join(cols)} FROM {src} LIMIT 0) TO {literal(str(schema))} (FORMAT parquet)")
+        before = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT {', '.join(cols)} "
+                                  f"FROM {src})").fetchall())
+        after = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "
+                                 f"read_parquet({literal(str(schema))}))").fetchall())
         con.execute(f"COPY (SELECT {', '.join(cols)}, {piece_sql(count)} AS __piece FROM {src}) "
                     f"TO {literal(str(folder))} (FORMAT parquet, PARTITION_BY (__piece), OVERWRITE_OR_IGNORE, "
                     f"FILENAME_PATTERN 'data_{{i}}')")
@@ -120,7 +127,8 @@ def write_pieces(con: duckdb.DuckDBPyConnection, table: str, columns: list[str],
     for f in sorted(folder.glob("__piece=*/*.parquet")):
         found.setdefault(int(f.parent.name.split("=", 1)[1]), []).append(str(f))
     return Pieces(table, str(folder), count, tuple(columns), with_rejects,
-                  tuple((k, tuple(v)) for k, v in sorted(found.items())))
+                  tuple((k, tuple(v)) for k, v in sorted(found.items())),
+                  tuple((c, t) for c, t in before.items() if c in columns and after.get(c) != t))
 
 
 def pieces_folder(scratch: Path, table: str) -> Path:
@@ -133,9 +141,11 @@ def scratch_error(folder: Path, exc: BaseException) -> OutputError:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
         "space left" in text.lower() or "disk full" in text.lower()
-    free = ""
+    free, there = "", folder
+    while not there.exists() and there != there.parent:
+        there = there.parent
     try:
-        free = f" ({shutil.disk_usage(folder.parent if not folder.exists() else folder).free / 1e9:.1f} GB free)"
+        free = f" ({shutil.disk_usage(there).free / 1e9:.1f} GB free)"
     except OSError:
         pass
     what = "the disk is full" if full else "it cannot be written"

@@ -1,0 +1,127 @@
+"""Issues 12 and 16: customer partitions reading the input by predicate push-down on the hash
+against reading customer-hash pieces written once (``[backend] buckets = "off"`` / ``"on"``).
+
+    python benchmarks/bench_buckets.py --data bench-data/c1000000 [--partitions 4] [--runs 1]
+                                       [--memory-limit 3GB] [--backend duckdb|dask] [--workers 2]
+
+The feature job (``run_features``: validation, the feature queries per partition, the writes) in a
+fresh process per run, the two modes alternating, ``--runs`` times. ``--backend dask`` starts a
+``LocalCluster`` of ``--workers`` processes × 1 thread in the child (its start is not timed) and
+counts the workers' CPU seconds and bytes read too. Per run: wall seconds, CPU seconds (user +
+sys of the client process and, on Dask, of every worker process over the run), peak RSS of the
+client, bytes read through ``read``/``pread`` (``rchar`` of ``/proc/<pid>/io``: page-cache hits
+included, so it counts decoding work, not disk traffic) and written (``wchar``: the pieces and
+the outputs), and the time from the start to each progress message. The Parquet outputs of the
+two modes are compared byte for byte. Results under ``benchmarks/results/buckets.json``, keyed by
+backend, customers and partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, machine, median_of, run_isolated, save  # noqa: E402
+
+CHILD = r"""
+import json, os, sys, time
+from centile.config import load_config
+from centile.features import run_features
+
+data, out, mode, parts, mem, backend, workers = sys.argv[1:8]
+
+
+def stat():
+    io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+    t = os.times()
+    return {"cpu_s": t.user + t.system, "rchar": int(io["rchar"]), "wchar": int(io["wchar"])}
+
+
+over = {"partitions": int(parts) or None, "memory_limit": mem or None, "buckets": mode}
+client = None
+if backend == "dask":
+    import distributed
+    cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                                       dashboard_address=":0", silence_logs=40)
+    client = distributed.Client(cluster, set_as_default=False)
+    client.wait_for_workers(int(workers))
+    over.update(backend="dask", scheduler=cluster.scheduler_address)
+w0 = client.run(stat) if client else {}
+s0 = stat()
+t0 = time.perf_counter()
+said = []
+res = run_features(load_config(data=data, **over), out=out,
+                   progress=lambda m: said.append((round(time.perf_counter() - t0, 2), m)))
+wall = time.perf_counter() - t0
+s1 = stat()
+w1 = client.run(stat) if client else {}
+workers_d = {a: {k: w1[a][k] - w0[a][k] for k in w1[a]} for a in w1}
+manifest = json.load(open(os.path.join(out, "manifest.json")))
+print(json.dumps({
+    "seconds": round(wall, 2), "client": {k: s1[k] - s0[k] for k in s1}, "workers": workers_d,
+    "customers": res.features.height, "progress": said, "timings": manifest.get("timings"),
+}))
+"""
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True, help="a generated data folder (centile generate)")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--memory-limit", default="3GB")
+    ap.add_argument("--backend", choices=("duckdb", "dask"), default="duckdb")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    load, runs = [os.getloadavg()[0]], {"off": [], "on": []}
+    digests: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        for i in range(args.runs):
+            for mode in ("off", "on"):
+                out = Path(tmp) / f"out-{mode}"
+                r = run_isolated(CHILD, str(args.data), str(out), mode, str(args.partitions),
+                                 args.memory_limit or "", args.backend, str(args.workers))
+                r["total_cpu_s"] = round(r["client"]["cpu_s"] + sum(w["cpu_s"] for w in r["workers"].values()), 2)
+                r["total_rchar"] = r["client"]["rchar"] + sum(w["rchar"] for w in r["workers"].values())
+                r["total_wchar"] = r["client"]["wchar"] + sum(w["wchar"] for w in r["workers"].values())
+                runs[mode].append(r)
+                digests[mode] = _digests(out)
+                load.append(os.getloadavg()[0])
+                print(f"round {i + 1} buckets={mode}: {r['seconds']:.1f} s, {r['total_cpu_s']:.1f} CPU s, "
+                      f"read {r['total_rchar'] / 1e9:.2f} GB, written {r['total_wchar'] / 1e9:.2f} GB, "
+                      f"peak {r['peak_rss_mb']} MB, load {load[-1]:.1f}", file=sys.stderr)
+    same = digests["off"] == digests["on"]
+    key = f"{args.backend}-c{runs['on'][0]['customers']}-p{args.partitions}"
+    doc = json.loads((RESULTS / "buckets.json").read_text()) if (RESULTS / "buckets.json").exists() else {}
+    doc[key] = {
+        "benchmark": "buckets", "data": str(args.data), "backend": args.backend,
+        "workers": args.workers if args.backend == "dask" else None, "partitions": args.partitions,
+        "memory_limit": args.memory_limit, "runs": args.runs, "customers": runs["on"][0]["customers"],
+        "outputs_identical": same, "outputs": sorted(digests["on"]),
+        **{f"{mode}_median": {"seconds": median_of(rs, "seconds"), "cpu_s": median_of(rs, "total_cpu_s"),
+                              "read_gb": round(median_of(rs, "total_rchar") / 1e9, 3),
+                              "written_gb": round(median_of(rs, "total_wchar") / 1e9, 3),
+                              "client_peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
+           for mode, rs in runs.items()},
+        "runs_detail": runs, "load_average_1m": [round(x, 2) for x in load], "machine": machine(),
+    }
+    path = save("buckets", doc)
+    for mode in ("off", "on"):
+        m = doc[key][f"{mode}_median"]
+        print(f"buckets={mode:3}: {m['seconds']:7.1f} s {m['cpu_s']:7.1f} CPU s  read {m['read_gb']:6.2f} GB  "
+              f"written {m['written_gb']:5.2f} GB  peak {m['client_peak_rss_mb']} MB")
+    print(f"outputs identical: {same}   -> {path}")
+
+
+if __name__ == "__main__":
+    main()
