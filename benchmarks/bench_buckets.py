@@ -70,6 +70,47 @@ print(json.dumps({
 """
 
 
+PHASES = r"""
+import json, sys, time
+from pathlib import Path
+from centile.backend import buckets
+from centile.backend.partitions import Partitioning
+from centile.backend.session import open_session
+from centile.backend.sources import is_table
+from centile.config import load_config
+from centile.features.compute import FEATURE_TABLES
+
+data, scratch, parts, mem = sys.argv[1:5]
+cfg = load_config(data=data, partitions=int(parts), memory_limit=mem or None, buckets="off")
+P = Partitioning(int(parts))
+out = {}
+
+
+def timed(sql):
+    c0, t0 = time.process_time(), time.perf_counter()
+    s.con.execute(sql).fetchall()
+    return {"seconds": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3)}
+
+
+# what one partition's scan of a validated table costs when it filters the whole table by the hash,
+# what writing the table into pieces costs once, and what one partition's scan of its pieces costs
+with open_session(cfg, only=FEATURE_TABLES, spill=scratch) as s:
+    for t in ("orders", "email_events", "customers"):
+        kind = "table" if is_table(s.con, t + "_valid") else "view over the input files"
+        scan = f"SELECT count(*), count(DISTINCT customer_id) FROM {t}_valid"
+        pushed = timed(f"{scan} WHERE {P.predicate(1)}")
+        t0, c0 = time.perf_counter(), time.process_time()
+        p = buckets.write_pieces(s.con, t, [c for c in s.tables[t].columns], Path(scratch) / "pieces" / t, P.count,
+                                 with_rejects=kind != "table")
+        write = {"seconds": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3)}
+        piece = timed(f"SELECT count(*), count(DISTINCT customer_id) FROM ({p.select(P.bounds(1))})")
+        out[t] = {"kind": kind, "rows": s.summaries[t].rows_read, "partition_scan_push_down": pushed,
+                  "write_pieces_once": write, "partition_scan_of_its_pieces": piece,
+                  "pieces_mb": round(sum(f.stat().st_size for f in Path(p.folder).rglob("*.parquet")) / 1e6, 1)}
+print(json.dumps(out))
+"""
+
+
 def _digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
 
@@ -82,7 +123,20 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="3GB")
     ap.add_argument("--backend", choices=("duckdb", "dask"), default="duckdb")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--phases", action="store_true",
+                    help="instead: per table, one partition's scan by push-down, the one-time write into "
+                         "pieces and one partition's scan of its pieces (this process's CPU seconds)")
     args = ap.parse_args()
+    if args.phases:
+        with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+            r = run_isolated(PHASES, str(args.data), tmp, str(args.partitions), args.memory_limit or "")
+        r.update(load_average_1m=round(os.getloadavg()[0], 2), partitions=args.partitions,
+                 memory_limit=args.memory_limit, data=str(args.data))
+        doc = json.loads((RESULTS / "buckets.json").read_text()) if (RESULTS / "buckets.json").exists() else {}
+        doc[f"phases-{Path(args.data).name}-p{args.partitions}-{args.memory_limit or 'nolimit'}"] = r
+        save("buckets", doc)
+        print(json.dumps(r, indent=1))
+        return
     load, runs = [os.getloadavg()[0]], {"off": [], "on": []}
     digests: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
