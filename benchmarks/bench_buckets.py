@@ -4,8 +4,8 @@ against reading customer-hash pieces written once (``[backend] buckets = "off"``
     python benchmarks/bench_buckets.py --data bench-data/c1000000 [--partitions 4] [--runs 1]
                                        [--memory-limit 3GB] [--backend duckdb|dask] [--workers 2]
 
-The feature job (``run_features``: validation, the feature queries per partition, the writes) in a
-fresh process per run, the two modes alternating, ``--runs`` times. ``--backend dask`` starts a
+The feature job (``run_features``: validation, the feature queries per partition, the writes; or
+with ``--job run`` the whole ``centile run`` without the report) in a fresh process per run, the two modes alternating, ``--runs`` times. ``--backend dask`` starts a
 ``LocalCluster`` of ``--workers`` processes × 1 thread in the child (its start is not timed) and
 counts the workers' CPU seconds and bytes read too. Per run: wall seconds, CPU seconds (user +
 sys of the client process and, on Dask, of every worker process over the run), peak RSS of the
@@ -34,7 +34,7 @@ import json, os, sys, time
 from centile.config import load_config
 from centile.features import run_features
 
-data, out, mode, parts, mem, backend, workers = sys.argv[1:8]
+data, out, mode, parts, mem, backend, workers, job = sys.argv[1:9]
 
 
 def stat():
@@ -56,8 +56,13 @@ w0 = client.run(stat) if client else {}
 s0 = stat()
 t0 = time.perf_counter()
 said = []
-res = run_features(load_config(data=data, **over), out=out,
-                   progress=lambda m: said.append((round(time.perf_counter() - t0, 2), m)))
+say = lambda m: said.append((round(time.perf_counter() - t0, 2), m))  # noqa: E731
+if job == "run":
+    from centile.run import run_pipeline
+    res = run_pipeline(load_config(data=data, **over), out, report=False, force=True, progress=say)
+    customers = res.summaries["inputs"]["customers"]
+else:
+    customers = run_features(load_config(data=data, **over), out=out, progress=say).features.height
 wall = time.perf_counter() - t0
 s1 = stat()
 w1 = client.run(stat) if client else {}
@@ -65,7 +70,9 @@ workers_d = {a: {k: w1[a][k] - w0[a][k] for k in w1[a]} for a in w1}
 manifest = json.load(open(os.path.join(out, "manifest.json")))
 print(json.dumps({
     "seconds": round(wall, 2), "client": {k: s1[k] - s0[k] for k in s1}, "workers": workers_d,
-    "customers": res.features.height, "progress": said, "timings": manifest.get("timings"),
+    "customers": customers, "progress": said, "timings": manifest.get("timings"),
+    "stages": {k: {"seconds": v.get("seconds"), "cpu_s": v.get("cpu_s")}
+               for k, v in (manifest.get("stages") or {}).items() if isinstance(v, dict)},
 }))
 """
 
@@ -123,6 +130,8 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="3GB")
     ap.add_argument("--backend", choices=("duckdb", "dask"), default="duckdb")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--job", choices=("features", "run"), default="features",
+                    help="the feature job (default) or the whole `centile run` without the report")
     ap.add_argument("--phases", action="store_true",
                     help="instead: per table, one partition's scan by push-down, the one-time write into "
                          "pieces and one partition's scan of its pieces (this process's CPU seconds)")
@@ -144,7 +153,7 @@ def main() -> None:
             for mode in ("off", "on"):
                 out = Path(tmp) / f"out-{mode}"
                 r = run_isolated(CHILD, str(args.data), str(out), mode, str(args.partitions),
-                                 args.memory_limit or "", args.backend, str(args.workers))
+                                 args.memory_limit or "", args.backend, str(args.workers), args.job)
                 r["total_cpu_s"] = round(r["client"]["cpu_s"] + sum(w["cpu_s"] for w in r["workers"].values()), 2)
                 r["total_rchar"] = r["client"]["rchar"] + sum(w["rchar"] for w in r["workers"].values())
                 r["total_wchar"] = r["client"]["wchar"] + sum(w["wchar"] for w in r["workers"].values())
@@ -155,10 +164,10 @@ def main() -> None:
                       f"read {r['total_rchar'] / 1e9:.2f} GB, written {r['total_wchar'] / 1e9:.2f} GB, "
                       f"peak {r['peak_rss_mb']} MB, load {load[-1]:.1f}", file=sys.stderr)
     same = digests["off"] == digests["on"]
-    key = f"{args.backend}-c{runs['on'][0]['customers']}-p{args.partitions}"
+    key = f"{args.job}-{args.backend}-c{runs['on'][0]['customers']}-p{args.partitions}"
     doc = json.loads((RESULTS / "buckets.json").read_text()) if (RESULTS / "buckets.json").exists() else {}
     doc[key] = {
-        "benchmark": "buckets", "data": str(args.data), "backend": args.backend,
+        "benchmark": "buckets", "job": args.job, "data": str(args.data), "backend": args.backend,
         "workers": args.workers if args.backend == "dask" else None, "partitions": args.partitions,
         "memory_limit": args.memory_limit, "runs": args.runs, "customers": runs["on"][0]["customers"],
         "outputs_identical": same, "outputs": sorted(digests["on"]),

@@ -48,6 +48,12 @@ def dirty(tmp_path_factory):
       SELECT * REPLACE (CASE WHEN random() < 0.02 THEN 'N/A' ELSE event END AS event,
                         CASE WHEN random() < 0.01 THEN NULL ELSE customer_id END AS customer_id)
       FROM '{root}/clean/email_events.parquet' ORDER BY customer_id, ts) TO '{out}/email_events.parquet'""")
+    # the same without duplicate lines: the order lines can stay a view over the files
+    nodup = root / "nodup"
+    (nodup / "orders").mkdir(parents=True)
+    for name in ("products", "customers", "contacts", "touchpoints", "email_events"):
+        con.execute(f"COPY (SELECT * FROM '{out}/{name}.parquet') TO '{nodup}/{name}.parquet'")
+    con.execute(f"COPY (SELECT DISTINCT * FROM '{out}/orders/*.parquet' ORDER BY ALL) TO '{nodup}/orders/part-0.parquet'")
     return out
 
 
@@ -83,11 +89,12 @@ def _features(cfg, rejects: Path, bucket: Path | None):
 def test_features_rejects_and_summary_from_pieces_equal_the_push_down(dirty, tmp_path, monkeypatch, view):
     """P = 3: the pieces (orders as a table, and as a view over the files written with their rejected
     rows) give the same features, rejects and summary as filtering whole tables by the hash."""
-    if view:  # the order lines stay a view over the files (as under a tight memory limit)
+    if view:  # the order lines stay a view over the files (as under a tight memory limit, no duplicates)
         monkeypatch.setattr(sources, "VIEW_SHARE", 0.0)
-        cfg = load_config(data=dirty, partitions=3, threads=2, memory_limit="4GB", as_of="2025-06-01")
-    else:
-        cfg = load_config(data=dirty, partitions=3, threads=2)
+        cfg = load_config(data=dirty.parent / "nodup", partitions=3, threads=2, memory_limit="4GB",
+                          as_of="2025-06-01")
+    else:  # every customer table into pieces, also those held in memory (what a cluster does)
+        cfg = load_config(data=dirty, partitions=3, threads=2, buckets="on")
     pushed = _features(cfg.with_(backend=replace(cfg.backend, buckets="off")), tmp_path / "a.parquet",
                        tmp_path / "spill-a")
     pieces = _features(cfg, tmp_path / "b.parquet", tmp_path / "spill-b")
@@ -95,8 +102,7 @@ def test_features_rejects_and_summary_from_pieces_equal_the_push_down(dirty, tmp
     assert pieces[0].equals(pushed[0], null_equal=True)
     assert pieces[1:4] == pushed[1:4]
     assert sum(pushed[2]["orders"]["rejects_by_reason"].values()) > 0 and pushed[2]["email_events"]["rows_rejected"]
-    if not view:
-        assert pushed[2]["orders"]["rejects_by_reason"].get("duplicate line", 0) > 0
+    assert (pushed[2]["orders"]["rejects_by_reason"].get("duplicate line", 0) > 0) is not view
 
 
 def _files_of(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
@@ -116,7 +122,7 @@ def test_each_partition_reads_only_its_own_pieces(dirty, tmp_path, monkeypatch):
 
     monkeypatch.setattr(partitions, "observe", observe)
     monkeypatch.setattr(buckets, "observe", lambda table, files: read.append((table, files)))
-    cfg = load_config(data=dirty, partitions=4)
+    cfg = load_config(data=dirty, partitions=4, buckets="on")
     with open_session(cfg, only=FEATURE_TABLES, spill=tmp_path / "spill", bucket=tmp_path / "spill") as s:
         compute_features(s)
         for table in ("orders", "email_events"):
@@ -137,7 +143,7 @@ def test_a_workers_partition_reads_only_its_pieces_and_holds_the_same_rows(dirty
     """A task given the client's pieces (the Dask backend) validates its partition from its pieces
     alone, and holds the same rows as a task that filters the input files by the hash."""
     read: list[tuple[str, list[str]]] = []
-    cfg = load_config(data=dirty, partitions=3)
+    cfg = load_config(data=dirty, partitions=3, buckets="on")
     with open_session(cfg, only=FEATURE_TABLES, spill=tmp_path / "spill", bucket=tmp_path / "spill") as s:
         pieces, as_of = dict(s.pieces), s.as_of
         monkeypatch.setattr(buckets, "observe", lambda table, files: read.append((table, files)))
@@ -164,14 +170,35 @@ def test_a_whole_run_from_pieces_is_byte_identical_and_leaves_no_pieces(dirty, t
     toml = tmp_path / "c.toml"
     toml.write_text(f'data = "{dirty}"\n[steering]\nglobal_budget = 2000.0\ncap = 4\ngap = 1\n')
     runs = {}
-    for mode in ("off", "on"):
+    for mode in ("off", "on", "auto"):
         out = tmp_path / f"run-{mode}"
         run_pipeline(load_config(toml, partitions=3, threads=2, buckets=mode), out, report=False)
         runs[mode] = {p.name: _digest(p) for p in sorted(out.glob("*.parquet"))}
-    assert len(runs["on"]) >= 15 and runs["on"] == runs["off"]
-    assert written and all(".run-on.centile-spill-" in f for f in written)
+    assert len(runs["on"]) >= 15 and runs["on"] == runs["off"] == runs["auto"]
+    assert written and all(".run-on.centile-spill-" in f or ".run-auto.centile-spill-" in f for f in written)
     assert not any(Path(f).exists() for f in written)
     assert not list(tmp_path.glob(".run-*.centile-*"))
+
+
+def test_which_tables_go_into_pieces(dirty, tmp_path, monkeypatch):
+    """``auto`` in this process: only the tables that stay views over the input files (filtering a
+    table held in memory costs no more than reading its pieces); on a cluster, and with ``on``,
+    every customer table; one partition, or ``off``: none."""
+    from centile.backend.session import bucketing
+
+    monkeypatch.setattr(sources, "VIEW_SHARE", 0.0)  # the order lines stay a view, as under a tight limit
+    cfg = load_config(data=dirty.parent / "nodup", partitions=3, memory_limit="4GB")
+    with open_session(cfg, only=FEATURE_TABLES, spill=tmp_path / "a", bucket=tmp_path / "a") as s:
+        assert {"email_events", "orders"} <= set(s.pieces)
+    # with duplicate lines set aside the order lines are a table held in memory: filtered there
+    with open_session(cfg.with_(tables={**cfg.tables, **load_config(data=dirty).tables}), only=FEATURE_TABLES,
+                      spill=tmp_path / "b", bucket=tmp_path / "b") as s:
+        assert sources.is_table(s.con, "orders_rejects") and "orders" not in s.pieces
+        assert "email_events" in s.pieces
+    assert bucketing(cfg, 3, False) == "views" and bucketing(cfg, 3, True) == "all"
+    assert bucketing(cfg, 1, True) is None
+    assert bucketing(cfg.with_(backend=replace(cfg.backend, buckets="off")), 8, True) is None
+    assert bucketing(cfg.with_(backend=replace(cfg.backend, buckets="on")), 2, False) == "all"
 
 
 def test_a_full_scratch_disk_names_the_folder_and_the_way_out(tmp_path):

@@ -350,8 +350,9 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
             duplicates = set_aside_duplicates(con, rest["orders"]) if "orders" in rest else 0
         written: dict[str, Pieces] = {}
         count = parts.count if cfg.partitions else max(parts.count, bucket_min)
-        if bucket is not None and buckets is None and bucketing(cfg, count, bucket_min > 0):
-            written = _write_pieces(con, tables, Path(bucket), count, progress)
+        which = bucketing(cfg, count, bucket_min > 0) if bucket is not None and buckets is None else None
+        if which is not None:
+            written = _write_pieces(con, tables, Path(bucket), count, progress, views_only=which == "views")
         session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None)
         session.parts = parts
         session.pieces = written
@@ -369,19 +370,22 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         raise
 
 
-def bucketing(cfg: Config, count: int, distributed: bool) -> bool:
-    """Are the customer tables written into ``count`` customer-hash pieces once validated? ``[backend]
-    buckets``: ``off`` never, ``on`` whenever ``count > 1``; ``auto`` (measured, see the README's
-    "Partitioned execution"): on a cluster always (each partition's first task would read every
-    input file), in this process when ``count > 1``."""
+def bucketing(cfg: Config, count: int, distributed: bool) -> str | None:
+    """Which customer tables are written into ``count`` customer-hash pieces once validated: None (no
+    pieces: every partition filters the whole tables by the hash), ``"all"``, or ``"views"`` (only
+    the tables that stay views over the input files, which each partition would decode and validate
+    again). ``[backend] buckets``: ``off`` never; ``on`` all whenever ``count > 1``; ``auto``
+    (measured at 1M customers, see the README's "Partitioned execution"): all on a cluster (each
+    partition's first task would read every input file), the views in this process (filtering a
+    table held in memory by the hash costs no more than reading pieces of it)."""
     mode = cfg.backend.buckets
     if mode == "off" or count <= 1:
-        return False
-    return mode == "on" or distributed or count > 1
+        return None
+    return "all" if mode == "on" or distributed else "views"
 
 
 def _write_pieces(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], scratch: Path, count: int,
-                  progress: Progress | None) -> dict[str, Pieces]:
+                  progress: Progress | None, *, views_only: bool = False) -> dict[str, Pieces]:
     """Write every validated customer table into ``count`` pieces under ``scratch`` (one pass over its
     rows), then point its ``<t>_valid`` (and, for a view over the input files, ``<t>_staged`` and
     ``<t>_rejects`` too) at the pieces. A temporary table is dropped once written (its rejects stay);
@@ -389,11 +393,11 @@ def _write_pieces(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
     read from the pieces and the input files are decoded once."""
     out: dict[str, Pieces] = {}
     for name, reg in tables.items():
-        if "customer_id" not in reg.columns:
+        table = is_table(con, name + "_valid")
+        if "customer_id" not in reg.columns or (views_only and table):
             continue
         if progress:
             progress(f"writing {name} into {count} customer-hash pieces")
-        table = is_table(con, name + "_valid")
         p = pieces_mod.write_pieces(con, name, list(reg.columns), pieces_mod.pieces_folder(scratch, name),
                                     count, with_rejects=not table)
         if table:
