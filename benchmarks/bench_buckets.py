@@ -5,7 +5,7 @@ against reading customer-hash pieces written once (``[backend] buckets = "off"``
                                        [--memory-limit 3GB] [--backend duckdb|dask] [--workers 2]
 
 The feature job (``run_features``: validation, the feature queries per partition, the writes; or
-with ``--job run`` the whole ``centile run`` without the report) in a fresh process per run, the two modes alternating, ``--runs`` times. ``--backend dask`` starts a
+with ``--job run`` the whole ``centile run`` without the report) in a fresh process per run, the two modes (``--modes``, default ``off,on``) alternating, ``--runs`` times. ``--backend dask`` starts a
 ``LocalCluster`` of ``--workers`` processes × 1 thread in the child (its start is not timed) and
 counts the workers' CPU seconds and bytes read too. Per run: wall seconds, CPU seconds (user +
 sys of the client process and, on Dask, of every worker process over the run), peak RSS of the
@@ -135,7 +135,11 @@ def main() -> None:
     ap.add_argument("--phases", action="store_true",
                     help="instead: per table, one partition's scan by push-down, the one-time write into "
                          "pieces and one partition's scan of its pieces (this process's CPU seconds)")
+    ap.add_argument("--modes", default="off,on", help="the two [backend] buckets values to compare")
     args = ap.parse_args()
+    modes = tuple(args.modes.split(","))
+    if len(modes) != 2:
+        ap.error("--modes takes two values, e.g. off,auto")
     if args.phases:
         with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
             r = run_isolated(PHASES, str(args.data), tmp, str(args.partitions), args.memory_limit or "")
@@ -146,11 +150,11 @@ def main() -> None:
         save("buckets", doc)
         print(json.dumps(r, indent=1))
         return
-    load, runs = [os.getloadavg()[0]], {"off": [], "on": []}
+    load, runs = [os.getloadavg()[0]], {m: [] for m in modes}
     digests: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         for i in range(args.runs):
-            for mode in ("off", "on"):
+            for mode in modes:
                 out = Path(tmp) / f"out-{mode}"
                 r = run_isolated(CHILD, str(args.data), str(out), mode, str(args.partitions),
                                  args.memory_limit or "", args.backend, str(args.workers), args.job)
@@ -163,14 +167,14 @@ def main() -> None:
                 print(f"round {i + 1} buckets={mode}: {r['seconds']:.1f} s, {r['total_cpu_s']:.1f} CPU s, "
                       f"read {r['total_rchar'] / 1e9:.2f} GB, written {r['total_wchar'] / 1e9:.2f} GB, "
                       f"peak {r['peak_rss_mb']} MB, load {load[-1]:.1f}", file=sys.stderr)
-    same = digests["off"] == digests["on"]
-    key = f"{args.job}-{args.backend}-c{runs['on'][0]['customers']}-p{args.partitions}"
+    same = digests[modes[0]] == digests[modes[1]]
+    key = f"{args.job}-{args.backend}-c{runs[modes[1]][0]['customers']}-p{args.partitions}"
     doc = json.loads((RESULTS / "buckets.json").read_text()) if (RESULTS / "buckets.json").exists() else {}
     doc[key] = {
         "benchmark": "buckets", "job": args.job, "data": str(args.data), "backend": args.backend,
         "workers": args.workers if args.backend == "dask" else None, "partitions": args.partitions,
-        "memory_limit": args.memory_limit, "runs": args.runs, "customers": runs["on"][0]["customers"],
-        "outputs_identical": same, "outputs": sorted(digests["on"]),
+        "memory_limit": args.memory_limit, "runs": args.runs, "customers": runs[modes[1]][0]["customers"],
+        "modes": list(modes), "outputs_identical": same, "outputs": sorted(digests[modes[1]]),
         **{f"{mode}_median": {"seconds": median_of(rs, "seconds"), "cpu_s": median_of(rs, "total_cpu_s"),
                               "read_gb": round(median_of(rs, "total_rchar") / 1e9, 3),
                               "written_gb": round(median_of(rs, "total_wchar") / 1e9, 3),
@@ -179,7 +183,7 @@ def main() -> None:
         "runs_detail": runs, "load_average_1m": [round(x, 2) for x in load], "machine": machine(),
     }
     path = save("buckets", doc)
-    for mode in ("off", "on"):
+    for mode in modes:
         m = doc[key][f"{mode}_median"]
         print(f"buckets={mode:3}: {m['seconds']:7.1f} s {m['cpu_s']:7.1f} CPU s  read {m['read_gb']:6.2f} GB  "
               f"written {m['written_gb']:5.2f} GB  peak {m['client_peak_rss_mb']} MB")
