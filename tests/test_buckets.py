@@ -222,3 +222,23 @@ def test_the_buckets_key_is_validated(dirty, tmp_path):
         load_config(toml)
     assert load_config(data=dirty, env={"CENTILE_BUCKETS": "off"}).backend.buckets == "off"
     assert load_config(data=dirty).backend.buckets == "auto"
+
+
+def test_another_partition_count_reads_the_overlapping_pieces_and_keeps_its_own_customers(dirty, tmp_path):
+    """Pieces written for 4 partitions serve 3 (a step on a cluster's client): a partition reads the
+    pieces overlapping its bucket range and keeps only its buckets."""
+    cfg = load_config(data=dirty, partitions=4, buckets="on")
+    with open_session(cfg, only=FEATURE_TABLES, spill=tmp_path / "s", bucket=tmp_path / "s") as s:
+        total = s.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+        three, seen = Partitioning(3), 0
+        for p in range(3):
+            lo, hi = three.bounds(p)
+            with s.partition(three, p):
+                n, wrong = s.con.execute(f"SELECT count(*), count(*) FILTER (WHERE {bucket_sql()} < {lo} "
+                                         f"OR {bucket_sql()} >= {hi}) FROM orders").fetchall()[0]
+                files = _files_of(s.con, "orders")
+            assert wrong == 0 and n > 0
+            assert {int(k) for k in re.findall(r"__piece=(\d+)", " ".join(files))} == {
+                k for k in range(4) if Partitioning(4).bounds(k)[0] < hi and lo < Partitioning(4).bounds(k)[1]}
+            seen += n
+    assert seen == total
