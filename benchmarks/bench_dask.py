@@ -158,7 +158,8 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
     first_read = (f"the first read step ({FIRST_READ_STEP}) scans the whole input once per task "
                   f"({parts_per_thread} tasks per thread)" if not pieces else
                   f"the first read step ({FIRST_READ_STEP}) reads only its partition's customer-hash pieces; "
-                  "the client writes the pieces once, in the first stage's client CPU")
+                  "the client writes the pieces once, in the first stage's client CPU, counted here as if "
+                  "serial (DuckDB spreads that write over the client's cores)")
     return {"target_customers": target_customers, "target_lines": target_lines,
             "measured_customers": customers, "measured_lines": lines, "pieces": dask.get("pieces") or {},
             "client_memory_gb": {"peak_scaled": round(client_peak_mb * sc / 1024, 1),
