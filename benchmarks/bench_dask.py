@@ -59,6 +59,7 @@ doc = {"run_s": round(run_s, 2), "cluster_start_s": round(start, 2),
                       "status": v["status"], **({"network": v["network"]} if "network" in v else {})}
                   for k, v in res.stages.items()},
        "lines": res.summaries["inputs"]["tables"]["orders"]["rows_valid"],
+       "pieces": res.summaries["inputs"].get("pieces") or {},
        "backend": json.load(open(f"{out}/manifest.json"))["summary"].get("backend")}
 if client is not None:
     def _hwm():
@@ -77,8 +78,9 @@ print(json.dumps(doc))
 #: counts, frequent pairs and triples, co-counts above min_pair_count)
 PER_CUSTOMER_STEPS = ("features", "clv", "attribution", "recommend: scoring")
 
-#: the step whose tasks read the input files (every later step reads the partition cache): with
-#: predicate push-down on the hash, each of its tasks scans the whole files
+#: the step whose tasks read the input first (every later step reads the partition cache): with
+#: predicate push-down on the hash, each of its tasks scans the whole files; from customer-hash
+#: pieces (``[backend] buckets``, on by default on a cluster), only its partition's pieces
 FIRST_READ_STEP = "features"
 
 #: the stage whose client time is the inputs' validation (it opens the session), a scan of every line
@@ -92,9 +94,12 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
     N workers, from one measured Dask run (``dask``: the run's document from ``_RUN``).
 
     Per stage: workers' part = the tasks' CPU seconds (their threads' CPU, merges included) scaled
-    by the lines and divided over N x T threads; the first read step's open cost is a scan of the
-    whole input per task (P = parts_per_thread x N x T tasks), so each thread pays
-    ``parts_per_thread`` whole scans whatever N. Client part = the client process's CPU seconds in
+    by the lines and divided over N x T threads. When the run read the input by push-down (no
+    ``pieces`` in the run), the first read step's open cost is a scan of the whole input per task
+    (P = parts_per_thread x N x T tasks), so each thread pays ``parts_per_thread`` whole scans
+    whatever N; when it read customer-hash pieces, each task opens only its partition's pieces, so
+    that cost divides over the threads like the rest, and the pieces' one-time write is in the
+    client's CPU of the first stage (it scales with the lines). Client part = the client process's CPU seconds in
     the stage (it idles while it waits for the tasks; the LocalCluster's scheduler runs in it and is
     counted), scaled by the lines for the first stage (validation reads every line) and by the
     customers otherwise. The two parts are added (the client's global steps run between the steps). Bytes to the client scale with the
@@ -103,6 +108,7 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
     measured client peak scaled by the customers, and the per-customer columns that come back.
     """
     lines = dask["lines"]
+    pieces = bool(dask.get("pieces"))
     sl, sc = target_lines / lines, target_customers / customers
     rates: dict[str, dict] = {}
     for stage, rec in dask["stages"].items():
@@ -111,7 +117,7 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
         steps = (rec.get("network") or {}).get("steps", {})
         task_cpu = sum(st.get("cpu_s", 0.0) for st in steps.values())
         full_scan = 0.0
-        if FIRST_READ_STEP in steps:
+        if FIRST_READ_STEP in steps and not pieces:
             st = steps[FIRST_READ_STEP]
             wall = st["open_s"] + st["work_s"]
             # CPU of the opening (the filtered scan) by its share of the tasks' wall time, per task
@@ -149,16 +155,20 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
             "bytes_to_client_gb": round(sum(r["bytes_to_client_per_customer"] * target_customers
                                             + r["bytes_to_client_fixed"] for r in rates.values()) / 1e9, 2),
             "bytes_to_workers_gb": round(sum(r["bytes_to_workers"] for r in rates.values()) * sc * n / workers0 / 1e9, 2)})
+    first_read = (f"the first read step ({FIRST_READ_STEP}) scans the whole input once per task "
+                  f"({parts_per_thread} tasks per thread)" if not pieces else
+                  f"the first read step ({FIRST_READ_STEP}) reads only its partition's customer-hash pieces; "
+                  "the client writes the pieces once, in the first stage's client CPU, counted here as if "
+                  "serial (DuckDB spreads that write over the client's cores)")
     return {"target_customers": target_customers, "target_lines": target_lines,
-            "measured_customers": customers, "measured_lines": lines,
+            "measured_customers": customers, "measured_lines": lines, "pieces": dask.get("pieces") or {},
             "client_memory_gb": {"peak_scaled": round(client_peak_mb * sc / 1024, 1),
                                  "per_customer_columns_back": round(per_customer_cols * target_customers / 1e9, 1)},
             "rates": rates, "rows": rows,
             "assumptions": [
                 "CPU seconds, not wall: the measuring machine was shared; a thread of a real worker is assumed "
                 "as fast as one of this machine",
-                "task work scales with the order lines and divides over the worker threads; the first read "
-                f"step ({FIRST_READ_STEP}) scans the whole input once per task ({parts_per_thread} tasks per thread)",
+                f"task work scales with the order lines and divides over the worker threads; {first_read}",
                 "the client's CPU per stage scales with the lines for the first stage (validation) and with "
                 "the customers otherwise; it does not divide over workers",
                 "no network or storage bandwidth limit, no scheduler overhead per task, no straggler"]}
@@ -211,7 +221,7 @@ def main() -> None:
         return {"run_s_median": statistics.median(r["run_s"] for r in rs), "runs_s": [r["run_s"] for r in rs],
                 "client_cpu_s": last["run_cpu_s"], "lines": last["lines"],
                 "process_peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
-                "cluster_start_s": last["cluster_start_s"], "stages": last["stages"],
+                "cluster_start_s": last["cluster_start_s"], "stages": last["stages"], "pieces": last.get("pieces"),
                 "worker_peak_rss_mb": last.get("worker_peak_rss_mb"), "backend": last["backend"]}
 
     doc = {"customers": args.customers, "data": str(data), "workers": args.workers,

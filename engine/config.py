@@ -71,10 +71,14 @@ class TableSpec:
 class BackendSpec:
     """Where the per-partition work runs: ``kind`` names a registered backend (``duckdb``: this
     process; ``dask``: the workers of a Dask cluster); ``scheduler`` is a Dask scheduler's address
-    (None: a local cluster is started for the run)."""
+    (None: a local cluster is started for the run). ``buckets``: whether the validated rows of the
+    customer tables are written once into customer-hash pieces that partitions read instead of
+    filtering whole tables (``auto``: when several partitions or a cluster will read them;
+    ``on``: whenever there is more than one partition; ``off``: never)."""
 
     kind: str = "duckdb"
     scheduler: str | None = None
+    buckets: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,8 @@ class Config:
             "threads": self.threads,
             "memory_limit": self.memory_limit,
             "partitions": self.partitions,
-            "backend": {"kind": self.backend.kind, "scheduler": self.backend.scheduler},
+            "backend": {"kind": self.backend.kind, "scheduler": self.backend.scheduler,
+                        "buckets": self.backend.buckets},
             "strategy": self.strategy,
             "group_by": self.group_by,
             "seed": self.seed,
@@ -199,7 +204,10 @@ CONFIG_SECTIONS: Registry[ConfigSection] = Registry("config section")
 #: top-level keys and sections of the core (everything else is a capability's section)
 CORE_KEYS = ("data", "as_of", "strict", "threads", "memory_limit", "partitions", "seed", "tables", "features",
              "clubs", "backend")
-BACKEND_KEYS = ("kind", "scheduler")
+BACKEND_KEYS = ("kind", "scheduler", "buckets")
+
+#: the values of ``[backend] buckets``
+BUCKET_MODES = ("auto", "on", "off")
 FEATURE_KEYS = ("window_6m", "window_12m", "window_24m", "top_categories")
 CLUBS_KEYS = ("strategy", "group_by", "shares", "club")
 CLUB_KEYS = ("name", "metric", "direction", "eligible", "tie_break", "shares")
@@ -692,7 +700,8 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
     check_keys("[backend]", backend_doc, BACKEND_KEYS)
     settings["backend"] = backend_doc.get("kind")
     settings["scheduler"] = backend_doc.get("scheduler")
-    for key in ("backend", "scheduler"):
+    settings["buckets"] = backend_doc.get("buckets")
+    for key in ("backend", "scheduler", "buckets"):
         if env.get(f"CENTILE_{key.upper()}"):
             settings[key] = env[f"CENTILE_{key.upper()}"]
     for k, v in overrides.items():
@@ -723,7 +732,11 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
         raise ConfigError(f"[backend] scheduler = {scheduler!r} is a Dask scheduler, but the backend is "
                           "duckdb (this process); set [backend] kind = \"dask\" (--backend dask) or drop "
                           "the scheduler")
-    backend = BackendSpec(kind, scheduler)
+    buckets = str(settings.get("buckets") or "auto")
+    if buckets not in BUCKET_MODES:
+        raise ConfigError(f"[backend] buckets = {buckets!r} (or CENTILE_BUCKETS): use one of "
+                          f"{', '.join(BUCKET_MODES)}{suggest(buckets, BUCKET_MODES)}")
+    backend = BackendSpec(kind, scheduler, buckets)
     return Config(
         tables=MappingProxyType(tables),
         as_of=as_date(settings.get("as_of"), "as_of"),

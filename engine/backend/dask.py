@@ -189,7 +189,11 @@ class DaskBackend:
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
              spill: Path | None = None) -> Session:
         """Validate the inputs here (rejects, as_of, the summary); partitions go to the workers."""
-        s = open_session(self.cfg, progress, only=only, spill=spill)
+        # the validated rows go into customer-hash pieces in the shared scratch folder, one per
+        # partition of the tasks (two per worker thread, or --partitions): a partition's first task
+        # reads only its pieces, not every input file
+        s = open_session(self.cfg, progress, only=only, spill=spill, bucket=spill,
+                         bucket_min=PARTS_PER_THREAD * self.threads())
         s.backend = self
         self._spill = spill
         return s
@@ -282,7 +286,8 @@ class DaskBackend:
             cache.mkdir(parents=True, exist_ok=True)  # here: workers never create the run's folders
         job = worker.PartitionJob(s.cfg.with_(as_of=s.as_of), only, parts, label,
                                   str(scratch) if scratch else None,
-                                  str(cache) if cache else None, str(cache) if cache else None)
+                                  str(cache) if cache else None, str(cache) if cache else None,
+                                  {n: p for n, p in s.pieces.items() if n in only})
         # a frame argument goes to each worker once, not per task; a PerCustomer frame (e.g. the
         # segments of every customer) is split by partition and each task gets its own rows only
         slices = {i: client.scatter(split_by_partition(a.frame, parts, _id_type(s)), hash=False)

@@ -27,7 +27,8 @@ class DuckDBBackend:
 
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
              spill: Path | None = None) -> Session:
-        return open_session(self.cfg, progress, only=only, spill=spill)
+        # the scratch folder also takes the customer-hash pieces of the validated rows
+        return open_session(self.cfg, progress, only=only, spill=spill, bucket=spill)
 
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
         return frames_sql(self.cfg, frames)

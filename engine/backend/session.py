@@ -21,7 +21,9 @@ import duckdb
 import polars as pl
 
 from centile import urls
+from centile.backend import buckets as pieces_mod
 from centile.backend import partitions
+from centile.backend.buckets import Pieces
 from centile.backend.partitions import Partitioning, choose_partitions, plain
 from centile.backend.sources import (
     Registered,
@@ -29,6 +31,7 @@ from centile.backend.sources import (
     materialised,
     read_error,
     register_tables,
+    reject_key,
     set_aside_duplicates,
     stage_tables,
 )
@@ -84,6 +87,9 @@ class Session:
     parts: Partitioning = field(default_factory=Partitioning)
     #: the backend that runs per-partition work (:meth:`map_partitions`); None: this process
     backend: Any = None
+    #: the customer tables whose validated rows were written into customer-hash pieces
+    #: (:mod:`centile.backend.buckets`): a partition reads only its pieces of them
+    pieces: dict[str, Pieces] = field(default_factory=dict)
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -116,7 +122,7 @@ class Session:
         (tables without customers, e.g. products, whole); restored on exit. ``label`` names the
         work for :data:`centile.backend.partitions.observe`."""
         if parts.count > 1:
-            _contract_views(self.con, self, parts.predicate(part))
+            _contract_views(self.con, self, parts.predicate(part), parts.bounds(part))
         try:
             if partitions.observe is not None:
                 partitions.observe(label, part, self)
@@ -236,19 +242,28 @@ def _first_reject(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return f"first: {rows[0][0]} in {rows[0][1]}: {rows[0][2]}" if rows else ""
 
 
-def _contract_views(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true") -> None:
+def _contract_views(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true",
+                    buckets: tuple[int, int] | None = None) -> None:
     """The valid rows of every present table under its contract name, the customers' rows
-    limited to ``where`` (a partition's predicate over ``customer_id``; ``true``: all)."""
+    limited to ``where`` (a partition's predicate over ``customer_id``; ``true``: all), which is
+    the bucket range ``buckets``: a table written into pieces reads only the pieces of that range."""
     for name, spec in CONTRACT.items():
         if name == "orders" or name not in s.tables:
+            continue
+        if name in s.pieces and buckets is not None:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS {s.pieces[name].select(buckets)}")
             continue
         cond = where if "customer_id" in spec else "true"
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS "
                     f"SELECT * FROM {ident(name + '_valid')} WHERE {cond}")
-    _orders_view(con, s, where)
+    if "orders" in s.pieces and buckets is not None:
+        _orders_view(con, s, "true", f"({s.pieces['orders'].select(buckets)})")
+    else:
+        _orders_view(con, s, where)
 
 
-def _orders_view(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true") -> None:
+def _orders_view(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true",
+                 source: str = "orders_valid") -> None:
     """The valid order lines before as_of, with the contract's defaults applied."""
     reg = s.tables["orders"]
     order_id = "order_id" if reg.has("order_id") else "CAST(order_ts AS DATE)"
@@ -259,7 +274,7 @@ def _orders_view(con: duckdb.DuckDBPyConnection, s: Session, where: str = "true"
         SELECT customer_id, {order_id} AS order_id, order_ts,
                coalesce(quantity, 1.0) AS quantity, unit_price, product_id, category, unit_cost,
                coalesce(returned_quantity, 0.0) AS returned_quantity, channel
-        FROM orders_valid
+        FROM {source} AS orders_valid
         WHERE order_ts < TIMESTAMP '{s.as_of.isoformat()}' AND {where}
     """)
     # the line's own category wins; products.category only when the lines have no category column
@@ -283,7 +298,8 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: str, id_types: dict[str, 
 def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str, ...] | None = None,
                  readable: tuple[str | Path, ...] = (), restrict: bool = True,
                  spill: str | Path | None = None, buckets: tuple[int, int] | None = None,
-                 cache: str | Path | None = None) -> Session:
+                 cache: str | Path | None = None, bucket: str | Path | None = None, bucket_min: int = 0,
+                 pieces: Mapping[str, Pieces] | None = None) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
@@ -298,7 +314,12 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     partition; ``cfg.as_of`` must then be set (the whole data's as_of) and a partition without
     valid order lines is not an error. ``cache`` (with ``buckets``): a folder where the partition's
     validated rows of each table are kept for the next session over the same partition (a later
-    stage on a cluster), so only the first reads and validates the input files.
+    stage on a cluster), so only the first reads and validates the input files. ``bucket``: a
+    scratch folder where, once validated, the customer tables' rows are written into customer-hash
+    pieces (:mod:`centile.backend.buckets`; see :func:`bucketing`) for at least ``bucket_min``
+    partitions, which partitions then read instead of filtering the whole tables. ``pieces`` (with
+    ``buckets``): the pieces a client wrote; the partition's rows of those tables are read from its
+    pieces, not from the input files (their rows are validated and their duplicates set aside).
 
     Raises
     ------
@@ -320,23 +341,97 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         tables = {n: r for n, r in tables.items() if n not in unread}
         lines = tables["orders"].rows_after_filter if "orders" in tables else 0
         parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
+        given = {n: p for n, p in (pieces or {}).items() if n in tables} if buckets is not None else {}
+        if given:
+            _stage_pieces(con, tables, given, buckets)  # type: ignore[arg-type]
+        rest = {n: r for n, r in tables.items() if n not in given}
         if buckets is not None and cache is not None:
-            duplicates = _stage_cached(con, tables, progress, buckets, Path(cache))
+            duplicates = _stage_cached(con, rest, progress, buckets, Path(cache))
         else:
-            stage_tables(con, tables, progress, buckets, budget=partitions.duckdb_memory(cfg.memory_limit))
-            duplicates = set_aside_duplicates(con, tables["orders"]) if "orders" in tables else 0
+            stage_tables(con, rest, progress, buckets, budget=partitions.duckdb_memory(cfg.memory_limit))
+            duplicates = set_aside_duplicates(con, rest["orders"]) if "orders" in rest else 0
+        written: dict[str, Pieces] = {}
+        count = parts.count if cfg.partitions else max(parts.count, bucket_min)
+        which = bucketing(cfg, count, bucket_min > 0) if bucket is not None and buckets is None else None
+        if which is not None:
+            written = _write_pieces(con, tables, Path(bucket), count, progress, views_only=which == "views")
         session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None)
         session.parts = parts
+        session.pieces = written
         if duplicates and tables["orders"].spec.duplicates == "keep":
             session.notes.append(f"orders: {duplicates} exact duplicate lines kept and counted "
                                  "([tables.orders] duplicates = \"keep\")")
         if restrict:
             inputs = [Path(p) for p in paths if not urls.is_url(p)]
-            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs] + list(readable), prefixes=remote)
+            folders = [Path(p.folder) for p in (*written.values(), *given.values())]
+            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs] + list(readable) + folders,
+                           prefixes=remote)
         return session
     except BaseException:
         con.close()
         raise
+
+
+def bucketing(cfg: Config, count: int, distributed: bool) -> str | None:
+    """Which customer tables are written into ``count`` customer-hash pieces once validated: None (no
+    pieces: every partition filters the whole tables by the hash), ``"all"``, or ``"views"`` (only
+    the tables that stay views over the input files, which each partition would decode and validate
+    again). ``[backend] buckets``: ``off`` never; ``on`` all whenever ``count > 1``; ``auto``
+    (measured at 1M customers, see the README's "Partitioned execution"): all on a cluster (each
+    partition's first task would read every input file), the views in this process (filtering a
+    table held in memory by the hash costs no more than reading pieces of it)."""
+    mode = cfg.backend.buckets
+    if mode == "off" or count <= 1:
+        return None
+    return "all" if mode == "on" or distributed else "views"
+
+
+def _write_pieces(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], scratch: Path, count: int,
+                  progress: Progress | None, *, views_only: bool = False) -> dict[str, Pieces]:
+    """Write every validated customer table into ``count`` pieces under ``scratch`` (one pass over its
+    rows), then point its ``<t>_valid`` (and, for a view over the input files, ``<t>_staged`` and
+    ``<t>_rejects`` too) at the pieces. A temporary table is dropped once written (its rejects stay);
+    a view over the input files is written with its rejected rows, so the summary and the rejects are
+    read from the pieces and the input files are decoded once."""
+    out: dict[str, Pieces] = {}
+    for name, reg in tables.items():
+        table = is_table(con, name + "_valid")
+        if "customer_id" not in reg.columns or (views_only and table):
+            continue
+        if progress:
+            progress(f"writing {name} into {count} customer-hash pieces")
+        p = pieces_mod.write_pieces(con, name, list(reg.columns), pieces_mod.pieces_folder(scratch, name),
+                                    count, with_rejects=not table)
+        if table:
+            con.execute(f"DROP TABLE {ident(name + '_valid')}")
+        else:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_staged')} AS {p.select(rejects=None)}")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_rejects')} AS "
+                        f"{_rejects_select(reg, name + '_staged')}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_valid')} AS {p.select()}")
+        out[name] = p
+    return out
+
+
+def _rejects_select(reg: Registered, staged: str) -> str:
+    """``<t>_rejects`` over the rows of ``staged`` (as :func:`centile.backend.sources.stage_tables`)."""
+    key = reject_key(reg)
+    return (f"SELECT reject_reason, __centile_file, __record, {ident(key)} AS __key "  # type: ignore[arg-type]
+            f"FROM {ident(staged)} WHERE reject_reason IS NOT NULL")
+
+
+def _stage_pieces(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], given: Mapping[str, Pieces],
+                  buckets: tuple[int, int]) -> None:
+    """``<t>_staged``, ``<t>_valid`` and ``<t>_rejects`` of one partition for the tables in ``given``,
+    read from the partition's pieces only (validated, duplicates set aside by the client): temporary
+    tables where :func:`materialised` says so, else views over the piece files."""
+    for name, p in given.items():
+        reg = tables[name]
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_staged')} AS {p.select(buckets, rejects=None)}")
+        kind = "TABLE" if materialised(reg) else "VIEW"
+        con.execute(f"CREATE OR REPLACE TEMP {kind} {ident(name + '_valid')} AS {p.select(buckets)}")
+        con.execute(f"CREATE OR REPLACE TEMP {kind} {ident(name + '_rejects')} AS "
+                    f"{_rejects_select(reg, name + '_staged')}")
 
 
 def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], progress: Progress | None,
@@ -409,7 +504,7 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     orders_stats: tuple[Any, ...] | None = None
     for name, reg in tables.items():
         tcol = _TIME_COLUMN.get(name)
-        if name == "orders" and not is_table(con, "orders_valid"):
+        if name == "orders" and not is_table(con, "orders_rejects"):
             # a view over the files (too large to materialise): one scan for the reject counts and the
             # valid lines' summary; no duplicates were set aside (they would have made it a table)
             try:
@@ -420,7 +515,7 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                 raise read_error(reg.spec, exc) from None
             counts = {r[0]: r[1] for r in rows if r[0] is not None}
             orders_stats = next((r[2:] for r in rows if r[0] is None), (None, None, 0, 0))
-        elif tcol is None or is_table(con, name + "_valid"):  # materialised, or from a worker's cache
+        elif tcol is None or is_table(con, name + "_rejects"):  # materialised, or from a worker's cache
             counts = dict(con.execute(
                 f"SELECT reject_reason, count(*) FROM {ident(name + '_rejects')} GROUP BY 1 ORDER BY 2 DESC").fetchall())
             if tcol is not None:

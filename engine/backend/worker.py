@@ -17,11 +17,13 @@ import os
 import platform
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from centile.backend import partitions
+from centile.backend.buckets import Pieces
 from centile.backend.partitions import Partitioning
 from centile.config import Config
 from centile.errors import BackendError
@@ -49,6 +51,9 @@ class PartitionJob:
     spill: str | None = None
     #: a shared folder where each partition's validated rows are kept from stage to stage
     cache: str | None = None
+    #: the customer-hash pieces the client wrote of the validated tables (a partition reads only
+    #: its pieces of these tables, not the input files)
+    pieces: Mapping[str, Pieces] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,8 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
         with numba_threads(cfg.threads):
             result = fn(None, part, *args)
     else:
-        with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part), cache=job.cache) as s:
+        with open_session(cfg, only=job.only, spill=spill, buckets=job.parts.bounds(part), cache=job.cache,
+                          pieces=job.pieces) as s:
             t1 = time.perf_counter()
             if partitions.observe is not None:
                 partitions.observe(job.label, part, s)

@@ -247,6 +247,8 @@ def session_summary(s: Session) -> dict[str, Any]:
         "rows_rejected": s.total_rejects,
         "order_lines_after_as_of": s.lines_after_as_of,
         "partitions": s.work_partitions().count,
+        # the tables whose validated rows were written into customer-hash pieces, and how many
+        "pieces": {t: p.count for t, p in s.pieces.items()},
         "notes": list(s.notes),
     }
 

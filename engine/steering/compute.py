@@ -189,7 +189,8 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
                          "a positive cost")
     period_days = clv_horizon_days / st.periods
     say("steering: budgets")
-    spend = s.frame(read_sql("steering_spend"))
+    # in one order whatever order the rows were read in (the float sums below depend on it)
+    spend = s.frame(read_sql("steering_spend")).sort("customer_id")
     new = None
     if s.has("customers"):
         new = s.frame("SELECT DISTINCT customer_id FROM customers WHERE customer_id IS NOT NULL")["customer_id"]
@@ -197,10 +198,11 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
     notes.extend(bnotes)
     ids = budgets["customer_id"]
     say("steering: medium affinity (empirical Bayes)")
-    resp = s.frame(read_sql("steering_responses"), {"as_of": s.as_of, "window": st.response_days})
+    resp = s.frame(read_sql("steering_responses"), {"as_of": s.as_of, "window": st.response_days}
+                   ).sort("customer_id", "medium", "control")
     shares = None
     if any(m.categories for m in media):
-        cat = s.frame(read_sql("steering_category_spend"))
+        cat = s.frame(read_sql("steering_category_spend")).sort("customer_id", "category")
         total = cat.group_by("customer_id").agg(total=pl.col("revenue").sum())
         shares = {}
         for m in media:
