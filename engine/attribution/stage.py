@@ -17,7 +17,7 @@ from centile.pipeline.parts import config_part
 
 def _run(ctx: Context) -> dict[str, int]:
     st = ctx.cfg.settings("attribution")
-    segs = segment_columns([ctx.frame_or_none("segments"), ctx.frame_or_none("clubs")])
+    segs = segment_columns([ctx.frame_or_none("segments"), ctx.frame_or_none("clubs")], st.segments)
     with ctx.staging.timed("attribution"):
         res = attribution_from_session(ctx.open(), st, segs, ctx.frame_or_none("uplift"), progress=ctx.say)
     ctx.summaries["attribution"] = summary_doc(res)

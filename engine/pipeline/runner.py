@@ -27,7 +27,7 @@ from centile.io.outputs import Staging, build_manifest, staged_folder, staged_ur
 from centile.pipeline.dag import dependencies, order, producers
 from centile.pipeline.keys import link_files, previous_manifest, reusable, stage_keys
 from centile.pipeline.stage import Context, Stage, StageSkipped
-from centile.runtime import Progress, numba_threads, peak_rss_mb
+from centile.runtime import Progress, numba_threads, peak_rss_mb, release_heap, rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,8 @@ def _evict(ctx: Context, last_use: dict[str, int], done: int) -> None:
             and (f in ctx.loaders or (ctx.staging.tmp / f"{f}.parquet").exists())]
     for f in gone:
         del ctx.frames[f]
-    if gone:
-        import gc
-
-        gc.collect()
+    # the stage's temporaries are gone too: give their pages back before the next stage starts
+    release_heap()
 
 
 def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = False,
@@ -146,6 +144,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 before = set(_files(staging))
                 summaries_before = set(ctx.summaries)
                 peak_rss_mb(reset=True)
+                rss_start = rss_mb()  # what earlier stages left resident: part of this stage's peak
                 moved = backend.moved()
                 t1, c1 = time.perf_counter(), time.process_time()
                 if can_reuse:
@@ -175,7 +174,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 records[st.name] = {"status": status, "key": key, "seconds": secs, "cpu_s": cpu, "files": files,
                                     "rows": rows,
                                     "summary_keys": sorted(set(ctx.summaries) - summaries_before),
-                                    "peak_rss_mb": peak_rss_mb()}
+                                    "peak_rss_mb": peak_rss_mb(), "rss_start_mb": rss_start}
                 network = network_delta(moved, backend.moved())
                 if network:  # a cluster: what this stage's per-partition steps moved
                     records[st.name]["network"] = network
