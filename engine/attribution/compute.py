@@ -266,16 +266,19 @@ def summary_doc(res: AttributionResult) -> dict[str, Any]:
     return dict(res.summary) | {"notes": list(res.notes)}
 
 
-def segment_columns(frames: Sequence[pl.DataFrame | None],
-                    names: tuple[str, ...] | None = None) -> pl.DataFrame | None:
+def segment_columns(frames: Sequence[pl.DataFrame | None], names: tuple[str, ...] | None = None,
+                    available: Sequence[str] | None = None) -> pl.DataFrame | None:
     """customer_id + the segment columns of the given frames (segments, clubs), joined; a column
     comes from the first frame that has it. With ``names`` (``[attribution] segments``; None: the
     :data:`DEFAULT_SEGMENTS`), only those columns are taken: the others would be copied for every
-    customer for nothing. A named column no frame has raises :class:`ConfigError`."""
+    customer for nothing. A named column no frame has raises :class:`ConfigError` listing
+    ``available`` (default: the frames' columns; a stage that read only the named columns passes
+    every column of their files)."""
     frames = [f for f in frames if f is not None and "customer_id" in f.columns]
     if not frames:
         return None
-    available = list(dict.fromkeys(c for f in frames for c in f.columns if c != "customer_id"))
+    available = list(dict.fromkeys(c for c in (available if available is not None else
+                                               (c for f in frames for c in f.columns)) if c != "customer_id"))
     want = names if names is not None else DEFAULT_SEGMENTS
     if names is not None:
         missing = [c for c in names if c not in available]

@@ -25,10 +25,10 @@ def _run(ctx: Context) -> dict[str, int]:
 
 def _run_groups(ctx: Context) -> dict[str, int]:
     groups = []
-    clubs = ctx.frame_or_none("clubs")
+    clubs = ctx.frame_columns("clubs", ("club",))
     if clubs is not None:
         groups.append(clubs.select("customer_id", "club"))
-    segments = ctx.frame_or_none("segments")
+    segments = ctx.frame_columns("segments", ("rfm_segment",))
     if segments is not None and "rfm_segment" in segments.columns:
         groups.append(segments.select("customer_id", "rfm_segment"))
     if not groups:
