@@ -23,6 +23,10 @@ def _run(ctx: Context) -> dict[str, int]:
     return compute.write_clv(res, ctx.staging)
 
 
+#: the columns of ``clv`` the group table sums (the others are not read)
+GROUP_COLUMNS = ("p_alive", "churn_risk", "p_repurchase", "expected_transactions", "expected_revenue", "clv")
+
+
 def _run_groups(ctx: Context) -> dict[str, int]:
     groups = []
     clubs = ctx.frame_columns("clubs", ("club",))
@@ -33,7 +37,7 @@ def _run_groups(ctx: Context) -> dict[str, int]:
         groups.append(segments.select("customer_id", "rfm_segment"))
     if not groups:
         raise StageSkipped("no clubs or segments to aggregate by")
-    table = compute.group_table(ctx.frame("clv"), groups)
+    table = compute.group_table(ctx.frame_columns("clv", GROUP_COLUMNS), groups)
     table.write_parquet(ctx.staging.path("clv_groups.parquet"), compression="zstd")
     return {"clv_groups": table.height}
 

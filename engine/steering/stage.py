@@ -19,7 +19,9 @@ def _run(ctx: Context) -> dict[str, int]:
         else:
             # of the segments, the summary's rfm_segment and the prior_by column only
             seg = ctx.frame_columns("segments", ("rfm_segment", *((st.prior_by,) if st.prior_by else ())))
-            res = steer(ctx.open(), ctx.cfg, st, ctx.frame("clv"), seg, progress=ctx.say)
+            # the budgets read three columns of the CLV table (not all fourteen)
+            clv = ctx.frame_columns("clv", ("frequency", "expected_order_value", "clv"))
+            res = steer(ctx.open(), ctx.cfg, st, clv, seg, progress=ctx.say)
     ctx.publish(plan=res.plan, budgets=res.budgets)
     ctx.summaries["steering"] = res.summary
     ctx.notes.extend(f"steering: {n}" for n in res.notes)
