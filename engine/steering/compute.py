@@ -238,6 +238,7 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
             eligible[:, j] &= ok.to_numpy()
     values = contact_values(budgets, aff, media, st, eligible)
     since = _since(resp, ids, s.as_of, period_days)
+    del resp, spend, eligible  # per-customer frames the solve does not read: not held through it
     say(f"steering: planning {ids.len():,} customers x {len(media)} media x {st.periods} periods")
     return plan_from_values(ids, values, media, st, budgets, since, aff, priors, notes, segments, period_days)
 
