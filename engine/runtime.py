@@ -43,6 +43,40 @@ def numba_threads(threads: int | None) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
+def release_heap() -> None:
+    """Collect cycles, then hand the C heap's free pages back to the system (glibc ``malloc_trim``).
+
+    NumPy's arrays below glibc's mmap threshold (which grows to 32 MB after large frees) come from
+    the heap; once freed their pages stay in this process, so a stage's temporaries raised the
+    resident size of every later stage. A no-op where the C library has no ``malloc_trim``."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
+
+
+def rss_mb() -> float | None:
+    """This process's resident set size now (``VmRSS``) in MB; None where ``/proc`` does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return round(kb / 1024, 1)
+
+
 def peak_rss_mb(reset: bool = False) -> float | None:
     """This process's peak resident set size (``VmHWM``) in MB since start or the last reset;
     ``reset=True`` then starts a new peak (Linux ``clear_refs``), so a caller can measure the peak of

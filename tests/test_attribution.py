@@ -333,3 +333,55 @@ def test_incrementality_sits_beside_the_attributed_conversions():
     assert "search" not in got and any("matched to contact media by name" in n for n in notes)
     none, notes = incrementality(att, uplift, media.with_columns(medium=pl.lit("sale")))
     assert none is None and "no channel matches" in notes[0]
+
+
+# --- memory: issue 12 ---------------------------------------------------------------------------
+
+
+@given(journeys_st, stg.data())
+def test_take_gathers_a_block_of_journeys_at_a_time_with_the_same_arrays(rows, data):
+    import centile.attribution.journeys as jm
+
+    j = make([r[0] for r in rows], [float(r[1] > 0) for r in rows], value=[r[3] for r in rows])
+    picks = sorted(data.draw(stg.lists(stg.integers(0, j.n - 1), max_size=2 * j.n)))
+    want_ch = [x for r in picks for x in j.channel[j.offsets[r]:j.offsets[r + 1]]]
+    want_age = [x for r in picks for x in j.age_days[j.offsets[r]:j.offsets[r + 1]]]
+    before = jm.TAKE_BLOCK
+    try:
+        for block in (1, 2, 5, before):
+            jm.TAKE_BLOCK = block
+            t = j.take(np.array(picks, np.int64))
+            assert t.channel.dtype == np.int32 and t.age_days.dtype == np.float64
+            assert t.channel.tolist() == want_ch and t.age_days.tolist() == want_age
+            assert np.diff(t.offsets).tolist() == [int(j.offsets[r + 1] - j.offsets[r]) for r in picks]
+            assert t.value.tolist() == [j.value[r] for r in picks]
+            assert t.customer_id.to_list() == [j.customer_id[r] for r in picks]
+    finally:
+        jm.TAKE_BLOCK = before
+
+
+def test_concat_empties_the_partition_list_and_puts_journeys_in_customer_order():
+    from centile.attribution.journeys import _concat
+
+    a = make([[0, 1], [1]], [1, 0], customers=[5, 9])
+    b = make([[0], [0, 0, 1]], [1, 1], customers=[2, 7])
+    parts = [a, b]
+    j = _concat(parts)
+    assert parts == []
+    assert j.customer_id.to_list() == [2, 5, 7, 9]
+    assert [j.channel[j.offsets[i]:j.offsets[i + 1]].tolist() for i in range(j.n)] == [[0], [0, 1], [0, 0, 1], [1]]
+
+
+def test_segment_columns_take_only_the_breakdown_columns():
+    from centile.attribution.compute import segment_columns
+
+    seg = pl.DataFrame({"customer_id": [1, 2, 3], "club": ["a", None, "b"], "rfm_segment": ["x", "y", "x"],
+                        "r": [1, 2, 3], "cluster": [0, 1, 0]})
+    clubs = pl.DataFrame({"customer_id": [1, 3], "club": ["A", "B"], "tier": [1, 2], "score": [0.5, 0.7]})
+    out = segment_columns([seg, clubs])
+    assert out.columns == ["customer_id", "club", "rfm_segment"] and out["club"].to_list() == ["a", None, "b"]
+    out = segment_columns([seg, clubs], ("tier",))
+    assert out.sort("customer_id").rows() == [(1, 1), (2, None), (3, 2)]
+    with pytest.raises(ConfigError, match="no column 'tiers'.*available: club, rfm_segment, r, cluster, tier, score"):
+        segment_columns([seg, clubs], ("tiers",))
+    assert segment_columns([None, None]) is None

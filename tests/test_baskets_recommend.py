@@ -145,3 +145,23 @@ def test_evaluation_by_hand():
     assert got[("all items", "centile")]["precision"] == 1.0 and got[("all items", "centile")]["recall"] == 1.0
     with pytest.raises(ConfigError, match="cutoff"):
         evaluate(_lines(rows), parse_recommend({}), dt.date(2030, 1, 1))
+
+
+def test_merge_puts_each_partition_in_place_as_a_concatenation_would():
+    """Issue 12: the lists of every partition are held once, not three times; same arrays."""
+    from centile.baskets.recommend import _merge
+
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(40).astype(np.int64)
+    cuts = [0, 7, 7, 20, 40]
+    outs = [(pl.Series("customer_id", ids[a:b]), rng.integers(-1, 9, (b - a, 3)).astype(np.int32),
+             rng.random((b - a, 3)), rng.integers(0, 3, (b - a, 3)).astype(np.int8)) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    order = np.argsort(ids, kind="stable")
+    want = [np.concatenate([o[i] for o in outs])[order] for i in (1, 2, 3)]
+    recs = _merge(list(outs), pl.Series("item", [f"i{i}" for i in range(9)]))
+    assert recs.customers.to_list() == sorted(ids.tolist())
+    for got, w in zip((recs.codes, recs.score, recs.source), want, strict=True):
+        assert got.dtype == w.dtype and np.array_equal(got, w)
+    emptied = list(outs)
+    _merge(emptied, pl.Series("item", ["a"]))
+    assert emptied == []

@@ -234,3 +234,38 @@ def test_the_runner_drops_frames_no_later_stage_reads(data, tmp_path):
               Stage("tc", after, uses=("tb_none",))]
     execute(stages, load_config(data=data), tmp_path / "out")
     assert seen == {"b": True, "c": False, "c_reload": 3}
+
+
+def test_a_frame_only_used_later_leaves_memory_and_is_read_back_by_column(data, tmp_path):
+    """Issue 12: a frame stays in memory only for the next stage that reads it; a stage that uses it
+    optionally gets the columns it names from the file, and nothing more is kept."""
+    from centile.pipeline.runner import execute
+    from centile.pipeline.stage import Stage
+
+    seen = {}
+
+    def make_a(ctx):
+        df = pl.DataFrame({"customer_id": [3, 1, 2], "x": ["p", "q", "r"], "y": [1.0, 2.0, 3.0]})
+        df.write_parquet(ctx.staging.path("a.parquet"))
+        ctx.publish(a=df)
+        return {"a": 3}
+
+    def idle(ctx):
+        seen["idle"] = "a" in ctx.frames
+        return {}
+
+    def narrow(ctx):
+        seen["before"] = "a" in ctx.frames
+        got = ctx.frame_columns("a", ("y", "missing"))
+        seen["columns"], seen["rows"] = got.columns, got.rows()
+        seen["after"] = "a" in ctx.frames
+        seen["names"] = ctx.frame_names("a")
+        seen["none"] = ctx.frame_columns("nope", ("y",))
+        return {}
+
+    stages = [Stage("ta", make_a, writes=("a",)), Stage("tb", idle, uses=("a",)),
+              Stage("tc", narrow, uses=("a",))]
+    execute(stages, load_config(data=data), tmp_path / "out")
+    assert seen == {"idle": False, "before": False, "columns": ["customer_id", "y"],
+                    "rows": [(3, 1.0), (1, 2.0), (2, 3.0)], "after": False, "names": ["customer_id", "x", "y"],
+                    "none": None}

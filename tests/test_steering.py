@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import polars as pl
@@ -110,6 +111,27 @@ def test_budgets_on_hand_worked_numbers():
     # a clv margin of 0.5 means clv is half the discounted revenue
     df2, _ = budget_table(clv, spend, st, clv_margin=0.5)
     assert df2["forecast_revenue"][0] == pytest.approx(400.0)
+
+
+def test_budgets_do_not_depend_on_the_order_of_the_spend_rows():
+    """Issue 12 (found by comparing two 1M runs byte for byte): the fallback cost ratio was a float
+    sum in the order DuckDB's parallel GROUP BY returned the rows, so its last bits changed between
+    runs; it is an exactly rounded sum now."""
+    rng = np.random.default_rng(5)
+    n = 5000
+    clv = pl.DataFrame({"customer_id": np.arange(n), "frequency": rng.integers(0, 5, n).astype(float),
+                        "expected_order_value": rng.random(n) * 80, "clv": rng.random(n) * 300})
+    costed = np.where(rng.random(n) < 0.2, 0.0, rng.random(n) * 1000 / 3)
+    spend = pl.DataFrame({"customer_id": np.arange(n), "revenue": costed, "costed_revenue": costed,
+                          "cost": costed * rng.random(n) / 7})
+    st = SteeringSettings(target_margin=0.1, cost_unit=0.05)
+    want, _ = budget_table(clv, spend, st)
+    for seed in range(5):
+        shuffled = spend.sample(fraction=1.0, shuffle=True, seed=seed)
+        got, _ = budget_table(clv, shuffled, st)
+        assert got.equals(want)
+    fallback = want.filter(pl.Series(costed == 0.0))["cost_ratio"].unique()
+    assert fallback.to_list() == [math.fsum(spend["cost"]) / math.fsum(costed)]
 
 
 def test_budgets_without_unit_cost_use_the_configured_ratio_and_new_customers_the_one_time_median():

@@ -143,8 +143,7 @@ def _segment_frame(j: Journeys, segments: pl.DataFrame | None, names: tuple[str,
     if not cols:
         return []
     seg = segments.select("customer_id", *cols).unique("customer_id", keep="first")
-    ids = pl.DataFrame({"customer_id": j.customer_id}).with_row_index("_r")
-    joined = ids.join(seg, on="customer_id", how="left").sort("_r")
+    joined = j.customer_id.to_frame("customer_id").join(seg, on="customer_id", how="left", maintain_order="left")
     return [(c, joined[c].cast(pl.String)) for c in cols]
 
 
@@ -169,10 +168,10 @@ def attribute(j: Journeys, st: AttributionSettings, segments: pl.DataFrame | Non
     run(j, "overall", "all")
     for name, labels in _segment_frame(j, segments, st.segments, notes):
         say(f"attribution: per {name}")
-        lab = labels.to_numpy()
         present = labels.drop_nulls().unique().sort().to_list()
         for value in present:
-            idx = np.flatnonzero(lab == value)
+            # a boolean mask per label, not an object array of every journey's label string
+            idx = np.flatnonzero((labels == value).fill_null(False).to_numpy())
             sub = j.take(idx)
             if sub.conv.sum() <= 0:
                 continue
@@ -267,14 +266,31 @@ def summary_doc(res: AttributionResult) -> dict[str, Any]:
     return dict(res.summary) | {"notes": list(res.notes)}
 
 
-def segment_columns(frames: Sequence[pl.DataFrame]) -> pl.DataFrame | None:
-    """customer_id + every segment column of the given frames (segments, clubs), joined."""
+def segment_columns(frames: Sequence[pl.DataFrame | None], names: tuple[str, ...] | None = None,
+                    available: Sequence[str] | None = None) -> pl.DataFrame | None:
+    """customer_id + the segment columns of the given frames (segments, clubs), joined; a column
+    comes from the first frame that has it. With ``names`` (``[attribution] segments``; None: the
+    :data:`DEFAULT_SEGMENTS`), only those columns are taken: the others would be copied for every
+    customer for nothing. A named column no frame has raises :class:`ConfigError` listing
+    ``available`` (default: the frames' columns; a stage that read only the named columns passes
+    every column of their files)."""
+    frames = [f for f in frames if f is not None and "customer_id" in f.columns]
+    if not frames:
+        return None
+    available = list(dict.fromkeys(c for c in (available if available is not None else
+                                               (c for f in frames for c in f.columns)) if c != "customer_id"))
+    want = names if names is not None else DEFAULT_SEGMENTS
+    if names is not None:
+        missing = [c for c in names if c not in available]
+        if missing:
+            raise ConfigError(f"[attribution] segments: no column {missing[0]!r} in the segments "
+                              f"(available: {', '.join(available)})")
     out = None
     for f in frames:
-        if f is None or "customer_id" not in f.columns:
+        cols = [c for c in f.columns if c != "customer_id" and c in want and (out is None or c not in out.columns)]
+        if out is not None and not cols:
             continue
-        f = f.select("customer_id", *(c for c in f.columns if c != "customer_id"
-                                      and (out is None or c not in out.columns)))
+        f = f.select("customer_id", *cols)
         out = f if out is None else out.join(f, on="customer_id", how="full", coalesce=True)
     return out
 

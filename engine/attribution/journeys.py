@@ -57,10 +57,22 @@ class Journeys:
         lens = np.diff(self.offsets)[rows]
         offsets = np.zeros(rows.size + 1, np.int64)
         np.cumsum(lens, out=offsets[1:])
-        idx = np.repeat(self.offsets[rows], lens) + (np.arange(offsets[-1]) - np.repeat(offsets[:-1], lens))
-        return Journeys(self.channels, offsets, self.channel[idx], self.age_days[idx], self.conv[rows],
-                        self.null[rows], self.value[rows],
+        channel = np.empty(int(offsets[-1]), self.channel.dtype)
+        age = np.empty(int(offsets[-1]), self.age_days.dtype)
+        # the touch positions a block of journeys at a time: three int64 arrays per touch of the
+        # whole set were the largest thing this step held
+        for a in range(0, rows.size, TAKE_BLOCK):
+            b = min(rows.size, a + TAKE_BLOCK)
+            ln = lens[a:b]
+            idx = np.repeat(self.offsets[rows[a:b]] - offsets[a:b], ln) + np.arange(offsets[a], offsets[b])
+            channel[offsets[a]:offsets[b]] = self.channel[idx]
+            age[offsets[a]:offsets[b]] = self.age_days[idx]
+        return Journeys(self.channels, offsets, channel, age, self.conv[rows], self.null[rows], self.value[rows],
                         None if self.customer_id is None else self.customer_id.gather(rows))
+
+
+#: journeys per block when :meth:`Journeys.take` gathers their touches
+TAKE_BLOCK = 1 << 18
 
 
 def _path_options(df: pl.DataFrame, collapse_repeats: bool, max_path_length: int) -> pl.DataFrame:
@@ -105,7 +117,8 @@ def journeys_from_touches(rows: pl.DataFrame, *, collapse_repeats: bool = False,
 
 def _concat(parts: list[Journeys]) -> Journeys:
     """Journeys of disjoint customer partitions as one, channels renumbered into their sorted union and
-    journeys in customer order (a customer's journeys keep their order): the same arrays as one pass."""
+    journeys in customer order (a customer's journeys keep their order): the same arrays as one pass.
+    Empties ``parts`` once they are copied (the caller holds no other reference to them)."""
     channels = tuple(sorted({c for p in parts for c in p.channels}))
     ids = {c: i for i, c in enumerate(channels)}
     chan, lens = [], []
@@ -117,10 +130,14 @@ def _concat(parts: list[Journeys]) -> Journeys:
     offsets = np.zeros(lens_all.size + 1, np.int64)
     np.cumsum(lens_all, out=offsets[1:])
     customer = pl.concat([p.customer_id for p in parts]) if parts else pl.Series("customer_id", [])
-    whole = Journeys(channels, offsets, np.ascontiguousarray(np.concatenate(chan), dtype=np.int32),
-                     np.ascontiguousarray(np.concatenate([p.age_days for p in parts])),
-                     np.concatenate([p.conv for p in parts]), np.concatenate([p.null for p in parts]),
-                     np.concatenate([p.value for p in parts]), customer)
+    channel = np.ascontiguousarray(np.concatenate(chan), dtype=np.int32)
+    del chan, lens
+    age = np.ascontiguousarray(np.concatenate([p.age_days for p in parts]))
+    conv, null = np.concatenate([p.conv for p in parts]), np.concatenate([p.null for p in parts])
+    value = np.concatenate([p.value for p in parts])
+    parts.clear()
+    whole = Journeys(channels, offsets, channel, age, conv, null, value, customer)
+    del channel, age, conv, null, value
     # customer order, a customer's journeys in their order (the position breaks ties: a stable sort)
     order = (pl.DataFrame({"c": customer, "i": np.arange(customer.len(), dtype=np.int64)})
              .sort("c", "i")["i"].to_numpy())
@@ -163,6 +180,7 @@ def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool
     parts_out = [j for j, _n, _v in results if j is not None]
     n_orders = sum(n for _j, n, _v in results)
     v_orders = sum((v for _j, _n, v in results), Decimal(0))
+    del results  # _concat frees each partition's arrays once copied
     if not parts_out:
         raise InputError(f"touchpoints: no touchpoint lies before as_of {session.as_of} inside the "
                          f"{lookback_days}-day lookback of a conversion or of as_of; nothing to attribute")

@@ -4,6 +4,7 @@ overall and per club / RFM segment, beside the uplift measured against control g
 from __future__ import annotations
 
 from centile.attribution.compute import (
+    DEFAULT_SEGMENTS,
     attribution_from_session,
     attribution_settings,
     segment_columns,
@@ -17,7 +18,9 @@ from centile.pipeline.parts import config_part
 
 def _run(ctx: Context) -> dict[str, int]:
     st = ctx.cfg.settings("attribution")
-    segs = segment_columns([ctx.frame_or_none("segments"), ctx.frame_or_none("clubs")])
+    want = st.segments if st.segments is not None else DEFAULT_SEGMENTS
+    segs = segment_columns([ctx.frame_columns("segments", want), ctx.frame_columns("clubs", want)], st.segments,
+                           available=[c for n in ("segments", "clubs") for c in ctx.frame_names(n)])
     with ctx.staging.timed("attribution"):
         res = attribution_from_session(ctx.open(), st, segs, ctx.frame_or_none("uplift"), progress=ctx.say)
     ctx.summaries["attribution"] = summary_doc(res)

@@ -320,13 +320,27 @@ def _without_lines(model: Model, pop, segs: Segments, segments: pl.DataFrame | N
 
 
 def _merge(outs: list[tuple], items: pl.Series) -> Recommendations:
-    """Every partition's lists in customer order."""
+    """Every partition's lists in customer order. Each partition's arrays are put in place and
+    dropped from ``outs`` (emptied): the lists are held once, not three times (the parts, their
+    concatenation and its reordered copy)."""
     ids = pl.concat([o[0] for o in outs]).rechunk()
     order = ids.arg_sort().to_numpy()
-    out = np.concatenate([o[1] for o in outs])[order]
-    score = np.concatenate([o[2] for o in outs])[order]
-    src = np.concatenate([o[3] for o in outs])[order]
-    return Recommendations(ids.gather(order), items, out, score, src)
+    where = np.empty(order.size, np.int64)  # where = order^-1: the output row of each input row
+    where[order] = np.arange(order.size, dtype=np.int64)
+    ids = ids.gather(order)
+    del order
+    arrays = []
+    for i in (1, 2, 3):  # the dtype np.concatenate would give
+        arrays.append(np.empty((where.size, *outs[0][i].shape[1:]), np.result_type(*(o[i] for o in outs))))
+    lo = 0
+    while outs:
+        o = outs.pop(0)
+        hi = lo + o[0].len()
+        for dst, a in zip(arrays, o[1:], strict=True):
+            dst[where[lo:hi]] = a
+        lo = hi
+        del o
+    return Recommendations(ids, items, *arrays)
 
 
 def _empty_recs(items: pl.Series, id_type, k: int) -> Recommendations:

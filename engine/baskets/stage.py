@@ -31,8 +31,12 @@ from centile.runtime import numba_threads
 def segment_frame(ctx: Context, columns: tuple[str, ...] | None = None) -> pl.DataFrame | None:
     """customer_id plus the segment columns of this run (``segments``) and ``club`` (``clubs``);
     with ``columns``, only those of them (the others would be copied for every customer for nothing)."""
-    seg = ctx.frame_or_none("segments")
-    clubs = ctx.frame_or_none("clubs")
+    if columns is not None:  # only those columns are read (when the frame is not in memory)
+        seg = ctx.frame_columns("segments", columns)
+        clubs = ctx.frame_columns("clubs", ("club",)) if "club" in columns else None
+    else:
+        seg = ctx.frame_or_none("segments")
+        clubs = ctx.frame_or_none("clubs")
     if columns is not None:
         if seg is not None:
             seg = seg.select("customer_id", *(c for c in columns if c in seg.columns and c != "customer_id"))

@@ -23,17 +23,21 @@ def _run(ctx: Context) -> dict[str, int]:
     return compute.write_clv(res, ctx.staging)
 
 
+#: the columns of ``clv`` the group table sums (the others are not read)
+GROUP_COLUMNS = ("p_alive", "churn_risk", "p_repurchase", "expected_transactions", "expected_revenue", "clv")
+
+
 def _run_groups(ctx: Context) -> dict[str, int]:
     groups = []
-    clubs = ctx.frame_or_none("clubs")
+    clubs = ctx.frame_columns("clubs", ("club",))
     if clubs is not None:
         groups.append(clubs.select("customer_id", "club"))
-    segments = ctx.frame_or_none("segments")
+    segments = ctx.frame_columns("segments", ("rfm_segment",))
     if segments is not None and "rfm_segment" in segments.columns:
         groups.append(segments.select("customer_id", "rfm_segment"))
     if not groups:
         raise StageSkipped("no clubs or segments to aggregate by")
-    table = compute.group_table(ctx.frame("clv"), groups)
+    table = compute.group_table(ctx.frame_columns("clv", GROUP_COLUMNS), groups)
     table.write_parquet(ctx.staging.path("clv_groups.parquet"), compression="zstd")
     return {"clv_groups": table.height}
 

@@ -34,7 +34,7 @@ from centile.io.outputs import (
 from centile.pipeline.dag import dependencies, order, producers
 from centile.pipeline.keys import link_files, previous_manifest, reusable, stage_keys
 from centile.pipeline.stage import Context, Stage, StageSkipped
-from centile.runtime import Progress, numba_threads, peak_rss_mb
+from centile.runtime import Progress, numba_threads, peak_rss_mb, release_heap, rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -83,26 +83,17 @@ def _files(staging: Staging) -> list[str]:
     return [p.name for p in staging.tmp.iterdir() if p.is_file()]
 
 
-def _last_use(stages: list[Stage]) -> dict[str, int]:
-    """frame -> position of the last stage that reads or uses it (its producer's when none does)."""
-    last: dict[str, int] = {}
-    for i, st in enumerate(stages):
-        for f in (*st.frames, *st.reads, *st.uses):
-            last[f] = i
-    return last
-
-
-def _evict(ctx: Context, last_use: dict[str, int], done: int) -> None:
-    """Drop in-memory frames no later stage reads: per-customer frames would otherwise pile up over
-    the run. A frame is dropped only when it can be had again (its file, or its loader)."""
-    gone = [f for f in ctx.frames if last_use.get(f, -1) <= done
+def _evict(ctx: Context, keep: tuple[str, ...]) -> None:
+    """Drop the in-memory frames the next stage does not read (``keep``): per-customer frames would
+    otherwise pile up over the run, and a stage that only uses a frame optionally, or a few of its
+    columns, reads them again from the file (:meth:`Context.frame_columns`). A frame is dropped only
+    when it can be had again (its file, or its loader)."""
+    gone = [f for f in ctx.frames if f not in keep
             and (f in ctx.loaders or (ctx.staging.tmp / f"{f}.parquet").exists())]
     for f in gone:
         del ctx.frames[f]
-    if gone:
-        import gc
-
-        gc.collect()
+    # the stage's temporaries are gone too: give their pages back before the next stage starts
+    release_heap()
 
 
 def _wanted(keys: Mapping[str, str]) -> Callable[[dict[str, Any]], list[str]]:
@@ -138,7 +129,6 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
     read = tuple(dict.fromkeys(t for st in stages for t in st.tables))
     backend = open_backend(cfg)
     position = {st.name: i for i, st in enumerate(stages)}
-    last_use = _last_use(stages)
     with (staged_url(url, keep_runs) if url else staged_folder(out)) as staging, \
             _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
         if url is not None and not force:  # the run LATEST names: its unchanged stages' files
@@ -170,6 +160,7 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 before = set(_files(staging))
                 summaries_before = set(ctx.summaries)
                 peak_rss_mb(reset=True)
+                rss_start = rss_mb()  # what earlier stages left resident: part of this stage's peak
                 moved = backend.moved()
                 t1, c1 = time.perf_counter(), time.process_time()
                 if can_reuse:
@@ -199,13 +190,14 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
                 records[st.name] = {"status": status, "key": key, "seconds": secs, "cpu_s": cpu, "files": files,
                                     "rows": rows,
                                     "summary_keys": sorted(set(ctx.summaries) - summaries_before),
-                                    "peak_rss_mb": peak_rss_mb()}
+                                    "peak_rss_mb": peak_rss_mb(), "rss_start_mb": rss_start}
                 network = network_delta(moved, backend.moved())
                 if network:  # a cluster: what this stage's per-partition steps moved
                     records[st.name]["network"] = network
                 ctx.rows.update(rows)
                 log.info("stage %s %s in %.2f s: %s", st.name, status, secs, ", ".join(files))
-                _evict(ctx, last_use, position[st.name])
+                nxt = position[st.name] + 1
+                _evict(ctx, stages[nxt].reads if nxt < len(stages) else ())
             as_of = ctx.session.as_of.isoformat() if ctx.session is not None else prev_doc.get("as_of")
             summary = dict(ctx.summaries)
             summary["backend"] = backend.describe()

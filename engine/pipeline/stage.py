@@ -11,7 +11,7 @@ writes into the run folder, or frames a stage derives from its files
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -149,6 +149,33 @@ class Context:
 
                 self.frames[name] = pl.read_parquet(path)
         return self.frames[name]
+
+    def frame_columns(self, name: str, columns: Iterable[str]) -> pl.DataFrame | None:
+        """``customer_id`` and those of ``columns`` the frame has, in the frame's column order (None
+        without the frame). From memory when the frame is there, else only these columns are read
+        from its file and nothing is kept: a stage that groups by two columns of ``segments`` does
+        not hold every column of every customer."""
+        if not self.has(name):
+            return None
+        want = {"customer_id", *columns}
+        if name in self.frames or name in self.loaders:
+            df = self.frame(name)
+            return df.select([c for c in df.columns if c in want])
+        import polars as pl
+
+        path = self.staging.tmp / f"{name}.parquet"
+        return pl.read_parquet(path, columns=[c for c in pl.read_parquet_schema(path) if c in want])
+
+    def frame_names(self, name: str) -> list[str]:
+        """The column names of a frame of this run ([] without it), without reading its rows."""
+        if name in self.frames or name in self.loaders:
+            return list(self.frame(name).columns)
+        path = self.staging.tmp / f"{name}.parquet"
+        if not path.exists():
+            return []
+        import polars as pl
+
+        return list(pl.read_parquet_schema(path))
 
     def has(self, name: str) -> bool:
         return name in self.frames or name in self.loaders or (self.staging.tmp / f"{name}.parquet").exists()

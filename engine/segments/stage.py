@@ -21,7 +21,8 @@ def _run(ctx: Context) -> dict[str, int]:
     ctx.say("segments: RFM, rules, clusters, profiles")
     table = with_customer_columns(ctx.frame("features"), ctx.frame_or_none("clv_features"))
     with ctx.staging.timed("segments"):
-        res = form_segments(table, ctx.cfg, customers=customers, clubs=ctx.frame_or_none("clubs"), as_of=s.as_of)
+        res = form_segments(table, ctx.cfg, customers=customers, clubs=ctx.frame_columns("clubs", ("club", "tier")),
+                            as_of=s.as_of)
     ctx.publish(segments=res.segments, segment_profiles=res.profiles, rfm_grid=res.rfm_grid)
     ctx.summaries["segments"] = segments_summary_doc(res)
     ctx.notes.extend(res.notes)

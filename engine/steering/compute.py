@@ -87,7 +87,10 @@ def budget_table(clv: pl.DataFrame, spend: pl.DataFrame | None, st: SteeringSett
     notes: list[str] = []
     df = clv.select("customer_id", "frequency", "expected_order_value", "clv")
     if spend is not None and spend["costed_revenue"].sum() > 0:
-        overall = float(spend["cost"].sum() / spend["costed_revenue"].sum())
+        # exactly rounded sums (math.fsum): the spend rows come from a parallel GROUP BY in no fixed
+        # order, and a float sum in row order changed the last bits of the fallback ratio between runs
+        overall = (math.fsum(spend["cost"].fill_null(0.0).to_numpy())
+                   / math.fsum(spend["costed_revenue"].fill_null(0.0).to_numpy()))
         df = df.join(spend.select("customer_id", "costed_revenue", "cost"), on="customer_id", how="left")
         ratio = (pl.when(pl.col("costed_revenue") > 0).then(pl.col("cost") / pl.col("costed_revenue"))
                  .otherwise(overall).clip(0.0, 1.0))
@@ -237,6 +240,7 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
             eligible[:, j] &= ok.to_numpy()
     values = contact_values(budgets, aff, media, st, eligible)
     since = _since(resp, ids, s.as_of, period_days)
+    del resp, spend, eligible  # per-customer frames the solve does not read: not held through it
     say(f"steering: planning {ids.len():,} customers x {len(media)} media x {st.periods} periods")
     return plan_from_values(ids, values, media, st, budgets, since, aff, priors, notes, segments, period_days)
 

@@ -17,7 +17,11 @@ def _run(ctx: Context) -> dict[str, int]:
         if st.proposals is not None:
             res = from_proposals(ctx.cfg, st)
         else:
-            res = steer(ctx.open(), ctx.cfg, st, ctx.frame("clv"), ctx.frame_or_none("segments"), progress=ctx.say)
+            # of the segments, the summary's rfm_segment and the prior_by column only
+            seg = ctx.frame_columns("segments", ("rfm_segment", *((st.prior_by,) if st.prior_by else ())))
+            # the budgets read three columns of the CLV table (not all fourteen)
+            clv = ctx.frame_columns("clv", ("frequency", "expected_order_value", "clv"))
+            res = steer(ctx.open(), ctx.cfg, st, clv, seg, progress=ctx.say)
     ctx.publish(plan=res.plan, budgets=res.budgets)
     ctx.summaries["steering"] = res.summary
     ctx.notes.extend(f"steering: {n}" for n in res.notes)

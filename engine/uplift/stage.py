@@ -18,7 +18,8 @@ PRE_TREATMENT_BREAKDOWNS = ("age_band", "gender", "region")
 def _run(ctx: Context) -> dict[str, int]:
     spec = ctx.cfg.settings("uplift")
     s = None if spec.path else ctx.open()
-    seg = ctx.frame_or_none("segments")
+    # by default only the pre-treatment columns are read (not every column of every customer)
+    seg = ctx.frame_or_none("segments") if spec.segments else ctx.frame_columns("segments", PRE_TREATMENT_BREAKDOWNS)
     if seg is not None and not spec.segments:
         # Segments and clubs are measured at as_of, after the campaigns: a campaign moves
         # customers between them, so breakdowns by them are biased (and fail the SRM check).
