@@ -188,9 +188,13 @@ def test_segment_frame_holds_only_the_columns_a_stage_groups_by():
                         "cluster": [0, 1, 2]})
     clubs = pl.DataFrame({"customer_id": [2, 4], "club": ["c1", "c2"]})
 
-    class Ctx:
+    class Ctx:  # the two ways a stage reads a frame (Context.frame_or_none, Context.frame_columns)
         def frame_or_none(self, name):
             return {"segments": seg, "clubs": clubs}[name]
+
+        def frame_columns(self, name, columns):
+            df = self.frame_or_none(name)
+            return df.select([c for c in df.columns if c in {"customer_id", *columns}])
 
     both = segment_frame(Ctx(), ("club", "rfm_segment"))
     assert both.columns == ["customer_id", "rfm_segment", "club"]
