@@ -429,23 +429,24 @@ def download_run(url: str, dest: Path) -> Path:
 
 
 def fetch_previous(url: str, wanted: Callable[[dict[str, Any]], list[str]], dest: Path,
-                   staging: Staging) -> dict[str, Any]:
-    """The manifest of the run ``<url>/LATEST`` names (empty when there is none), with the files
-    ``wanted(manifest)`` lists downloaded into ``dest`` and recorded in ``staging.copies``: a run to
-    a URL reuses unchanged stages as a run into a folder does. A file that cannot be read is left
+                   staging: Staging) -> tuple[dict[str, Any], str | None]:
+    """The manifest of the run ``<url>/LATEST`` names (empty when there is none) and that run's URL
+    (None before the first run), with the files ``wanted(manifest)`` lists downloaded into ``dest``
+    and recorded in ``staging.copies``: a run to a URL reuses unchanged stages as a run into a
+    folder does. A file that cannot be read is left
     out (its stage is then recomputed)."""
     from centile import urls
 
     prev = current_run(url)
     if prev is None:
-        return {}
+        return {}, None
     fs, path = urls.filesystem(prev)
     try:
         doc = json.loads(fs.cat_file(f"{path}/manifest.json"))
     except (OSError, ValueError):
-        return {}
+        return {}, prev
     if not isinstance(doc, dict) or doc.get("job") != "run":
-        return {}
+        return {}, prev
     dest.mkdir(parents=True, exist_ok=True)
     for name in wanted(doc):
         obj = f"{path}/{name}"
@@ -456,7 +457,7 @@ def fetch_previous(url: str, wanted: Callable[[dict[str, Any]], list[str]], dest
                 (dest / name).unlink()
             continue
         staging.copies[name] = (dest / name, obj)
-    return doc
+    return doc, prev
 
 
 @contextlib.contextmanager

@@ -26,7 +26,6 @@ from centile.errors import OutputError
 from centile.io.outputs import (
     Staging,
     build_manifest,
-    current_run,
     fetch_previous,
     staged_folder,
     staged_url,
@@ -133,8 +132,8 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
             _log_file(staging.path("centile.log")), numba_threads(cfg.threads):
         if url is not None and not force:  # the run LATEST names: its unchanged stages' files
             prev_dir = staging.target.parent / "previous"
-            prev_doc = fetch_previous(url, _wanted(keys), prev_dir, staging)
-            prev_name = current_run(url) or url
+            prev_doc, prev_url = fetch_previous(url, _wanted(keys), prev_dir, staging)
+            prev_name = prev_url or url
         with contextlib.ExitStack() as stack:
             stack.enter_context(backend)  # a cluster connection (the dask backend), closed last
             ctx = Context(cfg, staging, options, progress,
