@@ -103,8 +103,10 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
     the stage (it idles while it waits for the tasks; the LocalCluster's scheduler runs in it and is
     counted), scaled by the lines for the first stage (validation reads every line) and by the
     customers otherwise. The two parts are added (the client's global steps run between the steps). Bytes to the client scale with the
-    customers for per-customer steps and stay as measured for merged states; bytes to the workers
-    with customers x workers (the segments frame goes to every worker). Client memory: the
+    customers for per-customer steps and stay as measured for merged states. Bytes to the workers
+    by kind: each task's own arguments times the tasks (``parts_per_thread`` x N x T per step), frames
+    broadcast to every worker with customers x workers (some hold a value per customer, e.g.
+    recommend's segment codes), per-customer frames split by partition with the customers only. Client memory: the
     measured client peak scaled by the customers, and the per-customer columns that come back.
     """
     lines = dask["lines"]
@@ -134,7 +136,8 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
             "full_scan_ns_per_line": round(1e9 * full_scan / lines, 1),
             "bytes_to_client_per_customer": round(to_client_cust / customers, 1),
             "bytes_to_client_fixed": to_client_fixed,
-            "bytes_to_workers": sum(st["bytes_to_workers"] for st in steps.values())}
+            "bytes_to_workers": sum(st["bytes_to_workers"] for st in steps.values()),
+            **_sent_by_kind(steps)}
     workers0 = dask["backend"]["workers"] if dask.get("backend") else 2
     client_peak_mb = dask["process_peak_rss_mb"]
     per_customer_cols = sum(r["bytes_to_client_per_customer"] for r in rates.values())
@@ -154,7 +157,10 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
             "stages": per_stage,
             "bytes_to_client_gb": round(sum(r["bytes_to_client_per_customer"] * target_customers
                                             + r["bytes_to_client_fixed"] for r in rates.values()) / 1e9, 2),
-            "bytes_to_workers_gb": round(sum(r["bytes_to_workers"] for r in rates.values()) * sc * n / workers0 / 1e9, 2)})
+            "bytes_to_workers_gb": round(sum(
+                r["bytes_per_task_each"] * parts_per_thread * threads
+                + r["bytes_broadcast"] * sc * n / workers0 + r["bytes_per_customer"] * sc
+                for r in rates.values()) / 1e9, 2)})
     first_read = (f"the first read step ({FIRST_READ_STEP}) scans the whole input once per task "
                   f"({parts_per_thread} tasks per thread)" if not pieces else
                   f"the first read step ({FIRST_READ_STEP}) reads only its partition's customer-hash pieces; "
@@ -172,6 +178,21 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
                 "the client's CPU per stage scales with the lines for the first stage (validation) and with "
                 "the customers otherwise; it does not divide over workers",
                 "no network or storage bandwidth limit, no scheduler overhead per task, no straggler"]}
+
+
+def _sent_by_kind(steps: dict) -> dict:
+    """The bytes a stage's steps sent to the workers by kind: ``bytes_per_task_each``, what one task
+    of each step carries (its pickled job and small arguments), summed over the steps; frames
+    broadcast to every worker; per-customer frames sent once. A run recorded before the kinds were
+    separated counts all as broadcast (every worker gets them: the upper bound)."""
+    def total(key: str) -> int:
+        return sum(int(st.get(key, 0)) for st in steps.values())
+
+    split = any(k in st for st in steps.values() for k in ("bytes_per_task", "bytes_broadcast"))
+    each = sum(st.get("bytes_per_task", 0) / st["tasks"] for st in steps.values() if st.get("tasks"))
+    return {"bytes_per_task_each": round(each, 1) if split else 0.0,
+            "bytes_broadcast": total("bytes_broadcast") if split else total("bytes_to_workers"),
+            "bytes_per_customer": total("bytes_per_customer")}
 
 
 def print_model(model: dict) -> str:

@@ -85,7 +85,8 @@ def test_network_delta_is_a_stage_share_of_the_running_totals():
     after = {**before, "clv": {"tasks": 4, "bytes_to_workers": 20, "bytes_to_client": 7, "bytes_via_files": 50,
                                "bytes_held_on_workers": 0, "open_s": 0.5, "work_s": 0.25}}
     net = network_delta(before, after)
-    assert net == {"tasks": 4, "bytes_to_workers": 20, "bytes_to_client": 57, "bytes_held_on_workers": 0,
+    assert net == {"tasks": 4, "bytes_to_workers": 20, "bytes_per_task": 0, "bytes_broadcast": 0,
+                   "bytes_per_customer": 0, "bytes_to_client": 57, "bytes_held_on_workers": 0,
                    "steps": {"clv": after["clv"]}}
     assert network_delta(after, after) == {}
     assert network_delta({}, {}) == {}
@@ -134,6 +135,10 @@ def test_a_per_customer_frame_reaches_each_task_as_its_partition_rows_only(datas
         if over:
             sent = moved["t"]["bytes_to_workers"]
             assert sent < 2 * segments.estimated_size()  # not once per worker (2 here) on top of the task args
+            # by kind: the frame once as per-customer bytes, nothing broadcast, the rest the tasks' own
+            assert moved["t"]["bytes_per_customer"] == segments.estimated_size()
+            assert moved["t"]["bytes_broadcast"] == 0
+            assert sent == moved["t"]["bytes_per_customer"] + moved["t"]["bytes_per_task"] > 0
     here, there = got
     for (h_rows, h_joined), (t_rows, t_joined) in zip(here, there, strict=True):
         assert h_rows == segments.height and 0 < t_rows < segments.height  # the whole frame / the slice
@@ -198,4 +203,25 @@ def test_the_paper_model_scales_task_work_over_workers_and_keeps_the_client_and_
     assert r["features"]["bytes_to_client_per_customer"] == 0.1 and r["features"]["bytes_to_client_fixed"] == 0
     assert r["uplift"]["bytes_to_client_per_customer"] == 0 and r["uplift"]["bytes_to_client_fixed"] == 5_000
     assert model["client_memory_gb"]["peak_scaled"] == 10.0
-    assert "| 10 |" in _bench_dask().print_model(model)
+
+
+def test_the_paper_model_scales_each_kind_of_bytes_to_the_workers_its_own_way():
+    step = {"tasks": 4, "bytes_to_workers": 16 * 10**8 + 2 * 10**9 + 5 * 10**9, "bytes_per_task": 16 * 10**8,
+            "bytes_broadcast": 2 * 10**9, "bytes_per_customer": 5 * 10**9, "bytes_to_client": 0,
+            "bytes_via_files": 0, "bytes_held_on_workers": 0, "open_s": 0.0, "work_s": 1.0, "cpu_s": 1.0,
+            "wall_s": 1.0}
+    old = {k: v for k, v in step.items() if k not in ("bytes_per_task", "bytes_broadcast", "bytes_per_customer")}
+    rows = {}
+    for name, st in (("kinds", step), ("no kinds", old)):
+        dask = {"lines": 1_000_000, "process_peak_rss_mb": 1.0, "backend": {"workers": 2}, "pieces": {"orders": 4},
+                "stages": {"uplift": {"status": "ran", "cpu_s": 1.0, "network": {"steps": {"uplift: units": st}}}}}
+        model = _bench_dask().paper_model(dask, 100_000, target_customers=1_000_000, target_lines=10_000_000,
+                                          workers=(1, 10), parts_per_thread=2)
+        rows[name] = [r["bytes_to_workers_gb"] for r in model["rows"]]
+        if name == "kinds":
+            assert model["rates"]["uplift"]["bytes_per_task_each"] == 4 * 10**8
+    # 0.4 GB per task x 2 tasks per thread x n; broadcast 2 GB x10 customers x n workers / 2 measured;
+    # per-customer 5 GB x10 customers
+    assert rows["kinds"] == [0.8 * 1 + 10 * 1 + 50, 0.8 * 10 + 10 * 10 + 50]
+    # a run recorded without the kinds: every byte counted as broadcast (the upper bound)
+    assert rows["no kinds"] == [8.6 * 10 * 1 / 2, 8.6 * 10 * 10 / 2]

@@ -84,7 +84,9 @@ class Backend(Protocol):
 def network_delta(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
                   ) -> dict[str, Any]:
     """What moved between two :meth:`Backend.moved` snapshots (a stage's share), for its manifest
-    record: tasks, bytes to the workers, ``bytes_to_client`` (through the scheduler and through
+    record: tasks, bytes to the workers (with their three kinds: ``bytes_per_task``, pickled with
+    every task; ``bytes_broadcast``, frames sent to every worker; ``bytes_per_customer``, frames
+    split by partition, each row sent once), ``bytes_to_client`` (through the scheduler and through
     frame files in the scratch folder, which the client reads back), and the same per step.
     Empty when nothing moved (the DuckDB backend, or a stage without per-partition steps)."""
     steps: dict[str, dict[str, Any]] = {}
@@ -101,6 +103,8 @@ def network_delta(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, M
         return sum(int(d.get(key, 0)) for d in steps.values())
 
     return {"tasks": total("tasks"), "bytes_to_workers": total("bytes_to_workers"),
+            "bytes_per_task": total("bytes_per_task"), "bytes_broadcast": total("bytes_broadcast"),
+            "bytes_per_customer": total("bytes_per_customer"),
             "bytes_to_client": total("bytes_to_client") + total("bytes_via_files"),
             "bytes_held_on_workers": total("bytes_held_on_workers"), "steps": steps}
 

@@ -296,14 +296,22 @@ class DaskBackend:
                   client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
                   for i, a in enumerate(args)]
         frames = [a for a in args if isinstance(a, pl.DataFrame)]
-        traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_to_client": 0,
-                                                  "bytes_via_files": 0, "bytes_held_on_workers": 0,
+        traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_per_task": 0,
+                                                  "bytes_broadcast": 0, "bytes_per_customer": 0,
+                                                  "bytes_to_client": 0, "bytes_via_files": 0,
+                                                  "bytes_held_on_workers": 0,
                                                   "open_s": 0.0, "work_s": 0.0, "cpu_s": 0.0, "wall_s": 0.0})
         traffic["tasks"] += parts.count
-        traffic["bytes_to_workers"] += (
-            parts.count * _nbytes((job, fn, [a for a in args if not isinstance(a, (pl.DataFrame, PerCustomer))]))
-            + len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames)
-            + sum(int(a.frame.estimated_size()) for a in args if isinstance(a, PerCustomer)))
+        # three kinds, which grow differently with the cluster and the data: what every task carries
+        # (the job, the function, small arguments), frames broadcast to every worker, and per-customer
+        # frames split by partition (each row crosses the network once)
+        sent = {"bytes_per_task": parts.count * _nbytes(
+                    (job, fn, [a for a in args if not isinstance(a, (pl.DataFrame, PerCustomer))])),
+                "bytes_broadcast": len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames),
+                "bytes_per_customer": sum(int(a.frame.estimated_size()) for a in args if isinstance(a, PerCustomer))}
+        for k, v in sent.items():
+            traffic[k] += v
+        traffic["bytes_to_workers"] += sum(sent.values())
         call = uuid.uuid4().hex[:8]
         slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
         futures = [client.submit(_task, job, p, fn, *[a[p] if i in slices else a for i, a in enumerate(shared)],
