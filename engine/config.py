@@ -74,11 +74,15 @@ class BackendSpec:
     (None: a local cluster is started for the run). ``buckets``: whether the validated rows of the
     customer tables are written once into customer-hash pieces that partitions read instead of
     filtering whole tables (``auto``: when several partitions or a cluster will read them;
-    ``on``: whenever there is more than one partition; ``off``: never)."""
+    ``on``: whenever there is more than one partition; ``off``: never). ``scratch``: the folder
+    that takes the run's scratch files (DuckDB's spill, the pieces, frames handed back by the
+    workers) instead of a folder beside the output; on a cluster, a shared file system every
+    worker mounts at that path."""
 
     kind: str = "duckdb"
     scheduler: str | None = None
     buckets: str = "auto"
+    scratch: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,7 @@ class Config:
             "memory_limit": self.memory_limit,
             "partitions": self.partitions,
             "backend": {"kind": self.backend.kind, "scheduler": self.backend.scheduler,
-                        "buckets": self.backend.buckets},
+                        "buckets": self.backend.buckets, "scratch": self.backend.scratch},
             "strategy": self.strategy,
             "group_by": self.group_by,
             "seed": self.seed,
@@ -204,7 +208,7 @@ CONFIG_SECTIONS: Registry[ConfigSection] = Registry("config section")
 #: top-level keys and sections of the core (everything else is a capability's section)
 CORE_KEYS = ("data", "as_of", "strict", "threads", "memory_limit", "partitions", "seed", "tables", "features",
              "clubs", "backend")
-BACKEND_KEYS = ("kind", "scheduler", "buckets")
+BACKEND_KEYS = ("kind", "scheduler", "buckets", "scratch")
 
 #: the values of ``[backend] buckets``
 BUCKET_MODES = ("auto", "on", "off")
@@ -483,6 +487,20 @@ def _text(value: Any, where: str) -> str:
     return value
 
 
+def _scratch(value: Any) -> str | None:
+    """``[backend] scratch`` (or ``CENTILE_SCRATCH``): a folder path (DuckDB spills there and the
+    workers read the pieces there by path, so not an object-store URL), made absolute."""
+    if value in (None, ""):
+        return None
+    text = _text(value, "[backend] scratch")
+    if urls.is_url(text) and not text.startswith("file://"):
+        raise ConfigError(f"[backend] scratch = {text!r} (or CENTILE_SCRATCH): the scratch folder must be a "
+                          "path on a file system (every worker of a cluster mounts it at that path), not an "
+                          "object store: DuckDB spills there and the workers read their pieces there by path")
+    path = text[len("file://"):] if text.startswith("file://") else text
+    return str(Path(path).expanduser().absolute())
+
+
 def _clubs_from_toml(items: Any, default_shares: tuple[float, ...]) -> tuple[ClubSpec, ...]:
     if not isinstance(items, list):
         raise ConfigError("[clubs] club: write each club as a [[clubs.club]] table")
@@ -701,7 +719,8 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
     settings["backend"] = backend_doc.get("kind")
     settings["scheduler"] = backend_doc.get("scheduler")
     settings["buckets"] = backend_doc.get("buckets")
-    for key in ("backend", "scheduler", "buckets"):
+    settings["scratch"] = backend_doc.get("scratch")
+    for key in ("backend", "scheduler", "buckets", "scratch"):
         if env.get(f"CENTILE_{key.upper()}"):
             settings[key] = env[f"CENTILE_{key.upper()}"]
     for k, v in overrides.items():
@@ -736,7 +755,7 @@ def _load(path: str | os.PathLike[str] | None, data: str | os.PathLike[str] | No
     if buckets not in BUCKET_MODES:
         raise ConfigError(f"[backend] buckets = {buckets!r} (or CENTILE_BUCKETS): use one of "
                           f"{', '.join(BUCKET_MODES)}{suggest(buckets, BUCKET_MODES)}")
-    backend = BackendSpec(kind, scheduler, buckets)
+    backend = BackendSpec(kind, scheduler, buckets, _scratch(settings.get("scratch")))
     return Config(
         tables=MappingProxyType(tables),
         as_of=as_date(settings.get("as_of"), "as_of"),

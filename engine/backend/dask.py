@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from centile.backend import worker
 from centile.backend.partitions import Partitioning, PerCustomer, split_by_partition
-from centile.backend.session import Session, frames_sql, open_session
+from centile.backend.session import Session, frames_sql, open_session, scratch_folder
 from centile.config import Config
 from centile.errors import BackendError, CentileError, ConfigError
 from centile.runtime import Progress
@@ -192,8 +192,10 @@ class DaskBackend:
         # the validated rows go into customer-hash pieces in the shared scratch folder, one per
         # partition of the tasks (two per worker thread, or --partitions): a partition's first task
         # reads only its pieces, not every input file
+        spill, owned = scratch_folder(self.cfg, spill)
         s = open_session(self.cfg, progress, only=only, spill=spill, bucket=spill,
                          bucket_min=PARTS_PER_THREAD * self.threads())
+        s.owned_scratch = owned
         s.backend = self
         self._spill = spill
         return s

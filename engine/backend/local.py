@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from centile.backend.base import register_backend
 from centile.backend.partitions import Partitioning
-from centile.backend.session import Session, frames_sql, map_here, open_session, reduce_here
+from centile.backend.session import (
+    Session,
+    frames_sql,
+    map_here,
+    open_session,
+    reduce_here,
+    scratch_folder,
+)
 from centile.config import Config
 from centile.runtime import Progress
 
@@ -28,7 +35,10 @@ class DuckDBBackend:
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
              spill: Path | None = None) -> Session:
         # the scratch folder also takes the customer-hash pieces of the validated rows
-        return open_session(self.cfg, progress, only=only, spill=spill, bucket=spill)
+        spill, owned = scratch_folder(self.cfg, spill)
+        s = open_session(self.cfg, progress, only=only, spill=spill, bucket=spill)
+        s.owned_scratch = owned
+        return s
 
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
         return frames_sql(self.cfg, frames)

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class Session:
     #: the customer tables whose validated rows were written into customer-hash pieces
     #: (:mod:`centile.backend.buckets`): a partition reads only its pieces of them
     pieces: dict[str, Pieces] = field(default_factory=dict)
+    #: a scratch folder of this session's own (``[backend] scratch``), removed when it closes
+    owned_scratch: Path | None = None
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -104,6 +107,9 @@ class Session:
 
     def close(self) -> None:
         self.con.close()
+        if self.owned_scratch is not None:
+            shutil.rmtree(self.owned_scratch, ignore_errors=True)
+            self.owned_scratch = None
 
     def __enter__(self) -> Session:
         return self
@@ -175,6 +181,57 @@ class Session:
     @property
     def total_rejects(self) -> int:
         return sum(sum(s.rejects.values()) for s in self.summaries.values())
+
+
+def scratch_folder(cfg: Config, spill: Path | None) -> tuple[Path | None, Path | None]:
+    """The folder for a session's scratch files: ``spill`` (beside the output, removed with the
+    staging folder), or with ``[backend] scratch`` a fresh folder of its own under that one.
+    Returns (folder, the folder the session must remove when it closes, or None).
+
+    The own folder is named after ``spill`` plus this host and process (several hosts may share
+    the scratch folder); one a killed run of this host left behind is removed first.
+
+    Raises
+    ------
+    OutputError
+        The scratch folder cannot be created (names it and the key).
+    """
+    root = cfg.backend.scratch
+    if root is None or spill is None:
+        return spill, None
+    import os
+    import shutil
+    import socket
+
+    from centile.errors import OutputError
+
+    host = socket.gethostname().replace("-", "_") or "host"
+    base = Path(root)
+    for stale in base.glob(f"{spill.name}-{host}-*") if base.is_dir() else ():
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(stale.name.rsplit("-", 1)[1])
+            if pid != os.getpid() and not _alive(pid):
+                shutil.rmtree(stale, ignore_errors=True)
+    folder = base / f"{spill.name}-{host}-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"[backend] scratch = {root!r} (or CENTILE_SCRATCH): cannot create {folder} "
+                          f"({exc.strerror or exc}); point it to a writable folder (on a cluster, one every "
+                          "worker mounts at the same path), or remove the key to use a folder beside --out") from None
+    return folder, folder
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def map_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
