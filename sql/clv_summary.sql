@@ -1,29 +1,20 @@
 -- purpose : buy-till-you-die summary per customer (frequency, recency, T, mean
 --           repeat spend) for a calibration period, plus holdout counts
 -- grain   : one row per customer whose first purchase day is on or before $cal_end
--- input   : orders (valid lines before as_of)
+-- input   : days (purchase days: customer_id, day, value DECIMAL; clv_days.sql
+--           over the orders, or the refresh state's purchases table), given as a
+--           CTE by the caller (centile.clv.compute.summary_sql)
 -- params  : $cal_end DATE (last day of the calibration period, included),
 --           $hold_end DATE (last day of the holdout period; equal to $cal_end
---           when there is none), $unit DOUBLE (days per time unit: 1 or 7)
+--           when there is none; days holds no later day), $unit DOUBLE (days
+--           per time unit: 1 or 7)
 -- output  : customer_id, frequency DOUBLE (repeat transactions), recency DOUBLE
 --           (last minus first transaction day, in units), T DOUBLE (calibration
 --           end minus first transaction day, in units), monetary_value DOUBLE
 --           (mean value of the repeat transactions; NULL without any),
 --           first_purchase DATE, holdout_transactions BIGINT, holdout_value DOUBLE
--- notes   : a transaction is a purchase day: every line with positive quantity
---           of a customer on one day is one transaction; its value is the kept
---           value, (quantity - returned_quantity) x unit_price. Return lines
---           (negative quantity) are not transactions.
-WITH days AS (
-  SELECT customer_id,
-         CAST(order_ts AS DATE) AS day,
-         -- DECIMAL: exact sums, the same bytes whatever order parallel threads add in
-         sum(((quantity - returned_quantity) * unit_price)::DECIMAL(18, 4)) AS value
-  FROM orders
-  WHERE quantity > 0 AND CAST(order_ts AS DATE) <= $hold_end
-  GROUP BY customer_id, CAST(order_ts AS DATE)
-),
-marked AS (
+-- notes   : a transaction is a purchase day (clv_days.sql).
+WITH marked AS (
   SELECT *, min(day) OVER (PARTITION BY customer_id) AS first_day FROM days
 )
 SELECT

@@ -65,6 +65,36 @@ def full_features(orders: list[Path], emails: list[Path], as_of: dt.date, window
     return df
 
 
+def assert_clv_summary_equal(cfg: Config, state: Path, orders: list[Path], as_of: dt.date) -> None:
+    """The CLV summary from the state's purchase days equals clv_summary.sql over all batches
+    (with and without a holdout period), and so does the mean purchase-day value."""
+    from centile.clv.compute import OrderDays, mean_value, summarize
+    from centile.refresh.clv import state_days
+
+    tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet")}
+    try:
+        s = open_session(Config(tables=MappingProxyType(tables), as_of=as_of))
+    except InputError:  # no valid order line yet
+        return
+    with s:
+        days = state_days(cfg, state)
+        last = as_of - dt.timedelta(days=1)
+        for cal, hold, unit in ((None, None, "week"), (last - dt.timedelta(days=3), last, "day")):
+            try:
+                want = summarize(s, cal, time_unit=unit, holdout_end=hold)
+            except InputError as exc:  # nobody purchased before the calibration end
+                with pytest.raises(InputError, match=str(exc)[:30]):
+                    summarize(s, cal, time_unit=unit, holdout_end=hold, days=days)
+                continue
+            got = summarize(s, cal, time_unit=unit, holdout_end=hold, days=days)
+            event(f"clv summary: repeat buyers {bool(want.frame['frequency'].sum())}, "
+                  f"holdout transactions {bool(want.frame['holdout_transactions'].sum())}")
+            assert_same(got.frame, want.frame)
+            c = want.calibration_end
+            assert days.value_total(c) == OrderDays(s).value_total(c)
+            assert str(mean_value(days, c)) == str(mean_value(OrderDays(s), c))
+
+
 def assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
     assert got.columns == want.columns
     assert got.dtypes == want.dtypes
@@ -169,6 +199,7 @@ def _stream_equals_full(tmp_path_factory, stream, k, products: str | None) -> No
             event(f"a premium margin: {bool(got['premium_margin_12m'].fill_null(0).abs().sum())}")
             event(f"cache deltas: {len(json.loads((state / 'cache.json').read_text()).get('deltas', []))}")
             assert_same(got, want)
+            assert_clv_summary_equal(state_cfg(as_of=as_of), state, orders, as_of)
 
 
 def _one_batch(folder: Path, name: str, rows: list, schema=ORDER_SCHEMA) -> Path:

@@ -1,4 +1,5 @@
-"""Replay of The Complete Journey in weekly batches: the refresh state's features equal the full run."""
+"""Replay of The Complete Journey in weekly batches: the refresh state's features and CLV summary equal
+the full run."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import polars as pl
 import pytest
 
 from centile.backend.session import open_session
+from centile.clv.compute import OrderDays, summarize
 from centile.config import Config, TableSpec
 from centile.features.compute import compute_features
 from centile.refresh import features_from_state, ingest
+from centile.refresh.clv import state_days
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "completejourney"
@@ -60,6 +63,12 @@ def test_weekly_batches_equal_the_full_run(tmp_path):
             got = features_from_state(_cfg(as_of=as_of), state)[0]
             with open_session(_cfg(full, as_of=as_of)) as s:
                 want, _, _ = compute_features(s)
-            assert got.height > 2000 and got.columns == want.columns and got.dtypes == want.dtypes
-            assert "top_category" in got.columns and got["top_category"].null_count() < got.height
-            assert got.equals(want)
+                assert got.height > 2000 and got.columns == want.columns and got.dtypes == want.dtypes
+                assert "top_category" in got.columns and got["top_category"].null_count() < got.height
+                assert got.equals(want)
+                # the CLV summary from the state's purchase days: the same rows as over the lines
+                days = state_days(_cfg(as_of=as_of), state)
+                want_clv, got_clv = summarize(s), summarize(s, days=days)
+                assert got_clv.frame.height > 2000 and got_clv.frame.equals(want_clv.frame)
+                cal = want_clv.calibration_end
+                assert days.value_total(cal) == OrderDays(s).value_total(cal)

@@ -6,12 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from centile.backend.session import open_session
 from centile.cli import app
+from centile.clv.compute import compute_clv, write_clv
+from centile.config import Config, TableSpec
+from centile.errors import InputError
+from centile.refresh.clv import state_days
 
 runner = CliRunner()
 
@@ -77,6 +83,61 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["as_of"] == wm
     assert manifest["summary"]["inputs"]["refresh_state"]["batches"] == 6
+    assert manifest["summary"]["clv"]["purchase_days"] == "refresh state"
+    # the CLV stage read the state: the same summary with the batch files gone
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in root.glob("orders-q*.parquet"):
+        f.rename(moved / f.name)
+    try:
+        # a session over one stand-in order line (its as_of only); the purchase days are the state's
+        line = tmp_path / "line.parquet"
+        pl.read_parquet(moved / "orders-q1.parquet").head(1).write_parquet(line)
+        cfg = Config(tables=MappingProxyType({"orders": TableSpec("orders", (str(line),), "parquet")}),
+                     as_of=dt.date.fromisoformat(wm))
+        with open_session(cfg) as s:
+            res = compute_clv(s, days=state_days(cfg, state))
+        (tmp_path / "alone").mkdir()
+
+        class Staging:
+            def path(self, name: str) -> str:
+                return str(tmp_path / "alone" / name)
+
+        write_clv(res, Staging())
+        assert (tmp_path / "alone" / "clv.parquet").read_bytes() == want["clv.parquet"]
+    finally:
+        for f in moved.iterdir():
+            f.rename(root / f.name)
+
+
+def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tmp_path):
+    # a state built before purchase days were kept: no `tables` list, no purchases runs
+    root, state = batches, tmp_path / "state"
+    cfg = str(root / "run.toml")
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(root / "orders-q1.parquet")])
+    doc = json.loads((state / "manifest.json").read_text())
+    del doc["tables"]
+    for part in doc["parts"]:
+        part["runs"].pop("purchases", None)
+    (state / "manifest.json").write_text(json.dumps(doc))
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(root / "orders-q2.parquet")])
+    doc = json.loads((state / "manifest.json").read_text())
+    assert "tables" not in doc and not any("purchases" in p["runs"] for p in doc["parts"])  # not half filled
+    assert not list(state.glob("p*/purchases-*"))
+    with pytest.raises(InputError, match=r"built by an earlier centile .* rebuild the state into an empty folder "
+                                         r"with `centile ingest --state NEW_DIR"):
+        state_days(Config(tables=MappingProxyType({})), state)
+    out = tmp_path / "o"
+    doc = json.loads(_ok(["run", "-c", cfg, "--state", str(state), "--out", str(out), "--json"]))
+    assert doc["stages"]["clv"]["status"] == "ran"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["clv"]["purchase_days"] == "batch files"
+    assert any("without purchase days" in n and "rebuild the state" in n for n in manifest["notes"])
+    # the same CLV as from a state that has them
+    fresh = tmp_path / "fresh"
+    _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
+    _ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f")])
+    assert (out / "clv.parquet").read_bytes() == (tmp_path / "f" / "clv.parquet").read_bytes()
 
 
 def test_run_over_a_state_refuses_an_as_of_before_its_watermark(batches, tmp_path):

@@ -1,8 +1,9 @@
 """Customer value: BG/NBD or Pareto/NBD purchase models plus Gamma-Gamma spend, fitted by
 maximum likelihood; per-customer repurchase, churn risk and CLV (``centile clv``).
 
-Data flow: the ``orders`` view → ``sql/clv_summary.sql`` (purchase days as
-transactions; frequency, recency, T, mean repeat spend per customer) → fits on
+Data flow: the ``orders`` view → ``sql/clv_days.sql`` (purchase days as transactions, or the
+refresh state's, :mod:`centile.refresh.clv`) → ``sql/clv_summary.sql`` (frequency, recency, T,
+mean repeat spend per customer) → fits on
 identical ``(x, tx, T)`` patterns collapsed into weights (``kernels/btyd.py``
 log-likelihoods, scipy L-BFGS-B on log-parameters) → predictions per customer →
 ``clv.parquet``, ``clv_model.json`` (and ``clv_holdout.parquet``,
@@ -26,8 +27,9 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -57,7 +59,8 @@ MODELS = ("bgnbd", "pareto-nbd")
 #: ``[clv] model = "auto"``: fit every model of MODELS and keep the better (:func:`choose_model`)
 AUTO = "auto"
 __all__ = ["MODELS", "AUTO", "choose_model", "TIME_UNITS", "MONTH_DAYS", "PARAM_NAMES", "LABELS", "FitError", "FitResult",
-           "ClvSettings", "ClvResult", "Summary", "clv_settings", "summarize", "fit_bgnbd", "fit_pareto_nbd",
+           "ClvSettings", "ClvResult", "Summary", "PurchaseDays", "OrderDays", "summary_sql", "mean_value",
+           "clv_settings", "summarize", "fit_bgnbd", "fit_pareto_nbd",
            "fit_gamma_gamma", "predict", "discount_steps", "compute_clv", "holdout_table", "group_table",
            "clv_features", "write_clv", "clv_summary_doc", "model_doc"]
 
@@ -168,13 +171,59 @@ class Summary:
     time_unit: str
 
 
+def summary_sql(days: str) -> str:
+    """The BTYD summary query (``sql/clv_summary.sql``) over the purchase days the query ``days``
+    returns (``customer_id``, ``day``, ``value`` DECIMAL; no day after ``$hold_end``)."""
+    return f"WITH days AS (\n{days}\n)\nSELECT * FROM (\n{read_sql('clv_summary')}\n) AS summary"
+
+
+class PurchaseDays(Protocol):
+    """Where the summary's purchase days come from: the ``orders`` view (:class:`OrderDays`) or
+    a refresh state (:class:`centile.refresh.clv.StateDays`). Both give the same exact decimals."""
+
+    def summary(self, params: dict[str, Any]) -> pl.DataFrame:
+        """The rows of ``sql/clv_summary.sql`` with ``params`` (any row order)."""
+        ...
+
+    def value_total(self, cal_end: dt.date) -> tuple[Decimal | None, int]:
+        """The exact sum of the values of the purchase days up to ``cal_end`` and their number."""
+        ...
+
+
 def _summary_of_partition(s: Session, part: int, sql: str, params: dict[str, Any]) -> pl.DataFrame:
     return s.frame(sql, params)
 
 
+@dataclass(frozen=True)
+class OrderDays:
+    """The purchase days of the ``orders`` view of session ``s`` (``sql/clv_days.sql``)."""
+
+    s: Session
+
+    def summary(self, params: dict[str, Any]) -> pl.DataFrame:
+        # per customer: one partition at a time when partitions are configured (a DuckDB query,
+        # which spills by itself: one pass otherwise, as the features), or on a cluster's workers
+        frames = self.s.map_partitions(self.s.work_partitions(), "clv", _summary_of_partition,
+                                       summary_sql(read_sql("clv_days")), params, tables=("orders",))
+        return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+
+    def value_total(self, cal_end: dt.date) -> tuple[Decimal | None, int]:
+        total, n = self.s.con.execute(f"WITH days AS (\n{read_sql('clv_days')}\n)\n"
+                                      "SELECT sum(value), count(*) FROM days", {"hold_end": cal_end}).fetchall()[0]
+        return total, int(n)
+
+
+def mean_value(days: PurchaseDays, cal_end: dt.date) -> float:
+    """The mean value of all purchase days up to ``cal_end`` (NaN without any): from the exact
+    decimal sum, so the same float whichever way the days were added up."""
+    total, n = days.value_total(cal_end)
+    return float(total) / n if n else math.nan
+
+
 def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: str = "week",
-              holdout_end: dt.date | None = None) -> Summary:
-    """Build the BTYD summary from the ``orders`` view of an open session.
+              holdout_end: dt.date | None = None, days: PurchaseDays | None = None) -> Summary:
+    """Build the BTYD summary from the purchase days ``days`` (default: the ``orders`` view of the
+    open session ``s``).
 
     ``calibration_end`` (included) defaults to the day before ``as_of``; the holdout
     period is ``(calibration_end, holdout_end]``.
@@ -195,19 +244,15 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
                          "pass an earlier --holdout-end")
     if holdout_end is not None and holdout_end <= cal:
         raise InputError(f"holdout end {holdout_end} must be after the calibration end {cal}")
-    sql, params = read_sql("clv_summary"), {"cal_end": cal, "hold_end": holdout_end or cal,
-                                            "unit": TIME_UNITS[time_unit]}
-    # per customer: one partition at a time when partitions are configured (a DuckDB query, which
-    # spills by itself: one pass otherwise, as the features), or on a cluster's workers; then in
-    # customer order
-    frames = s.map_partitions(s.work_partitions(), "clv", _summary_of_partition, sql, params, tables=("orders",))
-    frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+    params = {"cal_end": cal, "hold_end": holdout_end or cal, "unit": TIME_UNITS[time_unit]}
+    frame = (days or OrderDays(s)).summary(params)
     if frame.height == 0:
         raise InputError(f"orders: no customer purchased on or before the calibration end {cal}; "
                          "pass a later --calibration-end" if calibration_end is not None else
                          f"orders: no order line before as_of {s.as_of} (the valid lines run from "
                          f"{str(s.summaries['orders'].date_min)[:10]} to {str(s.summaries['orders'].date_max)[:10]}); pass a later "
                          "--as-of (as_of in the config), or leave it out to use the day after the newest order")
+    # in customer order: the same rows in the same order for any partitioning
     return Summary(frame.sort("customer_id"), cal, holdout_end, time_unit)
 
 
@@ -296,7 +341,7 @@ def group_table(customers: pl.DataFrame, groups: Sequence[pl.DataFrame]) -> pl.D
 
 def compute_clv(s: Session, settings: ClvSettings | None = None, *,
                 groups: Sequence[pl.DataFrame] | pl.DataFrame | None = None,
-                progress: Progress | None = None) -> ClvResult:
+                progress: Progress | None = None, days: PurchaseDays | None = None) -> ClvResult:
     """Summary → purchase model (+ Gamma-Gamma) → per-customer predictions, from an open session.
 
     Parameters
@@ -307,6 +352,9 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
         Default: :func:`clv_settings` of ``s.cfg``.
     groups : DataFrame or list of DataFrames, optional
         ``customer_id`` plus one group column each (clubs, segments) for ``ClvResult.groups``.
+    days : PurchaseDays, optional
+        Where the purchase days come from (default: the ``orders`` view of ``s``); ``centile run
+        --state`` passes the refresh state's.
 
     Raises
     ------
@@ -315,7 +363,8 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
     st = settings or clv_settings(s.cfg)
     if progress:
         progress("clv: summarising orders")
-    summ = summarize(s, st.calibration_end, time_unit=st.time_unit, holdout_end=st.holdout_end)
+    days = days or OrderDays(s)
+    summ = summarize(s, st.calibration_end, time_unit=st.time_unit, holdout_end=st.holdout_end, days=days)
     f = summ.frame
     x = f["frequency"].to_numpy()
     tx = f["recency"].to_numpy()
@@ -347,10 +396,7 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
             models.append(spend)
         except FitError as exc:
             notes.append(f"Gamma-Gamma skipped: {exc}")
-    fallback = float(s.con.execute(
-        "SELECT avg(v) FROM (SELECT sum((quantity - returned_quantity) * unit_price) AS v FROM orders "
-        "WHERE quantity > 0 AND CAST(order_ts AS DATE) <= $c GROUP BY customer_id, CAST(order_ts AS DATE))",
-        {"c": summ.calibration_end}).fetchall()[0][0] or math.nan)
+    fallback = mean_value(days, summ.calibration_end)
     if spend is not None and spend.params["q"] <= 1.0:
         notes.append(f"Gamma-Gamma q = {spend.params['q']:.3g} <= 1: customers without repeat purchases get "
                      "the mean transaction value instead of the (infinite) population mean")

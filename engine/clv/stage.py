@@ -1,8 +1,12 @@
 """``centile run`` stages of customer value: the models and predictions (clv), then the
-per-club and per-segment table (clv_groups). CLV publishes ``clv_features`` (the ``clv_*``
+per-club and per-segment table (clv_groups). With ``centile run --state DIR`` (the run option
+``refresh_state``) the summary's purchase days come from the refresh state
+(:mod:`centile.refresh.clv`). CLV publishes ``clv_features`` (the ``clv_*``
 columns) so clubs and segments can rank and describe customers by them."""
 
 from __future__ import annotations
+
+import logging
 
 from centile.clv import compute
 from centile.clv.models import FitError
@@ -11,14 +15,28 @@ from centile.contract import register_customer_columns
 from centile.pipeline import Context, Stage, StageSkipped, register_stage
 from centile.pipeline.parts import config_part
 
+log = logging.getLogger(__name__)
+
 
 def _run(ctx: Context) -> dict[str, int]:
+    s = ctx.open()
+    days = None
+    state = ctx.option("refresh_state")
+    if state:  # centile run --state: the purchase days from the refresh state
+        from centile.refresh.run import NO_PURCHASES, state_clv_days
+
+        days = state_clv_days(ctx.cfg, state)
+        if days is None:
+            log.warning(NO_PURCHASES)
+            ctx.notes.append(f"clv: {NO_PURCHASES}")
     try:
-        res = compute.compute_clv(ctx.open(), compute.clv_settings(ctx.cfg), progress=ctx.say)
+        res = compute.compute_clv(s, compute.clv_settings(ctx.cfg), progress=ctx.say, days=days)
     except FitError as exc:
         raise StageSkipped(f"the customer-value model did not fit: {exc}") from None
     ctx.publish(clv=res.customers)
     ctx.summaries["clv"] = compute.clv_summary_doc(res)
+    if state:
+        ctx.summaries["clv"]["purchase_days"] = "batch files" if days is None else "refresh state"
     ctx.notes.extend(f"clv: {n}" for n in res.notes)
     return compute.write_clv(res, ctx.staging)
 
@@ -45,6 +63,8 @@ def _run_groups(ctx: Context) -> dict[str, int]:
 STAGE = register_stage(Stage(
     "clv", _run, writes=("clv", "clv_holdout"), tables=("orders",),
     config=config_part("as_of", "strict", "tables", "clv"),
+    # a run over a refresh state: the ledger's fingerprints (a new ingest recomputes the CLV)
+    options=lambda o: o.get("refresh_state"),
     derived={"clv_features": lambda ctx: compute.clv_features(ctx.frame("clv"))}))
 
 GROUPS_STAGE = register_stage(Stage(

@@ -76,7 +76,7 @@ def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -
     """Every state table as ``raw_<table>`` (all run files of all partitions) and ``st_<table>`` (one
     row per key where the features need it), as views."""
     for table in st.TABLES:
-        if table == "hashes":  # for ingest's duplicate check only
+        if not st.TABLES[table].features:
             continue
         runs_all = [root / r["file"] for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('raw_' + table)} AS " + (
@@ -104,7 +104,7 @@ def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids
     changed: 2-3x slower, and most of the refresh's time)."""
     wanted = ids.implode()
     for table in st.TABLES:
-        if table == "hashes":
+        if not st.TABLES[table].features:
             continue
         runs = [root / r["file"] for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
         rows = st.empty_sql(table, doc["types"])

@@ -74,7 +74,8 @@ def _new_manifest(cfg: Config) -> dict[str, Any]:
     return {"version": st.VERSION, "partitions": s.partitions, "lateness_days": s.lateness_days,
             "max_runs": s.max_runs,
             "windows_days": [w.d6, w.d12, w.d24], "horizon_days": max(w.d6, w.d12, w.d24) + s.lateness_days,
-            "duckdb": duckdb.__version__, "watermark": None, "generation": 0, "types": {}, "columns": {},
+            "duckdb": duckdb.__version__, "tables": list(st.TABLES), "watermark": None, "generation": 0,
+            "types": {}, "columns": {},
             "mapping": {t: _mapping(cfg.tables.get(t)) for t in BATCH_TABLES}, "ledger": [],
             "products": products_record(cfg),
             "parts": [{"part": p, "runs": {}} for p in range(s.partitions)]}
@@ -213,7 +214,8 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
     return rejects
 
 
-def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Path], dedupe: bool) -> int:
+def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Path], dedupe: bool,
+           tables: tuple[str, ...]) -> int:
     """The delta state tables ``d_<table>`` of the batch rows in buckets ``[lo, hi)``; lines whose
     hash is among ``old_hashes`` (applied before) are left out. Returns how many were."""
     where = f"__bucket >= {lo} AND __bucket < {hi}"
@@ -234,7 +236,7 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Pa
             con.unregister("__centile_seen")
         dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP VIEW batch_email AS SELECT * FROM batch_email_all WHERE {where}")
-    for table in st.TABLES:
+    for table in tables:
         sql = ("SELECT DISTINCT customer_id, __h AS h, __day AS day, __bucket FROM batch_orders WHERE __h IS NOT NULL"
                if table == "hashes" else read_sql("refresh_" + table))
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('d_' + table)} AS {sql}")
@@ -280,7 +282,7 @@ def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any],
     runs_of = doc["parts"][part]["runs"]
     folder = root / f"p{part:04d}"
     folder.mkdir(exist_ok=True)
-    for table in st.TABLES:
+    for table in st.state_tables(doc):
         n_delta = con.execute(f"SELECT count(*) FROM {ident('d_' + table)}").fetchone()[0]
         runs = [] if fresh else list(runs_of.get(table, []))
         if n_delta == 0 and not fresh:
@@ -422,7 +424,7 @@ def _ingest(cfg: Config, root: Path, orders: Iterable[str | Path], email_events:
             lo, hi = parts.bounds(p)
             entry = doc["parts"][p]
             old_h = [root / r["file"] for r in entry["runs"].get("hashes", []) if r["rows"]]
-            dropped += _delta(con, lo, hi, old_h, dedupe)
+            dropped += _delta(con, lo, hi, old_h, dedupe, st.state_tables(doc))
             _write_part(con, root, doc, p, gen, cutoff, fresh=False)
     finally:
         con.close()
@@ -456,7 +458,7 @@ def _rebuild(cfg: Config, root: Path, doc: dict[str, Any], late: list[int], gen:
         _validate(con, cfg, files, doc, root)
         for p in late:
             lo, hi = parts.bounds(p)
-            _delta(con, lo, hi, [], False)
+            _delta(con, lo, hi, [], False, st.state_tables(doc))
             _write_part(con, root, doc, p, gen, cutoff, fresh=True)
     finally:
         con.close()
@@ -468,7 +470,7 @@ def state_summary(state: str | Path) -> dict[str, Any]:
     if doc is None:
         raise InputError(f"no refresh state in {state}: run `centile ingest --state {state} BATCH...` first")
     return {k: v for k, v in doc.items() if k != "parts"} | {
-        "rows": {t: sum(r["rows"] for p in doc["parts"] for r in p["runs"].get(t, [])) for t in st.TABLES}}
+        "rows": {t: sum(r["rows"] for p in doc["parts"] for r in p["runs"].get(t, [])) for t in st.state_tables(doc)}}
 
 
 __all__ = ["BATCH_TABLES", "IngestResult", "ingest", "state_summary"]

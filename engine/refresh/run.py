@@ -4,16 +4,19 @@ What reads what:
 
 * the ``features`` stage's feature table comes from the state (:func:`state_features`, with its
   feature cache): equal to the full computation over every applied batch;
-* every stage that reads order lines or e-mail events row by row (the validation summary and
-  ``rejects.parquet`` of the features stage, ``clv``, ``steering``, ``baskets``, ``recommend``,
+* the ``clv`` stage's summary comes from the state's purchase days (:func:`state_clv_days`,
+  :mod:`centile.refresh.clv`); a state built before they were kept has none, and the stage reads
+  the batch files as before, with a note;
+* every other stage that reads order lines or e-mail events row by row (the validation summary and
+  ``rejects.parquet`` of the features stage, ``steering``, ``baskets``, ``recommend``,
   ``uplift``, ``attribution``) reads the batch files of the state's ledger, as ``centile run``
   over those files would: the state keeps aggregates, not the lines those stages need;
 * the other input tables (products, customers, contacts, touchpoints) are read from the config as
   usual; the products table must be the one the state was built with.
 
-The ledger's fingerprints enter the features stage's key (the run option ``refresh_state``), so a
-run after an ingest never reuses the previous run's feature table; the other stages' keys follow
-from the batch files they read.
+The ledger's fingerprints enter the features and clv stages' keys (the run option
+``refresh_state``), so a run after an ingest never reuses the previous run's feature table or CLV;
+the other stages' keys follow from the batch files they read.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import polars as pl
 from centile.config import Config
 from centile.errors import InputError
 from centile.refresh import state as st
+from centile.refresh.clv import StateDays, has_purchases, state_days
 from centile.refresh.features import _load, features_from_state
 from centile.refresh.ingest import BATCH_TABLES, _check_state, batch_specs
 
@@ -77,16 +81,38 @@ def run_config(cfg: Config, state: str | Path) -> tuple[Config, dict[str, Any]]:
     return cfg.with_(tables=MappingProxyType(tables), as_of=as_of), option
 
 
-def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
-    """The feature table of a ``centile run --state`` from the state (``option`` from
-    :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
+def _current(option: dict[str, Any]) -> dict[str, Any]:
+    """The state's manifest, checked to be the one the run started with."""
     doc = _load(option["path"])
     if _ledger_digest(doc) != option["ledger"]:
         raise InputError(f"refresh state {option['path']}: an ingest changed the state during this run; "
                          "run again")
+    return doc
+
+
+def state_clv_days(cfg: Config, option: dict[str, Any]) -> StateDays | None:
+    """The purchase days of the state of a ``centile run --state`` (``option`` from
+    :func:`run_config`) for the clv stage; None for a state built before they
+    were kept (the stage then reads the ledger's batch files)."""
+    doc = _current(option)
+    if not has_purchases(doc):
+        return None
+    return state_days(cfg, option["path"])
+
+
+#: the clv stage's note when the state has no purchase days
+NO_PURCHASES = ("the refresh state was built by an earlier centile without purchase days, so the CLV summary "
+                "was read from its batch files (the same result, slower); rebuild the state into an empty "
+                "folder with `centile ingest --state NEW_DIR BATCH...` to compute it from the state")
+
+
+def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
+    """The feature table of a ``centile run --state`` from the state (``option`` from
+    :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
+    _current(option)
     base = cfg.with_(tables=MappingProxyType({k: v for k, v in cfg.tables.items() if k not in BATCH_TABLES}))
     df, _avail, skipped, as_of = features_from_state(base, option["path"])
     return df.rechunk(), skipped, as_of
 
 
-__all__ = ["run_config", "state_features"]
+__all__ = ["NO_PURCHASES", "run_config", "state_clv_days", "state_features"]

@@ -52,6 +52,9 @@ class Table:
     #: run files are written in this column's order, so that a scan for the rows of a few days
     #: (the window starts an ``as_of`` moves past) skips the other row groups by their statistics
     order: str | None = None
+    #: the feature queries read it (the others: ``hashes`` for ingest's duplicate check,
+    #: ``purchases`` for the CLV summary)
+    features: bool = True
 
 
 TABLES: dict[str, Table] = {
@@ -82,8 +85,22 @@ TABLES: dict[str, Table] = {
     # 64-bit hashes of the lines with an order_id, to set aside a line already applied in an
     # earlier batch (the session does the same within one read: set_aside_duplicates)
     "hashes": Table(("customer_id", "h", "day"), {}, "day",
-                    {"customer_id": "{id}", "h": "UBIGINT", "day": "DATE"}),
+                    {"customer_id": "{id}", "h": "UBIGINT", "day": "DATE"}, features=False),
+    # purchase days per customer (clv_days.sql: a day with a line of positive quantity) and their
+    # kept value, for the CLV summary; never pruned: the purchase models need the whole history
+    "purchases": Table(("customer_id", "day"), {"value": "sum"}, None,
+                       {"customer_id": "{id}", "day": "DATE", "value": "DECIMAL(38,4)"}, features=False),
 }
+
+#: tables added after the first states were built: a state's manifest lists the tables it holds
+#: (``tables``); one without that list was built before these and lacks them
+ADDED = ("purchases",)
+
+
+def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The tables state ``doc`` holds (an ingest keeps these, and only these, exact)."""
+    have = doc.get("tables")
+    return tuple(t for t in TABLES if t not in ADDED) if have is None else tuple(t for t in TABLES if t in have)
 
 
 def column_type(table: str, col: str, types: dict[str, str]) -> str:
