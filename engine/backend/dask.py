@@ -1,9 +1,12 @@
 """The Dask backend: per-partition work as tasks on the workers of a Dask cluster.
 
-``centile run --backend dask [--scheduler tcp://host:8786]``. Validation, as_of and every
-global step (ranks and clubs, the CLV fit, merges) stay in this process, the client, as with
-the DuckDB backend; work that a stage hands to :meth:`Session.map_partitions` runs as one task
-per customer-hash partition. A task opens its own DuckDB session over the same input files,
+``centile run --backend dask [--scheduler tcp://host:8786]``. as_of and every global step
+(ranks and clubs, the CLV fit, merges) stay in this process, the client, as with the DuckDB
+backend; work that a stage hands to :meth:`Session.map_partitions` runs as one task per
+customer-hash partition. The customer tables are validated by the workers too: a task per chunk
+of the input files writes its validated rows into customer-hash pieces in the shared scratch
+folder, a task per piece sets duplicate lines aside, and the client merges their counts
+(:mod:`centile.backend.chunks`). A task opens its own DuckDB session over the same input files,
 keeping only its customers' rows (:mod:`centile.backend.worker`), so the workers must see the
 inputs and the output's parent folder under the same paths as the client (a shared file
 system). Without a scheduler address a ``distributed.LocalCluster`` of worker processes is
@@ -188,7 +191,8 @@ class DaskBackend:
 
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
              spill: Path | None = None) -> Session:
-        """Validate the inputs here (rejects, as_of, the summary); partitions go to the workers."""
+        """Open the inputs: the workers validate the customer tables into pieces, the client the
+        others, merges the summary and fixes as_of; partitions go to the workers."""
         # the validated rows go into customer-hash pieces in the shared scratch folder, one per
         # partition of the tasks (two per worker thread, or --partitions): a partition's first task
         # reads only its pieces, not every input file
