@@ -228,7 +228,8 @@ def test_a_worker_killed_while_writing_pieces_fails_the_run_and_keeps_the_previo
         client.register_plugin(_Kill(), name="kill")
         with pytest.raises(BackendError) as err:
             _run(dirty, out, backend="dask", scheduler=c.scheduler_address)
-    assert "validating orders" in str(err.value) and "died" in str(err.value)
+    # the task that fails first may be another one the dead worker held (each counts as killed once)
+    assert str(err.value).startswith("validating ") and "died" in str(err.value)
     assert _digests(out) == before and (out / "manifest.json").read_text() == manifest
     assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.centile-")]
 
