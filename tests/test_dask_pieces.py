@@ -110,6 +110,9 @@ def _in_process(tmp_path, runs=1):
                 written.append(chunks.write_chunk(job, c))
         assert len({w.files for w in written}) == len(plan)  # a chunk run again writes the same files
         settled = [chunks.settle_piece(job, k, fs) for k, fs in chunks.by_piece(written[::runs]).items()]
+        if runs > 1:  # a piece settled again (a retried task) gives the same files and state
+            assert [chunks.settle_piece(job, s.piece, fs) for s, fs in
+                    zip(settled, chunks.by_piece(written[::runs]).values(), strict=True)] == settled
         pieces, states, dups = chunks.merge(job, settled)
         for s in settled:
             for f in s.superseded:
