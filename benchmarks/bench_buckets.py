@@ -4,6 +4,9 @@ against reading customer-hash pieces written once (``[backend] buckets = "off"``
     python benchmarks/bench_buckets.py --data bench-data/c1000000 [--partitions 4] [--runs 1]
                                        [--memory-limit 3GB] [--backend duckdb|dask] [--workers 2]
 
+``--modes on+client,on+workers`` on Dask compares the client validating the input and writing the
+pieces itself with tasks over chunks of the input doing it (issue 16).
+
 The feature job (``run_features``: validation, the feature queries per partition, the writes; or
 with ``--job run`` the whole ``centile run`` without the report) in a fresh process per run, the two modes (``--modes``, default ``off,on``) alternating, ``--runs`` times. ``--backend dask`` starts a
 ``LocalCluster`` of ``--workers`` processes × 1 thread in the child (its start is not timed) and
@@ -43,6 +46,11 @@ def stat():
     return {"cpu_s": t.user + t.system, "rchar": int(io["rchar"]), "wchar": int(io["wchar"])}
 
 
+mode, _, where = mode.partition("+")
+if where == "client":  # the client validates and writes the pieces itself (before issue 16's chunk tasks)
+    import centile.backend.dask as dask_backend
+    _open = dask_backend.open_session
+    dask_backend.open_session = lambda *a, chunked=None, **k: _open(*a, **k)
 over = {"partitions": int(parts) or None, "memory_limit": mem or None, "buckets": mode}
 client = None
 if backend == "dask":
@@ -135,7 +143,9 @@ def main() -> None:
     ap.add_argument("--phases", action="store_true",
                     help="instead: per table, one partition's scan by push-down, the one-time write into "
                          "pieces and one partition's scan of its pieces (this process's CPU seconds)")
-    ap.add_argument("--modes", default="off,on", help="the two [backend] buckets values to compare")
+    ap.add_argument("--modes", default="off,on",
+                    help="the two [backend] buckets values to compare; on Dask a value may end in +client "
+                         "(the client validates the input and writes the pieces) or +workers (tasks do)")
     args = ap.parse_args()
     modes = tuple(args.modes.split(","))
     if len(modes) != 2:
@@ -159,6 +169,8 @@ def main() -> None:
                 r = run_isolated(CHILD, str(args.data), str(out), mode, str(args.partitions),
                                  args.memory_limit or "", args.backend, str(args.workers), args.job)
                 r["total_cpu_s"] = round(r["client"]["cpu_s"] + sum(w["cpu_s"] for w in r["workers"].values()), 2)
+                r["client_cpu_s"] = round(r["client"]["cpu_s"], 2)
+                r["workers_cpu_s"] = round(sum(w["cpu_s"] for w in r["workers"].values()), 2)
                 r["total_rchar"] = r["client"]["rchar"] + sum(w["rchar"] for w in r["workers"].values())
                 r["total_wchar"] = r["client"]["wchar"] + sum(w["wchar"] for w in r["workers"].values())
                 runs[mode].append(r)
@@ -169,6 +181,8 @@ def main() -> None:
                       f"peak {r['peak_rss_mb']} MB, load {load[-1]:.1f}", file=sys.stderr)
     same = digests[modes[0]] == digests[modes[1]]
     key = f"{args.job}-{args.backend}-c{runs[modes[1]][0]['customers']}-p{args.partitions}"
+    if any("+" in m for m in modes):
+        key += "-" + "-vs-".join(modes)
     doc = json.loads((RESULTS / "buckets.json").read_text()) if (RESULTS / "buckets.json").exists() else {}
     doc[key] = {
         "benchmark": "buckets", "job": args.job, "data": str(args.data), "backend": args.backend,
@@ -176,6 +190,8 @@ def main() -> None:
         "memory_limit": args.memory_limit, "runs": args.runs, "customers": runs[modes[1]][0]["customers"],
         "modes": list(modes), "outputs_identical": same, "outputs": sorted(digests[modes[1]]),
         **{f"{mode}_median": {"seconds": median_of(rs, "seconds"), "cpu_s": median_of(rs, "total_cpu_s"),
+                              "client_cpu_s": median_of(rs, "client_cpu_s"),
+                              "workers_cpu_s": median_of(rs, "workers_cpu_s"),
                               "read_gb": round(median_of(rs, "total_rchar") / 1e9, 3),
                               "written_gb": round(median_of(rs, "total_wchar") / 1e9, 3),
                               "client_peak_rss_mb": max(r["peak_rss_mb"] for r in rs)}
@@ -185,7 +201,8 @@ def main() -> None:
     path = save("buckets", doc)
     for mode in modes:
         m = doc[key][f"{mode}_median"]
-        print(f"buckets={mode:3}: {m['seconds']:7.1f} s {m['cpu_s']:7.1f} CPU s  read {m['read_gb']:6.2f} GB  "
+        print(f"buckets={mode:3}: {m['seconds']:7.1f} s {m['cpu_s']:7.1f} CPU s (client {m['client_cpu_s']:.1f}, "
+              f"workers {m['workers_cpu_s']:.1f})  read {m['read_gb']:6.2f} GB  "
               f"written {m['written_gb']:5.2f} GB  peak {m['client_peak_rss_mb']} MB")
     print(f"outputs identical: {same}   -> {path}")
 

@@ -77,7 +77,7 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     traffic = json.loads((tmp_path / "dask" / "manifest.json").read_text())["summary"]["backend"]
     assert traffic["workers"] == 2 and set(traffic["partitions"]) == {
         "features", "clv", "uplift: units", "attribution", "baskets: items", "baskets: pairs",
-        "recommend: histories", "recommend: scoring"}
+        "recommend: histories", "recommend: scoring", "validation"}
     # the basket counts come back merged: one state per pass, no lines, no baskets
     assert traffic["partitions"]["baskets: items"]["bytes_via_files"] == 0
     # the feature rows come back through files, not the scheduler

@@ -108,6 +108,27 @@ def write_pieces(con: duckdb.DuckDBPyConnection, table: str, columns: list[str],
     OutputError
         The scratch disk is full (or not writable): names the folder and how to free space.
     """
+    cols = [ident(c) for c in columns] + ([ident(c) for c in REJECT_COLUMNS] if with_rejects else [])
+    src = ident(table + ("_staged" if with_rejects else "_valid"))
+    casts = write_schema(con, table, columns, folder, with_rejects=with_rejects)
+    try:
+        con.execute(f"COPY (SELECT {', '.join(cols)}, {piece_sql(count)} AS __piece FROM {src}) "
+                    f"TO {literal(str(folder))} (FORMAT parquet, PARTITION_BY (__piece), OVERWRITE_OR_IGNORE, "
+                    f"FILENAME_PATTERN 'data_{{i}}')")
+    except (duckdb.IOException, OSError) as exc:
+        raise scratch_error(folder, exc) from None
+    found: dict[int, list[str]] = {}
+    for f in sorted(folder.glob("__piece=*/*.parquet")):
+        found.setdefault(int(f.parent.name.split("=", 1)[1]), []).append(str(f))
+    return Pieces(table, str(folder), count, tuple(columns), with_rejects,
+                  tuple((k, tuple(v)) for k, v in sorted(found.items())), casts)
+
+
+def write_schema(con: duckdb.DuckDBPyConnection, table: str, columns: list[str], folder: Path, *,
+                 with_rejects: bool) -> tuple[tuple[str, str], ...]:
+    """Create ``folder`` (it must not exist) with the empty ``schema.parquet`` of the pieces of
+    ``table`` (from ``<table>_staged`` with the reject columns, or ``<table>_valid``); return the
+    columns whose DuckDB type Parquet does not keep, with that type (:attr:`Pieces.casts`)."""
     folder.mkdir(parents=True, exist_ok=False)
     cols = [ident(c) for c in columns] + ([ident(c) for c in REJECT_COLUMNS] if with_rejects else [])
     src = ident(table + ("_staged" if with_rejects else "_valid"))
@@ -118,17 +139,9 @@ def write_pieces(con: duckdb.DuckDBPyConnection, table: str, columns: list[str],
                                   f"FROM {src})").fetchall())
         after = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM "
                                  f"read_parquet({literal(str(schema))}))").fetchall())
-        con.execute(f"COPY (SELECT {', '.join(cols)}, {piece_sql(count)} AS __piece FROM {src}) "
-                    f"TO {literal(str(folder))} (FORMAT parquet, PARTITION_BY (__piece), OVERWRITE_OR_IGNORE, "
-                    f"FILENAME_PATTERN 'data_{{i}}')")
     except (duckdb.IOException, OSError) as exc:
         raise scratch_error(folder, exc) from None
-    found: dict[int, list[str]] = {}
-    for f in sorted(folder.glob("__piece=*/*.parquet")):
-        found.setdefault(int(f.parent.name.split("=", 1)[1]), []).append(str(f))
-    return Pieces(table, str(folder), count, tuple(columns), with_rejects,
-                  tuple((k, tuple(v)) for k, v in sorted(found.items())),
-                  tuple((c, t) for c, t in before.items() if c in columns and after.get(c) != t))
+    return tuple((c, t) for c, t in before.items() if c in columns and after.get(c) != t)
 
 
 def pieces_folder(scratch: Path, table: str) -> Path:

@@ -1,9 +1,12 @@
 """The Dask backend: per-partition work as tasks on the workers of a Dask cluster.
 
-``centile run --backend dask [--scheduler tcp://host:8786]``. Validation, as_of and every
-global step (ranks and clubs, the CLV fit, merges) stay in this process, the client, as with
-the DuckDB backend; work that a stage hands to :meth:`Session.map_partitions` runs as one task
-per customer-hash partition. A task opens its own DuckDB session over the same input files,
+``centile run --backend dask [--scheduler tcp://host:8786]``. as_of and every global step
+(ranks and clubs, the CLV fit, merges) stay in this process, the client, as with the DuckDB
+backend; work that a stage hands to :meth:`Session.map_partitions` runs as one task per
+customer-hash partition. The customer tables are validated by the workers too: a task per chunk
+of the input files writes its validated rows into customer-hash pieces in the shared scratch
+folder, a task per piece sets duplicate lines aside, and the client merges their counts
+(:mod:`centile.backend.chunks`). A task opens its own DuckDB session over the same input files,
 keeping only its customers' rows (:mod:`centile.backend.worker`), so the workers must see the
 inputs and the output's parent folder under the same paths as the client (a shared file
 system). Without a scheduler address a ``distributed.LocalCluster`` of worker processes is
@@ -188,17 +191,94 @@ class DaskBackend:
 
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
              spill: Path | None = None) -> Session:
-        """Validate the inputs here (rejects, as_of, the summary); partitions go to the workers."""
+        """Open the inputs: the workers validate the customer tables into pieces, the client the
+        others, merges the summary and fixes as_of; partitions go to the workers."""
         # the validated rows go into customer-hash pieces in the shared scratch folder, one per
         # partition of the tasks (two per worker thread, or --partitions): a partition's first task
         # reads only its pieces, not every input file
+        # the workers validate the customer tables and write their pieces, a task per chunk of the
+        # input files, then set duplicate lines aside a task per piece (:mod:`centile.backend.chunks`)
         spill, owned = scratch_folder(self.cfg, spill)
         s = open_session(self.cfg, progress, only=only, spill=spill, bucket=spill,
-                         bucket_min=PARTS_PER_THREAD * self.threads())
+                         bucket_min=PARTS_PER_THREAD * self.threads(), chunked=self._write_chunks)
         s.owned_scratch = owned
         s.backend = self
         self._spill = spill
         return s
+
+    def _write_chunks(self, con: Any, tables: dict[str, Any], scratch: Path, count: int,
+                      progress: Progress | None) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """Validate the customer tables and write their ``count`` pieces under ``scratch`` on the
+        workers: a task per chunk of the input files, then a task per piece for the duplicate lines
+        and the summary state; here only the schema files, the plan and the merge of small states."""
+        from centile.backend import chunks
+
+        client = self._running()
+        job, plan = chunks.prepare(con, self.cfg, tables, scratch, count, spill=scratch)
+        traffic = self._traffic("validation")
+        t0 = time.perf_counter()
+        if progress:
+            progress(f"validating {', '.join(tables)} on the cluster: {len(plan)} chunks into {count} pieces")
+        [shared] = client.scatter([job], broadcast=True, hash=False)
+        try:
+            futures = [client.submit(_chunk_task, shared, c, key=f"centile-validate-{c.index}-{self._token}",
+                                     pure=False) for c in plan]
+            written = self._gather(futures, [f"validating {c.table}, {c.describe()}" for c in plan], traffic,
+                                   progress, "validating: chunk")
+            groups = chunks.by_piece(written)
+            futures = [client.submit(_settle_task, shared, k, fs, key=f"centile-settle-{k}-{self._token}",
+                                     pure=False) for k, fs in groups.items()]
+            settled = self._gather(futures, [f"setting duplicate lines aside in piece {k}" for k in groups],
+                                   traffic, progress, "duplicates: piece")
+        finally:
+            del shared
+        traffic["tasks"] += len(plan) + len(groups)
+        sent = {"bytes_broadcast": len(client.nthreads()) * _nbytes(job),
+                "bytes_per_task": sum(_nbytes(c) for c in plan) + sum(_nbytes(fs) for fs in groups.values())}
+        for k, v in sent.items():
+            traffic[k] += v
+        traffic["bytes_to_workers"] += sum(sent.values())
+        pieces, states, duplicates = chunks.merge(job, settled)
+        for st in settled:
+            for f in st.superseded:  # the chunks' files of a piece written again without its duplicates
+                with contextlib.suppress(OSError):
+                    os.unlink(f)
+        traffic["wall_s"] += time.perf_counter() - t0
+        return pieces, states, duplicates
+
+    def _traffic(self, label: str) -> dict[str, Any]:
+        return self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_per_task": 0,
+                                               "bytes_broadcast": 0, "bytes_per_customer": 0,
+                                               "bytes_to_client": 0, "bytes_via_files": 0,
+                                               "bytes_held_on_workers": 0,
+                                               "open_s": 0.0, "work_s": 0.0, "cpu_s": 0.0, "wall_s": 0.0})
+
+    def _gather(self, futures: list[Any], what: list[str], traffic: dict[str, Any], progress: Progress | None,
+                say: str) -> list[Any]:
+        """The values of ``futures`` (``what`` names each for an error), their CPU seconds counted; the
+        first failure cancels the rest, waits for the running ones and raises."""
+        client = self._running()
+        index = {f.key: i for i, f in enumerate(futures)}
+        out: list[Any] = [None] * len(futures)
+        done = 0
+        try:
+            for fut in distributed.as_completed(futures, loop=client.loop):
+                i = index[fut.key]
+                if fut.status != "finished":
+                    raise _failure("", i, len(futures), fut, where=what[i])
+                timed = fut.result()
+                traffic["bytes_to_client"] += _nbytes(timed)
+                traffic["work_s"] += timed.work_s
+                traffic["cpu_s"] += timed.cpu_s
+                out[i] = timed.value
+                done += 1
+                if progress and len(futures) > 1:
+                    progress(f"{say} {done}/{len(futures)} done on the cluster")
+        except BaseException:
+            client.cancel(futures)
+            self._settle()
+            raise
+        return out
 
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
         """SQL over in-memory frames, here (they are the client's frames)."""
@@ -298,11 +378,7 @@ class DaskBackend:
                   client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
                   for i, a in enumerate(args)]
         frames = [a for a in args if isinstance(a, pl.DataFrame)]
-        traffic = self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_per_task": 0,
-                                                  "bytes_broadcast": 0, "bytes_per_customer": 0,
-                                                  "bytes_to_client": 0, "bytes_via_files": 0,
-                                                  "bytes_held_on_workers": 0,
-                                                  "open_s": 0.0, "work_s": 0.0, "cpu_s": 0.0, "wall_s": 0.0})
+        traffic = self._traffic(label)
         traffic["tasks"] += parts.count
         # three kinds, which grow differently with the cluster and the data: what every task carries
         # (the job, the function, small arguments), frames broadcast to every worker, and per-customer
@@ -426,6 +502,22 @@ def check_cluster(scheduler: str | None, timeout: float | None = None) -> Cluste
     return ClusterCheck(scheduler or "local cluster", me, rows)
 
 
+def _chunk_task(job: Any, chunk: Any) -> worker.Timed:
+    """One chunk of a table's input files validated and written into its pieces, on a worker."""
+    from centile.backend import chunks
+
+    value, wall, cpu = chunks.timed(chunks.write_chunk, job, chunk)
+    return worker.Timed(value, 0.0, wall, cpu_s=cpu)
+
+
+def _settle_task(job: Any, piece: int, files: Any) -> worker.Timed:
+    """One piece's duplicate lines set aside and its summary state counted, on a worker."""
+    from centile.backend import chunks
+
+    value, wall, cpu = chunks.timed(chunks.settle_piece, job, piece, files)
+    return worker.Timed(value, 0.0, wall, cpu_s=cpu)
+
+
 def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:
     """One step of a tree reduction on a worker. ``merge`` may update ``a``: it gets a copy, so that
     a retried step (its worker died) starts again from the unchanged input."""
@@ -464,20 +556,21 @@ def _frame_parts(obj: Any) -> list[worker.FramePart]:
     return []
 
 
-def _failure(label: str, part: int, count: int, fut: Any) -> BaseException:
-    """The error of a failed partition task, said for the user."""
+def _failure(label: str, part: int, count: int, fut: Any, where: str | None = None) -> BaseException:
+    """The error of a failed partition task (or of the task ``where`` names), said for the user."""
     exc = fut.exception()
     if isinstance(exc, BackendError):
         return exc
+    task = where or f"{label}: partition {part + 1} of {count}"
     if isinstance(exc, CentileError):  # e.g. an input a worker cannot read: say where it happened
         try:
-            err = type(exc)(f"{label}: partition {part + 1} of {count}, on a Dask worker (the workers read the "
+            err = type(exc)(f"{task}, on a Dask worker (the workers read the "
                             f"inputs themselves, under the client's paths): {exc}")
         except TypeError:
             return exc
         err.__cause__ = exc
         return err
-    what = f"{label}: partition {part + 1} of {count} failed on the Dask cluster"
+    what = f"{task} failed on the Dask cluster"
     if type(exc).__name__ == "KilledWorker":
         err = BackendError(f"{what}: the workers running it died ({exc}). A worker usually dies of "
                            "memory: give the workers more memory, or use more partitions (--partitions). "

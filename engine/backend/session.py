@@ -35,6 +35,7 @@ from centile.backend.sources import (
     reject_key,
     set_aside_duplicates,
     stage_tables,
+    staged_view,
 )
 from centile.config import Config
 from centile.contract import CONTRACT
@@ -44,6 +45,10 @@ from centile.runtime import Progress, duckdb_connect
 
 log = logging.getLogger(__name__)
 
+#: validates the customer tables elsewhere and writes their pieces (see :func:`open_session`):
+#: ``(con, tables, scratch, count, progress) -> (pieces, states, duplicate lines)``
+Chunked = Callable[[duckdb.DuckDBPyConnection, dict[str, Registered], Path, int, "Progress | None"],
+                   tuple[dict[str, Pieces], dict[str, Any], int]]
 
 
 @dataclass
@@ -356,7 +361,7 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
                  readable: tuple[str | Path, ...] = (), restrict: bool = True,
                  spill: str | Path | None = None, buckets: tuple[int, int] | None = None,
                  cache: str | Path | None = None, bucket: str | Path | None = None, bucket_min: int = 0,
-                 pieces: Mapping[str, Pieces] | None = None) -> Session:
+                 pieces: Mapping[str, Pieces] | None = None, chunked: Chunked | None = None) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
@@ -377,6 +382,10 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     partitions, which partitions then read instead of filtering the whole tables. ``pieces`` (with
     ``buckets``): the pieces a client wrote; the partition's rows of those tables are read from its
     pieces, not from the input files (their rows are validated and their duplicates set aside).
+    ``chunked`` (with ``bucket``, when every customer table goes into pieces): a function that
+    validates the customer tables and writes their pieces elsewhere (on a cluster's workers,
+    :mod:`centile.backend.chunks`) and returns the pieces, each table's summary state and the
+    duplicate lines; this process then validates only the other tables.
 
     Raises
     ------
@@ -401,18 +410,31 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         given = {n: p for n, p in (pieces or {}).items() if n in tables} if buckets is not None else {}
         if given:
             _stage_pieces(con, tables, given, buckets)  # type: ignore[arg-type]
-        rest = {n: r for n, r in tables.items() if n not in given}
+        count = parts.count if cfg.partitions else max(parts.count, bucket_min)
+        which = bucketing(cfg, count, bucket_min > 0) if bucket is not None and buckets is None else None
+        elsewhere = {n: r for n, r in tables.items() if "customer_id" in r.columns} \
+            if chunked is not None and which == "all" else {}
+        rest = {n: r for n, r in tables.items() if n not in given and n not in elsewhere}
         if buckets is not None and cache is not None:
             duplicates = _stage_cached(con, rest, progress, buckets, Path(cache))
         else:
             stage_tables(con, rest, progress, buckets, budget=partitions.duckdb_memory(cfg.memory_limit))
             duplicates = set_aside_duplicates(con, rest["orders"]) if "orders" in rest else 0
         written: dict[str, Pieces] = {}
-        count = parts.count if cfg.partitions else max(parts.count, bucket_min)
-        which = bucketing(cfg, count, bucket_min > 0) if bucket is not None and buckets is None else None
-        if which is not None:
+        known: dict[str, Any] = {}
+        if elsewhere:
+            for reg in elsewhere.values():
+                staged_view(con, reg)  # the schema of the pieces; no row is read here
+            written, known, more = chunked(con, elsewhere, Path(bucket), count, progress)  # type: ignore[arg-type,misc]
+            duplicates += more
+            for name, p in written.items():
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_staged')} AS {p.select(rejects=None)}")
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_rejects')} AS "
+                            f"{_rejects_select(tables[name], name + '_staged')}")
+                con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_valid')} AS {p.select()}")
+        elif which is not None:
             written = _write_pieces(con, tables, Path(bucket), count, progress, views_only=which == "views")
-        session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None)
+        session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None, known=known)
         session.parts = parts
         session.pieces = written
         if duplicates and tables["orders"].spec.duplicates == "keep":
@@ -533,7 +555,7 @@ def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path],
 
 
 #: the time column of the tables whose summary has dates and customers (orders have their own)
-_TIME_COLUMN = {"email_events": "ts", "contacts": "sent_ts", "touchpoints": "ts"}
+TIME_COLUMN = {"email_events": "ts", "contacts": "sent_ts", "touchpoints": "ts"}
 
 
 def _copy_cached(con: duckdb.DuckDBPyConnection, f: Path, name: str, *, save: bool) -> None:
@@ -549,7 +571,12 @@ def _copy_cached(con: duckdb.DuckDBPyConnection, f: Path, name: str, *, save: bo
 
 
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
-            id_types: dict[str, str], unread: list[str], partial: bool = False) -> Session:
+            id_types: dict[str, str], unread: list[str], partial: bool = False,
+            known: Mapping[str, Any] | None = None) -> Session:
+    """The summary, the ``rejects`` view, as_of and the contract's views. ``known``: per table, its
+    summary state counted elsewhere (a :class:`centile.backend.chunks.TableState`: rejects by
+    reason, the valid rows' first and last time, customers, late order lines), not scanned here."""
+    known = known or {}
     rejects_sql = []
     summaries: dict[str, TableSummary] = {}
     valid_stats: dict[str, tuple[Any, ...]] = {}
@@ -560,8 +587,15 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     late_params = {"a": cfg.as_of} if cfg.as_of else None
     orders_stats: tuple[Any, ...] | None = None
     for name, reg in tables.items():
-        tcol = _TIME_COLUMN.get(name)
-        if name == "orders" and not is_table(con, "orders_rejects"):
+        tcol = TIME_COLUMN.get(name)
+        if name in known:
+            st = known[name]
+            counts = dict(sorted(st.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            if name == "orders":
+                orders_stats = (st.first, st.last, st.customers, st.late)
+            elif tcol is not None:
+                valid_stats[name] = (st.first, st.last, st.customers)
+        elif name == "orders" and not is_table(con, "orders_rejects"):
             # a view over the files (too large to materialise): one scan for the reject counts and the
             # valid lines' summary; no duplicates were set aside (they would have made it a table)
             try:

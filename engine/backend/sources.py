@@ -90,6 +90,11 @@ class Registered:
     source_columns: tuple[str, ...]
     rows_in_files: int
     rows_after_filter: int
+    #: the source columns' types as the whole table reads them (``union_by_name`` over every file),
+    #: with ``__centile_file``: a task reading one chunk of the files casts its columns to these
+    source_types: tuple[tuple[str, str], ...] = ()
+    #: CSV columns read as text (zoned timestamps, see :func:`register_source`)
+    as_text: tuple[str, ...] = ()
 
     def has(self, col: str) -> bool:
         return self.columns[col].source is not None
@@ -107,13 +112,13 @@ def _patterns(spec: TableSpec) -> list[str]:
             else str(Path(p) / "**" / f"*.{ext}") if os.path.isdir(p) else p for p in spec.paths]
 
 
-def _reader(spec: TableSpec, as_text: tuple[str, ...] = ()) -> str:
+def _reader(spec: TableSpec, as_text: tuple[str, ...] = (), row_numbers: bool = False) -> str:
     """SQL table function reading the spec's files (paths quoted as literals); CSV columns named
-    in ``as_text`` are read as text."""
+    in ``as_text`` are read as text; ``row_numbers``: a Parquet read also gives ``file_row_number``."""
     file_list = "[" + ", ".join(literal(f) for f in _patterns(spec)) + "]"
     if spec.format == "parquet":
         return (f"read_parquet({file_list}, hive_partitioning = true, union_by_name = true, "
-                f"filename = '__centile_file')")
+                f"filename = '__centile_file'{', file_row_number = true' if row_numbers else ''})")
     opts = []
     for k, v in spec.options.items():
         if k not in _CSV_OPTIONS:
@@ -147,6 +152,14 @@ def _suggest(name: str, options: list[str]) -> str:
 
 def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[list[tuple[str, str]], int, int]:
     """Create ``src_<table>`` and return its (column, type) list and row counts before/after filter."""
+    cols, total, kept, _text = _register_source(con, spec)
+    return cols, total, kept
+
+
+def _register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec
+                     ) -> tuple[list[tuple[str, str]], int, int, tuple[str, ...]]:
+    """:func:`register_source`, also returning the CSV columns read as text."""
+    zoned: tuple[str, ...] = ()
     if spec.format == "csv":
         _check_not_empty(con, spec)
     try:
@@ -181,7 +194,7 @@ def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[li
     except duckdb.InvalidInputException as exc:
         # a bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here
         raise read_error(spec, exc) from None
-    return cols, int(total), int(kept)
+    return cols, int(total), int(kept), zoned if spec.format == "csv" else ()
 
 
 _DELIMITERS = (",", ";", "\t", "|")
@@ -410,13 +423,15 @@ def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
     product identifiers (``{"id": ..., "product": ...}``).
     """
     resolved: dict[str, Any] = {}
+    texts: dict[str, tuple[str, ...]] = {}
     for name, spec in cfg.tables.items():
         if progress:
             progress(f"reading {name}")
-        cols, total, kept = register_source(con, spec)
+        cols, total, kept, as_text = _register_source(con, spec)
         mapping = _resolve_columns(con, spec, cols)
         _check_same_columns(con, spec, mapping)
         resolved[name] = (spec, cols, total, kept, mapping)
+        texts[name] = as_text
 
     # identifiers: integers when every table agrees, text as soon as one table has text ids
     id_text = {"id": False, "product": False}
@@ -443,14 +458,21 @@ def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
             if family == "varchar" and _is_text(t):
                 typed = _null_text(spec, typed)  # texts: the typed value only (no rule reads their raw value)
             columns[col] = Column(col, srcname, raw, typed, t, checked)
-        select = ",\n  ".join(
-            [f"{c.typed_sql} AS {ident(c.name)}" for c in columns.values()]
-            + [f"{c.raw_sql} AS {ident('__raw_' + c.name)}" for c in columns.values()]
-            + ["__centile_file"])
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_typed')} AS SELECT\n  {select}\n"
-                    f"FROM {ident('src_' + name)}")
-        out[name] = Registered(spec, columns, tuple(c for c, _ in cols if c != "__centile_file"), total, kept)
+        out[name] = Registered(spec, columns, tuple(c for c, _ in cols if c != "__centile_file"), total, kept,
+                               tuple(cols), texts[name])
+        typed_view(con, out[name])
     return out, id_type
+
+
+def typed_view(con: duckdb.DuckDBPyConnection, reg: Registered) -> None:
+    """``<t>_typed`` over ``src_<t>``: the canonical typed columns, the raw values as ``__raw_<col>``
+    and the file name."""
+    select = ",\n  ".join(
+        [f"{c.typed_sql} AS {ident(c.name)}" for c in reg.columns.values()]
+        + [f"{c.raw_sql} AS {ident('__raw_' + c.name)}" for c in reg.columns.values()]
+        + ["__centile_file"])
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(reg.spec.name + '_typed')} AS SELECT\n  {select}\n"
+                f"FROM {ident('src_' + reg.spec.name)}")
 
 
 def input_files(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> list[str]:
@@ -556,23 +578,10 @@ def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
     for name, reg in tables.items():
         if progress:
             progress(f"validating {name}")
-        cols = list(reg.columns)
-        record = "to_json(struct_pack(" + ", ".join(
-            f"{ident(c)} := {ident('__raw_' + c)}" for c in cols if reg.has(c)) + "))"
-        typed_cols = ", ".join(ident(c) for c in cols)
+        typed_cols = ", ".join(ident(c) for c in reg.columns)
         staged, valid, rejects = (ident(name + suffix) for suffix in ("_staged", "_valid", "_rejects"))
         key = reject_key(reg)
-        only = ""
-        if buckets is not None and "customer_id" in reg.columns:
-            b = bucket_sql("customer_id")
-            only = f"\nWHERE {b} >= {int(buckets[0])} AND {b} < {int(buckets[1])}"
-        # the file name and raw record are computed for rejected rows only
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {staged} AS\n"
-            f"SELECT {typed_cols}, reject_reason,\n"
-            f"  CASE WHEN reject_reason IS NOT NULL THEN __centile_file END AS __centile_file,\n"
-            f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record\n"
-            f"FROM (\n{read_sql('stage_' + name)}\n) staged{only}")
+        staged_view(con, reg, buckets)
         select_rejects = (f"SELECT reject_reason, __centile_file, __record, {ident(key)} AS __key "
                           f"FROM {staged} WHERE reject_reason IS NOT NULL")
         if not materialised(reg, budget):
@@ -593,6 +602,27 @@ def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
             raise read_error(reg.spec, exc) from None
 
 
+def staged_view(con: duckdb.DuckDBPyConnection, reg: Registered, buckets: tuple[int, int] | None = None) -> None:
+    """``<t>_staged`` over ``<t>_typed``: the typed columns, ``reject_reason`` from ``sql/stage_<t>.sql``
+    and, for rejected rows only, the file and the raw record as JSON (``buckets``: only the rows of
+    the customers in that hash-bucket range)."""
+    name = reg.spec.name
+    cols = list(reg.columns)
+    record = "to_json(struct_pack(" + ", ".join(
+        f"{ident(c)} := {ident('__raw_' + c)}" for c in cols if reg.has(c)) + "))"
+    only = ""
+    if buckets is not None and "customer_id" in reg.columns:
+        b = bucket_sql("customer_id")
+        only = f"\nWHERE {b} >= {int(buckets[0])} AND {b} < {int(buckets[1])}"
+    # the file name and raw record are computed for rejected rows only
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {ident(name + '_staged')} AS\n"
+        f"SELECT {', '.join(ident(c) for c in cols)}, reject_reason,\n"
+        f"  CASE WHEN reject_reason IS NOT NULL THEN __centile_file END AS __centile_file,\n"
+        f"  CASE WHEN reject_reason IS NOT NULL THEN CAST({record} AS VARCHAR) END AS __record\n"
+        f"FROM (\n{read_sql('stage_' + name)}\n) staged{only}")
+
+
 def set_aside_duplicates(con: duckdb.DuckDBPyConnection, reg: Registered) -> int:
     """Count the exact duplicate lines of a validated table and, unless its spec says ``duplicates =
     "keep"``, move all but one line of each group from ``<t>_valid`` to ``<t>_rejects`` as
@@ -608,6 +638,33 @@ def set_aside_duplicates(con: duckdb.DuckDBPyConnection, reg: Registered) -> int
     if not reg.has("order_id"):
         return 0
     valid, rejects = ident(reg.spec.name + "_valid"), ident(reg.spec.name + "_rejects")
+    # lines are compared, and moved, by rowid: a view over the files (see materialised) becomes a table
+    n = find_duplicates(con, reg, before=lambda: materialise(con, reg.spec.name))
+    try:
+        if n and reg.spec.duplicates != "keep":
+            con.execute(
+                f"INSERT INTO {rejects} SELECT 'duplicate line', {literal(reg.files)}, {duplicate_record(reg)}, "
+                f"{ident(reject_key(reg) or 'customer_id')} "
+                f"FROM {valid} WHERE rowid IN (SELECT r FROM __centile_dup_rows)")
+            con.execute(f"DELETE FROM {valid} WHERE rowid IN (SELECT r FROM __centile_dup_rows)")
+        return n
+    finally:
+        con.execute("DROP TABLE IF EXISTS __centile_dup_rows")
+
+
+def duplicate_record(reg: Registered) -> str:
+    """SQL of a duplicate line's ``__record`` in ``rejects``: its typed values as JSON."""
+    cols = [c for c in reg.columns if reg.has(c)]
+    return "CAST(to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in cols) + ")) AS VARCHAR)"
+
+
+def find_duplicates(con: duckdb.DuckDBPyConnection, reg: Registered, before: Callable[[], None] | None = None) -> int:
+    """The extra copies of the exact duplicate lines of the table ``<t>_valid`` (every mapped column
+    equal, NULLs equal; all but the first copy by rowid) into the temporary table ``__centile_dup_rows``
+    (column ``r``: rowids), and their count (see :func:`set_aside_duplicates`). ``before`` runs once
+    candidates are found, before rowids are read (it may turn a view into a table). Without
+    candidates the table is not created."""
+    valid = ident(reg.spec.name + "_valid")
     cols = [c for c in reg.columns if reg.has(c)]
     key = ", ".join(ident(c) for c in cols)
     cheap = ", ".join(ident(c) for c in cols if CONTRACT[reg.spec.name][c][0] != "varchar")
@@ -618,23 +675,14 @@ def set_aside_duplicates(con: duckdb.DuckDBPyConnection, reg: Registered) -> int
     del hashes
     if repeated.size == 0:
         return 0
-    # lines are compared, and moved, by rowid: a view over the files (see materialised) becomes a table
-    materialise(con, reg.spec.name)
+    if before is not None:
+        before()
     con.register("__centile_dup_hash", pa.table({"h": repeated}))
     try:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE __centile_dup_rows AS SELECT r FROM (SELECT rowid AS r, "
             f"row_number() OVER (PARTITION BY {key} ORDER BY rowid) AS rn FROM {valid} "
             f"WHERE hash({cheap}) IN (SELECT h FROM __centile_dup_hash)) WHERE rn > 1")
-        n = int(con.execute("SELECT count(*) FROM __centile_dup_rows").fetchall()[0][0])
-        if n and reg.spec.duplicates != "keep":
-            record = "to_json(struct_pack(" + ", ".join(f"{ident(c)} := {ident(c)}" for c in cols) + "))"
-            con.execute(
-                f"INSERT INTO {rejects} SELECT 'duplicate line', {literal(reg.files)}, CAST({record} AS VARCHAR), "
-                f"{ident(reject_key(reg) or 'customer_id')} "
-                f"FROM {valid} WHERE rowid IN (SELECT r FROM __centile_dup_rows)")
-            con.execute(f"DELETE FROM {valid} WHERE rowid IN (SELECT r FROM __centile_dup_rows)")
-        return n
+        return int(con.execute("SELECT count(*) FROM __centile_dup_rows").fetchall()[0][0])
     finally:
         con.unregister("__centile_dup_hash")
-        con.execute("DROP TABLE IF EXISTS __centile_dup_rows")
