@@ -77,6 +77,15 @@ def test_each_stage_records_its_bytes_to_the_client_and_they_do_not_grow_with_th
     # the pair counts below the support threshold stayed on the workers
     pairs = one["baskets"]["steps"]["baskets: pairs"]
     assert pairs["bytes_held_on_workers"] > pairs["bytes_to_client"]
+    # every byte to the workers is of one of the three kinds; the customers' segments and ids go to
+    # recommend's histories once, split by partition (the item dictionary is broadcast)
+    for net in one.values():
+        for st in net["steps"].values():
+            assert st["bytes_to_workers"] == st["bytes_per_task"] + st["bytes_broadcast"] + st["bytes_per_customer"]
+    # (more than the ids of every customer twice: the ids, and the ids with their segment)
+    hist = one["recommend"]["steps"]["recommend: histories"]
+    ids = pl.read_parquet(tmp_path / "one" / "segments.parquet").select("customer_id")
+    assert hist["bytes_per_customer"] > 2 * ids.estimated_size() and hist["bytes_broadcast"] > 0
 
 
 def test_network_delta_is_a_stage_share_of_the_running_totals():

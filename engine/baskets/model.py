@@ -48,8 +48,16 @@ class Segments:
     lookup: pl.DataFrame | None  # customer_id, code
 
     @staticmethod
+    def values_of(segments: pl.DataFrame, column: str) -> list[str]:
+        """The sorted segment values of ``column`` plus ``(none)``: the codes' dictionary."""
+        first = segments.unique("customer_id", keep="first", maintain_order=True)  # as the codes are taken
+        return sorted(set(first.get_column(column).cast(pl.String).drop_nulls().unique().to_list()) | {NO_SEGMENT})
+
+    @staticmethod
     def of(segments: pl.DataFrame | None, column: str | None, id_type: pl.DataType,
-           notes: list[str]) -> Segments:
+           notes: list[str], values: list[str] | None = None) -> Segments:
+        """``values``: the dictionary of every customer's segments (:meth:`values_of`) when
+        ``segments`` holds one partition's customers only, so that codes agree across partitions."""
         if column is None:
             return Segments(None, [NO_SEGMENT], None)
         if segments is None or column not in segments.columns:
@@ -57,7 +65,8 @@ class Segments:
             return Segments(None, [NO_SEGMENT], None)
         seg = (segments.select(pl.col("customer_id").cast(id_type), pl.col(column).cast(pl.String).alias("v"))
                .unique("customer_id", keep="first").filter(pl.col("v").is_not_null()))
-        values = sorted(set(seg.get_column("v").unique().to_list()) | {NO_SEGMENT})
+        if values is None:
+            values = Segments.values_of(segments, column)
         codes = seg.select("customer_id", pl.col("v").cast(pl.Enum(values)).to_physical().cast(pl.Int64)
                            .alias("code"))
         return Segments(column, values, codes)

@@ -189,13 +189,15 @@ def recommend_remote(source: Any, items: pl.Series, st: RecommendSettings, as_of
     seg = segments.select("customer_id", st.segment_by) if segments is not None and st.segment_by \
         and st.segment_by in segments.columns else None
     ids = segments.select("customer_id") if segments is not None else None
+    # each partition gets its customers' segments only; the codes' dictionary is every customer's
+    values = Segments.values_of(seg, st.segment_by) if seg is not None else None
     with Parked(max(parts.count, 2), scratch) as parked:
         folder = str(parked.dir)
         # min_pair_count applies to the merged co-counts on the worker holding them (the model
         # reads no pair below it)
         first = s.map_reduce(parts, "recommend: histories", _histories_of_partition, _add_cocounts, source.read,
-                             dictionary, st, as_of, seg, None if ids is None else PerCustomer(ids), parts,
-                             folder, progress=progress,
+                             dictionary, st, as_of, None if seg is None else PerCustomer(seg), values,
+                             None if ids is None else PerCustomer(ids), parts, folder, progress=progress,
                              tables=("orders", "products"), finish=functools.partial(_co_pairs, st.min_pair_count))
         counts, notes, id_type = first
         model, pop = counts.model(st, items), counts.popularity()
@@ -208,15 +210,17 @@ def recommend_remote(source: Any, items: pl.Series, st: RecommendSettings, as_of
 
 
 def _histories_of_partition(view: Any, part: int, read: Any, dictionary: pl.DataFrame, st: RecommendSettings,
-                            as_of: dt.date, segments: pl.DataFrame | None, ids: pl.DataFrame | None,
-                            parts: Partitioning, folder: str) -> tuple[CoCounts, list[str], Any]:
+                            as_of: dt.date, segments: pl.DataFrame | None, values: list[str] | None,
+                            ids: pl.DataFrame | None, parts: Partitioning, folder: str
+                            ) -> tuple[CoCounts, list[str], Any]:
     """Pass 1 on a worker: the partition's co-occurrence counts; its customers' histories (and the
-    customers of ``ids`` in this partition without a line) parked in ``folder``."""
+    customers of ``ids`` in this partition without a line) parked in ``folder``. ``segments``: the
+    partition's customers' segments (on a cluster; every customer's here), coded by ``values``."""
     items = dictionary.get_column("item")
     lines = read(view)
     id_type = lines.schema["customer_id"]
     notes: list[str] = []
-    segs = Segments.of(segments, st.segment_by, id_type, notes)
+    segs = Segments.of(segments, st.segment_by, id_type, notes, values)
     counts = CoCounts(items.len(), segs.count, st.min_pair_count if parts.count == 1 else 1)
     counts.add(_kept(lines), items, segs)
     customers = lines.get_column("customer_id").unique().sort()
