@@ -204,6 +204,7 @@ def test_a_worker_killed_mid_stage_fails_the_run_and_keeps_the_previous_output(d
         client.register_plugin(_Fail("kill"), name="fail")
         msg = _previous_run_kept(data, out, lambda: _run(data, out, backend="dask", scheduler=c.scheduler_address))
     assert re.search(r"features: partition [1-4] of 4 failed", msg) and "workers running it died" in msg
+    assert "more partitions (--partitions)" in msg
 
 
 def test_workers_with_another_centile_are_refused(data, cluster, tmp_path, monkeypatch):

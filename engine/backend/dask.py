@@ -572,9 +572,13 @@ def _failure(label: str, part: int, count: int, fut: Any, where: str | None = No
         return err
     what = f"{task} failed on the Dask cluster"
     if type(exc).__name__ == "KilledWorker":
+        # a partition's task holds one partition (more partitions make it smaller); a validation task
+        # one input chunk: a CSV file, a Parquet file or about 2M rows of one
+        fix = ("give the workers more memory, or use more partitions (--partitions)" if where is None else
+               "give the workers more memory, or split large CSV files (a validation task holds one CSV file, "
+               "or one Parquet file or about 2M rows of one, at a time)")
         err = BackendError(f"{what}: the workers running it died ({exc}). A worker usually dies of "
-                           "memory: give the workers more memory, or use more partitions (--partitions). "
-                           "Nothing was written; the previous output folder is untouched.")
+                           f"memory: {fix}. Nothing was written; the previous output folder is untouched.")
     else:
         err = BackendError(f"{what}: {type(exc).__name__}: {exc}. Nothing was written; the previous "
                            "output folder is untouched.")
