@@ -72,13 +72,6 @@ def dirty(request, tmp_path_factory):
     return toml
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=40) as c, distributed.Client(c, set_as_default=False) as client:
-        yield c, client
-
-
 def _digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
 
