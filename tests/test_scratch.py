@@ -71,21 +71,25 @@ def test_a_run_puts_its_pieces_in_the_scratch_folder_with_the_same_bytes(data, t
 
 
 def test_a_killed_runs_folder_is_removed_and_a_live_ones_kept(data, tmp_path):
+    """Each run's spill name carries its process id; the folder under the key is named after the
+    output, the host and the process, so the next run into the same output finds a killed one's."""
     cfg = load_config(data=str(data), scratch=str(tmp_path))
-    spill = tmp_path / "out" / ".x.centile-spill-1"
-    mine, owned = scratch_folder(cfg, spill)
-    assert mine == owned and mine.is_dir() and mine.parent == tmp_path
-    host = mine.name.split("-")[-2]
+    spill = tmp_path / "out" / f".x.centile-spill-{os.getpid()}"
     proc = subprocess.Popen(["true"])  # a pid that has exited
     proc.wait()
-    stale = tmp_path / f"{spill.name}-{host}-{proc.pid}"
-    live = tmp_path / f"{spill.name}-{host}-{os.getppid()}"
-    other = tmp_path / f"{spill.name}-otherhost-{proc.pid}"
-    for d in (stale, live, other):
+    mine, owned = scratch_folder(cfg, spill)
+    assert mine == owned and mine.is_dir() and mine.parent == tmp_path
+    assert mine.name.startswith(".x.centile-spill-") and mine.name.endswith(f"-{os.getpid()}")
+    host = mine.name.removeprefix(".x.centile-spill-").rsplit("-", 1)[0]
+    stale = tmp_path / f".x.centile-spill-{host}-{proc.pid}"  # a killed run into the same output
+    live = tmp_path / f".x.centile-spill-{host}-{os.getppid()}"  # a run still going
+    other = tmp_path / f".x.centile-spill-otherhost-{proc.pid}"  # another host's: its pids are not ours
+    elsewhere = tmp_path / f".y.centile-spill-{host}-{proc.pid}"  # a run into another output
+    for d in (stale, live, other, elsewhere):
         (d / "pieces").mkdir(parents=True)
     again, _ = scratch_folder(cfg, spill)
     assert again == mine
-    assert not stale.exists() and live.exists() and other.exists()
+    assert not stale.exists() and live.exists() and other.exists() and elsewhere.exists()
     # without the key: the folder beside the output, which the staging folder removes
     assert scratch_folder(load_config(data=str(data)), spill) == (spill, None)
 

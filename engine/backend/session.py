@@ -193,8 +193,9 @@ def scratch_folder(cfg: Config, spill: Path | None) -> tuple[Path | None, Path |
     staging folder), or with ``[backend] scratch`` a fresh folder of its own under that one.
     Returns (folder, the folder the session must remove when it closes, or None).
 
-    The own folder is named after ``spill`` plus this host and process (several hosts may share
-    the scratch folder); one a killed run of this host left behind is removed first.
+    The own folder is named after ``spill`` (without its process id) plus this host and process
+    (several hosts may share the scratch folder); one that a killed run into the same output on
+    this host left behind (its process gone) is removed first.
 
     Raises
     ------
@@ -204,20 +205,20 @@ def scratch_folder(cfg: Config, spill: Path | None) -> tuple[Path | None, Path |
     root = cfg.backend.scratch
     if root is None or spill is None:
         return spill, None
-    import os
-    import shutil
     import socket
 
     from centile.errors import OutputError
 
     host = socket.gethostname().replace("-", "_") or "host"
+    me = os.getpid()
+    name = spill.name.removesuffix(f"-{me}")  # ".<out>.centile-spill": the same for every run into <out>
     base = Path(root)
-    for stale in base.glob(f"{spill.name}-{host}-*") if base.is_dir() else ():
+    for stale in base.glob(f"{name}-{host}-*") if base.is_dir() else ():
         with contextlib.suppress(ValueError, OSError):
             pid = int(stale.name.rsplit("-", 1)[1])
-            if pid != os.getpid() and not _alive(pid):
+            if pid != me and not _alive(pid):
                 shutil.rmtree(stale, ignore_errors=True)
-    folder = base / f"{spill.name}-{host}-{os.getpid()}"
+    folder = base / f"{name}-{host}-{me}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -228,8 +229,6 @@ def scratch_folder(cfg: Config, spill: Path | None) -> tuple[Path | None, Path |
 
 
 def _alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
