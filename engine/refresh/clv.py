@@ -26,6 +26,7 @@ from centile.config import Config
 from centile.errors import InputError
 from centile.io.sqlfiles import literal
 from centile.refresh import state as st
+from centile.refresh.features import _load
 from centile.refresh.ingest import merged_sql
 
 
@@ -105,10 +106,7 @@ def state_days(cfg: Config, state: str | Path) -> StateDays:
         No state, or a state built before it kept purchase days (rebuild it into an empty folder).
     """
     root = Path(state)
-    doc = st.read_manifest(root)
-    if doc is None or not doc.get("watermark"):
-        raise InputError(f"no refresh state with data in {state}: run `centile ingest --state {state} BATCH...` "
-                         "first")
+    doc = _load(root)
     if not has_purchases(doc):
         raise InputError(f"refresh state {root} was built by an earlier centile that did not keep purchase days, "
                          "which the CLV summary needs (they cannot be added without reading every batch again): "

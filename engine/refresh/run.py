@@ -32,7 +32,7 @@ import polars as pl
 from centile.config import Config
 from centile.errors import InputError
 from centile.refresh import state as st
-from centile.refresh.clv import StateDays, has_purchases, state_days
+from centile.refresh.clv import StateDays, has_purchases
 from centile.refresh.features import _load, features_from_state
 from centile.refresh.ingest import BATCH_TABLES, _check_state, batch_specs
 
@@ -94,10 +94,8 @@ def state_clv_days(cfg: Config, option: dict[str, Any]) -> StateDays | None:
     """The purchase days of the state of a ``centile run --state`` (``option`` from
     :func:`run_config`) for the clv stage; None for a state built before they
     were kept (the stage then reads the ledger's batch files)."""
-    doc = _current(option)
-    if not has_purchases(doc):
-        return None
-    return state_days(cfg, option["path"])
+    doc = _current(option)  # read and checked once: the days are read against this manifest
+    return StateDays(cfg, Path(option["path"]), doc) if has_purchases(doc) else None
 
 
 #: the clv stage's note when the state has no purchase days
