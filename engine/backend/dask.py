@@ -223,13 +223,13 @@ class DaskBackend:
         try:
             futures = [client.submit(_chunk_task, shared, c, key=f"centile-validate-{c.index}-{self._token}",
                                      pure=False) for c in plan]
-            written = self._gather(futures, [f"validating {c.table}, {c.describe()}" for c in plan], traffic,
-                                   progress, "validating: chunk")
+            written = self._watch(futures, "validating", traffic, progress, collect=True, unit="chunk",
+                                  what=[f"validating {c.table}, {c.describe()}" for c in plan])
             groups = chunks.by_piece(written)
             futures = [client.submit(_settle_task, shared, k, fs, key=f"centile-settle-{k}-{self._token}",
                                      pure=False) for k, fs in groups.items()]
-            settled = self._gather(futures, [f"setting duplicate lines aside in piece {k}" for k in groups],
-                                   traffic, progress, "duplicates: piece")
+            settled = self._watch(futures, "duplicates", traffic, progress, collect=True, unit="piece",
+                                  what=[f"setting duplicate lines aside in piece {k}" for k in groups])
         finally:
             del shared
         traffic["tasks"] += len(plan) + len(groups)
@@ -252,33 +252,6 @@ class DaskBackend:
                                                "bytes_to_client": 0, "bytes_via_files": 0,
                                                "bytes_held_on_workers": 0,
                                                "open_s": 0.0, "work_s": 0.0, "cpu_s": 0.0, "wall_s": 0.0})
-
-    def _gather(self, futures: list[Any], what: list[str], traffic: dict[str, Any], progress: Progress | None,
-                say: str) -> list[Any]:
-        """The values of ``futures`` (``what`` names each for an error), their CPU seconds counted; the
-        first failure cancels the rest, waits for the running ones and raises."""
-        client = self._running()
-        index = {f.key: i for i, f in enumerate(futures)}
-        out: list[Any] = [None] * len(futures)
-        done = 0
-        try:
-            for fut in distributed.as_completed(futures, loop=client.loop):
-                i = index[fut.key]
-                if fut.status != "finished":
-                    raise _failure("", i, len(futures), fut, where=what[i])
-                timed = fut.result()
-                traffic["bytes_to_client"] += _nbytes(timed)
-                traffic["work_s"] += timed.work_s
-                traffic["cpu_s"] += timed.cpu_s
-                out[i] = timed.value
-                done += 1
-                if progress and len(futures) > 1:
-                    progress(f"{say} {done}/{len(futures)} done on the cluster")
-        except BaseException:
-            client.cancel(futures)
-            self._settle()
-            raise
-        return out
 
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
         """SQL over in-memory frames, here (they are the client's frames)."""
@@ -398,9 +371,10 @@ class DaskBackend:
         return futures, shared, traffic
 
     def _watch(self, futures: list[Any], label: str, traffic: dict[str, int], progress: Progress | None,
-               *, collect: bool) -> list[Any]:
-        """Wait for ``futures`` (one per partition, in order), saying progress; the results when
-        ``collect``. The first failure cancels the rest and raises."""
+               *, collect: bool, unit: str = "partition", what: list[str] | None = None) -> list[Any]:
+        """Wait for ``futures`` (one per partition, or per ``unit`` of other work, in order), saying
+        progress; the results when ``collect``. The first failure cancels the rest and raises, naming
+        the task by ``what`` when given (else by its partition)."""
         client = self._running()
         index = {f.key: p for p, f in enumerate(futures)}
         results: list[Any] = [None] * len(futures)
@@ -409,7 +383,7 @@ class DaskBackend:
             for fut in distributed.as_completed(futures, loop=client.loop):
                 part = index[fut.key]
                 if fut.status != "finished":
-                    raise _failure(label, part, count, fut)
+                    raise _failure(label, part, count, fut, where=what[part] if what else None)
                 if collect:
                     timed = fut.result()
                     traffic["bytes_to_client"] += _nbytes(timed)
@@ -422,7 +396,7 @@ class DaskBackend:
                 if progress and count > 1:
                     spent = time.perf_counter() - t0
                     eta = spent / done * (count - done)
-                    progress(f"{label}: partition {done}/{count} done on the cluster in {spent:.0f} s"
+                    progress(f"{label}: {unit} {done}/{count} done on the cluster in {spent:.0f} s"
                              + (f", about {eta:.0f} s left" if done < count else ""))
         except BaseException:
             client.cancel(futures)
