@@ -68,7 +68,7 @@ BackendOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 SchedulerOpt = Annotated[str | None, typer.Option(
     "--scheduler", help="With --backend dask: the scheduler's address, e.g. tcp://host:8786 (default: a "
-    "local cluster started for the run). Workers must see the inputs and --out under the same paths.",
+    "local cluster started for the run). Workers must see the inputs and --out (or [backend] scratch) under the same paths.",
     show_default=False)]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; files replaced atomically).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
