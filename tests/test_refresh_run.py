@@ -157,3 +157,29 @@ def test_run_over_a_state_names_a_missing_batch_file(batches, tmp_path):
     moved.unlink()
     r = runner.invoke(app, ["run", "--state", str(state), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and f"batch file {moved.resolve()}" in r.output and "missing or changed" in r.output
+
+
+def test_run_over_a_state_writes_the_batches_rejects_from_the_state(batches, tmp_path):
+    # dirty batches: a rejected line, and a line of the first batch sent again in the second
+    root, state = batches, tmp_path / "state"
+    cfg = str(root / "run.toml")
+    q1 = pl.read_parquet(root / "orders-q1.parquet")
+    bad = q1.head(1).with_columns(pl.lit(-1.0).alias("unit_price"))
+    first, second = tmp_path / "b1.parquet", tmp_path / "b2.parquet"
+    pl.concat([q1, bad]).write_parquet(first)
+    pl.concat([pl.read_parquet(root / "orders-q2.parquet"), q1.slice(5, 2)]).write_parquet(second)
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(first), "--email-events", str(root / "email-h1.parquet")])
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(second)])
+    _ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "s")])
+    # the same state without its rejects (as one built before they were kept): the session's, over the files
+    doc = json.loads((state / "manifest.json").read_text())
+    del doc["rejects"], doc["inputs"]
+    (state / "manifest.json").write_text(json.dumps(doc))
+    _ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "f")])
+    got, want = (pl.read_parquet(tmp_path / o / "rejects.parquet") for o in ("s", "f"))
+    assert sorted(got["reason"].to_list()) == ["duplicate line", "duplicate line", "unit_price is negative"]
+    assert (tmp_path / "s" / "rejects.parquet").read_bytes() == (tmp_path / "f" / "rejects.parquet").read_bytes()
+    inputs = [json.loads((tmp_path / o / "manifest.json").read_text())["summary"]["inputs"] for o in ("s", "f")]
+    assert inputs[0]["tables"]["orders"]["rows_rejected"] == 3
+    assert [i["batch_rejects"] for i in inputs] == ["refresh state", "batch files"]
+    assert inputs[0]["tables"] == inputs[1]["tables"] and inputs[0]["rows_rejected"] == inputs[1]["rows_rejected"]

@@ -52,6 +52,7 @@ from centile.backend.sources import (
     _describe,
     _reader,
     duplicate_record,
+    files_label,
     find_duplicates,
     input_files,
     is_table,
@@ -82,7 +83,7 @@ class Chunk:
     rows: tuple[int, int] | None = None
 
     def describe(self) -> str:
-        where = self.files[0] + (f" (+{len(self.files) - 1} more)" if len(self.files) > 1 else "")
+        where = files_label(self.files)
         return where + (f", rows {self.rows[0]}-{self.rows[1] - 1}" if self.rows else "")
 
 

@@ -101,8 +101,13 @@ class Registered:
 
     @property
     def files(self) -> str:
-        paths = self.spec.paths
-        return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
+        return files_label(self.spec.paths)
+
+
+def files_label(paths: tuple[str, ...] | list[str]) -> str:
+    """How a table's files are named in a message or a duplicate line's ``rejects`` row: the first
+    path, and how many more."""
+    return paths[0] if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more)"
 
 
 def _patterns(spec: TableSpec) -> list[str]:

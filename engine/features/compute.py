@@ -253,15 +253,17 @@ def session_summary(s: Session) -> dict[str, Any]:
     }
 
 
-def write_rejects(s: Session, path: Path) -> int:
-    """Write every rejected row (table, reason, file, key, record) to Parquet.
+def write_rejects(s: Session, path: Path, rejects: str = "rejects") -> int:
+    """Write every rejected row (table, reason, file, key, record) of the relation ``rejects`` (the
+    session's view, or SQL with its columns) to Parquet.
 
     Streamed in batches through Arrow: the session's connection itself may not write files.
     """
     import pyarrow.parquet as pq
 
     # every column in the order: the same bytes whatever order the threads found the rows in
-    reader = s.con.sql('SELECT * FROM rejects ORDER BY "table", file, reason, key, record').to_arrow_reader(1 << 16)
+    reader = s.con.sql(f'SELECT * FROM ({rejects}) r ORDER BY "table", file, reason, key, record'
+                       ).to_arrow_reader(1 << 16)
     with pq.ParquetWriter(path, reader.schema, compression="zstd") as writer:
         for batch in reader:
             writer.write_batch(batch)

@@ -25,10 +25,11 @@ import polars as pl
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import _empty_view, connect
-from centile.backend.sources import register_tables, set_aside_duplicates, stage_tables
+from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
 from centile.config import Config, TableSpec, _format_of
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import rejects as rj
 from centile.refresh import state as st
 from centile.runtime import Progress
 
@@ -77,7 +78,7 @@ def _new_manifest(cfg: Config) -> dict[str, Any]:
             "duckdb": duckdb.__version__, "tables": list(st.TABLES), "watermark": None, "generation": 0,
             "types": {}, "columns": {},
             "mapping": {t: _mapping(cfg.tables.get(t)) for t in BATCH_TABLES}, "ledger": [],
-            "products": products_record(cfg),
+"products": products_record(cfg), "rejects": [], "inputs": {},
             "parts": [{"part": p, "runs": {}} for p in range(s.partitions)]}
 
 
@@ -139,11 +140,24 @@ def batch_specs(cfg: Config, files: dict[str, list[Path]], fix: str = "ingest th
     return specs
 
 
+@dataclass(frozen=True)
+class Validated:
+    """What :func:`_validate` found in a batch."""
+
+    #: rejected rows per table and reason
+    rejects: dict[str, dict[str, int]]
+    #: per batch table, its counts for the validation summary (:func:`centile.refresh.rejects.batch_stats`)
+    stats: dict[str, dict[str, Any]]
+    #: the order lines' registration and the SQL of the columns a line's hash covers ("": no hash)
+    orders: Registered | None
+    key: str
+
+
 def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list[Path]],
-              doc: dict[str, Any], root: Path) -> dict[str, dict[str, int]]:
+              doc: dict[str, Any], root: Path) -> Validated:
     """Register and validate the batch files with the session's rules; leave ``batch_all`` (valid
-    order lines, contract defaults applied, with ``__bucket``, ``__h`` and ``__day``) and
-    ``batch_email_all``. Returns the rejected rows per table and reason."""
+    order lines, contract defaults applied, with ``__bucket``, ``__h`` and ``__day``),
+    ``batch_email_all`` and ``batch_rejects`` (:func:`centile.refresh.rejects.collect_batch`)."""
     specs = batch_specs(cfg, files)
     if specs and "products" in cfg.tables:
         specs["products"] = cfg.tables["products"]
@@ -211,7 +225,9 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
         src = f"SELECT *, {bucket_sql()} AS __bucket FROM email_events_valid"
     con.execute("CREATE OR REPLACE TEMP TABLE batch_email_all AS SELECT customer_id, ts, event, "
                 f"CAST(campaign_id AS VARCHAR) AS campaign_id, __bucket FROM ({src}) e")
-    return rejects
+    rj.collect_batch(con, tables, BATCH_TABLES)
+    return Validated(rejects, rj.batch_stats(con, tables, BATCH_TABLES), tables.get("orders"),
+                     key if dedupe else "")
 
 
 def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Path], dedupe: bool,
@@ -230,6 +246,8 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Pa
             pl.col("h").is_in(pl.Series(mine, dtype=pl.UInt64).implode())).select("customer_id", "h").collect()
         con.register("__centile_seen", seen.to_arrow())
         try:
+            rj.note_dropped(con, "(SELECT b.customer_id, b.__h FROM batch_orders AS b SEMI JOIN __centile_seen AS o "
+                                 "ON b.customer_id = o.customer_id AND b.__h = o.h)")
             con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
                         "ANTI JOIN __centile_seen AS o ON b.customer_id = o.customer_id AND b.__h = o.h")
         finally:
@@ -376,7 +394,8 @@ def _ingest(cfg: Config, root: Path, orders: Iterable[str | Path], email_events:
         progress("ingest: validating the batch")
     con = connect(cfg)
     try:
-        rejects = _validate(con, cfg, new, doc, root)
+        found = _validate(con, cfg, new, doc, root)
+        rejects = found.rejects
         if cfg.strict and any(rejects.values()):
             detail = "; ".join(f"{t}: " + ", ".join(f"{n} × {r}" for r, n in reasons.items())
                                for t, reasons in rejects.items() if reasons)
@@ -426,6 +445,11 @@ def _ingest(cfg: Config, root: Path, orders: Iterable[str | Path], email_events:
             old_h = [root / r["file"] for r in entry["runs"].get("hashes", []) if r["rows"]]
             dropped += _delta(con, lo, hi, old_h, dedupe, st.state_tables(doc))
             _write_part(con, root, doc, p, gen, cutoff, fresh=False)
+        if rj.has_rejects(doc):  # a state built before rejects were kept keeps none (run --state reads the files)
+            if dropped and found.orders is not None:
+                rj.add_dropped(con, found.orders, found.key)
+            rj.commit_batch(con, root, doc, gen)
+            rj.merge_stats(doc, found.stats)
     finally:
         con.close()
     if dropped:
@@ -460,6 +484,8 @@ def _rebuild(cfg: Config, root: Path, doc: dict[str, Any], late: list[int], gen:
             lo, hi = parts.bounds(p)
             _delta(con, lo, hi, [], False, st.state_tables(doc))
             _write_part(con, root, doc, p, gen, cutoff, fresh=True)
+        # the duplicate lines of these partitions' customers, over every batch file
+        rj.replace_duplicates(con, root, doc, gen, [parts.bounds(p) for p in late])
     finally:
         con.close()
 

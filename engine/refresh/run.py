@@ -28,9 +28,12 @@ from types import MappingProxyType
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
+from centile.backend.session import TableSummary, connect
 from centile.config import Config
 from centile.errors import InputError
+from centile.refresh import rejects as rj
 from centile.refresh import state as st
 from centile.refresh.clv import StateDays, has_purchases
 from centile.refresh.features import _load, features_from_state
@@ -104,6 +107,23 @@ NO_PURCHASES = ("the refresh state was built by an earlier centile without purch
                 "folder with `centile ingest --state NEW_DIR BATCH...` to compute it from the state")
 
 
+def state_inputs(cfg: Config, option: dict[str, Any]) -> tuple[pa.Table, dict[str, TableSummary]] | None:
+    """The rejected rows (the columns of the session's ``rejects`` view) and the validation
+    summaries of the batch tables of a ``centile run --state``, from the state; None for a state
+    built before it kept them. (Read by a connection of their own: the session's reads its
+    input files only.)"""
+    doc = _current(option)
+    if not rj.has_rejects(doc):
+        return None
+    root = Path(option["path"])
+    ledger = {t: [Path(e["path"]) for e in doc["ledger"] if e["table"] == t] for t in BATCH_TABLES}
+    con = connect(cfg)
+    try:
+        return con.sql(rj.rejects_sql(doc, root, ledger)).to_arrow_table(), rj.summaries(con, doc, root, ledger)
+    finally:
+        con.close()
+
+
 def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
     """The feature table of a ``centile run --state`` from the state (``option`` from
     :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
@@ -113,4 +133,4 @@ def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, d
     return df.rechunk(), skipped, as_of
 
 
-__all__ = ["NO_PURCHASES", "run_config", "state_clv_days", "state_features"]
+__all__ = ["NO_PURCHASES", "run_config", "state_clv_days", "state_features", "state_inputs"]

@@ -176,8 +176,8 @@ def referenced(doc: dict[str, Any]) -> set[str]:
 def collect_garbage(root: Path, doc: dict[str, Any]) -> None:
     """Remove partition and change files the manifest no longer points at (left by earlier commits
     or an interrupted ingest)."""
-    keep = referenced(doc) | {c["file"] for c in doc.get("changes", [])}
-    for path in [*root.glob("p[0-9]*/*"), *root.glob("changes/*")]:
+    keep = referenced(doc) | {c["file"] for c in doc.get("changes", [])} | {f["file"] for f in doc.get("rejects", [])}
+    for path in [*root.glob("p[0-9]*/*"), *root.glob("changes/*"), *root.glob("rejects/*")]:
         rel = f"{path.parent.name}/{path.name}"
         if rel not in keep:
             path.unlink(missing_ok=True)
