@@ -183,3 +183,35 @@ def test_run_over_a_state_writes_the_batches_rejects_from_the_state(batches, tmp
     assert inputs[0]["tables"]["orders"]["rows_rejected"] == 3
     assert [i["batch_rejects"] for i in inputs] == ["refresh state", "batch files"]
     assert inputs[0]["tables"] == inputs[1]["tables"] and inputs[0]["rows_rejected"] == inputs[1]["rows_rejected"]
+
+
+def test_stages_that_read_the_state_leave_the_batch_files_unvalidated(batches, tmp_path):
+    # the stages that read order lines and e-mail events all read them from the state here: the
+    # session registers the batch files (their columns) but validates neither
+    from centile.pipeline import stage as stage_mod
+    from centile.pipeline.runner import execute
+    from centile.refresh.run import run_config
+
+    root, state = batches, tmp_path / "state"
+    cfg = str(root / "run.toml")
+    _ok(["ingest", "-c", cfg, "--state", str(state), *(str(root / f"orders-q{q}.parquet") for q in range(1, 5)),
+         "--email-events", str(root / "email-h1.parquet"), "--email-events", str(root / "email-h2.parquet")])
+    from centile.config import load_config
+
+    base = load_config(root / "run.toml")
+    wanted = [s for s in stage_mod.stages() if s.name in ("features", "clv", "clubs", "segments", "clv_groups")]
+    run_cfg, option = run_config(base, state)
+    res = execute(wanted, run_cfg, tmp_path / "s", options={"refresh_state": option})
+    assert {k for k, r in res.stages.items() if r["status"] == "ran"} == {s.name for s in wanted}
+    inputs = json.loads((tmp_path / "s" / "manifest.json").read_text())["summary"]["inputs"]
+    assert inputs["read_from_refresh_state"] == ["orders", "email_events"]
+    assert inputs["batch_rejects"] == "refresh state" and inputs["tables"]["orders"]["rows_read"] > 0
+    full_cfg = load_config(root / "full.toml").with_(as_of=run_cfg.as_of)
+    execute(wanted, full_cfg, tmp_path / "f")
+    got, want = _parquet_files(tmp_path / "s"), _parquet_files(tmp_path / "f")
+    assert got.keys() == want.keys() and {"features.parquet", "clv.parquet", "rejects.parquet"} <= got.keys()
+    assert [k for k in got if got[k] != want[k]] == []
+    full = json.loads((tmp_path / "f" / "manifest.json").read_text())["summary"]["inputs"]["tables"]
+    for t in ("orders", "email_events"):  # the same counts as a read of the files (other paths)
+        assert {k: v for k, v in inputs["tables"][t].items() if k != "files"} == \
+               {k: v for k, v in full[t].items() if k != "files"}

@@ -32,9 +32,10 @@ class Backend(Protocol):
     cfg: Config
 
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
-             spill: Path | None = None) -> AbstractContextManager[Session]:
+             spill: Path | None = None, elsewhere: tuple[str, ...] = ()) -> AbstractContextManager[Session]:
         """Validate the inputs (``only`` these tables when given) and open them as a session
-        (``spill``: where to spill beyond the memory limit)."""
+        (``spill``: where to spill beyond the memory limit; ``elsewhere``: tables the job reads
+        from elsewhere, see :func:`centile.backend.session.open_session`)."""
         ...
 
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> AbstractContextManager[Any]:

@@ -190,7 +190,7 @@ class DaskBackend:
     # -- the seam -----------------------------------------------------------------------------
 
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
-             spill: Path | None = None) -> Session:
+             spill: Path | None = None, elsewhere: tuple[str, ...] = ()) -> Session:
         """Open the inputs: the workers validate the customer tables into pieces, the client the
         others, merges the summary and fixes as_of; partitions go to the workers."""
         # the validated rows go into customer-hash pieces in the shared scratch folder, one per
@@ -200,7 +200,8 @@ class DaskBackend:
         # input files, then set duplicate lines aside a task per piece (:mod:`centile.backend.chunks`)
         spill, owned = scratch_folder(self.cfg, spill)
         s = open_session(self.cfg, progress, only=only, spill=spill, bucket=spill,
-                         bucket_min=PARTS_PER_THREAD * self.threads(), chunked=self._write_chunks)
+                         bucket_min=PARTS_PER_THREAD * self.threads(), chunked=self._write_chunks,
+                         elsewhere=elsewhere)
         s.owned_scratch = owned
         s.backend = self
         self._spill = spill

@@ -33,10 +33,10 @@ class DuckDBBackend:
     name: str = "duckdb"
 
     def open(self, *, only: tuple[str, ...] | None = None, progress: Progress | None = None,
-             spill: Path | None = None) -> Session:
+             spill: Path | None = None, elsewhere: tuple[str, ...] = ()) -> Session:
         # the scratch folder also takes the customer-hash pieces of the validated rows
         spill, owned = scratch_folder(self.cfg, spill)
-        s = open_session(self.cfg, progress, only=only, spill=spill, bucket=spill)
+        s = open_session(self.cfg, progress, only=only, spill=spill, bucket=spill, elsewhere=elsewhere)
         s.owned_scratch = owned
         return s
 

@@ -98,10 +98,13 @@ class Session:
     pieces: dict[str, Pieces] = field(default_factory=dict)
     #: a scratch folder of this session's own (``[backend] scratch``), removed when it closes
     owned_scratch: Path | None = None
+    #: tables registered but not validated here, because the job reads their rows from elsewhere
+    #: (``centile run --state``: the refresh state); :meth:`has` answers for them, no view holds them
+    elsewhere: dict[str, Registered] = field(default_factory=dict)
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
-        reg = self.tables.get(table)
+        reg = self.tables.get(table) or self.elsewhere.get(table)
         if reg is None:
             return False
         return column is None or reg.has(column)
@@ -317,6 +320,8 @@ def _contract_views(con: duckdb.DuckDBPyConnection, s: Session, where: str = "tr
         cond = where if "customer_id" in spec else "true"
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name)} AS "
                     f"SELECT * FROM {ident(name + '_valid')} WHERE {cond}")
+    if "orders" not in s.tables:  # read from elsewhere (Session.elsewhere): no view
+        return
     if "orders" in s.pieces and buckets is not None:
         _orders_view(con, s, "true", f"({s.pieces['orders'].select(buckets)})")
     else:
@@ -360,7 +365,8 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
                  readable: tuple[str | Path, ...] = (), restrict: bool = True,
                  spill: str | Path | None = None, buckets: tuple[int, int] | None = None,
                  cache: str | Path | None = None, bucket: str | Path | None = None, bucket_min: int = 0,
-                 pieces: Mapping[str, Pieces] | None = None, chunked: Chunked | None = None) -> Session:
+                 pieces: Mapping[str, Pieces] | None = None, chunked: Chunked | None = None,
+                 elsewhere: tuple[str, ...] = ()) -> Session:
     """Register, validate and summarise the inputs of ``cfg``.
 
     ``only`` limits validation to the tables a job reads (every table's
@@ -384,7 +390,11 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     ``chunked`` (with ``bucket``, when every customer table goes into pieces): a function that
     validates the customer tables and writes their pieces elsewhere (on a cluster's workers,
     :mod:`centile.backend.chunks`) and returns the pieces, each table's summary state and the
-    duplicate lines; this process then validates only the other tables.
+    duplicate lines; this process then validates only the other tables. ``elsewhere``: tables whose
+    rows the job reads from elsewhere (the refresh state of ``centile run --state``): registered,
+    their columns known to :meth:`Session.has`, but not validated, and no view holds them; the
+    partition count is still chosen from the order lines' count, and ``cfg.as_of`` must be set when
+    they include the orders.
 
     Raises
     ------
@@ -402,9 +412,11 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         paths = [p for spec in cfg.tables.values() for p in spec.paths]
         remote = urls.register(con, paths)  # inputs named by fsspec URLs: read through their filesystems
         tables, id_types = register_tables(con, cfg, progress)
-        unread = [t for t in tables if only is not None and t not in only]
-        tables = {n: r for n, r in tables.items() if n not in unread}
-        lines = tables["orders"].rows_after_filter if "orders" in tables else 0
+        away = {n: r for n, r in tables.items() if n in elsewhere}
+        unread = [t for t in tables if only is not None and t not in only and t not in away]
+        tables = {n: r for n, r in tables.items() if n not in unread and n not in away}
+        orders = tables.get("orders") or away.get("orders")
+        lines = orders.rows_after_filter if orders is not None else 0
         parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
         given = {n: p for n, p in (pieces or {}).items() if n in tables} if buckets is not None else {}
         if given:
@@ -433,7 +445,8 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
                 con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_valid')} AS {p.select()}")
         elif which is not None:
             written = _write_pieces(con, tables, Path(bucket), count, progress, views_only=which == "views")
-        session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None, known=known)
+        session = _finish(con, cfg, tables, id_types, unread, partial=buckets is not None, known=known,
+                          elsewhere=away)
         session.parts = parts
         session.pieces = written
         if duplicates and tables["orders"].spec.duplicates == "keep":
@@ -571,7 +584,7 @@ def _copy_cached(con: duckdb.DuckDBPyConnection, f: Path, name: str, *, save: bo
 
 def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Registered],
             id_types: dict[str, str], unread: list[str], partial: bool = False,
-            known: Mapping[str, Any] | None = None) -> Session:
+            known: Mapping[str, Any] | None = None, elsewhere: Mapping[str, Registered] | None = None) -> Session:
     """The summary, the ``rejects`` view, as_of and the contract's views. ``known``: per table, its
     summary state counted elsewhere (a :class:`centile.backend.chunks.TableState`: rejects by
     reason, the valid rows' first and last time, customers, late order lines), not scanned here."""
@@ -647,13 +660,14 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                                   + "\nFix the data, map the columns differently, or run without --strict "
                                   "to set these rows aside into rejects.parquet.")
 
-    if partial and cfg.as_of is None:
-        raise ValueError("a session over one partition needs the whole data's as_of in cfg.as_of")
+    if (partial or "orders" not in tables) and cfg.as_of is None:
+        raise ValueError("a session over one partition, or without the order lines, needs the whole data's "
+                         "as_of in cfg.as_of")
     # one scan for the dates, the customers and the lines on or after a configured as_of
-    first, newest, customers, late = orders_stats or con.execute(
+    first, newest, customers, late = orders_stats or ((None, None, 0, 0) if "orders" not in tables else con.execute(
         f"SELECT min(order_ts), max(order_ts), count(DISTINCT customer_id), {late_sql} FROM orders_valid",
-        late_params).fetchall()[0]
-    if newest is None and not partial:
+        late_params).fetchall()[0])
+    if newest is None and not partial and "orders" in tables:
         raise InputError(f"orders: no valid order lines in {tables['orders'].files} "
                          f"({summaries['orders'].rows_read} rows read, "
                          f"{sum(summaries['orders'].rejects.values())} rejected"
@@ -661,14 +675,15 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
     as_of = cfg.as_of or (newest.date() + dt.timedelta(days=1))  # type: ignore[union-attr]
 
     # the valid rows under the contract's table names, empty typed views for absent tables
-    s = Session(con, cfg, tables, as_of, summaries, unread=unread)
+    s = Session(con, cfg, tables, as_of, summaries, unread=unread, elsewhere=dict(elsewhere or {}))
     for name in CONTRACT:
-        if name not in tables and name not in s.unread:
+        if name not in tables and name not in s.unread and name not in s.elsewhere:
             _empty_view(con, name, id_types)
     _contract_views(con, s)
 
-    o = summaries["orders"]
-    o.date_min, o.date_max, o.customers, s.lines_after_as_of = first, newest, int(customers), int(late)
+    if "orders" in summaries:
+        o = summaries["orders"]
+        o.date_min, o.date_max, o.customers, s.lines_after_as_of = first, newest, int(customers), int(late)
     if s.lines_after_as_of:
         s.notes.append(f"orders: {s.lines_after_as_of} valid lines on or after as_of {as_of} are outside "
                        "every window and not used")

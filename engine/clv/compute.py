@@ -249,11 +249,15 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
     if frame.height == 0:
         raise InputError(f"orders: no customer purchased on or before the calibration end {cal}; "
                          "pass a later --calibration-end" if calibration_end is not None else
-                         f"orders: no order line before as_of {s.as_of} (the valid lines run from "
-                         f"{str(s.summaries['orders'].date_min)[:10]} to {str(s.summaries['orders'].date_max)[:10]}); pass a later "
+                         f"orders: no order line before as_of {s.as_of}{_valid_range(s)}; pass a later "
                          "--as-of (as_of in the config), or leave it out to use the day after the newest order")
     # in customer order: the same rows in the same order for any partitioning
     return Summary(frame.sort("customer_id"), cal, holdout_end, time_unit)
+
+
+def _valid_range(s: Session) -> str:
+    o = s.summaries.get("orders")
+    return "" if o is None else f" (the valid lines run from {str(o.date_min)[:10]} to {str(o.date_max)[:10]})"
 
 
 # ---------------------------------------------------------------------------

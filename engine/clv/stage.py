@@ -41,6 +41,12 @@ def _run(ctx: Context) -> dict[str, int]:
     return compute.write_clv(res, ctx.staging)
 
 
+def _from_state(state: dict) -> tuple[str, ...]:
+    from centile.refresh.run import clv_served
+
+    return clv_served(state)
+
+
 #: the columns of ``clv`` the group table sums (the others are not read)
 GROUP_COLUMNS = ("p_alive", "churn_risk", "p_repurchase", "expected_transactions", "expected_revenue", "clv")
 
@@ -64,7 +70,7 @@ STAGE = register_stage(Stage(
     "clv", _run, writes=("clv", "clv_holdout"), tables=("orders",),
     config=config_part("as_of", "strict", "tables", "clv"),
     # a run over a refresh state: the ledger's fingerprints (a new ingest recomputes the CLV)
-    options=lambda o: o.get("refresh_state"),
+    options=lambda o: o.get("refresh_state"), from_state=lambda state: _from_state(state),
     derived={"clv_features": lambda ctx: compute.clv_features(ctx.frame("clv"))}))
 
 GROUPS_STAGE = register_stage(Stage(

@@ -242,8 +242,10 @@ def session_summary(s: Session) -> dict[str, Any]:
         "as_of_source": "config" if s.cfg.as_of else "day after the newest valid order",
         "tables": {n: t.as_dict() for n, t in s.summaries.items()},
         "absent_tables": [t for t in ("products", "email_events", "contacts", "customers", "touchpoints")
-                          if t not in s.tables and t not in s.unread],
+                          if t not in s.tables and t not in s.unread and t not in s.elsewhere],
         "not_read_by_this_job": list(s.unread),
+        # centile run --state: the tables whose rows came from the refresh state, not from their files
+        **({"read_from_refresh_state": list(s.elsewhere)} if s.elsewhere else {}),
         "rows_rejected": s.total_rejects,
         "order_lines_after_as_of": s.lines_after_as_of,
         "partitions": s.work_partitions().count,

@@ -68,6 +68,12 @@ STAGE = register_stage(Stage(
     "features", _run, writes=("features", "rejects"), tables=FEATURE_TABLES,
     config=config_part("as_of", "strict", "windows_days", "top_categories", "tables"),
     # a run over a refresh state: the ledger's fingerprints (a new ingest recomputes the features)
-    options=lambda o: o.get("refresh_state")))
+    options=lambda o: o.get("refresh_state"), from_state=lambda state: _from_state(state)))
+
+
+def _from_state(state: dict) -> tuple[str, ...]:
+    from centile.refresh.run import features_served
+
+    return features_served(state)
 
 register_customer_columns("features", FEATURE_COLUMNS, (CATEGORY_PATTERN,))

@@ -124,8 +124,12 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
     prev_doc = {} if force or url is not None else previous_manifest(out)
     prev_dir, prev_name = out, str(out)  # where the previous run's files are (for a URL: downloaded, below)
     records: dict[str, dict[str, Any]] = {}
-    # validate only the tables some stage reads
-    read = tuple(dict.fromkeys(t for st in stages for t in st.tables))
+    # validate only the tables some stage reads from the input files (over a refresh state, a stage
+    # may read some from the state instead)
+    state = options.get("refresh_state")
+    served = {st.name: st.from_state(state) if state and st.from_state else () for st in stages}
+    read = tuple(dict.fromkeys(t for st in stages for t in st.tables if t not in served[st.name]))
+    elsewhere = tuple(dict.fromkeys(t for st in stages for t in st.tables if t not in read))
     backend = open_backend(cfg)
     position = {st.name: i for i, st in enumerate(stages)}
     with (staged_url(url, keep_runs) if url else staged_folder(out)) as staging, \
@@ -137,8 +141,8 @@ def execute(stages: list[Stage], cfg: Config, out: str | Path, *, force: bool = 
         with contextlib.ExitStack() as stack:
             stack.enter_context(backend)  # a cluster connection (the dask backend), closed last
             ctx = Context(cfg, staging, options, progress,
-                          open_inputs=lambda: stack.enter_context(backend.open(only=read, progress=ctx.say,
-                                                                               spill=staging.spill)))
+                          open_inputs=lambda: stack.enter_context(backend.open(
+                              only=read, progress=ctx.say, spill=staging.spill, elsewhere=elsewhere)))
             for st in stages:
                 needs, _uses = dependencies(st, made_by)
                 missing = [a for a in needs if records.get(a, {}).get("status") not in ("ran", "reused")]

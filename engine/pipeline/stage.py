@@ -65,6 +65,11 @@ class Stage:
         ``skip(ctx) -> reason | None``: a reason not to run (missing inputs).
     derived : mapping
         Frames computed from its files on demand: name -> ``f(ctx) -> DataFrame``.
+    from_state : callable, optional
+        ``from_state(option) -> tables``: in a run over a refresh state (``option``: the run
+        option ``refresh_state``), those of its ``tables`` it reads from the state, not from the
+        input files; when no stage of the run reads a table from its files, the session does not
+        validate it (:attr:`centile.backend.session.Session.elsewhere`).
     """
 
     name: str
@@ -77,6 +82,7 @@ class Stage:
     options: Callable[[Mapping[str, Any]], Any] | None = None
     skip: Callable[[Context], str | None] | None = None
     derived: Mapping[str, Callable[[Context], pl.DataFrame]] = field(default_factory=lambda: MappingProxyType({}))
+    from_state: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
 
     @property
     def frames(self) -> tuple[str, ...]:

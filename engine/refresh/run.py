@@ -93,6 +93,17 @@ def _current(option: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
+def features_served(option: dict[str, Any]) -> tuple[str, ...]:
+    """The batch tables the features stage of a ``centile run --state`` reads from the state: both,
+    when the state keeps its batches' rejects (else their rejects and counts come from the files)."""
+    return BATCH_TABLES if rj.has_rejects(_current(option)) else ()
+
+
+def clv_served(option: dict[str, Any]) -> tuple[str, ...]:
+    """The batch tables the clv stage of a ``centile run --state`` reads from the state."""
+    return ("orders",) if has_purchases(_current(option)) else ()
+
+
 def state_clv_days(cfg: Config, option: dict[str, Any]) -> StateDays | None:
     """The purchase days of the state of a ``centile run --state`` (``option`` from
     :func:`run_config`) for the clv stage; None for a state built before they
@@ -133,4 +144,5 @@ def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, d
     return df.rechunk(), skipped, as_of
 
 
-__all__ = ["NO_PURCHASES", "run_config", "state_clv_days", "state_features", "state_inputs"]
+__all__ = ["NO_PURCHASES", "clv_served", "features_served", "run_config", "state_clv_days", "state_features",
+           "state_inputs"]
