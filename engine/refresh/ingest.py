@@ -142,8 +142,8 @@ def batch_specs(cfg: Config, files: dict[str, list[Path]], fix: str = "ingest th
 def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list[Path]],
               doc: dict[str, Any], root: Path) -> dict[str, dict[str, int]]:
     """Register and validate the batch files with the session's rules; leave ``batch_all`` (valid
-    order lines, contract defaults applied, with ``__bucket``, ``__h`` and ``__day``) and
-    ``batch_email_all``. Returns the rejected rows per table and reason."""
+    order lines, contract defaults applied, with ``__bucket``, ``__h``, ``__day`` and the line's
+    own category ``__line_category``) and ``batch_email_all``. Returns the rejected rows per table and reason."""
     specs = batch_specs(cfg, files)
     if specs and "products" in cfg.tables:
         specs["products"] = cfg.tables["products"]
@@ -202,7 +202,8 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
                coalesce(quantity, 1.0) AS quantity, unit_price, product_id, {category} AS category, unit_cost,
                coalesce(returned_quantity, 0.0) AS returned_quantity, channel, {bucket_sql()} AS __bucket,
                {f"hash({key})" if dedupe else "CAST(NULL AS UBIGINT)"} AS __h, CAST(order_ts AS DATE) AS __day,
-               {market} AS __market, {cost} AS __cost
+               {market} AS __market, {cost} AS __cost,
+               orders_valid.category AS __line_category
         FROM orders_valid {join}""")
     if "email_events" not in tables:
         _empty_view(con, "email_events", {"id": types.get("id", "BIGINT"), "product": "BIGINT"})
