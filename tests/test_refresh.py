@@ -123,6 +123,47 @@ def assert_inputs_equal(state: Path, orders: list[Path], emails: list[Path], pro
         assert set(kept) == {"orders", *(["email_events"] if emails else [])}
 
 
+CONTACT_SCHEMA = {"customer_id": pl.Int64, "campaign_id": pl.Int64, "sent_ts": pl.Datetime("us"),
+                  "medium": pl.Utf8, "cost": pl.Float64, "group": pl.Utf8}
+
+
+def contacts_file(folder: Path) -> Path:
+    """Contacts of customers 1-5 every other day around the stream, at midnight or 13:00 (the hours of
+    the stream's lines: an order at the very time of a contact, or at its window's end), in two
+    media, some in control groups, some without a medium."""
+    path = folder / "contacts.parquet"
+    rows = [(1 + i % 5, i, BASE + dt.timedelta(days=2 * i - 40, hours=13 * (i % 2)),
+             ("catalogue", "email", None)[i % 3], 1.0, ("treatment", "control", None)[i % 4 % 3])
+            for i in range(80)]
+    pl.DataFrame(rows, schema=CONTACT_SCHEMA, orient="row").write_parquet(path)
+    return path
+
+
+def assert_steering_history_equal(cfg: Config, state: Path, orders: list[Path], contacts: Path,
+                                  as_of: dt.date) -> None:
+    """The steering stage's relations from the state (spend, category spend, responses within a
+    3-day window) equal the ones from the ``orders`` view over all batches."""
+    from centile.refresh.steering import state_history
+    from centile.steering.history import OrderHistory
+
+    tables = {"orders": TableSpec("orders", tuple(map(str, orders)), "parquet"),
+              "contacts": TableSpec("contacts", (str(contacts),), "parquet")}
+    try:
+        s = open_session(Config(tables=MappingProxyType(tables), as_of=as_of))
+    except InputError:  # no valid order line yet
+        return
+    with s:
+        lines, kept = OrderHistory(s), state_history(cfg, state, s)
+        for name, keys in (("spend", ["customer_id"]), ("category_spend", ["customer_id", "category"])):
+            want = getattr(lines, name)().sort(keys)
+            assert_same(getattr(kept, name)().sort(keys), want)
+            event(f"steering {name}: rows {bool(want.height)}, a negative sum {bool((want['revenue'] < 0).any())}")
+        keys = ["customer_id", "medium", "control"]
+        want = lines.responses(as_of, 3).sort(keys)
+        assert_same(kept.responses(as_of, 3).sort(keys), want)
+        event(f"steering responses: {bool(want['responses'].sum())}")
+
+
 def assert_same(got: pl.DataFrame, want: pl.DataFrame) -> None:
     assert got.columns == want.columns
     assert got.dtypes == want.dtypes
@@ -193,6 +234,7 @@ def _stream_equals_full(tmp_path_factory, stream, k, products: str | None) -> No
         return globals()["full_features"](orders, emails, as_of, products=prod)
 
     state = folder / "state"
+    contacts = contacts_file(folder)
     day = BASE
     batches: list[tuple[Path, Path | None]] = []
     sent: list[list] = []
@@ -229,6 +271,7 @@ def _stream_equals_full(tmp_path_factory, stream, k, products: str | None) -> No
             event(f"cache deltas: {len(json.loads((state / 'cache.json').read_text()).get('deltas', []))}")
             assert_same(got, want)
             assert_clv_summary_equal(state_cfg(as_of=as_of), state, orders, as_of)
+            assert_steering_history_equal(state_cfg(as_of=as_of), state, orders, contacts, as_of)
 
 
 def _one_batch(folder: Path, name: str, rows: list, schema=ORDER_SCHEMA) -> Path:

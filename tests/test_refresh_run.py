@@ -21,6 +21,12 @@ from centile.refresh.clv import state_days
 
 runner = CliRunner()
 
+#: a steering stage with categories on a medium (the category spend), the synthetic data's unit_cost
+#: (the costed spend) and contacts with medium (the response counts)
+STEERING = ("[steering]\nperiods = 4\nresponse_days = 10\n\n"
+            '[steering.media.catalogue]\ncost = 1.2\ncategories = ["fashion", "home"]\n\n'
+            "[steering.media.email]\ncost = 0.01\n\n")
+
 
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory) -> Path:
@@ -39,6 +45,7 @@ def batches(tmp_path_factory) -> Path:
     email.filter(half).write_parquet(root / "email-h1.parquet")
     email.filter(~half).write_parquet(root / "email-h2.parquet")
     others = "".join(f'[tables.{t}]\npath = "{data / t}.parquet"\n\n' for t in ("contacts", "products", "customers"))
+    others += STEERING
     (root / "run.toml").write_text(others + "[refresh]\npartitions = 3\n")
     (root / "full.toml").write_text(
         f'[tables.orders]\npath = "{root}/orders-q*.parquet"\n\n'
@@ -72,7 +79,7 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
                            "--json"]))
     ran = {k for k, r in doc["stages"].items() if r["status"] == "ran"}
     assert ran == {k for k, r in full["stages"].items() if r["status"] == "ran"}
-    assert {"features", "clv", "clubs", "segments", "baskets"} <= ran
+    assert {"features", "clv", "clubs", "segments", "baskets", "steering"} <= ran
     assert pl.read_parquet(tmp_path / "s" / "features.parquet")["premium_margin_12m"].sum() > 0
     got, want = _parquet_files(tmp_path / "s"), _parquet_files(tmp_path / "f")
     assert got.keys() == want.keys() and "features.parquet" in got
@@ -84,6 +91,8 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
     assert manifest["as_of"] == wm
     assert manifest["summary"]["inputs"]["refresh_state"]["batches"] == 6
     assert manifest["summary"]["clv"]["purchase_days"] == "refresh state"
+    assert manifest["summary"]["steering"]["order_history"] == "refresh state"
+    assert (tmp_path / "s" / "steering.json").read_text() == (tmp_path / "f" / "steering.json").read_text()
     # the CLV stage read the state: the same summary with the batch files gone
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -105,9 +114,31 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
 
         write_clv(res, Staging())
         assert (tmp_path / "alone" / "clv.parquet").read_bytes() == want["clv.parquet"]
+        # and so did steering: its plan from the state's history, the session's contacts and customers
+        _steering_alone(root, state, line, wm, tmp_path / "f", Staging())
+        for name in ("affinity", "budgets", "plan", "plan_summary"):
+            assert (tmp_path / "alone" / f"{name}.parquet").read_bytes() == want[f"{name}.parquet"], name
     finally:
         for f in moved.iterdir():
             f.rename(root / f.name)
+
+
+def _steering_alone(root: Path, state: Path, line: Path, wm: str, full: Path, staging) -> None:
+    """What the steering stage computes over a session of one stand-in order line (its as_of only)
+    with the order history of the refresh state, from the full run's CLV and segments."""
+    from centile.config import load_config
+    from centile.refresh.steering import state_history
+    from centile.steering.compute import write_steering
+    from centile.steering.job import steer
+    from centile.steering.settings import steering_settings
+
+    cfg = load_config(root / "run.toml", as_of=wm)
+    cfg = cfg.with_(tables=MappingProxyType({**cfg.tables, "orders": TableSpec("orders", (str(line),), "parquet")}))
+    clv = pl.read_parquet(full / "clv.parquet", columns=["customer_id", "frequency", "expected_order_value", "clv"])
+    seg = pl.read_parquet(full / "segments.parquet", columns=["customer_id", "rfm_segment"])
+    with open_session(cfg) as s:
+        res = steer(s, cfg, steering_settings(cfg), clv, seg, history=state_history(cfg, state, s))
+    write_steering(res, staging)
 
 
 def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tmp_path):
@@ -138,6 +169,45 @@ def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tm
     _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
     _ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f")])
     assert (out / "clv.parquet").read_bytes() == (tmp_path / "f" / "clv.parquet").read_bytes()
+
+
+def test_a_state_without_the_steering_history_reads_the_batch_files_for_steering(batches, tmp_path):
+    # a state built before the steering history was kept: its `tables` list has purchase days only
+    from centile.refresh.steering import TABLES, state_history
+
+    root, state = batches, tmp_path / "state"
+    cfg = str(root / "run.toml")
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(root / "orders-q1.parquet")])
+    doc = json.loads((state / "manifest.json").read_text())
+    doc["tables"] = [t for t in doc["tables"] if t not in TABLES]
+    for part in doc["parts"]:
+        for t in TABLES:
+            part["runs"].pop(t, None)
+    (state / "manifest.json").write_text(json.dumps(doc))
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(root / "orders-q2.parquet")])
+    doc = json.loads((state / "manifest.json").read_text())
+    assert "purchases" in doc["tables"] and not set(TABLES) & set(doc["tables"])
+    assert not any(t in p["runs"] for p in doc["parts"] for t in TABLES)  # not half filled
+    assert not list(state.glob("p*/steering_*"))
+    with pytest.raises(InputError, match=r"did not keep the steering history .* rebuild the state into an "
+                                         r"empty folder with `centile ingest --state NEW_DIR"):
+        state_history(Config(tables=MappingProxyType({})), state, None)
+    out = tmp_path / "o"
+    doc = json.loads(_ok(["run", "-c", cfg, "--state", str(state), "--out", str(out), "--json"]))
+    assert doc["stages"]["steering"]["status"] == "ran"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["steering"]["order_history"] == "batch files"
+    assert manifest["summary"]["clv"]["purchase_days"] == "refresh state"
+    assert any(n.startswith("steering: ") and "without the steering history" in n and "rebuild the state" in n
+               for n in manifest["notes"])
+    # the same plan as from a state that has the history
+    fresh = tmp_path / "fresh"
+    _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
+    doc = json.loads(_ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f"), "--json"]))
+    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["summary"]["steering"]["order_history"] == \
+        "refresh state"
+    for name in ("affinity", "budgets", "plan", "plan_summary", "plan_contacts"):
+        assert (out / f"{name}.parquet").read_bytes() == (tmp_path / "f" / f"{name}.parquet").read_bytes(), name
 
 
 def test_run_over_a_state_refuses_an_as_of_before_its_watermark(batches, tmp_path):

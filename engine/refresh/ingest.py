@@ -156,8 +156,9 @@ class Validated:
 def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list[Path]],
               doc: dict[str, Any], root: Path) -> Validated:
     """Register and validate the batch files with the session's rules; leave ``batch_all`` (valid
-    order lines, contract defaults applied, with ``__bucket``, ``__h`` and ``__day``),
-    ``batch_email_all`` and ``batch_rejects`` (:func:`centile.refresh.rejects.collect_batch`)."""
+    order lines, contract defaults applied, with ``__bucket``, ``__h``, ``__day`` and the line's
+    own category ``__line_category``), ``batch_email_all`` and ``batch_rejects``
+    (:func:`centile.refresh.rejects.collect_batch`)."""
     specs = batch_specs(cfg, files)
     if specs and "products" in cfg.tables:
         specs["products"] = cfg.tables["products"]
@@ -216,7 +217,8 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
                coalesce(quantity, 1.0) AS quantity, unit_price, product_id, {category} AS category, unit_cost,
                coalesce(returned_quantity, 0.0) AS returned_quantity, channel, {bucket_sql()} AS __bucket,
                {f"hash({key})" if dedupe else "CAST(NULL AS UBIGINT)"} AS __h, CAST(order_ts AS DATE) AS __day,
-               {market} AS __market, {cost} AS __cost
+               {market} AS __market, {cost} AS __cost,
+               orders_valid.category AS __line_category
         FROM orders_valid {join}""")
     if "email_events" not in tables:
         _empty_view(con, "email_events", {"id": types.get("id", "BIGINT"), "product": "BIGINT"})

@@ -7,16 +7,20 @@ What reads what:
 * the ``clv`` stage's summary comes from the state's purchase days (:func:`state_clv_days`,
   :mod:`centile.refresh.clv`); a state built before they were kept has none, and the stage reads
   the batch files as before, with a note;
+* the ``steering`` stage's order history (spend and category spend sums, the distinct order times
+  its response counts join to the contacts) comes from the state (:func:`state_steering`,
+  :mod:`centile.refresh.steering`); a state built before it was kept has none, and the stage
+  reads the batch files as before, with a note;
 * every other stage that reads order lines or e-mail events row by row (the validation summary and
-  ``rejects.parquet`` of the features stage, ``steering``, ``baskets``, ``recommend``,
+  ``rejects.parquet`` of the features stage, ``baskets``, ``recommend``,
   ``uplift``, ``attribution``) reads the batch files of the state's ledger, as ``centile run``
   over those files would: the state keeps aggregates, not the lines those stages need;
 * the other input tables (products, customers, contacts, touchpoints) are read from the config as
   usual; the products table must be the one the state was built with.
 
-The ledger's fingerprints enter the features and clv stages' keys (the run option
-``refresh_state``), so a run after an ingest never reuses the previous run's feature table or CLV;
-the other stages' keys follow from the batch files they read.
+The ledger's fingerprints enter the features, clv and steering stages' keys (the run option
+``refresh_state``), so a run after an ingest never reuses the previous run's feature table, CLV or
+plan; the other stages' keys follow from the batch files they read.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from centile.refresh import state as st
 from centile.refresh.clv import StateDays, has_purchases
 from centile.refresh.features import _load, features_from_state
 from centile.refresh.ingest import BATCH_TABLES, _check_state, batch_specs
+from centile.refresh.steering import StateHistory, has_steering
 
 
 def _ledger_paths(doc: dict[str, Any], root: Path) -> dict[str, list[Path]]:
@@ -104,6 +109,11 @@ def clv_served(option: dict[str, Any]) -> tuple[str, ...]:
     return ("orders",) if has_purchases(_current(option)) else ()
 
 
+def steering_served(option: dict[str, Any]) -> tuple[str, ...]:
+    """The batch tables the steering stage of a ``centile run --state`` reads from the state."""
+    return ("orders",) if has_steering(_current(option)) else ()
+
+
 def state_clv_days(cfg: Config, option: dict[str, Any]) -> StateDays | None:
     """The purchase days of the state of a ``centile run --state`` (``option`` from
     :func:`run_config`) for the clv stage; None for a state built before they
@@ -135,6 +145,20 @@ def state_inputs(cfg: Config, option: dict[str, Any]) -> tuple[pa.Table, dict[st
         con.close()
 
 
+def state_steering(cfg: Config, option: dict[str, Any], s: Any) -> StateHistory | None:
+    """The steering history of the state of a ``centile run --state`` (``option`` from
+    :func:`run_config`; contacts from session ``s``); None for a state built before it was kept
+    (the stage then reads the ledger's batch files)."""
+    doc = _current(option)
+    return StateHistory(cfg, Path(option["path"]), doc, s) if has_steering(doc) else None
+
+
+#: the steering stage's note when the state has no steering history
+NO_STEERING = ("the refresh state was built by an earlier centile without the steering history, so the spend "
+               "and order times were read from its batch files (the same result, slower); rebuild the state into "
+               "an empty folder with `centile ingest --state NEW_DIR BATCH...` to compute them from the state")
+
+
 def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
     """The feature table of a ``centile run --state`` from the state (``option`` from
     :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
@@ -144,5 +168,5 @@ def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, d
     return df.rechunk(), skipped, as_of
 
 
-__all__ = ["NO_PURCHASES", "clv_served", "features_served", "run_config", "state_clv_days", "state_features",
-           "state_inputs"]
+__all__ = ["NO_PURCHASES", "NO_STEERING", "clv_served", "features_served", "run_config", "state_clv_days",
+           "state_features", "state_inputs", "state_steering", "steering_served"]

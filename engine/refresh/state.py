@@ -53,7 +53,7 @@ class Table:
     #: (the window starts an ``as_of`` moves past) skips the other row groups by their statistics
     order: str | None = None
     #: the feature queries read it (the others: ``hashes`` for ingest's duplicate check,
-    #: ``purchases`` for the CLV summary)
+    #: ``purchases`` for the CLV summary, ``steering_*`` for the steering stage)
     features: bool = True
 
 
@@ -90,11 +90,24 @@ TABLES: dict[str, Table] = {
     # kept value, for the CLV summary; never pruned: the purchase models need the whole history
     "purchases": Table(("customer_id", "day"), {"value": "sum"}, None,
                        {"customer_id": "{id}", "day": "DATE", "value": "DECIMAL(38,4)"}, features=False),
+    # the steering stage's order history (centile.refresh.steering), kept whole: net spend and
+    # the costed lines' revenue and cost of goods per customer, net spend per (customer, the line's
+    # own category), both exact DECIMAL(38,6) sums as steering_spend_sums.sql / steering_category_sums.sql
+    # round them; the distinct order times of positive lines (steering_order_times.sql), which
+    # the response counts join to the contacts of any time before as_of
+    "steering_spend": Table(("customer_id",), {"revenue": "sum", "costed_revenue": "sum", "cost": "sum"}, None,
+                            {"customer_id": "{id}", "revenue": "DECIMAL(38,6)", "costed_revenue": "DECIMAL(38,6)",
+                             "cost": "DECIMAL(38,6)"}, features=False),
+    "steering_categories": Table(("customer_id", "category"), {"revenue": "sum"}, None,
+                                 {"customer_id": "{id}", "category": "VARCHAR", "revenue": "DECIMAL(38,6)"},
+                                 features=False),
+    "steering_times": Table(("customer_id", "order_ts"), {}, None,
+                            {"customer_id": "{id}", "order_ts": "TIMESTAMP"}, features=False),
 }
 
 #: tables added after the first states were built: a state's manifest lists the tables it holds
 #: (``tables``); one without that list was built before these and lacks them
-ADDED = ("purchases",)
+ADDED = ("purchases", "steering_spend", "steering_categories", "steering_times")
 
 
 def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:

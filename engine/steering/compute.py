@@ -33,8 +33,8 @@ import numpy as np
 import polars as pl
 
 from centile.errors import InputError
-from centile.io.sqlfiles import read_sql
 from centile.steering.affinity import Affinity, fit_affinity
+from centile.steering.history import History, OrderHistory
 from centile.steering.settings import Medium, SteeringSettings
 from centile.steering.solve import Solution, solve_plan
 from centile.steering.values import Factored, Values, as_values, blocks
@@ -159,7 +159,8 @@ def contact_values(budgets: pl.DataFrame, affinity: Affinity | np.ndarray, media
 
 def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_horizon_days: float,
                      clv_margin: float = 1.0, global_holdout: pl.Series | None = None,
-                     segments: pl.DataFrame | None = None, progress: Any = None) -> SteeringResult:
+                     segments: pl.DataFrame | None = None, progress: Any = None,
+                     history: History | None = None) -> SteeringResult:
     """Affinity, budgets and the plan from an open session and the CLV frame.
 
     Parameters
@@ -175,8 +176,13 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
         Ids of the global holdout members: never contacted.
     segments : DataFrame, optional
         customer_id and ``rfm_segment`` for the summary by segment.
+    history : History, optional
+        Where the spend, category spend and order times come from (default: the ``orders``
+        view of ``s``, :class:`~centile.steering.history.OrderHistory`); ``centile run --state``
+        passes the refresh state's.
     """
     say = progress or (lambda _m: None)
+    history = history or OrderHistory(s)
     notes: list[str] = []
     if not s.has("contacts"):
         raise InputError("steering needs the contacts table (customer_id, campaign_id, sent_ts, medium, cost, "
@@ -193,7 +199,7 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
     period_days = clv_horizon_days / st.periods
     say("steering: budgets")
     # in one order whatever order the rows were read in (the float sums below depend on it)
-    spend = s.frame(read_sql("steering_spend")).sort("customer_id")
+    spend = history.spend().sort("customer_id")
     new = None
     if s.has("customers"):
         new = s.frame("SELECT DISTINCT customer_id FROM customers WHERE customer_id IS NOT NULL")["customer_id"]
@@ -201,11 +207,10 @@ def compute_steering(s: Any, st: SteeringSettings, clv: pl.DataFrame, *, clv_hor
     notes.extend(bnotes)
     ids = budgets["customer_id"]
     say("steering: medium affinity (empirical Bayes)")
-    resp = s.frame(read_sql("steering_responses"), {"as_of": s.as_of, "window": st.response_days}
-                   ).sort("customer_id", "medium", "control")
+    resp = history.responses(s.as_of, st.response_days).sort("customer_id", "medium", "control")
     shares = None
     if any(m.categories for m in media):
-        cat = s.frame(read_sql("steering_category_spend")).sort("customer_id", "category")
+        cat = history.category_spend().sort("customer_id", "category")
         total = cat.group_by("customer_id").agg(total=pl.col("revenue").sum())
         shares = {}
         for m in media:

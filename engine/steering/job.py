@@ -15,6 +15,7 @@ from centile.errors import InputError
 from centile.io.outputs import staged_output, write_manifest
 from centile.runtime import Progress, numba_threads
 from centile.steering.compute import SteeringResult, compute_steering, plan_contacts, write_steering
+from centile.steering.history import History
 from centile.steering.settings import SteeringSettings, steering_settings
 
 
@@ -32,8 +33,9 @@ def global_holdout(cfg: Config, ids: pl.Series, as_of) -> tuple[pl.Series | None
 
 
 def steer(s, cfg: Config, st: SteeringSettings, clv: pl.DataFrame, segments: pl.DataFrame | None = None,
-          progress: Progress | None = None) -> SteeringResult:
-    """compute_steering with the CLV horizon, margin and the global holdout of ``cfg``."""
+          progress: Progress | None = None, history: History | None = None) -> SteeringResult:
+    """compute_steering with the CLV horizon, margin and the global holdout of ``cfg`` (``history``:
+    where the order history comes from, default the ``orders`` view of ``s``)."""
     cs = clv_settings(cfg)
     horizon_days = cs.horizon * TIME_UNITS[cs.time_unit]
     ids = clv["customer_id"]
@@ -42,7 +44,7 @@ def steer(s, cfg: Config, st: SteeringSettings, clv: pl.DataFrame, segments: pl.
             "customer_id"].cast(ids.dtype)]).unique()
     glob, note = global_holdout(cfg, ids, s.as_of)
     res = compute_steering(s, st, clv, clv_horizon_days=horizon_days, clv_margin=cs.margin, global_holdout=glob,
-                           segments=segments, progress=progress)
+                           segments=segments, progress=progress, history=history)
     contacts = plan_contacts(res.plan, s.as_of, horizon_days / st.periods, cfg.settings("holdout"), cfg.seed)
     summary = {**res.summary, "horizon_start": s.as_of}
     return replace(res, notes=res.notes + ((note,) if note else ()), contacts=contacts, summary=summary)
