@@ -53,7 +53,7 @@ class Table:
     #: (the window starts an ``as_of`` moves past) skips the other row groups by their statistics
     order: str | None = None
     #: the feature queries read it (the others: ``hashes`` for ingest's duplicate check,
-    #: ``purchases`` for the CLV summary)
+    #: ``purchases`` for the CLV summary, ``order_totals`` for uplift and attribution)
     features: bool = True
 
 
@@ -90,11 +90,20 @@ TABLES: dict[str, Table] = {
     # kept value, for the CLV summary; never pruned: the purchase models need the whole history
     "purchases": Table(("customer_id", "day"), {"value": "sum"}, None,
                        {"customer_id": "{id}", "day": "DATE", "value": "DECIMAL(38,4)"}, features=False),
+    # one row per order with any line (returns and zero-quantity lines included), for the uplift's
+    # outcome windows and attribution's conversions (centile.refresh.order_totals): the order's
+    # first line time, whether it has a line of positive quantity, its net revenue and margin
+    # (each line rounded to DECIMAL(18,4) as those stages round it); never pruned: the contacts'
+    # windows and the conversions span the whole history
+    "order_totals": Table(("customer_id", "order_id"), {"ts": "min", "is_order": "bool_or", "revenue": "sum",
+                                                        "margin": "sum"}, None,
+                          {"customer_id": "{id}", "order_id": "{order}", "ts": "TIMESTAMP", "is_order": "BOOLEAN",
+                           "revenue": "DECIMAL(38,4)", "margin": "DECIMAL(38,4)"}, features=False),
 }
 
 #: tables added after the first states were built: a state's manifest lists the tables it holds
 #: (``tables``); one without that list was built before these and lacks them
-ADDED = ("purchases",)
+ADDED = ("purchases", "order_totals")
 
 
 def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
