@@ -41,7 +41,7 @@ MANIFEST = "manifest.json"
 class Table:
     """One state table: key columns, value columns with their merge, the day column it is pruned
     by (None: kept whole), and the column types (``{id}``, ``{product}``, ``{order}``: the id
-    types of the state)."""
+    types of the state; ``{order_key}``: the order ids' own type, as the ``orders`` view has them)."""
 
     keys: tuple[str, ...]
     merge: dict[str, str]
@@ -97,7 +97,7 @@ TABLES: dict[str, Table] = {
     # windows and the conversions span the whole history
     "order_totals": Table(("customer_id", "order_id"), {"ts": "min", "is_order": "bool_or", "revenue": "sum",
                                                         "margin": "sum"}, None,
-                          {"customer_id": "{id}", "order_id": "{order}", "ts": "TIMESTAMP", "is_order": "BOOLEAN",
+                          {"customer_id": "{id}", "order_id": "{order_key}", "ts": "TIMESTAMP", "is_order": "BOOLEAN",
                            "revenue": "DECIMAL(38,4)", "margin": "DECIMAL(38,4)"}, features=False),
 }
 
@@ -115,7 +115,9 @@ def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
 def column_type(table: str, col: str, types: dict[str, str]) -> str:
     """The SQL type of a state column given the state's id types."""
     return TABLES[table].types[col].format(id=types.get("id", "BIGINT"), product=types.get("product", "BIGINT"),
-                                           order=types.get("order", "VARCHAR"))
+                                           order=types.get("order", "VARCHAR"),
+                                           # the order ids' own type (``orders`` keeps them as text)
+                                           order_key=types.get("order_key", types.get("order", "VARCHAR")))
 
 
 def empty_sql(table: str, types: dict[str, str]) -> str:
