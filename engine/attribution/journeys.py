@@ -161,8 +161,7 @@ def _journeys_of_partition(session, part: int, sql: str, as_of: dt.datetime, loo
             conv = read_sql("attribution_conversions")
         else:  # the state's rows per order: the same first line time and exact net revenue
             parts, orders = state_orders
-            conv = (f"SELECT customer_id, order_id, ts, CAST(revenue AS DOUBLE) AS value, revenue AS exact "
-                    f"FROM ({stack.enter_context(orders.registered(session, parts, part))}) AS o")
+            conv = orders.conversions_sql(stack.enter_context(orders.registered(session, parts, part)))
         session.con.execute(f"CREATE OR REPLACE TEMP VIEW conversions AS {conv}")
         rows = session.frame(sql, {"as_of": as_of, "lookback_days": lookback_days})
         n, v = session.con.execute("SELECT count(*), coalesce(sum(exact), 0) FROM conversions").fetchall()[0]

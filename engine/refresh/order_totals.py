@@ -80,6 +80,15 @@ class StateOrders:
         where = "" if exact else f" WHERE {bucket_sql('customer_id')} BETWEEN {lo} AND {hi - 1}"
         return f"SELECT {cols} FROM ({rel}) AS order_totals{where}"
 
+    @staticmethod
+    def conversions_sql(rows: str) -> str:
+        """Attribution's conversions (the rows of ``sql/attribution_conversions.sql``) from the order
+        totals ``rows``: the net revenue is the same exact decimal, since a line of quantity <= 0 has
+        no returned quantity (validation), so ``quantity - returned_quantity`` is the uplift's net
+        quantity."""
+        return (f"SELECT customer_id, order_id, ts, CAST(revenue AS DOUBLE) AS value, revenue AS exact "
+                f"FROM ({rows}) AS o")
+
     @contextlib.contextmanager
     def registered(self, s: Any, parts: Partitioning, part: int) -> Iterator[str]:
         """Within the block, partition ``part``'s rows (:meth:`sql`) are the relation named by the
