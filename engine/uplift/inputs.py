@@ -148,12 +148,14 @@ def session_notes(s: Any, spec: UpliftSpec) -> list[str]:
                          "or map a flat results table in [uplift] path = ...")
     if has_unit_cost(s):
         return []
-    return ["no unit_cost in orders or products: margin per customer and ROI are not computed"]
+    return ["no unit_cost in orders or products (joined by product_id): margin per customer and ROI are not "
+            "computed"]
 
 
 def has_unit_cost(s: Any) -> bool:
-    """Is there a unit cost for the margin: ``unit_cost`` in ``orders``, or in ``products``?"""
-    return s.has("orders", "unit_cost") or s.has("products", "unit_cost")
+    """Is there a unit cost for the margin: ``unit_cost`` in ``orders``, or in ``products`` with a
+    ``product_id`` on the lines to join it by?"""
+    return s.has("orders", "unit_cost") or (s.has("products", "unit_cost") and s.has("orders", "product_id"))
 
 
 def late_campaigns(s: Any, spec: UpliftSpec) -> list[str]:
