@@ -49,7 +49,7 @@ class StateOrders:
     root: str
     #: per state partition, the run files of ``order_totals`` with rows
     files: tuple[tuple[str, ...], ...]
-    #: the state's id types (``id``, ``product``, ``order``)
+    #: the state's id types (``id``, ``product``, ``order``, ``order_key``: the order ids' own type)
     types: tuple[tuple[str, str], ...]
     #: the manifest the files were read from (checked unchanged while a stage reads them)
     generation: int
