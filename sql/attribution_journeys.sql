@@ -1,15 +1,14 @@
 -- purpose : touchpoint journeys for attribution: each touchpoint joined to the conversion (order)
 --           that follows it; touches after a customer's last order form a null journey ending at as_of
 -- grain   : one row per touchpoint kept (inside the lookback window before its journey's end)
--- input   : touchpoints, orders
+-- input   : touchpoints, conversions (one row per order: attribution_conversions.sql
+--           over the orders, or a refresh state's order totals; a view the caller
+--           registers)
 -- params  : $as_of (DATE), $lookback_days (INTEGER)
 -- output  : customer_id, journey BIGINT (order sequence number, 0 = null journey), converted BOOLEAN,
 --           age_days DOUBLE (days from touch to journey end), channel VARCHAR, value DOUBLE (net revenue)
 WITH conv AS (
-  SELECT customer_id, order_id, min(order_ts) AS ts,
-         -- exact decimal sums (see order_facts.sql): the same value whatever the thread count
-         CAST(sum(((quantity - returned_quantity) * unit_price)::DECIMAL(18, 4)) AS DOUBLE) AS value
-  FROM orders GROUP BY customer_id, order_id),
+  SELECT customer_id, order_id, ts, value FROM conversions),
 numbered AS (
   SELECT customer_id, ts, value,
          row_number() OVER (PARTITION BY customer_id ORDER BY ts, order_id) AS seq

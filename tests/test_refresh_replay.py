@@ -1,5 +1,5 @@
-"""Replay of The Complete Journey in weekly batches: the refresh state's features, CLV summary and
-steering history equal the full run."""
+"""Replay of The Complete Journey in weekly batches: the refresh state's features, CLV summary,
+steering history and order totals (uplift, attribution) equal the full run."""
 
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ def test_weekly_batches_equal_the_full_run(tmp_path):
                 assert got_clv.frame.height > 2000 and got_clv.frame.equals(want_clv.frame)
                 cal = want_clv.calibration_end
                 assert days.value_total(cal) == OrderDays(s).value_total(cal)
+                # the uplift's rows per order and attribution's conversions from the state's order totals
+                _order_totals_equal(state, s)
             _steering_history_equal(state, full, contacts, as_of)
 
 
@@ -103,3 +105,18 @@ def _steering_history_equal(state: Path, full: tuple[str, ...], contacts: Path, 
         keys = ["customer_id", "medium", "control"]
         resp = lines.responses(as_of, 14).sort(keys)
         assert resp["responses"].sum() > 100 and kept.responses(as_of, 14).sort(keys).equals(resp)
+
+
+def _order_totals_equal(state: Path, s) -> None:
+    from centile.backend.partitions import Partitioning
+    from centile.io.sqlfiles import read_sql
+    from centile.refresh.order_totals import StateOrders
+    from centile.refresh.state import read_manifest
+    from centile.uplift.inputs import has_unit_cost, order_rows_sql
+
+    totals, keys = StateOrders.of(state, read_manifest(state)), ["customer_id", "order_id"]
+    with totals.registered(s, Partitioning(1), 0) as rows:
+        got, want = s.frame(rows).sort(keys), s.frame(order_rows_sql(s, has_unit_cost(s))).sort(keys)
+        assert got.height > 10_000 and got.equals(want)
+        assert s.frame(totals.conversions_sql(rows)).sort(keys).equals(
+            s.frame(read_sql("attribution_conversions")).sort(keys))

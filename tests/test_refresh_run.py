@@ -44,7 +44,8 @@ def batches(tmp_path_factory) -> Path:
     half = email["ts"].dt.month() <= 6
     email.filter(half).write_parquet(root / "email-h1.parquet")
     email.filter(~half).write_parquet(root / "email-h2.parquet")
-    others = "".join(f'[tables.{t}]\npath = "{data / t}.parquet"\n\n' for t in ("contacts", "products", "customers"))
+    others = "".join(f'[tables.{t}]\npath = "{data / t}.parquet"\n\n'
+                     for t in ("contacts", "products", "customers", "touchpoints"))
     others += STEERING
     (root / "run.toml").write_text(others + "[refresh]\npartitions = 3\n")
     (root / "full.toml").write_text(
@@ -79,7 +80,7 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
                            "--json"]))
     ran = {k for k, r in doc["stages"].items() if r["status"] == "ran"}
     assert ran == {k for k, r in full["stages"].items() if r["status"] == "ran"}
-    assert {"features", "clv", "clubs", "segments", "baskets", "steering"} <= ran
+    assert {"features", "clv", "clubs", "segments", "baskets", "steering", "uplift", "attribution"} <= ran
     assert pl.read_parquet(tmp_path / "s" / "features.parquet")["premium_margin_12m"].sum() > 0
     got, want = _parquet_files(tmp_path / "s"), _parquet_files(tmp_path / "f")
     assert got.keys() == want.keys() and "features.parquet" in got
@@ -93,6 +94,7 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
     assert manifest["summary"]["clv"]["purchase_days"] == "refresh state"
     assert manifest["summary"]["steering"]["order_history"] == "refresh state"
     assert (tmp_path / "s" / "steering.json").read_text() == (tmp_path / "f" / "steering.json").read_text()
+    assert manifest["summary"]["uplift"]["orders"] == manifest["summary"]["attribution"]["orders"] == "refresh state"
     # the CLV stage read the state: the same summary with the batch files gone
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -118,6 +120,7 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
         _steering_alone(root, state, line, wm, tmp_path / "f", Staging())
         for name in ("affinity", "budgets", "plan", "plan_summary"):
             assert (tmp_path / "alone" / f"{name}.parquet").read_bytes() == want[f"{name}.parquet"], name
+        _uplift_and_attribution_alone(root, state, tmp_path, line, wm, want)
     finally:
         for f in moved.iterdir():
             f.rename(root / f.name)
@@ -139,6 +142,48 @@ def _steering_alone(root: Path, state: Path, line: Path, wm: str, full: Path, st
     with open_session(cfg) as s:
         res = steer(s, cfg, steering_settings(cfg), clv, seg, history=state_history(cfg, state, s))
     write_steering(res, staging)
+
+
+def _uplift_and_attribution_alone(root: Path, state: Path, tmp_path: Path, line: Path, wm: str,
+                                  want: dict[str, bytes]) -> None:
+    """Uplift and attribution from the state's order totals over a session of one stand-in order line
+    (the batch files are gone) write the files of the full run."""
+    from centile.attribution.compute import (
+        attribution_from_session,
+        attribution_settings,
+        segment_columns,
+        write_attribution,
+    )
+    from centile.config import load_config
+    from centile.refresh.order_totals import StateOrders
+    from centile.refresh.state import read_manifest
+    from centile.uplift.compute import uplift_from_session, write_uplift
+    from centile.uplift.stage import PRE_TREATMENT_BREAKDOWNS
+
+    base = load_config(root / "run.toml")  # contacts, products, customers, touchpoints
+    cfg = base.with_(tables=MappingProxyType({**base.tables, "orders": TableSpec("orders", (str(line),), "parquet")}),
+                     as_of=dt.date.fromisoformat(wm))
+    orders = StateOrders.of(state.resolve(), read_manifest(state.resolve()))
+    out = tmp_path / "alone-ua"
+    out.mkdir()
+
+    class Staging:
+        def path(self, name: str) -> str:
+            return str(out / name)
+
+    segments = pl.read_parquet(tmp_path / "f" / "segments.parquet")
+    clubs = pl.read_parquet(tmp_path / "f" / "clubs.parquet")
+    with open_session(cfg) as s:
+        seg = segments.select("customer_id", *(c for c in PRE_TREATMENT_BREAKDOWNS if c in segments.columns))
+        up = uplift_from_session(s, cfg, seg, orders=orders)
+        write_uplift(up, Staging())
+        st = attribution_settings(cfg)
+        att = attribution_from_session(s, st, segment_columns([segments, clubs], st.segments), up.uplift,
+                                       orders=orders)
+        write_attribution(att, Staging())
+    got = _parquet_files(out)
+    assert {"uplift.parquet", "attribution.parquet", "attribution_removal.parquet"} <= got.keys()
+    assert [k for k in got if got[k] != want[k]] == []
 
 
 def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tmp_path):
@@ -285,3 +330,34 @@ def test_stages_that_read_the_state_leave_the_batch_files_unvalidated(batches, t
     for t in ("orders", "email_events"):  # the same counts as a read of the files (other paths)
         assert {k: v for k, v in inputs["tables"][t].items() if k != "files"} == \
                {k: v for k, v in full[t].items() if k != "files"}
+
+
+def test_a_state_without_order_totals_reads_the_batch_files_for_uplift_and_attribution(batches, tmp_path):
+    # a state built before order totals were kept: its tables list lacks them, no order_totals runs
+    root, state = batches, tmp_path / "state"
+    cfg = str(root / "run.toml")
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(root / "orders-q1.parquet")])
+    doc = json.loads((state / "manifest.json").read_text())
+    doc["tables"].remove("order_totals")
+    for part in doc["parts"]:
+        part["runs"].pop("order_totals", None)
+    (state / "manifest.json").write_text(json.dumps(doc))
+    _ok(["ingest", "-c", cfg, "--state", str(state), str(root / "orders-q2.parquet")])
+    doc = json.loads((state / "manifest.json").read_text())
+    assert not any("order_totals" in p["runs"] for p in doc["parts"])  # not half filled
+    assert not list(state.glob("p*/order_totals-*"))
+    out = tmp_path / "o"
+    _ok(["run", "-c", cfg, "--state", str(state), "--out", str(out)])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["uplift"]["orders"] == manifest["summary"]["attribution"]["orders"] == "batch files"
+    for stage in ("uplift", "attribution"):
+        assert any(n.startswith(f"{stage}: ") and "without order totals" in n and "rebuild the state" in n
+                   for n in manifest["notes"])
+    # the same files as from a state that has them
+    fresh = tmp_path / "fresh"
+    _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
+    _ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f")])
+    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["summary"]["uplift"]["orders"] == "refresh state"
+    got, want = _parquet_files(out), _parquet_files(tmp_path / "f")
+    assert {"uplift.parquet", "attribution.parquet"} <= got.keys()
+    assert [k for k in got if k.startswith(("uplift", "attribution")) and got[k] != want[k]] == []

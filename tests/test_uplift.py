@@ -397,3 +397,23 @@ def test_uplift_table_identical_at_one_thread_and_all_threads():
         numba.set_num_threads(before)
     assert one.equals(many)
     assert not one.equals(compute_uplift(units, spec, seed=5).uplift)  # the seed matters
+
+
+def test_products_costs_without_product_ids_on_the_lines_give_no_margin(tmp_path):
+    # the lines cannot be joined to the products' costs: no margin (this query failed before)
+    import datetime as dt
+    from types import MappingProxyType
+
+    from centile.config import Config, TableSpec
+    from centile.uplift.inputs import UpliftSpec, session_notes, session_units
+
+    pl.DataFrame({"customer_id": [1, 2], "order_id": ["a", "b"], "order_ts": [dt.datetime(2024, 1, 5)] * 2,
+                  "unit_price": [3.0, 4.0]}).write_parquet(tmp_path / "o.parquet")
+    pl.DataFrame({"product_id": [1], "unit_cost": [1.0]}).write_parquet(tmp_path / "p.parquet")
+    pl.DataFrame({"customer_id": [1, 2], "campaign_id": ["k", "k"], "sent_ts": [dt.datetime(2024, 1, 1)] * 2,
+                  "group": ["treatment", "control"]}).write_parquet(tmp_path / "c.parquet")
+    tables = {n: TableSpec(n, (str(tmp_path / f"{n[0]}.parquet"),), "parquet") for n in ("orders", "products", "contacts")}
+    with open_session(Config(tables=MappingProxyType(tables), as_of=dt.date(2024, 2, 1))) as s:
+        units = session_units(s, UpliftSpec(), None, [])
+        assert "margin" not in units.columns and [str(v) for v in units["revenue"]] == ["3.0000", "4.0000"]
+        assert session_notes(s, UpliftSpec())[0].startswith("no unit_cost in orders or products")

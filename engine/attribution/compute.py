@@ -295,8 +295,9 @@ def segment_columns(frames: Sequence[pl.DataFrame | None], names: tuple[str, ...
     return out
 
 
-def journeys_for(session: Any, st: AttributionSettings, progress: Any = None) -> Journeys:
-    """The journeys of the run: the path table of ``[attribution] paths`` or the session's touchpoints."""
+def journeys_for(session: Any, st: AttributionSettings, progress: Any = None, orders: Any = None) -> Journeys:
+    """The journeys of the run: the path table of ``[attribution] paths`` or the session's touchpoints
+    (the conversions from ``orders``, a refresh state's order totals, when given)."""
     from centile.attribution.journeys import journeys_from_session, read_path_table
 
     if st.paths:
@@ -306,7 +307,7 @@ def journeys_for(session: Any, st: AttributionSettings, progress: Any = None) ->
         raise ConfigError("attribution needs the touchpoints table (customer_id, ts, channel) or a path table "
                           "in [attribution] paths")
     return journeys_from_session(session, lookback_days=st.lookback_days, collapse_repeats=st.collapse_repeats,
-                                 max_path_length=st.max_path_length, progress=progress)
+                                 max_path_length=st.max_path_length, progress=progress, orders=orders)
 
 
 def contact_media(session: Any) -> pl.DataFrame | None:
@@ -318,11 +319,13 @@ def contact_media(session: Any) -> pl.DataFrame | None:
 
 
 def attribution_from_session(session: Any, st: AttributionSettings, segments: pl.DataFrame | None = None,
-                             uplift: pl.DataFrame | None = None, progress: Any = None) -> AttributionResult:
-    """Journeys → every model overall and per segment → beside the uplift table when given."""
+                             uplift: pl.DataFrame | None = None, progress: Any = None,
+                             orders: Any = None) -> AttributionResult:
+    """Journeys → every model overall and per segment → beside the uplift table when given
+    (``orders``: a refresh state's order totals for the conversions, :func:`journeys_for`)."""
     from dataclasses import replace
 
-    j = journeys_for(session, st, progress)
+    j = journeys_for(session, st, progress, orders)
     res = attribute(j, st, segments, progress)
     notes = list(res.notes)
     inc = None

@@ -1,6 +1,7 @@
 """Journeys for attribution: touchpoint paths in CSR form, from the inputs or from a path table.
 
-From ``touchpoints`` + ``orders`` (``sql/attribution_journeys.sql``): every order
+From ``touchpoints`` + ``orders`` (``sql/attribution_journeys.sql`` over
+``sql/attribution_conversions.sql``, or a refresh state's order totals): every order
 is a conversion worth its net revenue; its journey is the customer's touches
 after the previous order and inside the ``lookback_days`` before it (a touch
 credits only the next conversion). Touches after a customer's last order and
@@ -14,6 +15,7 @@ From a path table (ChannelAttribution's format): one row per distinct path with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -145,26 +147,39 @@ def _concat(parts: list[Journeys]) -> Journeys:
 
 
 def _journeys_of_partition(session, part: int, sql: str, as_of: dt.datetime, lookback_days: int,
-                           collapse_repeats: bool, max_path_length: int) -> tuple[Journeys | None, int, object]:
-    """One partition's journeys (None without touches), its orders' count and exact value."""
+                           collapse_repeats: bool, max_path_length: int, state_orders=None
+                           ) -> tuple[Journeys | None, int, object]:
+    """One partition's journeys (None without touches), its orders' count and exact value.
+    ``state_orders``: the partitioning and a refresh state's order totals, read for the
+    conversions instead of the ``orders`` view."""
     from decimal import Decimal
 
-    rows = session.frame(sql, {"as_of": as_of, "lookback_days": lookback_days})
-    n, v = session.con.execute(
-        "SELECT count(*), coalesce(sum(v), 0) FROM (SELECT sum(((quantity - returned_quantity) * "
-        "unit_price)::DECIMAL(18, 4)) AS v FROM orders GROUP BY customer_id, order_id)").fetchall()[0]
+    from centile.io.sqlfiles import read_sql
+
+    with contextlib.ExitStack() as stack:
+        if state_orders is None:
+            conv = read_sql("attribution_conversions")
+        else:  # the state's rows per order: the same first line time and exact net revenue
+            parts, orders = state_orders
+            conv = orders.conversions_sql(stack.enter_context(orders.registered(session, parts, part)))
+        session.con.execute(f"CREATE OR REPLACE TEMP VIEW conversions AS {conv}")
+        rows = session.frame(sql, {"as_of": as_of, "lookback_days": lookback_days})
+        n, v = session.con.execute("SELECT count(*), coalesce(sum(exact), 0) FROM conversions").fetchall()[0]
+        session.con.execute("DROP VIEW conversions")
     j = journeys_from_touches(rows, collapse_repeats=collapse_repeats, max_path_length=max_path_length) \
         if rows.height else None
     return j, int(n), Decimal(v)
 
 
 def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool = False,
-                          max_path_length: int = 0, progress=None) -> Journeys:
+                          max_path_length: int = 0, progress=None, orders=None) -> Journeys:
     """Journeys of the validated ``touchpoints`` and ``orders`` of an open session.
 
     Built one customer-hash partition at a time (only that partition's touch rows are held as a
     frame), kept as compact arrays and put together in customer order: the same journeys for any
-    partition count. Money is summed as exact decimals across partitions."""
+    partition count. Money is summed as exact decimals across partitions. ``orders``: a refresh
+    state's order totals (:class:`centile.refresh.order_totals.StateOrders`) read for the
+    conversions instead of the ``orders`` view (``centile run --state``): the same journeys."""
     from decimal import Decimal
 
     from centile.io.sqlfiles import read_sql
@@ -174,9 +189,15 @@ def journeys_from_session(session, *, lookback_days: int, collapse_repeats: bool
     # one partition at a time here, or on a cluster's workers (more partitions there: one per worker
     # thread at least; the journeys do not depend on the count)
     parts = session.work_partitions() if session.distributed() else session.partitioning()
-    results = session.map_partitions(parts, "attribution", _journeys_of_partition, sql, as_of,
-                                     int(lookback_days), collapse_repeats, max_path_length,
-                                     progress=progress, tables=("orders", "touchpoints"))
+    if orders is None:
+        results = session.map_partitions(parts, "attribution", _journeys_of_partition, sql, as_of,
+                                         int(lookback_days), collapse_repeats, max_path_length,
+                                         progress=progress, tables=("orders", "touchpoints"))
+    else:  # the conversions from the state: the lines are not read
+        with orders.reading():
+            results = session.map_partitions(parts, "attribution", _journeys_of_partition, sql, as_of,
+                                             int(lookback_days), collapse_repeats, max_path_length,
+                                             (parts, orders), progress=progress, tables=("touchpoints",))
     parts_out = [j for j, _n, _v in results if j is not None]
     n_orders = sum(n for _j, n, _v in results)
     v_orders = sum((v for _j, _n, v in results), Decimal(0))

@@ -172,6 +172,9 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
         if "orders" in tables:
             new["product"] = id_types["product"]
             new["order"] = "VARCHAR" if tables["orders"].has("order_id") else "DATE"
+            if tables["orders"].has("order_id") and "order_totals" in st.state_tables(doc):
+                # order_totals keeps the ids' own type: attribution numbers a customer's orders by them
+                new["order_key"] = con.execute("DESCRIBE SELECT order_id FROM orders_valid").fetchone()[1]
         for k, v in new.items():
             if types.setdefault(k, v) != v:
                 raise InputError(f"batch {', '.join(str(p) for ps in files.values() for p in ps)}: "

@@ -11,16 +11,20 @@ What reads what:
   its response counts join to the contacts) comes from the state (:func:`state_steering`,
   :mod:`centile.refresh.steering`); a state built before it was kept has none, and the stage
   reads the batch files as before, with a note;
+* the ``uplift`` stage's outcome windows and the ``attribution`` stage's conversions come from the
+  state's order totals (:func:`state_order_totals`, :mod:`centile.refresh.order_totals`: one row
+  per order); a state built before they were kept has none, and those stages read the batch files
+  as before, with a note;
 * every other stage that reads order lines or e-mail events row by row (the validation summary and
-  ``rejects.parquet`` of the features stage, ``baskets``, ``recommend``,
-  ``uplift``, ``attribution``) reads the batch files of the state's ledger, as ``centile run``
-  over those files would: the state keeps aggregates, not the lines those stages need;
+  ``rejects.parquet`` of the features stage, ``baskets``, ``recommend``) reads the batch files of
+  the state's ledger, as ``centile run`` over those files would: the state keeps aggregates, not
+  the lines those stages need;
 * the other input tables (products, customers, contacts, touchpoints) are read from the config as
   usual; the products table must be the one the state was built with.
 
-The ledger's fingerprints enter the features, clv and steering stages' keys (the run option
-``refresh_state``), so a run after an ingest never reuses the previous run's feature table, CLV or
-plan; the other stages' keys follow from the batch files they read.
+The ledger's fingerprints enter the keys of the stages that read the state (the run option
+``refresh_state``: features, clv, steering, uplift, attribution), so a run after an ingest never
+reuses their outputs; the other stages' keys follow from the batch files they read.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from centile.refresh import state as st
 from centile.refresh.clv import StateDays, has_purchases
 from centile.refresh.features import _load, features_from_state
 from centile.refresh.ingest import BATCH_TABLES, _check_state, batch_specs
+from centile.refresh.order_totals import StateOrders, has_order_totals
 from centile.refresh.steering import StateHistory, has_steering
 
 
@@ -159,6 +164,26 @@ NO_STEERING = ("the refresh state was built by an earlier centile without the st
                "an empty folder with `centile ingest --state NEW_DIR BATCH...` to compute them from the state")
 
 
+def order_totals_served(option: dict[str, Any]) -> tuple[str, ...]:
+    """The batch tables the uplift and attribution stages of a ``centile run --state`` read from the
+    state."""
+    return ("orders",) if has_order_totals(_current(option)) else ()
+
+
+def state_order_totals(option: dict[str, Any]) -> StateOrders | None:
+    """The order totals of the state of a ``centile run --state`` (``option`` from
+    :func:`run_config`) for the uplift and attribution stages; None for a state built before they
+    were kept (the stages then read the ledger's batch files)."""
+    doc = _current(option)
+    return StateOrders.of(Path(option["path"]), doc) if has_order_totals(doc) else None
+
+
+#: the uplift and attribution stages' note when the state has no order totals
+NO_ORDER_TOTALS = ("the refresh state was built by an earlier centile without order totals, so the orders were "
+                   "read from its batch files (the same result, slower); rebuild the state into an empty folder "
+                   "with `centile ingest --state NEW_DIR BATCH...` to compute it from the state")
+
+
 def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
     """The feature table of a ``centile run --state`` from the state (``option`` from
     :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
@@ -168,5 +193,6 @@ def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, d
     return df.rechunk(), skipped, as_of
 
 
-__all__ = ["NO_PURCHASES", "NO_STEERING", "clv_served", "features_served", "run_config", "state_clv_days",
-           "state_features", "state_inputs", "state_steering", "steering_served"]
+__all__ = ["NO_ORDER_TOTALS", "NO_PURCHASES", "NO_STEERING", "clv_served", "features_served", "order_totals_served",
+           "run_config", "state_clv_days", "state_features", "state_inputs", "state_order_totals", "state_steering",
+           "steering_served"]

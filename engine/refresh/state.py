@@ -41,7 +41,7 @@ MANIFEST = "manifest.json"
 class Table:
     """One state table: key columns, value columns with their merge, the day column it is pruned
     by (None: kept whole), and the column types (``{id}``, ``{product}``, ``{order}``: the id
-    types of the state)."""
+    types of the state; ``{order_key}``: the order ids' own type, as the ``orders`` view has them)."""
 
     keys: tuple[str, ...]
     merge: dict[str, str]
@@ -53,7 +53,8 @@ class Table:
     #: (the window starts an ``as_of`` moves past) skips the other row groups by their statistics
     order: str | None = None
     #: the feature queries read it (the others: ``hashes`` for ingest's duplicate check,
-    #: ``purchases`` for the CLV summary, ``steering_*`` for the steering stage)
+    #: ``purchases`` for the CLV summary, ``steering_*`` for the steering stage, ``order_totals`` for
+    #: uplift and attribution)
     features: bool = True
 
 
@@ -103,11 +104,20 @@ TABLES: dict[str, Table] = {
                                  features=False),
     "steering_times": Table(("customer_id", "order_ts"), {}, None,
                             {"customer_id": "{id}", "order_ts": "TIMESTAMP"}, features=False),
+    # one row per order with any line (returns and zero-quantity lines included), for the uplift's
+    # outcome windows and attribution's conversions (centile.refresh.order_totals): the order's
+    # first line time, whether it has a line of positive quantity, its net revenue and margin
+    # (each line rounded to DECIMAL(18,4) as those stages round it); never pruned: the contacts'
+    # windows and the conversions span the whole history
+    "order_totals": Table(("customer_id", "order_id"), {"ts": "min", "is_order": "bool_or", "revenue": "sum",
+                                                        "margin": "sum"}, None,
+                          {"customer_id": "{id}", "order_id": "{order_key}", "ts": "TIMESTAMP", "is_order": "BOOLEAN",
+                           "revenue": "DECIMAL(38,4)", "margin": "DECIMAL(38,4)"}, features=False),
 }
 
 #: tables added after the first states were built: a state's manifest lists the tables it holds
 #: (``tables``); one without that list was built before these and lacks them
-ADDED = ("purchases", "steering_spend", "steering_categories", "steering_times")
+ADDED = ("purchases", "steering_spend", "steering_categories", "steering_times", "order_totals")
 
 
 def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
@@ -119,7 +129,9 @@ def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
 def column_type(table: str, col: str, types: dict[str, str]) -> str:
     """The SQL type of a state column given the state's id types."""
     return TABLES[table].types[col].format(id=types.get("id", "BIGINT"), product=types.get("product", "BIGINT"),
-                                           order=types.get("order", "VARCHAR"))
+                                           order=types.get("order", "VARCHAR"),
+                                           # the order ids' own type (``orders`` keeps them as text)
+                                           order_key=types.get("order_key", types.get("order", "VARCHAR")))
 
 
 def empty_sql(table: str, types: dict[str, str]) -> str:

@@ -60,6 +60,7 @@ from centile.uplift.inputs import (  # noqa: F401  (re-exported: the uplift API 
     PRE,
     UpliftSpec,
     auto_segments,
+    has_unit_cost,
     late_campaigns,
     parse_uplift_spec,
     read_segments,
@@ -451,12 +452,14 @@ def _qini(camp: str, u: pl.DataFrame, arms: list[str], ctrl: int, outcomes: list
 
 
 def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = None,
-                        progress: Progress | None = None) -> UpliftResult:
+                        progress: Progress | None = None, orders: Any = None) -> UpliftResult:
     """The uplift job on an open session: ``[uplift] path`` (a flat results table, read whole)
     if set, else ``contacts`` + ``orders`` per customer-hash partition (``s.partitioning()``):
     each partition's units are reduced to mergeable state (:mod:`centile.uplift.state`) and
     dropped before the next, so the table is the same for any partition and thread count.
-    ``segments`` (customer_id + columns) for the breakdowns."""
+    ``segments`` (customer_id + columns) for the breakdowns. ``orders``: a refresh state's order
+    totals (:class:`centile.refresh.order_totals.StateOrders`) read instead of the ``orders``
+    view (``centile run --state``): the same units."""
     from centile.backend.partitions import PerCustomer
     from centile.runtime import numba_threads
 
@@ -479,8 +482,14 @@ def uplift_from_session(s: Any, cfg: Config, segments: pl.DataFrame | None = Non
         # partition at a time, or on a cluster's workers)
         # a partition's units join only its own customers' segments
         seg = PerCustomer(segments) if segments is not None else None
-        state = s.map_reduce(parts, "uplift: units", _uplift_state_of_partition, _merged_states, spec,
-                             seg, late, cfg.seed, progress=progress, tables=UNIT_TABLES)
+        if orders is None:
+            state = s.map_reduce(parts, "uplift: units", _uplift_state_of_partition, _merged_states, spec,
+                                 seg, late, cfg.seed, progress=progress, tables=UNIT_TABLES)
+        else:  # the order rows from the state: the lines are not read
+            with orders.reading():
+                state = s.map_reduce(parts, "uplift: units", _uplift_state_of_partition, _merged_states, spec,
+                                     seg, late, cfg.seed, (parts, orders, has_unit_cost(s)), progress=progress,
+                                     tables=tuple(t for t in UNIT_TABLES if t != "orders"))
         return finish_uplift(state, spec, notes)
 
 
@@ -494,11 +503,18 @@ def _merged_states(a: UpliftState, b: UpliftState) -> UpliftState:
 
 
 def _uplift_state_of_partition(s: Any, part: int, spec: UpliftSpec, segments: pl.DataFrame | None,
-                               late: list[str], seed: int) -> UpliftState:
-    """One partition's units, reduced to mergeable state and dropped."""
+                               late: list[str], seed: int, state_orders: tuple[Any, Any, bool] | None = None
+                               ) -> UpliftState:
+    """One partition's units, reduced to mergeable state and dropped (``state_orders``: the
+    partitioning, a refresh state's order totals and whether there is a unit cost)."""
     from centile.backend import partitions
 
-    units = session_units(s, spec, segments, late)
+    if state_orders is None:
+        units = session_units(s, spec, segments, late)
+    else:
+        parts, orders, has_cost = state_orders
+        with orders.registered(s, parts, part) as rows:
+            units = session_units(s, spec, segments, late, rows, has_cost)
     if partitions.observe is not None:
         partitions.observe("uplift", part, units)
     # response is 0/1 by construction; every other outcome is a candidate

@@ -146,9 +146,16 @@ def session_notes(s: Any, spec: UpliftSpec) -> list[str]:
     if not s.has("contacts"):
         raise InputError("uplift needs the contacts table (customer_id, campaign_id, sent_ts, group); "
                          "or map a flat results table in [uplift] path = ...")
-    if s.has("orders", "unit_cost") or s.has("products", "unit_cost"):
+    if has_unit_cost(s):
         return []
-    return ["no unit_cost in orders or products: margin per customer and ROI are not computed"]
+    return ["no unit_cost in orders or products (joined by product_id): margin per customer and ROI are not "
+            "computed"]
+
+
+def has_unit_cost(s: Any) -> bool:
+    """Is there a unit cost for the margin: ``unit_cost`` in ``orders``, or in ``products`` with a
+    ``product_id`` on the lines to join it by?"""
+    return s.has("orders", "unit_cost") or (s.has("products", "unit_cost") and s.has("orders", "product_id"))
 
 
 def late_campaigns(s: Any, spec: UpliftSpec) -> list[str]:
@@ -162,10 +169,11 @@ def late_campaigns(s: Any, spec: UpliftSpec) -> list[str]:
     return [r[0] for r in rows]
 
 
-def session_units(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None, late: list[str]) -> pl.DataFrame:
-    """The unit table of the customers the session's views hold (the whole session or one
-    partition), the ``late`` campaigns left out, ordered by campaign and customer id."""
-    has_cost = s.has("orders", "unit_cost") or s.has("products", "unit_cost")
+def order_rows_sql(s: Any, has_cost: bool) -> str:
+    """One row per (customer, order) of the ``orders`` view of session ``s``: ``customer_id``,
+    ``order_id``, ``ts`` (first line), ``is_order`` (a line of positive quantity), ``revenue`` and
+    ``margin`` (net of returns, each line rounded to DECIMAL(18, 4), summed exactly). A refresh
+    state keeps the same rows (``sql/refresh_order_totals.sql``)."""
     if has_cost:
         join = "LEFT JOIN products AS p USING (product_id)" if s.has("products", "unit_cost") and s.has(
             "orders", "product_id") else ""
@@ -174,13 +182,7 @@ def session_units(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None, late:
     else:
         join, cost = "", "0"
     money = "DECIMAL(18, 4)"
-    sql = f"""
-    WITH c AS (
-      SELECT customer_id, CAST(campaign_id AS VARCHAR) AS campaign, min(sent_ts) AS sent_ts,
-             coalesce(min("group"), 'treatment') AS arm, sum(coalesce(cost, 0)::{money}) AS cost
-      FROM contacts WHERE NOT list_contains(CAST($late AS VARCHAR[]), CAST(campaign_id AS VARCHAR))
-      GROUP BY customer_id, campaign_id),
-    o AS (
+    return f"""
       SELECT o.customer_id, o.order_id, min(o.order_ts) AS ts, bool_or(o.quantity > 0) AS is_order,
              -- money summed as DECIMAL: exact, so the same sums whatever order threads and partitions add in
              sum((o.unit_price * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
@@ -188,7 +190,27 @@ def session_units(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None, late:
              sum(((o.unit_price - {cost}) * CASE WHEN o.quantity > 0 THEN o.quantity - o.returned_quantity
                                                   ELSE o.quantity END)::{money}) AS margin
       FROM orders AS o {join}  -- no semi-join on c's customers: the LEFT JOIN below drops the others,
-      GROUP BY o.customer_id, o.order_id)  -- and the semi-join cost as much as the rest of the query
+      GROUP BY o.customer_id, o.order_id  -- and the semi-join cost as much as the rest of the query
+    """
+
+
+def session_units(s: Any, spec: UpliftSpec, segments: pl.DataFrame | None, late: list[str],
+                  orders: str | None = None, has_cost: bool | None = None) -> pl.DataFrame:
+    """The unit table of the customers the session's views hold (the whole session or one
+    partition), the ``late`` campaigns left out, ordered by campaign and customer id.
+
+    ``orders``: a query of the rows of :func:`order_rows_sql` for those customers (a refresh
+    state's, :mod:`centile.refresh.order_totals`) instead of the ``orders`` view; ``has_cost``:
+    whether the margin is computed (default: from the session's tables, :func:`has_unit_cost`)."""
+    has_cost = has_unit_cost(s) if has_cost is None else has_cost
+    money = "DECIMAL(18, 4)"
+    sql = f"""
+    WITH c AS (
+      SELECT customer_id, CAST(campaign_id AS VARCHAR) AS campaign, min(sent_ts) AS sent_ts,
+             coalesce(min("group"), 'treatment') AS arm, sum(coalesce(cost, 0)::{money}) AS cost
+      FROM contacts WHERE NOT list_contains(CAST($late AS VARCHAR[]), CAST(campaign_id AS VARCHAR))
+      GROUP BY customer_id, campaign_id),
+    o AS ({order_rows_sql(s, has_cost) if orders is None else orders})
     SELECT c.customer_id, c.campaign, c.arm, CAST(c.cost AS {money}) AS cost,
       count(*) FILTER (WHERE o.is_order AND o.ts >= c.sent_ts) AS orders,
       CAST(coalesce(sum(o.revenue) FILTER (WHERE o.ts >= c.sent_ts), 0) AS {money}) AS revenue,
