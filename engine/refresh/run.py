@@ -7,16 +7,19 @@ What reads what:
 * the ``clv`` stage's summary comes from the state's purchase days (:func:`state_clv_days`,
   :mod:`centile.refresh.clv`); a state built before they were kept has none, and the stage reads
   the batch files as before, with a note;
+* the ``baskets`` and ``recommend`` stages read the state's basket lines (:func:`state_basket_lines`,
+  :mod:`centile.refresh.baskets`); a state built before they were kept has none, and those
+  stages read the batch files as before, with a note;
 * every other stage that reads order lines or e-mail events row by row (the validation summary and
-  ``rejects.parquet`` of the features stage, ``steering``, ``baskets``, ``recommend``,
-  ``uplift``, ``attribution``) reads the batch files of the state's ledger, as ``centile run``
-  over those files would: the state keeps aggregates, not the lines those stages need;
+  ``rejects.parquet`` of the features stage, ``steering``, ``uplift``, ``attribution``) reads the
+  batch files of the state's ledger, as ``centile run`` over those files would: the state keeps
+  aggregates, not the lines those stages need;
 * the other input tables (products, customers, contacts, touchpoints) are read from the config as
   usual; the products table must be the one the state was built with.
 
-The ledger's fingerprints enter the features and clv stages' keys (the run option
-``refresh_state``), so a run after an ingest never reuses the previous run's feature table or CLV;
-the other stages' keys follow from the batch files they read.
+The ledger's fingerprints enter the features, clv, baskets and recommend stages' keys (the run
+option ``refresh_state``), so a run after an ingest never reuses the previous run's feature table,
+CLV, rules or recommendations; the other stages' keys follow from the batch files they read.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import polars as pl
 from centile.config import Config
 from centile.errors import InputError
 from centile.refresh import state as st
+from centile.refresh.baskets import StateBaskets, has_basket_lines
 from centile.refresh.clv import StateDays, has_purchases
 from centile.refresh.features import _load, features_from_state
 from centile.refresh.ingest import BATCH_TABLES, _check_state, batch_specs
@@ -104,6 +108,22 @@ NO_PURCHASES = ("the refresh state was built by an earlier centile without purch
                 "folder with `centile ingest --state NEW_DIR BATCH...` to compute it from the state")
 
 
+def state_basket_lines(cfg: Config, option: dict[str, Any]) -> StateBaskets | None:
+    """The basket lines of the state of a ``centile run --state`` (``option`` from
+    :func:`run_config`) for the baskets and recommend stages at the run's as_of; None for a state
+    built before they were kept (the stages then read the ledger's batch files)."""
+    doc = _current(option)
+    if not has_basket_lines(doc):
+        return None
+    return StateBaskets(cfg, Path(option["path"]), doc, st.as_of_for(doc, cfg.as_of, "run without --state"))
+
+
+#: the baskets and recommend stages' note when the state has no basket lines
+NO_BASKET_LINES = ("the refresh state was built by an earlier centile without basket lines, so the order lines "
+                   "were read from its batch files (the same result, slower); rebuild the state into an empty "
+                   "folder with `centile ingest --state NEW_DIR BATCH...` to compute them from the state")
+
+
 def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
     """The feature table of a ``centile run --state`` from the state (``option`` from
     :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
@@ -113,4 +133,4 @@ def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, d
     return df.rechunk(), skipped, as_of
 
 
-__all__ = ["NO_PURCHASES", "run_config", "state_clv_days", "state_features"]
+__all__ = ["NO_BASKET_LINES", "NO_PURCHASES", "run_config", "state_basket_lines", "state_clv_days", "state_features"]

@@ -53,7 +53,7 @@ class Table:
     #: (the window starts an ``as_of`` moves past) skips the other row groups by their statistics
     order: str | None = None
     #: the feature queries read it (the others: ``hashes`` for ingest's duplicate check,
-    #: ``purchases`` for the CLV summary)
+    #: ``purchases`` for the CLV summary, ``basket_lines`` for baskets and recommendations)
     features: bool = True
 
 
@@ -90,11 +90,20 @@ TABLES: dict[str, Table] = {
     # kept value, for the CLV summary; never pruned: the purchase models need the whole history
     "purchases": Table(("customer_id", "day"), {"value": "sum"}, None,
                        {"customer_id": "{id}", "day": "DATE", "value": "DECIMAL(38,4)"}, features=False),
+    # the positive order lines of baskets and recommendations (baskets_lines.sql) folded per
+    # (customer, order, product, category, returned in full or not) into their first and last
+    # order_ts: what the basket and recommendation passes read of the lines (centile.refresh.baskets);
+    # never pruned: baskets have no window
+    "basket_lines": Table(("customer_id", "order_id", "product_id", "category", "kept"),
+                          {"first_ts": "min", "last_ts": "max"}, None,
+                          {"customer_id": "{id}", "order_id": "{order}", "product_id": "{product}",
+                           "category": "VARCHAR", "kept": "BOOLEAN", "first_ts": "TIMESTAMP",
+                           "last_ts": "TIMESTAMP"}, features=False),
 }
 
 #: tables added after the first states were built: a state's manifest lists the tables it holds
 #: (``tables``); one without that list was built before these and lacks them
-ADDED = ("purchases",)
+ADDED = ("purchases", "basket_lines")
 
 
 def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
