@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +69,11 @@ class StateBaskets:
         return column in self.doc.get("columns", {}).get(table, ())
 
     def partitioning(self) -> Partitioning:
-        """The passes' customer partitions: ``cfg.partitions``, else the state's partitions, each
-        split further when the memory limit asks for more (every pass partition then lies
-        within one state partition)."""
-        if self.cfg.partitions:
-            return Partitioning(int(self.cfg.partitions))
-        n = int(self.doc["partitions"])
+        """The passes' customer partitions: ``cfg.partitions``, else as many as the memory limit
+        asks for the state's basket lines (as a session chooses them for its order lines). A pass
+        partition reads the state partitions it overlaps (with a bucket filter where they are wider)."""
         rows = sum(r["rows"] for part in self.doc["parts"] for r in part["runs"].get(TABLE, []))
-        return Partitioning(n * math.ceil(choose_partitions(None, self.cfg.memory_limit, rows) / n))
+        return Partitioning(choose_partitions(self.cfg.partitions, self.cfg.memory_limit, rows))
 
     def _runs(self, lo: int, hi: int) -> tuple[list[Path], bool]:
         """The run files of the state partitions that overlap buckets ``[lo, hi)``, and whether
