@@ -177,7 +177,8 @@ def test_run_over_a_state_computes_baskets_and_recommendations_from_it(batches, 
     cutoff = pl.read_parquet(orders[2])["order_ts"].min().date()
     (tmp_path / "run.toml").write_text((root / "run.toml").read_text() + extra.format(cutoff=cutoff))
     (tmp_path / "full.toml").write_text((root / "full.toml").read_text() + extra.format(cutoff=cutoff))
-    _ok(["ingest", "-c", str(tmp_path / "run.toml"), "--state", str(state), *map(str, orders)])
+    _ok(["ingest", "-c", str(tmp_path / "run.toml"), "--state", str(state), *map(str, orders),
+         *(a for e in sorted(root.glob("email-h*.parquet")) for a in ("--email-events", str(e)))])
     wm = json.loads((state / "manifest.json").read_text())["watermark"]
     full = json.loads(_ok(["run", "-c", str(tmp_path / "full.toml"), "--as-of", wm, "--out", str(tmp_path / "f"),
                            "--json"]))
