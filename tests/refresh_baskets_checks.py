@@ -59,6 +59,20 @@ def _outputs(lines: pl.DataFrame, as_of: dt.date, cutoff: dt.date) -> list:
     return out
 
 
+def assert_session_lines_equal(cfg: Config, state: Path, s, as_of: dt.date, count: int = 7
+                               ) -> dict[str, pl.DataFrame]:
+    """The state's stand-in lines equal the lines of session ``s`` (over every batch) in every
+    respect the passes use (``canonical``), at both levels, read in the state's partitions and in
+    ``count``. Returns the session's lines per level."""
+    full = {level: basket_lines(s, level, exclude_returned=False) for level in ("product", "category")}
+    for level, want in full.items():
+        for parts in (count, int(cfg.settings("refresh").partitions)):
+            got = state_lines(cfg, state, as_of, level, parts)
+            assert got.schema == want.schema, (got.schema, want.schema)
+            assert canonical(got).equals(canonical(want)), f"{level}:\nstate\n{canonical(got)}\nfull\n{canonical(want)}"
+    return full
+
+
 def assert_basket_lines_equal(cfg: Config, state: Path, orders: list[Path], as_of: dt.date,
                               products: Path | None = None, count: int = 7, outputs: bool = True) -> None:
     """The state's stand-in lines equal the lines of a full read over ``orders`` in every respect
@@ -73,17 +87,14 @@ def assert_basket_lines_equal(cfg: Config, state: Path, orders: list[Path], as_o
     except InputError:  # no valid order line yet
         return
     with s:
-        full = {level: basket_lines(s, level, exclude_returned=False) for level in ("product", "category")}
+        full = assert_session_lines_equal(cfg, state, s, as_of, count)
+    want = full["product"]
+    event(f"basket lines: a key with several lines {want.height > canonical(want).height}, "
+          f"a returned-in-full line {not want['kept'].all()}")
+    if not outputs:
+        return
     for level, want in full.items():
         got = state_lines(cfg, state, as_of, level, count)
-        assert got.schema == want.schema
-        assert canonical(got).equals(canonical(want)), f"{level}:\nstate\n{canonical(got)}\nfull\n{canonical(want)}"
-        parts = int(cfg.settings("refresh").partitions)
-        assert canonical(state_lines(cfg, state, as_of, level, parts)).equals(canonical(want))
-        event(f"basket lines: a key with several lines {want.height > canonical(want).height}, "
-              f"a returned-in-full line {not want['kept'].all()}")
-        if not outputs:
-            continue
         ts = want["order_ts"]
         cutoff = (ts.min() + (ts.max() - ts.min()) / 2).date() if want.height else as_of
         for g, w in zip(_outputs(got, as_of, cutoff), _outputs(want, as_of, cutoff), strict=True):

@@ -1,5 +1,5 @@
-"""Replay of The Complete Journey in weekly batches: the refresh state's features and CLV summary equal
-the full run."""
+"""Replay of The Complete Journey in weekly batches: the refresh state's features, CLV summary and basket
+lines equal the full run."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from centile.config import Config, TableSpec
 from centile.features.compute import compute_features
 from centile.refresh import features_from_state, ingest
 from centile.refresh.clv import state_days
+from tests.refresh_baskets_checks import assert_session_lines_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "completejourney"
@@ -72,3 +73,6 @@ def test_weekly_batches_equal_the_full_run(tmp_path):
                 assert got_clv.frame.height > 2000 and got_clv.frame.equals(want_clv.frame)
                 cal = want_clv.calibration_end
                 assert days.value_total(cal) == OrderDays(s).value_total(cal)
+                # the basket lines: the product's and the department's (from products) items
+                lines = assert_session_lines_equal(_cfg(as_of=as_of), state, s, as_of, count=3)
+                assert min(df.height for df in lines.values()) > 100_000

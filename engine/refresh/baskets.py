@@ -14,8 +14,9 @@ customer partition at a time, and use of them, per (customer, order, item):
 
 The state keeps per (customer, order, product, category, kept) the first and last order_ts of
 the lines (``sql/refresh_basket_lines.sql``: merged by min / max over batches, never pruned), and
-this module turns it back into lines: per (customer, order, item, kept), one line at the first
-order_ts and, when it differs, one at the last. Those stand-in lines answer every question above
+this module turns it back into lines: per state row, one line at the first order_ts and, when
+it differs, one at the last (a key's rows in several run files, or a product's rows of several
+categories, only repeat what the passes take the first, last or any of). Those stand-in lines answer every question above
 as the real lines do, so ``basket_*.parquet`` and ``recommendation*.parquet`` are the same bytes as
 over the batch files (the passes are already independent of the order of lines and of the
 partitioning). What this saves is the validation and decoding of the batch files; the rows read
@@ -69,11 +70,18 @@ class StateBaskets:
         return column in self.doc.get("columns", {}).get(table, ())
 
     def partitioning(self) -> Partitioning:
-        """The passes' customer partitions: ``cfg.partitions``, else as many as the memory limit
-        asks for the state's basket lines (as a session chooses them for its order lines). A pass
-        partition reads the state partitions it overlaps (with a bucket filter where they are wider)."""
+        """The passes' customer partitions: ``cfg.partitions``, else at least as many as the memory
+        limit asks for the state's basket lines (as a session chooses them for its order lines),
+        aligned with the state's partitions: a divisor of their count (a pass reads whole state
+        partitions) or a multiple (a pass reads one, with a bucket filter)."""
+        if self.cfg.partitions:
+            return Partitioning(int(self.cfg.partitions))
+        n = int(self.doc["partitions"])
         rows = sum(r["rows"] for part in self.doc["parts"] for r in part["runs"].get(TABLE, []))
-        return Partitioning(choose_partitions(self.cfg.partitions, self.cfg.memory_limit, rows))
+        want = choose_partitions(None, self.cfg.memory_limit, rows)
+        if want <= n:
+            return Partitioning(min(d for d in range(1, n + 1) if n % d == 0 and d >= want))
+        return Partitioning(n * -(-want // n))
 
     def _runs(self, lo: int, hi: int) -> tuple[list[Path], bool]:
         """The run files of the state partitions that overlap buckets ``[lo, hi)``, and whether
@@ -122,15 +130,14 @@ class StateBaskets:
         lo, hi = parts.bounds(part)
         files, wider = self._runs(lo, hi)
         where = f"{bucket_sql('customer_id')} BETWEEN {lo} AND {hi - 1}" if wider else "true"
+        # every state row as is (rows of one key in several run files, or of several categories
+        # at product level, repeat what the passes take the first, last or any of)
         sql = f"""
-            WITH g AS (
-                SELECT customer_id, order_id, {col} AS item, kept, min(first_ts) AS first_ts, max(last_ts) AS last_ts
-                FROM ({self._rows(files, col, exclude_returned, where)}) AS r
-                GROUP BY customer_id, order_id, {col}, kept)
-            SELECT customer_id, order_id, first_ts AS order_ts, item, kept FROM g
-            UNION ALL
-            SELECT customer_id, order_id, last_ts AS order_ts, item, kept FROM g
-            WHERE last_ts > first_ts AND last_ts < $as_of"""
+            SELECT customer_id, order_id,
+                   unnest(CASE WHEN last_ts > first_ts AND last_ts < $as_of THEN [first_ts, last_ts]
+                               ELSE [first_ts] END) AS order_ts,
+                   {col} AS item, kept
+            FROM ({self._rows(files, col, exclude_returned, where)}) AS r"""
         return con.sql(sql, params={"as_of": self._start()}).pl()
 
     def source(self, level: str, exclude_returned: bool, all_kept: bool = False,

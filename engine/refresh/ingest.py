@@ -157,6 +157,9 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
         if "orders" in tables:
             new["product"] = id_types["product"]
             new["order"] = "VARCHAR" if tables["orders"].has("order_id") else "DATE"
+            # the order ids' own type (the basket lines keep it, as the session's lines have it)
+            new["order_key"] = con.execute("DESCRIBE SELECT order_id FROM orders_valid").fetchone()[1] \
+                if tables["orders"].has("order_id") else "DATE"
         for k, v in new.items():
             if types.setdefault(k, v) != v:
                 raise InputError(f"batch {', '.join(str(p) for ps in files.values() for p in ps)}: "

@@ -41,7 +41,7 @@ MANIFEST = "manifest.json"
 class Table:
     """One state table: key columns, value columns with their merge, the day column it is pruned
     by (None: kept whole), and the column types (``{id}``, ``{product}``, ``{order}``: the id
-    types of the state)."""
+    types of the state; ``{order_key}``: the order ids' own type, where ``{order}`` is VARCHAR)."""
 
     keys: tuple[str, ...]
     merge: dict[str, str]
@@ -96,7 +96,7 @@ TABLES: dict[str, Table] = {
     # never pruned: baskets have no window
     "basket_lines": Table(("customer_id", "order_id", "product_id", "category", "kept"),
                           {"first_ts": "min", "last_ts": "max"}, None,
-                          {"customer_id": "{id}", "order_id": "{order}", "product_id": "{product}",
+                          {"customer_id": "{id}", "order_id": "{order_key}", "product_id": "{product}",
                            "category": "VARCHAR", "kept": "BOOLEAN", "first_ts": "TIMESTAMP",
                            "last_ts": "TIMESTAMP"}, features=False),
 }
@@ -115,7 +115,8 @@ def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
 def column_type(table: str, col: str, types: dict[str, str]) -> str:
     """The SQL type of a state column given the state's id types."""
     return TABLES[table].types[col].format(id=types.get("id", "BIGINT"), product=types.get("product", "BIGINT"),
-                                           order=types.get("order", "VARCHAR"))
+                                           order=types.get("order", "VARCHAR"),
+                                           order_key=types.get("order_key", types.get("order", "VARCHAR")))
 
 
 def empty_sql(table: str, types: dict[str, str]) -> str:
