@@ -16,12 +16,13 @@ The state keeps per (customer, order, product, category, kept) the first and las
 the lines (``sql/refresh_basket_lines.sql``: merged by min / max over batches, never pruned), and
 this module turns it back into lines: per state row, one line at the first order_ts and, when
 it differs, one at the last (a key's rows in several run files, or a product's rows of several
-categories, only repeat what the passes take the first, last or any of). Those stand-in lines answer every question above
-as the real lines do, so ``basket_*.parquet`` and ``recommendation*.parquet`` are the same bytes as
-over the batch files (the passes are already independent of the order of lines and of the
-partitioning). What this saves is the validation and decoding of the batch files; the rows read
-are about as many as the lines (a line rarely shares its key with another), and the table grows
-with the history, as the batch files do.
+categories, only repeat what the passes take the first, last or any of). Those stand-in lines
+answer every question above as the real lines do, so ``basket_*.parquet`` and
+``recommendation*.parquet`` are the same bytes as over the batch files (the passes are already
+independent of the order of lines and of the partitioning). The passes cost the same either way;
+what reading the state saves is the validation and decoding of the batch files, once no other
+stage of the run opens them. The rows read are about as many as the lines (a line rarely shares
+its key with another), and the table grows with the history, as the batch files do.
 """
 
 from __future__ import annotations
