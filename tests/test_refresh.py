@@ -18,6 +18,7 @@ from centile.config import Config, TableSpec, Windows
 from centile.errors import ConfigError, InputError
 from centile.features.compute import compute_features
 from centile.refresh import features_from_state, ingest
+from tests.refresh_baskets_checks import assert_basket_lines_equal
 
 ORDER_SCHEMA = {"customer_id": pl.Int64, "order_id": pl.Utf8, "order_ts": pl.Datetime("us"),
                 "unit_price": pl.Float64, "quantity": pl.Float64, "returned_quantity": pl.Float64,
@@ -338,6 +339,9 @@ def _stream_equals_full(tmp_path_factory, stream, k, products: str | None) -> No
             assert_clv_summary_equal(state_cfg(as_of=as_of), state, orders, as_of)
             assert_steering_history_equal(state_cfg(as_of=as_of), state, orders, contacts, as_of)
             assert_order_totals_equal(state, orders, as_of, {**_products(prod), **contact_tables})
+            # the rules and recommendations from either lines: at the end of the stream (they take long)
+            assert_basket_lines_equal(state_cfg(as_of=as_of), state, orders, as_of, prod,
+                                      outputs=i == len(stream) - 1)
 
 
 def _one_batch(folder: Path, name: str, rows: list, schema=ORDER_SCHEMA) -> Path:

@@ -1,5 +1,5 @@
 """Replay of The Complete Journey in weekly batches: the refresh state's features, CLV summary,
-steering history and order totals (uplift, attribution) equal the full run."""
+steering history, order totals (uplift, attribution) and basket lines equal the full run."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from centile.config import Config, TableSpec
 from centile.features.compute import compute_features
 from centile.refresh import features_from_state, ingest
 from centile.refresh.clv import state_days
+from tests.refresh_baskets_checks import assert_session_lines_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "completejourney"
@@ -77,6 +78,9 @@ def test_weekly_batches_equal_the_full_run(tmp_path):
                 assert days.value_total(cal) == OrderDays(s).value_total(cal)
                 # the uplift's rows per order and attribution's conversions from the state's order totals
                 _order_totals_equal(state, s)
+                # the basket lines: the product's and the department's (from products) items
+                lines = assert_session_lines_equal(_cfg(as_of=as_of), state, s, as_of, count=3)
+                assert min(df.height for df in lines.values()) > 100_000
             _steering_history_equal(state, full, contacts, as_of)
 
 

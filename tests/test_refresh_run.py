@@ -17,6 +17,7 @@ from centile.cli import app
 from centile.clv.compute import compute_clv, write_clv
 from centile.config import Config, TableSpec
 from centile.errors import InputError
+from centile.refresh.baskets import state_baskets
 from centile.refresh.clv import state_days
 
 runner = CliRunner()
@@ -85,6 +86,9 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
     got, want = _parquet_files(tmp_path / "s"), _parquet_files(tmp_path / "f")
     assert got.keys() == want.keys() and "features.parquet" in got
     assert [k for k in got if got[k] != want[k]] == []
+    # every stage read the order lines and e-mail events from the state: the batch files were not validated
+    inputs = json.loads((tmp_path / "s" / "manifest.json").read_text())["summary"]["inputs"]
+    assert inputs["read_from_refresh_state"] == ["orders", "email_events"]
     # nothing changed since: every stage is reused, the features' key included
     again = json.loads(_ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "s"), "--json"]))
     assert {r["status"] for r in again["stages"].values()} <= {"reused", "skipped"}
@@ -95,6 +99,7 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
     assert manifest["summary"]["steering"]["order_history"] == "refresh state"
     assert (tmp_path / "s" / "steering.json").read_text() == (tmp_path / "f" / "steering.json").read_text()
     assert manifest["summary"]["uplift"]["orders"] == manifest["summary"]["attribution"]["orders"] == "refresh state"
+    assert manifest["summary"]["baskets"]["lines"] == manifest["summary"]["recommend"]["lines"] == "refresh state"
     # the CLV stage read the state: the same summary with the batch files gone
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -209,11 +214,17 @@ def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tm
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["summary"]["clv"]["purchase_days"] == "batch files"
     assert any("without purchase days" in n and "rebuild the state" in n for n in manifest["notes"])
+    # baskets and recommend read the batch files too, with a note each
+    assert manifest["summary"]["baskets"]["lines"] == manifest["summary"]["recommend"]["lines"] == "batch files"
+    assert {n.split(":")[0] for n in manifest["notes"] if "without basket lines" in n} == {"baskets", "recommend"}
+    with pytest.raises(InputError, match=r"did not keep basket lines.* rebuild the state into an empty folder"):
+        state_baskets(Config(tables=MappingProxyType({})), state)
     # the same CLV as from a state that has them
     fresh = tmp_path / "fresh"
     _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
     _ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f")])
-    assert (out / "clv.parquet").read_bytes() == (tmp_path / "f" / "clv.parquet").read_bytes()
+    for name in ("clv", "basket_rules", "basket_itemsets", "basket_summary", "recommendations"):
+        assert (out / f"{name}.parquet").read_bytes() == (tmp_path / "f" / f"{name}.parquet").read_bytes()
 
 
 def test_a_state_without_the_steering_history_reads_the_batch_files_for_steering(batches, tmp_path):
@@ -361,3 +372,36 @@ def test_a_state_without_order_totals_reads_the_batch_files_for_uplift_and_attri
     got, want = _parquet_files(out), _parquet_files(tmp_path / "f")
     assert {"uplift.parquet", "attribution.parquet"} <= got.keys()
     assert [k for k in got if k.startswith(("uplift", "attribution")) and got[k] != want[k]] == []
+
+
+def test_run_over_a_state_computes_baskets_and_recommendations_from_it(batches, tmp_path, monkeypatch):
+    # categories, triples, every split, returned lines counted, the evaluation: the same files as
+    # over the batch files, and the stages never read an order line from the session
+    root, state = batches, tmp_path / "state"
+    extra = ('[baskets]\nlevel = "category"\nmax_size = 3\nall_splits = true\nmin_count = 2\n'
+             'exclude_returned = false\n\n[recommend]\nlevel = "category"\nk = 3\ncutoff = "{cutoff}"\n')
+    orders = sorted(root.glob("orders-q*.parquet"))
+    cutoff = pl.read_parquet(orders[2])["order_ts"].min().date()
+    (tmp_path / "run.toml").write_text((root / "run.toml").read_text() + extra.format(cutoff=cutoff))
+    (tmp_path / "full.toml").write_text((root / "full.toml").read_text() + extra.format(cutoff=cutoff))
+    _ok(["ingest", "-c", str(tmp_path / "run.toml"), "--state", str(state), *map(str, orders),
+         *(a for e in sorted(root.glob("email-h*.parquet")) for a in ("--email-events", str(e)))])
+    wm = json.loads((state / "manifest.json").read_text())["watermark"]
+    full = json.loads(_ok(["run", "-c", str(tmp_path / "full.toml"), "--as-of", wm, "--out", str(tmp_path / "f"),
+                           "--json"]))
+
+    import centile.baskets.stage as stage
+
+    def no_session_lines(*_a, **_k):
+        raise AssertionError("baskets or recommend read the order lines of the session")
+
+    monkeypatch.setattr(stage, "SessionLines", no_session_lines)
+    doc = json.loads(_ok(["run", "-c", str(tmp_path / "run.toml"), "--state", str(state), "--out",
+                          str(tmp_path / "s"), "--json", "--partitions", "5"]))
+    for name in ("baskets", "recommend"):
+        assert doc["stages"][name]["status"] == full["stages"][name]["status"] == "ran"
+    got, want = _parquet_files(tmp_path / "s"), _parquet_files(tmp_path / "f")
+    assert {"basket_rules.parquet", "recommendations.parquet", "recommendation_eval.parquet"} <= got.keys()
+    assert pl.read_parquet(tmp_path / "s" / "basket_itemsets.parquet")["size"].max() == 3
+    assert got.keys() == want.keys()
+    assert [k for k in got if got[k] != want[k]] == []

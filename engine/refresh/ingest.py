@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: the tables a batch may hold
 BATCH_TABLES = ("orders", "email_events")
+#: order id types kept as BIGINT in the basket lines
+_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,11 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
         if "orders" in tables:
             new["product"] = id_types["product"]
             new["order"] = "VARCHAR" if tables["orders"].has("order_id") else "DATE"
-            if tables["orders"].has("order_id") and "order_totals" in st.state_tables(doc):
-                # order_totals keeps the ids' own type: attribution numbers a customer's orders by them
-                new["order_key"] = con.execute("DESCRIBE SELECT order_id FROM orders_valid").fetchone()[1]
+            # the order ids' own type for the order totals and basket lines: integers as BIGINT (as a read of every
+            # batch widens them), anything else as text (the state's orders table keeps them as text)
+            key = con.execute("DESCRIBE SELECT order_id FROM orders_valid").fetchone()[1]
+            new["order_key"] = ("DATE" if not tables["orders"].has("order_id") else "BIGINT"
+                                if key in _INTEGERS else "VARCHAR")
         for k, v in new.items():
             if types.setdefault(k, v) != v:
                 raise InputError(f"batch {', '.join(str(p) for ps in files.values() for p in ps)}: "

@@ -15,16 +15,20 @@ What reads what:
   state's order totals (:func:`state_order_totals`, :mod:`centile.refresh.order_totals`: one row
   per order); a state built before they were kept has none, and those stages read the batch files
   as before, with a note;
-* every other stage that reads order lines or e-mail events row by row (the validation summary and
-  ``rejects.parquet`` of the features stage, ``baskets``, ``recommend``) reads the batch files of
-  the state's ledger, as ``centile run`` over those files would: the state keeps aggregates, not
-  the lines those stages need;
+* the ``baskets`` and ``recommend`` stages read the state's basket lines (:func:`state_basket_lines`,
+  :mod:`centile.refresh.baskets`); a state built before they were kept has none, and those
+  stages read the batch files as before, with a note;
+* the features stage's ``rejects.parquet`` and validation summary of the order lines and e-mail
+  events come from what each ingest kept (:func:`state_inputs`, :mod:`centile.refresh.rejects`);
+* a stage that reads a batch table from the state says so (``Stage.from_state``, the ``*_served``
+  functions here); a batch table no stage of the run reads from its files is registered (its
+  columns, its line count) but not validated;
 * the other input tables (products, customers, contacts, touchpoints) are read from the config as
   usual; the products table must be the one the state was built with.
 
 The ledger's fingerprints enter the keys of the stages that read the state (the run option
-``refresh_state``: features, clv, steering, uplift, attribution), so a run after an ingest never
-reuses their outputs; the other stages' keys follow from the batch files they read.
+``refresh_state``: features, clv, steering, baskets, recommend, uplift, attribution), so a run
+after an ingest never reuses their outputs.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from centile.config import Config
 from centile.errors import InputError
 from centile.refresh import rejects as rj
 from centile.refresh import state as st
+from centile.refresh.baskets import StateBaskets, has_basket_lines
 from centile.refresh.clv import StateDays, has_purchases
 from centile.refresh.features import _load, features_from_state
 from centile.refresh.ingest import BATCH_TABLES, _check_state, batch_specs
@@ -184,6 +189,28 @@ NO_ORDER_TOTALS = ("the refresh state was built by an earlier centile without or
                    "with `centile ingest --state NEW_DIR BATCH...` to compute it from the state")
 
 
+def basket_lines_served(option: dict[str, Any]) -> tuple[str, ...]:
+    """The batch tables the baskets and recommend stages of a ``centile run --state`` read from the
+    state."""
+    return ("orders",) if has_basket_lines(_current(option)) else ()
+
+
+def state_basket_lines(cfg: Config, option: dict[str, Any]) -> StateBaskets | None:
+    """The basket lines of the state of a ``centile run --state`` (``option`` from
+    :func:`run_config`) for the baskets and recommend stages at the run's as_of; None for a state
+    built before they were kept (the stages then read the ledger's batch files)."""
+    doc = _current(option)
+    if not has_basket_lines(doc):
+        return None
+    return StateBaskets(cfg, Path(option["path"]), doc, st.as_of_for(doc, cfg.as_of, "run without --state"))
+
+
+#: the baskets and recommend stages' note when the state has no basket lines
+NO_BASKET_LINES = ("the refresh state was built by an earlier centile without basket lines, so the order lines "
+                   "were read from its batch files (the same result, slower); rebuild the state into an empty "
+                   "folder with `centile ingest --state NEW_DIR BATCH...` to compute them from the state")
+
+
 def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:
     """The feature table of a ``centile run --state`` from the state (``option`` from
     :func:`run_config`); the config's orders and e-mail paths are the ledger's, not read here."""
@@ -193,6 +220,7 @@ def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, d
     return df.rechunk(), skipped, as_of
 
 
-__all__ = ["NO_ORDER_TOTALS", "NO_PURCHASES", "NO_STEERING", "clv_served", "features_served", "order_totals_served",
-           "run_config", "state_clv_days", "state_features", "state_inputs", "state_order_totals", "state_steering",
+__all__ = ["NO_BASKET_LINES", "NO_ORDER_TOTALS", "NO_PURCHASES", "NO_STEERING", "basket_lines_served",
+           "clv_served", "features_served", "order_totals_served", "run_config", "state_basket_lines",
+           "state_clv_days", "state_features", "state_inputs", "state_order_totals", "state_steering",
            "steering_served"]

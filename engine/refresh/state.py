@@ -41,7 +41,8 @@ MANIFEST = "manifest.json"
 class Table:
     """One state table: key columns, value columns with their merge, the day column it is pruned
     by (None: kept whole), and the column types (``{id}``, ``{product}``, ``{order}``: the id
-    types of the state; ``{order_key}``: the order ids' own type, as the ``orders`` view has them)."""
+    types of the state; ``{order_key}``: the order ids' own type, integers as BIGINT; DATE without
+    order ids)."""
 
     keys: tuple[str, ...]
     merge: dict[str, str]
@@ -54,7 +55,7 @@ class Table:
     order: str | None = None
     #: the feature queries read it (the others: ``hashes`` for ingest's duplicate check,
     #: ``purchases`` for the CLV summary, ``steering_*`` for the steering stage, ``order_totals`` for
-    #: uplift and attribution)
+    #: uplift and attribution, ``basket_lines`` for baskets and recommendations)
     features: bool = True
 
 
@@ -113,11 +114,20 @@ TABLES: dict[str, Table] = {
                                                         "margin": "sum"}, None,
                           {"customer_id": "{id}", "order_id": "{order_key}", "ts": "TIMESTAMP", "is_order": "BOOLEAN",
                            "revenue": "DECIMAL(38,4)", "margin": "DECIMAL(38,4)"}, features=False),
+    # the positive order lines of baskets and recommendations (baskets_lines.sql) folded per
+    # (customer, order, product, category, returned in full or not) into their first and last
+    # order_ts: what the basket and recommendation passes read of the lines (centile.refresh.baskets);
+    # never pruned: baskets have no window
+    "basket_lines": Table(("customer_id", "order_id", "product_id", "category", "kept"),
+                          {"first_ts": "min", "last_ts": "max"}, None,
+                          {"customer_id": "{id}", "order_id": "{order_key}", "product_id": "{product}",
+                           "category": "VARCHAR", "kept": "BOOLEAN", "first_ts": "TIMESTAMP",
+                           "last_ts": "TIMESTAMP"}, features=False),
 }
 
 #: tables added after the first states were built: a state's manifest lists the tables it holds
 #: (``tables``); one without that list was built before these and lacks them
-ADDED = ("purchases", "steering_spend", "steering_categories", "steering_times", "order_totals")
+ADDED = ("purchases", "steering_spend", "steering_categories", "steering_times", "order_totals", "basket_lines")
 
 
 def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
