@@ -60,9 +60,9 @@ def run_pipeline(cfg: Config, out: str | Path, *, force: bool = False, previous:
     report : bool
         Render ``report.html`` (default).
     state : path, optional
-        A refresh state (``centile ingest --state``): the feature table comes from it, the
-        stages that read order lines or e-mail events read its ledger's batch files
-        (:mod:`centile.refresh.run`).
+        A refresh state (``centile ingest --state``): every stage computes from it, the order
+        lines and e-mail events of its ledger's batch files are not read again (a state built
+        before a stage's table was kept: that stage reads them; :mod:`centile.refresh.run`).
     keep_runs : int
         For an output URL: after publishing, remove the runs under ``<url>/runs/`` other than the
         newest ``keep_runs`` (0, the default: keep every run).

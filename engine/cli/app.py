@@ -390,9 +390,9 @@ def run(data: DataOpt = None, config: ConfigOpt = None,
                                             "inputs and config did not change since the run in --out.")] = False,
         wait: WaitOpt = False, wait_timeout: WaitTimeoutOpt = None, json_: JsonOpt = False,
         state: Annotated[Path | None, typer.Option(
-            "--state", help="Run over a refresh state (see `centile ingest`): the feature table comes from "
-            "the state; stages that read order lines or e-mail events read its ledger's batch files; as_of "
-            "defaults to its watermark.", show_default=False)] = None,
+            "--state", help="Run over a refresh state (see `centile ingest`): every stage computes from the "
+            "state, the history is not read again (its batch files must still exist); as_of defaults to its "
+            "watermark.", show_default=False)] = None,
         keep_runs: Annotated[int, typer.Option(
             "--keep-runs", help="With an output URL: after publishing, remove the runs under <url>/runs/ other "
             "than the newest N (0: keep all).", min=0)] = 0) -> None:
