@@ -64,3 +64,14 @@ def save(name: str, doc: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+#: the initial load of a refresh benchmark's state: every order file of ``files`` ingested into ``state``
+#: (appended to a script that defines ``cfg()``, ``state`` and ``files``); prints its time and watermark
+REFRESH_LOAD = r"""
+from centile.refresh import ingest
+t0, c0 = time.perf_counter(), time.process_time()
+res = ingest(cfg(), state, files)
+print(json.dumps({"seconds": time.perf_counter() - t0, "load_cpu_s": time.process_time() - c0,
+                  "watermark": res.watermark.isoformat(), "lines": res.rows["orders"]}))
+"""

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median_of, run_isolated, save  # noqa: E402
+from _common import REFRESH_LOAD, machine, median_of, run_isolated, save  # noqa: E402
 
 COMMON = r"""
 import datetime as dt, json, sys, time
@@ -55,13 +55,7 @@ def cfg(as_of=None, full=False):
     return Config(tables=MappingProxyType(tables), as_of=as_of, memory_limit=limit)
 """
 
-LOAD = COMMON + r"""
-from centile.refresh import ingest
-t0, c0 = time.perf_counter(), time.process_time()
-res = ingest(cfg(), state, files)
-print(json.dumps({"seconds": time.perf_counter() - t0, "load_cpu_s": time.process_time() - c0,
-                  "watermark": res.watermark.isoformat(), "lines": res.rows["orders"]}))
-"""
+LOAD = COMMON + REFRESH_LOAD
 
 STAGES = COMMON + r"""
 import polars as pl

@@ -187,10 +187,7 @@ def state_baskets(cfg: Config, state: str | Path, as_of: dt.date | None = None) 
     root = Path(state)
     doc = _load(root)
     if not has_basket_lines(doc):
-        raise InputError(f"refresh state {root} was built by an earlier centile that did not keep basket lines, "
-                         "which baskets and recommendations need (they cannot be added without reading every "
-                         "batch again): rebuild the state into an empty folder with `centile ingest --state "
-                         "NEW_DIR BATCH...` over the same batch files")
+        raise st.not_kept(root, "basket lines", "baskets and recommendations need")
     return StateBaskets(cfg, root, doc, st.as_of_for(doc, as_of, "run without --state over the batch files"))
 
 

@@ -108,10 +108,7 @@ def state_days(cfg: Config, state: str | Path) -> StateDays:
     root = Path(state)
     doc = _load(root)
     if not has_purchases(doc):
-        raise InputError(f"refresh state {root} was built by an earlier centile that did not keep purchase days, "
-                         "which the CLV summary needs (they cannot be added without reading every batch again): "
-                         f"rebuild the state into an empty folder with `centile ingest --state NEW_DIR BATCH...` "
-                         "over the same batch files")
+        raise st.not_kept(root, "purchase days", "the CLV summary needs")
     return StateDays(cfg, root, doc)
 
 

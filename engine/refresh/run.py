@@ -133,9 +133,7 @@ def state_clv_days(cfg: Config, option: dict[str, Any]) -> StateDays | None:
 
 
 #: the clv stage's note when the state has no purchase days
-NO_PURCHASES = ("the refresh state was built by an earlier centile without purchase days, so the CLV summary "
-                "was read from its batch files (the same result, slower); rebuild the state into an empty "
-                "folder with `centile ingest --state NEW_DIR BATCH...` to compute it from the state")
+NO_PURCHASES = st.not_kept_note("purchase days", "the CLV summary was read")
 
 
 def state_inputs(cfg: Config, option: dict[str, Any]) -> tuple[pa.Table, dict[str, TableSummary]] | None:
@@ -164,9 +162,7 @@ def state_steering(cfg: Config, option: dict[str, Any], s: Any) -> StateHistory 
 
 
 #: the steering stage's note when the state has no steering history
-NO_STEERING = ("the refresh state was built by an earlier centile without the steering history, so the spend "
-               "and order times were read from its batch files (the same result, slower); rebuild the state into "
-               "an empty folder with `centile ingest --state NEW_DIR BATCH...` to compute them from the state")
+NO_STEERING = st.not_kept_note("the steering history", "the spend and order times were read")
 
 
 def order_totals_served(option: dict[str, Any]) -> tuple[str, ...]:
@@ -184,9 +180,7 @@ def state_order_totals(option: dict[str, Any]) -> StateOrders | None:
 
 
 #: the uplift and attribution stages' note when the state has no order totals
-NO_ORDER_TOTALS = ("the refresh state was built by an earlier centile without order totals, so the orders were "
-                   "read from its batch files (the same result, slower); rebuild the state into an empty folder "
-                   "with `centile ingest --state NEW_DIR BATCH...` to compute it from the state")
+NO_ORDER_TOTALS = st.not_kept_note("order totals", "the orders were read")
 
 
 def basket_lines_served(option: dict[str, Any]) -> tuple[str, ...]:
@@ -206,9 +200,7 @@ def state_basket_lines(cfg: Config, option: dict[str, Any]) -> StateBaskets | No
 
 
 #: the baskets and recommend stages' note when the state has no basket lines
-NO_BASKET_LINES = ("the refresh state was built by an earlier centile without basket lines, so the order lines "
-                   "were read from its batch files (the same result, slower); rebuild the state into an empty "
-                   "folder with `centile ingest --state NEW_DIR BATCH...` to compute them from the state")
+NO_BASKET_LINES = st.not_kept_note("basket lines", "the order lines were read")
 
 
 def state_features(cfg: Config, option: dict[str, Any]) -> tuple[pl.DataFrame, dict[str, str], dt.date]:

@@ -130,6 +130,21 @@ TABLES: dict[str, Table] = {
 ADDED = ("purchases", "steering_spend", "steering_categories", "steering_times", "order_totals", "basket_lines")
 
 
+def not_kept(root: Path, what: str, need: str) -> InputError:
+    """The error for a state built before it kept ``what`` (``need``: who needs it)."""
+    return InputError(f"refresh state {root} was built by an earlier centile that did not keep {what}, which {need} "
+                      "(they cannot be added without reading every batch again): rebuild the state into an empty "
+                      "folder with `centile ingest --state NEW_DIR BATCH...` over the same batch files")
+
+
+def not_kept_note(what: str, read: str) -> str:
+    """A stage's note when the state was built before it kept ``what`` (``read``: what the stage read
+    from the batch files instead)."""
+    return (f"the refresh state was built by an earlier centile without {what}, so {read} from its batch files "
+            "(the same result, slower); rebuild the state into an empty folder with `centile ingest --state "
+            "NEW_DIR BATCH...` to read them from the state")
+
+
 def state_tables(doc: dict[str, Any]) -> tuple[str, ...]:
     """The tables state ``doc`` holds (an ingest keeps these, and only these, exact)."""
     have = doc.get("tables")

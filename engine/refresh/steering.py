@@ -122,10 +122,7 @@ def state_history(cfg: Config, state: str | Path, s: Any) -> StateHistory:
     root = Path(state)
     doc = _load(root)
     if not has_steering(doc):
-        raise InputError(f"refresh state {root} was built by an earlier centile that did not keep the steering "
-                         "history (spend sums and order times; they cannot be added without reading every batch "
-                         "again): rebuild the state into an empty folder with `centile ingest --state NEW_DIR "
-                         "BATCH...` over the same batch files")
+        raise st.not_kept(root, "the steering history (spend sums and order times)", "steering needs")
     return StateHistory(cfg, root, doc, s)
 
 
