@@ -148,7 +148,9 @@ def state_inputs(cfg: Config, option: dict[str, Any]) -> tuple[pa.Table, dict[st
     ledger = {t: [Path(e["path"]) for e in doc["ledger"] if e["table"] == t] for t in BATCH_TABLES}
     con = connect(cfg)
     try:
-        return con.sql(rj.rejects_sql(doc, root, ledger)).to_arrow_table(), rj.summaries(con, doc, root, ledger)
+        with st.state_lock(root):  # an ingest's rebuild replaces the reject files
+            _current(option)
+            return con.sql(rj.rejects_sql(doc, root, ledger)).to_arrow_table(), rj.summaries(con, doc, root, ledger)
     finally:
         con.close()
 
