@@ -75,3 +75,18 @@ res = ingest(cfg(), state, files)
 print(json.dumps({"seconds": time.perf_counter() - t0, "load_cpu_s": time.process_time() - c0,
                   "watermark": res.watermark.isoformat(), "lines": res.rows["orders"]}))
 """
+
+
+def refresh_state(work: Path, load_code: str, data: Path, memory_limit: str, keep: bool) -> tuple[dict, bool]:
+    """The refresh state ``work/state`` built by ``load_code`` (its load figures in ``work/load.json``),
+    or, with ``keep`` and both there, the one a previous run left. Returns the load figures and
+    whether the state was reused."""
+    import shutil
+
+    state, kept = work / "state", work / "load.json"
+    if keep and kept.exists() and (state / "manifest.json").exists():
+        return json.loads(kept.read_text()), True
+    shutil.rmtree(state, ignore_errors=True)
+    load = run_isolated(load_code, str(data), str(state), memory_limit)
+    kept.write_text(json.dumps(load))
+    return load, False

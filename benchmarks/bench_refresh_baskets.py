@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REFRESH_LOAD, machine, median_of, run_isolated, save  # noqa: E402
+from _common import REFRESH_LOAD, machine, median_of, refresh_state, run_isolated, save  # noqa: E402
 
 COMMON = r"""
 import datetime as dt, json, sys, time
@@ -170,16 +170,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="centile-bench-refresh-baskets-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        state, kept = work / "state", work / "load.json"
-        reused = bool(args.work and kept.exists() and (state / "manifest.json").exists())
-        if reused:
-            load = json.loads(kept.read_text())
-        else:
-            import shutil
-
-            shutil.rmtree(state, ignore_errors=True)
-            load = run_isolated(LOAD, str(data), str(state), args.memory_limit)
-            kept.write_text(json.dumps(load))
+        state = work / "state"
+        load, reused = refresh_state(work, LOAD, data, args.memory_limit, keep=bool(args.work))
         print("state:", load, flush=True)
         sizes = {}
         for f in state.glob("p[0-9]*/*.parquet"):
