@@ -191,6 +191,24 @@ def _uplift_and_attribution_alone(root: Path, state: Path, tmp_path: Path, line:
     assert [k for k in got if got[k] != want[k]] == []
 
 
+def test_run_over_a_state_on_a_cluster_writes_the_local_files(batches, cluster, tmp_path):
+    # on a Dask cluster the tasks read the state's tables (basket lines, order totals, ...) from the
+    # shared folder: the same bytes as the local run over the same state, no batch file validated
+    root, state = batches, tmp_path / "state"
+    cfg = str(root / "run.toml")
+    _ok(["ingest", "-c", cfg, "--state", str(state), *(str(p) for p in sorted(root.glob("orders-q*.parquet"))),
+         "--email-events", str(root / "email-h1.parquet"), "--email-events", str(root / "email-h2.parquet")])
+    _ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "local")])
+    _ok(["run", "-c", cfg, "--state", str(state), "--out", str(tmp_path / "dask"), "--backend", "dask",
+         "--scheduler", cluster[0].scheduler_address])
+    got, want = _parquet_files(tmp_path / "dask"), _parquet_files(tmp_path / "local")
+    assert got.keys() == want.keys() and {"features.parquet", "plan.parquet", "basket_rules.parquet", "recommendations.parquet", "uplift.parquet"} <= got.keys()
+    assert [k for k in got if got[k] != want[k]] == []
+    manifest = json.loads((tmp_path / "dask" / "manifest.json").read_text())
+    assert manifest["summary"]["inputs"]["read_from_refresh_state"] == ["orders", "email_events"]
+    assert manifest["stages"]["features"]["network"]["tasks"] > 0  # it did run on the cluster
+
+
 def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tmp_path):
     # a state built before purchase days were kept: no `tables` list, no purchases runs
     root, state = batches, tmp_path / "state"
