@@ -55,6 +55,18 @@ def batches(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def fresh_q12(batches, tmp_path_factory) -> Path:
+    """The output folder of ``run --state`` over a state built now from the first two quarters: what a
+    state that keeps every table gives, for the tests of states built before a table was kept."""
+    root = tmp_path_factory.mktemp("fresh-q12")
+    cfg = str(batches / "run.toml")
+    _ok(["ingest", "-c", cfg, "--state", str(root / "state"),
+         *(str(batches / f"orders-q{q}.parquet") for q in (1, 2))])
+    _ok(["run", "-c", cfg, "--state", str(root / "state"), "--out", str(root / "out")])
+    return root / "out"
+
+
 def _parquet_files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.glob("*.parquet"))}
 
@@ -209,7 +221,7 @@ def test_run_over_a_state_on_a_cluster_writes_the_local_files(batches, cluster, 
     assert manifest["stages"]["features"]["network"]["tasks"] > 0  # it did run on the cluster
 
 
-def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tmp_path):
+def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, fresh_q12, tmp_path):
     # a state built before purchase days were kept: no `tables` list, no purchases runs
     root, state = batches, tmp_path / "state"
     cfg = str(root / "run.toml")
@@ -238,14 +250,11 @@ def test_a_state_without_purchase_days_reads_the_batch_files_for_clv(batches, tm
     with pytest.raises(InputError, match=r"did not keep basket lines.* rebuild the state into an empty folder"):
         state_baskets(Config(tables=MappingProxyType({})), state)
     # the same CLV as from a state that has them
-    fresh = tmp_path / "fresh"
-    _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
-    _ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f")])
     for name in ("clv", "basket_rules", "basket_itemsets", "basket_summary", "recommendations"):
-        assert (out / f"{name}.parquet").read_bytes() == (tmp_path / "f" / f"{name}.parquet").read_bytes()
+        assert (out / f"{name}.parquet").read_bytes() == (fresh_q12 / f"{name}.parquet").read_bytes()
 
 
-def test_a_state_without_the_steering_history_reads_the_batch_files_for_steering(batches, tmp_path):
+def test_a_state_without_the_steering_history_reads_the_batch_files_for_steering(batches, fresh_q12, tmp_path):
     # a state built before the steering history was kept: its `tables` list has purchase days only
     from centile.refresh.steering import TABLES, state_history
 
@@ -275,13 +284,10 @@ def test_a_state_without_the_steering_history_reads_the_batch_files_for_steering
     assert any(n.startswith("steering: ") and "without the steering history" in n and "rebuild the state" in n
                for n in manifest["notes"])
     # the same plan as from a state that has the history
-    fresh = tmp_path / "fresh"
-    _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
-    doc = json.loads(_ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f"), "--json"]))
-    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["summary"]["steering"]["order_history"] == \
+    assert json.loads((fresh_q12 / "manifest.json").read_text())["summary"]["steering"]["order_history"] == \
         "refresh state"
     for name in ("affinity", "budgets", "plan", "plan_summary", "plan_contacts"):
-        assert (out / f"{name}.parquet").read_bytes() == (tmp_path / "f" / f"{name}.parquet").read_bytes(), name
+        assert (out / f"{name}.parquet").read_bytes() == (fresh_q12 / f"{name}.parquet").read_bytes(), name
 
 
 def test_run_over_a_state_refuses_an_as_of_before_its_watermark(batches, tmp_path):
@@ -361,7 +367,7 @@ def test_stages_that_read_the_state_leave_the_batch_files_unvalidated(batches, t
                {k: v for k, v in full[t].items() if k != "files"}
 
 
-def test_a_state_without_order_totals_reads_the_batch_files_for_uplift_and_attribution(batches, tmp_path):
+def test_a_state_without_order_totals_reads_the_batch_files_for_uplift_and_attribution(batches, fresh_q12, tmp_path):
     # a state built before order totals were kept: its tables list lacks them, no order_totals runs
     root, state = batches, tmp_path / "state"
     cfg = str(root / "run.toml")
@@ -383,11 +389,8 @@ def test_a_state_without_order_totals_reads_the_batch_files_for_uplift_and_attri
         assert any(n.startswith(f"{stage}: ") and "without order totals" in n and "rebuild the state" in n
                    for n in manifest["notes"])
     # the same files as from a state that has them
-    fresh = tmp_path / "fresh"
-    _ok(["ingest", "-c", cfg, "--state", str(fresh), *(str(root / f"orders-q{q}.parquet") for q in (1, 2))])
-    _ok(["run", "-c", cfg, "--state", str(fresh), "--out", str(tmp_path / "f")])
-    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["summary"]["uplift"]["orders"] == "refresh state"
-    got, want = _parquet_files(out), _parquet_files(tmp_path / "f")
+    assert json.loads((fresh_q12 / "manifest.json").read_text())["summary"]["uplift"]["orders"] == "refresh state"
+    got, want = _parquet_files(out), _parquet_files(fresh_q12)
     assert {"uplift.parquet", "attribution.parquet"} <= got.keys()
     assert [k for k in got if k.startswith(("uplift", "attribution")) and got[k] != want[k]] == []
 
