@@ -61,16 +61,20 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     assert remote.summaries["inputs"]["partitions"] == 4
     tasks = [t for t in ts.data if str(t["key"]).startswith("centile-features-")]
     assert len(tasks) == 4 and len({t["worker"] for t in tasks}) == 2
-    # and so did the CLV summary's and the uplift units'
-    assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-")]) == 4
+    # and so did the CLV summary's and predictions, and the uplift units'
+    assert len([t for t in ts.data if re.match(r"centile-clv-\d", str(t["key"]))]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-predicting-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-uplift-units-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-attribution-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-baskets-items-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-baskets-pairs-")]) == 4
     traffic = json.loads((tmp_path / "dask" / "manifest.json").read_text())["summary"]["backend"]
     assert traffic["workers"] == 2 and set(traffic["partitions"]) == {
-        "features", "clv", "uplift: units", "attribution", "baskets: items", "baskets: pairs",
+        "features", "clv", "clv: predicting", "uplift: units", "attribution", "baskets: items", "baskets: pairs",
         "recommend: histories", "recommend: scoring", "validation"}
+    # the predictions read the summary rows of their own customers only (sent once, split by partition)
+    assert traffic["partitions"]["clv: predicting"]["bytes_per_customer"] > 0
+    assert traffic["partitions"]["clv: predicting"]["bytes_broadcast"] == 0
     # the basket counts come back merged: one state per pass, no lines, no baskets
     assert traffic["partitions"]["baskets: items"]["bytes_via_files"] == 0
     # the feature rows come back through files, not the scheduler
