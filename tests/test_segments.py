@@ -412,6 +412,7 @@ def test_issue_12_segments_read_a_few_columns_of_the_customer_table_at_a_time(tm
     import contextlib
 
     import centile.segments.compute as compute
+    import centile.segments.remote as remote
 
     n = 3000
     rng = np.random.default_rng(12)
@@ -466,6 +467,7 @@ def test_issue_12_segments_read_a_few_columns_of_the_customer_table_at_a_time(tm
             yield Con(con)
 
     monkeypatch.setattr(compute, "local_sql", local_sql)
+    monkeypatch.setattr(remote, "local_sql", local_sql)
     got = form_segments(table, cfg, customers=cust, clubs=clubs, as_of=dt.date(2026, 1, 1))
     monkeypatch.undo()
     assert_frame_equal(got.segments, want.segments)
@@ -473,7 +475,8 @@ def test_issue_12_segments_read_a_few_columns_of_the_customer_table_at_a_time(tm
     assert table.width >= 35 and seen
     wide = [(name, w) for name, w in seen if w > 10]
     assert not wide, f"steps over many columns of every customer (the table has {table.width + 4}): {wide}"
-    assert ("duckdb", 8) in seen  # the rules read __row and the 7 columns the default rules name
+    # the row-local rules read __row, customer_id and the 6 columns they name; the window rule (value) 3
+    assert ("duckdb", 8) in seen and ("duckdb", 3) in seen
 
 
 class _Cluster:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from centile.segments.sums import GroupMoments, Moments, group_moments
+from centile.segments.sums import GroupMoments, Moments, Split, group_moments, grouped, split_values
 
 ALL = "all customers"
 NONE = "(none)"
@@ -163,13 +163,12 @@ def _measures(base: pl.DataFrame, share_cols: list[str]) -> list[tuple[str, np.n
 _MIX_COLUMNS = (("preferred_channel", 3), ("gender", 4), ("age_group", 4), ("region", 3), ("top_category", 3))
 
 
-def _segment_state(key: pl.Series, measures: list[tuple[str, np.ndarray, np.ndarray, bool]],
-                   mixes: dict[str, pl.Series]) -> SegmentState:
+def _segment_state(key: pl.Series, measures: list[tuple[str, Split]], mixes: dict[str, pl.Series]) -> SegmentState:
     lab = key.unique().sort().to_list()
     codes = (key.rank("dense").cast(pl.Int64) - 1).to_numpy() if key.len() else np.zeros(0, np.int64)
     st = SegmentState(sizes=dict(zip(lab, np.bincount(codes, minlength=len(lab)).tolist(), strict=True)))
-    for name, x, valid, squares in measures:
-        st.measures[name] = group_moments(codes[valid], lab, x[valid], squares=squares)
+    for name, split in measures:
+        st.measures[name] = grouped(codes, lab, split)
     for col, values in mixes.items():
         st.mixes[col] = (pl.DataFrame([key.alias("_seg"), values]).filter(pl.col(col).is_not_null())
                          .group_by("_seg", col).len())
@@ -180,7 +179,8 @@ def profile_state(base: pl.DataFrame, segmentations: list[str]) -> ProfileState:
     """The mergeable aggregates of ``base``'s customers (one partition of them, or all): see
     :func:`profile_table`."""
     share_cols = [c for c in base.columns if c.startswith("share_")]
-    measures = _measures(base, share_cols)
+    # each measure's values are split for exact sums once, then summed per segment of every segmentation
+    measures = [(name, split_values(x, valid, squares=squares)) for name, x, valid, squares in _measures(base, share_cols)]
     age_group = _age_group(base)
     mixes = {col: (age_group if col == "age_group" else base.get_column(col))
              for col, _top in _MIX_COLUMNS if (col == "age_group" and age_group is not None) or col in base.columns}

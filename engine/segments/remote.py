@@ -21,8 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import duckdb
 import numpy as np
 import polars as pl
+
+from centile.backend import local_sql
+from centile.errors import ConfigError
 
 ROW = "__row"
 
@@ -70,11 +74,6 @@ def columns(frame: pl.DataFrame, names: list[str] | tuple[str, ...]) -> pl.DataF
 
 def evaluate_rules(rows: pl.DataFrame, sql: str) -> pl.DataFrame:
     """``SELECT __row, <sql> FROM rows`` in DuckDB, in ``__row`` order (the rule expressions)."""
-    import duckdb
-
-    from centile.backend import local_sql
-    from centile.errors import ConfigError
-
     with local_sql({"base": rows}) as con:
         try:
             return con.sql(f"SELECT __row, {sql} FROM base ORDER BY __row").pl()

@@ -130,30 +130,6 @@ class GroupMoments:
         return self.groups.get(key) or Moments(squares=0 if squares else None)
 
 
-def _exact_bins(codes: np.ndarray, k: int, x: np.ndarray) -> list[int]:
-    """Exact sums per group code ``0 .. k-1`` of finite float64 values, in units of 2**-SHIFT."""
-    out = [0] * k
-    if x.size == 0:
-        return out
-    mant, exp = np.frexp(x)
-    m = np.ldexp(mant, 53).astype(np.int64)  # exact: |m| < 2**53
-    e = exp.astype(np.int64) + (SHIFT - 53)
-    hi = m >> 26  # m = hi * 2**26 + lo, 0 <= lo < 2**26
-    lo = m - (hi << 26)
-    key = codes.astype(np.int64) * _EXPONENTS + e
-    size = k * _EXPONENTS
-    for a in range(0, x.size, _CHUNK):  # each chunk's bins are whole numbers below 2**53
-        b = a + _CHUNK
-        shi = np.bincount(key[a:b], weights=hi[a:b].astype(np.float64), minlength=size)
-        slo = np.bincount(key[a:b], weights=lo[a:b].astype(np.float64), minlength=size)
-        used = np.flatnonzero((shi != 0) | (slo != 0))
-        for idx, h, low in zip(used.tolist(), shi[used].astype(np.int64).tolist(),
-                               slo[used].astype(np.int64).tolist(), strict=True):
-            g, ex = divmod(idx, _EXPONENTS)
-            out[g] += ((h << 26) + low) << ex
-    return out
-
-
 def _two_square(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x * x == p + e`` exactly, ``p`` the rounded square (Dekker, Veltkamp; every numpy
     operation is one IEEE rounding)."""
@@ -168,9 +144,94 @@ def _two_square(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, e
 
 
+@dataclass(frozen=True)
+class Split:
+    """A column's values split once for exact sums (:func:`split_values`), so that several
+    groupings of the same rows (the segmentations) reuse it: the rows taken (``rows``: valid and
+    finite), each part's exponent bin and mantissa halves (the values; with ``squares`` also the
+    two parts of each exact square), and the rows with NaN, +inf and -inf."""
+
+    n: int
+    valid: np.ndarray | None
+    rows: np.ndarray | None
+    parts: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]
+    square_parts: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...] | None
+    nan: np.ndarray
+    pinf: np.ndarray
+    ninf: np.ndarray
+
+
+def _halves(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each finite float64 as ``(hi * 2**26 + lo) * 2**(e - SHIFT)``: its exponent bin ``e`` and its
+    integer mantissa's halves as float64 (exact: below 2**27 in magnitude)."""
+    mant, exp = np.frexp(x)
+    m = np.ldexp(mant, 53).astype(np.int64)  # exact: |m| < 2**53
+    hi = m >> 26  # m = hi * 2**26 + lo, 0 <= lo < 2**26
+    lo = m - (hi << 26)
+    return exp.astype(np.int64) + (SHIFT - 53), hi.astype(np.float64), lo.astype(np.float64)
+
+
+def split_values(x: np.ndarray, valid: np.ndarray | None = None, *, squares: bool = False) -> Split:
+    """Split the values ``x`` (float64; ``valid``: the rows that count, default all) for
+    :func:`grouped`."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    v = x if valid is None else x[valid]
+    finite = np.isfinite(v)
+    rows = None if finite.all() else np.flatnonzero(finite)
+    vf = v if rows is None else v[rows]
+    if valid is not None:
+        vrows = np.flatnonzero(valid)
+        rows = vrows if rows is None else vrows[rows]
+    sq = None
+    if squares:
+        sq = tuple(_halves(t) for t in _two_square(vf))
+    return Split(x.size, valid, rows, (_halves(vf),), sq, np.isnan(v), v == np.inf, v == -np.inf)
+
+
+def _fold(codes: np.ndarray, k: int, parts: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ...]) -> list[int]:
+    """Exact sums per group code ``0 .. k-1`` of the split parts, in units of 2**-SHIFT."""
+    out = [0] * k
+    size = k * _EXPONENTS
+    for e, hi, lo in parts:
+        key = codes * _EXPONENTS + e
+        for a in range(0, e.size, _CHUNK):  # each chunk's bins are whole numbers below 2**53
+            b = a + _CHUNK
+            shi = np.bincount(key[a:b], weights=hi[a:b], minlength=size)
+            slo = np.bincount(key[a:b], weights=lo[a:b], minlength=size)
+            used = np.flatnonzero((shi != 0) | (slo != 0))
+            for idx, h, low in zip(used.tolist(), shi[used].astype(np.int64).tolist(),
+                                   slo[used].astype(np.int64).tolist(), strict=True):
+                g, ex = divmod(idx, _EXPONENTS)
+                out[g] += ((h << 26) + low) << ex
+    return out
+
+
+def grouped(codes: np.ndarray, labels: list[object], split: Split) -> GroupMoments:
+    """The moments of a split column per group: ``codes`` (one per row of the column, ``0 ..
+    len(labels) - 1``) name each row's group."""
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    if codes.size != split.n:
+        raise ValueError(f"{codes.size} group codes for {split.n} values")
+    k = len(labels)
+    cv = codes if split.valid is None else codes[split.valid]
+    count = np.bincount(cv, minlength=k)
+    special = [np.bincount(cv[m], minlength=k) if m.any() else np.zeros(k, np.int64)
+               for m in (split.nan, split.pinf, split.ninf)]
+    cf = codes if split.rows is None else codes[split.rows]
+    totals = _fold(cf, k, split.parts)
+    sq = None if split.square_parts is None else _fold(cf, k, split.square_parts)
+    out = GroupMoments()
+    for g, lab in enumerate(labels):
+        if count[g]:
+            out.groups[lab] = Moments(int(count[g]), totals[g], None if sq is None else sq[g],
+                                      int(special[0][g]), int(special[1][g]), int(special[2][g]))
+    return out
+
+
 def group_moments(codes: np.ndarray, labels: list[object], x: np.ndarray, *, squares: bool = False
                   ) -> GroupMoments:
-    """The moments of ``x`` (float64, NaN for a null: pass ``valid`` values only) per group.
+    """The moments of ``x`` per group (one grouping; :func:`split_values` and :func:`grouped` for
+    several groupings of the same values).
 
     Parameters
     ----------
@@ -183,24 +244,4 @@ def group_moments(codes: np.ndarray, labels: list[object], x: np.ndarray, *, squ
     squares : bool
         Also keep the exact sum of squares (for a standard deviation).
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    codes = np.ascontiguousarray(codes, dtype=np.int64)
-    k = len(labels)
-    count = np.bincount(codes, minlength=k)
-    finite = np.isfinite(x)
-    special = {name: np.bincount(codes[sel], minlength=k) for name, sel in
-               (("nan", np.isnan(x)), ("pinf", x == np.inf), ("ninf", x == -np.inf))}
-    xf, cf = (x, codes) if finite.all() else (x[finite], codes[finite])
-    totals = _exact_bins(cf, k, xf)
-    sq = None
-    if squares:
-        p, e = _two_square(xf)
-        sp, se = _exact_bins(cf, k, p), _exact_bins(cf, k, e)
-        sq = [a + b for a, b in zip(sp, se, strict=True)]
-    out = GroupMoments()
-    for g, lab in enumerate(labels):
-        if count[g] == 0:
-            continue
-        out.groups[lab] = Moments(int(count[g]), totals[g], None if sq is None else sq[g],
-                                  int(special["nan"][g]), int(special["pinf"][g]), int(special["ninf"][g]))
-    return out
+    return grouped(codes, labels, split_values(x, squares=squares))
