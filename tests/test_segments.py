@@ -545,3 +545,28 @@ def test_issue_16_segments_per_partition_are_the_bytes_of_one_pass(tmp_path, mon
         for a, b in zip((scalings[0].mean, scalings[0].sd), (scalings[-1].mean, scalings[-1].sd), strict=True):
             assert a.tobytes() == b.tobytes()
     assert one.segments["big"].value_counts().height == 3 and one.segments["cluster"].n_unique() == 4
+
+
+def test_issue_16_segments_file_is_the_same_bytes_however_its_columns_are_chunked(tmp_path):
+    """Polars cuts row groups where a frame is chunked: the columns a cluster computes per partition
+    come back chunked otherwise than one pass's (DuckDB's result batches of 122,880 rows), and the
+    file must not show it (found at 300k customers, where the two layouts differ)."""
+    from centile.io.outputs import staged_output
+    from centile.segments.compute import SegmentsResult, write_segments
+
+    n = 250_000
+    rng = np.random.default_rng(16)
+    labels = pl.Series("lifecycle", rng.choice(["new", "regular", "lapsed"], n))
+    ids = pl.Series("customer_id", np.arange(n))
+
+    def chunked(s, size):
+        return pl.concat([s.slice(a, size) for a in range(0, n, size)], rechunk=False)
+
+    digests = set()
+    for frame in (pl.DataFrame([ids, chunked(labels, 122_880)]), pl.DataFrame([ids, labels]),
+                  pl.DataFrame([chunked(ids, 62_500), chunked(labels, 62_500)])):
+        out = tmp_path / f"o{len(digests)}{frame.n_chunks('all')[1]}"
+        with staged_output(out) as staging:
+            write_segments(SegmentsResult(frame, pl.DataFrame({"a": [1]}), pl.DataFrame({"r": [1]}), ()), staging)
+        digests.add((out / "segments.parquet").read_bytes())
+    assert len(digests) == 1

@@ -483,9 +483,16 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
     return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes))
 
 
+#: rows per row group of segments.parquet. Polars cuts row groups where the frame's columns are
+#: chunked, and the columns computed per partition on a cluster come back chunked otherwise than
+#: one pass's; a fixed size gives the same file for any partitioning (the size of the DuckDB
+#: result batches the rule columns had in one pass, so the file is what it was for those runs)
+SEGMENTS_ROW_GROUP = 122_880
+
+
 def write_segments(res: SegmentsResult, staging: Any) -> dict[str, int]:
     """Write segments, segment_profiles and rfm_grid (and cluster_centres) Parquet files into ``staging``."""
-    res.segments.write_parquet(staging.path("segments.parquet"), compression="zstd")
+    res.segments.write_parquet(staging.path("segments.parquet"), compression="zstd", row_group_size=SEGMENTS_ROW_GROUP)
     res.profiles.write_parquet(staging.path("segment_profiles.parquet"), compression="zstd")
     res.rfm_grid.write_parquet(staging.path("rfm_grid.parquet"), compression="zstd")
     rows = {"segments": res.segments.height, "segment_profiles": res.profiles.height, "rfm_grid": res.rfm_grid.height}
