@@ -44,6 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +223,8 @@ class SegmentsResult:
     density_clusters: int | None = None
     notes: tuple[str, ...] = ()
     out: Path | None = None  # the folder written by run_segments
+    #: CPU seconds of the k-means fit (silhouettes included) on its sample: set by fit_sample, not by the customers
+    kmeans_fit_cpu_s: float | None = None
 
 
 def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date | None) -> pl.DataFrame:
@@ -354,7 +357,7 @@ def _club_labels(features: pl.DataFrame, clubs: pl.DataFrame) -> pl.Series:
 
 
 def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str, pl.Series],
-                     notes: list[str], session: Any = None
+                     notes: list[str], session: Any = None, fit_cpu: list[float] | None = None
                      ) -> tuple[pl.DataFrame | None, int | None, dict[int, float], int | None]:
     """Add the ``cluster`` / ``density_cluster`` columns to ``cols``; returns centres, k, silhouettes, #density.
 
@@ -382,6 +385,7 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
     )
 
     centres, k, sil, n_density = None, None, {}, None
+    fit_cpu = fit_cpu if fit_cpu is not None else [0.0]
     feats = sc.cluster_features
     missing = [c for c in feats if c not in features.columns]
     if missing:
@@ -396,8 +400,10 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
         fit_idx, rng = kmeans_sample(n, sc.fit_sample, sc.seed)
         zf = scal.apply(frame[fit_idx]) if fit_idx.size < n else scal.apply(frame)
         try:
+            c0 = time.process_time()
             model, k, sil = fit_kmeans(zf, sc.k, rng, k_range=sc.k_range, seed=sc.seed,
                                        silhouette_sample=sc.silhouette_sample, n_init=sc.n_init)
+            fit_cpu[0] = time.process_time() - c0
         except ConfigError as exc:
             if sc.k != "auto":
                 raise
@@ -469,18 +475,20 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
     for c in ruled.columns:
         cols[c] = ruled[c]
     centres, k, sil, n_density = None, None, {}, None
+    fit_cpu = [0.0]
     if (sc.cluster or sc.density != "none") and features.height >= 3:
         from threadpoolctl import threadpool_limits
 
         # scikit-learn's OpenMP loops run on cfg.threads (default 1): with all cores they were 5-25x
         # slower on a shared 2-core machine (threads spin while others hold the cores)
         with threadpool_limits(cfg.threads or 1):
-            centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes, session)
+            centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes, session, fit_cpu)
     segments = pl.DataFrame([s.alias(n) for n, s in cols.items()])
     names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
     prof_base = with_columns_beside(base, [segments.get_column(n) for n in names])
     profiles = profiles_in_session(session, prof_base, list(names))
-    return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes))
+    return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes),
+                          kmeans_fit_cpu_s=round(fit_cpu[0], 3) if k is not None else None)
 
 
 #: rows per row group of segments.parquet. Polars cuts row groups where the frame's columns are
@@ -508,7 +516,8 @@ def segments_summary_doc(res: SegmentsResult) -> dict[str, Any]:
              for s in res.segmentations}
     return {"customers": res.segments.height, "segmentations": list(res.segmentations), "sizes": sizes,
             "k": res.k, "silhouette": {str(k): v for k, v in res.silhouette.items()},
-            "density_clusters": res.density_clusters, "notes": list(res.notes)}
+            "density_clusters": res.density_clusters, "notes": list(res.notes),
+            "kmeans_fit_cpu_s": res.kmeans_fit_cpu_s}
 
 
 SEGMENT_TABLES = ("orders", "products", "email_events", "customers")
