@@ -223,6 +223,38 @@ def test_compute_clv_columns_groups_and_units(small):
     np.testing.assert_allclose(days.customers["expected_transactions"], c["expected_transactions"], rtol=1e-4)
 
 
+def test_predictions_per_partition_on_a_cluster_are_the_bytes_of_one_call(small, monkeypatch):
+    """Issue 16: on a cluster each task predicts its partition's customers (summary rows split by
+    customer hash, as the Dask backend splits a PerCustomer frame); put back in the summary's order
+    they are the same floats as one call over every customer, the holdout's included."""
+    from centile.backend.partitions import Partitioning, PerCustomer, split_by_partition
+    from centile.backend.session import map_here
+
+    cfg = load_config(data=small)
+    st = clv.clv_settings(cfg, calibration_end=dt.date(2024, 3, 31), holdout_end=dt.date(2024, 9, 30))
+    calls = []
+
+    def on_workers(s, parts, label, fn, *args, tables=None, progress=None):
+        calls.append((label, parts.count, tables))
+        if label == "clv":  # the summary, one partition at a time here
+            return map_here(s, parts, label, fn, *args)
+        frames = split_by_partition(args[0].frame, parts, "BIGINT")
+        assert isinstance(args[0], PerCustomer) and sum(f.height for f in frames) == args[0].frame.height
+        return [fn(None, p, frames[p], *args[1:]) for p in reversed(range(parts.count))][::-1]
+
+    with open_session(cfg, only=("orders",)) as s:
+        here = clv.compute_clv(s, st)
+        monkeypatch.setattr(type(s), "distributed", lambda self: True)
+        monkeypatch.setattr(type(s), "work_partitions", lambda self: Partitioning(5))
+        monkeypatch.setattr(type(s), "map_partitions",
+                            lambda self, parts, label, fn, *a, **k: on_workers(self, parts, label, fn, *a, **k))
+        there = clv.compute_clv(s, st)
+    assert calls == [("clv", 5, ("orders",)), ("clv: predicting", 5, ())]
+    assert here.customers.equals(there.customers, null_equal=True)
+    assert here.holdout.equals(there.holdout) and here.summary == there.summary
+    assert there.customers["holdout_predicted"].null_count() == 0
+
+
 def test_settings_validation():
     cfg = None
     assert clv.clv_settings(cfg) == clv.ClvSettings()

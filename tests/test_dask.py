@@ -34,7 +34,9 @@ def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("dask")
     generate(root / "data", 3_000, seed=16)
     toml = root / "c.toml"
-    toml.write_text(f'data = "{root / "data"}"\n[steering]\nglobal_budget = 2000.0\ncap = 4\ngap = 1\n')
+    # k-means fitted on a sample of 1,000: the other customers are assigned per partition on the workers
+    toml.write_text(f'data = "{root / "data"}"\n[steering]\nglobal_budget = 2000.0\ncap = 4\ngap = 1\n'
+                    '[segments]\nfit_sample = 1000\n')
     return toml
 
 
@@ -61,16 +63,28 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     assert remote.summaries["inputs"]["partitions"] == 4
     tasks = [t for t in ts.data if str(t["key"]).startswith("centile-features-")]
     assert len(tasks) == 4 and len({t["worker"] for t in tasks}) == 2
-    # and so did the CLV summary's and the uplift units'
-    assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-")]) == 4
+    # and so did the CLV summary's and predictions, and the uplift units'
+    assert len([t for t in ts.data if re.match(r"centile-clv-\d", str(t["key"]))]) == 4
+    assert len([t for t in ts.data if str(t["key"]).startswith("centile-clv-predicting-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-uplift-units-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-attribution-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-baskets-items-")]) == 4
     assert len([t for t in ts.data if str(t["key"]).startswith("centile-baskets-pairs-")]) == 4
     traffic = json.loads((tmp_path / "dask" / "manifest.json").read_text())["summary"]["backend"]
     assert traffic["workers"] == 2 and set(traffic["partitions"]) == {
-        "features", "clv", "uplift: units", "attribution", "baskets: items", "baskets: pairs",
-        "recommend: histories", "recommend: scoring", "validation"}
+        "features", "clv", "clv: predicting", "segments: rules", "segments: scaling", "segments: clusters",
+        "segments: profiles", "uplift: units", "attribution", "baskets: items", "baskets: pairs", "recommend: histories",
+        "recommend: scoring", "validation"}
+    # the segments' per-customer steps went to the workers as each partition's rows, once per step
+    for step in ("segments: rules", "segments: scaling", "segments: clusters", "segments: profiles"):
+        assert traffic["partitions"][step]["tasks"] == 4 and traffic["partitions"][step]["bytes_broadcast"] == 0, step
+    # the predictions read the summary rows of their own customers only (sent once, split by partition)
+    assert traffic["partitions"]["clv: predicting"]["bytes_per_customer"] > 0
+    assert traffic["partitions"]["clv: predicting"]["bytes_broadcast"] == 0
+    # the segment profiles: one merged state back (sizes, exact sums, value counts), no customer rows
+    profiles = traffic["partitions"]["segments: profiles"]
+    assert profiles["tasks"] == 4 and profiles["bytes_per_customer"] > 0 and profiles["bytes_via_files"] == 0
+    assert profiles["bytes_to_client"] < profiles["bytes_per_customer"]
     # the basket counts come back merged: one state per pass, no lines, no baskets
     assert traffic["partitions"]["baskets: items"]["bytes_via_files"] == 0
     # the feature rows come back through files, not the scheduler

@@ -412,6 +412,7 @@ def test_issue_12_segments_read_a_few_columns_of_the_customer_table_at_a_time(tm
     import contextlib
 
     import centile.segments.compute as compute
+    import centile.segments.remote as remote
 
     n = 3000
     rng = np.random.default_rng(12)
@@ -466,6 +467,7 @@ def test_issue_12_segments_read_a_few_columns_of_the_customer_table_at_a_time(tm
             yield Con(con)
 
     monkeypatch.setattr(compute, "local_sql", local_sql)
+    monkeypatch.setattr(remote, "local_sql", local_sql)
     got = form_segments(table, cfg, customers=cust, clubs=clubs, as_of=dt.date(2026, 1, 1))
     monkeypatch.undo()
     assert_frame_equal(got.segments, want.segments)
@@ -473,4 +475,98 @@ def test_issue_12_segments_read_a_few_columns_of_the_customer_table_at_a_time(tm
     assert table.width >= 35 and seen
     wide = [(name, w) for name, w in seen if w > 10]
     assert not wide, f"steps over many columns of every customer (the table has {table.width + 4}): {wide}"
-    assert ("duckdb", 8) in seen  # the rules read __row and the 7 columns the default rules name
+    # the row-local rules read __row, customer_id and the 6 columns they name; the window rule (value) 3
+    assert ("duckdb", 8) in seen and ("duckdb", 3) in seen
+
+
+class _Cluster:
+    """A stand-in for a session on a cluster: each PerCustomer frame is split by customer hash into
+    ``parts`` partitions, tasks run in reverse order, reduce states merge in partition order."""
+
+    def __init__(self, parts: int) -> None:
+        from centile.backend.partitions import Partitioning
+
+        self.parts = Partitioning(parts)
+        self.labels: list[str] = []
+
+    def distributed(self) -> bool:
+        return True
+
+    def work_partitions(self):
+        return self.parts
+
+    def _calls(self, label, fn, args):
+        from centile.backend.partitions import PerCustomer, split_by_partition
+
+        self.labels.append(label)
+        i = next(j for j, a in enumerate(args) if isinstance(a, PerCustomer))
+        slices = split_by_partition(args[i].frame, self.parts, "BIGINT")
+        run = {p: fn(None, p, *args[:i], slices[p], *args[i + 1:]) for p in reversed(range(self.parts.count))}
+        return [run[p] for p in range(self.parts.count)]
+
+    def map_partitions(self, parts, label, fn, *args, tables=None, progress=None):
+        assert tables == ()
+        return self._calls(label, fn, args)
+
+    def map_reduce(self, parts, label, fn, merge, *args, tables=None, progress=None, finish=None):
+        assert tables == ()
+        out = self._calls(label, fn, args)
+        acc = out[0]
+        for r in out[1:]:
+            acc = merge(acc, r)
+        return acc
+
+
+def test_issue_16_segments_per_partition_are_the_bytes_of_one_pass(tmp_path, monkeypatch):
+    """Issue 16: on a cluster the row-local rules, the cluster matrix's moments, the k-means
+    assignment and the profiles run per partition; merged (exact sums, counts) and put back in
+    customer order they give the bytes of one pass over every customer, for any partition count.
+    A window-function rule stays a pass over every customer."""
+    from centile.segments import clusters
+
+    feats = _features(4000, seed=5)
+    cust = pl.DataFrame({"customer_id": np.arange(1, 4001), "gender": ["f", "m", None, "d"] * 1000,
+                         "region": [f"r{i % 7}" for i in range(4000)], "birth_year": np.arange(4000) % 60 + 1940})
+    cfg = _cfg(tmp_path, fit_sample=500, k=4, rules={"big": [["top", "cume_dist() OVER (ORDER BY gross_revenue_12m) > 0.9"],
+                                                             ["some", "orders_12m > 2"]]})
+    scalings = []
+    real = clusters.scaling
+    monkeypatch.setattr(clusters, "scaling", lambda *a: scalings.append(real(*a)) or scalings[-1])
+    one = form_segments(feats, cfg, customers=cust, as_of=dt.date(2025, 1, 1))
+    for parts in (1, 3, 7):
+        cluster = _Cluster(parts)
+        res = form_segments(feats, cfg, customers=cust, as_of=dt.date(2025, 1, 1), session=cluster)
+        assert set(cluster.labels) == {"segments: rules", "segments: scaling", "segments: clusters",
+                                       "segments: profiles"}
+        assert_frame_equal(res.segments, one.segments)
+        assert_frame_equal(res.profiles, one.profiles)
+        assert_frame_equal(res.rfm_grid, one.rfm_grid)
+        assert_frame_equal(res.cluster_centres, one.cluster_centres)
+        for a, b in zip((scalings[0].mean, scalings[0].sd), (scalings[-1].mean, scalings[-1].sd), strict=True):
+            assert a.tobytes() == b.tobytes()
+    assert one.segments["big"].value_counts().height == 3 and one.segments["cluster"].n_unique() == 4
+
+
+def test_issue_16_segments_file_is_the_same_bytes_however_its_columns_are_chunked(tmp_path):
+    """Polars cuts row groups where a frame is chunked: the columns a cluster computes per partition
+    come back chunked otherwise than one pass's (DuckDB's result batches of 122,880 rows), and the
+    file must not show it (found at 300k customers, where the two layouts differ)."""
+    from centile.io.outputs import staged_output
+    from centile.segments.compute import SegmentsResult, write_segments
+
+    n = 250_000
+    rng = np.random.default_rng(16)
+    labels = pl.Series("lifecycle", rng.choice(["new", "regular", "lapsed"], n))
+    ids = pl.Series("customer_id", np.arange(n))
+
+    def chunked(s, size):
+        return pl.concat([s.slice(a, size) for a in range(0, n, size)], rechunk=False)
+
+    digests = set()
+    for frame in (pl.DataFrame([ids, chunked(labels, 122_880)]), pl.DataFrame([ids, labels]),
+                  pl.DataFrame([chunked(ids, 62_500), chunked(labels, 62_500)])):
+        out = tmp_path / f"o{len(digests)}{frame.n_chunks('all')[1]}"
+        with staged_output(out) as staging:
+            write_segments(SegmentsResult(frame, pl.DataFrame({"a": [1]}), pl.DataFrame({"r": [1]}), ()), staging)
+        digests.add((out / "segments.parquet").read_bytes())
+    assert len(digests) == 1

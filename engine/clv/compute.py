@@ -61,7 +61,7 @@ AUTO = "auto"
 __all__ = ["MODELS", "AUTO", "choose_model", "TIME_UNITS", "MONTH_DAYS", "PARAM_NAMES", "LABELS", "FitError", "FitResult",
            "ClvSettings", "ClvResult", "Summary", "PurchaseDays", "OrderDays", "summary_sql", "mean_value",
            "clv_settings", "summarize", "fit_bgnbd", "fit_pareto_nbd",
-           "fit_gamma_gamma", "predict", "discount_steps", "compute_clv", "holdout_table", "group_table",
+           "fit_gamma_gamma", "predict", "predictions", "discount_steps", "compute_clv", "holdout_table", "group_table",
            "clv_features", "write_clv", "clv_summary_doc", "model_doc"]
 
 
@@ -408,9 +408,9 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
         notes.append("expected_order_value is the mean transaction value of all customers")
     if progress:
         progress("clv: predicting")
-    pred = predict(fit, spend, x, tx, T, m, horizon=st.horizon, time_unit=st.time_unit,
-                   discount_rate_monthly=st.discount_rate_monthly, margin=st.margin,
-                   interval=st.interval if fit.model == "bgnbd" else None, fallback_spend=fallback)
+    length = None if summ.holdout_end is None else \
+        (summ.holdout_end - summ.calibration_end).days / TIME_UNITS[st.time_unit]
+    pred, hp = predictions(s, f, fit, spend, st, fallback, length)
     cols: dict[str, Any] = {"customer_id": f["customer_id"], "frequency": x, "recency": tx, "T": T,
                             "monetary_value": f["monetary_value"]}
     cols.update(pred)
@@ -420,8 +420,7 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
     summary: dict[str, Any] = {"customers": f.height, "calibration_end": summ.calibration_end.isoformat(),
                                "repeat_transactions": float(x.sum()), "repeat_buyers": int((x > 0).sum())}
     if summ.holdout_end is not None:
-        length = (summ.holdout_end - summ.calibration_end).days / TIME_UNITS[st.time_unit]
-        hp = predict(fit, None, x, tx, T, m, horizon=length, time_unit=st.time_unit, interval=None)
+        assert hp is not None and length is not None
         actual = f["holdout_transactions"].to_numpy().astype(np.float64)
         cols["holdout_transactions"] = actual
         cols["holdout_predicted"] = hp["expected_transactions"]
@@ -452,6 +451,64 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
         summary["selection"] = {k: selection[k] for k in ("chosen", "criterion")}
     return ClvResult(customers, tuple(models), replace(st, calibration_end=summ.calibration_end), summ.calibration_end,
                      holdout, gt, tuple(notes), summary, selection=selection)
+
+
+#: the summary columns a prediction reads
+_PREDICT_INPUT = ("frequency", "recency", "T", "monetary_value")
+
+
+def _predict_rows(rows: pl.DataFrame, fit: FitResult, spend: FitResult | None, st: ClvSettings, fallback: float,
+                  holdout: float | None) -> dict[str, np.ndarray]:
+    """:func:`predict` of the summary rows ``rows`` (and, with a holdout length, the holdout's
+    expected transactions as ``__holdout``): each customer's values depend on its own row only."""
+    x = rows["frequency"].to_numpy()
+    tx = rows["recency"].to_numpy()
+    T = rows["T"].to_numpy()
+    m = rows["monetary_value"].fill_null(np.nan).to_numpy()
+    pred = predict(fit, spend, x, tx, T, m, horizon=st.horizon, time_unit=st.time_unit,
+                   discount_rate_monthly=st.discount_rate_monthly, margin=st.margin,
+                   interval=st.interval if fit.model == "bgnbd" else None, fallback_spend=fallback)
+    if holdout is not None:
+        pred["__holdout"] = predict(fit, None, x, tx, T, m, horizon=holdout, time_unit=st.time_unit,
+                                    interval=None)["expected_transactions"]
+    return pred
+
+
+def _predict_partition(view: Session | None, part: int, rows: pl.DataFrame, fit: FitResult,
+                       spend: FitResult | None, st: ClvSettings, fallback: float,
+                       holdout: float | None) -> pl.DataFrame:
+    """One partition's predictions (a task on a cluster: ``rows`` are its customers' summary rows
+    with their position ``__row`` in the whole summary)."""
+    pred = _predict_rows(rows, fit, spend, st, fallback, holdout)
+    return pl.DataFrame({"__row": rows["__row"], **pred})
+
+
+def predictions(s: Session, summary: pl.DataFrame, fit: FitResult, spend: FitResult | None, st: ClvSettings,
+                fallback: float, holdout: float | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Per-customer predictions of ``summary`` (in its row order) with the fitted models, and the
+    holdout's (``expected_transactions`` over ``holdout`` time units) when a length is given.
+
+    On a cluster each task predicts its partition's customers (their summary rows go out split by
+    partition, the predictions come back and are put in the summary's row order); here in one
+    call. The same floats either way: a customer's predictions read only its own row, and the
+    kernels compute each row (or each distinct ``(x, T)`` pair) on its own."""
+    if not s.distributed():
+        pred = _predict_rows(summary, fit, spend, st, fallback, holdout)
+    else:
+        from centile.backend.partitions import PerCustomer
+
+        rows = summary.select("customer_id", *_PREDICT_INPUT).with_row_index("__row")
+        frames = s.map_partitions(s.work_partitions(), "clv: predicting", _predict_partition, PerCustomer(rows), fit,
+                                  spend, st, fallback, holdout, tables=())
+        back = pl.concat(frames, how="vertical").sort("__row")
+        if back.height != summary.height or not back["__row"].equals(rows["__row"]):
+            raise RuntimeError(f"clv: the partitions predicted {back.height:,} customers of {summary.height:,}")
+        pred = {c: back[c].to_numpy() for c in back.columns if c != "__row"}
+    hp = None
+    if holdout is not None:
+        hp = {"expected_transactions": pred.pop("__holdout")}
+    return pred, hp
 
 
 _FITS = {"bgnbd": fit_bgnbd, "pareto-nbd": fit_pareto_nbd}

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from centile.errors import ConfigError
+from centile.segments.sums import Moments, group_moments
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +51,87 @@ class ClusterResult:
     centres: pl.DataFrame | None = None  # cluster centres in original units (k-means)
 
 
-def prepare_matrix(features: pl.DataFrame, cols: tuple[str, ...]
-                   ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, np.ndarray]:
-    """Standardised signed-log1p matrix (n, p) of ``cols`` (constant columns dropped), the kept
-    columns, and their means and standard deviations before standardising."""
-    missing = [c for c in cols if c not in features.columns]
+def _transformed(frame: pl.DataFrame, cols: tuple[str, ...], fill: float | None) -> np.ndarray:
+    """The signed-log1p matrix (n, p) of ``cols`` of ``frame``'s rows: ``recency_days`` missing is
+    ``fill`` (the largest recency of all customers), every other missing value 0. Row by row."""
+    missing = [c for c in cols if c not in frame.columns]
     if missing:
         raise ConfigError(f"[segments] cluster_features: {missing} not in the feature table; it has: "
-                          f"{', '.join(features.columns)}")
+                          f"{', '.join(frame.columns)}")
     exprs = []
     for c in cols:
         x = pl.col(c).cast(pl.Float64).fill_nan(None)
-        if c == "recency_days":
-            x = x.fill_null(x.max())
+        if c == "recency_days" and fill is not None:
+            x = x.fill_null(fill)
         x = x.fill_null(0.0)
         exprs.append((x.sign() * x.abs().log1p()).alias(c))
     # a frame of these columns only: a select on the whole table copies every column of it when its
     # columns are chunked differently (the features with the clv_* columns beside them)
-    z = pl.DataFrame([features.get_column(c) for c in cols]).select(exprs).to_numpy().astype(np.float64, copy=False)
-    mean = z.mean(axis=0)
-    sd = z.std(axis=0)
+    return pl.DataFrame([frame.get_column(c) for c in cols]).select(exprs).to_numpy().astype(np.float64, copy=False)
+
+
+def recency_fill(frame: pl.DataFrame, cols: tuple[str, ...]) -> float | None:
+    """The value of a missing ``recency_days`` (the largest of all customers; a maximum, exact)."""
+    if "recency_days" not in cols or "recency_days" not in frame.columns:
+        return None
+    top = frame.get_column("recency_days").cast(pl.Float64).fill_nan(None).max()
+    return None if top is None else float(top)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The standardisation of the cluster matrix: the kept columns (constant ones dropped) with
+    their means and standard deviations over every customer, from exact moments
+    (:mod:`centile.segments.sums`), so the same floats for any partitioning."""
+
+    columns: tuple[str, ...]
+    fill: float | None
+    keep: np.ndarray
+    mean: np.ndarray
+    sd: np.ndarray
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        return tuple(c for c, k in zip(self.columns, self.keep, strict=True) if k)
+
+    def apply(self, frame: pl.DataFrame) -> np.ndarray:
+        """The standardised matrix of ``frame``'s rows (row by row: any subset gives its rows' bits)."""
+        z = _transformed(frame, self.columns, self.fill)
+        return np.ascontiguousarray((z[:, self.keep] - self.mean) / self.sd)
+
+
+def matrix_moments(frame: pl.DataFrame, cols: tuple[str, ...], fill: float | None) -> list[Moments]:
+    """Exact moments (sums and squares) of each transformed column over ``frame``'s rows: mergeable
+    state (:func:`merge_moments`) for :func:`scaling`."""
+    z = _transformed(frame, cols, fill)
+    codes = np.zeros(z.shape[0], np.int64)
+    return [group_moments(codes, [0], np.ascontiguousarray(z[:, j]), squares=True).get(0, True)
+            for j in range(z.shape[1])]
+
+
+def merge_moments(a: list[Moments], b: list[Moments]) -> list[Moments]:
+    """``a`` with ``b`` merged in, column by column."""
+    return [x.add(y) for x, y in zip(a, b, strict=True)]
+
+
+def scaling(cols: tuple[str, ...], fill: float | None, moments: list[Moments]) -> Scaling:
+    """The :class:`Scaling` from the merged moments: means and population standard deviations,
+    each rounded once; columns with a deviation of at most 1e-12 are dropped."""
+    mean = np.array([m.mean() if m.count else 0.0 for m in moments], dtype=np.float64)
+    sd = np.array([m.std(ddof=0) or 0.0 for m in moments], dtype=np.float64)
     keep = sd > 1e-12
     if not keep.any():
         raise ConfigError(f"[segments] cluster_features {list(cols)}: every column is constant; nothing to cluster")
-    z = (z[:, keep] - mean[keep]) / sd[keep]
-    return (np.ascontiguousarray(z), tuple(c for c, k in zip(cols, keep, strict=True) if k),
-            mean[keep], sd[keep])
+    return Scaling(tuple(cols), fill, keep, mean[keep], sd[keep])
+
+
+def prepare_matrix(features: pl.DataFrame, cols: tuple[str, ...]
+                   ) -> tuple[np.ndarray, tuple[str, ...], np.ndarray, np.ndarray]:
+    """Standardised signed-log1p matrix (n, p) of ``cols`` (constant columns dropped), the kept
+    columns, and their means and standard deviations before standardising."""
+    fill = recency_fill(features, cols)
+    sc = scaling(cols, fill, matrix_moments(features, cols, fill))
+    return sc.apply(features), sc.used, sc.mean, sc.sd
 
 
 def _sample(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,16 +150,20 @@ def _by_size(raw: np.ndarray, prefix: str, noise: np.ndarray | None = None) -> t
     return pl.Series("cluster", names[idx], dtype=pl.String), order
 
 
-def kmeans_clusters(z: np.ndarray, k: int | str, *, k_range: tuple[int, int], seed: int, fit_sample: int,
-                    silhouette_sample: int, n_init: int) -> tuple[pl.Series, int, dict[int, float], np.ndarray]:
-    """k-means labels of every row of ``z`` (names ``k1..`` by size), the k used, silhouettes, centres."""
+def kmeans_sample(n: int, fit_sample: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """The positions (in customer order) of the k-means fit's seeded sample of at most
+    ``fit_sample`` of the ``n`` customers, and the generator for the later draws."""
+    rng = np.random.default_rng(seed)
+    return _sample(n, fit_sample, rng), rng
+
+
+def fit_kmeans(zf: np.ndarray, k: int | str, rng: np.random.Generator, *, k_range: tuple[int, int], seed: int,
+               silhouette_sample: int, n_init: int) -> tuple[Any, int, dict[int, float]]:
+    """k-means fitted on the sample ``zf`` (k chosen by silhouette with ``k = "auto"``): the model,
+    the k used and the silhouettes."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
-    n = z.shape[0]
-    rng = np.random.default_rng(seed)
-    fit_idx = _sample(n, fit_sample, rng)
-    zf = z[fit_idx]
     scores: dict[int, float] = {}
     if k == "auto":
         # candidates are fitted on a smaller sample (4 × the silhouette sample) and scored on part of it
@@ -123,9 +184,25 @@ def kmeans_clusters(z: np.ndarray, k: int | str, *, k_range: tuple[int, int], se
     if zf.shape[0] < k_used:
         raise ConfigError(f"[segments] k = {k_used}: only {zf.shape[0]} customers to cluster")
     model = KMeans(k_used, n_init=n_init, random_state=seed).fit(zf)
-    raw = model.predict(z).astype(np.int64) if fit_idx.size < n else model.labels_.astype(np.int64)
-    labels, order = _by_size(raw, "k")
-    return labels, k_used, scores, model.cluster_centers_[order]
+    return model, k_used, scores
+
+
+def kmeans_names(raw: np.ndarray, model: Any) -> tuple[pl.Series, np.ndarray]:
+    """Cluster names ``k1..`` by size of the raw labels of every customer, and the centres in that order."""
+    labels, order = _by_size(raw.astype(np.int64), "k")
+    return labels, model.cluster_centers_[order]
+
+
+def kmeans_clusters(z: np.ndarray, k: int | str, *, k_range: tuple[int, int], seed: int, fit_sample: int,
+                    silhouette_sample: int, n_init: int) -> tuple[pl.Series, int, dict[int, float], np.ndarray]:
+    """k-means labels of every row of ``z`` (names ``k1..`` by size), the k used, silhouettes, centres."""
+    n = z.shape[0]
+    fit_idx, rng = kmeans_sample(n, fit_sample, seed)
+    model, k_used, scores = fit_kmeans(z[fit_idx], k, rng, k_range=k_range, seed=seed,
+                                       silhouette_sample=silhouette_sample, n_init=n_init)
+    raw = model.predict(z) if fit_idx.size < n else model.labels_
+    labels, centres = kmeans_names(raw, model)
+    return labels, k_used, scores, centres
 
 
 def density_clusters(z: np.ndarray, *, method: str, seed: int, sample: int, min_cluster_size: int,

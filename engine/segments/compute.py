@@ -44,6 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +223,8 @@ class SegmentsResult:
     density_clusters: int | None = None
     notes: tuple[str, ...] = ()
     out: Path | None = None  # the folder written by run_segments
+    #: CPU seconds of the k-means fit (silhouettes included) on its sample: set by fit_sample, not by the customers
+    kmeans_fit_cpu_s: float | None = None
 
 
 def _base(features: pl.DataFrame, customers: pl.DataFrame | None, as_of: dt.date | None) -> pl.DataFrame:
@@ -261,11 +264,37 @@ def _rule_columns(sqls: list[str], columns: list[str]) -> list[str]:
     return [c for c in columns if c.lower() in words]
 
 
-def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl.DataFrame, list[str]]:
+#: SQL that reads other customers' rows (a window function, a subquery): evaluated over every customer
+_GLOBAL_SQL = re.compile(r"\bover\s*\(|\bselect\b|\bfrom\b", re.IGNORECASE)
+
+
+def _rule_values(base: pl.DataFrame, sels: list[str], session: Any) -> pl.DataFrame:
+    """The value of each rule expression ``sels[i]`` per customer as column ``s<i>``. Expressions
+    that read only the customer's own row run per partition on a session's workers
+    (``segments: rules``); the others (window functions, subqueries) here over every customer."""
+    from centile.segments.remote import columns, per_customer, rules_task
+
+    cols = [c for c in base.columns if c != "__row"]
+    local = [i for i, sel in enumerate(sels) if not _GLOBAL_SQL.search(sel)]
+    whole = [i for i in range(len(sels)) if i not in local]
+    out: dict[str, pl.Series] = {}
+    for idx, remote in ((local, True), (whole, False)):
+        if not idx:
+            continue
+        sql = ", ".join(f"{sels[i]} AS s{i}" for i in idx)
+        frame = columns(base, _rule_columns([sels[i] for i in idx], cols))
+        res = per_customer(session if remote else None, frame, "segments: rules", rules_task, sql)
+        out.update({c: res.get_column(c) for c in res.columns})
+    return pl.DataFrame([out[f"s{i}"] for i in range(len(sels))])
+
+
+def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...], session: Any = None
+                  ) -> tuple[pl.DataFrame, list[str]]:
     """Evaluate every rule set over ``base`` (first match wins); returns labels and notes.
 
     A default rule set whose columns are absent (no customers table) is
-    skipped with a note; a configured one raises :class:`ConfigError`.
+    skipped with a note; a configured one raises :class:`ConfigError`. With a ``session`` on a
+    cluster the row-local rules run on its workers (:func:`_rule_values`).
     """
     notes: list[str] = []
     out: dict[str, pl.Series] = {}
@@ -294,36 +323,27 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...]) -> tuple[pl
                 raise ConfigError(f"[segments.rules] {rs.name}: {str(exc).splitlines()[0]}; columns available: "
                                   f"{', '.join(sorted(cols - {'__row'}))}") from None
             selects.append((rs, sel))
-        if selects:
-            sql = ", ".join(f"{sel} AS s{i}" for i, (_rs, sel) in enumerate(selects))
-            used = _rule_columns([sel for _rs, sel in selects], [c for c in base.columns if c != "__row"])
-            row = pl.int_range(0, base.height, dtype=pl.UInt32, eager=True).alias("__row")
-            narrow = pl.DataFrame([row, *(base.get_column(c) for c in used)])
-            con.unregister("base")
-            con.register("base", narrow)
-            try:
-                res = con.sql(f"SELECT {sql} FROM base ORDER BY __row").pl()
-            except duckdb.Error as exc:
-                raise ConfigError(f"[segments.rules]: {str(exc).splitlines()[0]}") from None
-            for i, (rs, _sel) in enumerate(selects):
-                col = res[f"s{i}"]
-                if rs.expr is not None:
-                    n_labels = col.n_unique()
-                    if n_labels > MAX_EXPR_LABELS:
-                        msg = (f"segmentation {rs.name}: expr {rs.expr!r} has {n_labels} distinct values "
-                               f"(more than {MAX_EXPR_LABELS}); group them with rules instead")
-                        if rs.default:
-                            notes.append(msg + "; skipped")
-                            continue
-                        raise ConfigError(f"[segments.rules] {msg}")
-                    if col.null_count() == col.len() and rs.default:
-                        notes.append(f"segmentation {rs.name} skipped: {rs.expr} is null for every customer")
+    if selects:
+        res = _rule_values(base, [sel for _rs, sel in selects], session)
+        for i, (rs, _sel) in enumerate(selects):
+            col = res[f"s{i}"]
+            if rs.expr is not None:
+                n_labels = col.n_unique()
+                if n_labels > MAX_EXPR_LABELS:
+                    msg = (f"segmentation {rs.name}: expr {rs.expr!r} has {n_labels} distinct values "
+                           f"(more than {MAX_EXPR_LABELS}); group them with rules instead")
+                    if rs.default:
+                        notes.append(msg + "; skipped")
                         continue
-                    out[rs.name] = col.fill_null(rs.other).alias(rs.name)
-                else:
-                    labels = [lab for lab, _p in rs.rules] + [rs.other]
-                    out[rs.name] = pl.Series(rs.name, np.asarray(labels, dtype=object)[col.to_numpy()],
-                                             dtype=pl.String)
+                    raise ConfigError(f"[segments.rules] {msg}")
+                if col.null_count() == col.len() and rs.default:
+                    notes.append(f"segmentation {rs.name} skipped: {rs.expr} is null for every customer")
+                    continue
+                out[rs.name] = col.fill_null(rs.other).alias(rs.name)
+            else:
+                labels = [lab for lab, _p in rs.rules] + [rs.other]
+                out[rs.name] = pl.Series(rs.name, np.asarray(labels, dtype=object)[col.to_numpy()],
+                                         dtype=pl.String)
     return pl.DataFrame(list(out.values())) if out else pl.DataFrame(), notes
 
 
@@ -337,34 +357,69 @@ def _club_labels(features: pl.DataFrame, clubs: pl.DataFrame) -> pl.Series:
 
 
 def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str, pl.Series],
-                     notes: list[str]) -> tuple[pl.DataFrame | None, int | None, dict[int, float], int | None]:
-    """Add the ``cluster`` / ``density_cluster`` columns to ``cols``; returns centres, k, silhouettes, #density."""
+                     notes: list[str], session: Any = None, fit_cpu: list[float] | None = None
+                     ) -> tuple[pl.DataFrame | None, int | None, dict[int, float], int | None]:
+    """Add the ``cluster`` / ``density_cluster`` columns to ``cols``; returns centres, k, silhouettes, #density.
+
+    The matrix's standardisation comes from exact moments per partition (``segments: scaling``),
+    k-means is fitted here on its seeded sample of customers (positions in customer order, so
+    the same customers for any partitioning) and each customer's nearest centre is found per
+    partition (``segments: clusters``); with a session on a cluster those steps run on its workers.
+    Density clusters need every customer's row here."""
     from centile.segments.clusters import (
         centres_frame,
         density_clusters,
-        kmeans_clusters,
-        prepare_matrix,
+        fit_kmeans,
+        kmeans_names,
+        kmeans_sample,
+        merge_moments,
+        recency_fill,
+        scaling,
+    )
+    from centile.segments.remote import (
+        clusters_task,
+        columns,
+        per_customer,
+        reduce_customers,
+        scaling_task,
     )
 
     centres, k, sil, n_density = None, None, {}, None
-    z, used, mean, sd = prepare_matrix(features, sc.cluster_features)
+    fit_cpu = fit_cpu if fit_cpu is not None else [0.0]
+    feats = sc.cluster_features
+    missing = [c for c in feats if c not in features.columns]
+    if missing:
+        raise ConfigError(f"[segments] cluster_features: {missing} not in the feature table; it has: "
+                          f"{', '.join(features.columns)}")
+    frame = columns(features, feats)
+    fill = recency_fill(frame, feats)
+    scal = scaling(feats, fill, reduce_customers(session, frame, "segments: scaling", scaling_task, merge_moments,
+                                                 feats, fill))
+    n = features.height
     if sc.cluster:
+        fit_idx, rng = kmeans_sample(n, sc.fit_sample, sc.seed)
+        zf = scal.apply(frame[fit_idx]) if fit_idx.size < n else scal.apply(frame)
         try:
-            labels, k, sil, cen = kmeans_clusters(z, sc.k, k_range=sc.k_range, seed=sc.seed,
-                                                  fit_sample=sc.fit_sample, silhouette_sample=sc.silhouette_sample,
-                                                  n_init=sc.n_init)
+            c0 = time.process_time()
+            model, k, sil = fit_kmeans(zf, sc.k, rng, k_range=sc.k_range, seed=sc.seed,
+                                       silhouette_sample=sc.silhouette_sample, n_init=sc.n_init)
+            fit_cpu[0] = time.process_time() - c0
         except ConfigError as exc:
             if sc.k != "auto":
                 raise
             # a tiny customer base: no k to choose; the other segmentations still stand
             notes.append(f"clustering skipped: {exc}")
         else:
-            cols["cluster"] = labels
-            centres = centres_frame(cen, used, mean, sd)
+            if fit_idx.size < n:
+                raw = per_customer(session, frame, "segments: clusters", clusters_task, scal, model)["raw"].to_numpy()
+            else:  # the fit saw every customer
+                raw = model.labels_
+            cols["cluster"], cen = kmeans_names(raw, model)
+            centres = centres_frame(cen, scal.used, scal.mean, scal.sd)
     if sc.density != "none":
-        labels, n_density = density_clusters(z, method=sc.density, seed=sc.seed, sample=sc.density_sample,
-                                             min_cluster_size=sc.min_cluster_size, min_samples=sc.min_samples,
-                                             eps=sc.eps)
+        labels, n_density = density_clusters(scal.apply(frame), method=sc.density, seed=sc.seed,
+                                             sample=sc.density_sample, min_cluster_size=sc.min_cluster_size,
+                                             min_samples=sc.min_samples, eps=sc.eps)
         cols["density_cluster"] = labels
         if n_density == 0:
             notes.append(f"{sc.density}: no cluster found on the sample (every customer is noise); "
@@ -373,7 +428,8 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
 
 
 def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFrame | None = None,
-                  clubs: pl.DataFrame | None = None, as_of: dt.date | None = None) -> SegmentsResult:
+                  clubs: pl.DataFrame | None = None, as_of: dt.date | None = None,
+                  session: Any = None) -> SegmentsResult:
     """All segmentations and their profiles over a feature table. Writes nothing.
 
     Parameters
@@ -389,8 +445,10 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
         ``clubs.parquet`` (customer_id, club, tier): adds the ``club`` segmentation.
     as_of : date, optional
         For ``age``; default today.
+    session : Session, optional
+        An open session: on a cluster the profiles' per-customer aggregation runs on its workers.
     """
-    from centile.segments.profiles import profile_table
+    from centile.segments.profiles import profiles_in_session
     from centile.segments.rfm import RFM_COLUMNS, rf_grid, rfm_scores, segment_labels
 
     sc = segments_config(cfg)
@@ -412,28 +470,37 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
         cols[name] = pl.Series(name, arr, dtype=pl.Int8).replace(0, None)
     grid = rf_grid(sc_rfm.r, sc_rfm.f, features["net_revenue_12m"].to_numpy(), sc.rfm_bins)
     base = _base(features, customers, as_of)
-    ruled, rule_notes = rule_segments(base, sc.rules)
+    ruled, rule_notes = rule_segments(base, sc.rules, session)
     notes += rule_notes
     for c in ruled.columns:
         cols[c] = ruled[c]
     centres, k, sil, n_density = None, None, {}, None
+    fit_cpu = [0.0]
     if (sc.cluster or sc.density != "none") and features.height >= 3:
         from threadpoolctl import threadpool_limits
 
         # scikit-learn's OpenMP loops run on cfg.threads (default 1): with all cores they were 5-25x
         # slower on a shared 2-core machine (threads spin while others hold the cores)
         with threadpool_limits(cfg.threads or 1):
-            centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes)
+            centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes, session, fit_cpu)
     segments = pl.DataFrame([s.alias(n) for n, s in cols.items()])
     names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
     prof_base = with_columns_beside(base, [segments.get_column(n) for n in names])
-    profiles = profile_table(prof_base, list(names))
-    return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes))
+    profiles = profiles_in_session(session, prof_base, list(names))
+    return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes),
+                          kmeans_fit_cpu_s=round(fit_cpu[0], 3) if k is not None else None)
+
+
+#: rows per row group of segments.parquet. Polars cuts row groups where the frame's columns are
+#: chunked, and the columns computed per partition on a cluster come back chunked otherwise than
+#: one pass's; a fixed size gives the same file for any partitioning (the size of the DuckDB
+#: result batches the rule columns had in one pass, so the file is what it was for those runs)
+SEGMENTS_ROW_GROUP = 122_880
 
 
 def write_segments(res: SegmentsResult, staging: Any) -> dict[str, int]:
     """Write segments, segment_profiles and rfm_grid (and cluster_centres) Parquet files into ``staging``."""
-    res.segments.write_parquet(staging.path("segments.parquet"), compression="zstd")
+    res.segments.write_parquet(staging.path("segments.parquet"), compression="zstd", row_group_size=SEGMENTS_ROW_GROUP)
     res.profiles.write_parquet(staging.path("segment_profiles.parquet"), compression="zstd")
     res.rfm_grid.write_parquet(staging.path("rfm_grid.parquet"), compression="zstd")
     rows = {"segments": res.segments.height, "segment_profiles": res.profiles.height, "rfm_grid": res.rfm_grid.height}
@@ -449,7 +516,8 @@ def segments_summary_doc(res: SegmentsResult) -> dict[str, Any]:
              for s in res.segmentations}
     return {"customers": res.segments.height, "segmentations": list(res.segmentations), "sizes": sizes,
             "k": res.k, "silhouette": {str(k): v for k, v in res.silhouette.items()},
-            "density_clusters": res.density_clusters, "notes": list(res.notes)}
+            "density_clusters": res.density_clusters, "notes": list(res.notes),
+            "kmeans_fit_cpu_s": res.kmeans_fit_cpu_s}
 
 
 SEGMENT_TABLES = ("orders", "products", "email_events", "customers")

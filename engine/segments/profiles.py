@@ -25,10 +25,13 @@ its dominant category and channel when they stand out, e.g.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from centile.segments.sums import GroupMoments, Moments, Split, group_moments, grouped, split_values
 
 ALL = "all customers"
 NONE = "(none)"
@@ -59,66 +62,177 @@ _ORDER_TRAITS = {"orders_12m", "recency_days", "net_revenue_12m", "avg_order_val
                  "tenure_days", "max_price_kept_24m", "premium_margin_12m"}
 
 
-#: at most this many columns of the customer table are copied into one chunk at a time
-AGG_COLUMNS = 4
+def _ratio_terms(base: pl.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-customer numerator and denominator of a ratio KPI where both are valid (not null,
+    not NaN), or None when its columns are absent."""
+    if not set(_RATIO_NEEDS[name]) <= set(base.columns):
+        return None
+    y, x = RATIOS[name]
+    need = pl.DataFrame([base.get_column(c) for c in _RATIO_NEEDS[name]])
+    yx = need.select(y.cast(pl.Float64).alias("y"), x.cast(pl.Float64).alias("x"))
+    return yx["y"].to_numpy(), yx["x"].to_numpy()
 
 
-def _agg_specs(cols: set[str], share_cols: list[str]) -> list[tuple[tuple[str, ...], list[pl.Expr]]]:
-    """The aggregations, in output order, each with the customer columns it reads."""
-    out: list[tuple[tuple[str, ...], list[pl.Expr]]] = [((), [pl.len().alias("customers")])]
+def _values(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A column as float64 values and its not-null mask."""
+    f = series.cast(pl.Float64)
+    valid = f.is_not_null().to_numpy()
+    return f.fill_null(0.0).to_numpy(), valid
+
+
+@dataclass
+class SegmentState:
+    """The mergeable aggregates of one segmentation's segments (or of every customer): their sizes,
+    exact moments per measure (:mod:`centile.segments.sums`) and value counts of the mix columns."""
+
+    sizes: dict[str, int] = field(default_factory=dict)
+    measures: dict[str, GroupMoments] = field(default_factory=dict)
+    mixes: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+    def add(self, other: SegmentState) -> SegmentState:
+        for lab, n in other.sizes.items():
+            self.sizes[lab] = self.sizes.get(lab, 0) + n
+        for name, gm in other.measures.items():
+            self.measures[name] = gm if name not in self.measures else self.measures[name].add(gm)
+        for col, counts in other.mixes.items():
+            mine = self.mixes.get(col)
+            if mine is None:
+                self.mixes[col] = counts
+            else:
+                both = pl.concat([mine, counts], how="vertical")
+                self.mixes[col] = both.group_by(both.columns[:2]).agg(pl.col("len").sum().cast(pl.UInt32))
+        return self
+
+
+@dataclass
+class ProfileState:
+    """Everything :func:`profile_table` needs from the customers, as mergeable state: built per
+    partition with :func:`profile_state`, merged with :meth:`add` (exact: counts and exact sums),
+    turned into the table by :func:`profiles_from_state`. Any partitioning gives the same bytes."""
+
+    columns: tuple[str, ...]
+    rows: int = 0
+    segmentations: dict[str, SegmentState] = field(default_factory=dict)
+    #: moments over every customer of the description's traits (NaN as null) and category shares
+    stats: dict[str, Moments] = field(default_factory=dict)
+
+    def add(self, other: ProfileState) -> ProfileState:
+        self.rows += other.rows
+        for name, st in other.segmentations.items():
+            mine = self.segmentations.get(name)
+            self.segmentations[name] = st if mine is None else mine.add(st)
+        for col, m in other.stats.items():
+            self.stats[col] = m if col not in self.stats else self.stats[col].add(m)
+        return self
+
+
+def merge_profile_states(a: ProfileState, b: ProfileState) -> ProfileState:
+    """``a`` with ``b`` merged in (for :meth:`~centile.backend.session.Session.map_reduce`)."""
+    return a.add(b)
+
+
+def _measures(base: pl.DataFrame, share_cols: list[str]) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
+    """The per-customer terms each profile sum adds up: (name, values, valid mask, squares)."""
+    cols = set(base.columns)
+    out: list[tuple[str, np.ndarray, np.ndarray, bool]] = []
     if "net_revenue_12m" in cols:
-        out.append((("net_revenue_12m",), [pl.col("net_revenue_12m").sum().alias("_rev")]))
+        out.append(("_rev", *_values(base.get_column("net_revenue_12m")), False))
     for name, col in MEANS.items():
         if col in cols:
-            x = pl.col(col).cast(pl.Float64)
-            out.append(((col,), [x.mean().alias(f"{name}_mean"), x.std().alias(f"_{name}_sd"),
-                                 x.count().alias(f"_{name}_n")]))
+            out.append((name, *_values(base.get_column(col)), True))
     if "max_price_kept_24m" in cols:
-        out.append((("max_price_kept_24m",), [pl.col("max_price_kept_24m").mean().alias("max_price_kept_24m_mean")]))
-    for name, (y, x) in RATIOS.items():
-        if not set(_RATIO_NEEDS[name]) <= cols:
+        out.append(("max_price_kept_24m", *_values(base.get_column("max_price_kept_24m")), False))
+    for name in RATIOS:
+        terms = _ratio_terms(base, name)
+        if terms is None:
             continue
-        ok = y.is_not_null() & x.is_not_null() & y.is_not_nan() & x.is_not_nan()
-        yy, xx = y.filter(ok).cast(pl.Float64), x.filter(ok).cast(pl.Float64)
-        out.append((_RATIO_NEEDS[name], [
-            yy.sum().alias(f"_{name}_sy"), xx.sum().alias(f"_{name}_sx"), (yy * yy).sum().alias(f"_{name}_syy"),
-            (xx * xx).sum().alias(f"_{name}_sxx"), (xx * yy).sum().alias(f"_{name}_sxy"),
-            ok.sum().alias(f"_{name}_n")]))
+        y, x = terms
+        ok = ~(np.isnan(y) | np.isnan(x))  # nulls are NaN here: a ratio skips both
+        y, x = np.where(ok, y, 0.0), np.where(ok, x, 0.0)
+        out += [(f"_{name}_sy", y, ok, False), (f"_{name}_sx", x, ok, False), (f"_{name}_syy", y * y, ok, False),
+                (f"_{name}_sxx", x * x, ok, False), (f"_{name}_sxy", x * y, ok, False)]
     if share_cols and "net_revenue_lifetime" in cols:
-        w = pl.col("net_revenue_lifetime").clip(lower_bound=0.0)
-        out.append((("net_revenue_lifetime",), [w.sum().alias("_w")]))
-        out += [(("net_revenue_lifetime", c), [(pl.col(c).fill_null(0.0) * w).sum().alias(f"_cat_{c}")])
-                for c in share_cols]
+        w, wok = _values(base.get_column("net_revenue_lifetime").cast(pl.Float64).clip(lower_bound=0.0))
+        out.append(("_w", w, wok, False))
+        for c in share_cols:
+            share = base.get_column(c).cast(pl.Float64).fill_null(0.0).to_numpy()
+            out.append((f"_cat_{c}", share * w, wok, False))
     return out
 
 
-def _batches(specs: list[tuple[tuple[str, ...], list[pl.Expr]]]
-             ) -> list[tuple[list[str], list[pl.Expr]]]:
-    """Consecutive aggregations packed so that each batch reads at most AGG_COLUMNS columns."""
-    out: list[tuple[list[str], list[pl.Expr]]] = []
-    for need, exprs in specs:
-        if out and len(set(out[-1][0]) | set(need)) <= AGG_COLUMNS:
-            out[-1][0].extend(c for c in need if c not in out[-1][0])
-            out[-1][1].extend(exprs)
-        else:
-            out.append((list(need), list(exprs)))
-    return out
+_MIX_COLUMNS = (("preferred_channel", 3), ("gender", 4), ("age_group", 4), ("region", 3), ("top_category", 3))
 
 
-def _aggregate(key: pl.Series, base: pl.DataFrame, share_cols: list[str]) -> pl.DataFrame:
-    """The per-segment sums, means and counts, one row per value of ``key``.
+def _segment_state(key: pl.Series, measures: list[tuple[str, Split]], mixes: dict[str, pl.Series]) -> SegmentState:
+    lab = key.unique().sort().to_list()
+    codes = (key.rank("dense").cast(pl.Int64) - 1).to_numpy() if key.len() else np.zeros(0, np.int64)
+    st = SegmentState(sizes=dict(zip(lab, np.bincount(codes, minlength=len(lab)).tolist(), strict=True)))
+    for name, split in measures:
+        st.measures[name] = grouped(codes, lab, split)
+    for col, values in mixes.items():
+        st.mixes[col] = (pl.DataFrame([key.alias("_seg"), values]).filter(pl.col(col).is_not_null())
+                         .group_by("_seg", col).len())
+    return st
 
-    Each batch of aggregations runs over a frame of ``key`` and its own few columns, each copied into
-    one chunk: float sums then do not depend on how the customer table is chunked (which follows the
-    partition count), and only those columns are copied, never the whole table."""
-    seg = key.name
-    key = key.rechunk()
-    prof: pl.DataFrame | None = None
-    for need, exprs in _batches(_agg_specs(set(base.columns), share_cols)):
-        part = pl.DataFrame([key, *(base.get_column(c).rechunk() for c in need)]).group_by(seg).agg(exprs)
-        prof = part if prof is None else prof.join(part, on=seg, how="left", maintain_order="left")
-    assert prof is not None
-    return prof
+
+def profile_state(base: pl.DataFrame, segmentations: list[str]) -> ProfileState:
+    """The mergeable aggregates of ``base``'s customers (one partition of them, or all): see
+    :func:`profile_table`."""
+    share_cols = [c for c in base.columns if c.startswith("share_")]
+    # each measure's values are split for exact sums once, then summed per segment of every segmentation
+    measures = [(name, split_values(x, valid, squares=squares)) for name, x, valid, squares in _measures(base, share_cols)]
+    age_group = _age_group(base)
+    mixes = {col: (age_group if col == "age_group" else base.get_column(col))
+             for col, _top in _MIX_COLUMNS if (col == "age_group" and age_group is not None) or col in base.columns}
+    state = ProfileState(tuple(base.columns), base.height)
+    state.segmentations[ALL] = _segment_state(pl.repeat(ALL, base.height, dtype=pl.String, eager=True),
+                                              measures, mixes)
+    for s in segmentations:
+        key = base.get_column(s).cast(pl.String).fill_null(NONE)
+        state.segmentations[s] = _segment_state(key, measures, mixes)
+    for feat in TRAITS:
+        if feat in base.columns:
+            x = base.get_column(feat).cast(pl.Float64).fill_nan(None).drop_nulls().to_numpy()
+            state.stats[feat] = group_moments(np.zeros(x.size, np.int64), [0], x, squares=True).get(0, True)
+    for c in share_cols:
+        x = base.get_column(c).cast(pl.Float64).fill_null(0.0).to_numpy()
+        state.stats[c] = group_moments(np.zeros(x.size, np.int64), [0], x, squares=True).get(0, True)
+    return state
+
+
+def _aggregate(st: SegmentState, columns: set[str], share_cols: list[str]) -> pl.DataFrame:
+    """The per-segment sums, means and counts, one row per segment, from the merged state (the
+    columns of the old single-pass aggregation, in its order)."""
+    labels = sorted(st.sizes)
+    cols: dict[str, pl.Series] = {"_seg": pl.Series("_seg", labels, dtype=pl.String),
+                                  "customers": pl.Series([st.sizes[g] for g in labels], dtype=pl.UInt32)}
+
+    def moments(name: str, squares: bool = False) -> list[Moments]:
+        gm = st.measures[name]
+        return [gm.get(g, squares) for g in labels]
+
+    if "net_revenue_12m" in columns:
+        cols["_rev"] = pl.Series([m.sum() for m in moments("_rev")], dtype=pl.Float64)
+    for name, col in MEANS.items():
+        if col in columns:
+            ms = moments(name, True)
+            cols[f"{name}_mean"] = pl.Series([m.mean() for m in ms], dtype=pl.Float64)
+            cols[f"_{name}_sd"] = pl.Series([m.std() for m in ms], dtype=pl.Float64)
+            cols[f"_{name}_n"] = pl.Series([m.count for m in ms], dtype=pl.UInt32)
+    if "max_price_kept_24m" in columns:
+        cols["max_price_kept_24m_mean"] = pl.Series([m.mean() for m in moments("max_price_kept_24m")],
+                                                    dtype=pl.Float64)
+    for name in RATIOS:
+        if f"_{name}_sy" not in st.measures:
+            continue
+        for part in ("sy", "sx", "syy", "sxx", "sxy"):
+            cols[f"_{name}_{part}"] = pl.Series([m.sum() for m in moments(f"_{name}_{part}")], dtype=pl.Float64)
+        cols[f"_{name}_n"] = pl.Series([m.count for m in moments(f"_{name}_sy")], dtype=pl.UInt32)
+    if "_w" in st.measures:
+        cols["_w"] = pl.Series([m.sum() for m in moments("_w")], dtype=pl.Float64)
+        for c in share_cols:
+            cols[f"_cat_{c}"] = pl.Series([m.sum() for m in moments(f"_cat_{c}")], dtype=pl.Float64)
+    return pl.DataFrame([s.alias(n) for n, s in cols.items()])
 
 
 def _finish(df: pl.DataFrame) -> pl.DataFrame:
@@ -146,14 +260,10 @@ def _finish(df: pl.DataFrame) -> pl.DataFrame:
     return df
 
 
-def _mix(key: pl.Series, values: pl.Series, top: int) -> pl.DataFrame:
-    """'a 51 %, b 40 %, …' per segment, plus the mode and its share.
-
-    Only the two columns are filtered: a filter of the whole customer table copied every feature
-    column (about 0.4 GB per million customers) for each mix."""
-    seg, col = key.name, values.name
-    counts = (pl.DataFrame([key, values]).filter(pl.col(col).is_not_null()).group_by(seg, col).len()
-                .sort([seg, "len", col], descending=[False, True, False]))
+def _mix(counts: pl.DataFrame, col: str, top: int) -> pl.DataFrame:
+    """'a 51 %, b 40 %, …' per segment, plus the mode and its share, from the merged value counts."""
+    seg = "_seg"
+    counts = counts.sort([seg, "len", col], descending=[False, True, False])
     tot = counts.group_by(seg).agg(pl.col("len").sum().alias("_tot"))
     counts = counts.join(tot, on=seg).with_columns((pl.col("len") / pl.col("_tot")).alias("_p"))
     return counts.group_by(seg, maintain_order=True).agg(
@@ -162,13 +272,11 @@ def _mix(key: pl.Series, values: pl.Series, top: int) -> pl.DataFrame:
           .head(top).str.join(", ").alias(f"{col}_mix"))
 
 
-def _one(key: pl.Series, base: pl.DataFrame, share_cols: list[str], age_group: pl.Series | None) -> pl.DataFrame:
-    seg = key.name
-    prof = _finish(_aggregate(key, base, share_cols))
-    for col, top in (("preferred_channel", 3), ("gender", 4), ("age_group", 4), ("region", 3), ("top_category", 3)):
-        values = age_group if col == "age_group" else base.get_column(col) if col in base.columns else None
-        if values is not None:
-            prof = prof.join(_mix(key, values, top), on=seg, how="left")
+def _one(st: SegmentState, columns: set[str], share_cols: list[str]) -> pl.DataFrame:
+    prof = _finish(_aggregate(st, columns, share_cols))
+    for col, top in _MIX_COLUMNS:
+        if col in st.mixes:
+            prof = prof.join(_mix(st.mixes[col], col, top), on="_seg", how="left")
     return prof
 
 
@@ -192,17 +300,50 @@ def profile_table(base: pl.DataFrame, segmentations: list[str]) -> pl.DataFrame:
     segmentations : list of str
         The segmentation columns to profile (labels; null becomes ``(none)``).
     """
-    share_cols = [c for c in base.columns if c.startswith("share_")]
-    n_all = base.height
-    # every step reads the columns it needs from ``base``: no select, filter or with_columns over the
-    # whole customer table (each would copy all of it when its columns are chunked unevenly)
-    age_group = _age_group(base)
-    every = _one(pl.repeat(ALL, n_all, dtype=pl.String, eager=True).alias("_seg"), base, share_cols, age_group)
+    narrow = pl.DataFrame([base.get_column(c) for c in profile_columns(base.columns, segmentations)])
+    return profiles_from_state(profile_state(narrow, segmentations), segmentations)
+
+
+def profile_columns(columns: list[str], segmentations: list[str]) -> list[str]:
+    """The columns of a customer table that :func:`profile_state` reads (with ``customer_id``)."""
+    used = {"customer_id", "net_revenue_12m", "max_price_kept_24m", "net_revenue_lifetime", "age",
+            *MEANS.values(), *TRAITS, *(c for need in _RATIO_NEEDS.values() for c in need),
+            *(c for c, _top in _MIX_COLUMNS), *segmentations}
+    return [c for c in columns if c in used or c.startswith("share_")]
+
+
+def _profile_partition(view: Any, part: int, base: pl.DataFrame, segmentations: list[str]) -> ProfileState:
+    """One partition's profile state (a task on a cluster; ``base`` holds its customers' rows)."""
+    return profile_state(base, segmentations)
+
+
+def profiles_in_session(s: Any, base: pl.DataFrame, segmentations: list[str]) -> pl.DataFrame:
+    """:func:`profile_table` with the per-customer aggregation on the session's workers when they are
+    elsewhere (``s.distributed()``): each task aggregates its partition's customers into a
+    :class:`ProfileState`, merged exactly on the workers; here (or without a session) in one pass.
+    The same bytes either way."""
+    narrow = pl.DataFrame([base.get_column(c) for c in profile_columns(base.columns, segmentations)])
+    if s is None or not s.distributed():
+        state = profile_state(narrow, segmentations)
+    else:
+        from centile.backend.partitions import PerCustomer
+
+        state = s.map_reduce(s.work_partitions(), "segments: profiles", _profile_partition, merge_profile_states,
+                             PerCustomer(narrow), segmentations, tables=())
+    return profiles_from_state(state, segmentations)
+
+
+def profiles_from_state(state: ProfileState, segmentations: list[str]) -> pl.DataFrame:
+    """:func:`profile_table` from the merged :class:`ProfileState` of every customer: sums, means and
+    standard deviations are exact and rounded once, so any partitioning gives the same bytes."""
+    columns = set(state.columns)
+    share_cols = [c for c in state.columns if c.startswith("share_")]
+    n_all = state.rows
+    every = _one(state.segmentations[ALL], columns, share_cols)
     rev_all = every["_rev"][0] if "_rev" in every.columns else None
     parts = []
     for s in segmentations:
-        key = base.get_column(s).cast(pl.String).fill_null(NONE).alias("_seg")
-        prof = _one(key, base, share_cols, age_group).sort("customers", "_seg", descending=[True, False])
+        prof = _one(state.segmentations[s], columns, share_cols).sort("customers", "_seg", descending=[True, False])
         parts.append(pl.concat([every, prof], how="diagonal_relaxed").with_columns(pl.lit(s).alias("segmentation")))
     out = pl.concat(parts, how="diagonal_relaxed") if parts else every.head(0).with_columns(
         pl.lit(None, pl.String).alias("segmentation"))
@@ -210,7 +351,7 @@ def profile_table(base: pl.DataFrame, segmentations: list[str]) -> pl.DataFrame:
         (pl.col("customers") / max(n_all, 1)).alias("share"),
         *([(pl.col("_rev") / rev_all).alias("revenue_share")] if rev_all else []))
     out = out.with_columns(_top_categories(out, share_cols))
-    desc = describe(out, base)
+    desc = describe(out, state)
     out = out.with_columns(pl.Series("description", desc, dtype=pl.String))
     keep = [c for c in out.columns if not c.startswith("_")]
     first = ["segmentation", "segment", "customers", "share", "revenue_share", "description"]
@@ -274,16 +415,18 @@ def _phrase(trait: str, seg: float, avg: float) -> str:
     raise KeyError(trait)
 
 
-def describe(prof: pl.DataFrame, base: pl.DataFrame) -> list[str]:
-    """One sentence per profile row naming what sets the segment apart from the whole base."""
+def describe(prof: pl.DataFrame, state: ProfileState) -> list[str]:
+    """One sentence per profile row naming what sets the segment apart from the whole base (its
+    means and standard deviations from the exact moments of ``state``)."""
     stats: dict[str, tuple[float, float]] = {}
     for feat in TRAITS:
-        if feat in base.columns:
-            x = base.get_column(feat).rechunk().cast(pl.Float64).fill_nan(None)  # one chunk: sums in a fixed order
-            sd = x.std()
-            if x.count() >= 2 and sd and sd > 0:
-                stats[feat] = (float(x.mean()), float(sd))
-    cat_stats = {c: _mean_sd(base.get_column(c).rechunk().fill_null(0.0)) for c in base.columns if c.startswith("share_")}
+        m = state.stats.get(feat)
+        if m is not None:
+            sd = m.std()
+            mean = m.mean()
+            if m.count >= 2 and sd and sd > 0 and mean is not None:
+                stats[feat] = (mean, sd)
+    cat_stats = {c: _mean_sd(m) for c, m in state.stats.items() if c.startswith("share_")}
     rows = prof.to_dicts()
     allrow = next((r for r in rows if r["segment"] == ALL), None)
     out = []
@@ -312,7 +455,7 @@ def describe(prof: pl.DataFrame, base: pl.DataFrame) -> list[str]:
                 cands.append((abs(d), _phrase(col, float(seg_v), float(avg_v))))
         cands.sort(key=lambda t: -t[0])
         parts = [p for _d, p in cands[:3]]
-        cat = _category_phrase(row, base, cat_stats)
+        cat = _category_phrase(row, cat_stats)
         if cat:
             parts.insert(min(1, len(parts)), cat)
         ch = _channel_phrase(row, allrow)
@@ -326,11 +469,12 @@ def describe(prof: pl.DataFrame, base: pl.DataFrame) -> list[str]:
     return out
 
 
-def _mean_sd(x: pl.Series) -> tuple[float, float]:
-    return float(x.mean()), float(x.std() or 0.0)
+def _mean_sd(m: Moments) -> tuple[float, float]:
+    mean = m.mean()
+    return (math.nan if mean is None else mean), float(m.std() or 0.0)
 
 
-def _category_phrase(row: dict[str, Any], base: pl.DataFrame, cat_stats: dict[str, tuple[float, float]]) -> str | None:
+def _category_phrase(row: dict[str, Any], cat_stats: dict[str, tuple[float, float]]) -> str | None:
     if not cat_stats or not row.get("_w"):
         return None
     best, best_d = None, 0.0
