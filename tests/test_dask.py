@@ -379,9 +379,14 @@ def test_single_job_commands_run_their_partitions_on_the_cluster_with_the_local_
             idle = recs.filter(pl.col("customer_id") >= 10**9)
             assert idle["customer_id"].n_unique() == 40 and set(idle["source"]) == {"popularity"}
             assert set(recs["source"]) == {"popularity", "co-occurrence"}
-        else:  # segments computes the features first, steer the CLV summary
+        else:  # segments computes the features first, steer the CLV summary (then its predictions)
             step = {"features": "features", "segments": "features", "steer": "clv"}[command]
-            assert len([k for k in keys if k.startswith(f"centile-{step}-")]) == 4, command
+            assert len([k for k in keys if re.match(rf"centile-{step}-\d", k)]) == 4, command
+            if command == "segments":  # and the segments' per-customer steps ran there too
+                for p in ("rules", "scaling", "profiles"):
+                    assert len([k for k in keys if k.startswith(f"centile-segments-{p}-")]) == 4, p
+            if command == "steer":
+                assert len([k for k in keys if k.startswith("centile-clv-predicting-")]) == 4
     assert not list(tmp_path.glob(".*centile-*"))
 
 

@@ -280,6 +280,7 @@ class DaskBackend:
         try:
             results = self._watch(futures, label, traffic, progress, collect=True)
         finally:
+            _remove_inputs(shared)
             del futures, shared
         out = [worker.reload(r) for r in results]
         traffic["wall_s"] += time.perf_counter() - t0
@@ -326,6 +327,7 @@ class DaskBackend:
             self._settle()
             raise
         finally:
+            _remove_inputs(shared)
             del futures, shared, level, tree
 
     def _submit(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
@@ -345,9 +347,21 @@ class DaskBackend:
                                   str(cache) if cache else None, str(cache) if cache else None,
                                   {n: p for n, p in s.pieces.items() if n in only})
         # a frame argument goes to each worker once, not per task; a PerCustomer frame (e.g. the
-        # segments of every customer) is split by partition and each task gets its own rows only
-        slices = {i: client.scatter(split_by_partition(a.frame, parts, _id_type(s)), hash=False)
-                  for i, a in enumerate(args) if isinstance(a, PerCustomer)}
+        # segments of every customer) is split by partition and each task gets its own rows only:
+        # written to the run's scratch folder, which the workers read (an Arrow file is written
+        # and read at memory speed; through the scheduler each slice was pickled and sent), or
+        # scattered when there is no scratch folder
+        call = uuid.uuid4().hex[:8]
+        slices: dict[int, list[Any]] = {}
+        for i, a in enumerate(args):
+            if isinstance(a, PerCustomer):
+                frames = split_by_partition(a.frame, parts, _id_type(s))
+                if self._spill is not None:
+                    folder = self._spill / f"in-{self._token}-{call}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    slices[i] = [worker.hand_over(f, folder / f"{i}-{p:05d}.arrow") for p, f in enumerate(frames)]
+                else:
+                    slices[i] = client.scatter(frames, hash=False)
         shared = [slices[i] if i in slices else
                   client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
                   for i, a in enumerate(args)]
@@ -364,7 +378,6 @@ class DaskBackend:
         for k, v in sent.items():
             traffic[k] += v
         traffic["bytes_to_workers"] += sum(sent.values())
-        call = uuid.uuid4().hex[:8]
         slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
         futures = [client.submit(_task, job, p, fn, *[a[p] if i in slices else a for i, a in enumerate(shared)],
                                  key=f"centile-{slug}-{p}-{self._token}-{call}", pure=False)
@@ -491,6 +504,16 @@ def _settle_task(job: Any, piece: int, files: Any) -> worker.Timed:
 
     value, wall, cpu = chunks.timed(chunks.settle_piece, job, piece, files)
     return worker.Timed(value, 0.0, wall, cpu_s=cpu)
+
+
+def _remove_inputs(shared: list[Any]) -> None:
+    """Remove the scratch files of a call's per-customer slices (after its tasks ended)."""
+    import shutil
+
+    folders = {Path(f.path).parent for a in shared if isinstance(a, list) for f in a
+               if isinstance(f, worker.FrameFile)}
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _merge_task(merge: Callable[[Any, Any], Any], a: Any, b: Any) -> Any:

@@ -65,6 +65,31 @@ class FramePart:
 
 
 @dataclass(frozen=True)
+class FrameFile:
+    """A Polars frame the client wrote to ``path`` (Arrow IPC) for a task to read (a partition's
+    slice of a per-customer frame); the client removes it when the call's tasks have ended, so a
+    retried task reads it again."""
+
+    path: str
+    rows: int
+
+
+def hand_over(frame: Any, path: Path) -> FrameFile:
+    """Write ``frame`` for a task to read (:func:`read_inputs`)."""
+    frame.write_ipc(path, compression="uncompressed")
+    return FrameFile(str(path), frame.height)
+
+
+def read_inputs(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with every :class:`FrameFile` read back into its frame."""
+    if not any(isinstance(a, FrameFile) for a in args):
+        return args
+    import polars as pl
+
+    return tuple(pl.read_ipc(a.path) if isinstance(a, FrameFile) else a for a in args)
+
+
+@dataclass(frozen=True)
 class Timed:
     """A task's result with the seconds its partition(s) spent opening and working."""
 
@@ -97,6 +122,7 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
     cfg = job.cfg if job.cfg.threads or not threads else job.cfg.with_(threads=threads)
     spill = Path(job.spill) / f"spill-{part}" if job.spill else None
     t0, c0 = time.perf_counter(), time.thread_time()
+    args = read_inputs(args)
     if not job.only:  # the function reads no input table (e.g. a later pass over parked state)
         t1 = t0
         with numba_threads(cfg.threads):
