@@ -160,3 +160,35 @@ def split_by_partition(frame: Any, parts: Partitioning, id_type: str) -> list[An
 def bucket_sql(column: str = "customer_id") -> str:
     """SQL for the hash bucket of the id ``column`` (an INTEGER in ``[0, BUCKETS)``)."""
     return f"CAST(hash({ident(column)}, {SEED}) % {BUCKETS} AS INTEGER)"
+
+
+#: the column that carries a row's position through :func:`per_customer`
+ROW = "__row"
+
+
+def per_customer(session: Any, frame: Any, label: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(view, part, rows, *args)`` over the rows of Polars ``frame`` (which has ``customer_id``;
+    ``rows`` carry their position as ``__row``): on a cluster (``session.distributed()``) a task per
+    partition with its customers' rows (``PerCustomer``), here (or without a session) one call over
+    every row. The frames ``fn`` returns (each with the ``__row`` of its rows) stacked in ``frame``'s
+    row order, without ``__row``: the same bytes either way when ``fn`` computes row by row."""
+    import polars as pl
+
+    rows = frame.with_row_index(ROW)
+    if session is None or not session.distributed():
+        out = fn(None, 0, rows, *args)
+    else:
+        parts = session.map_partitions(session.work_partitions(), label, fn, PerCustomer(rows), *args, tables=())
+        out = pl.concat(parts, how="vertical").sort(ROW)
+    if out.height != frame.height or not out[ROW].equals(rows[ROW]):
+        raise RuntimeError(f"{label}: the partitions returned {out.height:,} of {frame.height:,} customers")
+    return out.drop(ROW)
+
+
+def reduce_customers(session: Any, frame: Any, label: str, fn: Callable[..., Any],
+                     merge: Callable[[Any, Any], Any], *args: Any) -> Any:
+    """``fn(view, part, rows, *args)`` per partition of ``frame``'s customers, folded with ``merge``
+    (here, or without a session: one call over every row)."""
+    if session is None or not session.distributed():
+        return fn(None, 0, frame, *args)
+    return session.map_reduce(session.work_partitions(), label, fn, merge, PerCustomer(frame), *args, tables=())

@@ -493,18 +493,11 @@ def predictions(s: Session, summary: pl.DataFrame, fit: FitResult, spend: FitRes
     partition, the predictions come back and are put in the summary's row order); here in one
     call. The same floats either way: a customer's predictions read only its own row, and the
     kernels compute each row (or each distinct ``(x, T)`` pair) on its own."""
-    if not s.distributed():
-        pred = _predict_rows(summary, fit, spend, st, fallback, holdout)
-    else:
-        from centile.backend.partitions import PerCustomer
+    from centile.backend.partitions import per_customer
 
-        rows = summary.select("customer_id", *_PREDICT_INPUT).with_row_index("__row")
-        frames = s.map_partitions(s.work_partitions(), "clv: predicting", _predict_partition, PerCustomer(rows), fit,
-                                  spend, st, fallback, holdout, tables=())
-        back = pl.concat(frames, how="vertical").sort("__row")
-        if back.height != summary.height or not back["__row"].equals(rows["__row"]):
-            raise RuntimeError(f"clv: the partitions predicted {back.height:,} customers of {summary.height:,}")
-        pred = {c: back[c].to_numpy() for c in back.columns if c != "__row"}
+    back = per_customer(s, summary.select("customer_id", *_PREDICT_INPUT), "clv: predicting", _predict_partition,
+                        fit, spend, st, fallback, holdout)
+    pred = {c: back[c].to_numpy() for c in back.columns}
     hp = None
     if holdout is not None:
         hp = {"expected_transactions": pred.pop("__holdout")}

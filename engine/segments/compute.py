@@ -272,7 +272,8 @@ def _rule_values(base: pl.DataFrame, sels: list[str], session: Any) -> pl.DataFr
     """The value of each rule expression ``sels[i]`` per customer as column ``s<i>``. Expressions
     that read only the customer's own row run per partition on a session's workers
     (``segments: rules``); the others (window functions, subqueries) here over every customer."""
-    from centile.segments.remote import columns, per_customer, rules_task
+    from centile.backend.partitions import per_customer
+    from centile.segments.remote import columns, rules_task
 
     cols = [c for c in base.columns if c != "__row"]
     local = [i for i, sel in enumerate(sels) if not _GLOBAL_SQL.search(sel)]
@@ -366,6 +367,7 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
     the same customers for any partitioning) and each customer's nearest centre is found per
     partition (``segments: clusters``); with a session on a cluster those steps run on its workers.
     Density clusters need every customer's row here."""
+    from centile.backend.partitions import per_customer, reduce_customers
     from centile.segments.clusters import (
         centres_frame,
         density_clusters,
@@ -376,13 +378,7 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
         recency_fill,
         scaling,
     )
-    from centile.segments.remote import (
-        clusters_task,
-        columns,
-        per_customer,
-        reduce_customers,
-        scaling_task,
-    )
+    from centile.segments.remote import clusters_task, columns, scaling_task
 
     centres, k, sil, n_density = None, None, {}, None
     fit_cpu = fit_cpu if fit_cpu is not None else [0.0]

@@ -1,4 +1,5 @@
-"""The segments' per-customer steps as session work: on a cluster (``session.distributed()``) each
+"""The segments' per-customer steps (tasks run through ``backend.partitions.per_customer`` and
+``reduce_customers``) as session work: on a cluster (``session.distributed()``) each
 task gets its partition's rows of a customer frame (``PerCustomer``) and returns its customers'
 labels or a mergeable state; here (or without a session) one call over every row. A step's
 result is the same bytes either way: labels are computed row by row and put back in the frame's
@@ -18,7 +19,6 @@ Steps (their labels in the manifest's ``network`` record):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -26,41 +26,8 @@ import numpy as np
 import polars as pl
 
 from centile.backend import local_sql
+from centile.backend.partitions import ROW
 from centile.errors import ConfigError
-
-ROW = "__row"
-
-
-def _local(session: Any) -> bool:
-    return session is None or not session.distributed()
-
-
-def per_customer(session: Any, frame: pl.DataFrame, label: str, fn: Callable[..., pl.DataFrame],
-                 *args: Any) -> pl.DataFrame:
-    """``fn(view, part, rows, *args)`` over ``frame`` (which has ``customer_id``): the frames it
-    returns (each with the ``__row`` of its rows) stacked in ``frame``'s row order."""
-    rows = frame.with_row_index(ROW)
-    if _local(session):
-        out = fn(None, 0, rows, *args)
-    else:
-        from centile.backend.partitions import PerCustomer
-
-        parts = session.map_partitions(session.work_partitions(), label, fn, PerCustomer(rows), *args, tables=())
-        out = pl.concat(parts, how="vertical").sort(ROW)
-    if out.height != frame.height or not out[ROW].equals(rows[ROW]):
-        raise RuntimeError(f"{label}: the partitions returned {out.height:,} of {frame.height:,} customers")
-    return out.drop(ROW)
-
-
-def reduce_customers(session: Any, frame: pl.DataFrame, label: str, fn: Callable[..., Any],
-                     merge: Callable[[Any, Any], Any], *args: Any) -> Any:
-    """``fn(view, part, rows, *args)`` per partition of ``frame``'s customers, folded with ``merge``
-    (here: one call over every row)."""
-    if _local(session):
-        return fn(None, 0, frame, *args)
-    from centile.backend.partitions import PerCustomer
-
-    return session.map_reduce(session.work_partitions(), label, fn, merge, PerCustomer(frame), *args, tables=())
 
 
 def columns(frame: pl.DataFrame, names: list[str] | tuple[str, ...]) -> pl.DataFrame:
