@@ -54,7 +54,7 @@ class DuckDBBackend:
                  progress: Progress | None = None, tables: tuple[str, ...] | None = None
                  ) -> tuple[pl.DataFrame, None]:
         """The partitions' rows in ``customer_id`` order; nothing is kept elsewhere."""
-        return rows_here(s, parts, label, fn, *args, progress=progress)
+        return rows_here(s, parts, label, fn, *args, progress=progress, tables=tables)
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
                    merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,

@@ -194,7 +194,7 @@ class Session:
         valid until the session closes: later per-customer tasks read columns of them there instead
         of getting them from this process); None here."""
         if self.backend is None:
-            return rows_here(self, parts, label, fn, *args, progress=progress)
+            return rows_here(self, parts, label, fn, *args, progress=progress, tables=tables)
         return self.backend.map_rows(self, parts, label, fn, *args, progress=progress, tables=tables)
 
     def distributed(self) -> bool:
@@ -268,10 +268,11 @@ def map_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any]
 
 
 def rows_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
-              progress: Progress | None = None) -> tuple[pl.DataFrame, None]:
-    """:meth:`Session.map_rows` in this process: the partitions' rows stacked and sorted (one order
-    whatever the partitions: Polars' sort, also for a single partition)."""
-    frames = map_here(s, parts, label, fn, *args, progress=progress)
+              progress: Progress | None = None, tables: tuple[str, ...] | None = None) -> tuple[pl.DataFrame, None]:
+    """:meth:`Session.map_rows` in this process (through :meth:`Session.map_partitions`): the
+    partitions' rows stacked and sorted (one order whatever the partitions: Polars' sort, also for
+    a single partition)."""
+    frames = s.map_partitions(parts, label, fn, *args, progress=progress, tables=tables)
     return pl.concat(frames, how="vertical").sort("customer_id"), None
 
 
