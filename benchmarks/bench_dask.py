@@ -168,7 +168,8 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
             "bytes_to_workers_gb": round(sum(
                 r["bytes_per_task_each"] * parts_per_thread * threads
                 + r["bytes_broadcast"] * sc * n / workers0 + r["bytes_per_customer"] * sc
-                for r in rates.values()) / 1e9, 2)})
+                for r in rates.values()) / 1e9, 2),
+            "bytes_kept_read_gb": round(sum(r.get("bytes_kept_on_workers", 0) for r in rates.values()) * sc / 1e9, 2)})
     first_read = (f"the first read step ({FIRST_READ_STEP}) scans the whole input once per task "
                   f"({parts_per_thread} tasks per thread)" if not pieces else
                   f"the first read step ({FIRST_READ_STEP}) reads only its partition's customer-hash pieces; "
@@ -186,6 +187,9 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
                 "the client's CPU per stage scales with the lines for the first stage (validation) and with "
                 "the customers otherwise, except a stage's fixed_client_cpu_s (the k-means fit on its sample of "
                 "fit_sample customers), which stays as measured; it does not divide over workers",
+                "per-customer columns that tasks read from the rows earlier tasks kept in the shared scratch "
+                "folder (the feature rows, the CLV summary) scale with the customers (bytes_kept_read_gb); they "
+                "move between the shared file system and the workers, not through the client",
                 "no network or storage bandwidth limit, no scheduler overhead per task, no straggler"]}
 
 
@@ -201,18 +205,23 @@ def _sent_by_kind(steps: dict) -> dict:
     each = sum(st.get("bytes_per_task", 0) / st["tasks"] for st in steps.values() if st.get("tasks"))
     return {"bytes_per_task_each": round(each, 1) if split else 0.0,
             "bytes_broadcast": total("bytes_broadcast") if split else total("bytes_to_workers"),
-            "bytes_per_customer": total("bytes_per_customer")}
+            "bytes_per_customer": total("bytes_per_customer"),
+            # per-customer columns the tasks read from the rows earlier tasks kept in the shared scratch
+            # folder instead of getting them from the client (0 in runs recorded before rows were kept)
+            "bytes_kept_on_workers": total("bytes_kept_on_workers")}
 
 
 def print_model(model: dict) -> str:
     """The model's rows as a markdown table (for the README)."""
     stages = list(model["rates"])
-    head = "| workers | " + " | ".join(stages) + " | total | of it on the client | to client | to workers |"
-    out = [head, "|" + " --- |" * (len(stages) + 6)]
+    head = ("| workers | " + " | ".join(stages)
+            + " | total | of it on the client | to client | to workers | kept rows read by workers |")
+    out = [head, "|" + " --- |" * (len(stages) + 7)]
     for r in model["rows"]:
         cells = [f"{r['stages'][s]['total_s'] / 60:.0f} min" for s in stages]
         out.append(f"| {r['workers']} | " + " | ".join(cells) + f" | {r['hours']:.1f} h | {r['client_hours']:.1f} h"
-                   f" | {r['bytes_to_client_gb']:.0f} GB | {r['bytes_to_workers_gb']:.0f} GB |")
+                   f" | {r['bytes_to_client_gb']:.0f} GB | {r['bytes_to_workers_gb']:.0f} GB"
+                   f" | {r.get('bytes_kept_read_gb', 0):.0f} GB |")
     return "\n".join(out)
 
 

@@ -35,8 +35,10 @@ def data(tmp_path_factory):
     generate(root / "data", 3_000, seed=16)
     toml = root / "c.toml"
     # k-means fitted on a sample of 1,000: the other customers are assigned per partition on the workers
+    # a segmentation named like a feature column (top_category), which the profiles then describe
     toml.write_text(f'data = "{root / "data"}"\n[steering]\nglobal_budget = 2000.0\ncap = 4\ngap = 1\n'
-                    '[segments]\nfit_sample = 1000\n')
+                    '[segments]\nfit_sample = 1000\n[segments.rules]\n'
+                    'top_category = { expr = "CASE WHEN orders_12m >= 3 THEN \'many\' END", other = "few" }\n')
     return toml
 
 
@@ -78,13 +80,25 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     # the segments' per-customer steps went to the workers as each partition's rows, once per step
     for step in ("segments: rules", "segments: scaling", "segments: clusters", "segments: profiles"):
         assert traffic["partitions"][step]["tasks"] == 4 and traffic["partitions"][step]["bytes_broadcast"] == 0, step
-    # the predictions read the summary rows of their own customers only (sent once, split by partition)
-    assert traffic["partitions"]["clv: predicting"]["bytes_per_customer"] > 0
-    assert traffic["partitions"]["clv: predicting"]["bytes_broadcast"] == 0
-    # the segment profiles: one merged state back (sizes, exact sums, value counts), no customer rows
+    # the predictions read the summary rows of their own customers only, where the CLV summary's tasks
+    # left them; only the rows' positions went out (4 bytes a customer)
+    customers = pl.read_parquet(tmp_path / "dask" / "clv.parquet").height
+    predicting = traffic["partitions"]["clv: predicting"]
+    assert predicting["bytes_per_customer"] == 4 * customers and predicting["bytes_broadcast"] == 0
+    assert predicting["bytes_kept_on_workers"] > 8 * predicting["bytes_per_customer"]
+    # the segments' steps read the feature columns from the rows the feature tasks kept: the cluster
+    # matrix's columns are all features (scaling sends nothing; clusters the rows' positions only)
+    features = pl.read_parquet(tmp_path / "dask" / "features.parquet").height
+    scaling, clusters = traffic["partitions"]["segments: scaling"], traffic["partitions"]["segments: clusters"]
+    assert scaling["bytes_per_customer"] == 0 and scaling["bytes_kept_on_workers"] > 0
+    assert clusters["bytes_per_customer"] == 4 * features and clusters["bytes_kept_on_workers"] > 0
+    # the segment profiles: one merged state back (sizes, exact sums, value counts), no customer rows;
+    # out go the columns the client made (the labels, the customers' attributes, clv_*)
     profiles = traffic["partitions"]["segments: profiles"]
     assert profiles["tasks"] == 4 and profiles["bytes_per_customer"] > 0 and profiles["bytes_via_files"] == 0
-    assert profiles["bytes_to_client"] < profiles["bytes_per_customer"]
+    assert profiles["bytes_kept_on_workers"] > 2 * profiles["bytes_per_customer"]
+    assert set(pl.read_parquet(tmp_path / "dask" / "segments.parquet")["top_category"]) == {"many", "few"}
+    # the kept rows are in the scratch folder, removed with the run (checked below)
     # the basket counts come back merged: one state per pass, no lines, no baskets
     assert traffic["partitions"]["baskets: items"]["bytes_via_files"] == 0
     # the feature rows come back through files, not the scheduler
@@ -92,6 +106,18 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
     assert {"uplift.parquet", "clv.parquet", "features.parquet"} <= a.keys()
     assert remote.stages["uplift"]["status"] == "ran"
     # the frames came back through the scratch folder beside --out, which is gone with the run
+    assert not list(tmp_path.glob(".dask.centile-*"))
+    # a run that reuses the previous run's features has no kept feature rows: the segments' steps get
+    # every column from the client, and the files are the same bytes
+    from centile.run import run_pipeline
+
+    (tmp_path / "dask" / "segments.parquet").unlink()
+    again = run_pipeline(load_config(data, backend="dask", scheduler=c.scheduler_address), tmp_path / "dask",
+                         report=False)
+    assert again.stages["features"]["status"] == "reused" and again.stages["segments"]["status"] == "ran"
+    assert _digests(tmp_path / "dask") == b
+    steps = again.stages["segments"]["network"]["steps"]
+    assert steps["segments: scaling"]["bytes_kept_on_workers"] == 0 < steps["segments: scaling"]["bytes_per_customer"]
     assert not list(tmp_path.glob(".dask.centile-*"))
 
 

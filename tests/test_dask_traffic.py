@@ -217,9 +217,10 @@ def test_the_paper_model_scales_task_work_over_workers_and_keeps_the_client_and_
 def test_the_paper_model_scales_each_kind_of_bytes_to_the_workers_its_own_way():
     step = {"tasks": 4, "bytes_to_workers": 16 * 10**8 + 2 * 10**9 + 5 * 10**9, "bytes_per_task": 16 * 10**8,
             "bytes_broadcast": 2 * 10**9, "bytes_per_customer": 5 * 10**9, "bytes_to_client": 0,
-            "bytes_via_files": 0, "bytes_held_on_workers": 0, "open_s": 0.0, "work_s": 1.0, "cpu_s": 1.0,
-            "wall_s": 1.0}
-    old = {k: v for k, v in step.items() if k not in ("bytes_per_task", "bytes_broadcast", "bytes_per_customer")}
+            "bytes_via_files": 0, "bytes_held_on_workers": 0, "bytes_kept_on_workers": 3 * 10**9, "open_s": 0.0,
+            "work_s": 1.0, "cpu_s": 1.0, "wall_s": 1.0}
+    old = {k: v for k, v in step.items()
+           if k not in ("bytes_per_task", "bytes_broadcast", "bytes_per_customer", "bytes_kept_on_workers")}
     rows = {}
     for name, st in (("kinds", step), ("no kinds", old)):
         dask = {"lines": 1_000_000, "process_peak_rss_mb": 1.0, "backend": {"workers": 2}, "pieces": {"orders": 4},
@@ -229,6 +230,10 @@ def test_the_paper_model_scales_each_kind_of_bytes_to_the_workers_its_own_way():
         rows[name] = [r["bytes_to_workers_gb"] for r in model["rows"]]
         if name == "kinds":
             assert model["rates"]["uplift"]["bytes_per_task_each"] == 4 * 10**8
+            # columns read from kept rows on the shared file system: x10 customers, not through the client
+            assert [r["bytes_kept_read_gb"] for r in model["rows"]] == [30.0, 30.0]
+        else:
+            assert [r["bytes_kept_read_gb"] for r in model["rows"]] == [0.0, 0.0]
     # 0.4 GB per task x 2 tasks per thread x n; broadcast 2 GB x10 customers x n workers / 2 measured;
     # per-customer 5 GB x10 customers
     assert rows["kinds"] == [0.8 * 1 + 10 * 1 + 50, 0.8 * 10 + 10 * 10 + 50]

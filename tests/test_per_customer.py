@@ -35,3 +35,46 @@ def test_ids_not_of_the_id_type_go_to_partition_zero_and_one_partition_is_the_fr
     assert "x" in slices[0]["customer_id"].to_list()
     assert split_by_partition(frame, Partitioning(1), "BIGINT")[0] is frame
     assert plain((1, PerCustomer(frame), None)) == (1, frame, None)
+
+
+@pytest.mark.parametrize("ids", [
+    pl.Series("customer_id", [(i * 7919) % 10_007 for i in range(600)], dtype=pl.Int64),
+    pl.Series("customer_id", [f"c{(i * 31) % 997}" for i in range(600)]),
+])
+def test_rows_the_workers_kept_give_each_task_the_slice_the_client_would_have_sent(ids, tmp_path):
+    """``PerCustomer(frame, kept)``: a task puts its partition's rows together from the kept rows'
+    file (the feature tasks' own rows, sorted by customer_id) and the columns the client sends, and
+    gets the frame :func:`split_by_partition` cuts from the client's frame, rows, order and types."""
+    from centile.backend import worker
+    from centile.backend.partitions import Kept, sorted_rows, stack_rows
+
+    sql_type = "BIGINT" if ids.dtype == pl.Int64 else "VARCHAR"
+    parts = Partitioning(5)
+    rows = pl.DataFrame({"customer_id": ids, "x": [i * 0.5 if i % 9 else None for i in range(ids.len())],
+                         "top": [f"t{i % 4}" for i in range(ids.len())]})
+    # each partition's task returns its rows in the order its query made them; sorted there, kept in a file
+    files = []
+    for p, part in enumerate(split_by_partition(rows.reverse(), parts, sql_type)):
+        part = sorted_rows(None, p, lambda _v, _p, f: f, part)
+        files.append(worker._offload(part, tmp_path, f"features-{p:05d}"))
+    features, order = stack_rows([pl.read_ipc(f.path) for f in files])
+    assert features.equals(rows.sort("customer_id"))
+    kept = Kept(parts, tuple(f.path for f in files), tuple(f.rows for f in files), tuple(features.columns),
+                order, features.get_column("customer_id"))
+    # a later step's frame: the feature rows with a column of the client's own and the rows' positions
+    frame = features.with_columns(label=pl.col("x").fill_null(0) > 100).select("label", "customer_id", "x") \
+        .with_row_index("__row")
+    assert kept.serves(frame, parts) and not kept.serves(frame, Partitioning(4))
+    assert not kept.serves(frame.reverse(), parts) and not kept.serves(frame.head(10), parts)
+    (tmp_path / "in").mkdir()
+    handed, sent = worker.from_kept(frame, kept, tmp_path / "in", "0-")
+    assert 0 < sent < frame.select("__row", "label").estimated_size() * 1.1 < frame.estimated_size() / 2
+    for p, want in enumerate(split_by_partition(frame, parts, sql_type)):
+        got = worker.read_inputs((handed[p],))[0]
+        assert handed[p].kept == ("customer_id", "x")
+        assert got.schema == want.schema and got.equals(want, null_equal=True), p
+    # a column named like a kept one that the frame replaced is sent, not read from the kept rows
+    frame = frame.with_columns(x=pl.lit(1.0))
+    handed, _sent = worker.from_kept(frame, kept.without(["x"]), tmp_path / "in", "1-")
+    for p, want in enumerate(split_by_partition(frame, parts, sql_type)):
+        assert worker.read_inputs((handed[p],))[0].equals(want, null_equal=True), p

@@ -21,7 +21,7 @@ from centile.runtime import Progress
 if TYPE_CHECKING:
     import polars as pl
 
-    from centile.backend.partitions import Partitioning
+    from centile.backend.partitions import Kept, Partitioning
     from centile.backend.session import Session
 
 
@@ -50,6 +50,15 @@ class Backend(Protocol):
         arguments and result small (a partition's mergeable state, or its per-customer frame):
         a backend may run it in another process or on another machine. ``tables``: the input
         tables ``fn`` reads (a remote partition validates only those; None: all)."""
+        ...
+
+    def map_rows(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+                 progress: Progress | None = None, tables: tuple[str, ...] | None = None
+                 ) -> tuple[pl.DataFrame, Kept | None]:
+        """:meth:`map_partitions` of a ``fn`` returning its partition's per-customer rows: every
+        partition's rows in ``customer_id`` order, and where a remote backend's workers left each
+        partition's rows for later per-customer tasks (:class:`~centile.backend.partitions.Kept`;
+        None when nothing is kept elsewhere)."""
         ...
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],

@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from centile.backend import worker
-from centile.backend.partitions import Partitioning, PerCustomer, split_by_partition
+from centile.backend.partitions import (
+    Kept,
+    Partitioning,
+    PerCustomer,
+    sorted_rows,
+    split_by_partition,
+    stack_rows,
+)
 from centile.backend.session import Session, frames_sql, open_session, scratch_folder
 from centile.config import Config
 from centile.errors import BackendError, CentileError, ConfigError
@@ -251,7 +258,7 @@ class DaskBackend:
         return self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_per_task": 0,
                                                "bytes_broadcast": 0, "bytes_per_customer": 0,
                                                "bytes_to_client": 0, "bytes_via_files": 0,
-                                               "bytes_held_on_workers": 0,
+                                               "bytes_held_on_workers": 0, "bytes_kept_on_workers": 0,
                                                "open_s": 0.0, "work_s": 0.0, "cpu_s": 0.0, "wall_s": 0.0})
 
     def local_sql(self, frames: Mapping[str, pl.DataFrame]) -> contextlib.AbstractContextManager[Any]:
@@ -288,6 +295,35 @@ class DaskBackend:
             with contextlib.suppress(OSError):
                 scratch.rmdir()
         return out
+
+    def map_rows(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+                 progress: Progress | None = None, tables: tuple[str, ...] | None = None
+                 ) -> tuple[pl.DataFrame, Kept | None]:
+        """One task per partition returning its per-customer rows, sorted there by ``customer_id``;
+        the client stacks them in ``customer_id`` order. Each partition's rows stay in the file the
+        task wrote them to (in the run's scratch folder, removed with it), for later per-customer
+        tasks to read (:class:`~centile.backend.partitions.Kept`)."""
+        if self._spill is None:  # no scratch folder: the rows came through the scheduler, none are kept
+            frames = self.map_partitions(s, parts, label, sorted_rows, fn, *args, progress=progress, tables=tables)
+            return stack_rows(frames)[0], None
+        import polars as pl
+
+        scratch = self._spill / f"rows-{uuid.uuid4().hex[:8]}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        futures, shared, traffic = self._submit(s, parts, label, sorted_rows, (fn, *args), scratch, tables)
+        try:
+            files = self._watch(futures, label, traffic, progress, collect=True)
+        finally:
+            _remove_inputs(shared)
+            del futures, shared
+        if not all(isinstance(f, worker.FramePart) for f in files):
+            raise RuntimeError(f"{label}: a partition returned no frame of per-customer rows")
+        df, order = stack_rows([pl.read_ipc(f.path) for f in files])
+        kept = Kept(parts, tuple(f.path for f in files), tuple(f.rows for f in files), tuple(df.columns),
+                    order, df.get_column("customer_id"))
+        traffic["wall_s"] += time.perf_counter() - t0
+        return df, kept
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
                    merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,
@@ -351,14 +387,23 @@ class DaskBackend:
         # written to the run's scratch folder, which the workers read (an Arrow file is written
         # and read at memory speed; through the scheduler each slice was pickled and sent), or
         # scattered when there is no scratch folder
+        # a PerCustomer frame with the rows the workers kept (the feature table's) takes the columns
+        # they hold from the kept files; only its other columns go out, in the kept rows' order
         call = uuid.uuid4().hex[:8]
         slices: dict[int, list[Any]] = {}
+        sent_size: dict[int, int] = {}
+        kept_size = 0
         for i, a in enumerate(args):
             if isinstance(a, PerCustomer):
-                frames = split_by_partition(a.frame, parts, _id_type(s))
-                if self._spill is not None:
-                    folder = self._spill / f"in-{self._token}-{call}"
+                folder = self._spill / f"in-{self._token}-{call}" if self._spill is not None else None
+                if folder is not None:
                     folder.mkdir(parents=True, exist_ok=True)
+                if folder is not None and a.kept is not None and a.kept.serves(a.frame, parts):
+                    slices[i], sent_size[i] = worker.from_kept(a.frame, a.kept, folder, f"{i}-")
+                    kept_size += int(a.frame.estimated_size()) - sent_size[i]
+                    continue
+                frames = split_by_partition(a.frame, parts, _id_type(s))
+                if folder is not None:
                     slices[i] = [worker.hand_over(f, folder / f"{i}-{p:05d}.arrow") for p, f in enumerate(frames)]
                 else:
                     slices[i] = client.scatter(frames, hash=False)
@@ -374,10 +419,12 @@ class DaskBackend:
         sent = {"bytes_per_task": parts.count * _nbytes(
                     (job, fn, [a for a in args if not isinstance(a, (pl.DataFrame, PerCustomer))])),
                 "bytes_broadcast": len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames),
-                "bytes_per_customer": sum(int(a.frame.estimated_size()) for a in args if isinstance(a, PerCustomer))}
+                "bytes_per_customer": sum(sent_size[i] if i in sent_size else int(a.frame.estimated_size())
+                                          for i, a in enumerate(args) if isinstance(a, PerCustomer))}
         for k, v in sent.items():
             traffic[k] += v
         traffic["bytes_to_workers"] += sum(sent.values())
+        traffic["bytes_kept_on_workers"] += kept_size
         slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
         futures = [client.submit(_task, job, p, fn, *[a[p] if i in slices else a for i, a in enumerate(shared)],
                                  key=f"centile-{slug}-{p}-{self._token}-{call}", pure=False)
@@ -507,11 +554,12 @@ def _settle_task(job: Any, piece: int, files: Any) -> worker.Timed:
 
 
 def _remove_inputs(shared: list[Any]) -> None:
-    """Remove the scratch files of a call's per-customer slices (after its tasks ended)."""
+    """Remove the scratch files of a call's per-customer slices (after its tasks ended; the kept
+    rows they were read beside stay)."""
     import shutil
 
-    folders = {Path(f.path).parent for a in shared if isinstance(a, list) for f in a
-               if isinstance(f, worker.FrameFile)}
+    handed = [f.sent if isinstance(f, worker.KeptRows) else f for a in shared if isinstance(a, list) for f in a]
+    folders = {Path(f.path).parent for f in handed if isinstance(f, worker.FrameFile)}
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -16,6 +16,7 @@ from centile.backend.session import (
     map_here,
     open_session,
     reduce_here,
+    rows_here,
     scratch_folder,
 )
 from centile.config import Config
@@ -48,6 +49,12 @@ class DuckDBBackend:
                        tables: tuple[str, ...] | None = None) -> list[Any]:
         """One partition at a time over the open session's connection (every table at hand)."""
         return map_here(s, parts, label, fn, *args, progress=progress)
+
+    def map_rows(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+                 progress: Progress | None = None, tables: tuple[str, ...] | None = None
+                 ) -> tuple[pl.DataFrame, None]:
+        """The partitions' rows in ``customer_id`` order; nothing is kept elsewhere."""
+        return rows_here(s, parts, label, fn, *args, progress=progress, tables=tables)
 
     def map_reduce(self, s: Session, parts: Partitioning, label: str, fn: Callable[..., Any],
                    merge: Callable[[Any, Any], Any], *args: Any, progress: Progress | None = None,

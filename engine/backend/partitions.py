@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from centile.config import memory_bytes
@@ -113,6 +113,60 @@ class Partitioning:
                          + (f", about {eta:.0f} s left" if done < self.count else ""))
 
 
+@dataclass(frozen=True, eq=False)
+class Kept:
+    """Per-customer rows that the workers computed partition by partition and left in the run's
+    scratch folder (:meth:`~centile.backend.session.Session.map_rows`): ``files[p]`` holds partition
+    ``p``'s ``heights[p]`` rows sorted by ``customer_id`` (Arrow IPC), and the client stacked them
+    into one frame in ``customer_id`` order (e.g. the feature table), whose row ``i`` is row
+    ``order[i]`` of the files read one after the other in partition order.
+
+    A later per-customer task of the same partitioning reads the columns it needs of those rows
+    from its partition's file instead of getting them from the client (``PerCustomer(frame,
+    kept)``): partition ``p``'s rows of a frame with the stacked frame's rows, in its order, are
+    the rows of ``files[p]`` in their order.
+    """
+
+    parts: Partitioning
+    files: tuple[str, ...]
+    heights: tuple[int, ...]
+    #: the columns of the files (those a frame may take from them, see :meth:`without`)
+    columns: tuple[str, ...]
+    #: the stacked frame's row ``i`` is row ``order[i]`` of the files in partition order (NumPy)
+    order: Any
+    #: the stacked frame's ``customer_id`` (:meth:`serves` checks a frame against it)
+    ids: Any
+
+    @property
+    def offsets(self) -> list[int]:
+        """Where each partition's rows start in the files read one after the other (and the end)."""
+        out = [0]
+        for h in self.heights:
+            out.append(out[-1] + h)
+        return out
+
+    def where(self) -> Any:
+        """The inverse of ``order``: row ``j`` of the files in partition order is row ``where()[j]``
+        of the stacked frame."""
+        import numpy as np
+
+        inv = np.empty_like(self.order)
+        inv[self.order] = np.arange(self.order.size, dtype=self.order.dtype)
+        return inv
+
+    def without(self, names: Any) -> Kept:
+        """These rows with the columns ``names`` left out (a frame that replaced them, e.g. a
+        segmentation named like a feature, must send its own)."""
+        drop = set(names)
+        return replace(self, columns=tuple(c for c in self.columns if c not in drop))
+
+    def serves(self, frame: Any, parts: Partitioning) -> bool:
+        """May tasks over ``parts`` read ``frame``'s rows from these files: the same partitioning,
+        and ``frame`` has the stacked frame's customers in its order?"""
+        return (parts == self.parts and "customer_id" in frame.columns and frame.height == self.ids.len()
+                and frame.get_column("customer_id").equals(self.ids))
+
+
 @dataclass(frozen=True)
 class PerCustomer:
     """A frame argument of :meth:`~centile.backend.session.Session.map_partitions` /
@@ -120,9 +174,17 @@ class PerCustomer:
     joins them by ``customer_id``, e.g. the segments of every customer). On a cluster each task
     gets only those rows (:func:`split_by_partition`: the frame crosses the network once, not once
     per worker); in this process the call gets the whole frame. The function must give the same
-    result either way."""
+    result either way.
+
+    ``kept``: the frame has the rows of rows the workers kept (:class:`Kept`, e.g. the feature
+    table's), in their order, and its columns named in ``kept.columns`` hold the kept values; on a
+    cluster each task then reads those columns from its partition's kept file and gets only the
+    other columns from the client (the same frame as without ``kept``). Ignored when it does not
+    :meth:`~Kept.serves` the frame (e.g. a stage reused from an earlier run kept no rows).
+    """
 
     frame: Any
+    kept: Kept | None = None
 
 
 def plain(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -166,19 +228,40 @@ def bucket_sql(column: str = "customer_id") -> str:
 ROW = "__row"
 
 
-def per_customer(session: Any, frame: Any, label: str, fn: Callable[..., Any], *args: Any) -> Any:
+def sorted_rows(view: Any, part: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(view, part, *args)``, a frame of per-customer rows, sorted by ``customer_id`` (a task of
+    :meth:`~centile.backend.session.Session.map_rows`)."""
+    return fn(view, part, *args).sort("customer_id")
+
+
+def stack_rows(frames: list[Any]) -> tuple[Any, Any]:
+    """Partition frames of per-customer rows stacked and sorted by ``customer_id`` (one sort, as a
+    single pass's rows are), and ``order``: row ``i`` of the result is row ``order[i]`` of the
+    frames stacked in partition order (see :class:`Kept`)."""
+    import polars as pl
+
+    stacked = pl.concat(frames, how="vertical").with_row_index(ROW)
+    out = stacked.sort("customer_id")
+    return out.drop(ROW), out.get_column(ROW).to_numpy()
+
+
+def per_customer(session: Any, frame: Any, label: str, fn: Callable[..., Any], *args: Any,
+                 kept: Kept | None = None) -> Any:
     """``fn(view, part, rows, *args)`` over the rows of Polars ``frame`` (which has ``customer_id``;
     ``rows`` carry their position as ``__row``): on a cluster (``session.distributed()``) a task per
-    partition with its customers' rows (``PerCustomer``), here (or without a session) one call over
-    every row. The frames ``fn`` returns (each with the ``__row`` of its rows) stacked in ``frame``'s
-    row order, without ``__row``: the same bytes either way when ``fn`` computes row by row."""
+    partition with its customers' rows (``PerCustomer``; with ``kept``, the rows the workers kept
+    of which ``frame`` has the rows and some columns, see :class:`PerCustomer`), here (or without a
+    session) one call over every row. The frames ``fn`` returns (each with the ``__row`` of its
+    rows) stacked in ``frame``'s row order, without ``__row``: the same bytes either way when ``fn``
+    computes row by row."""
     import polars as pl
 
     rows = frame.with_row_index(ROW)
     if session is None or not session.distributed():
         out = fn(None, 0, rows, *args)
     else:
-        parts = session.map_partitions(session.work_partitions(), label, fn, PerCustomer(rows), *args, tables=())
+        parts = session.map_partitions(session.work_partitions(), label, fn, PerCustomer(rows, kept), *args,
+                                       tables=())
         out = pl.concat(parts, how="vertical").sort(ROW)
     if out.height != frame.height or not out[ROW].equals(rows[ROW]):
         raise RuntimeError(f"{label}: the partitions returned {out.height:,} of {frame.height:,} customers")
@@ -186,9 +269,10 @@ def per_customer(session: Any, frame: Any, label: str, fn: Callable[..., Any], *
 
 
 def reduce_customers(session: Any, frame: Any, label: str, fn: Callable[..., Any],
-                     merge: Callable[[Any, Any], Any], *args: Any) -> Any:
+                     merge: Callable[[Any, Any], Any], *args: Any, kept: Kept | None = None) -> Any:
     """``fn(view, part, rows, *args)`` per partition of ``frame``'s customers, folded with ``merge``
-    (here, or without a session: one call over every row)."""
+    (here, or without a session: one call over every row; ``kept`` as in :func:`per_customer`)."""
     if session is None or not session.distributed():
         return fn(None, 0, frame, *args)
-    return session.map_reduce(session.work_partitions(), label, fn, merge, PerCustomer(frame), *args, tables=())
+    return session.map_reduce(session.work_partitions(), label, fn, merge, PerCustomer(frame, kept), *args,
+                              tables=())

@@ -101,6 +101,9 @@ class Session:
     #: tables registered but not validated here, because the job reads their rows from elsewhere
     #: (``centile run --state``: the refresh state); :meth:`has` answers for them, no view holds them
     elsewhere: dict[str, Registered] = field(default_factory=dict)
+    #: per-customer rows the workers kept in the scratch folder, by the frame they make
+    #: (``"features"``: :func:`centile.features.compute.compute_features`; see :meth:`map_rows`)
+    kept: dict[str, partitions.Kept] = field(default_factory=dict)
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -182,6 +185,18 @@ class Session:
         return self.backend.map_reduce(self, parts, label, fn, merge, *args, progress=progress, tables=tables,
                                        finish=finish)
 
+    def map_rows(self, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+                 progress: Progress | None = None, tables: tuple[str, ...] | None = None
+                 ) -> tuple[pl.DataFrame, partitions.Kept | None]:
+        """:meth:`map_partitions` of a ``fn`` that returns its partition's per-customer rows (one row
+        per ``customer_id``): the rows of every partition in ``customer_id`` order, and, on a cluster,
+        where the workers left each partition's rows (a :class:`~centile.backend.partitions.Kept`,
+        valid until the session closes: later per-customer tasks read columns of them there instead
+        of getting them from this process); None here."""
+        if self.backend is None:
+            return rows_here(self, parts, label, fn, *args, progress=progress, tables=tables)
+        return self.backend.map_rows(self, parts, label, fn, *args, progress=progress, tables=tables)
+
     def distributed(self) -> bool:
         """Does per-partition work leave this process?"""
         return self.backend is not None and self.backend.distributed()
@@ -250,6 +265,15 @@ def map_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any]
         with s.partition(parts, part, label):
             out.append(fn(s, part, *args))
     return out
+
+
+def rows_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,
+              progress: Progress | None = None, tables: tuple[str, ...] | None = None) -> tuple[pl.DataFrame, None]:
+    """:meth:`Session.map_rows` in this process (through :meth:`Session.map_partitions`): the
+    partitions' rows stacked and sorted (one order whatever the partitions: Polars' sort, also for
+    a single partition)."""
+    frames = s.map_partitions(parts, label, fn, *args, progress=progress, tables=tables)
+    return pl.concat(frames, how="vertical").sort("customer_id"), None
 
 
 @contextlib.contextmanager

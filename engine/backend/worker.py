@@ -80,13 +80,60 @@ def hand_over(frame: Any, path: Path) -> FrameFile:
     return FrameFile(str(path), frame.height)
 
 
+@dataclass(frozen=True)
+class KeptRows:
+    """One partition's rows of a per-customer frame, put together on the worker (:func:`read_inputs`):
+    the columns ``kept`` read from ``path``, the partition's rows an earlier step left in the scratch
+    folder (:class:`~centile.backend.partitions.Kept`), beside the other columns, which the client
+    wrote to ``sent`` in the same row order; the frame's columns in the order ``columns``."""
+
+    path: str
+    rows: int
+    columns: tuple[str, ...]
+    kept: tuple[str, ...]
+    sent: FrameFile | None
+
+    def read(self) -> Any:
+        import polars as pl
+
+        have: dict[str, Any] = {}
+        for f, names in ((self.path, self.kept), (self.sent.path if self.sent else None,
+                                                   tuple(c for c in self.columns if c not in self.kept))):
+            if not names:
+                continue
+            part = pl.read_ipc(f, columns=list(names))  # type: ignore[arg-type]
+            if part.height != self.rows:
+                raise RuntimeError(f"{f} holds {part.height:,} rows, not the partition's {self.rows:,}")
+            have.update((c, part.get_column(c)) for c in part.columns)
+        return pl.DataFrame([have[c] for c in self.columns])
+
+
+def from_kept(frame: Any, kept: partitions.Kept, folder: Path, prefix: str = "") -> tuple[list[KeptRows], int]:
+    """Per partition of ``kept``, the :class:`KeptRows` of ``frame``, which has the kept rows in their
+    order (:meth:`~centile.backend.partitions.Kept.serves`): its columns the kept files hold are read
+    there, the others (gathered once into the files' row order, then cut per partition) written to
+    ``folder`` (``<prefix><partition>.arrow``). Returns them and the bytes of the columns written."""
+    import polars as pl
+
+    own = tuple(c for c in frame.columns if c in kept.columns)
+    rest = [frame.get_column(c) for c in frame.columns if c not in kept.columns]
+    sent = pl.DataFrame(rest).gather(kept.where()) if rest else None  # one gather, then zero-copy slices
+    out, at = [], kept.offsets
+    for p, (path, rows) in enumerate(zip(kept.files, kept.heights, strict=True)):
+        handed = None if sent is None else hand_over(sent.slice(at[p], rows), folder / f"{prefix}{p:05d}.arrow")
+        out.append(KeptRows(path, rows, tuple(frame.columns), own, handed))
+    return out, 0 if sent is None else int(sent.estimated_size())
+
+
 def read_inputs(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``args`` with every :class:`FrameFile` read back into its frame."""
-    if not any(isinstance(a, FrameFile) for a in args):
+    """``args`` with every :class:`FrameFile` read back into its frame, every :class:`KeptRows`
+    put together."""
+    if not any(isinstance(a, FrameFile | KeptRows) for a in args):
         return args
     import polars as pl
 
-    return tuple(pl.read_ipc(a.path) if isinstance(a, FrameFile) else a for a in args)
+    return tuple(pl.read_ipc(a.path) if isinstance(a, FrameFile) else a.read() if isinstance(a, KeptRows) else a
+                 for a in args)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from centile.backend.partitions import Kept
 from centile.backend.session import Session
 from centile.clv.models import (
     LABELS,
@@ -169,6 +170,9 @@ class Summary:
     calibration_end: dt.date
     holdout_end: dt.date | None
     time_unit: str
+    #: on a cluster, where the workers kept each partition's summary rows (the predictions' tasks
+    #: read them there); None when the rows were not computed by partition tasks
+    kept: Kept | None = None
 
 
 def summary_sql(days: str) -> str:
@@ -201,11 +205,15 @@ class OrderDays:
     s: Session
 
     def summary(self, params: dict[str, Any]) -> pl.DataFrame:
+        return self.rows(params)[0]
+
+    def rows(self, params: dict[str, Any]) -> tuple[pl.DataFrame, Kept | None]:
+        """:meth:`summary` in ``customer_id`` order, and where a cluster's workers kept each
+        partition's rows (:meth:`~centile.backend.session.Session.map_rows`)."""
         # per customer: one partition at a time when partitions are configured (a DuckDB query,
         # which spills by itself: one pass otherwise, as the features), or on a cluster's workers
-        frames = self.s.map_partitions(self.s.work_partitions(), "clv", _summary_of_partition,
-                                       summary_sql(read_sql("clv_days")), params, tables=("orders",))
-        return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+        return self.s.map_rows(self.s.work_partitions(), "clv", _summary_of_partition,
+                               summary_sql(read_sql("clv_days")), params, tables=("orders",))
 
     def value_total(self, cal_end: dt.date) -> tuple[Decimal | None, int]:
         total, n = self.s.con.execute(f"WITH days AS (\n{read_sql('clv_days')}\n)\n"
@@ -245,14 +253,15 @@ def summarize(s: Session, calibration_end: dt.date | None = None, *, time_unit: 
     if holdout_end is not None and holdout_end <= cal:
         raise InputError(f"holdout end {holdout_end} must be after the calibration end {cal}")
     params = {"cal_end": cal, "hold_end": holdout_end or cal, "unit": TIME_UNITS[time_unit]}
-    frame = (days or OrderDays(s)).summary(params)
+    # in customer order: the same rows in the same order for any partitioning
+    days = days or OrderDays(s)
+    frame, kept = days.rows(params) if isinstance(days, OrderDays) else (days.summary(params).sort("customer_id"), None)
     if frame.height == 0:
         raise InputError(f"orders: no customer purchased on or before the calibration end {cal}; "
                          "pass a later --calibration-end" if calibration_end is not None else
                          f"orders: no order line before as_of {s.as_of}{_valid_range(s)}; pass a later "
                          "--as-of (as_of in the config), or leave it out to use the day after the newest order")
-    # in customer order: the same rows in the same order for any partitioning
-    return Summary(frame.sort("customer_id"), cal, holdout_end, time_unit)
+    return Summary(frame, cal, holdout_end, time_unit, kept)
 
 
 def _valid_range(s: Session) -> str:
@@ -410,7 +419,7 @@ def compute_clv(s: Session, settings: ClvSettings | None = None, *,
         progress("clv: predicting")
     length = None if summ.holdout_end is None else \
         (summ.holdout_end - summ.calibration_end).days / TIME_UNITS[st.time_unit]
-    pred, hp = predictions(s, f, fit, spend, st, fallback, length)
+    pred, hp = predictions(s, f, fit, spend, st, fallback, length, kept=summ.kept)
     cols: dict[str, Any] = {"customer_id": f["customer_id"], "frequency": x, "recency": tx, "T": T,
                             "monetary_value": f["monetary_value"]}
     cols.update(pred)
@@ -484,7 +493,7 @@ def _predict_partition(view: Session | None, part: int, rows: pl.DataFrame, fit:
 
 
 def predictions(s: Session, summary: pl.DataFrame, fit: FitResult, spend: FitResult | None, st: ClvSettings,
-                fallback: float, holdout: float | None = None
+                fallback: float, holdout: float | None = None, *, kept: Kept | None = None
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Per-customer predictions of ``summary`` (in its row order) with the fitted models, and the
     holdout's (``expected_transactions`` over ``holdout`` time units) when a length is given.
@@ -492,11 +501,12 @@ def predictions(s: Session, summary: pl.DataFrame, fit: FitResult, spend: FitRes
     On a cluster each task predicts its partition's customers (their summary rows go out split by
     partition, the predictions come back and are put in the summary's row order); here in one
     call. The same floats either way: a customer's predictions read only its own row, and the
-    kernels compute each row (or each distinct ``(x, T)`` pair) on its own."""
+    kernels compute each row (or each distinct ``(x, T)`` pair) on its own. ``kept``: where the
+    workers kept the summary's rows (:attr:`Summary.kept`); the tasks read them there instead."""
     from centile.backend.partitions import per_customer
 
     back = per_customer(s, summary.select("customer_id", *_PREDICT_INPUT), "clv: predicting", _predict_partition,
-                        fit, spend, st, fallback, holdout)
+                        fit, spend, st, fallback, holdout, kept=kept)
     pred = {c: back[c].to_numpy() for c in back.columns}
     hp = None
     if holdout is not None:

@@ -226,12 +226,14 @@ def compute_features(s: Session, progress: Progress | None = None, parts: Partit
     joins = s.partitioning() if parts.count == 1 and not s.distributed() else Partitioning(1)
     # over every customer before the partitions; with one partition, from its own f_category
     top = top_categories(s) if avail["category"] and parts.count > 1 else None
-    # per partition, here or on a cluster's workers (each worker reads its customers' rows itself)
-    frames = s.map_partitions(parts, "features", _features_of_partition, params, avail, top,
-                              progress if parts.count == 1 and not s.distributed() else None, joins,
-                              progress=progress, tables=FEATURE_TABLES)
-    # one order whatever the partitions: Polars' sort, also for a single partition
-    df = pl.concat(frames, how="vertical").sort("customer_id")
+    # per partition, here or on a cluster's workers (each worker reads its customers' rows itself),
+    # in customer order; on a cluster the workers keep each partition's rows for the later stages'
+    # per-customer tasks (the segments' steps read their feature columns there: ``s.kept``)
+    df, kept = s.map_rows(parts, "features", _features_of_partition, params, avail, top,
+                          progress if parts.count == 1 and not s.distributed() else None, joins,
+                          progress=progress, tables=FEATURE_TABLES)
+    if kept is not None:
+        s.kept["features"] = kept
     return df, avail, skipped
 
 

@@ -268,10 +268,11 @@ def _rule_columns(sqls: list[str], columns: list[str]) -> list[str]:
 _GLOBAL_SQL = re.compile(r"\bover\s*\(|\bselect\b|\bfrom\b", re.IGNORECASE)
 
 
-def _rule_values(base: pl.DataFrame, sels: list[str], session: Any) -> pl.DataFrame:
+def _rule_values(base: pl.DataFrame, sels: list[str], session: Any, kept: Any = None) -> pl.DataFrame:
     """The value of each rule expression ``sels[i]`` per customer as column ``s<i>``. Expressions
     that read only the customer's own row run per partition on a session's workers
-    (``segments: rules``); the others (window functions, subqueries) here over every customer."""
+    (``segments: rules``; the feature columns read from the rows the workers kept, ``kept``); the
+    others (window functions, subqueries) here over every customer."""
     from centile.backend.partitions import per_customer
     from centile.segments.remote import columns, rules_task
 
@@ -284,18 +285,19 @@ def _rule_values(base: pl.DataFrame, sels: list[str], session: Any) -> pl.DataFr
             continue
         sql = ", ".join(f"{sels[i]} AS s{i}" for i in idx)
         frame = columns(base, _rule_columns([sels[i] for i in idx], cols))
-        res = per_customer(session if remote else None, frame, "segments: rules", rules_task, sql)
+        res = per_customer(session if remote else None, frame, "segments: rules", rules_task, sql, kept=kept)
         out.update({c: res.get_column(c) for c in res.columns})
     return pl.DataFrame([out[f"s{i}"] for i in range(len(sels))])
 
 
-def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...], session: Any = None
+def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...], session: Any = None, kept: Any = None
                   ) -> tuple[pl.DataFrame, list[str]]:
     """Evaluate every rule set over ``base`` (first match wins); returns labels and notes.
 
     A default rule set whose columns are absent (no customers table) is
     skipped with a note; a configured one raises :class:`ConfigError`. With a ``session`` on a
-    cluster the row-local rules run on its workers (:func:`_rule_values`).
+    cluster the row-local rules run on its workers (:func:`_rule_values`; ``kept``: the feature
+    rows they kept, of which ``base`` has the rows and the feature columns).
     """
     notes: list[str] = []
     out: dict[str, pl.Series] = {}
@@ -325,7 +327,7 @@ def rule_segments(base: pl.DataFrame, rulesets: tuple[RuleSet, ...], session: An
                                   f"{', '.join(sorted(cols - {'__row'}))}") from None
             selects.append((rs, sel))
     if selects:
-        res = _rule_values(base, [sel for _rs, sel in selects], session)
+        res = _rule_values(base, [sel for _rs, sel in selects], session, kept)
         for i, (rs, _sel) in enumerate(selects):
             col = res[f"s{i}"]
             if rs.expr is not None:
@@ -358,14 +360,15 @@ def _club_labels(features: pl.DataFrame, clubs: pl.DataFrame) -> pl.Series:
 
 
 def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str, pl.Series],
-                     notes: list[str], session: Any = None, fit_cpu: list[float] | None = None
-                     ) -> tuple[pl.DataFrame | None, int | None, dict[int, float], int | None]:
+                     notes: list[str], session: Any = None, fit_cpu: list[float] | None = None,
+                     kept: Any = None) -> tuple[pl.DataFrame | None, int | None, dict[int, float], int | None]:
     """Add the ``cluster`` / ``density_cluster`` columns to ``cols``; returns centres, k, silhouettes, #density.
 
     The matrix's standardisation comes from exact moments per partition (``segments: scaling``),
     k-means is fitted here on its seeded sample of customers (positions in customer order, so
     the same customers for any partitioning) and each customer's nearest centre is found per
-    partition (``segments: clusters``); with a session on a cluster those steps run on its workers.
+    partition (``segments: clusters``); with a session on a cluster those steps run on its workers,
+    which read the feature columns from the rows they kept (``kept``) when they have them.
     Density clusters need every customer's row here."""
     from centile.backend.partitions import per_customer, reduce_customers
     from centile.segments.clusters import (
@@ -390,7 +393,7 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
     frame = columns(features, feats)
     fill = recency_fill(frame, feats)
     scal = scaling(feats, fill, reduce_customers(session, frame, "segments: scaling", scaling_task, merge_moments,
-                                                 feats, fill))
+                                                 feats, fill, kept=kept))
     n = features.height
     if sc.cluster:
         fit_idx, rng = kmeans_sample(n, sc.fit_sample, sc.seed)
@@ -407,7 +410,8 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
             notes.append(f"clustering skipped: {exc}")
         else:
             if fit_idx.size < n:
-                raw = per_customer(session, frame, "segments: clusters", clusters_task, scal, model)["raw"].to_numpy()
+                raw = per_customer(session, frame, "segments: clusters", clusters_task, scal, model,
+                                   kept=kept)["raw"].to_numpy()
             else:  # the fit saw every customer
                 raw = model.labels_
             cols["cluster"], cen = kmeans_names(raw, model)
@@ -425,7 +429,7 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
 
 def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFrame | None = None,
                   clubs: pl.DataFrame | None = None, as_of: dt.date | None = None,
-                  session: Any = None) -> SegmentsResult:
+                  session: Any = None, kept: Any = None) -> SegmentsResult:
     """All segmentations and their profiles over a feature table. Writes nothing.
 
     Parameters
@@ -442,7 +446,12 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
     as_of : date, optional
         For ``age``; default today.
     session : Session, optional
-        An open session: on a cluster the profiles' per-customer aggregation runs on its workers.
+        An open session: on a cluster the per-customer steps (row-local rules, the cluster matrix's
+        moments and labels, the profiles' aggregation) run on its workers.
+    kept : centile.backend.partitions.Kept, optional
+        Where the workers kept the feature rows (``session.kept["features"]``) when ``features`` is
+        the feature table they computed in this session (with columns added, e.g. ``clv_*``): the
+        steps' tasks read the feature columns there and get only the others from this process.
     """
     from centile.segments.profiles import profiles_in_session
     from centile.segments.rfm import RFM_COLUMNS, rf_grid, rfm_scores, segment_labels
@@ -466,7 +475,7 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
         cols[name] = pl.Series(name, arr, dtype=pl.Int8).replace(0, None)
     grid = rf_grid(sc_rfm.r, sc_rfm.f, features["net_revenue_12m"].to_numpy(), sc.rfm_bins)
     base = _base(features, customers, as_of)
-    ruled, rule_notes = rule_segments(base, sc.rules, session)
+    ruled, rule_notes = rule_segments(base, sc.rules, session, kept)
     notes += rule_notes
     for c in ruled.columns:
         cols[c] = ruled[c]
@@ -478,11 +487,12 @@ def form_segments(features: pl.DataFrame, cfg: Config, *, customers: pl.DataFram
         # scikit-learn's OpenMP loops run on cfg.threads (default 1): with all cores they were 5-25x
         # slower on a shared 2-core machine (threads spin while others hold the cores)
         with threadpool_limits(cfg.threads or 1):
-            centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes, session, fit_cpu)
+            centres, k, sil, n_density = _cluster_columns(features, sc, cols, notes, session, fit_cpu, kept)
     segments = pl.DataFrame([s.alias(n) for n, s in cols.items()])
     names = tuple(c for c in segments.columns if c not in ("customer_id", "r", "f", "m"))
     prof_base = with_columns_beside(base, [segments.get_column(n) for n in names])
-    profiles = profiles_in_session(session, prof_base, list(names))
+    # a segmentation named like a feature column replaced it in prof_base: that one is sent
+    profiles = profiles_in_session(session, prof_base, list(names), kept.without(names) if kept else None)
     return SegmentsResult(segments, profiles, grid, names, centres, k, sil, n_density, tuple(notes),
                           kmeans_fit_cpu_s=round(fit_cpu[0], 3) if k is not None else None)
 

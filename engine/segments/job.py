@@ -67,7 +67,7 @@ def run_segments(cfg: Config, out: str | Path, *, features: str | Path | None = 
                 progress("segments")
             with staging.timed("segments"):
                 res = form_segments(fres.features, cfg, customers=customers, clubs=club_df, as_of=s.as_of,
-                                    session=s)
+                                    session=s, kept=s.kept.get("features"))
             rows: dict[str, Any] = {"features": fres.features.height, "rejects": s.total_rejects}
             rows.update(write_segments(res, staging))
             write_manifest(staging, manifest(s, "segments", {**fres.summary, "segments": segments_summary_doc(res)},

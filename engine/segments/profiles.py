@@ -317,11 +317,12 @@ def _profile_partition(view: Any, part: int, base: pl.DataFrame, segmentations: 
     return profile_state(base, segmentations)
 
 
-def profiles_in_session(s: Any, base: pl.DataFrame, segmentations: list[str]) -> pl.DataFrame:
+def profiles_in_session(s: Any, base: pl.DataFrame, segmentations: list[str], kept: Any = None) -> pl.DataFrame:
     """:func:`profile_table` with the per-customer aggregation on the session's workers when they are
     elsewhere (``s.distributed()``): each task aggregates its partition's customers into a
     :class:`ProfileState`, merged exactly on the workers; here (or without a session) in one pass.
-    The same bytes either way."""
+    The same bytes either way. ``kept``: the rows the workers kept of which ``base`` has the rows and
+    those columns (:class:`~centile.backend.partitions.PerCustomer`)."""
     narrow = pl.DataFrame([base.get_column(c) for c in profile_columns(base.columns, segmentations)])
     if s is None or not s.distributed():
         state = profile_state(narrow, segmentations)
@@ -329,7 +330,7 @@ def profiles_in_session(s: Any, base: pl.DataFrame, segmentations: list[str]) ->
         from centile.backend.partitions import PerCustomer
 
         state = s.map_reduce(s.work_partitions(), "segments: profiles", _profile_partition, merge_profile_states,
-                             PerCustomer(narrow), segmentations, tables=())
+                             PerCustomer(narrow, kept), segmentations, tables=())
     return profiles_from_state(state, segmentations)
 
 

@@ -22,7 +22,7 @@ def _run(ctx: Context) -> dict[str, int]:
     table = with_customer_columns(ctx.frame("features"), ctx.frame_or_none("clv_features"))
     with ctx.staging.timed("segments"):
         res = form_segments(table, ctx.cfg, customers=customers, clubs=ctx.frame_columns("clubs", ("club", "tier")),
-                            as_of=s.as_of, session=s)
+                            as_of=s.as_of, session=s, kept=s.kept.get("features"))
     ctx.publish(segments=res.segments, segment_profiles=res.profiles, rfm_grid=res.rfm_grid)
     ctx.summaries["segments"] = segments_summary_doc(res)
     ctx.notes.extend(res.notes)
