@@ -178,3 +178,21 @@ def assign_best_rank(keys, hashes, sizes, pct):
                 club[i] = c
                 tier[i] = t + 1
     return _summarise(keys, hashes, sizes, club, tier)
+
+
+# --------------------------------------------------------------------------
+# category columns of the feature table
+# --------------------------------------------------------------------------
+def category_pivot(pos, code, net, value, customers, top):
+    """Per customer: the code of the category with the most positive ``net`` (Python ints; equal:
+    the lower code; -1 none), and per top code the ``value`` of its row (0.0 without one)."""
+    best = []
+    for p in range(customers):
+        rows = [(net[i], code[i]) for i in range(len(pos)) if pos[i] == p and net[i] > 0]
+        best.append(min(rows, key=lambda r: (-r[0], r[1]))[1] if rows else -1)
+    values = [[0.0] * customers for _ in top]
+    for j, c in enumerate(top):
+        for i in range(len(pos)):
+            if code[i] == c:
+                values[j][pos[i]] = value[i]
+    return best, values
