@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tomllib
 from pathlib import Path
 from types import MappingProxyType
 
@@ -124,8 +125,9 @@ def test_run_over_a_state_writes_the_files_of_a_full_run(batches, tmp_path):
         # a session over one stand-in order line (its as_of only); the purchase days are the state's
         line = tmp_path / "line.parquet"
         pl.read_parquet(moved / "orders-q1.parquet").head(1).write_parquet(line)
+        # the run's [clv] settings, orders only
         cfg = Config(tables=MappingProxyType({"orders": TableSpec("orders", (str(line),), "parquet")}),
-                     as_of=dt.date.fromisoformat(wm))
+                     as_of=dt.date.fromisoformat(wm), sections=MappingProxyType(tomllib.loads(CLV)))
         with open_session(cfg) as s:
             res = compute_clv(s, days=state_days(cfg, state))
         (tmp_path / "alone").mkdir()
