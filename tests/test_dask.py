@@ -240,6 +240,45 @@ def test_a_worker_killed_mid_stage_fails_the_run_and_keeps_the_previous_output(d
     assert "more partitions (--partitions)" in msg
 
 
+class _KillOnce(distributed.WorkerPlugin):
+    """Kills the worker process the first time it runs partition 1 of ``label`` (a marker file says
+    it happened, so the retry on the restarted or the other worker goes through)."""
+
+    def __init__(self, label: str, marker: str) -> None:
+        self.label, self.marker = label, marker
+
+    def setup(self, worker) -> None:  # noqa: ARG002
+        from centile.backend import partitions as p
+
+        label, marker = self.label, self.marker
+
+        def observe(step, part, s):  # noqa: ARG001
+            if step == label and part == 1 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+
+        p.observe = observe
+
+
+def test_a_worker_killed_in_a_step_reading_kept_rows_is_retried_with_the_local_bytes(data, tmp_path):
+    """The segments' cluster assignment reads the feature rows the feature tasks kept in the scratch
+    folder; its worker dies once, the scheduler runs the task again elsewhere, and the retry finds
+    the kept rows still there: the run ends with the local backend's bytes."""
+    marker = tmp_path / "killed"
+    _run(data, tmp_path / "local")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=50) as c, \
+            distributed.Client(c, set_as_default=False) as client:
+        client.register_plugin(_KillOnce("segments: clusters", str(marker)), name="kill-once")
+        remote = _run(data, tmp_path / "dask", backend="dask", scheduler=c.scheduler_address)
+    assert marker.exists()  # a worker did die in that step
+    steps = remote.stages["segments"]["network"]["steps"]
+    assert steps["segments: clusters"]["bytes_kept_on_workers"] > 0
+    a, b = _digests(tmp_path / "local"), _digests(tmp_path / "dask")
+    assert a.keys() == b.keys() and [n for n in a if a[n] != b[n]] == []
+    assert not list(tmp_path.glob(".dask.centile-*"))
+
+
 def test_workers_with_another_centile_are_refused(data, cluster, tmp_path, monkeypatch):
     c, _client = cluster
     out = tmp_path / "out"

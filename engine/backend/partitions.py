@@ -39,7 +39,8 @@ BUCKETS = 1 << 16
 BYTES_PER_ORDER_LINE = 100
 
 #: a hook the tests use to see what one partition holds: ``observe(label, part, session)``, called by
-#: :meth:`centile.backend.session.Session.partition` once the session's views hold partition ``part``
+#: :meth:`centile.backend.session.Session.partition` once the session's views hold partition ``part``,
+#: and by a worker's task before it runs (``session`` None for a task that reads no input table)
 observe: Callable[[str, int, object], None] | None = None
 
 #: the share of ``--memory-limit`` that DuckDB's buffer manager gets (:func:`duckdb_memory`): measured at

@@ -172,6 +172,8 @@ def run_partition(job: PartitionJob, part: int, fn: Any, args: tuple[Any, ...],
     args = read_inputs(args)
     if not job.only:  # the function reads no input table (e.g. a later pass over parked state)
         t1 = t0
+        if partitions.observe is not None:
+            partitions.observe(job.label, part, None)
         with numba_threads(cfg.threads):
             result = fn(None, part, *args)
     else:
