@@ -78,3 +78,26 @@ def test_rows_the_workers_kept_give_each_task_the_slice_the_client_would_have_se
     handed, _sent = worker.from_kept(frame, kept.without(["x"]), tmp_path / "in", "1-")
     for p, want in enumerate(split_by_partition(frame, parts, sql_type)):
         assert worker.read_inputs((handed[p],))[0].equals(want, null_equal=True), p
+
+
+def test_frames_handed_to_tasks_send_few_distinct_strings_as_dictionaries_and_read_back_the_same(tmp_path):
+    from centile.backend import worker
+
+    n = 400
+    frame = pl.DataFrame({
+        "customer_id": [f"id-{i}" for i in range(n)],               # distinct: sent as it is
+        "segment": [["Champions", "", None, "Ünïcode ✓"][i % 4] for i in range(n)],
+        "region": pl.Series([None] * n, dtype=pl.String),           # no value at all
+        "__row": pl.Series(range(n), dtype=pl.UInt32),
+    })
+    handed = worker.hand_over(frame, tmp_path / "f.arrow")
+    assert handed.coded == ("segment", "region")
+    back = worker.read_inputs((handed, 3))
+    assert back[1] == 3 and back[0].equals(frame, null_equal=True) and back[0].schema == frame.schema
+    assert handed.nbytes < frame.estimated_size()
+    # a few rows (under 64) or many distinct values: plain strings
+    small = worker.hand_over(frame.head(10), tmp_path / "g.arrow")
+    assert small.coded == () and small.read().equals(frame.head(10), null_equal=True)
+    # a kept partition's sent columns read back as String too
+    kept = worker.KeptRows(str(tmp_path / "f.arrow"), n, ("customer_id", "segment"), ("customer_id",), handed)
+    assert kept.read().equals(frame.select("customer_id", "segment"), null_equal=True)

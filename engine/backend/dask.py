@@ -405,6 +405,7 @@ class DaskBackend:
                 frames = split_by_partition(a.frame, parts, _id_type(s))
                 if folder is not None:
                     slices[i] = [worker.hand_over(f, folder / f"{i}-{p:05d}.arrow") for p, f in enumerate(frames)]
+                    sent_size[i] = sum(f.nbytes for f in slices[i])
                 else:
                     slices[i] = client.scatter(frames, hash=False)
         shared = [slices[i] if i in slices else

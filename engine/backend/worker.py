@@ -72,12 +72,37 @@ class FrameFile:
 
     path: str
     rows: int
+    #: the String columns written as dictionaries (:func:`hand_over`), read back as String
+    coded: tuple[str, ...] = ()
+    #: the in-memory size of what was written (dictionaries counted as codes plus their values)
+    nbytes: int = 0
+
+    def read(self, columns: list[str] | None = None) -> Any:
+        import polars as pl
+
+        frame = pl.read_ipc(self.path, columns=columns)
+        coded = [c for c in self.coded if c in frame.columns]
+        return frame.with_columns(pl.col(coded).cast(pl.String)) if coded else frame
 
 
 def hand_over(frame: Any, path: Path) -> FrameFile:
-    """Write ``frame`` for a task to read (:func:`read_inputs`)."""
-    frame.write_ipc(path, compression="uncompressed")
-    return FrameFile(str(path), frame.height)
+    """Write ``frame`` for a task to read (:func:`read_inputs`). A String column with few distinct
+    values (segment labels, customer attributes: at most one per four rows) is written as a
+    dictionary of its values and a 4-byte code per row (a Polars Enum of the sorted values), and
+    read back as the same String column."""
+    import polars as pl
+
+    coded, columns = [], []
+    for col in frame.get_columns():
+        if col.dtype == pl.String and col.len() >= 64:
+            values = col.drop_nulls().unique()
+            if values.len() * 4 <= col.len():
+                col = col.cast(pl.Enum(values.sort()))
+                coded.append(col.name)
+        columns.append(col)
+    out = pl.DataFrame(columns) if coded else frame
+    out.write_ipc(path, compression="uncompressed")
+    return FrameFile(str(path), frame.height, tuple(coded), int(out.estimated_size()))
 
 
 @dataclass(frozen=True)
@@ -101,7 +126,8 @@ class KeptRows:
                                                    tuple(c for c in self.columns if c not in self.kept))):
             if not names:
                 continue
-            part = pl.read_ipc(f, columns=list(names))  # type: ignore[arg-type]
+            part = (pl.read_ipc(f, columns=list(names)) if f == self.path  # type: ignore[arg-type]
+                    else self.sent.read(list(names)))  # type: ignore[union-attr]
             if part.height != self.rows:
                 raise RuntimeError(f"{f} holds {part.height:,} rows, not the partition's {self.rows:,}")
             have.update((c, part.get_column(c)) for c in part.columns)
@@ -122,7 +148,7 @@ def from_kept(frame: Any, kept: partitions.Kept, folder: Path, prefix: str = "")
     for p, (path, rows) in enumerate(zip(kept.files, kept.heights, strict=True)):
         handed = None if sent is None else hand_over(sent.slice(at[p], rows), folder / f"{prefix}{p:05d}.arrow")
         out.append(KeptRows(path, rows, tuple(frame.columns), own, handed))
-    return out, 0 if sent is None else int(sent.estimated_size())
+    return out, sum(k.sent.nbytes for k in out if k.sent is not None)
 
 
 def read_inputs(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -130,10 +156,7 @@ def read_inputs(args: tuple[Any, ...]) -> tuple[Any, ...]:
     put together."""
     if not any(isinstance(a, FrameFile | KeptRows) for a in args):
         return args
-    import polars as pl
-
-    return tuple(pl.read_ipc(a.path) if isinstance(a, FrameFile) else a.read() if isinstance(a, KeptRows) else a
-                 for a in args)
+    return tuple(a.read() if isinstance(a, FrameFile | KeptRows) else a for a in args)
 
 
 @dataclass(frozen=True)
