@@ -273,6 +273,8 @@ def main() -> None:
     doc["paper_model"]["table"] = print_model(doc["paper_model"])
     path = RESULTS / "dask.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
+    if str(args.customers) in stored:  # the previous run of this size, one level deep
+        doc["earlier"] = {k: v for k, v in stored[str(args.customers)].items() if k != "earlier"}
     stored[str(args.customers)] = doc
     save("dask", stored)
     print(json.dumps(doc, indent=2))

@@ -400,7 +400,8 @@ class DaskBackend:
                     folder.mkdir(parents=True, exist_ok=True)
                 if folder is not None and a.kept is not None and a.kept.serves(a.frame, parts):
                     slices[i], sent_size[i] = worker.from_kept(a.frame, a.kept, folder, f"{i}-")
-                    kept_size += int(a.frame.estimated_size()) - sent_size[i]
+                    kept_size += int(a.frame.select([c for c in a.frame.columns if c in a.kept.columns])
+                                     .estimated_size())
                     continue
                 frames = split_by_partition(a.frame, parts, _id_type(s))
                 if folder is not None:
