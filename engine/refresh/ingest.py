@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 import duckdb
-import polars as pl
+import pyarrow as pa
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import _empty_view, connect
@@ -29,6 +29,7 @@ from centile.backend.sources import Registered, register_tables, set_aside_dupli
 from centile.config import Config, TableSpec, _format_of
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import hashes as lh
 from centile.refresh import rejects as rj
 from centile.refresh import state as st
 from centile.runtime import Progress
@@ -247,21 +248,22 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Pa
     con.execute(f"CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT * FROM batch_all WHERE {where}")
     dropped = 0
     if dedupe and old_hashes:
-        before = con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
-        # the old hashes equal to one of the batch's, read with Polars' prefiltered scan: it decodes
-        # the customer column of those rows only (a DuckDB anti join over the files decodes every row)
+        # the batch's hashes searched in the state's sorted runs (centile.refresh.hashes): a binary
+        # search per hash in memory-mapped arrays, not a read of every hash kept
         mine = con.execute("SELECT DISTINCT __h FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()["__h"]
-        seen = pl.scan_parquet(old_hashes, parallel="prefiltered").filter(
-            pl.col("h").is_in(pl.Series(mine, dtype=pl.UInt64).implode())).select("customer_id", "h").collect()
-        con.register("__centile_seen", seen.to_arrow())
-        try:
-            rj.note_dropped(con, "(SELECT b.customer_id, b.__h FROM batch_orders AS b SEMI JOIN __centile_seen AS o "
-                                 "ON b.customer_id = o.customer_id AND b.__h = o.h)")
-            con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
-                        "ANTI JOIN __centile_seen AS o ON b.customer_id = o.customer_id AND b.__h = o.h")
-        finally:
-            con.unregister("__centile_seen")
-        dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
+        found = lh.seen(old_hashes, mine)
+        if found.size:
+            before = con.execute("SELECT count(*) FROM batch_orders").fetchall()[0][0]
+            con.register("__centile_seen", pa.table({"h": pa.array(found, type=pa.uint64())}))
+            try:
+                # the hash covers every column of the line, the customer id among them
+                rj.note_dropped(con, "(SELECT b.customer_id, b.__h FROM batch_orders AS b SEMI JOIN __centile_seen "
+                                     "AS o ON b.__h = o.h)")
+                con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
+                            "ANTI JOIN __centile_seen AS o ON b.__h = o.h")
+            finally:
+                con.unregister("__centile_seen")
+            dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP VIEW batch_email AS SELECT * FROM batch_email_all WHERE {where}")
     for table in tables:
         sql = ("SELECT DISTINCT customer_id, __h AS h, __day AS day, __bucket FROM batch_orders WHERE __h IS NOT NULL"
@@ -314,23 +316,41 @@ def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any],
         runs = [] if fresh else list(runs_of.get(table, []))
         if n_delta == 0 and not fresh:
             continue
+        merge = fresh or len(runs) + 1 > int(doc["max_runs"])
+        if merge and cutoff and st.TABLES[table].day:
+            # a feature cache is stale for rows pruned after it was computed (features.py)
+            doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
+        if table == "hashes":
+            runs_of[table] = _write_hashes(con, root, folder, runs, gen, cutoff, merge)
+            continue
         name = f"{table}-{gen:06d}.parquet"
         tmp = folder / (name + ".tmp")
-        if fresh or len(runs) + 1 > int(doc["max_runs"]):
+        if merge:
             sql = merged_sql(table, doc["types"], [root / r["file"] for r in runs], cutoff, delta=True)
             runs = []
-            if cutoff and st.TABLES[table].day:
-                # a feature cache is stale for rows pruned after it was computed (features.py)
-                doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
         else:
             sql = f"SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)}"
-        order = st.TABLES[table].order
-        if order:
-            sql = f"SELECT * FROM ({sql}) ORDER BY {ident(order)}"
+        spec = st.TABLES[table]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __centile_run AS {sql}")
+        sql = "SELECT * FROM __centile_run" + (f" ORDER BY {ident(spec.order)}" if spec.order else "")
         con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
+        rows = con.execute("SELECT count(*) FROM __centile_run").fetchall()[0][0]
+        entry = {"file": f"{folder.name}/{name}", "rows": int(rows)}
         os.replace(tmp, folder / name)
-        runs_of[table] = [*runs, {"file": f"{folder.name}/{name}", "rows": int(rows)}]
+        runs_of[table] = [*runs, entry]
+    con.execute("DROP TABLE IF EXISTS __centile_run")
+
+
+def _write_hashes(con: duckdb.DuckDBPyConnection, root: Path, folder: Path, runs: list[dict[str, Any]], gen: int,
+                  cutoff: dt.date | None, merge: bool) -> list[dict[str, Any]]:
+    """Add ``d_hashes`` to a partition's line hashes as a new sorted run (centile.refresh.hashes), or,
+    when ``merge``, merged with ``runs`` into one, days before ``cutoff`` pruned; returns the runs."""
+    d = con.execute("SELECT h, CAST(date_diff('day', DATE '1970-01-01', day) AS INTEGER) AS day "
+                    "FROM d_hashes").fetchnumpy()
+    name = f"hashes-{gen:06d}{lh.SUFFIX}"
+    rows = lh.write_run(folder / name, d["h"], d["day"], [root / r["file"] for r in runs] if merge else [],
+                        cutoff if merge else None)
+    return [*([] if merge else runs), {"file": f"{folder.name}/{name}", "rows": rows}]
 
 
 def _part_of(buckets: Iterable[int], parts: Partitioning) -> set[int]:
