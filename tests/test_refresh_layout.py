@@ -1,15 +1,21 @@
-"""The refresh state's line hashes: sorted runs searched, not scanned (centile.refresh.hashes), and
-the Parquet runs of states written before."""
+"""The refresh state's search structures: sorted line-hash runs (centile.refresh.hashes) and the
+feature tables' runs sorted by customer (centile.refresh.gather), and states written before them."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 
+import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from centile.refresh import features_from_state, ingest
+from centile.refresh import gather as ga
 from centile.refresh import hashes as lh
+from tests.test_refresh import ORDER_SCHEMA, _one_batch, assert_same, full_features, state_cfg
 
 
 def test_hash_runs_are_sorted_one_row_per_hash_and_day_and_pruned(tmp_path):
@@ -38,3 +44,59 @@ def test_hash_runs_are_sorted_one_row_per_hash_and_day_and_pruned(tmp_path):
     mh, md, _ = lh.read_run(tmp_path / "m.arrow")
     assert n == int((day >= 19020).sum()) + 300 + 1 and md.min() >= 19020 and np.all(mh[1:] >= mh[:-1])
     assert 1 in mh and 2 not in mh
+
+
+def test_gather_takes_exactly_the_rows_of_the_customers(tmp_path):
+    con = duckdb.connect()
+    for kind, ids in (("BIGINT", [3, 17, 18, 999, -2]), ("VARCHAR", ["3", "17", "18", "999", "a"])):
+        con.execute(f"CREATE OR REPLACE TABLE t AS SELECT CAST(i % 40 AS {kind}) AS customer_id, i AS v "
+                    "FROM range(1000) r(i) ORDER BY random()")
+        ga.write_sorted(con, "t", ("customer_id", "v"), tmp_path / "t.sorted.arrow")
+        con.execute("CREATE OR REPLACE TABLE e AS SELECT * FROM t WHERE false")
+        ga.write_sorted(con, "e", ("customer_id",), tmp_path / "e.sorted.arrow")
+        got = pl.from_arrow(ga.rows_of([tmp_path / "t.sorted.arrow", tmp_path / "e.sorted.arrow"],
+                                       pl.Series(ids)))
+        want = con.sql("SELECT * FROM t ORDER BY customer_id, v").pl().filter(pl.col("customer_id").is_in(ids))
+        assert got.sort("customer_id", "v").equals(want) and want.height == 75
+    assert ga.rows_of([], pl.Series([1])) is None
+
+
+def test_a_state_written_before_the_sorted_files_is_read_and_ingested(tmp_path):
+    state, orders = tmp_path / "s", []
+    for i in range(4):
+        day = dt.datetime(2024, 3, 1 + i, 9)
+        rows = [(1 + (i + k) % 6, f"o{i}-{k}", day, 5.0 + k, 1.0 + k % 2, 0.0, 1 + k % 2, "a", "web")
+                for k in range(5)]
+        # customers 10-29 buy on the first day only: their rows stand in the cache at the end
+        rows += [(c, f"q{c}", day, 3.0, 1.0, 0.0, 2, "b", "shop") for c in range(10, 30) if i == 0]
+        orders.append(_one_batch(tmp_path, f"b{i}.parquet", rows))
+        ingest(state_cfg(), state, [orders[-1]])
+        features_from_state(state_cfg(), state)
+    # as an earlier centile left it: no sorted files, the line hashes as Parquet runs
+    doc = json.loads((state / "manifest.json").read_text())
+    for part in doc["parts"]:
+        for table, runs in part["runs"].items():
+            for r in runs:
+                r.pop("gather", None)
+                if table == "hashes":
+                    h, day, _ = lh.read_run(state / r["file"])
+                    old = r["file"].replace(".arrow", ".parquet")
+                    pq.write_table(pa.table({"customer_id": pa.array(np.zeros(h.size, np.int64)),
+                                             "h": pa.array(h, pa.uint64()),
+                                             "day": pa.array(day, pa.int32()).cast(pa.date32())}), state / old)
+                    r["file"] = old
+    (state / "manifest.json").write_text(json.dumps(doc))
+    for f in [*state.glob("p*/*.sorted.arrow"), *state.glob("p*/hashes-*.arrow")]:
+        f.unlink()
+    # a batch with a line applied before (set aside by the old runs) and a new one
+    again = pl.read_parquet(orders[1]).head(1)
+    new = pl.DataFrame([(2, "n1", dt.datetime(2024, 3, 5, 9), 9.0, 1.0, 0.0, 2, "b", "shop")],
+                       schema=ORDER_SCHEMA, orient="row")
+    orders.append(tmp_path / "b4.parquet")
+    pl.concat([again, new]).write_parquet(orders[-1])
+    res = ingest(state_cfg(), state, [orders[-1]])
+    assert res.rejects["orders"] == {"duplicate line": 1} and res.rows["orders"] == 1
+    stats: dict[str, int] = {}
+    assert_same(features_from_state(state_cfg(), state, stats=stats)[0],
+                full_features(orders, [], dt.date(2024, 3, 6)))
+    assert stats["cached"] > 0

@@ -37,6 +37,7 @@ from centile.features.compute import (
 )
 from centile.io.outputs import build_manifest, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import gather
 from centile.refresh import state as st
 from centile.refresh.ingest import (
     _cast,
@@ -99,25 +100,33 @@ def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -
 
 def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series) -> None:
     """``st_<table>``: the state rows of the customers ``ids`` (one row per key where the features
-    need it), as tables. Read with Polars' prefiltered Parquet scan, which decodes the other columns
-    of the matching rows only; a DuckDB semi join decodes every row (at 1M customers and 3 %
-    changed: 2-3x slower, and most of the refresh's time)."""
+    need it), as tables. Runs with a file sorted by customer (``gather``) are read by position
+    (:func:`centile.refresh.gather.rows_of`: a binary search per customer and one ``take`` over
+    the memory-mapped file); runs without one (states written before) with Polars' prefiltered
+    Parquet scan, which decodes the other columns of the matching rows only."""
     wanted = ids.implode()
     for table in st.TABLES:
         if not st.TABLES[table].features:
             continue
-        runs = [root / r["file"] for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
-        rows = st.empty_sql(table, doc["types"])
-        if runs:
-            found = pl.scan_parquet(runs, parallel="prefiltered").filter(
-                pl.col("customer_id").is_in(wanted)).collect()
-            con.register("__centile_gathered", found.to_arrow())
-            rows = f"SELECT {_cast(table, doc['types'])} FROM __centile_gathered"
+        entries = [r for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
+        found = []
+        by_position = [root / r["gather"] for r in entries if r.get("gather")]
+        if by_position:
+            found.append(gather.rows_of(by_position, ids))
+        scanned = [root / r["file"] for r in entries if not r.get("gather")]
+        if scanned:
+            found.append(pl.scan_parquet(scanned, parallel="prefiltered").filter(
+                pl.col("customer_id").is_in(wanted)).collect().to_arrow())
+        names = [f"__centile_gathered{i}" for i in range(len(found))]
+        for name, rows in zip(names, found, strict=True):
+            con.register(name, rows)
+        rows = (" UNION ALL ".join(f"SELECT {_cast(table, doc['types'])} FROM {n}" for n in names) if names
+                else st.empty_sql(table, doc["types"]))
         sql = merge_sql(table, doc["types"], rows) if table in _KEYED else rows
         con.execute(f"DROP VIEW IF EXISTS {ident('st_' + table)}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('st_' + table)} AS {sql}")
-        if runs:
-            con.unregister("__centile_gathered")
+        for name in names:
+            con.unregister(name)
     con.execute("DROP VIEW IF EXISTS st_customers")
     con.execute("CREATE OR REPLACE TEMP TABLE st_customers AS SELECT customer_id FROM cust_all SEMI JOIN aff "
                 "USING (customer_id)")

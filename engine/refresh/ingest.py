@@ -29,6 +29,7 @@ from centile.backend.sources import Registered, register_tables, set_aside_dupli
 from centile.config import Config, TableSpec, _format_of
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import gather
 from centile.refresh import hashes as lh
 from centile.refresh import rejects as rj
 from centile.refresh import state as st
@@ -336,6 +337,11 @@ def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any],
         con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
         rows = con.execute("SELECT count(*) FROM __centile_run").fetchall()[0][0]
         entry = {"file": f"{folder.name}/{name}", "rows": int(rows)}
+        if spec.features:
+            # the same rows in customer order, for the feature cache's gather (centile.refresh.gather)
+            sorted_name = f"{table}-{gen:06d}{gather.SUFFIX}"
+            gather.write_sorted(con, "__centile_run", spec.keys, folder / sorted_name)
+            entry["gather"] = f"{folder.name}/{sorted_name}"
         os.replace(tmp, folder / name)
         runs_of[table] = [*runs, entry]
     con.execute("DROP TABLE IF EXISTS __centile_run")

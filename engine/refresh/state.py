@@ -4,6 +4,8 @@ Layout of ``DIR``::
 
     manifest.json            written last (temp file + rename): what is current
     p0000/<table>-<gen>.parquet  the runs of a state table in one customer-hash partition
+    p0000/<table>-<gen>.sorted.arrow  the same rows sorted by customer, for the tables the
+                             features read (the run's ``gather``: centile.refresh.gather)
     p0000/hashes-<gen>.arrow the line hashes, sorted (centile.refresh.hashes)
     changes/<gen>.parquet    the customers each ingest changed (for the feature cache)
     cache.json, cache/       the last feature table computed from the state, and its as_of
@@ -223,7 +225,8 @@ def as_of_for(doc: dict[str, Any], as_of: dt.date | None, way_out: str) -> dt.da
 
 def referenced(doc: dict[str, Any]) -> set[str]:
     """The partition files the manifest points at (relative paths)."""
-    return {r["file"] for part in doc.get("parts", []) for runs in part.get("runs", {}).values() for r in runs}
+    return {f for part in doc.get("parts", []) for runs in part.get("runs", {}).values() for r in runs
+            for f in (r["file"], r.get("gather")) if f}
 
 
 def collect_garbage(root: Path, doc: dict[str, Any]) -> None:
