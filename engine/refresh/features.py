@@ -105,14 +105,21 @@ def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids
     the memory-mapped file); runs without one (states written before) with Polars' prefiltered
     Parquet scan, which decodes the other columns of the matching rows only."""
     wanted = ids.implode()
+    # each partition's files are searched for its own customers only
+    parts = Partitioning(int(doc["partitions"]))
+    starts = np.array([parts.bounds(p)[0] for p in range(parts.count)])
+    bucket = pl.from_arrow(con.sql(f"SELECT customer_id, {bucket_sql()} AS b FROM aff").to_arrow_table())
+    of_part = pl.Series(np.searchsorted(starts, bucket["b"].to_numpy(), side="right") - 1)
+    ids_of = {p: g["customer_id"] for (p,), g in bucket.with_columns(p=of_part).group_by("p")}
     for table in st.TABLES:
         if not st.TABLES[table].features:
             continue
         entries = [r for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
         found = []
-        by_position = [root / r["gather"] for r in entries if r.get("gather")]
-        if by_position:
-            found.append(gather.rows_of(by_position, ids))
+        for p, part in enumerate(doc["parts"]):
+            by_position = [root / r["gather"] for r in part["runs"].get(table, []) if r["rows"] and r.get("gather")]
+            if by_position and p in ids_of:
+                found.append(gather.rows_of(by_position, ids_of[p]))
         scanned = [root / r["file"] for r in entries if not r.get("gather")]
         if scanned:
             found.append(pl.scan_parquet(scanned, parallel="prefiltered").filter(

@@ -44,15 +44,17 @@ def _open(path: Path) -> pa.Table:
 
 
 def rows_of(paths: list[Path], ids: pl.Series) -> pa.Table | None:
-    """The rows of the customers ``ids`` in the sorted files ``paths`` (None: no file)."""
-    found = []
+    """The rows of the customers ``ids`` in the sorted files ``paths`` (None: no file); the search
+    costs a binary search per id and file, so give each partition's files its own customers."""
+    found, want = [], None
     for path in paths:
         table = _open(path)
         if not table.num_rows:
             found.append(table)
             continue
         cust = pl.from_arrow(table.column("customer_id"))
-        want = ids.cast(cust.dtype).unique().sort()
+        if want is None or want.dtype != cust.dtype:
+            want = ids.cast(cust.dtype).unique().sort()
         lo = cust.search_sorted(want, side="left").to_numpy().astype(np.int64)
         hi = cust.search_sorted(want, side="right").to_numpy().astype(np.int64)
         lens = hi - lo

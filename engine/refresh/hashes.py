@@ -16,6 +16,7 @@ are read as they are (``np.isin``) until the next merge rewrites them in this fo
 from __future__ import annotations
 
 import datetime as dt
+import mmap
 import os
 from pathlib import Path
 
@@ -37,12 +38,27 @@ def read_run(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
     """The hashes and days of one run file, and whether the hashes are sorted (memory-mapped
     when the file is in the sorted format, nothing read until used)."""
     if path.suffix == SUFFIX:
-        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        table = pa.ipc.open_file(_mapped(path)).read_all()
         return (_column(table, "h", np.uint64), _column(table, "day", np.int32), True)
     table = pq.read_table(path, columns=["h", "day"])
     days = table.column("day").cast(pa.int32()) if table.num_rows else pa.chunked_array([], pa.int32())
     return (np.asarray(table.column("h").to_numpy(), dtype=np.uint64),
             np.asarray(days.to_numpy(), dtype=np.int32), False)
+
+
+def _mapped(path: Path) -> pa.Buffer | pa.MemoryMappedFile:
+    """The file memory-mapped with its pages mapped at once where the system can (``MAP_POPULATE``):
+    a binary search of a few thousand hashes touches most pages of a run, and mapping them one
+    fault at a time made the first search of the runs cost about 15 times a repeated one (0.33 s
+    against 0.02 s over 16 runs of 640k hashes)."""
+    flag = getattr(mmap, "MAP_POPULATE", None)
+    if flag is None or not path.stat().st_size:
+        return pa.memory_map(str(path), "r")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return pa.py_buffer(mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | flag, prot=mmap.PROT_READ))
+    finally:
+        os.close(fd)
 
 
 def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
