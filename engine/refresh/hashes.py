@@ -1,13 +1,15 @@
 """The line hashes of a refresh state, kept for a search rather than a scan.
 
 A line equal to one applied in an earlier batch is set aside as ``duplicate line`` by its 64-bit
-hash (``hash()`` of every column of the line, the customer id among them). Per partition, each
-ingest adds one run file of the batch's hashes and their days, **sorted by hash**, as
-uncompressed Arrow IPC (columns ``h`` UBIGINT and ``day``, days since 1970-01-01 as INTEGER);
-after ``[refresh] max_runs`` the runs are merged into one and the hashes of days before the
-state's day buckets are pruned, as the other state tables are. The delta of a batch against the
-state is then a binary search of the batch's hashes (tens of thousands) in each memory-mapped
-run (``np.searchsorted``), not a read of the millions of hashes kept.
+hash (``hash()`` of every column of the line, the customer id and the order time among them, so
+equal lines have equal days). Per partition, each ingest adds one run file of the batch's hashes
+and their days, **sorted by day, then hash**, as uncompressed Arrow IPC (columns ``h`` UBIGINT and
+``day``, days since 1970-01-01 as INTEGER; schema metadata ``centile.order = day,h``), with the
+days before the state's day buckets pruned; after ``[refresh] max_runs`` the runs are merged into
+one, as the other state tables are. The delta of a batch against the state is then, per run and
+per day of the batch, a binary search for the day's slice and one for the batch's hashes in it:
+a one-day batch touches a few pages of each memory-mapped run, not its millions of hashes (on
+this project's machines touching a page of a file costs far more than searching it).
 
 States written before kept the hashes as Parquet runs (``customer_id, h, day``, unsorted): they
 are read as they are (``np.isin``) until the next merge rewrites them in this format.
@@ -16,7 +18,6 @@ are read as they are (``np.isin``) until the next merge rewrites them in this fo
 from __future__ import annotations
 
 import datetime as dt
-import mmap
 import os
 from pathlib import Path
 
@@ -24,8 +25,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-#: the suffix of the sorted run files
+from centile.errors import InputError
+
+#: the suffix of the sorted run files, and their order (schema metadata)
 SUFFIX = ".arrow"
+ORDER = b"day,h"
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -35,30 +39,18 @@ def day_number(day: dt.date) -> int:
 
 
 def read_run(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The hashes and days of one run file, and whether the hashes are sorted (memory-mapped
-    when the file is in the sorted format, nothing read until used)."""
+    """The hashes and days of one run file, and whether they are sorted by (day, hash) (memory-mapped
+    when the file is in the sorted format: nothing is read until used)."""
     if path.suffix == SUFFIX:
-        table = pa.ipc.open_file(_mapped(path)).read_all()
+        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+        if (table.schema.metadata or {}).get(b"centile.order") != ORDER:
+            raise InputError(f"refresh state: line-hash run {path} is not in the (day, hash) order this "
+                             "centile reads; rebuild the state into an empty folder")
         return (_column(table, "h", np.uint64), _column(table, "day", np.int32), True)
     table = pq.read_table(path, columns=["h", "day"])
     days = table.column("day").cast(pa.int32()) if table.num_rows else pa.chunked_array([], pa.int32())
     return (np.asarray(table.column("h").to_numpy(), dtype=np.uint64),
             np.asarray(days.to_numpy(), dtype=np.int32), False)
-
-
-def _mapped(path: Path) -> pa.Buffer | pa.MemoryMappedFile:
-    """The file memory-mapped with its pages mapped at once where the system can (``MAP_POPULATE``):
-    a binary search of a few thousand hashes touches most pages of a run, and mapping them one
-    fault at a time made the first search of the runs cost about 15 times a repeated one (0.33 s
-    against 0.02 s over 16 runs of 640k hashes)."""
-    flag = getattr(mmap, "MAP_POPULATE", None)
-    if flag is None or not path.stat().st_size:
-        return pa.memory_map(str(path), "r")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return pa.py_buffer(mmap.mmap(fd, 0, flags=mmap.MAP_SHARED | flag, prot=mmap.PROT_READ))
-    finally:
-        os.close(fd)
 
 
 def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
@@ -68,27 +60,37 @@ def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
     return np.asarray(col.to_numpy(), dtype=dtype)
 
 
-def seen(runs: list[Path], mine: np.ndarray) -> np.ndarray:
-    """The hashes of ``mine`` that some run of ``runs`` holds."""
+def seen(runs: list[Path], mine: np.ndarray, mine_day: np.ndarray) -> np.ndarray:
+    """The hashes of ``mine`` (lines of the days ``mine_day``) that some run of ``runs`` holds with
+    the same day."""
     mine = np.asarray(mine, dtype=np.uint64)
+    mine_day = np.asarray(mine_day, dtype=np.int32)
     hit = np.zeros(mine.size, dtype=bool)
+    days = np.unique(mine_day)
+    of_day = {int(d): np.flatnonzero(mine_day == d) for d in days}
     for path in runs:
-        h, _day, ordered = read_run(path)
+        h, day, ordered = read_run(path)
         if not h.size:
             continue
-        if ordered:
-            at = np.searchsorted(h, mine)
-            hit |= h[np.minimum(at, h.size - 1)] == mine
-        else:
+        if not ordered:
             hit |= np.isin(mine, h)
+            continue
+        lo, hi = np.searchsorted(day, days), np.searchsorted(day, days + 1)
+        for d, a, b in zip(days.tolist(), lo.tolist(), hi.tolist(), strict=True):
+            if a == b:
+                continue
+            at = of_day[d]
+            part = h[a:b]
+            pos = np.searchsorted(part, mine[at])
+            hit[at] |= part[np.minimum(pos, part.size - 1)] == mine[at]
     return mine[hit]
 
 
 def write_run(path: Path, h: np.ndarray, day: np.ndarray, runs: list[Path] = (),
               cutoff: dt.date | None = None) -> int:
     """Write the hashes ``h`` with their days ``day`` and those of ``runs`` (merged) to ``path``
-    (a temp name, then a rename), sorted by hash, one row per (hash, day), days before ``cutoff``
-    pruned. Returns the rows written."""
+    (a temp name, then a rename), sorted by day and hash, one row per (day, hash), days before
+    ``cutoff`` pruned. Returns the rows written."""
     hs, ds = [np.asarray(h, dtype=np.uint64)], [np.asarray(day, dtype=np.int32)]
     for run in runs:
         rh, rd, _ = read_run(run)
@@ -98,13 +100,14 @@ def write_run(path: Path, h: np.ndarray, day: np.ndarray, runs: list[Path] = (),
     if cutoff is not None:
         keep = day >= day_number(cutoff)
         h, day = h[keep], day[keep]
-    order = np.lexsort((day, h))
+    order = np.lexsort((h, day))
     h, day = h[order], day[order]
     if h.size:
         first = np.ones(h.size, dtype=bool)
         first[1:] = (h[1:] != h[:-1]) | (day[1:] != day[:-1])
         h, day = h[first], day[first]
-    table = pa.table({"h": pa.array(h, type=pa.uint64()), "day": pa.array(day, type=pa.int32())})
+    table = pa.table({"h": pa.array(h, type=pa.uint64()), "day": pa.array(day, type=pa.int32())}
+                     ).replace_schema_metadata({b"centile.order": ORDER})
     tmp = path.with_name(path.name + ".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)

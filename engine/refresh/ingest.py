@@ -251,8 +251,9 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Pa
     if dedupe and old_hashes:
         # the batch's hashes searched in the state's sorted runs (centile.refresh.hashes): a binary
         # search per hash in memory-mapped arrays, not a read of every hash kept
-        mine = con.execute("SELECT DISTINCT __h FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()["__h"]
-        found = lh.seen(old_hashes, mine)
+        mine = con.execute("SELECT DISTINCT __h, CAST(date_diff('day', DATE '1970-01-01', __day) AS INTEGER) AS d "
+                           "FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()
+        found = lh.seen(old_hashes, mine["__h"], mine["d"])
         if found.size:
             before = con.execute("SELECT count(*) FROM batch_orders").fetchall()[0][0]
             con.register("__centile_seen", pa.table({"h": pa.array(found, type=pa.uint64())}))
@@ -354,8 +355,10 @@ def _write_hashes(con: duckdb.DuckDBPyConnection, root: Path, folder: Path, runs
     d = con.execute("SELECT h, CAST(date_diff('day', DATE '1970-01-01', day) AS INTEGER) AS day "
                     "FROM d_hashes").fetchnumpy()
     name = f"hashes-{gen:06d}{lh.SUFFIX}"
+    # a hash of a day before the day buckets can match no line of a later batch (such a line is late and
+    # rebuilds its partition from the batch files), so every run is pruned, not only merged ones
     rows = lh.write_run(folder / name, d["h"], d["day"], [root / r["file"] for r in runs] if merge else [],
-                        cutoff if merge else None)
+                        cutoff)
     return [*([] if merge else runs), {"file": f"{folder.name}/{name}", "rows": rows}]
 
 
