@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +22,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import Session, connect, open_session
@@ -99,6 +101,11 @@ def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -
 
 
 def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series) -> None:
+    with tempfile.TemporaryDirectory(prefix="centile-gather-") as tmp:
+        _gather_in(con, root, doc, ids, tmp)
+
+
+def _gather_in(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series, tmp: str) -> None:
     """``st_<table>``: the state rows of the customers ``ids`` (one row per key where the features
     need it), as tables. Runs with a file sorted by customer (``gather``) are read by position
     (:func:`centile.refresh.gather.rows_of`: a binary search per customer and one ``take`` over
@@ -124,16 +131,19 @@ def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids
         if scanned:
             found.append(pl.scan_parquet(scanned, parallel="prefiltered").filter(
                 pl.col("customer_id").is_in(wanted)).collect().to_arrow())
-        names = [f"__centile_gathered{i}" for i in range(len(found))]
-        for name, rows in zip(names, found, strict=True):
-            con.register(name, rows)
-        rows = (" UNION ALL ".join(f"SELECT {_cast(table, doc['types'])} FROM {n}" for n in names) if names
-                else st.empty_sql(table, doc["types"]))
+        # handed to DuckDB as uncompressed Parquet files, not registered Arrow tables: registering one
+        # loads pandas (0.6 s a process), writing and reading back the rows costs a few milliseconds
+        files = []
+        for i, rows in enumerate(found):
+            files.append(Path(tmp) / f"{table}-{i}.parquet")
+            pq.write_table(rows, files[-1], compression="none")
+        rows = (f"SELECT {_cast(table, doc['types'])} FROM read_parquet([{', '.join(literal(str(f)) for f in files)}])"
+                if files else st.empty_sql(table, doc["types"]))
         sql = merge_sql(table, doc["types"], rows) if table in _KEYED else rows
         con.execute(f"DROP VIEW IF EXISTS {ident('st_' + table)}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('st_' + table)} AS {sql}")
-        for name in names:
-            con.unregister(name)
+        for f in files:
+            f.unlink()
     con.execute("DROP VIEW IF EXISTS st_customers")
     con.execute("CREATE OR REPLACE TEMP TABLE st_customers AS SELECT customer_id FROM cust_all SEMI JOIN aff "
                 "USING (customer_id)")

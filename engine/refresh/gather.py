@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from centile.io.sqlfiles import ident
+from centile.refresh.hashes import numpy_array
 
 SUFFIX = ".sorted.arrow"
 
@@ -63,7 +64,7 @@ def rows_of(paths: list[Path], ids: pl.Series) -> pa.Table | None:
         # every row index of every range: the range's start plus the position within it
         starts = np.repeat(lo - (np.cumsum(lens) - lens), lens)
         idx = starts + np.arange(int(lens.sum()), dtype=np.int64)
-        found.append(table.take(pa.array(idx)))
+        found.append(table.take(numpy_array(idx, pa.int64())))
     return pa.concat_tables(found) if found else None
 
 

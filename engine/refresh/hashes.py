@@ -53,11 +53,23 @@ def read_run(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
             np.asarray(days.to_numpy(), dtype=np.int32), False)
 
 
+def numpy_array(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A contiguous NumPy array without nulls as an Arrow array over the same memory (``pa.array``
+    would first load pyarrow's pandas shim: half a second in a fresh process)."""
+    values = np.ascontiguousarray(values, dtype=kind.to_pandas_dtype())
+    return pa.Array.from_buffers(kind, values.size, [None, pa.py_buffer(values)])
+
+
 def _column(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    """A column without nulls as a NumPy view of its buffer (``Array.to_numpy`` would first load
+    pyarrow's pandas shim: half a second in a fresh process)."""
     col = table.column(name)
-    if col.num_chunks == 1:
-        return col.chunk(0).to_numpy(zero_copy_only=True)
-    return np.asarray(col.to_numpy(), dtype=dtype)
+    if col.num_chunks != 1:
+        col = pa.chunked_array([col.combine_chunks()]) if col.num_chunks else pa.chunked_array([[]], col.type)
+    arr = col.chunk(0)
+    if not len(arr):
+        return np.empty(0, dtype=dtype)
+    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * np.dtype(dtype).itemsize)
 
 
 def seen(runs: list[Path], mine: np.ndarray, mine_day: np.ndarray) -> np.ndarray:
@@ -106,7 +118,7 @@ def write_run(path: Path, h: np.ndarray, day: np.ndarray, runs: list[Path] = (),
         first = np.ones(h.size, dtype=bool)
         first[1:] = (h[1:] != h[:-1]) | (day[1:] != day[:-1])
         h, day = h[first], day[first]
-    table = pa.table({"h": pa.array(h, type=pa.uint64()), "day": pa.array(day, type=pa.int32())}
+    table = pa.table({"h": numpy_array(h, pa.uint64()), "day": numpy_array(day, pa.int32())}
                      ).replace_schema_metadata({b"centile.order": ORDER})
     tmp = path.with_name(path.name + ".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
