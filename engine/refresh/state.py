@@ -6,7 +6,8 @@ Layout of ``DIR``::
     p0000/<table>-<gen>.parquet  the runs of a state table in one customer-hash partition
     p0000/<table>-<gen>.sorted.arrow  the same rows sorted by customer, for the tables the
                              features read (the run's ``gather``: centile.refresh.gather)
-    p0000/hashes-<gen>.arrow the line hashes, sorted (centile.refresh.hashes)
+    p0000/hashes-<gen>.arrow the line hashes and their days, sorted by day and hash
+                             (centile.refresh.hashes)
     changes/<gen>.parquet    the customers each ingest changed (for the feature cache)
     cache.json, cache/       the last feature table computed from the state, and its as_of
 
@@ -89,8 +90,8 @@ TABLES: dict[str, Table] = {
                      {"customer_id": "{id}", "day": "DATE", "margin": "DECIMAL(38,4)"}, order="day"),
     # 64-bit hashes of the lines with an order_id, to set aside a line already applied in an
     # earlier batch (the session does the same within one read: set_aside_duplicates); the delta
-    # table of an ingest has these columns, its runs keep the hash and the day, sorted by hash
-    # (centile.refresh.hashes)
+    # table of an ingest has these columns, its runs keep the hash and the day, sorted by day and
+    # hash (centile.refresh.hashes)
     "hashes": Table(("customer_id", "h", "day"), {}, "day",
                     {"customer_id": "{id}", "h": "UBIGINT", "day": "DATE"}, features=False),
     # purchase days per customer (clv_days.sql: a day with a line of positive quantity) and their
