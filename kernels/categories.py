@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from ._flags import JIT_EXACT
+from .category_sort import checked
 
 
 @njit(**JIT_EXACT)
@@ -81,21 +82,8 @@ def category_pivot(pos, code, hi, lo, value, customers, categories, top):
     -----
     Each (customer, category) must occur at most once (the rows of a GROUP BY customer, category).
     """
-    pos = np.ascontiguousarray(pos, dtype=np.int64)
-    code = np.ascontiguousarray(code, dtype=np.int32)
-    hi = np.ascontiguousarray(hi, dtype=np.int64)
-    lo = np.ascontiguousarray(lo, dtype=np.int64)
-    value = np.ascontiguousarray(value, dtype=np.float64)
+    pos, code, hi, lo, value, top = checked(pos, code, hi, lo, value, customers, categories, top)
     n = pos.size
-    if not (code.size == hi.size == lo.size == value.size == n):
-        raise ValueError("pos, code, hi, lo and value must have the same length")
-    if n and (pos.min() < 0 or pos.max() >= customers):
-        raise ValueError(f"pos must lie in [0, {customers})")
-    if n and (code.min() < 0 or code.max() >= categories):
-        raise ValueError(f"code must lie in [0, {categories})")
-    top = np.asarray(top, dtype=np.int64).reshape(-1)
-    if top.size and top.max() >= categories:
-        raise ValueError(f"top codes must lie below {categories}")
     column = np.full(max(int(categories), 1), -1, np.int64)
     for j in range(top.size - 1, -1, -1):  # a code given twice: its first column
         if top[j] >= 0:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from centile.features.compute import _share_names, category_columns
 from centile.kernels.categories import category_pivot
+from centile.kernels.category_sort import category_pivot_sorted
 from tests import reference as ref
 
 _I128 = 1 << 127
@@ -38,16 +39,30 @@ def pivot_inputs(draw):
 
 @settings(max_examples=200)
 @given(pivot_inputs())
-def test_category_pivot_matches_reference(case):
+@pytest.mark.parametrize("pivot", [category_pivot, category_pivot_sorted])
+def test_category_pivot_matches_reference(pivot, case):
     customers, categories, pos, code, net, top = case
     value = [float(n) for n in net]
     hi, lo = _words(net)
-    best, values = category_pivot(np.array(pos, np.int64), np.array(code, np.int32), hi, lo,
-                                  np.array(value), customers, categories, top)
+    best, values = pivot(np.array(pos, np.int64), np.array(code, np.int32), hi, lo,
+                         np.array(value), customers, categories, top)
     want_best, want_values = ref.category_pivot(pos, code, net, value, customers, top)
     assert best.tolist() == want_best
     assert values.shape == (len(top), customers)
     assert values.tolist() == [list(v) for v in want_values]
+
+
+def test_the_sorting_pivot_equals_the_kernel_on_many_rows():
+    rng = np.random.default_rng(5)
+    pos = np.repeat(np.arange(20_000), 6)
+    code = np.tile(np.arange(6, dtype=np.int32), 20_000)
+    keep = rng.random(pos.size) < 0.7
+    net = rng.integers(-4, 5, pos.size)  # many ties and non-positive rows
+    net[::97] = rng.integers(-(1 << 62), 1 << 62, net[::97].size) * 8  # wide values in both words
+    hi, lo = _words([int(n) * (1 << 40) if i % 5 == 0 else int(n) for i, n in enumerate(net)])
+    args = (pos[keep], code[keep], hi[keep], lo[keep], net[keep].astype(float), 20_000, 6, [3, 0, 3, -1])
+    one, other = category_pivot(*args), category_pivot_sorted(*args)
+    assert np.array_equal(one[0], other[0]) and np.array_equal(one[1], other[1])
 
 
 def test_category_pivot_does_not_depend_on_row_order():

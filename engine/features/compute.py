@@ -120,6 +120,12 @@ def _share_names(top: list[Any]) -> list[str]:
     return names
 
 
+#: up to this many (customer, category) rows the category columns are computed by a NumPy sort
+#: (centile.kernels.category_sort, a few ms) rather than the compiled kernel, whose loading costs
+#: about 1.2 s a process (importing numba, loading its cached machine code); the results are equal
+SORT_PIVOT_ROWS = 250_000
+
+
 def _with_categories(s: Session, base_sql: str, params: dict[str, Any], top: list[Any]) -> pl.DataFrame:
     """The feature table (``base_sql``) plus each customer's top category and the shares of lifetime
     net revenue of the ``top`` categories (``share_<category>``), from ``f_category``: one row per
@@ -141,8 +147,6 @@ def category_columns(con: duckdb.DuckDBPyConnection, base: pl.DataFrame, top: li
     customer and category; a customer of it that ``base`` lacks is left out)."""
     import pyarrow as pa
 
-    from centile.kernels.categories import category_pivot
-
     names = _share_names(top)
     cats = [r[0] for r in con.execute(read_sql("feat_category_names")).fetchall()]
     rows = con.sql(read_sql("feat_category_rows")).to_arrow_table()
@@ -160,11 +164,16 @@ def category_columns(con: duckdb.DuckDBPyConnection, base: pl.DataFrame, top: li
     net = net.combine_chunks()
     words = np.frombuffer(net.buffers()[1], dtype=np.int64, count=2 * (len(net) + net.offset))[2 * net.offset:]
     lo, hi = words[0::2], words[1::2]  # little-endian 128-bit integers
-    code = rows.column("code").to_numpy()
-    value = rows.column("net_double").to_numpy()
+    # through Polars: pyarrow's to_numpy loads its pandas shim (half a second in a fresh process)
+    code = pl.from_arrow(rows.column("code")).to_numpy()
+    value = pl.from_arrow(rows.column("net_double")).to_numpy()
     if keep is not None:
         code, hi, lo, value = code[keep], hi[keep], lo[keep], value[keep]
     index = {c: i for i, c in enumerate(cats)}
+    if code.size <= SORT_PIVOT_ROWS:  # e.g. a refresh's few customers: no compiled kernel to load
+        from centile.kernels.category_sort import category_pivot_sorted as category_pivot
+    else:
+        from centile.kernels.categories import category_pivot
     best, values = category_pivot(at.to_numpy(), code, hi, lo, value, base.height, len(cats),
                                   [index.get(c, -1) for c in top])
     b = pl.Series("b", best)

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
@@ -21,6 +22,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import Session, connect, open_session
@@ -37,6 +39,7 @@ from centile.features.compute import (
 )
 from centile.io.outputs import build_manifest, staged_output, write_manifest
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import gather
 from centile.refresh import state as st
 from centile.refresh.ingest import (
     _cast,
@@ -98,26 +101,49 @@ def _register(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any]) -
 
 
 def _gather(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series) -> None:
+    with tempfile.TemporaryDirectory(prefix="centile-gather-") as tmp:
+        _gather_in(con, root, doc, ids, tmp)
+
+
+def _gather_in(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], ids: pl.Series, tmp: str) -> None:
     """``st_<table>``: the state rows of the customers ``ids`` (one row per key where the features
-    need it), as tables. Read with Polars' prefiltered Parquet scan, which decodes the other columns
-    of the matching rows only; a DuckDB semi join decodes every row (at 1M customers and 3 %
-    changed: 2-3x slower, and most of the refresh's time)."""
+    need it), as tables. Runs with a file sorted by customer (``gather``) are read by position
+    (:func:`centile.refresh.gather.rows_of`: a binary search per customer and one ``take`` over
+    the memory-mapped file); runs without one (states written before) with Polars' prefiltered
+    Parquet scan, which decodes the other columns of the matching rows only."""
     wanted = ids.implode()
+    # each partition's files are searched for its own customers only
+    parts = Partitioning(int(doc["partitions"]))
+    starts = np.array([parts.bounds(p)[0] for p in range(parts.count)])
+    bucket = pl.from_arrow(con.sql(f"SELECT customer_id, {bucket_sql()} AS b FROM aff").to_arrow_table())
+    of_part = pl.Series(np.searchsorted(starts, bucket["b"].to_numpy(), side="right") - 1)
+    ids_of = {p: g["customer_id"] for (p,), g in bucket.with_columns(p=of_part).group_by("p")}
     for table in st.TABLES:
         if not st.TABLES[table].features:
             continue
-        runs = [root / r["file"] for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
-        rows = st.empty_sql(table, doc["types"])
-        if runs:
-            found = pl.scan_parquet(runs, parallel="prefiltered").filter(
-                pl.col("customer_id").is_in(wanted)).collect()
-            con.register("__centile_gathered", found.to_arrow())
-            rows = f"SELECT {_cast(table, doc['types'])} FROM __centile_gathered"
+        entries = [r for part in doc["parts"] for r in part["runs"].get(table, []) if r["rows"]]
+        found = []
+        for p, part in enumerate(doc["parts"]):
+            by_position = [root / r["gather"] for r in part["runs"].get(table, []) if r["rows"] and r.get("gather")]
+            if by_position and p in ids_of:
+                found.append(gather.rows_of(by_position, ids_of[p]))
+        scanned = [root / r["file"] for r in entries if not r.get("gather")]
+        if scanned:
+            found.append(pl.scan_parquet(scanned, parallel="prefiltered").filter(
+                pl.col("customer_id").is_in(wanted)).collect().to_arrow())
+        # handed to DuckDB as uncompressed Parquet files, not registered Arrow tables: registering one
+        # loads pandas (0.6 s a process), writing and reading back the rows costs a few milliseconds
+        files = []
+        for i, rows in enumerate(found):
+            files.append(Path(tmp) / f"{table}-{i}.parquet")
+            pq.write_table(rows, files[-1], compression="none")
+        rows = (f"SELECT {_cast(table, doc['types'])} FROM read_parquet([{', '.join(literal(str(f)) for f in files)}])"
+                if files else st.empty_sql(table, doc["types"]))
         sql = merge_sql(table, doc["types"], rows) if table in _KEYED else rows
         con.execute(f"DROP VIEW IF EXISTS {ident('st_' + table)}")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {ident('st_' + table)} AS {sql}")
-        if runs:
-            con.unregister("__centile_gathered")
+        for f in files:
+            f.unlink()
     con.execute("DROP VIEW IF EXISTS st_customers")
     con.execute("CREATE OR REPLACE TEMP TABLE st_customers AS SELECT customer_id FROM cust_all SEMI JOIN aff "
                 "USING (customer_id)")

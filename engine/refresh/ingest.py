@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any
 
 import duckdb
-import polars as pl
+import numpy as np
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import _empty_view, connect
@@ -29,6 +29,8 @@ from centile.backend.sources import Registered, register_tables, set_aside_dupli
 from centile.config import Config, TableSpec, _format_of
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal, read_sql
+from centile.refresh import gather
+from centile.refresh import hashes as lh
 from centile.refresh import rejects as rj
 from centile.refresh import state as st
 from centile.runtime import Progress
@@ -239,29 +241,38 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
                      key if dedupe else "")
 
 
-def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Path], dedupe: bool,
-           tables: tuple[str, ...]) -> int:
-    """The delta state tables ``d_<table>`` of the batch rows in buckets ``[lo, hi)``; lines whose
-    hash is among ``old_hashes`` (applied before) are left out. Returns how many were."""
-    where = f"__bucket >= {lo} AND __bucket < {hi}"
+def _delta(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], parts: Partitioning, ps: list[int],
+           dedupe: bool, tables: tuple[str, ...]) -> int:
+    """The delta state tables ``d_<table>`` of the batch rows of partitions ``ps``, computed once for
+    all of them (each row keeps its ``__bucket``: :func:`_write_part` takes a partition's rows); with
+    ``dedupe``, lines whose hash their partition's runs hold (applied before) are left out. Returns
+    how many were."""
+    where = " OR ".join("(__bucket >= {} AND __bucket < {})".format(*parts.bounds(p)) for p in ps) or "false"
     con.execute(f"CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT * FROM batch_all WHERE {where}")
     dropped = 0
-    if dedupe and old_hashes:
-        before = con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
-        # the old hashes equal to one of the batch's, read with Polars' prefiltered scan: it decodes
-        # the customer column of those rows only (a DuckDB anti join over the files decodes every row)
-        mine = con.execute("SELECT DISTINCT __h FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()["__h"]
-        seen = pl.scan_parquet(old_hashes, parallel="prefiltered").filter(
-            pl.col("h").is_in(pl.Series(mine, dtype=pl.UInt64).implode())).select("customer_id", "h").collect()
-        con.register("__centile_seen", seen.to_arrow())
-        try:
-            rj.note_dropped(con, "(SELECT b.customer_id, b.__h FROM batch_orders AS b SEMI JOIN __centile_seen AS o "
-                                 "ON b.customer_id = o.customer_id AND b.__h = o.h)")
+    runs = {p: [root / r["file"] for r in doc["parts"][p]["runs"].get("hashes", []) if r["rows"]]
+            for p in ps} if dedupe else {}
+    if any(runs.values()):
+        # the batch's hashes searched in their partition's sorted runs (centile.refresh.hashes): a
+        # binary search per day and hash in memory-mapped arrays, not a read of every hash kept
+        mine = con.execute("SELECT DISTINCT __h, CAST(date_diff('day', DATE '1970-01-01', __day) AS INTEGER) AS d, "
+                           "__bucket FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()
+        of = _parts_of(np.asarray(mine["__bucket"]), parts)
+        found = [lh.seen(runs[p], np.asarray(mine["__h"])[of == p], np.asarray(mine["d"])[of == p])
+                 for p in ps if runs[p]]
+        found = np.concatenate(found) if found else np.empty(0, np.uint64)
+        if found.size:
+            before = con.execute("SELECT count(*) FROM batch_orders").fetchall()[0][0]
+            # as a parameter, not a registered Arrow table: registering one loads pandas (0.6 s a process)
+            con.execute("CREATE OR REPLACE TEMP TABLE __centile_seen AS SELECT CAST(unnest($h) AS UBIGINT) AS h",
+                        {"h": [str(x) for x in found.tolist()]})
+            # the hash covers every column of the line, the customer id among them
+            rj.note_dropped(con, "(SELECT b.customer_id, b.__h FROM batch_orders AS b SEMI JOIN __centile_seen "
+                                 "AS o ON b.__h = o.h)")
             con.execute("CREATE OR REPLACE TEMP TABLE batch_orders AS SELECT b.* FROM batch_orders AS b "
-                        "ANTI JOIN __centile_seen AS o ON b.customer_id = o.customer_id AND b.__h = o.h")
-        finally:
-            con.unregister("__centile_seen")
-        dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchone()[0]
+                        "ANTI JOIN __centile_seen AS o ON b.__h = o.h")
+            con.execute("DROP TABLE __centile_seen")
+            dropped = before - con.execute("SELECT count(*) FROM batch_orders").fetchall()[0][0]
     con.execute(f"CREATE OR REPLACE TEMP VIEW batch_email AS SELECT * FROM batch_email_all WHERE {where}")
     for table in tables:
         sql = ("SELECT DISTINCT customer_id, __h AS h, __day AS day, __bucket FROM batch_orders WHERE __h IS NOT NULL"
@@ -270,17 +281,35 @@ def _delta(con: duckdb.DuckDBPyConnection, lo: int, hi: int, old_hashes: list[Pa
     return dropped
 
 
+def _parts_of(buckets: np.ndarray, parts: Partitioning) -> np.ndarray:
+    """The partition of each bucket."""
+    starts = np.array([parts.bounds(p)[0] for p in range(parts.count)])
+    return np.searchsorted(starts, buckets, side="right") - 1
+
+
+def _delta_counts(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...], parts: Partitioning
+                  ) -> dict[str, np.ndarray]:
+    """The rows of each delta table per partition (one query per table, not per table and partition)."""
+    out = {}
+    for table in tables:
+        got = con.execute(f"SELECT __bucket, count(*) AS n FROM {ident('d_' + table)} GROUP BY 1").fetchnumpy()
+        out[table] = np.bincount(_parts_of(np.asarray(got["__bucket"]), parts), weights=np.asarray(got["n"]),
+                                 minlength=parts.count).astype(np.int64)
+    return out
+
+
 def _cast(table: str, types: dict[str, str]) -> str:
     return ", ".join(f"CAST({ident(c)} AS {st.column_type(table, c, types)}) AS {ident(c)}"
                      for c in st.TABLES[table].types)
 
 
 def merged_sql(table: str, types: dict[str, str], runs: list[Path], cutoff: dt.date | None = None,
-               delta: bool = False) -> str:
-    """One row per key of state table ``table`` over its run files (and ``d_<table>`` if ``delta``),
-    merged by the table's aggregates; day buckets before ``cutoff`` pruned."""
+               delta: bool = False, delta_where: str = "true") -> str:
+    """One row per key of state table ``table`` over its run files (and the rows of ``d_<table>``
+    where ``delta_where`` if ``delta``), merged by the table's aggregates; day buckets before
+    ``cutoff`` pruned."""
     spec = st.TABLES[table]
-    parts = [f"SELECT {_cast(table, types)} FROM {ident('d_' + table)}"] if delta else []
+    parts = [f"SELECT {_cast(table, types)} FROM {ident('d_' + table)} WHERE {delta_where}"] if delta else []
     if runs:
         parts.append(f"SELECT {_cast(table, types)} FROM read_parquet([{', '.join(literal(str(r)) for r in runs)}])")
     union = " UNION ALL ".join(parts) if parts else st.empty_sql(table, types)
@@ -301,36 +330,65 @@ def merge_sql(table: str, types: dict[str, str], rows: str, where: str = "") -> 
 
 
 def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], part: int, gen: int,
-                cutoff: dt.date | None, fresh: bool) -> None:
-    """Add the delta tables to partition ``part`` as new run files (temp name, then rename); the
-    manifest, written later, points at them. A table that would get more than ``max_runs`` runs, or a ``fresh``
+                cutoff: dt.date | None, fresh: bool, counts: dict[str, np.ndarray] | None = None) -> None:
+    """Add the rows of the delta tables in partition ``part`` (``counts``: their number per table and
+    partition, if known) to it as new run files (temp name, then rename); the manifest, written
+    later, points at them. A table that would get more than ``max_runs`` runs, or a ``fresh``
     partition (rebuilt: the deltas hold all its rows), is merged into one file, pruning day
     buckets before ``cutoff``: an ingest writes about the size of its batch, not of the state."""
     runs_of = doc["parts"][part]["runs"]
     folder = root / f"p{part:04d}"
     folder.mkdir(exist_ok=True)
+    lo, hi = Partitioning(int(doc["partitions"])).bounds(part)
+    mine = f"__bucket >= {lo} AND __bucket < {hi}"
     for table in st.state_tables(doc):
-        n_delta = con.execute(f"SELECT count(*) FROM {ident('d_' + table)}").fetchone()[0]
+        n_delta = (int(counts[table][part]) if counts is not None else
+                   con.execute(f"SELECT count(*) FROM {ident('d_' + table)} WHERE {mine}").fetchall()[0][0])
         runs = [] if fresh else list(runs_of.get(table, []))
         if n_delta == 0 and not fresh:
             continue
+        merge = fresh or len(runs) + 1 > int(doc["max_runs"])
+        if merge and cutoff and st.TABLES[table].day:
+            # a feature cache is stale for rows pruned after it was computed (features.py)
+            doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
+        if table == "hashes":
+            runs_of[table] = _write_hashes(con, root, folder, runs, gen, cutoff, merge, mine)
+            continue
         name = f"{table}-{gen:06d}.parquet"
         tmp = folder / (name + ".tmp")
-        if fresh or len(runs) + 1 > int(doc["max_runs"]):
-            sql = merged_sql(table, doc["types"], [root / r["file"] for r in runs], cutoff, delta=True)
-            runs = []
-            if cutoff and st.TABLES[table].day:
-                # a feature cache is stale for rows pruned after it was computed (features.py)
-                doc["pruned_before"] = max(doc.get("pruned_before") or "", cutoff.isoformat())
-        else:
-            sql = f"SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)}"
-        order = st.TABLES[table].order
-        if order:
-            sql = f"SELECT * FROM ({sql}) ORDER BY {ident(order)}"
+        spec = st.TABLES[table]
+        if merge:
+            con.execute("CREATE OR REPLACE TEMP TABLE __centile_run AS " + merged_sql(
+                table, doc["types"], [root / r["file"] for r in runs], cutoff, delta=True, delta_where=mine))
+            relation, runs = "__centile_run", []
+            rows = con.execute("SELECT count(*) FROM __centile_run").fetchall()[0][0]
+        else:  # the partition's delta rows as they are: no copy
+            relation, rows = f"(SELECT {_cast(table, doc['types'])} FROM {ident('d_' + table)} WHERE {mine})", n_delta
+        sql = f"SELECT * FROM {relation}" + (f" ORDER BY {ident(spec.order)}" if spec.order else "")
         con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
-        rows = con.execute(f"SELECT count(*) FROM read_parquet({literal(str(tmp))})").fetchone()[0]
+        entry = {"file": f"{folder.name}/{name}", "rows": int(rows)}
+        if spec.features:
+            # the same rows in customer order, for the feature cache's gather (centile.refresh.gather)
+            sorted_name = f"{table}-{gen:06d}{gather.SUFFIX}"
+            gather.write_sorted(con, relation, spec.keys, folder / sorted_name)
+            entry["gather"] = f"{folder.name}/{sorted_name}"
         os.replace(tmp, folder / name)
-        runs_of[table] = [*runs, {"file": f"{folder.name}/{name}", "rows": int(rows)}]
+        runs_of[table] = [*runs, entry]
+    con.execute("DROP TABLE IF EXISTS __centile_run")
+
+
+def _write_hashes(con: duckdb.DuckDBPyConnection, root: Path, folder: Path, runs: list[dict[str, Any]], gen: int,
+                  cutoff: dt.date | None, merge: bool, where: str) -> list[dict[str, Any]]:
+    """Add the rows of ``d_hashes`` where ``where`` to a partition's line hashes as a new sorted run
+    (centile.refresh.hashes), or, when ``merge``, merged with ``runs`` into one; returns the runs."""
+    d = con.execute("SELECT h, CAST(date_diff('day', DATE '1970-01-01', day) AS INTEGER) AS day "
+                    f"FROM d_hashes WHERE {where}").fetchnumpy()
+    name = f"hashes-{gen:06d}{lh.SUFFIX}"
+    # a hash of a day before the day buckets can match no line of a later batch (such a line is late and
+    # rebuilds its partition from the batch files), so every run is pruned, not only merged ones
+    rows = lh.write_run(folder / name, d["h"], d["day"], [root / r["file"] for r in runs] if merge else [],
+                        cutoff)
+    return [*([] if merge else runs), {"file": f"{folder.name}/{name}", "rows": rows}]
 
 
 def _part_of(buckets: Iterable[int], parts: Partitioning) -> set[int]:
@@ -446,14 +504,14 @@ def _ingest(cfg: Config, root: Path, orders: Iterable[str | Path], email_events:
                     f"SELECT customer_id FROM batch_email_all)) TO {literal(str(root / (changes + '.tmp')))} "
                     "(FORMAT parquet)")
         os.replace(root / (changes + ".tmp"), root / changes)
+        active = [p for p in range(parts.count) if p not in late_parts and p in touched_parts]
+        counts = None
+        if active:
+            dropped += _delta(con, root, doc, parts, active, dedupe, st.state_tables(doc))
+            counts = _delta_counts(con, st.state_tables(doc), parts)
         for p in parts.each("ingest", progress):
-            if p in late_parts or p not in touched_parts:
-                continue
-            lo, hi = parts.bounds(p)
-            entry = doc["parts"][p]
-            old_h = [root / r["file"] for r in entry["runs"].get("hashes", []) if r["rows"]]
-            dropped += _delta(con, lo, hi, old_h, dedupe, st.state_tables(doc))
-            _write_part(con, root, doc, p, gen, cutoff, fresh=False)
+            if p in active:
+                _write_part(con, root, doc, p, gen, cutoff, fresh=False, counts=counts)
         if rj.has_rejects(doc):  # a state built before rejects were kept keeps none (run --state reads the files)
             if dropped and found.orders is not None:
                 rj.add_dropped(con, found.orders, found.key)
@@ -490,8 +548,7 @@ def _rebuild(cfg: Config, root: Path, doc: dict[str, Any], late: list[int], gen:
     try:
         _validate(con, cfg, files, doc, root)
         for p in late:
-            lo, hi = parts.bounds(p)
-            _delta(con, lo, hi, [], False, st.state_tables(doc))
+            _delta(con, root, doc, parts, [p], False, st.state_tables(doc))
             _write_part(con, root, doc, p, gen, cutoff, fresh=True)
         # the duplicate lines of these partitions' customers, over every batch file
         rj.replace_duplicates(con, root, doc, gen, [parts.bounds(p) for p in late])

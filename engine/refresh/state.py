@@ -4,6 +4,10 @@ Layout of ``DIR``::
 
     manifest.json            written last (temp file + rename): what is current
     p0000/<table>-<gen>.parquet  the runs of a state table in one customer-hash partition
+    p0000/<table>-<gen>.sorted.arrow  the same rows sorted by customer, for the tables the
+                             features read (the run's ``gather``: centile.refresh.gather)
+    p0000/hashes-<gen>.arrow the line hashes and their days, sorted by day and hash
+                             (centile.refresh.hashes)
     changes/<gen>.parquet    the customers each ingest changed (for the feature cache)
     cache.json, cache/       the last feature table computed from the state, and its as_of
 
@@ -85,7 +89,9 @@ TABLES: dict[str, Table] = {
     "premium": Table(("customer_id", "day"), {"margin": "sum"}, "day",
                      {"customer_id": "{id}", "day": "DATE", "margin": "DECIMAL(38,4)"}, order="day"),
     # 64-bit hashes of the lines with an order_id, to set aside a line already applied in an
-    # earlier batch (the session does the same within one read: set_aside_duplicates)
+    # earlier batch (the session does the same within one read: set_aside_duplicates); the delta
+    # table of an ingest has these columns, its runs keep the hash and the day, sorted by day and
+    # hash (centile.refresh.hashes)
     "hashes": Table(("customer_id", "h", "day"), {}, "day",
                     {"customer_id": "{id}", "h": "UBIGINT", "day": "DATE"}, features=False),
     # purchase days per customer (clv_days.sql: a day with a line of positive quantity) and their
@@ -220,7 +226,8 @@ def as_of_for(doc: dict[str, Any], as_of: dt.date | None, way_out: str) -> dt.da
 
 def referenced(doc: dict[str, Any]) -> set[str]:
     """The partition files the manifest points at (relative paths)."""
-    return {r["file"] for part in doc.get("parts", []) for runs in part.get("runs", {}).values() for r in runs}
+    return {f for part in doc.get("parts", []) for runs in part.get("runs", {}).values() for r in runs
+            for f in (r["file"], r.get("gather")) if f}
 
 
 def collect_garbage(root: Path, doc: dict[str, Any]) -> None:
