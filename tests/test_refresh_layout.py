@@ -103,3 +103,32 @@ def test_a_state_written_before_the_sorted_files_is_read_and_ingested(tmp_path):
     assert_same(features_from_state(state_cfg(), state, stats=stats)[0],
                 full_features(orders, [], dt.date(2024, 3, 6)))
     assert stats["cached"] > 0
+
+
+def test_without_sorted_copies_the_runs_are_scanned_and_a_state_may_mix_both(tmp_path):
+    """``[refresh] sorted_copies = false`` writes no customer-sorted copies (a quarter of the disk
+    space); the features are the same, and a later ingest with copies leaves a state of both kinds."""
+    from types import MappingProxyType
+
+    def cfg(copies: bool):  # no merge of runs: the state keeps runs of both kinds
+        refresh = {"lateness_days": 2, "partitions": 3, "max_runs": 8, "sorted_copies": copies}
+        return state_cfg().with_(sections=MappingProxyType({"refresh": MappingProxyType(refresh)}))
+
+    state, orders = tmp_path / "s", []
+    for i in range(4):
+        day = dt.datetime(2024, 3, 1 + i, 9)
+        rows = [(1 + (i + k) % 6, f"o{i}-{k}", day, 5.0 + k, 1.0 + k % 2, 0.0, 1 + k % 2, "a", "web")
+                for k in range(5)]
+        rows += [(c, f"q{c}", day, 3.0, 1.0, 0.0, 2, "b", "shop") for c in range(10, 30) if i == 0]
+        orders.append(_one_batch(tmp_path, f"b{i}.parquet", rows))
+        ingest(cfg(i >= 2), state, [orders[-1]])
+        if i == 1:
+            assert not list(state.glob("p*/*.sorted.arrow"))
+            assert not any(r.get("gather") for part in json.loads((state / "manifest.json").read_text())["parts"]
+                           for runs in part["runs"].values() for r in runs)
+        assert_same(features_from_state(cfg(i >= 2), state)[0],
+                    full_features(orders, [], dt.date(2024, 3, 2 + i)))
+    runs = [r for part in json.loads((state / "manifest.json").read_text())["parts"]
+            for runs in part["runs"].values() for r in runs]
+    assert any(r.get("gather") for r in runs) and any("gather" not in r and r["file"].endswith(".parquet")
+                                                      and "hashes" not in r["file"] for r in runs)

@@ -330,12 +330,14 @@ def merge_sql(table: str, types: dict[str, str], rows: str, where: str = "") -> 
 
 
 def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], part: int, gen: int,
-                cutoff: dt.date | None, fresh: bool, counts: dict[str, np.ndarray] | None = None) -> None:
+                cutoff: dt.date | None, fresh: bool, counts: dict[str, np.ndarray] | None = None,
+                copies: bool = True) -> None:
     """Add the rows of the delta tables in partition ``part`` (``counts``: their number per table and
     partition, if known) to it as new run files (temp name, then rename); the manifest, written
     later, points at them. A table that would get more than ``max_runs`` runs, or a ``fresh``
     partition (rebuilt: the deltas hold all its rows), is merged into one file, pruning day
-    buckets before ``cutoff``: an ingest writes about the size of its batch, not of the state."""
+    buckets before ``cutoff``: an ingest writes about the size of its batch, not of the state.
+    ``copies``: also write the feature tables' runs sorted by customer (``[refresh] sorted_copies``)."""
     runs_of = doc["parts"][part]["runs"]
     folder = root / f"p{part:04d}"
     folder.mkdir(exist_ok=True)
@@ -367,7 +369,7 @@ def _write_part(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any],
         sql = f"SELECT * FROM {relation}" + (f" ORDER BY {ident(spec.order)}" if spec.order else "")
         con.execute(f"COPY ({sql}) TO {literal(str(tmp))} (FORMAT parquet, COMPRESSION zstd)")
         entry = {"file": f"{folder.name}/{name}", "rows": int(rows)}
-        if spec.features:
+        if spec.features and copies:
             # the same rows in customer order, for the feature cache's gather (centile.refresh.gather)
             sorted_name = f"{table}-{gen:06d}{gather.SUFFIX}"
             gather.write_sorted(con, relation, spec.keys, folder / sorted_name)
@@ -511,7 +513,8 @@ def _ingest(cfg: Config, root: Path, orders: Iterable[str | Path], email_events:
             counts = _delta_counts(con, st.state_tables(doc), parts)
         for p in parts.each("ingest", progress):
             if p in active:
-                _write_part(con, root, doc, p, gen, cutoff, fresh=False, counts=counts)
+                _write_part(con, root, doc, p, gen, cutoff, fresh=False, counts=counts,
+                            copies=cfg.settings("refresh").sorted_copies)
         if rj.has_rejects(doc):  # a state built before rejects were kept keeps none (run --state reads the files)
             if dropped and found.orders is not None:
                 rj.add_dropped(con, found.orders, found.key)
@@ -549,7 +552,7 @@ def _rebuild(cfg: Config, root: Path, doc: dict[str, Any], late: list[int], gen:
         _validate(con, cfg, files, doc, root)
         for p in late:
             _delta(con, root, doc, parts, [p], False, st.state_tables(doc))
-            _write_part(con, root, doc, p, gen, cutoff, fresh=True)
+            _write_part(con, root, doc, p, gen, cutoff, fresh=True, copies=cfg.settings("refresh").sorted_copies)
         # the duplicate lines of these partitions' customers, over every batch file
         rj.replace_duplicates(con, root, doc, gen, [parts.bounds(p) for p in late])
     finally:
