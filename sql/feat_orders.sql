@@ -17,8 +17,9 @@
 --           sums are the same whatever order parallel threads add them in, so
 --           reruns give identical bytes (DOUBLE sums differ in the last bits,
 --           which would reorder ties in the ranks). Each line's two values are
---           computed once, below the aggregate (15 % less CPU than casting
---           in every sum). order_facts.sql has only orders with a positive
+--           computed once, below the aggregate, not cast in every sum (at 1M
+--           customers, medians of 3 alternating runs: 3.44 -> 3.11 CPU s at 1
+--           thread, 4.00 -> 3.39 at 2). order_facts.sql has only orders with a positive
 --           line: a customer with return lines only has no counts row (0 orders).
 WITH counts AS (
   SELECT
