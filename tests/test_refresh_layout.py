@@ -64,15 +64,20 @@ def test_gather_takes_exactly_the_rows_of_the_customers(tmp_path):
     assert ga.rows_of([], pl.Series([1])) is None
 
 
+def _day_batch(tmp_path, i):
+    """Batch ``i``: five lines of customers 1-6 on 2024-03-0(i+1); on the first day also customers
+    10-29, who buy on that day only (their rows stand in the cache at the end)."""
+    day = dt.datetime(2024, 3, 1 + i, 9)
+    rows = [(1 + (i + k) % 6, f"o{i}-{k}", day, 5.0 + k, 1.0 + k % 2, 0.0, 1 + k % 2, "a", "web")
+            for k in range(5)]
+    rows += [(c, f"q{c}", day, 3.0, 1.0, 0.0, 2, "b", "shop") for c in range(10, 30) if i == 0]
+    return _one_batch(tmp_path, f"b{i}.parquet", rows)
+
+
 def test_a_state_written_before_the_sorted_files_is_read_and_ingested(tmp_path):
     state, orders = tmp_path / "s", []
     for i in range(4):
-        day = dt.datetime(2024, 3, 1 + i, 9)
-        rows = [(1 + (i + k) % 6, f"o{i}-{k}", day, 5.0 + k, 1.0 + k % 2, 0.0, 1 + k % 2, "a", "web")
-                for k in range(5)]
-        # customers 10-29 buy on the first day only: their rows stand in the cache at the end
-        rows += [(c, f"q{c}", day, 3.0, 1.0, 0.0, 2, "b", "shop") for c in range(10, 30) if i == 0]
-        orders.append(_one_batch(tmp_path, f"b{i}.parquet", rows))
+        orders.append(_day_batch(tmp_path, i))
         ingest(state_cfg(), state, [orders[-1]])
         features_from_state(state_cfg(), state)
     # as an earlier centile left it: no sorted files, the line hashes as Parquet runs
@@ -116,11 +121,7 @@ def test_without_sorted_copies_the_runs_are_scanned_and_a_state_may_mix_both(tmp
 
     state, orders = tmp_path / "s", []
     for i in range(4):
-        day = dt.datetime(2024, 3, 1 + i, 9)
-        rows = [(1 + (i + k) % 6, f"o{i}-{k}", day, 5.0 + k, 1.0 + k % 2, 0.0, 1 + k % 2, "a", "web")
-                for k in range(5)]
-        rows += [(c, f"q{c}", day, 3.0, 1.0, 0.0, 2, "b", "shop") for c in range(10, 30) if i == 0]
-        orders.append(_one_batch(tmp_path, f"b{i}.parquet", rows))
+        orders.append(_day_batch(tmp_path, i))
         ingest(cfg(i >= 2), state, [orders[-1]])
         if i == 1:
             assert not list(state.glob("p*/*.sorted.arrow"))
