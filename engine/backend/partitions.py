@@ -94,6 +94,13 @@ class Partitioning:
             raise ValueError(f"partition {part} is not in 0..{self.count - 1}")
         return part * BUCKETS // self.count, (part + 1) * BUCKETS // self.count
 
+    def parts_of(self, buckets: Any) -> Any:
+        """The partition of each bucket of ``buckets`` (a NumPy array of ints in ``[0, BUCKETS)``)."""
+        import numpy as np
+
+        starts = np.array([self.bounds(p)[0] for p in range(self.count)])
+        return np.searchsorted(starts, np.asarray(buckets), side="right") - 1
+
     def predicate(self, part: int) -> str:
         """SQL over the ``customer_id`` column of the validated tables that is true for the rows of
         partition ``part`` (``true`` for a single partition): the id's bucket, hashed as the rows
@@ -198,7 +205,6 @@ def split_by_partition(frame: Any, parts: Partitioning, id_type: str) -> list[An
     the frame's row order: each id cast to ``id_type`` (the SQL type of ``customer_id`` in the
     validated tables) and hashed as :func:`bucket_sql` does there. An id that is not of that type
     matches no customer; it goes to partition 0."""
-    import numpy as np
     import polars as pl
 
     from centile.runtime import duckdb_connect
@@ -214,9 +220,7 @@ def split_by_partition(frame: Any, parts: Partitioning, id_type: str) -> list[An
         con.close()
     if buckets.len() != frame.height:  # the connection keeps row order for a plain projection
         raise RuntimeError("bucket hashing lost rows")
-    part = np.searchsorted(np.array([parts.bounds(p)[1] for p in range(parts.count)]), buckets.to_numpy(),
-                           side="right")
-    index = pl.Series("__part", part)
+    index = pl.Series("__part", parts.parts_of(buckets.to_numpy()))
     return [frame.filter(index == p) for p in range(parts.count)]
 
 

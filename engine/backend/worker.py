@@ -122,12 +122,11 @@ class KeptRows:
         import polars as pl
 
         have: dict[str, Any] = {}
-        for f, names in ((self.path, self.kept), (self.sent.path if self.sent else None,
-                                                   tuple(c for c in self.columns if c not in self.kept))):
-            if not names:
+        rest = [c for c in self.columns if c not in self.kept]
+        for f, part in ((self.path, pl.read_ipc(self.path, columns=list(self.kept)) if self.kept else None),
+                        (self.sent.path if self.sent else None, self.sent.read(rest) if rest else None)):
+            if part is None:
                 continue
-            part = (pl.read_ipc(f, columns=list(names)) if f == self.path  # type: ignore[arg-type]
-                    else self.sent.read(list(names)))  # type: ignore[union-attr]
             if part.height != self.rows:
                 raise RuntimeError(f"{f} holds {part.height:,} rows, not the partition's {self.rows:,}")
             have.update((c, part.get_column(c)) for c in part.columns)

@@ -114,9 +114,8 @@ def _gather_in(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], 
     wanted = ids.implode()
     # each partition's files are searched for its own customers only
     parts = Partitioning(int(doc["partitions"]))
-    starts = np.array([parts.bounds(p)[0] for p in range(parts.count)])
     bucket = pl.from_arrow(con.sql(f"SELECT customer_id, {bucket_sql()} AS b FROM aff").to_arrow_table())
-    of_part = pl.Series(np.searchsorted(starts, bucket["b"].to_numpy(), side="right") - 1)
+    of_part = pl.Series(parts.parts_of(bucket["b"].to_numpy()))
     ids_of = {p: g["customer_id"] for (p,), g in bucket.with_columns(p=of_part).group_by("p")}
     for table in st.TABLES:
         if not st.TABLES[table].features:

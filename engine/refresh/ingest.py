@@ -10,7 +10,6 @@ rebuilt from every batch file of the ledger.
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import logging
 import os
@@ -257,7 +256,7 @@ def _delta(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], part
         # binary search per day and hash in memory-mapped arrays, not a read of every hash kept
         mine = con.execute("SELECT DISTINCT __h, CAST(date_diff('day', DATE '1970-01-01', __day) AS INTEGER) AS d, "
                            "__bucket FROM batch_orders WHERE __h IS NOT NULL").fetchnumpy()
-        of = _parts_of(np.asarray(mine["__bucket"]), parts)
+        of = parts.parts_of(mine["__bucket"])
         found = [lh.seen(runs[p], np.asarray(mine["__h"])[of == p], np.asarray(mine["d"])[of == p])
                  for p in ps if runs[p]]
         found = np.concatenate(found) if found else np.empty(0, np.uint64)
@@ -281,19 +280,13 @@ def _delta(con: duckdb.DuckDBPyConnection, root: Path, doc: dict[str, Any], part
     return dropped
 
 
-def _parts_of(buckets: np.ndarray, parts: Partitioning) -> np.ndarray:
-    """The partition of each bucket."""
-    starts = np.array([parts.bounds(p)[0] for p in range(parts.count)])
-    return np.searchsorted(starts, buckets, side="right") - 1
-
-
 def _delta_counts(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...], parts: Partitioning
                   ) -> dict[str, np.ndarray]:
     """The rows of each delta table per partition (one query per table, not per table and partition)."""
     out = {}
     for table in tables:
         got = con.execute(f"SELECT __bucket, count(*) AS n FROM {ident('d_' + table)} GROUP BY 1").fetchnumpy()
-        out[table] = np.bincount(_parts_of(np.asarray(got["__bucket"]), parts), weights=np.asarray(got["n"]),
+        out[table] = np.bincount(parts.parts_of(got["__bucket"]), weights=np.asarray(got["n"]),
                                  minlength=parts.count).astype(np.int64)
     return out
 
@@ -394,8 +387,7 @@ def _write_hashes(con: duckdb.DuckDBPyConnection, root: Path, folder: Path, runs
 
 
 def _part_of(buckets: Iterable[int], parts: Partitioning) -> set[int]:
-    starts = [parts.bounds(p)[0] for p in range(parts.count)]
-    return {bisect.bisect_right(starts, int(b)) - 1 for b in buckets}
+    return {int(p) for p in parts.parts_of(np.fromiter(buckets, dtype=np.int64))}
 
 
 def _ledger_files(doc: dict[str, Any], root: Path) -> dict[str, list[Path]]:
