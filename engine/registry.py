@@ -59,6 +59,32 @@ class Registry(Generic[T]):
             self._items = before
 
 
+def lazy_exports(package: str, exports: dict[str, tuple[str, ...]]) -> tuple[Any, Any]:
+    """``__getattr__`` and ``__dir__`` for a capability package that re-exports names of its modules
+    (``{module: names}``), importing a module the first time one of its names is asked for.
+
+    Registering the built-in capabilities imports each package; with lazy re-exports that does not
+    import what their computations need (scipy, numba, scikit-learn), so ``centile ingest`` or a
+    config check does not pay seconds for modules it never calls (PEP 562).
+    """
+    import importlib
+
+    where = {name: module for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        module = where.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(importlib.import_module(package), name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(where) | set(vars(importlib.import_module(package))))
+
+    return __getattr__, __dir__
+
+
 def load_builtin() -> None:
     """Register the built-in capabilities (stages, config sections, report sections).
 
@@ -70,4 +96,4 @@ def load_builtin() -> None:
     importlib.import_module("centile.run")
 
 
-__all__: list[Any] = ["Registry", "RegistryError", "load_builtin"]
+__all__: list[Any] = ["Registry", "RegistryError", "lazy_exports", "load_builtin"]

@@ -1,14 +1,11 @@
 """Attribution over touchpoint paths: rule-based, Markov removal effects and Shapley, per segment."""
 
-from centile.attribution.compute import (
-    AttributionResult,
-    AttributionSettings,
-    attribute,
-    attribution_settings,
-    incrementality,
-    parse_settings,
-)
-from centile.attribution.journeys import Journeys, journeys_from_touches, read_path_table
+from centile.registry import lazy_exports
 
-__all__ = ["AttributionResult", "AttributionSettings", "Journeys", "attribute", "attribution_settings",
-           "incrementality", "journeys_from_touches", "parse_settings", "read_path_table"]
+# the names below are imported from their modules when first used (see lazy_exports)
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "centile.attribution.compute": ("AttributionResult", "AttributionSettings", "attribute", "attribution_settings", "incrementality", "parse_settings",),
+    "centile.attribution.journeys": ("Journeys", "journeys_from_touches", "read_path_table",),
+})
+
+__all__ = ["AttributionResult", "AttributionSettings", "Journeys", "attribute", "attribution_settings", "incrementality", "journeys_from_touches", "parse_settings", "read_path_table"]

@@ -7,14 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from centile.attribution.compute import (
-    DEFAULT_SEGMENTS,
-    attribution_from_session,
-    attribution_settings,
-    segment_columns,
-    summary_doc,
-    write_attribution,
-)
+from centile.attribution.settings import DEFAULT_SEGMENTS, attribution_settings
 from centile.config import register_config_section
 from centile.pipeline import Context, Stage, register_stage
 from centile.pipeline.parts import config_part
@@ -23,6 +16,13 @@ log = logging.getLogger(__name__)
 
 
 def _run(ctx: Context) -> dict[str, int]:
+    from centile.attribution.compute import (
+        attribution_from_session,
+        segment_columns,
+        summary_doc,
+        write_attribution,
+    )
+
     st = ctx.cfg.settings("attribution")
     want = st.segments if st.segments is not None else DEFAULT_SEGMENTS
     segs = segment_columns([ctx.frame_columns("segments", want), ctx.frame_columns("clubs", want)], st.segments,

@@ -16,15 +16,6 @@ from typing import Any
 
 import polars as pl
 
-from centile.baskets.compute import baskets_from, baskets_summary_doc, write_baskets
-from centile.baskets.lines import basket_items, basket_lines
-from centile.baskets.parts import SessionLines
-from centile.baskets.recommend import (
-    recommend_from,
-    recommend_lines,
-    recommend_summary_doc,
-    write_recommendations,
-)
 from centile.baskets.settings import parse_baskets, parse_recommend
 from centile.config import register_config_section
 from centile.pipeline import Context, Stage, StageSkipped, register_stage
@@ -88,6 +79,10 @@ def _item_skip(ctx: Context, level: str, enabled: bool, section: str) -> str | N
 
 
 def _run_baskets(ctx: Context) -> dict[str, int]:
+    from centile.baskets.compute import baskets_from, baskets_summary_doc, write_baskets
+    from centile.baskets.lines import basket_items, basket_lines
+    from centile.baskets.parts import SessionLines
+
     st = ctx.cfg.settings("baskets")
     state = _state_lines(ctx, "baskets")
     ctx.say(f"baskets: exact pair counts per segment ({st.level})")
@@ -112,6 +107,15 @@ def _run_baskets(ctx: Context) -> dict[str, int]:
 
 
 def _run_recommend(ctx: Context) -> dict[str, int]:
+    from centile.baskets.lines import basket_items
+    from centile.baskets.parts import SessionLines
+    from centile.baskets.recommend import (
+        recommend_from,
+        recommend_lines,
+        recommend_summary_doc,
+        write_recommendations,
+    )
+
     st = ctx.cfg.settings("recommend")
     bst = ctx.cfg.settings("baskets")
     state = _state_lines(ctx, "recommend")

@@ -10,8 +10,6 @@ import logging
 from centile.config import register_config_section
 from centile.pipeline import Context, Stage, register_stage
 from centile.pipeline.parts import config_part
-from centile.steering.compute import write_steering
-from centile.steering.job import from_proposals, steer
 from centile.steering.settings import steering_settings
 
 log = logging.getLogger(__name__)
@@ -32,6 +30,9 @@ def _history(ctx: Context):
 
 
 def _run(ctx: Context) -> dict[str, int]:
+    from centile.steering.compute import write_steering
+    from centile.steering.job import from_proposals, steer
+
     st = ctx.cfg.settings("steering")
     with ctx.staging.timed("steering"):
         if st.proposals is not None:

@@ -10,10 +10,10 @@ from centile.config import Config
 from centile.report import charts
 from centile.report.html import chart, esc, fmt, read, table
 from centile.report.sections import register_section
-from centile.uplift.compute import PREFERRED_METHODS, preferred_rows
 
 
 def uplift_section(results: Path, cfg: Config | None = None) -> str:
+    from centile.uplift.compute import PREFERRED_METHODS, preferred_rows
 
     u = read(results, "uplift")
     if u is None or u.is_empty():

@@ -10,7 +10,6 @@ import logging
 from centile.config import register_config_section
 from centile.pipeline import Context, Stage, register_stage
 from centile.pipeline.parts import config_part
-from centile.uplift.compute import uplift_from_session, uplift_summary_doc, write_uplift
 from centile.uplift.holdout import parse_holdout_spec
 from centile.uplift.inputs import parse_uplift_spec
 
@@ -22,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def _run(ctx: Context) -> dict[str, int]:
+    from centile.uplift.compute import uplift_from_session, uplift_summary_doc, write_uplift
+
     spec = ctx.cfg.settings("uplift")
     s = None if spec.path else ctx.open()
     # by default only the pre-treatment columns are read (not every column of every customer)
