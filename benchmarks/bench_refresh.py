@@ -169,6 +169,10 @@ def main() -> None:
     # one entry per size: sizes not rerun keep their earlier entry
     old = RESULTS / "refresh.json"
     sizes = json.loads(old.read_text()) if old.exists() else {}
+    # the previous run of this size kept under "earlier" (one level: its own "earlier" is dropped)
+    previous = sizes.get(str(args.customers))
+    if previous:
+        doc["earlier"] = {k: v for k, v in previous.items() if k != "earlier"}
     sizes[str(args.customers)] = doc
     save("refresh", sizes)
     print(json.dumps({k: v for k, v in doc.items() if k not in ("machine",)} | {

@@ -150,7 +150,8 @@ class Config:
     def settings(self, name: str) -> Any:
         """Section ``[name]`` parsed by the parser its capability registered (defaults when absent)."""
         if name not in self._parsed:
-            spec = config_sections().get(name)
+            # a section whose module is already imported needs no other capability loaded
+            spec = CONFIG_SECTIONS.get(name) or config_sections().get(name)
             if spec is None:
                 raise KeyError(f"no config section {name!r} is registered")
             self._parsed[name] = spec.parse(self)
