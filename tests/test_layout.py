@@ -86,14 +86,17 @@ def test_kernels_import_no_data_frame_library():
 
 def test_registering_the_capabilities_imports_none_of_their_heavy_libraries():
     """Every command registers the built-in capabilities (to check a config's sections, to order the
-    stages); that must not import what their computations need: it once cost ``centile ingest``
-    1.8 CPU s (scipy for steering and uplift, numba for three kernels) before any work."""
+    stages) and imports the CLI's printers; neither may import what the computations need: they once
+    cost ``centile ingest`` 1.8 CPU s (scipy for steering and uplift, numba for three kernels) and
+    ``centile validate`` 1.5 s more (scipy.stats for the uplift printer) before any work."""
     import subprocess
     import sys
 
     code = ("import sys; from centile.registry import load_builtin; load_builtin(); "
             "from centile.config import config_sections; config_sections(); "
             "from centile import attribution, baskets, clv, steering, uplift; "
+            "import centile.cli.app, centile.cli.render, centile.cli.refresh, centile.cli.steering, "
+            "centile.cli.attribution, centile.cli.baskets, centile.cli.bench, centile.cli.cluster; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'numba', 'sklearn', 'pandas'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -5,18 +5,19 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from centile.clv.compute import ClvResult
-from centile.clv.models import LABELS
 from centile.errors import ConfigError
-from centile.segments.compute import SegmentsResult
-from centile.uplift.compute import PREFERRED_METHODS, UpliftResult, preferred_rows
-from centile.uplift.holdout import HoldoutResult
+
+if TYPE_CHECKING:  # the printers' inputs; their modules are imported by the commands that use them
+    from centile.clv.compute import ClvResult
+    from centile.segments.compute import SegmentsResult
+    from centile.uplift.compute import UpliftResult
+    from centile.uplift.holdout import HoldoutResult
 
 
 def _n(v: Any) -> str:
@@ -163,6 +164,8 @@ def print_clv(console: Any, res: ClvResult) -> None:
     """Render the fitted models, the holdout table and the top customers with rich."""
     from rich.table import Table
 
+    from centile.clv.models import LABELS
+
     t = Table(title=f"Models (calibration end {res.calibration_end}, time unit {res.settings.time_unit})")
     for c in ("model", "parameters (± SE)", "log-lik", "n", "converged"):
         t.add_column(c)
@@ -204,13 +207,15 @@ def print_segments(console: Any, res: SegmentsResult) -> None:
         console.print(f"note: {n}", markup=False, highlight=False)
 
 
-def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] = PREFERRED_METHODS,
+def print_uplift(console: Any, res: UpliftResult, *, methods: tuple[str, ...] | None = None,
                  limit: int = 60) -> None:
     """Rich table of the overall rows (one method per outcome) and the notes (SRM failures in red)."""
     from rich.markup import escape
     from rich.table import Table
 
-    df = preferred_rows(res.uplift.filter(pl.col("breakdown") == "overall"), methods)
+    from centile.uplift.compute import PREFERRED_METHODS, preferred_rows
+
+    df = preferred_rows(res.uplift.filter(pl.col("breakdown") == "overall"), methods or PREFERRED_METHODS)
     t = Table(title=f"Uplift vs control (overall; {res.summary['units']:,} contacts, "
                     f"{res.summary['campaigns']} campaigns; all rows in uplift.parquet)", title_justify="left",
               padding=(0, 1), collapse_padding=True)
