@@ -2,6 +2,7 @@
 
     python benchmarks/bench_dask.py --customers 200000 [--workers 2] [--threads-per-worker 1]
                                     [--runs 1] [--data DIR] [--memory-limit 4GB]
+                                    [--backends local,dask] [--key KEY]
 
 Uses ``bench-data/c<N>`` (``centile generate --seed 1``; generated when absent and kept) or
 ``--data``. Each run is a fresh process (alternating local and Dask, ``--runs`` times): the
@@ -237,23 +238,27 @@ def main() -> None:
     ap.add_argument("--threads-per-worker", type=int, default=1)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--memory-limit", default="")
+    ap.add_argument("--backends", default="local,dask", help="which to run (default both; one: no identity check)")
+    ap.add_argument("--key", help="store the result under this key (default: the customer count)")
     args = ap.parse_args()
 
     data = args.data or Path("bench-data") / f"c{args.customers}"
     if not data.exists():
         subprocess.run([*CENTILE, "generate", "--customers", str(args.customers), "--seed", "1", "--out", str(data)],
                        check=True, stdout=subprocess.DEVNULL)
-    runs: dict[str, list[dict]] = {"local": [], "dask": []}
+    backends = tuple(b for b in ("local", "dask") if b in args.backends.split(","))
+    runs: dict[str, list[dict]] = {b: [] for b in backends}
     identical = None
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-dask-", dir=".") as tmp:
         for _ in range(args.runs):
-            for backend in ("local", "dask"):
+            for backend in backends:
                 out = Path(tmp) / backend
                 runs[backend].append(run_isolated(_RUN, str(data), str(out), backend, str(args.workers),
                                                   str(args.threads_per_worker), args.memory_limit))
-            a, b = _digests(Path(tmp) / "local"), _digests(Path(tmp) / "dask")
-            identical = bool(a) and a == b
+            if len(backends) == 2:
+                a, b = _digests(Path(tmp) / "local"), _digests(Path(tmp) / "dask")
+                identical = bool(a) and a == b
 
     def summary(rs: list[dict]) -> dict:
         last = rs[-1]
@@ -266,16 +271,17 @@ def main() -> None:
     doc = {"customers": args.customers, "data": str(data), "workers": args.workers,
            "threads_per_worker": args.threads_per_worker, "memory_limit": args.memory_limit or None,
            "runs": args.runs, "load_before": load_before, "machine": machine(),
-           "identical_parquet_outputs": identical,
-           "local": summary(runs["local"]), "dask": summary(runs["dask"])}
+           "identical_parquet_outputs": identical, **{b: summary(runs[b]) for b in backends}}
     doc["load_after"] = os.getloadavg()[0]
-    doc["paper_model"] = paper_model(doc["dask"], args.customers)
-    doc["paper_model"]["table"] = print_model(doc["paper_model"])
+    if "dask" in runs:
+        doc["paper_model"] = paper_model(doc["dask"], args.customers)
+        doc["paper_model"]["table"] = print_model(doc["paper_model"])
     path = RESULTS / "dask.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
-    if str(args.customers) in stored:  # the previous run of this size, one level deep
-        doc["earlier"] = {k: v for k, v in stored[str(args.customers)].items() if k != "earlier"}
-    stored[str(args.customers)] = doc
+    key = args.key or str(args.customers)
+    if key in stored:  # the previous run under this key, one level deep
+        doc["earlier"] = {k: v for k, v in stored[key].items() if k != "earlier"}
+    stored[key] = doc
     save("dask", stored)
     print(json.dumps(doc, indent=2))
 

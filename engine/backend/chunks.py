@@ -109,6 +109,8 @@ class Written:
     table: str
     index: int
     files: tuple[tuple[int, str], ...]
+    #: the chunk's rows before the config's filter (None without a filter: the pieces' rows)
+    read: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ class TableState:
     last: Any = None
     customers: int = 0
     late: int = 0
+    #: the rows the config's filter kept (valid and set aside), and the rows read before it
+    rows: int = 0
+    read: int = 0
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,9 @@ def write_chunk(job: ChunkJob, chunk: Chunk) -> Written:
             raise read_error(replace(reg.spec, paths=chunk.files), exc) from None
         except (duckdb.IOException, OSError) as exc:
             raise scratch_error(folder, exc) from None
+        read = None
+        if reg.spec.filter:  # the rows before the filter, for the summary (a Parquet footer, a CSV parsed again)
+            read = chunk.rows[1] - chunk.rows[0] if chunk.rows else _count(con, reg, chunk)
         if observe is not None:
             observe(chunk.table, chunk.index)
         written = []
@@ -237,10 +245,18 @@ def write_chunk(job: ChunkJob, chunk: Chunk) -> Written:
             dest = there / f"c{chunk.index:05d}-{n}.parquet"
             os.replace(f, dest)  # a task run again replaces the file: one copy of its rows
             written.append((k, str(dest)))
-        return Written(chunk.table, chunk.index, tuple(written))
+        return Written(chunk.table, chunk.index, tuple(written), read)
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _count(con: duckdb.DuckDBPyConnection, reg: Registered, chunk: Chunk) -> int:
+    """The rows of the chunk's ``raw_<t>`` (before the filter)."""
+    try:
+        return int(con.execute(f"SELECT count(*) FROM {ident('raw_' + chunk.table)}").fetchall()[0][0])
+    except duckdb.InvalidInputException as exc:
+        raise read_error(replace(reg.spec, paths=chunk.files), exc) from None
 
 
 def _state(con: duckdb.DuckDBPyConnection, name: str, source: str, cfg: Config) -> TableState:
@@ -251,8 +267,9 @@ def _state(con: duckdb.DuckDBPyConnection, name: str, source: str, cfg: Config) 
     rows = con.execute(f"SELECT reject_reason, count(*), {span}, count(DISTINCT customer_id), {late} "
                        f"FROM ({source}) GROUP BY 1", {"a": cfg.as_of} if "$a" in late else None).fetchall()
     valid = next((r for r in rows if r[0] is None), (None, 0, None, None, 0, 0))
+    total = sum(int(r[1]) for r in rows)
     return TableState({r[0]: int(r[1]) for r in rows if r[0] is not None}, valid[2], valid[3], int(valid[4]),
-                      int(valid[5]))
+                      int(valid[5]), total, total)
 
 
 def settle_piece(job: ChunkJob, piece: int, files: Mapping[str, tuple[str, ...]]) -> Settled:
@@ -326,9 +343,11 @@ def by_piece(written: Iterable[Written]) -> dict[int, dict[str, tuple[str, ...]]
     return {k: {t: tuple(fs) for t, fs in v.items()} for k, v in sorted(out.items())}
 
 
-def merge(job: ChunkJob, settled: Iterable[Settled]) -> tuple[dict[str, Pieces], dict[str, TableState], int]:
+def merge(job: ChunkJob, settled: Iterable[Settled], written: Iterable[Written] = ()
+          ) -> tuple[dict[str, Pieces], dict[str, TableState], int]:
     """The pieces of every table with their files, every table's summary state and the duplicate
-    lines, from the pieces' states (rejects and customers add up; dates take the extremes)."""
+    lines, from the pieces' states (rejects, rows and customers add up; dates take the extremes) and,
+    for a table with a filter, the rows its chunks read before it (``written``, every chunk)."""
     files: dict[str, dict[int, tuple[str, ...]]] = {t: {} for t in job.tables}
     states: dict[str, TableState] = {}
     duplicates = 0
@@ -341,6 +360,15 @@ def merge(job: ChunkJob, settled: Iterable[Settled]) -> tuple[dict[str, Pieces],
     pieces = {t: replace(job.pieces[t], files=tuple(sorted(fs.items()))) for t, fs in files.items()}
     for t in job.tables:
         states.setdefault(t, TableState({}))
+    read: dict[str, int] = {}
+    for w in written:
+        if w.read is not None:
+            read[w.table] = read.get(w.table, 0) + w.read
+    for t, reg in job.tables.items():
+        if reg.spec.filter:
+            if t not in read:
+                raise ValueError(f"{t}: the rows its chunks read before the filter are missing (written)")
+            states[t] = replace(states[t], read=read[t])
     return pieces, states, duplicates
 
 
@@ -350,7 +378,8 @@ def _add(a: TableState, b: TableState) -> TableState:
         counts[k] = counts.get(k, 0) + v
     first = min((x for x in (a.first, b.first) if x is not None), default=None)
     last = max((x for x in (a.last, b.last) if x is not None), default=None)
-    return TableState(counts, first, last, a.customers + b.customers, a.late + b.late)
+    return TableState(counts, first, last, a.customers + b.customers, a.late + b.late, a.rows + b.rows,
+                      a.read + b.read)
 
 
 def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:

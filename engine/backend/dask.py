@@ -246,7 +246,7 @@ class DaskBackend:
         for k, v in sent.items():
             traffic[k] += v
         traffic["bytes_to_workers"] += sum(sent.values())
-        pieces, states, duplicates = chunks.merge(job, settled)
+        pieces, states, duplicates = chunks.merge(job, settled, written)
         for st in settled:
             for f in st.superseded:  # the chunks' files of a piece written again without its duplicates
                 with contextlib.suppress(OSError):

@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from centile.backend.buckets import Pieces
 from centile.backend.partitions import Partitioning, choose_partitions, plain
 from centile.backend.sources import (
     Registered,
+    count_rows,
+    estimate_rows,
     is_table,
     materialised,
     read_error,
@@ -57,9 +59,10 @@ class TableSummary:
 
     name: str
     files: list[str]
-    rows_read: int
-    rows_filtered: int
-    rows_valid: int
+    #: None in a worker's session over one partition, which counts no rows
+    rows_read: int | None
+    rows_filtered: int | None
+    rows_valid: int | None
     rejects: dict[str, int]
     columns: dict[str, str | None]
     date_min: dt.datetime | None = None
@@ -104,6 +107,9 @@ class Session:
     #: per-customer rows the workers kept in the scratch folder, by the frame they make
     #: (``"features"``: :func:`centile.features.compute.compute_features`; see :meth:`map_rows`)
     kept: dict[str, partitions.Kept] = field(default_factory=dict)
+    #: the order lines the partition count was chosen from when they were estimated rather than
+    #: counted (on a cluster, before the chunk tasks count them; :func:`centile.backend.sources.estimate_rows`)
+    lines_estimate: int | None = None
 
     def has(self, table: str, column: str | None = None) -> bool:
         """Is the table (and the column, if given) present in the inputs?"""
@@ -435,12 +441,34 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
     try:
         paths = [p for spec in cfg.tables.values() for p in spec.paths]
         remote = urls.register(con, paths)  # inputs named by fsspec URLs: read through their filesystems
-        tables, id_types = register_tables(con, cfg, progress)
+        # rows are counted only where this process needs the count: the tables it validates itself
+        # (their summary) and the order lines that choose the partition count; the customer tables
+        # that the chunk tasks validate are counted by them, and a worker's session over one
+        # partition counts nothing (its partitions are the client's)
+        tables, id_types = register_tables(con, cfg, progress, count=False)
         away = {n: r for n, r in tables.items() if n in elsewhere}
         unread = [t for t in tables if only is not None and t not in only and t not in away]
         tables = {n: r for n, r in tables.items() if n not in unread and n not in away}
+        # on a cluster the customer tables go to the chunk tasks whenever there is more than one piece
+        # (bucketing: "all"), which is known before the partition count when at least bucket_min > 1
+        chunking = (chunked is not None and bucket is not None and buckets is None and cfg.backend.buckets != "off"
+                    and (cfg.partitions or bucket_min) > 1)
+        if buckets is None:
+            tables = {n: r if chunking and "customer_id" in r.columns else count_rows(con, r)
+                      for n, r in tables.items()}
         orders = tables.get("orders") or away.get("orders")
-        lines = orders.rows_after_filter if orders is not None else 0
+        estimated = None
+        if orders is None or buckets is not None or cfg.partitions:
+            lines = 0  # no order lines, a worker's partition, or a configured count: not needed
+        elif orders.rows_after_filter is None and orders.spec.name in tables:
+            # the chunk tasks count them: the partition count comes from an estimate (outputs are the
+            # same bytes for any count), said so in the summary, never reported as the count
+            lines = estimated = estimate_rows(con, orders)
+            log.info("orders: about %d order lines (estimated from the files' sizes and first rows)", lines)
+        else:
+            if orders.rows_after_filter is None:
+                away["orders"] = orders = count_rows(con, orders)
+            lines = orders.rows_after_filter or 0
         parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
         given = {n: p for n, p in (pieces or {}).items() if n in tables} if buckets is not None else {}
         if given:
@@ -449,6 +477,8 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         which = bucketing(cfg, count, bucket_min > 0) if bucket is not None and buckets is None else None
         elsewhere = {n: r for n, r in tables.items() if "customer_id" in r.columns} \
             if chunked is not None and which == "all" else {}
+        if chunking != bool(elsewhere):  # pragma: no cover - bucketing and chunking disagree
+            raise RuntimeError("the tables the chunk tasks validate were not known before the partition count")
         rest = {n: r for n, r in tables.items() if n not in given and n not in elsewhere}
         if buckets is not None and cache is not None:
             duplicates = _stage_cached(con, rest, progress, buckets, Path(cache))
@@ -462,6 +492,8 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
                 staged_view(con, reg)  # the schema of the pieces; no row is read here
             written, known, more = chunked(con, elsewhere, Path(bucket), count, progress)  # type: ignore[arg-type,misc]
             duplicates += more
+            for name, st in known.items():  # the rows the chunk tasks read and kept, exact
+                tables[name] = replace(tables[name], rows_in_files=st.read, rows_after_filter=st.rows)
             for name, p in written.items():
                 con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_staged')} AS {p.select(rejects=None)}")
                 con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_rejects')} AS "
@@ -473,6 +505,7 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
                           elsewhere=away)
         session.parts = parts
         session.pieces = written
+        session.lines_estimate = estimated
         if duplicates and tables["orders"].spec.duplicates == "keep":
             session.notes.append(f"orders: {duplicates} exact duplicate lines kept and counted "
                                  "([tables.orders] duplicates = \"keep\")")
@@ -660,10 +693,13 @@ def _finish(con: duckdb.DuckDBPyConnection, cfg: Config, tables: dict[str, Regis
                 raise read_error(reg.spec, exc) from None
             counts = {r[0]: r[1] for r in rows if r[0] is not None}
             valid_stats[name] = next((r[2:] for r in rows if r[0] is None), (None, None, 0))
-        valid = reg.rows_after_filter - sum(counts.values())
+        if reg.rows_after_filter is None or reg.rows_in_files is None:  # a worker's partition: not counted
+            read = filtered = valid = None
+        else:
+            read, filtered = reg.rows_in_files, reg.rows_in_files - reg.rows_after_filter
+            valid = reg.rows_after_filter - sum(counts.values())
         summaries[name] = TableSummary(
-            name, list(reg.spec.paths), reg.rows_in_files, reg.rows_in_files - reg.rows_after_filter,
-            valid, {k: int(v) for k, v in counts.items()},
+            name, list(reg.spec.paths), read, filtered, valid, {k: int(v) for k, v in counts.items()},
             {c: col.source for c, col in reg.columns.items()})
         if counts:  # a table without rejects is not scanned again for them
             rejects_sql.append(

@@ -88,8 +88,11 @@ class Registered:
     spec: TableSpec
     columns: dict[str, Column]
     source_columns: tuple[str, ...]
-    rows_in_files: int
-    rows_after_filter: int
+    #: the rows of the files, and of them the rows the config's filter keeps; None: not counted in
+    #: this process (:func:`count_rows` counts them; on a cluster the chunk tasks count the customer
+    #: tables' rows as they validate them, and a worker's session over one partition counts none)
+    rows_in_files: int | None
+    rows_after_filter: int | None
     #: the source columns' types as the whole table reads them (``union_by_name`` over every file),
     #: with ``__centile_file``: a task reading one chunk of the files casts its columns to these
     source_types: tuple[tuple[str, str], ...] = ()
@@ -158,12 +161,13 @@ def _suggest(name: str, options: list[str]) -> str:
 def register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[list[tuple[str, str]], int, int]:
     """Create ``src_<table>`` and return its (column, type) list and row counts before/after filter."""
     cols, total, kept, _text = _register_source(con, spec)
-    return cols, total, kept
+    return cols, total, kept  # type: ignore[return-value]
 
 
-def _register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec
-                     ) -> tuple[list[tuple[str, str]], int, int, tuple[str, ...]]:
-    """:func:`register_source`, also returning the CSV columns read as text."""
+def _register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec, count: bool = True
+                     ) -> tuple[list[tuple[str, str]], int | None, int | None, tuple[str, ...]]:
+    """:func:`register_source`, also returning the CSV columns read as text; ``count=False``: the
+    rows are not counted (None; no row past the sniffer's sample is read)."""
     zoned: tuple[str, ...] = ()
     if spec.format == "csv":
         _check_not_empty(con, spec)
@@ -192,6 +196,13 @@ def _register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec
                               f"{str(exc).splitlines()[0]}") from None
     con.execute(f"CREATE OR REPLACE TEMP VIEW {ident('src_' + spec.name)} AS "
                 f"SELECT * FROM {ident('raw_' + spec.name)}{where}")
+    total, kept = _count_source(con, spec) if count else (None, None)
+    return cols, total, kept, zoned if spec.format == "csv" else ()
+
+
+def _count_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[int, int]:
+    """The rows of ``raw_<t>`` and of ``src_<t>`` (after the filter): Parquet footers, but a full
+    parse of every CSV file, and a scan for a filter."""
     try:
         total = con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchall()[0][0]
         kept = total if not spec.filter else con.execute(
@@ -199,7 +210,77 @@ def _register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec
     except duckdb.InvalidInputException as exc:
         # a bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here
         raise read_error(spec, exc) from None
-    return cols, int(total), int(kept), zoned if spec.format == "csv" else ()
+    return int(total), int(kept)
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, reg: Registered) -> Registered:
+    """``reg`` with its rows counted (itself when they are): see :func:`_count_source`."""
+    if reg.rows_after_filter is not None:
+        return reg
+    total, kept = _count_source(con, reg.spec)
+    return replace(reg, rows_in_files=total, rows_after_filter=kept)
+
+
+#: bytes of a CSV file read to estimate its lines (:func:`estimate_rows`)
+SAMPLE_BYTES = 1 << 20
+
+#: rows of a table read to estimate the share its filter keeps (:func:`estimate_rows`)
+SAMPLE_ROWS = 10_000
+
+
+def estimate_rows(con: duckdb.DuckDBPyConnection, reg: Registered) -> int:
+    """An estimate of the rows the table's filter keeps, reading no row beyond the first ones: for
+    Parquet the rows in the footers, for CSV the files' sizes times the lines per byte of the first
+    :data:`SAMPLE_BYTES` of the first file (of its compressed bytes for gzip); with a filter, times
+    the share of the first :data:`SAMPLE_ROWS` rows it keeps. Good enough to choose a partition
+    count (which never changes an output), never a figure to report as a count."""
+    spec = reg.spec
+    files = input_files(con, spec)
+    if not files:
+        return 0
+    if spec.format == "parquet":
+        try:
+            rows = int(con.execute("SELECT coalesce(sum(num_rows), 0) FROM parquet_file_metadata($f)",
+                                   {"f": files}).fetchall()[0][0])
+        except duckdb.Error as exc:
+            raise read_error(spec, exc) from None
+    else:
+        sizes = [urls.size(f) if urls.is_url(f) else os.path.getsize(f) for f in files]
+        head = _head(files[0])
+        rows = max(0, round(sum(sizes) * _lines_per_byte(head)) - len(files))  # less a header per file
+    if spec.filter and rows:
+        try:
+            n, kept = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {spec.filter}) FROM "
+                                  f"(SELECT * FROM {ident('raw_' + spec.name)} LIMIT {SAMPLE_ROWS})").fetchall()[0]
+        except duckdb.Error as exc:
+            raise read_error(spec, exc) from None
+        rows = round(rows * kept / n) if n else rows
+    return rows
+
+
+def _head(f: str) -> bytes:
+    """The first :data:`SAMPLE_BYTES` of a file (local or URL)."""
+    if urls.is_url(f):
+        fs, path = urls.filesystem(f)
+        with fs.open(path, "rb") as fh:
+            return bytes(fh.read(SAMPLE_BYTES))
+    with open(f, "rb") as fh:
+        return fh.read(SAMPLE_BYTES)
+
+
+def _lines_per_byte(head: bytes) -> float:
+    """Lines per byte of a file from its first bytes ``head``: of the compressed bytes for gzip."""
+    if not head:
+        return 0.0
+    if head[:2] == b"\x1f\x8b":
+        import zlib
+
+        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        text = d.decompress(head)
+        used = len(head) - len(d.unused_data)
+        return text.count(b"\n") / max(used, 1)
+    # a file shorter than the sample may lack its last newline: count its last line too
+    return (head.count(b"\n") + (not head.endswith(b"\n") and len(head) < SAMPLE_BYTES)) / len(head)
 
 
 _DELIMITERS = (",", ";", "\t", "|")
@@ -420,19 +501,21 @@ def _timestamp_sql(spec: TableSpec, col: str, raw: str, t: str) -> tuple[str, bo
 
 
 def register_tables(con: duckdb.DuckDBPyConnection, cfg: Config,
-                    progress: Callable[[str], None] | None = None
+                    progress: Callable[[str], None] | None = None, count: bool = True
                     ) -> tuple[dict[str, Registered], dict[str, str]]:
     """Register every configured table as ``src_<t>`` and ``<t>_typed`` views.
 
     Returns the registered tables and the SQL types chosen for customer and
-    product identifiers (``{"id": ..., "product": ...}``).
+    product identifiers (``{"id": ..., "product": ...}``). ``count=False``: their rows are not
+    counted (``rows_in_files`` and ``rows_after_filter`` None; see :func:`count_rows`), so no CSV
+    line past the sniffer's sample is read.
     """
     resolved: dict[str, Any] = {}
     texts: dict[str, tuple[str, ...]] = {}
     for name, spec in cfg.tables.items():
         if progress:
             progress(f"reading {name}")
-        cols, total, kept, as_text = _register_source(con, spec)
+        cols, total, kept, as_text = _register_source(con, spec, count)
         mapping = _resolve_columns(con, spec, cols)
         _check_same_columns(con, spec, mapping)
         resolved[name] = (spec, cols, total, kept, mapping)
@@ -536,6 +619,8 @@ _TYPE_BYTES = {"id": 8, "product": 8, "key": 16, "timestamp": 8, "double": 8, "i
 def typed_bytes(reg: Registered) -> int:
     """An estimate of the bytes of the table's typed rows (``<t>_valid``) in DuckDB."""
     per_row = sum(_TYPE_BYTES.get(CONTRACT[reg.spec.name][c][0], 16) for c in reg.columns if reg.has(c))
+    if reg.rows_after_filter is None:
+        raise ValueError(f"{reg.spec.name}: its rows were not counted (count_rows)")
     return reg.rows_after_filter * per_row
 
 
@@ -610,7 +695,7 @@ def stage_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
                         f"SELECT {typed_cols} FROM {staged} WHERE reject_reason IS NULL")
             kept = con.execute(f"SELECT count(*) FROM {valid}").fetchall()[0][0]
             con.execute(f"CREATE OR REPLACE TEMP TABLE {rejects} AS {select_rejects}"
-                        + ("" if kept < reg.rows_after_filter else " AND false"))
+                        + ("" if reg.rows_after_filter is None or kept < reg.rows_after_filter else " AND false"))
         except duckdb.Error as exc:
             # a bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here
             if not isinstance(exc, duckdb.InvalidInputException):

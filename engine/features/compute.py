@@ -298,6 +298,9 @@ def session_summary(s: Session) -> dict[str, Any]:
         "rows_rejected": s.total_rejects,
         "order_lines_after_as_of": s.lines_after_as_of,
         "partitions": s.work_partitions().count,
+        # on a cluster the order lines are counted by the workers as they validate them: the partition
+        # count was chosen from this estimate (files' sizes and first rows), not from the count above
+        **({"order_lines_estimated": s.lines_estimate} if s.lines_estimate is not None else {}),
         # the tables whose validated rows were written into customer-hash pieces, and how many
         "pieces": {t: p.count for t, p in s.pieces.items()},
         "notes": list(s.notes),
