@@ -13,6 +13,7 @@ import os
 import sys
 
 import duckdb
+import polars as pl
 import pytest
 
 distributed = pytest.importorskip("distributed")
@@ -151,6 +152,30 @@ def test_chunk_tasks_keep_and_set_aside_exactly_the_rows_of_the_clients_validati
     assert len({c.files for c in seen if c.table == "orders"}) == 3
     if str(dirty).find("parquet") >= 0:
         assert any(c.rows is not None for c in seen)
+
+
+def test_chunk_tasks_read_a_data_folder_of_symbolic_links(dirty, tmp_path):
+    """A data folder whose files are symbolic links to files elsewhere: a chunk task's connection may
+    read only its files' folders, and DuckDB checks a link's target, so the targets' folders are
+    allowed too (they were not: "file system operations are disabled by configuration")."""
+    data, links = dirty.parent / "data", tmp_path / "links"
+    for f in data.rglob("*"):
+        if f.is_file():
+            (links / f.relative_to(data)).parent.mkdir(parents=True, exist_ok=True)
+            (links / f.relative_to(data)).symlink_to(f)
+    toml = tmp_path / "links.toml"
+    toml.write_text(dirty.read_text().replace(str(data), str(links)))
+    cfg = load_config(dirty, partitions=3, buckets="on")
+    with open_session(cfg, spill=tmp_path / "a") as s:
+        want = _session_rows(s)
+    chunked, holder, _seen = _in_process(tmp_path)
+    holder[0] = load_config(toml, partitions=3, buckets="on")
+    with open_session(holder[0], spill=tmp_path / "b", bucket=tmp_path / "b", chunked=chunked) as s:
+        got = _session_rows(s)
+    # the rejects name the files they were read from: the links
+    got["rejects"] = got["rejects"].with_columns(pl.col(pl.String).str.replace_all(str(links), str(data), literal=True))
+    for t in want:
+        assert got[t].sort(pl.all()).equals(want[t].sort(pl.all()), null_equal=True), t
 
 
 def test_duplicate_copies_in_different_files_are_set_aside_per_piece(dirty, tmp_path):

@@ -46,7 +46,7 @@ from centile.backend.buckets import (
     write_schema,
 )
 from centile.backend.partitions import Partitioning
-from centile.backend.session import TIME_COLUMN, connect, restrict_files
+from centile.backend.session import TIME_COLUMN, connect, input_folders, restrict_files
 from centile.backend.sources import (
     Registered,
     _describe,
@@ -221,7 +221,8 @@ def write_chunk(job: ChunkJob, chunk: Chunk) -> Written:
         _chunk_views(con, reg, chunk)
         # the config's filter and mapped expressions are SQL: they may read the chunk's files, and
         # the task writes into the table's pieces folder, nothing else
-        restrict_files(con, [Path(f).parent for f in chunk.files if not urls.is_url(f)] + [folder], prefixes=remote)
+        restrict_files(con, input_folders([Path(f) for f in chunk.files if not urls.is_url(f)]) + [folder],
+                       prefixes=remote)
         cols = [ident(c) for c in (*template.columns, *REJECT_COLUMNS)]
         try:
             con.execute(f"COPY (SELECT {', '.join(cols)}, {piece_sql(template.count)} AS __piece "

@@ -512,7 +512,7 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         if restrict:
             inputs = [Path(p) for p in paths if not urls.is_url(p)]
             folders = [Path(p.folder) for p in (*written.values(), *given.values())]
-            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs] + list(readable) + folders,
+            restrict_files(con, input_folders(inputs) + list(readable) + folders,
                            prefixes=remote)
         return session
     except BaseException:
@@ -609,6 +609,19 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
                 con.execute(f"DROP VIEW IF EXISTS {ident(t)}")
             _copy_cached(con, f, name, save=False)
     return duplicates
+
+
+def input_folders(paths: list[Path]) -> list[Path]:
+    """The folders a connection must be allowed to read for the local input ``paths`` (files or
+    folders): each folder (a file's own), and where a file is a symbolic link, or a folder holds
+    some, the folders they point into (DuckDB checks the link's target against
+    ``allowed_directories``)."""
+    out: list[Path] = []
+    for p in paths:
+        out.append(p if p.is_dir() else p.parent)
+        links = [f for f in p.rglob("*") if f.is_symlink()] if p.is_dir() else [p] if p.is_symlink() else []
+        out.extend(t if t.is_dir() else t.parent for t in (f.resolve() for f in links))
+    return out
 
 
 def restrict_files(con: duckdb.DuckDBPyConnection, readable: list[str | Path],

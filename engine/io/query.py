@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 
 from centile import urls
-from centile.backend.session import connect, open_session, restrict_files
+from centile.backend.session import connect, input_folders, open_session, restrict_files
 from centile.config import Config
 from centile.errors import QueryError
 from centile.io.sqlfiles import ident, literal
@@ -108,7 +108,7 @@ def run_query(query: str, cfg: Config | None = None, results: str | Path | None 
             paths = [p for spec in (cfg.tables.values() if cfg else []) for p in spec.paths]
             inputs = [Path(p) for p in paths if not urls.is_url(p)]
             remote = results is not None and urls.is_url(str(results))
-            restrict_files(con, [p if p.is_dir() else p.parent for p in inputs]
+            restrict_files(con, input_folders(inputs)
                            + ([Path(results)] if results is not None and not remote else []),
                            prefixes=urls.prefixes(paths) + ([_run_prefix(str(results))] if remote else []))
         try:
