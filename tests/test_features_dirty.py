@@ -39,13 +39,17 @@ def dirty(tmp_path_factory):
     for name in ("products", "customers"):
         con.execute(f"COPY (SELECT * FROM '{root}/clean/{name}.parquet') TO '{out}/{name}.parquet'")
     # duplicate lines (a sample copied), guest lines, negative prices, returns above the quantity,
-    # blank and padded channels
+    # blank and padded channels, channels and categories in capitals or with accents (they sort
+    # before or after the others), categories read as NULL
     con.execute(f"""COPY (
       SELECT * REPLACE (
         CASE WHEN random() < 0.01 THEN NULL ELSE customer_id END AS customer_id,
         CASE WHEN random() < 0.01 THEN -unit_price ELSE unit_price END AS unit_price,
         CASE WHEN random() < 0.01 THEN quantity + 1 ELSE returned_quantity END AS returned_quantity,
-        CASE WHEN random() < 0.03 THEN 'NULL' WHEN random() < 0.03 THEN ' ' || channel ELSE channel END AS channel)
+        CASE WHEN random() < 0.03 THEN 'NULL' WHEN random() < 0.03 THEN ' ' || channel
+             WHEN random() < 0.03 THEN upper(channel) WHEN random() < 0.01 THEN 'tél' ELSE channel END AS channel,
+        CASE WHEN random() < 0.02 THEN ' N/A' WHEN random() < 0.02 THEN upper(category)
+             WHEN random() < 0.01 THEN 'électronique' ELSE category END AS category)
       FROM (SELECT * FROM '{root}/clean/orders/*.parquet'
             UNION ALL (SELECT * FROM '{root}/clean/orders/*.parquet' USING SAMPLE 2 PERCENT (bernoulli, 7)))
       ORDER BY customer_id, order_id) TO '{out}/orders/part-0.parquet'""")
@@ -185,3 +189,31 @@ def _as_table_then_as_view(cfg, tmp_path, monkeypatch):
     assert view[1:4] == table[1:4]
     assert table[3] > 0
     return table, view
+
+
+def test_coded_texts_give_the_same_lines_features_and_rejects(dirty, tmp_path, monkeypatch):
+    """The order lines' category and channel are stored as ENUM codes in the texts' order
+    (sources.CODED): the same texts line by line, and the same features, rejects and summary as
+    with the texts stored (padded, capitalised and accented values, null strings read as NULL)."""
+    cfg = load_config(data=dirty, threads=2)
+
+    def run(name):
+        with open_session(cfg, only=FEATURE_TABLES) as s:
+            df = compute_features(s)[0]
+            write_rejects(s, tmp_path / name)
+            types = dict(s.con.execute("SELECT column_name, column_type FROM (DESCRIBE orders_valid)").fetchall())
+            lines = set(s.con.execute("SELECT customer_id, order_id, order_ts, unit_price, quantity, product_id, "
+                                      "CAST(category AS VARCHAR), CAST(channel AS VARCHAR) FROM orders_valid").fetchall())
+            return df, (tmp_path / name).read_bytes(), s.summaries["orders"].as_dict(), types, lines
+
+    coded = run("coded.parquet")
+    monkeypatch.setattr(sources, "CODED", {})
+    texts = run("texts.parquet")
+    assert coded[3]["category"].startswith("ENUM(") and coded[3]["channel"].startswith("ENUM(")
+    assert texts[3]["category"] == texts[3]["channel"] == "VARCHAR"
+    assert coded[4] == texts[4]
+    channels = {line[7] for line in coded[4]}
+    assert {"tél", "NULL", None} & channels == {"tél", None} and any(c and c.startswith(" ") for c in channels)
+    assert None in {line[6] for line in coded[4]}
+    assert coded[0].equals(texts[0], null_equal=True)
+    assert coded[1:3] == texts[1:3]

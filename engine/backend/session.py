@@ -119,8 +119,12 @@ class Session:
         return column is None or reg.has(column)
 
     def frame(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-        """Run a query and return its result as a Polars DataFrame."""
-        return self.con.sql(sql, params=params or None).pl()
+        """Run a query and return its result as a Polars DataFrame (texts stored as ``ENUM`` codes,
+        the order lines' category and channel in a materialised table, ``sources.CODED``, come back
+        as texts, as they do from the files)."""
+        df = self.con.sql(sql, params=params or None).pl()
+        coded = [n for n, t in df.schema.items() if isinstance(t, pl.Categorical | pl.Enum)]
+        return df.with_columns(pl.col(coded).cast(pl.String)) if coded else df
 
     def close(self) -> None:
         self.con.close()

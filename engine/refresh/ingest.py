@@ -24,7 +24,13 @@ import numpy as np
 
 from centile.backend.partitions import Partitioning, bucket_sql
 from centile.backend.session import _empty_view, connect
-from centile.backend.sources import Registered, register_tables, set_aside_duplicates, stage_tables
+from centile.backend.sources import (
+    CODED,
+    Registered,
+    register_tables,
+    set_aside_duplicates,
+    stage_tables,
+)
 from centile.config import Config, TableSpec, _format_of
 from centile.errors import ConfigError, InputError, ValidationError
 from centile.io.sqlfiles import ident, literal, read_sql
@@ -206,7 +212,9 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
     else:
         reg = tables["orders"]
         order_id = "order_id" if reg.has("order_id") else "CAST(order_ts AS DATE)"
-        key = ", ".join(ident(c) for c in reg.columns if reg.has(c))
+        # the texts stored as codes (sources.CODED) hashed as texts: the state's lines hash their texts
+        coded = CODED.get("orders", ())
+        key = ", ".join(f"CAST({ident(c)} AS VARCHAR)" if c in coded else ident(c) for c in reg.columns if reg.has(c))
     dedupe = bool(key) and types.get("order") == "VARCHAR" and doc["mapping"]["orders"].get(
         "duplicates", "set_aside") != "keep"
     # the product's market price and cost (premium margin) and, when the lines have no category
@@ -222,11 +230,12 @@ def _validate(con: duckdb.DuckDBPyConnection, cfg: Config, files: dict[str, list
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE batch_all AS
         SELECT customer_id, {order_id} AS order_id, order_ts,
-               coalesce(quantity, 1.0) AS quantity, unit_price, product_id, {category} AS category, unit_cost,
-               coalesce(returned_quantity, 0.0) AS returned_quantity, channel, {bucket_sql()} AS __bucket,
+               coalesce(quantity, 1.0) AS quantity, unit_price, product_id, CAST({category} AS VARCHAR) AS category,
+               unit_cost, coalesce(returned_quantity, 0.0) AS returned_quantity, CAST(channel AS VARCHAR) AS channel,
+               {bucket_sql()} AS __bucket,
                {f"hash({key})" if dedupe else "CAST(NULL AS UBIGINT)"} AS __h, CAST(order_ts AS DATE) AS __day,
                {market} AS __market, {cost} AS __cost,
-               orders_valid.category AS __line_category
+               CAST(orders_valid.category AS VARCHAR) AS __line_category
         FROM orders_valid {join}""")
     if "email_events" not in tables:
         _empty_view(con, "email_events", {"id": types.get("id", "BIGINT"), "product": "BIGINT"})
