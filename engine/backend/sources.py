@@ -680,6 +680,9 @@ def coded_types(con: duckdb.DuckDBPyConnection, reg: Registered) -> dict[str, st
     cols = [c for c in CODED.get(reg.spec.name, ()) if c in reg.columns and reg.has(c)]
     if not cols:
         return {}
+    # one pass for both columns; list(DISTINCT) does not spill, so a column of millions of distinct
+    # texts (not a category) would be held whole here before CODED_MAX rejects it. A bounded
+    # DISTINCT ... LIMIT per column costs a second pass: 1.17 -> 2.08 CPU s at 1M customers
     found = con.execute("SELECT " + ", ".join(
         f"list(DISTINCT CAST({ident('__raw_' + c)} AS VARCHAR))" for c in cols)
         + f" FROM {ident(reg.spec.name + '_typed')}").fetchall()[0]
