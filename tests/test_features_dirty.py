@@ -217,3 +217,25 @@ def test_coded_texts_give_the_same_lines_features_and_rejects(dirty, tmp_path, m
     assert None in {line[6] for line in coded[4]}
     assert coded[0].equals(texts[0], null_equal=True)
     assert coded[1:3] == texts[1:3]
+
+
+@pytest.mark.parametrize("most", [3, 5, 12])
+def test_the_coded_columns_distinct_texts_are_found_in_one_bounded_scan(monkeypatch, most):
+    """Each coded column's distinct texts (NULL left out), or more than CODED_MAX of them where it
+    has more: one GROUPING SETS scan stopped by a LIMIT; when a wide column reaches it, the other
+    columns are read again in full (their values may have been cut)."""
+    monkeypatch.setattr(sources, "CODED_MAX", most)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT CASE WHEN i % 7 = 0 THEN NULL ELSE 'c' || (i % 4) END AS __raw_a, "
+                "'w' || (i % 11) AS __raw_b, i % 2 AS __raw_c FROM range(500) r(i)")
+    got = sources._distinct_texts(con, "t", ["a", "b", "c"])
+    if most >= 4:
+        assert sorted(got["a"]) == ["c0", "c1", "c2", "c3"]
+    else:
+        assert len(got["a"]) > most
+    assert sorted(got["c"]) == ["0", "1"]
+    if most >= 11:
+        assert sorted(got["b"]) == sorted(f"w{k}" for k in range(11))
+    else:
+        assert len(got["b"]) > most and len(set(got["b"])) == len(got["b"])
+    assert sorted(sources._distinct_texts(con, "t", ["a"])["a"]) == ["c0", "c1", "c2", "c3"]
