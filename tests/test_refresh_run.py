@@ -416,12 +416,12 @@ def test_run_over_a_state_computes_baskets_and_recommendations_from_it(batches, 
     full = json.loads(_ok(["run", "-c", str(tmp_path / "full.toml"), "--as-of", wm, "--out", str(tmp_path / "f"),
                            "--json"]))
 
-    import centile.baskets.stage as stage
+    import centile.baskets.parts as parts  # the stages import SessionLines from it when they run
 
     def no_session_lines(*_a, **_k):
         raise AssertionError("baskets or recommend read the order lines of the session")
 
-    monkeypatch.setattr(stage, "SessionLines", no_session_lines)
+    monkeypatch.setattr(parts, "SessionLines", no_session_lines)
     doc = json.loads(_ok(["run", "-c", str(tmp_path / "run.toml"), "--state", str(state), "--out",
                           str(tmp_path / "s"), "--json", "--partitions", "5"]))
     for name in ("baskets", "recommend"):
