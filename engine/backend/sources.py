@@ -711,10 +711,9 @@ def _distinct_texts(con: duckdb.DuckDBPyConnection, table: str, cols: list[str])
         f"GROUP BY GROUPING SETS ({sets}) LIMIT {limit}").fetchall()
     found: dict[str, list[str]] = {c: [] for c in cols}
     for row in rows:
-        # GROUPING(c) is 0 in the rows of c's own set
-        c = cols[list(row[len(cols):]).index(0)]
-        if row[cols.index(c)] is not None:
-            found[c].append(row[cols.index(c)])
+        i = list(row[len(cols):]).index(0)  # GROUPING(c) is 0 in the rows of c's own set
+        if row[i] is not None:
+            found[cols[i]].append(row[i])
     if len(rows) == limit:  # some column has more than CODED_MAX values: the others may be cut short
         for c in cols:
             if len(found[c]) <= CODED_MAX:

@@ -71,11 +71,10 @@ def _ranges(column: pa.ChunkedArray, ids: pl.Series, want: pl.Series | np.ndarra
     searched with NumPy over the memory-mapped buffer (a Polars search costs about 4 ms a call in
     overhead, and a refresh makes a few hundred); other ids with Polars."""
     if pa.types.is_integer(column.type) and column.null_count == 0:
-        cust = column_view(pa.table({"c": column}), "c", column.type.to_pandas_dtype())  # a view of the mapped file
+        cust = column_view(column, column.type.to_pandas_dtype())  # a view of the mapped file
         if not isinstance(want, np.ndarray) or want.dtype != cust.dtype:
-            want = np.unique((ids.drop_nulls() if ids.null_count() else ids).to_numpy().astype(cust.dtype))
-        return (np.searchsorted(cust, want, side="left").astype(np.int64),
-                np.searchsorted(cust, want, side="right").astype(np.int64), want)
+            want = np.unique(ids.drop_nulls().to_numpy().astype(cust.dtype))
+        return np.searchsorted(cust, want, side="left"), np.searchsorted(cust, want, side="right"), want
     cust = pl.from_arrow(column)
     if not isinstance(want, pl.Series) or want.dtype != cust.dtype:
         want = ids.cast(cust.dtype).unique().sort()

@@ -46,7 +46,7 @@ def read_run(path: Path) -> tuple[np.ndarray, np.ndarray, bool]:
         if (table.schema.metadata or {}).get(b"centile.order") != ORDER:
             raise InputError(f"refresh state: line-hash run {path} is not in the (day, hash) order this "
                              "centile reads; rebuild the state into an empty folder")
-        return (column_view(table, "h", np.uint64), column_view(table, "day", np.int32), True)
+        return (column_view(table.column("h"), np.uint64), column_view(table.column("day"), np.int32), True)
     table = pq.read_table(path, columns=["h", "day"])
     days = table.column("day").cast(pa.int32()) if table.num_rows else pa.chunked_array([], pa.int32())
     return (np.asarray(table.column("h").to_numpy(), dtype=np.uint64),
@@ -60,10 +60,9 @@ def numpy_array(values: np.ndarray, kind: pa.DataType) -> pa.Array:
     return pa.Array.from_buffers(kind, values.size, [None, pa.py_buffer(values)])
 
 
-def column_view(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+def column_view(col: pa.ChunkedArray, dtype: type) -> np.ndarray:
     """A column without nulls as a NumPy view of its buffer (``Array.to_numpy`` would first load
     pyarrow's pandas shim: half a second in a fresh process)."""
-    col = table.column(name)
     if col.num_chunks != 1:
         col = pa.chunked_array([col.combine_chunks()]) if col.num_chunks else pa.chunked_array([[]], col.type)
     arr = col.chunk(0)
