@@ -248,6 +248,13 @@ def contact_media(session: Any) -> pl.DataFrame | None:
     """campaign (string) → medium of the contacts table, or None without a medium column."""
     if session is None or not session.has("contacts", "medium"):
         return None
+    from centile.backend.session import sorted_union
+
+    # on a cluster each partition's pairs come from its worker, merged there
+    return session.everywhere("attribution: media", _media_of, sorted_union, tables=("contacts",))
+
+
+def _media_of(session: Any) -> pl.DataFrame:
     return session.frame("SELECT DISTINCT CAST(campaign_id AS VARCHAR) AS campaign, CAST(medium AS VARCHAR) AS medium "
                          "FROM contacts WHERE medium IS NOT NULL ORDER BY 1, 2")
 

@@ -207,6 +207,22 @@ class Session:
             return rows_here(self, parts, label, fn, *args, progress=progress, tables=tables)
         return self.backend.map_rows(self, parts, label, fn, *args, progress=progress, tables=tables)
 
+    def everywhere(self, label: str, fn: Callable[..., Any], merge: Callable[[Any, Any], Any] | None, *args: Any,
+                   tables: tuple[str, ...] | None = None) -> Any:
+        """``fn(s, *args)`` over every customer, for a figure of the whole customer tables (totals, the
+        distinct values of a column) or rows per customer: one call over this session's views here; on
+        a cluster one task per partition, folded by ``merge`` on the workers (:meth:`map_reduce`), or,
+        without ``merge``, the partitions' frames stacked in partition order (:meth:`map_partitions`:
+        sort them), so that this process reads none of the rows the workers validated. ``fn`` must
+        be module-level and ``merge`` must make the partitions' results exactly the whole's
+        (:func:`add_by_key`, :func:`sorted_union`)."""
+        if not self.distributed():
+            return fn(self, *args)
+        if merge is None:
+            return pl.concat(self.map_partitions(self.work_partitions(), label, _call_on_partition, fn, *args,
+                                                 tables=tables), how="vertical")
+        return self.map_reduce(self.work_partitions(), label, _call_on_partition, merge, fn, *args, tables=tables)
+
     def distributed(self) -> bool:
         """Does per-partition work leave this process?"""
         return self.backend is not None and self.backend.distributed()
@@ -264,6 +280,32 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _call_on_partition(s: Session, part: int, fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(s, *args)
+
+
+def add_by_key(a: dict[Any, Any], b: dict[Any, Any]) -> dict[Any, Any]:
+    """Merge of :meth:`Session.everywhere` for exact sums by key (ints, Decimals, tuples of them):
+    ``a`` plus ``b``, key by key (NULL sums, None, count as nothing)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = v if out.get(k) is None else out[k] if v is None else _add(out[k], v)
+    return out
+
+
+def _add(x: Any, y: Any) -> Any:
+    if isinstance(x, tuple):
+        return tuple(y_ if x_ is None else x_ if y_ is None else x_ + y_ for x_, y_ in zip(x, y, strict=True))
+    return x + y
+
+
+def sorted_union(a: pl.DataFrame, b: pl.DataFrame) -> pl.DataFrame:
+    """Merge of :meth:`Session.everywhere` for distinct rows: the distinct rows of both, sorted by
+    every column with NULLs last (SQL's ``SELECT DISTINCT ... ORDER BY`` over every customer: text
+    sorts by code point in both)."""
+    return pl.concat([a, b], how="vertical").unique().sort(a.columns, nulls_last=True)
 
 
 def map_here(s: Session, parts: Partitioning, label: str, fn: Callable[..., Any], *args: Any,

@@ -101,7 +101,7 @@ def run_recommend(cfg: Config, out: str | Path, *, settings: RecommendSettings |
     with staged_output(out) as staging, open_inputs(cfg, progress, only=("orders", "products"),
                                                                  spill=staging.spill) as s:
         with staging.timed("recommend"), numba_threads(cfg.threads):
-            items = basket_items(s, st.level, exclude_returned=False)
+            items = basket_items(s, st.level, exclude_returned=False, label="recommend: item dictionary")
             parts = s.work_partitions() if s.distributed() else s.partitioning()
             source = SessionLines(s, parts, partial(recommend_lines, level=st.level,
                                                     exclude_returned=bst.exclude_returned), progress)

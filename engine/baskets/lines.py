@@ -63,10 +63,20 @@ def basket_lines(s: Session, level: str, exclude_returned: bool = True) -> pl.Da
                    + _lines_sql(col, exclude_returned))
 
 
-def basket_items(s: Session, level: str, exclude_returned: bool = True) -> pl.Series:
-    """The sorted distinct items of :func:`basket_lines` (the item dictionary), without reading the lines."""
+def basket_items(s: Session, level: str, exclude_returned: bool = True, *,
+                 label: str = "baskets: item dictionary") -> pl.Series:
+    """The sorted distinct items of :func:`basket_lines` (the item dictionary), without building the
+    lines; on a cluster each partition's items come from its worker, merged there."""
+    from centile.backend.session import sorted_union
+
+    items = s.everywhere(label, _distinct_items, sorted_union, level, exclude_returned,
+                         tables=("orders", "products"))
+    return items.get_column("item").sort()
+
+
+def _distinct_items(s: Session, level: str, exclude_returned: bool) -> pl.DataFrame:
     col = _item_column(s, level)
-    return s.frame(f"SELECT DISTINCT {col} AS item " + _lines_sql(col, exclude_returned)).get_column("item").sort()
+    return s.frame(f"SELECT DISTINCT {col} AS item " + _lines_sql(col, exclude_returned) + " ORDER BY 1")
 
 
 def item_dictionary(lines: pl.DataFrame) -> pl.Series:

@@ -128,7 +128,7 @@ def _run_recommend(ctx: Context) -> dict[str, int]:
             as_of = state.as_of
         else:
             s = ctx.open()
-            items = basket_items(s, st.level, exclude_returned=False)
+            items = basket_items(s, st.level, exclude_returned=False, label="recommend: item dictionary")
             parts = s.work_partitions() if s.distributed() else s.partitioning()
             source = SessionLines(s, parts, partial(recommend_lines, level=st.level,
                                                     exclude_returned=bst.exclude_returned), ctx.say)

@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 from centile.backend.partitions import Kept
-from centile.backend.session import Session
+from centile.backend.session import Session, add_by_key
 from centile.clv.models import (
     LABELS,
     MONTH_DAYS,
@@ -216,9 +216,16 @@ class OrderDays:
                                summary_sql(read_sql("clv_days")), params, tables=("orders",))
 
     def value_total(self, cal_end: dt.date) -> tuple[Decimal | None, int]:
-        total, n = self.s.con.execute(f"WITH days AS (\n{read_sql('clv_days')}\n)\n"
-                                      "SELECT sum(value), count(*) FROM days", {"hold_end": cal_end}).fetchall()[0]
-        return total, int(n)
+        # on a cluster each partition's exact sum and count come from its worker, added there
+        return self.s.everywhere("clv: mean value", _days_total, add_by_key, cal_end, tables=("orders",))[None]
+
+
+def _days_total(s: Session, cal_end: dt.date) -> dict[None, tuple[Decimal | None, int]]:
+    """The exact sum of the purchase days' values up to ``cal_end`` and their number, of the customers
+    the session's views hold (one key: a state :func:`~centile.backend.session.add_by_key` merges)."""
+    total, n = s.con.execute(f"WITH days AS (\n{read_sql('clv_days')}\n)\n"
+                             "SELECT sum(value), count(*) FROM days", {"hold_end": cal_end}).fetchall()[0]
+    return {None: (total, int(n))}
 
 
 def mean_value(days: PurchaseDays, cal_end: dt.date) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from centile.backend.partitions import Partitioning, bucket_sql
-from centile.backend.session import Session, open_session
+from centile.backend.session import Session, add_by_key, open_session
 from centile.backend.sources import input_fingerprints
 from centile.config import Config
 from centile.io.outputs import Staging, build_manifest, staged_output, write_manifest
@@ -102,12 +102,22 @@ def run_sql(s: Session, name: str, params: dict[str, Any], *, table: str | None 
 def top_categories(s: Session, per_customer: str | None = None) -> list[Any]:
     """The ``top_categories`` categories with the most net revenue over every customer (ties by name),
     from the order lines, or from ``per_customer``: the table feat_category.sql wrote for every
-    customer (its exact sums added per category are the same figures, without reading the lines)."""
-    sql = (read_sql("feat_category_totals") if per_customer is None else
-           f"SELECT category, sum(net_revenue) AS net_revenue FROM {ident(per_customer)} GROUP BY category")
-    return [r[0] for r in s.con.execute(
-        f"SELECT category FROM ({sql}) t ORDER BY net_revenue DESC, category LIMIT $k",
-        {"k": s.cfg.top_categories}).fetchall()]
+    customer (its exact sums added per category are the same figures, without reading the lines).
+    On a cluster each partition's exact sums come from its worker and are added there."""
+    if per_customer is None:
+        totals = s.everywhere("features: categories", category_totals, add_by_key, tables=("orders", "products"))
+    else:
+        totals = dict(s.con.execute(f"SELECT category, sum(net_revenue) FROM {ident(per_customer)} "
+                                    "GROUP BY category").fetchall())
+    # the exact DECIMAL sums ordered as SQL's ORDER BY net_revenue DESC, category (text by code point)
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [c for c, _ in ranked[:s.cfg.top_categories]]
+
+
+def category_totals(s: Session) -> dict[Any, Any]:
+    """Net revenue per category (exact DECIMAL) of the customers the session's views hold
+    (``sql/feat_category_totals.sql``)."""
+    return dict(s.con.execute(read_sql("feat_category_totals")).fetchall())
 
 
 def _share_names(top: list[Any]) -> list[str]:

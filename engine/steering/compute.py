@@ -63,10 +63,38 @@ class SteeringResult:
 def media_from_contacts(s: Any) -> tuple[Medium, ...]:
     """Without ``[steering.media.*]``: every medium of the contacts table at its median
     treatment cost (media without a positive cost are left out)."""
-    df = s.frame("SELECT CAST(medium AS VARCHAR) AS medium, median(cost) AS cost FROM contacts "
-                 "WHERE coalesce(\"group\", 'treatment') <> 'control' AND medium IS NOT NULL AND cost > 0 "
-                 "GROUP BY 1 ORDER BY 1")
-    return tuple(Medium(m, float(c)) for m, c in df.iter_rows())
+    from centile.backend.session import add_by_key
+
+    # how many contacts of each (medium, cost): counts add up exactly across partitions (on a cluster
+    # on the workers), and the median is read off them
+    counts = s.everywhere("steering: media", _cost_counts, add_by_key, tables=("contacts",))
+    costs: dict[str, list[tuple[float, int]]] = {}
+    for (medium, cost), n in counts.items():
+        costs.setdefault(medium, []).append((cost, n))
+    return tuple(Medium(m, median_of_counts(costs[m])) for m in sorted(costs))
+
+
+def _cost_counts(s: Any) -> dict[tuple[str, float], int]:
+    return {(m, c): n for m, c, n in s.con.execute(
+        "SELECT CAST(medium AS VARCHAR), CAST(cost AS DOUBLE), count(*) FROM contacts "
+        "WHERE coalesce(\"group\", 'treatment') <> 'control' AND medium IS NOT NULL AND cost > 0 "
+        "GROUP BY 1, 2").fetchall()}
+
+
+def median_of_counts(counts: list[tuple[float, int]]) -> float:
+    """The median of the values ``counts`` holds (value, how many times), as SQL's ``median``: the
+    middle value, or the mean of the two middle ones for an even count."""
+    values = sorted(counts)
+    n = sum(c for _, c in values)
+
+    def at(i: int) -> float:  # the i-th value (0-based) in sorted order
+        for v, c in values:
+            if i < c:
+                return v
+            i -= c
+        raise IndexError(i)
+
+    return at(n // 2) if n % 2 else (at(n // 2 - 1) + at(n // 2)) / 2
 
 
 def cost_units(media: tuple[Medium, ...], unit: float) -> np.ndarray:

@@ -68,14 +68,23 @@ class OrderHistory:
 
     s: Any
 
+    # each a query per customer: on a cluster it runs on the workers, a partition each, and only its
+    # per-customer rows come back (:meth:`~centile.backend.session.Session.everywhere`)
     def spend(self) -> pl.DataFrame:
-        return self.s.frame(spend_sql(read_sql("steering_spend_sums")))
+        return self.s.everywhere("steering: spend", _frame, None, spend_sql(read_sql("steering_spend_sums")), None,
+                                 tables=("orders", "products"))
 
     def category_spend(self) -> pl.DataFrame:
-        return self.s.frame(category_sql(read_sql("steering_category_sums")))
+        return self.s.everywhere("steering: category spend", _frame, None,
+                                 category_sql(read_sql("steering_category_sums")), None, tables=("orders", "products"))
 
     def responses(self, as_of: dt.date, window: int) -> pl.DataFrame:
-        return self.s.frame(responses_sql(read_sql("steering_order_times")), {"as_of": as_of, "window": window})
+        return self.s.everywhere("steering: responses", _frame, None, responses_sql(read_sql("steering_order_times")),
+                                 {"as_of": as_of, "window": window}, tables=("orders", "contacts"))
+
+
+def _frame(s: Any, sql: str, params: dict[str, Any] | None) -> pl.DataFrame:
+    return s.frame(sql, params)
 
 
 __all__ = ["History", "OrderHistory", "category_sql", "responses_sql", "spend_sql"]

@@ -161,12 +161,20 @@ def has_unit_cost(s: Any) -> bool:
 def late_campaigns(s: Any, spec: UpliftSpec) -> list[str]:
     """Campaigns with a contact whose response window ends after ``as_of`` (over the customers
     the views hold: call it on the whole session, before any partition)."""
+    from centile.backend.session import sorted_union
+
+    # on a cluster each partition's campaigns come from its worker, merged there
+    late = s.everywhere("uplift: late campaigns", _late_of, sorted_union, spec.window_days, tables=("contacts",))
+    return late.get_column("campaign").to_list()
+
+
+def _late_of(s: Any, window_days: int) -> pl.DataFrame:
+    """:func:`late_campaigns` of the customers the session's views hold."""
     as_of = dt.datetime.combine(s.as_of, dt.time())
-    rows = s.con.execute(
-        "SELECT DISTINCT CAST(campaign_id AS VARCHAR) FROM (SELECT customer_id, campaign_id, min(sent_ts) AS t "
-        "FROM contacts GROUP BY customer_id, campaign_id) WHERE t + to_days(CAST($win AS INTEGER)) > $as_of "
-        "ORDER BY 1", {"win": spec.window_days, "as_of": as_of}).fetchall()
-    return [r[0] for r in rows]
+    return s.frame(
+        "SELECT DISTINCT CAST(campaign_id AS VARCHAR) AS campaign FROM (SELECT customer_id, campaign_id, "
+        "min(sent_ts) AS t FROM contacts GROUP BY customer_id, campaign_id) "
+        "WHERE t + to_days(CAST($win AS INTEGER)) > $as_of ORDER BY 1", {"win": window_days, "as_of": as_of})
 
 
 def order_rows_sql(s: Any, has_cost: bool) -> str:
