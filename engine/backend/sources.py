@@ -639,7 +639,8 @@ def materialised(reg: Registered, budget: int | None = None) -> bool:
 
 
 def is_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Is ``name`` a (temporary) table, not a view?"""
+    """Is ``name`` a table (a temporary one, or one of a worker's partition cache file, attached
+    read-only, which the same-named view reads), not a view over the input files?"""
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}).fetchall()[0][0])
 
 
