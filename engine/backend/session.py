@@ -518,7 +518,7 @@ def open_session(cfg: Config, progress: Progress | None = None, only: tuple[str,
         parts = Partitioning(choose_partitions(cfg.partitions, cfg.memory_limit, lines))
         given = {n: p for n, p in (pieces or {}).items() if n in tables} if buckets is not None else {}
         if given:
-            _stage_pieces(con, tables, given, buckets)  # type: ignore[arg-type]
+            _stage_pieces(con, tables, given, buckets, Path(cache) if cache is not None else None)  # type: ignore[arg-type]
         count = parts.count if cfg.partitions else max(parts.count, bucket_min)
         which = bucketing(cfg, count, bucket_min > 0) if bucket is not None and buckets is None else None
         elsewhere = {n: r for n, r in tables.items() if "customer_id" in r.columns} \
@@ -615,17 +615,32 @@ def _rejects_select(reg: Registered, staged: str) -> str:
 
 
 def _stage_pieces(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], given: Mapping[str, Pieces],
-                  buckets: tuple[int, int]) -> None:
+                  buckets: tuple[int, int], cache: Path | None = None) -> None:
     """``<t>_staged``, ``<t>_valid`` and ``<t>_rejects`` of one partition for the tables in ``given``,
     read from the partition's pieces only (validated, duplicates set aside by the client): temporary
-    tables where :func:`materialised` says so, else views over the piece files."""
+    tables where :func:`materialised` says so, else views over the piece files. With a ``cache``
+    folder (a worker's tasks), the first task over the partition copies them from the pieces into a
+    DuckDB file there and every task reads that file in place (:func:`_copy_cached`): the pieces are
+    decoded once per partition, not once per task of every step."""
     for name, p in given.items():
         reg = tables[name]
         con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(name + '_staged')} AS {p.select(buckets, rejects=None)}")
-        kind = "TABLE" if materialised(reg) else "VIEW"
-        con.execute(f"CREATE OR REPLACE TEMP {kind} {ident(name + '_valid')} AS {p.select(buckets)}")
-        con.execute(f"CREATE OR REPLACE TEMP {kind} {ident(name + '_rejects')} AS "
-                    f"{_rejects_select(reg, name + '_staged')}")
+        f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb" if cache is not None else None
+        kind = "VIEW" if f is not None or not materialised(reg) else "TABLE"
+        if f is None or not f.exists():
+            con.execute(f"CREATE OR REPLACE TEMP {kind} {ident(name + '_valid')} AS {p.select(buckets)}")
+            con.execute(f"CREATE OR REPLACE TEMP {kind} {ident(name + '_rejects')} AS "
+                        f"{_rejects_select(reg, name + '_staged')}")
+        if f is None:
+            continue
+        if not f.exists():
+            cache.mkdir(exist_ok=True)  # type: ignore[union-attr]
+            tmp = f.with_name(f"{f.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            _copy_cached(con, tmp, name, save=True)
+            os.replace(tmp, f)  # whole or absent (a retried task, or another step's, writes the same rows)
+            for t in (name + "_valid", name + "_rejects"):
+                con.execute(f"DROP VIEW IF EXISTS {ident(t)}")
+        _copy_cached(con, f, name, save=False)
 
 
 def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], progress: Progress | None,
