@@ -515,3 +515,19 @@ def test_file_urls_on_the_cluster_give_the_local_bytes_and_memory_urls_are_refus
     r = runner.invoke(app, ["features", "--data", "memory://dask-refuses", "-o", str(tmp_path / "m"),
                             "--backend", "dask", "--scheduler", c.scheduler_address])
     assert r.exit_code == 1 and "memory:// input lives in this process" in r.output
+
+
+def test_a_task_the_cluster_lost_is_said_as_such():
+    """A future without an exception (its inputs lost with every worker that held them) is not
+    reported as "NoneType: None"."""
+    from centile.backend.dask import _failure
+
+    class Lost:
+        status = "lost"
+
+        def exception(self):
+            return None
+
+    err = _failure("validating", 0, 1, Lost(), where="validating customers, customers.parquet")
+    assert isinstance(err, BackendError) and "lost it (lost)" in str(err) and "NoneType" not in str(err)
+    assert "previous output folder is untouched" in str(err)

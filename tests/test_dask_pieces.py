@@ -224,9 +224,11 @@ class _Kill(distributed.WorkerPlugin):
             if table == "orders":
                 if marker is None:
                     os._exit(1)
-                if not os.path.exists(marker):
-                    open(marker, "w").close()
-                    os._exit(1)
+                try:  # created by one worker only: two chunks of orders may run at once on two workers
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    return
+                os._exit(1)
 
         ch.observe = observe
 

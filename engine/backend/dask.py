@@ -619,6 +619,11 @@ def _failure(label: str, part: int, count: int, fut: Any, where: str | None = No
         err.__cause__ = exc
         return err
     what = f"{task} failed on the Dask cluster"
+    if exc is None:  # no exception: the scheduler lost the task or its inputs (every worker holding them died)
+        err = BackendError(f"{what}: the cluster lost it ({fut.status}): the workers holding it or its inputs "
+                           "died. Check the workers' memory and logs, and run again. Nothing was written; the "
+                           "previous output folder is untouched.")
+        return err
     if type(exc).__name__ == "KilledWorker":
         # a partition's task holds one partition (more partitions make it smaller); a validation task
         # one input chunk: a CSV file, a Parquet file or about 2M rows of one
