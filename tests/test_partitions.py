@@ -105,12 +105,30 @@ def test_choose_partitions_from_size_and_memory_limit():
     con = duckdb.connect()
     ids = "(SELECT range AS customer_id FROM range(-500, 2000))"
     member = con.execute(
-        f"SELECT customer_id, CAST(hash(customer_id, {partitions.SEED}) % {BUCKETS} AS INTEGER), "
+        f"SELECT customer_id, CAST(hash(hash(customer_id), {partitions.SEED}) % {BUCKETS} AS INTEGER), "
         + ", ".join(f"{Partitioning(7).predicate(p)}" for p in range(7)) + f" FROM {ids}").fetchall()
     for _id, bucket, *inside in member:
         assert sum(inside) == 1
         lo, hi = seven[inside.index(True)]
         assert lo <= bucket < hi
+
+
+@pytest.mark.parametrize("kind", ["BIGINT", "VARCHAR"])
+def test_a_partitions_customers_spread_over_every_slot_of_a_group_by_on_the_id_and_a_constant(kind):
+    """DuckDB hashes a group key ``(customer_id, w)`` as ``hash(customer_id) XOR hash(w)``. With the
+    bucket taken from ``hash(customer_id, SEED)`` (also an XOR), a partition's ids kept fixed bits in
+    that key's hash when ``w`` was constant: at 4 partitions their hashes fell into a quarter of
+    the 65,536 values of the low 16 bits, and such a GROUP BY probed 100 times longer. The bucket
+    must leave those bits free: a partition's 60,000 ids reach nearly every value."""
+    con = duckdb.connect()
+    ids = f"(SELECT CAST(range AS {kind}) AS customer_id FROM range(240000))"
+    lo, hi = Partitioning(4).bounds(1)
+    n, slots = con.execute(
+        f"SELECT count(*), count(DISTINCT hash(customer_id, 0::BIGINT) % 65536) FROM {ids} "
+        f"WHERE {partitions.bucket_sql()} >= {lo} AND {partitions.bucket_sql()} < {hi}").fetchall()[0]
+    assert 55_000 < n < 65_000
+    # n balls in 65,536 bins: about 65,536 (1 - exp(-n / 65,536)), about 39,000 here; a quarter is 16,384
+    assert slots > 35_000
 
 
 def test_partitions_key_is_validated(data):

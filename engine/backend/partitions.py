@@ -1,6 +1,6 @@
 """Customer-hash partitions: per-customer work one slice of the customers at a time.
 
-A customer belongs to bucket ``hash(customer_id, SEED) % BUCKETS`` in every table
+A customer belongs to bucket ``hash(hash(customer_id), SEED) % BUCKETS`` in every table
 (the identifiers have one SQL type across tables, so a customer's order lines,
 e-mail events and contacts fall into the same bucket), and partition ``p`` of
 ``count`` is a contiguous range of buckets. A stage computes its
@@ -225,8 +225,18 @@ def split_by_partition(frame: Any, parts: Partitioning, id_type: str) -> list[An
 
 
 def bucket_sql(column: str = "customer_id") -> str:
-    """SQL for the hash bucket of the id ``column`` (an INTEGER in ``[0, BUCKETS)``)."""
-    return f"CAST(hash({ident(column)}, {SEED}) % {BUCKETS} AS INTEGER)"
+    """SQL for the hash bucket of the id ``column`` (an INTEGER in ``[0, BUCKETS)``).
+
+    The id's hash is hashed again before the seed is mixed in. DuckDB combines the hashes of
+    several values by XOR, both in ``hash(a, b)`` and in the hash tables of a ``GROUP BY a, b``.
+    With the bucket taken from ``hash(id, SEED)``, a partition's ids had fixed high bits of
+    ``hash(id) XOR hash(SEED)``. A ``GROUP BY customer_id, w`` with ``w`` constant in the partition
+    (the e-mail features' word of campaign bits, below 64 campaigns) then hashed every group into
+    a quarter of the table's slots at 4 partitions. Its probes ran 100 times longer: at 1M
+    customers the e-mail features took 15.8 s on one partition of 4, against 1.4 s before that
+    query grouped so. ``hash(hash(id), SEED)`` leaves no such relation.
+    """
+    return f"CAST(hash(hash({ident(column)}), {SEED}) % {BUCKETS} AS INTEGER)"
 
 
 #: the column that carries a row's position through :func:`per_customer`

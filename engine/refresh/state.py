@@ -35,8 +35,9 @@ from typing import Any
 
 from centile.errors import InputError, OutputError
 
-#: the manifest's format
-VERSION = 1
+#: the manifest's format (2: customers bucketed by :func:`~centile.backend.partitions.bucket_sql`'s
+#: second hash; a state of version 1 holds its customers in other buckets)
+VERSION = 2
 
 MANIFEST = "manifest.json"
 
