@@ -192,6 +192,31 @@ def test_a_worker_session_holds_exactly_its_partition_of_the_validated_rows(data
     assert not list((tmp_path / "cache").glob("*.tmp"))
 
 
+def test_a_partition_cache_file_once_placed_is_never_replaced(tmp_path, monkeypatch):
+    """Two tasks over one partition that both wrote its cache file: the first one placed stays (a
+    reader may hold it open; on NFS a replaced open file can read as a stale handle), the second
+    is dropped; where the file system has no hard links, the rename still places it whole."""
+    from centile.backend.session import place_once
+
+    f = tmp_path / "orders-0-9.duckdb"
+    for i in range(2):
+        (tmp_path / f"t{i}.tmp").write_text(f"copy {i}")
+    place_once(tmp_path / "t0.tmp", f)
+    inode = f.stat().st_ino
+    place_once(tmp_path / "t1.tmp", f)
+    assert f.read_text() == "copy 0" and f.stat().st_ino == inode
+    assert not list(tmp_path.glob("*.tmp"))
+
+    def no_links(src, dst):
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "t2.tmp").write_text("copy 2")
+    g = tmp_path / "orders-10-19.duckdb"
+    place_once(tmp_path / "t2.tmp", g)
+    assert g.read_text() == "copy 2" and not list(tmp_path.glob("*.tmp"))
+
+
 def _rows_of(s, part, tables):
     return {t: s.frame(f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
 

@@ -51,6 +51,7 @@ from centile.backend.sources import (
     Registered,
     _describe,
     _reader,
+    count_raw,
     duplicate_record,
     files_label,
     find_duplicates,
@@ -234,7 +235,7 @@ def write_chunk(job: ChunkJob, chunk: Chunk) -> Written:
             raise scratch_error(folder, exc) from None
         read = None
         if reg.spec.filter:  # the rows before the filter, for the summary (a Parquet footer, a CSV parsed again)
-            read = chunk.rows[1] - chunk.rows[0] if chunk.rows else _count(con, reg, chunk)
+            read = chunk.rows[1] - chunk.rows[0] if chunk.rows else count_raw(con, replace(reg.spec, paths=chunk.files))
         if observe is not None:
             observe(chunk.table, chunk.index)
         written = []
@@ -250,14 +251,6 @@ def write_chunk(job: ChunkJob, chunk: Chunk) -> Written:
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _count(con: duckdb.DuckDBPyConnection, reg: Registered, chunk: Chunk) -> int:
-    """The rows of the chunk's ``raw_<t>`` (before the filter)."""
-    try:
-        return int(con.execute(f"SELECT count(*) FROM {ident('raw_' + chunk.table)}").fetchall()[0][0])
-    except duckdb.InvalidInputException as exc:
-        raise read_error(replace(reg.spec, paths=chunk.files), exc) from None
 
 
 def _state(con: duckdb.DuckDBPyConnection, name: str, source: str, cfg: Config) -> TableState:

@@ -637,10 +637,27 @@ def _stage_pieces(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
             cache.mkdir(exist_ok=True)  # type: ignore[union-attr]
             tmp = f.with_name(f"{f.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
             _copy_cached(con, tmp, name, save=True)
-            os.replace(tmp, f)  # whole or absent (a retried task, or another step's, writes the same rows)
+            place_once(tmp, f)  # whole or absent (a retried task, or another step's, writes the same rows)
             for t in (name + "_valid", name + "_rejects"):
                 con.execute(f"DROP VIEW IF EXISTS {ident(t)}")
         _copy_cached(con, f, name, save=False)
+
+
+def place_once(tmp: Path, f: Path) -> None:
+    """Give the finished file ``tmp`` the name ``f`` unless ``f`` exists: then another task over the
+    same partition (a retry, or another step's task at the same time) placed the same rows first,
+    and its file stays, since readers may hold it open (a file replaced under an open handle reads
+    on as the old one on a local disk, but an NFS client may answer "stale file handle"). A hard
+    link creates the name only if it is free; a file system without hard links gets a rename."""
+    try:
+        os.link(tmp, f)
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links on this file system
+        os.replace(tmp, f)
+        return
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered], progress: Progress | None,
@@ -664,7 +681,7 @@ def _stage_cached(con: duckdb.DuckDBPyConnection, tables: dict[str, Registered],
         f = cache / f"{name}-{buckets[0]}-{buckets[1]}.duckdb"
         tmp = f.with_name(f"{f.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         _copy_cached(con, tmp, name, save=True)
-        os.replace(tmp, f)  # whole or absent: a task that dies while writing leaves no half file
+        place_once(tmp, f)  # whole or absent: a task that dies while writing leaves no half file
         if not materialised(todo[name]):  # a view over the files: from now on the copy just made
             for t in (name + "_valid", name + "_rejects"):
                 con.execute(f"DROP VIEW IF EXISTS {ident(t)}")

@@ -202,17 +202,26 @@ def _register_source(con: duckdb.DuckDBPyConnection, spec: TableSpec, count: boo
     return cols, total, kept, zoned if spec.format == "csv" else ()
 
 
-def _count_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[int, int]:
-    """The rows of ``raw_<t>`` and of ``src_<t>`` (after the filter): Parquet footers, but a full
-    parse of every CSV file, and a scan for a filter."""
+def count_raw(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> int:
+    """The rows of ``raw_<t>`` (before the filter): Parquet footers, but a full parse of every CSV
+    file. A bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here, said
+    as :func:`read_error` of ``spec`` (whose paths name the files read)."""
     try:
-        total = con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchall()[0][0]
-        kept = total if not spec.filter else con.execute(
-            f"SELECT count(*) FROM {ident('src_' + spec.name)}").fetchall()[0][0]
+        return int(con.execute(f"SELECT count(*) FROM {ident('raw_' + spec.name)}").fetchall()[0][0])
     except duckdb.InvalidInputException as exc:
-        # a bad row past the sniffer's sample (a ragged row, a non-UTF-8 byte) fails here
         raise read_error(spec, exc) from None
-    return int(total), int(kept)
+
+
+def _count_source(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> tuple[int, int]:
+    """The rows of ``raw_<t>`` and of ``src_<t>`` (after the filter, a scan): see :func:`count_raw`."""
+    total = count_raw(con, spec)
+    if not spec.filter:
+        return total, total
+    try:
+        kept = con.execute(f"SELECT count(*) FROM {ident('src_' + spec.name)}").fetchall()[0][0]
+    except duckdb.InvalidInputException as exc:
+        raise read_error(spec, exc) from None
+    return total, int(kept)
 
 
 def count_rows(con: duckdb.DuckDBPyConnection, reg: Registered) -> Registered:
