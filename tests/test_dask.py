@@ -19,6 +19,7 @@ distributed = pytest.importorskip("distributed")
 import cloudpickle  # noqa: E402  (installed with distributed)
 
 from centile.backend import partitions, worker  # noqa: E402
+from centile.backend.dask import HOLD_BYTES  # noqa: E402
 from centile.backend.partitions import Partitioning  # noqa: E402
 from centile.backend.session import open_session  # noqa: E402
 from centile.config import load_config  # noqa: E402
@@ -110,9 +111,12 @@ def test_every_run_output_of_the_dask_backend_is_byte_identical_to_the_local_bac
         "features: categories", "clv: mean value", "baskets: item dictionary", "recommend: item dictionary",
         "uplift: late campaigns",
         "attribution: media", "steering: media", "steering: spend", "steering: responses"}
-    # the segments' per-customer steps went to the workers as each partition's rows, once per step
+    # the segments' per-customer steps went to the workers as each partition's rows, once per step;
+    # no task carried a large argument (the k-means model, when large, goes to each worker once)
     for step in ("segments: rules", "segments: scaling", "segments: clusters", "segments: profiles"):
-        assert traffic["partitions"][step]["tasks"] == 4 and traffic["partitions"][step]["bytes_broadcast"] == 0, step
+        st = traffic["partitions"][step]
+        assert st["tasks"] == 4 and st["bytes_per_task"] < 4 * HOLD_BYTES, step
+        assert st["bytes_broadcast"] == 0 or step == "segments: clusters", step
     # the predictions read the summary rows of their own customers only, where the CLV summary's tasks
     # left them; only the rows' positions went out (4 bytes a customer)
     customers = pl.read_parquet(tmp_path / "dask" / "clv.parquet").height

@@ -210,25 +210,30 @@ def test_the_workers_validate_the_input_and_every_output_is_byte_identical(dirty
 
 class _Kill(distributed.WorkerPlugin):
     """Kills the worker process while it writes a chunk of the order lines (only the first time when
-    ``marker`` is given: the marker file says it happened)."""
+    ``marker`` is given: the marker file says it happened; with ``times``, the first ``times`` times,
+    marked ``<marker>-0``, ``<marker>-1``, ...)."""
 
-    def __init__(self, marker: str | None = None) -> None:
+    def __init__(self, marker: str | None = None, times: int = 1) -> None:
         self.marker = marker
+        self.times = times
 
     def setup(self, worker) -> None:  # noqa: ARG002
         from centile.backend import chunks as ch
 
-        marker = self.marker
+        marker, times = self.marker, self.times
 
         def observe(table, index):
             if table == "orders":
                 if marker is None:
                     os._exit(1)
-                try:  # created by one worker only: two chunks of orders may run at once on two workers
-                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                except FileExistsError:
-                    return
-                os._exit(1)
+                for i in range(times):
+                    # created by one worker only: two chunks of orders may run at once on two workers
+                    name = marker if times == 1 else f"{marker}-{i}"
+                    try:
+                        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    except FileExistsError:
+                        continue
+                    os._exit(1)
 
         ch.observe = observe
 
@@ -267,6 +272,23 @@ def test_a_chunk_retried_after_its_worker_died_gives_the_same_bytes(dirty, tmp_p
         client.register_plugin(_Kill(str(tmp_path / "killed")), name="kill")
         _run(dirty, out, backend="dask", scheduler=c.scheduler_address)
     assert (tmp_path / "killed").exists()  # a worker died while writing, and the task ran again
+    assert _digests(out) == _digests(tmp_path / "local")
+    assert not list(tmp_path.glob(".out.centile-*"))
+
+
+def test_a_run_whose_every_worker_died_once_runs_on_with_their_replacements(dirty, tmp_path):
+    """Both workers die while validating (one after the other; the nannies start new ones): the
+    validation job every chunk task reads is held by the scheduler as a task, so it is computed
+    again on the new workers (a scattered value died with the last worker holding it, and the run
+    failed with "the cluster lost it")."""
+    out = tmp_path / "out"
+    _run(dirty, tmp_path / "local")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                  silence_logs=50) as c, \
+            distributed.Client(c, set_as_default=False) as client:
+        client.register_plugin(_Kill(str(tmp_path / "killed"), times=2), name="kill")
+        _run(dirty, out, backend="dask", scheduler=c.scheduler_address)
+    assert (tmp_path / "killed-0").exists() and (tmp_path / "killed-1").exists()
     assert _digests(out) == _digests(tmp_path / "local")
     assert not list(tmp_path.glob(".out.centile-*"))
 

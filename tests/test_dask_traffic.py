@@ -239,3 +239,39 @@ def test_the_paper_model_scales_each_kind_of_bytes_to_the_workers_its_own_way():
     assert rows["kinds"] == [0.8 * 1 + 10 * 1 + 50, 0.8 * 10 + 10 * 10 + 50]
     # a run recorded without the kinds: every byte counted as broadcast (the upper bound)
     assert rows["no kinds"] == [8.6 * 10 * 1 / 2, 8.6 * 10 * 10 / 2]
+
+
+def test_a_large_argument_goes_to_each_worker_once_not_with_every_task(datasets, cluster):
+    """An argument whose pickled size reaches ``HOLD_BYTES`` (a model, a list of frequent items) is
+    held on the cluster as a task of its own: it counts once per worker, as broadcast bytes, and the
+    tasks carry only their own small arguments. The results are those of this process."""
+    import cloudpickle
+
+    from centile.backend import open_backend
+    from centile.backend.dask import HOLD_BYTES
+
+    base, _double, _lines = datasets
+    weights = np.arange(40_000, dtype=np.float64)  # 320 kB
+    size = len(cloudpickle.dumps(weights))
+    assert size >= HOLD_BYTES
+    got = []
+    for over in ({}, {"backend": "dask", "scheduler": cluster.scheduler_address}):
+        cfg = load_config(data=str(base), **over)
+        with open_backend(cfg) as backend, backend.open(only=("orders",)) as s:
+            parts = Partitioning(4)
+            got.append(s.map_partitions(parts, "t", _weighted_lines, weights, 3, tables=("orders",)))
+            moved = backend.moved()
+        if over:
+            st = moved["t"]
+            assert st["bytes_broadcast"] == 2 * size  # two workers
+            assert 0 < st["bytes_per_task"] < 4 * HOLD_BYTES
+            assert st["bytes_to_workers"] == st["bytes_broadcast"] + st["bytes_per_task"]
+    here, there = got
+    assert here == there and len(there) == 4 and all(n > 0 for n, _ in there)
+    assert [w for _, w in there] == [3 * weights.sum()] * 4  # every task got it whole
+
+
+def _weighted_lines(view, part, weights, k):
+    """The partition's order lines, and ``k`` times the sum of ``weights``."""
+    n = view.con.execute("SELECT count(*) FROM orders").fetchall()[0][0]
+    return n, float(k * weights.sum())

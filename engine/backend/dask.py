@@ -65,6 +65,10 @@ SETTLE_TIMEOUT = 60
 #: does not leave the other workers idle at the end of a stage)
 PARTS_PER_THREAD = 2
 
+#: a task argument whose pickled size reaches this is sent once, as a held value its tasks depend on
+#: (:meth:`DaskBackend._hold`), not pickled into every task of the call
+HOLD_BYTES = 64 * 1024
+
 
 def _task(job: worker.PartitionJob, part: int, fn: Callable[..., Any], *args: Any) -> Any:
     """One partition on a worker. Without ``--threads``, DuckDB and numba take one thread per task:
@@ -227,7 +231,7 @@ class DaskBackend:
         t0 = time.perf_counter()
         if progress:
             progress(f"validating {', '.join(tables)} on the cluster: {len(plan)} chunks into {count} pieces")
-        [shared] = client.scatter([job], broadcast=True, hash=False)
+        shared = self._hold(job, "validation")
         try:
             futures = [client.submit(_chunk_task, shared, c, key=f"centile-validate-{c.index}-{self._token}",
                                      pure=False) for c in plan]
@@ -253,6 +257,20 @@ class DaskBackend:
                     os.unlink(f)
         traffic["wall_s"] += time.perf_counter() - t0
         return pieces, states, duplicates
+
+    def _hold(self, obj: Any, label: str) -> Any:
+        """``obj`` as a value on the cluster that tasks take as an argument: a task of its own that
+        returns it, so each worker fetches it once however many tasks read it, and the scheduler,
+        which keeps the task, computes it again if every worker holding it dies (a scattered value
+        would be lost with them, and the run with it)."""
+        import warnings
+
+        with warnings.catch_warnings():
+            # a large value is sent once, here, on purpose: the warning asks for exactly this
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            return self._running().submit(_given, obj, pure=False,
+                                          key=f"centile-held-{re.sub(r'[^0-9A-Za-z]+', '-', label)}-"
+                                              f"{self._token}-{uuid.uuid4().hex[:8]}")
 
     def _traffic(self, label: str) -> dict[str, Any]:
         return self.traffic.setdefault(label, {"tasks": 0, "bytes_to_workers": 0, "bytes_per_task": 0,
@@ -386,7 +404,7 @@ class DaskBackend:
         # segments of every customer) is split by partition and each task gets its own rows only:
         # written to the run's scratch folder, which the workers read (an Arrow file is written
         # and read at memory speed; through the scheduler each slice was pickled and sent), or
-        # scattered when there is no scratch folder
+        # held on the cluster when there is no scratch folder
         # a PerCustomer frame with the rows the workers kept (the feature table's) takes the columns
         # they hold from the kept files; only its other columns go out, in the kept rows' order
         call = uuid.uuid4().hex[:8]
@@ -408,19 +426,22 @@ class DaskBackend:
                     slices[i] = [worker.hand_over(f, folder / f"{i}-{p:05d}.arrow") for p, f in enumerate(frames)]
                     sent_size[i] = sum(f.nbytes for f in slices[i])
                 else:
-                    slices[i] = client.scatter(frames, hash=False)
-        shared = [slices[i] if i in slices else
-                  client.scatter(a, broadcast=True, hash=False) if isinstance(a, pl.DataFrame) else a
+                    slices[i] = [self._hold(f, label) for f in frames]
+        # frames and large arguments go to each worker once (held on the cluster), the rest with
+        # every task
+        sizes = {i: int(a.estimated_size()) if isinstance(a, pl.DataFrame) else _nbytes(a)
+                 for i, a in enumerate(args) if i not in slices}
+        held = {i for i, a in enumerate(args)
+                if i not in slices and (isinstance(a, pl.DataFrame) or sizes[i] >= HOLD_BYTES)}
+        shared = [slices[i] if i in slices else self._hold(a, label) if i in held else a
                   for i, a in enumerate(args)]
-        frames = [a for a in args if isinstance(a, pl.DataFrame)]
         traffic = self._traffic(label)
         traffic["tasks"] += parts.count
         # three kinds, which grow differently with the cluster and the data: what every task carries
-        # (the job, the function, small arguments), frames broadcast to every worker, and per-customer
-        # frames split by partition (each row crosses the network once)
-        sent = {"bytes_per_task": parts.count * _nbytes(
-                    (job, fn, [a for a in args if not isinstance(a, (pl.DataFrame, PerCustomer))])),
-                "bytes_broadcast": len(client.nthreads()) * sum(int(f.estimated_size()) for f in frames),
+        # (the job, the function, small arguments), values sent to every worker (at most once each),
+        # and per-customer frames split by partition (each row crosses the network once)
+        sent = {"bytes_per_task": parts.count * (_nbytes((job, fn)) + sum(sizes[i] for i in sizes if i not in held)),
+                "bytes_broadcast": len(client.nthreads()) * sum(sizes[i] for i in held),
                 "bytes_per_customer": sum(sent_size[i] if i in sent_size else int(a.frame.estimated_size())
                                           for i, a in enumerate(args) if isinstance(a, PerCustomer))}
         for k, v in sent.items():
@@ -553,6 +574,11 @@ def _settle_task(job: Any, piece: int, files: Any) -> worker.Timed:
 
     value, wall, cpu = chunks.timed(chunks.settle_piece, job, piece, files)
     return worker.Timed(value, 0.0, wall, cpu_s=cpu)
+
+
+def _given(obj: Any) -> Any:
+    """A held value (:meth:`DaskBackend._hold`): the task returns its argument."""
+    return obj
 
 
 def _remove_inputs(shared: list[Any]) -> None:
