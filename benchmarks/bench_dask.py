@@ -111,9 +111,11 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
     customers otherwise (less a stage's ``fixed_client_cpu_s``, e.g. the k-means fit on its sample, kept
     as measured). The two parts are added (the client's global steps run between the steps). Bytes to the client scale with the
     customers for per-customer steps and stay as measured for merged states. Bytes to the workers
-    by kind: each task's own arguments times the tasks (``parts_per_thread`` x N x T per step), frames
-    broadcast to every worker with customers x workers (some hold a value per customer, e.g.
-    recommend's segment codes), per-customer frames split by partition with the customers only. Client memory: the
+    by kind: each task's own arguments times the tasks (``parts_per_thread`` x N x T per step), values
+    sent once to every worker with the workers only (the validation job, the item dictionaries, the
+    k-means and recommendation models, the frequent items: they grow with the catalogue or a fixed
+    sample, not with the customers; per-customer frames go split by partition), per-customer frames
+    split by partition with the customers only. Client memory: the
     measured client peak scaled by the customers, and the per-customer columns that come back.
     """
     lines = dask["lines"]
@@ -168,7 +170,8 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
                                             + r["bytes_to_client_fixed"] for r in rates.values()) / 1e9, 2),
             "bytes_to_workers_gb": round(sum(
                 r["bytes_per_task_each"] * parts_per_thread * threads
-                + r["bytes_broadcast"] * sc * n / workers0 + r["bytes_per_customer"] * sc
+                + r["bytes_broadcast"] * n / workers0 + r.get("bytes_broadcast_unsplit", 0) * sc * n / workers0
+                + r["bytes_per_customer"] * sc
                 for r in rates.values()) / 1e9, 2),
             "bytes_kept_read_gb": round(sum(r.get("bytes_kept_on_workers", 0) for r in rates.values()) * sc / 1e9, 2)})
     first_read = (f"the first read step ({FIRST_READ_STEP}) scans the whole input once per task "
@@ -196,16 +199,18 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
 
 def _sent_by_kind(steps: dict) -> dict:
     """The bytes a stage's steps sent to the workers by kind: ``bytes_per_task_each``, what one task
-    of each step carries (its pickled job and small arguments), summed over the steps; frames
-    broadcast to every worker; per-customer frames sent once. A run recorded before the kinds were
-    separated counts all as broadcast (every worker gets them: the upper bound)."""
+    of each step carries (its pickled job and small arguments), summed over the steps; values sent
+    to every worker once; per-customer frames sent once. A run recorded before the kinds were
+    separated counts all as ``bytes_broadcast_unsplit``: sent to every worker and growing with the
+    customers (the upper bound)."""
     def total(key: str) -> int:
         return sum(int(st.get(key, 0)) for st in steps.values())
 
     split = any(k in st for st in steps.values() for k in ("bytes_per_task", "bytes_broadcast"))
     each = sum(st.get("bytes_per_task", 0) / st["tasks"] for st in steps.values() if st.get("tasks"))
     return {"bytes_per_task_each": round(each, 1) if split else 0.0,
-            "bytes_broadcast": total("bytes_broadcast") if split else total("bytes_to_workers"),
+            "bytes_broadcast": total("bytes_broadcast") if split else 0,
+            "bytes_broadcast_unsplit": 0 if split else total("bytes_to_workers"),
             "bytes_per_customer": total("bytes_per_customer"),
             # per-customer columns the tasks read from the rows earlier tasks kept in the shared scratch
             # folder instead of getting them from the client (0 in runs recorded before rows were kept)

@@ -234,10 +234,11 @@ def test_the_paper_model_scales_each_kind_of_bytes_to_the_workers_its_own_way():
             assert [r["bytes_kept_read_gb"] for r in model["rows"]] == [30.0, 30.0]
         else:
             assert [r["bytes_kept_read_gb"] for r in model["rows"]] == [0.0, 0.0]
-    # 0.4 GB per task x 2 tasks per thread x n; broadcast 2 GB x10 customers x n workers / 2 measured;
-    # per-customer 5 GB x10 customers
-    assert rows["kinds"] == [0.8 * 1 + 10 * 1 + 50, 0.8 * 10 + 10 * 10 + 50]
-    # a run recorded without the kinds: every byte counted as broadcast (the upper bound)
+    # 0.4 GB per task x 2 tasks per thread x n; sent to every worker once: 2 GB x n workers / 2 measured
+    # (models and dictionaries, which do not grow with the customers); per-customer 5 GB x10 customers
+    assert rows["kinds"] == [0.8 * 1 + 1 * 1 + 50, 0.8 * 10 + 1 * 10 + 50]
+    # a run recorded without the kinds: every byte counted as sent to every worker and growing with
+    # the customers (the upper bound)
     assert rows["no kinds"] == [8.6 * 10 * 1 / 2, 8.6 * 10 * 10 / 2]
 
 
