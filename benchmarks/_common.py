@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # run first in every child: at exit it reports the peak RSS of the child's own address space
@@ -64,6 +65,38 @@ def save(name: str, doc: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+def store(name: str, key: str, doc: dict) -> Path:
+    """``doc`` under ``key`` in ``results/<name>.json``, the other keys kept."""
+    path = RESULTS / f"{name}.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored[key] = doc
+    return save(name, stored)
+
+
+def alternate(before: str, runs: int, run: Callable[[str], dict], load: list[float]) -> dict[str, list[dict]]:
+    """``run("before")`` with the tree ``before`` (holding an earlier ``centile`` package) first on
+    ``PYTHONPATH``, then ``run("after")`` with this one, ``runs`` times; each run's result by variant,
+    the load average appended to ``load`` after each. The environment is restored at the end."""
+    import os
+
+    env = dict(os.environ)
+    out: dict[str, list[dict]] = {"before": [], "after": []}
+    try:
+        for _ in range(runs):
+            for v in ("before", "after"):
+                os.environ.clear()
+                os.environ.update(env)
+                if v == "before":
+                    os.environ["PYTHONPATH"] = before + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                                         else "")
+                out[v].append(run(v))
+                load.append(os.getloadavg()[0])
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+    return out
 
 
 #: the initial load of a refresh benchmark's state: every order file of ``files`` ingested into ``state``

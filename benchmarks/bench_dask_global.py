@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, run_isolated, save  # noqa: E402
+from _common import alternate, machine, run_isolated, store  # noqa: E402
 
 _RUN = r"""
 import json, sys, time
@@ -77,23 +77,12 @@ def main() -> None:
     ap.add_argument("--key")
     a = ap.parse_args()
     data = (a.data or Path("bench-data") / f"c{a.customers}").resolve()
-    env = dict(os.environ)
-    runs: dict[str, list[dict]] = {"before": [], "after": []}
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory(prefix="bench-dask-global-", dir=".") as tmp:
         toml = Path(tmp) / "c.toml"
         toml.write_text(f'data = "{data}"\n[steering]\nglobal_budget = 50000.0\ncap = 4\ngap = 1\n')
-        for _ in range(a.runs):
-            for v in ("before", "after"):
-                os.environ.clear()
-                os.environ.update(env)
-                if v == "before":
-                    os.environ["PYTHONPATH"] = a.before + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                                           else "")
-                runs[v].append(run_isolated(_RUN, str(toml), str(Path(tmp) / v), a.memory_limit))
-                load.append(os.getloadavg()[0])
-        os.environ.clear()
-        os.environ.update(env)
+        runs = alternate(a.before, a.runs, lambda v: run_isolated(_RUN, str(toml), str(Path(tmp) / v),
+                                                                  a.memory_limit), load)
         identical = _digests(Path(tmp) / "before") == _digests(Path(tmp) / "after")
 
     def summary(rs: list[dict]) -> dict:
@@ -109,10 +98,7 @@ def main() -> None:
     doc = {"customers": a.customers, "data": str(data), "runs": a.runs, "memory_limit": a.memory_limit,
            "load": [round(x, 2) for x in (min(load), max(load))], "machine": machine(),
            "identical_parquet_outputs": identical, **{v: summary(rs) for v, rs in runs.items()}}
-    path = Path(__file__).resolve().parent / "results" / "dask_global.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored[a.key or str(a.customers)] = doc
-    save("dask_global", stored)
+    store("dask_global", a.key or str(a.customers), doc)
     print(json.dumps(doc, indent=2))
 
 

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, run_isolated, save  # noqa: E402
+from _common import alternate, machine, run_isolated, store  # noqa: E402
 
 _FEATURES = r"""
 import json, sys, time
@@ -99,21 +99,9 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     query = _query(data, a.partitions, a.runs, SEED, BUCKETS)
     load.append(os.getloadavg()[0])
-    env = dict(os.environ)
-    runs: dict[str, list[dict]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="bench-partition-hash-", dir=".") as tmp:
-        for _ in range(a.runs):
-            for v in ("before", "after"):
-                os.environ.clear()
-                os.environ.update(env)
-                if v == "before":
-                    os.environ["PYTHONPATH"] = a.before + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                                           else "")
-                runs[v].append(run_isolated(_FEATURES, str(data), str(Path(tmp) / v), str(a.partitions),
-                                            a.memory_limit))
-                load.append(os.getloadavg()[0])
-        os.environ.clear()
-        os.environ.update(env)
+        runs = alternate(a.before, a.runs, lambda v: run_isolated(_FEATURES, str(data), str(Path(tmp) / v),
+                                                                  str(a.partitions), a.memory_limit), load)
         import polars as pl
 
         frames = [pl.read_parquet(Path(tmp) / v / "features.parquet").sort("customer_id") for v in ("before", "after")]
@@ -131,10 +119,7 @@ def main() -> None:
     doc = {"customers": a.customers, "data": str(data), "partitions": a.partitions, "runs": a.runs,
            "memory_limit": a.memory_limit, "load": [round(min(load), 2), round(max(load), 2)], "machine": machine(),
            "query": query, "features": features}
-    path = Path(__file__).resolve().parent / "results" / "partition_hash.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored[a.key or str(a.customers)] = doc
-    save("partition_hash", stored)
+    store("partition_hash", a.key or str(a.customers), doc)
     print(json.dumps(doc, indent=2))
 
 
