@@ -229,12 +229,13 @@ def bucket_sql(column: str = "customer_id") -> str:
 
     The id's hash is hashed again before the seed is mixed in. DuckDB combines the hashes of
     several values by XOR, both in ``hash(a, b)`` and in the hash tables of a ``GROUP BY a, b``.
-    With the bucket taken from ``hash(id, SEED)``, a partition's ids had fixed high bits of
-    ``hash(id) XOR hash(SEED)``. A ``GROUP BY customer_id, w`` with ``w`` constant in the partition
-    (the e-mail features' word of campaign bits, below 64 campaigns) then hashed every group into
-    a quarter of the table's slots at 4 partitions. Its probes ran 100 times longer: at 1M
-    customers the e-mail features took 15.8 s on one partition of 4, against 1.4 s before that
-    query grouped so. ``hash(hash(id), SEED)`` leaves no such relation.
+    With the bucket taken from ``hash(id, SEED)``, a partition's ids had fixed bits in
+    ``hash(id) XOR hash(SEED)``, so also in ``hash(id) XOR hash(w)`` for any constant ``w``. A
+    ``GROUP BY customer_id, w`` with ``w`` constant in the partition (the e-mail features' word of
+    campaign bits, below 64 campaigns) then hashed every group into a quarter of the table's
+    slots at 4 partitions, and probed about 100 times longer: at 1M customers the e-mail features
+    took 15.8 s on one partition of 4, against 0.46 s with these buckets
+    (``benchmarks/bench_partition_hash.py``). ``hash(hash(id), SEED)`` leaves no such relation.
     """
     return f"CAST(hash(hash({ident(column)}), {SEED}) % {BUCKETS} AS INTEGER)"
 
