@@ -439,6 +439,21 @@ def test_a_batch_with_other_columns_is_refused(tmp_path):
         ingest(state_cfg(), tmp_path / "s", [c])
 
 
+def test_a_state_of_another_format_is_refused_with_how_to_rebuild_it(tmp_path):
+    """Format 1 put customers into other hash buckets (``hash(id, seed)``): read as format 2, its
+    partition files would hold the wrong customers. Ingest and features refuse it and say what to do."""
+    b = _one_batch(tmp_path, "b.parquet", [(1, "o1", dt.datetime(2024, 3, 1, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    ingest(state_cfg(), tmp_path / "s", [b])
+    path = tmp_path / "s" / "manifest.json"
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 2
+    path.write_text(json.dumps({**doc, "version": 1}))
+    c = _one_batch(tmp_path, "c.parquet", [(2, "o2", dt.datetime(2024, 3, 2, 9), 5.0, 1.0, 0.0, 1, "a", "web")])
+    for call in (lambda: ingest(state_cfg(), tmp_path / "s", [c]), lambda: features_from_state(state_cfg(), tmp_path / "s")):
+        with pytest.raises(InputError, match=r"format version 1, this centile reads version 2; rebuild the state"):
+            call()
+
+
 def test_features_without_a_state_say_how_to_make_one(tmp_path):
     with pytest.raises(InputError, match=r"no refresh state with data in .*: run `centile ingest --state"):
         features_from_state(state_cfg(), tmp_path / "nothing")
