@@ -41,6 +41,7 @@ functions such as ``cume_dist() OVER (ORDER BY net_revenue_12m DESC)`` work.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import re
@@ -410,7 +411,10 @@ def _cluster_columns(features: pl.DataFrame, sc: SegmentsConfig, cols: dict[str,
             notes.append(f"clustering skipped: {exc}")
         else:
             if fit_idx.size < n:
-                raw = per_customer(session, frame, "segments: clusters", clusters_task, scal, model,
+                # the tasks predict from the centres; the sample's labels (8 bytes a row) stay here
+                sent = copy.copy(model)
+                del sent.labels_
+                raw = per_customer(session, frame, "segments: clusters", clusters_task, scal, sent,
                                    kept=kept)["raw"].to_numpy()
             else:  # the fit saw every customer
                 raw = model.labels_
