@@ -269,7 +269,7 @@ class DaskBackend:
             # a large value is sent once, here, on purpose: the warning asks for exactly this
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
             return self._running().submit(_given, obj, pure=False,
-                                          key=f"centile-held-{re.sub(r'[^0-9A-Za-z]+', '-', label)}-"
+                                          key=f"centile-held-{_slug(label)}-"
                                               f"{self._token}-{uuid.uuid4().hex[:8]}")
 
     def _traffic(self, label: str) -> dict[str, Any]:
@@ -448,7 +448,7 @@ class DaskBackend:
             traffic[k] += v
         traffic["bytes_to_workers"] += sum(sent.values())
         traffic["bytes_kept_on_workers"] += kept_size
-        slug = re.sub(r"[^0-9A-Za-z]+", "-", label)
+        slug = _slug(label)
         futures = [client.submit(_task, job, p, fn, *[a[p] if i in slices else a for i, a in enumerate(shared)],
                                  key=f"centile-{slug}-{p}-{self._token}-{call}", pure=False)
                    for p in range(parts.count)]
@@ -574,6 +574,11 @@ def _settle_task(job: Any, piece: int, files: Any) -> worker.Timed:
 
     value, wall, cpu = chunks.timed(chunks.settle_piece, job, piece, files)
     return worker.Timed(value, 0.0, wall, cpu_s=cpu)
+
+
+def _slug(label: str) -> str:
+    """A step label as it appears in task keys (``segments: rules`` -> ``segments-rules``)."""
+    return re.sub(r"[^0-9A-Za-z]+", "-", label)
 
 
 def _given(obj: Any) -> Any:
