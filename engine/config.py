@@ -84,6 +84,36 @@ class BackendSpec:
     buckets: str = "auto"
     scratch: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.scheduler is not None:
+            scheduler_address(self.scheduler)
+
+
+# ``[protocol://]host:port``: what a Dask client can connect to (``inproc://`` addresses are the
+# in-process transport's own and are passed on as they are)
+_ADDRESS = re.compile(r"(?:(?P<proto>[A-Za-z][A-Za-z0-9+.-]*)://)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\s\[\]]+)"
+                      r":(?P<port>[0-9]{1,5})/?")
+
+
+def scheduler_address(address: str) -> str:
+    """``address`` if a Dask client can connect to it, else a :class:`ConfigError` saying how to
+    write one. Checked before connecting: distributed's client, given an address without a port,
+    raises a bare ``ValueError`` and then hangs for 20 s closing itself."""
+    text = address.strip() if isinstance(address, str) else address
+    if not isinstance(text, str) or not text:
+        raise ConfigError(f"scheduler = {address!r} ([backend] scheduler, --scheduler or CENTILE_SCHEDULER): "
+                          "expected a Dask scheduler's address such as tcp://host:8786")
+    if text.startswith("inproc://"):
+        return text
+    m = _ADDRESS.fullmatch(text)
+    if m is None or not 0 < int(m["port"]) < 65536:
+        why = ("the port is not between 1 and 65535" if m is not None
+               else "it is not protocol://host:port")
+        raise ConfigError(f"scheduler = {address!r} ([backend] scheduler, --scheduler or CENTILE_SCHEDULER) is "
+                          f"not a Dask scheduler address ({why}): write it as tcp://host:8786, the address "
+                          "`dask scheduler` prints when it starts")
+    return text
+
 
 @dataclass(frozen=True)
 class Windows:

@@ -374,6 +374,35 @@ def test_an_unreachable_scheduler_is_a_clear_error_with_exit_code_1(data, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("address", "why"), [
+    ("notanaddress", "it is not protocol://host:port"), ("tcp://host", "it is not protocol://host:port"),
+    ("tcp://host:99999", "the port is not between 1 and 65535"), ("tcp://host:port", "protocol://host:port")])
+def test_a_malformed_scheduler_address_is_refused_before_connecting(data, tmp_path, monkeypatch, address, why):
+    # distributed's client raised a bare ValueError ("internal error") for an address without a port,
+    # then hung 20 s closing itself
+    import time
+
+    from centile.cli import app
+
+    t0 = time.monotonic()
+    r = CliRunner().invoke(app, ["run", "-c", str(data), "--out", str(tmp_path / "out"), "--scheduler", address])
+    assert r.exit_code == 1, r.output
+    assert f"scheduler = {address!r}" in r.output and why in r.output and "tcp://host:8786" in r.output
+    assert "Internal error" not in r.output and not (tmp_path / "out").exists()
+    assert time.monotonic() - t0 < 10
+    monkeypatch.setenv("CENTILE_SCHEDULER", address)
+    r = CliRunner().invoke(app, ["worker-check"])
+    assert r.exit_code == 1 and why in r.output, r.output
+
+
+@pytest.mark.parametrize("address", ["tcp://10.0.0.5:8786", "10.0.0.5:8786", "tls://sched.example.org:8786",
+                                     "tcp://[::1]:8786", "inproc://10.0.0.5/1234/1"])
+def test_well_formed_scheduler_addresses_are_accepted(address):
+    from centile.config import BackendSpec
+
+    assert BackendSpec("dask", address).scheduler == address
+
+
 def test_without_dask_installed_the_error_says_how_to_install_it(data, tmp_path, monkeypatch):
     from centile.backend import dask as dask_backend
     from centile.cli import app

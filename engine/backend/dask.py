@@ -120,7 +120,7 @@ class DaskBackend:
             if address:
                 try:
                     self.client = distributed.Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError, ValueError) as exc:
                     raise BackendError(
                         f"cannot reach the Dask scheduler at {address} ({type(exc).__name__}: {exc}); start "
                         "one (`dask scheduler`, then `dask worker <address>` on each machine), check the "
