@@ -107,6 +107,35 @@ def test_failed_stage_leaves_previous_results_untouched(data, tmp_path, monkeypa
     assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize("how", ["interrupt", "sigint"])
+def test_ctrl_c_inside_a_duckdb_query_is_an_interruption_not_a_bug(data, tmp_path, monkeypatch, how):
+    # DuckDB catches SIGINT during a query and raises its own error instead of KeyboardInterrupt:
+    # InterruptException, or from a relation's .pl() "RuntimeError: Query interrupted"
+    import threading
+
+    import duckdb
+
+    out = tmp_path / "out"
+    run_pipeline(load_config(data=data), out)
+    before = _snapshot(out)
+
+    def interrupted(ctx):
+        if how == "sigint":
+            raise RuntimeError("Query interrupted")
+        con = duckdb.connect()
+        threading.Timer(0.2, con.interrupt).start()
+        con.sql("SELECT count(*) FROM range(1000000000000) a").pl()
+
+    from centile.pipeline import STAGES
+
+    monkeypatch.setitem(STAGES._items, "clubs", dataclasses.replace(STAGES["clubs"], run=interrupted))
+    r = runner.invoke(app, ["run", "--data", str(data), "--out", str(out), "--force"])
+    assert r.exit_code == 130, r.output
+    assert "Interrupted; nothing was written." in r.stderr and "Internal error" not in r.stderr
+    assert _snapshot(out) == before
+    assert not list(tmp_path.glob(".out.centile-tmp-*")), "temporary folder left behind"
+
+
 def test_stale_temporary_folder_of_a_killed_run_is_removed(data, tmp_path):
     out = tmp_path / "out"
     stale = tmp_path / ".out.centile-tmp-99999"

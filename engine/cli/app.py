@@ -118,6 +118,9 @@ def _errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:
+        if _interrupted(exc):
+            err_console.print("Interrupted; nothing was written.")
+            raise typer.Exit(130) from None
         why = _environment_error(exc)
         if why:  # the disk, the file system or an unreadable file: not a bug, exit code 1
             from rich.markup import escape
@@ -132,6 +135,15 @@ def _errors() -> Iterator[None]:
                           "This is a bug in centile, not in your data; rerun with -vv for the traceback "
                           "and report it. Nothing was written.", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C as DuckDB reports it: it catches SIGINT during a query and raises
+    ``InterruptException`` (``RuntimeError: Query interrupted`` from a relation's ``.pl()``)
+    instead of ``KeyboardInterrupt``."""
+    name = type(exc).__name__
+    return (name == "InterruptException" and type(exc).__module__.startswith(("duckdb", "_duckdb"))) or (
+        type(exc) is RuntimeError and str(exc).startswith("Query interrupted"))
 
 
 def _environment_error(exc: BaseException) -> str | None:
