@@ -136,6 +136,29 @@ def test_ctrl_c_inside_a_duckdb_query_is_an_interruption_not_a_bug(data, tmp_pat
     assert not list(tmp_path.glob(".out.centile-tmp-*")), "temporary folder left behind"
 
 
+def test_sigterm_from_a_job_scheduler_unwinds_like_ctrl_c(data, tmp_path):
+    # SLURM, Kubernetes and systemd stop a job with SIGTERM: before, the process died at once and
+    # left its staging and spill folders beside --out
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "centile.cli", "run", "--data", str(data), "--out", str(out)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in p.stderr:  # progress lines; signal once the run is past its first stage
+        seen.append(line)
+        if "clubs: running" in line:
+            p.send_signal(signal.SIGTERM)
+            break
+    rest = p.communicate(timeout=120)[1]
+    assert p.returncode == 130, "".join(seen) + rest
+    assert "Interrupted; nothing was written." in rest
+    assert not out.exists()
+    assert not [f.name for f in tmp_path.iterdir() if f.name.startswith(".out.centile-") and f.name != ".out.centile.lock"]
+
+
 def test_stale_temporary_folder_of_a_killed_run_is_removed(data, tmp_path):
     out = tmp_path / "out"
     stale = tmp_path / ".out.centile-tmp-99999"
@@ -201,3 +224,15 @@ def test_clubs_can_rank_by_the_clv_predictions(data, tmp_path):
     top = clubs.filter(pl.col("tier") == 1).join(clv, on="customer_id")
     assert top.height > 0 and (top["p_alive"] > 0.5).all()
     assert top["clv"].min() >= clv.filter(pl.col("p_alive") > 0.5)["clv"].quantile(0.95)
+
+
+def test_an_interrupt_reported_by_duckdb_or_polars_counts_as_an_interruption():
+    from centile.cli.app import _interrupted
+
+    panic = type("PanicException", (BaseException,), {})  # pyo3's, raised when Polars' Rust code meets it
+    assert _interrupted(panic("called `Result::unwrap()` on an `Err` value: PyErr { type: <class "
+                              "'KeyboardInterrupt'>, value: KeyboardInterrupt('signal 15') }"))
+    assert _interrupted(RuntimeError("Query interrupted"))
+    assert not _interrupted(panic("index out of bounds"))
+    assert not _interrupted(RuntimeError("something else"))
+    assert not _interrupted(ValueError("Query interrupted"))

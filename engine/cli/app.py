@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -135,15 +136,22 @@ def _errors() -> Iterator[None]:
                           "This is a bug in centile, not in your data; rerun with -vv for the traceback "
                           "and report it. Nothing was written.", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
+    except BaseException as exc:
+        if _interrupted(exc):
+            err_console.print("Interrupted; nothing was written.")
+            raise typer.Exit(130) from None
+        raise
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Ctrl-C as DuckDB reports it: it catches SIGINT during a query and raises
-    ``InterruptException`` (``RuntimeError: Query interrupted`` from a relation's ``.pl()``)
-    instead of ``KeyboardInterrupt``."""
+    """Ctrl-C (or SIGTERM) as a library reports it: DuckDB catches SIGINT during a query and raises
+    ``InterruptException`` (``RuntimeError: Query interrupted`` from a relation's ``.pl()``) instead
+    of ``KeyboardInterrupt``; Polars panics when it reaches a Python callback of Polars."""
     name = type(exc).__name__
     return (name == "InterruptException" and type(exc).__module__.startswith(("duckdb", "_duckdb"))) or (
-        type(exc) is RuntimeError and str(exc).startswith("Query interrupted"))
+        type(exc) is RuntimeError and str(exc).startswith("Query interrupted")) or (
+        # the interrupt reached Python code that Polars called back (a panic in its Rust code)
+        name == "PanicException" and "KeyboardInterrupt" in str(exc))
 
 
 def _environment_error(exc: BaseException) -> str | None:
@@ -679,6 +687,10 @@ def main() -> None:
     bad options), 2 internal error."""
     from typer._click import exceptions as click_exc  # typer vendors click since 0.2x
 
+    # a job scheduler (SLURM, Kubernetes, systemd) stops a job with SIGTERM: unwind as for Ctrl-C,
+    # so the staging and scratch folders go and the local cluster's workers are closed (the signal
+    # is handled once the current DuckDB query returns)
+    signal.signal(signal.SIGTERM, _terminated)
     threads = _threads_from_argv(sys.argv)
     if threads:
         # Polars reads its pool size once, at import: set it before anything imports polars
@@ -692,6 +704,10 @@ def main() -> None:
         err_console.print("Aborted.")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _threads_from_argv(argv: list[str]) -> str | None:
