@@ -38,19 +38,37 @@ import json, sys, time
 from centile.config import load_config
 from centile.run import run_pipeline
 
-data, out, backend, workers, tpw, mem = sys.argv[1:7]
+data, out, backend, workers, tpw, mem, apart = sys.argv[1:8]
 over = {"memory_limit": mem or None}
 client = cluster = None
+procs = []
 start = 0.0
 if backend == "dask":
     import distributed
     t0 = time.perf_counter()
-    cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=int(tpw), processes=True,
-                                       dashboard_address=":0", silence_logs=40)
-    client = distributed.Client(cluster, set_as_default=False)
+    if apart == "1":
+        # the layout of a real cluster: `dask scheduler` and `dask worker` processes of their own, so
+        # this process's CPU is the client's alone (a LocalCluster runs its scheduler in this process)
+        import os, subprocess, tempfile
+        sfile = os.path.join(tempfile.mkdtemp(prefix="bench-dask-sched-"), "scheduler.json")
+        quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0",
+                                       "--dashboard-address", ":0", "--scheduler-file", sfile], **quiet))
+        while not os.path.exists(sfile):
+            time.sleep(0.1)
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                                       sfile, "--nworkers", workers, "--nthreads", tpw, "--dashboard-address",
+                                       ":0"], **quiet))
+        client = distributed.Client(scheduler_file=sfile, set_as_default=False)
+        address = client.scheduler.address
+    else:
+        cluster = distributed.LocalCluster(n_workers=int(workers), threads_per_worker=int(tpw), processes=True,
+                                           dashboard_address=":0", silence_logs=40)
+        client = distributed.Client(cluster, set_as_default=False)
+        address = cluster.scheduler_address
     client.wait_for_workers(int(workers))
     start = time.perf_counter() - t0
-    over.update(backend="dask", scheduler=cluster.scheduler_address)
+    over.update(backend="dask", scheduler=address)
 t0 = time.perf_counter()
 res = run_pipeline(load_config(data=data, **over), out, report=False, force=True)
 run_s = time.perf_counter() - t0
@@ -70,8 +88,17 @@ if client is not None:
         with open("/proc/self/status") as f:
             return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
     doc["worker_peak_rss_mb"] = sorted(round(v, 1) for v in client.run(_hwm).values())
-    client.close()
-    cluster.close()
+    if procs:
+        import psutil
+        t = psutil.Process(procs[0].pid).cpu_times()
+        doc["scheduler_process"] = True
+        doc["scheduler_cpu_s"] = round(t.user + t.system, 2)
+        client.shutdown()
+        for p in procs:
+            p.wait(timeout=60)
+    else:
+        client.close()
+        cluster.close()
 print(json.dumps(doc))
 """
 
@@ -106,7 +133,7 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
     whatever N; when it read customer-hash pieces, each task opens only its partition's pieces, so
     that cost divides over the threads like the rest, and the pieces' one-time write is in the
     client's CPU of the first stage (it scales with the lines). Client part = the client process's CPU seconds in
-    the stage (it idles while it waits for the tasks; the LocalCluster's scheduler runs in it and is
+    the stage (it idles while it waits for the tasks; a LocalCluster's scheduler runs in it and is
     counted), scaled by the lines for the first stage (validation reads every line) and by the
     customers otherwise (less a stage's ``fixed_client_cpu_s``, e.g. the k-means fit on its sample, kept
     as measured). The two parts are added (the client's global steps run between the steps). Bytes to the client scale with the
@@ -190,7 +217,11 @@ def paper_model(dask: dict, customers: int, *, target_customers: int = 100_000_0
                 f"task work scales with the order lines and divides over the worker threads; {first_read}",
                 "the client's CPU per stage scales with the lines for the first stage (validation) and with "
                 "the customers otherwise, except a stage's fixed_client_cpu_s (the k-means fit on its sample of "
-                "fit_sample customers), which stays as measured; it does not divide over workers",
+                "fit_sample customers), which stays as measured; it does not divide over workers; "
+                + ("the scheduler ran in a process of its own, so its CPU is not the client's"
+                   if dask.get("scheduler_process") else
+                   "the LocalCluster's scheduler ran in the client process, so its CPU is counted as the "
+                   "client's (on a real cluster it runs elsewhere)"),
                 "per-customer columns that tasks read from the rows earlier tasks kept in the shared scratch "
                 "folder (the feature rows, the CLV summary) scale with the customers (bytes_kept_read_gb); they "
                 "move between the shared file system and the workers, not through the client",
@@ -245,6 +276,10 @@ def main() -> None:
     ap.add_argument("--memory-limit", default="")
     ap.add_argument("--backends", default="local,dask", help="which to run (default both; one: no identity check)")
     ap.add_argument("--key", help="store the result under this key (default: the customer count)")
+    ap.add_argument("--scheduler-process", action="store_true",
+                    help="run the Dask scheduler and workers as processes of their own (`dask scheduler`, "
+                         "`dask worker`), as on a real cluster: the client's CPU then excludes the scheduler's, "
+                         "which a LocalCluster runs in the client process")
     args = ap.parse_args()
 
     data = args.data or Path("bench-data") / f"c{args.customers}"
@@ -260,7 +295,8 @@ def main() -> None:
             for backend in backends:
                 out = Path(tmp) / backend
                 runs[backend].append(run_isolated(_RUN, str(data), str(out), backend, str(args.workers),
-                                                  str(args.threads_per_worker), args.memory_limit))
+                                                  str(args.threads_per_worker), args.memory_limit,
+                                                  "1" if args.scheduler_process else "0"))
             if len(backends) == 2:
                 a, b = _digests(Path(tmp) / "local"), _digests(Path(tmp) / "dask")
                 identical = bool(a) and a == b
@@ -271,7 +307,9 @@ def main() -> None:
                 "client_cpu_s": last["run_cpu_s"], "lines": last["lines"],
                 "process_peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "cluster_start_s": last["cluster_start_s"], "stages": last["stages"], "pieces": last.get("pieces"),
-                "worker_peak_rss_mb": last.get("worker_peak_rss_mb"), "backend": last["backend"]}
+                "worker_peak_rss_mb": last.get("worker_peak_rss_mb"), "backend": last["backend"],
+                **({"scheduler_process": True, "scheduler_cpu_s": last["scheduler_cpu_s"]}
+                   if last.get("scheduler_process") else {})}
 
     doc = {"customers": args.customers, "data": str(data), "workers": args.workers,
            "threads_per_worker": args.threads_per_worker, "memory_limit": args.memory_limit or None,
