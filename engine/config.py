@@ -85,8 +85,8 @@ class BackendSpec:
     scratch: str | None = None
 
     def __post_init__(self) -> None:
-        if self.scheduler is not None:
-            scheduler_address(self.scheduler)
+        if self.scheduler is not None:  # checked, and without surrounding blanks
+            object.__setattr__(self, "scheduler", scheduler_address(self.scheduler))
 
 
 # ``[protocol://]host:port``: what a Dask client can connect to (``inproc://`` addresses are the

@@ -401,6 +401,7 @@ def test_well_formed_scheduler_addresses_are_accepted(address):
     from centile.config import BackendSpec
 
     assert BackendSpec("dask", address).scheduler == address
+    assert BackendSpec("dask", f" {address}\n").scheduler == address
 
 
 def test_without_dask_installed_the_error_says_how_to_install_it(data, tmp_path, monkeypatch):
