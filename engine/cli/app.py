@@ -424,7 +424,8 @@ def run(data: DataOpt = None, config: ConfigOpt = None,
     The folder is replaced whole only when every stage succeeded: a failed or killed run
     leaves the previous results untouched. Stages whose inputs and config did not change
     since the run already in --out are reused, not recomputed (--force recomputes).
-    Exit codes: 0 success, 1 user or data error, 2 internal error.
+    Exit codes: 0 success, 1 user or data error, 2 internal error, 130 interrupted
+    (Ctrl-C, or SIGTERM from a job scheduler).
     """
     from centile.run import run_pipeline
 
@@ -684,7 +685,7 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
 
 def main() -> None:
     """Console-script entry point. Exit codes: 0 success, 1 user or data error (including
-    bad options), 2 internal error."""
+    bad options), 2 internal error, 130 interrupted (Ctrl-C, SIGTERM)."""
     from typer._click import exceptions as click_exc  # typer vendors click since 0.2x
 
     # a job scheduler (SLURM, Kubernetes, systemd) stops a job with SIGTERM: unwind as for Ctrl-C,
