@@ -159,6 +159,63 @@ def test_sigterm_from_a_job_scheduler_unwinds_like_ctrl_c(data, tmp_path):
     assert not [f.name for f in tmp_path.iterdir() if f.name.startswith(".out.centile-") and f.name != ".out.centile.lock"]
 
 
+def _child_after_sigterm(body: str, *, grace: float = 2.0, signals: int = 1) -> tuple[int, str, float]:
+    """Run ``body`` in a child with centile's SIGTERM handler (grace ``grace`` s), send SIGTERM
+    ``signals`` times once it prints ``ready``; its exit code, stderr and seconds after the signal."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import importlib, signal, sys, time, duckdb\n"
+              "app = importlib.import_module('centile.cli.app')\n"
+              f"app.TERM_GRACE_S = {grace}\n"
+              "signal.signal(signal.SIGTERM, app._terminated)\n" + body)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    for _ in range(signals):
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    _out, err = p.communicate(timeout=60)
+    return p.returncode, err, time.monotonic() - t0
+
+
+def test_sigterm_stops_a_duckdb_query_in_progress():
+    # DuckDB checks for signals while a query runs: the handler's exception stops the query (exit
+    # 130); where a library swallows that exception, the watchdog ends the process (exit 143)
+    code, err, secs = _child_after_sigterm(
+        "con = duckdb.connect()\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    with app._errors():\n"
+        "        con.sql('SELECT sum(hash(a)) FROM range(100000000000) t(a)').pl()\n"
+        "except BaseException as e:\n"  # typer.Exit
+        "    sys.exit(getattr(e, 'exit_code', 99))\n")
+    assert (code, "Interrupted; nothing was written.") == (130, err.strip()) or (
+        code == 143 and "did not stop within 2 s" in err), err
+    assert secs < 10
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_run_that_loses_the_sigterm_exception_still_ends(signals):
+    # a library that swallows the exception raised in the handler: the watchdog ends the process after
+    # the grace period; a second SIGTERM ends it at once
+    code, err, secs = _child_after_sigterm(
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    try:\n"
+        "        time.sleep(0.05)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass\n", grace=3.0, signals=signals)
+    assert code == 143, err
+    if signals == 1:
+        assert "SIGTERM, and the run did not stop within 3 s" in err and 2.5 < secs < 10
+    else:
+        assert "a second SIGTERM" in err and secs < 2.5
+
+
 def test_stale_temporary_folder_of_a_killed_run_is_removed(data, tmp_path):
     out = tmp_path / "out"
     stale = tmp_path / ".out.centile-tmp-99999"

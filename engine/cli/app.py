@@ -689,8 +689,8 @@ def main() -> None:
     from typer._click import exceptions as click_exc  # typer vendors click since 0.2x
 
     # a job scheduler (SLURM, Kubernetes, systemd) stops a job with SIGTERM: unwind as for Ctrl-C,
-    # so the staging and scratch folders go and the local cluster's workers are closed (the signal
-    # is handled once the current DuckDB query returns)
+    # so the staging and scratch folders go and the local cluster's workers are closed (DuckDB checks
+    # for signals while a query runs: the handler's exception stops the query at once)
     signal.signal(signal.SIGTERM, _terminated)
     threads = _threads_from_argv(sys.argv)
     if threads:
@@ -707,8 +707,35 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+#: seconds a run has to unwind after SIGTERM before it exits without cleaning up
+TERM_GRACE_S = 20.0
+_term = {"at": None}
+
+
 def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM: unwind as for Ctrl-C. The exception raised here can be lost (raised inside a callback
+    that a library swallows, e.g. while DuckDB hands a result to Polars), so a watchdog ends the
+    process after ``TERM_GRACE_S`` seconds, and a second SIGTERM ends it at once; the next run into
+    the same --out then removes what this one left."""
+    import threading
+
+    if _term["at"] is not None:
+        _hard_exit("a second SIGTERM")
+    _term["at"] = time.monotonic()
+
+    def watchdog() -> None:
+        time.sleep(TERM_GRACE_S)
+        _hard_exit(f"SIGTERM, and the run did not stop within {TERM_GRACE_S:g} s")
+
+    threading.Thread(target=watchdog, name="centile-sigterm-watchdog", daemon=True).start()
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _hard_exit(why: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"Stopped ({why}); the next run into the same --out removes what this one left.\n")
+        sys.stderr.flush()
+    os._exit(143)
 
 
 def _threads_from_argv(argv: list[str]) -> str | None:
