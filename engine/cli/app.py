@@ -685,7 +685,8 @@ def clv(data: DataOpt = None, config: ConfigOpt = None, out: OutOpt = Path("cent
 
 def main() -> None:
     """Console-script entry point. Exit codes: 0 success, 1 user or data error (including
-    bad options), 2 internal error, 130 interrupted (Ctrl-C, SIGTERM)."""
+    bad options), 2 internal error, 130 interrupted (Ctrl-C, SIGTERM), 143 stopped by a SIGTERM
+    without unwinding (a second one, or 20 s after the first)."""
     from typer._click import exceptions as click_exc  # typer vendors click since 0.2x
 
     # a job scheduler (SLURM, Kubernetes, systemd) stops a job with SIGTERM: unwind as for Ctrl-C,
