@@ -113,15 +113,14 @@ def _errors() -> Iterator[None]:
 
         err_console.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        err_console.print("Interrupted; nothing was written.")
-        raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
-    except Exception as exc:
+    except BaseException as exc:
         if _interrupted(exc):
             err_console.print("Interrupted; nothing was written.")
             raise typer.Exit(130) from None
+        if not isinstance(exc, Exception):  # SystemExit, GeneratorExit
+            raise
         why = _environment_error(exc)
         if why:  # the disk, the file system or an unreadable file: not a bug, exit code 1
             from rich.markup import escape
@@ -136,22 +135,18 @@ def _errors() -> Iterator[None]:
                           "This is a bug in centile, not in your data; rerun with -vv for the traceback "
                           "and report it. Nothing was written.", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
-    except BaseException as exc:
-        if _interrupted(exc):
-            err_console.print("Interrupted; nothing was written.")
-            raise typer.Exit(130) from None
-        raise
 
 
 def _interrupted(exc: BaseException) -> bool:
-    """Ctrl-C (or SIGTERM) as a library reports it: DuckDB catches SIGINT during a query and raises
-    ``InterruptException`` (``RuntimeError: Query interrupted`` from a relation's ``.pl()``) instead
-    of ``KeyboardInterrupt``; Polars panics when it reaches a Python callback of Polars."""
+    """Ctrl-C or SIGTERM: ``KeyboardInterrupt``, or the error a library reports it as. DuckDB
+    catches SIGINT during a query and raises ``InterruptException`` (``RuntimeError: Query
+    interrupted`` from a relation's ``.pl()``); Polars panics when it reaches a Python callback."""
     name = type(exc).__name__
-    return (name == "InterruptException" and type(exc).__module__.startswith(("duckdb", "_duckdb"))) or (
-        type(exc) is RuntimeError and str(exc).startswith("Query interrupted")) or (
-        # the interrupt reached Python code that Polars called back (a panic in its Rust code)
-        name == "PanicException" and "KeyboardInterrupt" in str(exc))
+    return (isinstance(exc, KeyboardInterrupt)
+            or (name == "InterruptException" and type(exc).__module__.startswith(("duckdb", "_duckdb")))
+            or (type(exc) is RuntimeError and str(exc).startswith("Query interrupted"))
+            # the interrupt reached Python code that Polars called back (a panic in its Rust code)
+            or (name == "PanicException" and "KeyboardInterrupt" in str(exc)))
 
 
 def _environment_error(exc: BaseException) -> str | None:
@@ -710,7 +705,7 @@ def main() -> None:
 
 #: seconds a run has to unwind after SIGTERM before it exits without cleaning up
 TERM_GRACE_S = 20.0
-_term = {"at": None}
+_term = {"seen": False}
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -720,9 +715,9 @@ def _terminated(signum: int, frame: object) -> None:
     the same --out then removes what this one left."""
     import threading
 
-    if _term["at"] is not None:
+    if _term["seen"]:
         _hard_exit("a second SIGTERM")
-    _term["at"] = time.monotonic()
+    _term["seen"] = True
 
     def watchdog() -> None:
         time.sleep(TERM_GRACE_S)
